@@ -1,0 +1,30 @@
+# One image for all eleven services and the gateway; docker-compose.yml picks
+# the entry point per container (`python -m services.<name>` / `python -m gateway`).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+
+WORKDIR /app
+
+# Dependencies first (cached while only source changes): the pinned set and
+# the package metadata pip needs to resolve them.
+COPY constraints.txt pyproject.toml ./
+COPY gen/python ./gen/python
+COPY runtime ./runtime
+COPY services ./services
+COPY gateway ./gateway
+COPY tools ./tools
+COPY proto ./proto
+RUN pip install -c constraints.txt -e . -e gen/python
+
+# Local state (chdb files, models) when a service uses the embedded defaults.
+RUN useradd --system --uid 10001 --home-dir /app trading && mkdir -p /app/var && chown trading /app/var
+USER trading
+
+ENV TRADING_HOST=0.0.0.0 \
+    TRADING_VAR_DIR=/app/var
+
+CMD ["tradingctl", "--help"]

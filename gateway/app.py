@@ -1,0 +1,122 @@
+"""The FastAPI application of the gateway.
+
+Hand-written routes: /healthz, /readyz, /openapi.json and /docs. Every other
+path is served by one catch-all endpoint over the route table derived from
+the contracts (gateway.routes), so adding an annotated RPC needs no change here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+from fastapi import FastAPI, Response
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from redis.asyncio import Redis
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.websockets import WebSocket
+
+from gateway.auth import API_KEY_HEADER, Authenticator
+from gateway.config import GatewayOptions
+from gateway.dispatch import CORRELATION_RESPONSE_HEADER, Dispatcher, handle
+from gateway.handling import CORRELATION_HEADER, IDEMPOTENCY_HEADER
+from gateway.idempotency import IdempotencyStore
+from gateway.openapi import build_openapi
+from gateway.ratelimit import RateLimiter
+from gateway.routes import HTTP_METHODS, RouteTable, build_routes
+from gateway.streams import sse, websocket_stream
+from runtime.config import SERVICE_NAMES, Settings
+from runtime.grpc_client import ClientFactory
+
+DOWNSTREAM = tuple(name for name in SERVICE_NAMES if name != "gateway")
+
+
+class Downstreams:
+    """Pooled channels to the services, one per address, for the gateway's lifetime."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.channels = {name: grpc.aio.insecure_channel(settings.address_of(name)) for name in DOWNSTREAM}
+
+    async def health(self, timeout: float = 0.5) -> dict[str, str]:
+        async def check(name: str) -> str:
+            stub = health_pb2_grpc.HealthStub(self.channels[name])
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code().name
+            return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+        results = await asyncio.gather(*(check(n) for n in DOWNSTREAM))
+        return dict(zip(DOWNSTREAM, results, strict=True))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(ch.close() for ch in self.channels.values()))
+
+
+def create_app(
+    downstreams: Downstreams,
+    *,
+    clients: ClientFactory,
+    redis: Redis,
+    options: GatewayOptions | None = None,
+    authenticator: Authenticator | None = None,
+) -> FastAPI:
+    """The app. ``clients`` (pooled gRPC channels) and ``redis`` are owned by the caller."""
+    options = options or GatewayOptions()
+    table = RouteTable(build_routes())
+    dispatcher = Dispatcher(
+        table,
+        clients,
+        authenticator or Authenticator.create(options, clients, redis),
+        RateLimiter(redis, options.rate_limit_requests, options.rate_limit_window_s),
+        options,
+        IdempotencyStore(redis),
+    )
+    app = FastAPI(title="AI trading platform API", version="1.0.0")
+    app.state.dispatcher = dispatcher
+    document = build_openapi(table.routes, title=app.title, version=app.version)
+    app.openapi = lambda: document  # type: ignore[method-assign]
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process serves HTTP. Checks no dependency."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz(response: Response) -> dict[str, object]:
+        """Readiness: every downstream service answers SERVING."""
+        services = await downstreams.health()
+        ready = all(status == "SERVING" for status in services.values())
+        response.status_code = 200 if ready else 503
+        return {"status": "ready" if ready else "not ready", "services": services}
+
+    async def contract_route(request: Request) -> Any:
+        return await handle(dispatcher, request, sse)
+
+    async def contract_websocket(websocket: WebSocket) -> None:
+        await websocket_stream(dispatcher, websocket)
+
+    app.router.add_websocket_route("/{path:path}", contract_websocket)
+    app.router.add_route(
+        "/{path:path}", contract_route, methods=[m.upper() for m in HTTP_METHODS], include_in_schema=False
+    )
+    if options.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=options.cors_origins,
+            allow_methods=[m.upper() for m in HTTP_METHODS],
+            allow_headers=[
+                "authorization",
+                "content-type",
+                API_KEY_HEADER,
+                IDEMPOTENCY_HEADER,
+                CORRELATION_HEADER,
+                "x-request-timeout",
+                "grpc-timeout",
+            ],
+            expose_headers=[CORRELATION_RESPONSE_HEADER, "Retry-After"],
+            max_age=options.cors_max_age_s,
+        )
+    return app

@@ -1,0 +1,195 @@
+"""REST -> gRPC: one handler serves every route of the table.
+
+For each request: match the route, authenticate and authorize (method
+policy), rate-limit per tenant, build the request message (body, path,
+query), call the service over its pooled channel with a deadline and the
+caller's context in metadata, and answer proto3 JSON or problem+json.
+Server-streaming RPCs answer server-sent events (gateway.streams).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+import grpc
+import grpc.aio
+from google.protobuf import message
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+
+from gateway.auth import Authenticator, Principal, authorize
+from gateway.config import GatewayOptions
+from gateway.handling import call_timeout, correlation_id, idempotency_key, read_body
+from gateway.idempotency import IdempotencyStore
+from gateway.problems import Problem, from_rpc_error
+from gateway.ratelimit import RateLimiter
+from gateway.routes import Route, RouteTable
+from gateway.transcode import dumps, parse_body, to_json
+from runtime.context import RequestContext, reset_context, set_context
+from runtime.contracts import METADATA
+from runtime.grpc_client import ClientFactory
+
+log = logging.getLogger(__name__)
+
+CORRELATION_RESPONSE_HEADER = "X-Correlation-Id"
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A request made ready for its RPC."""
+
+    route: Route
+    request: message.Message
+    context: RequestContext
+    metadata: tuple[tuple[str, str], ...]
+    timeout: float | None
+    principal: Principal | None
+
+
+class Dispatcher:
+    """Holds the route table and one multi-callable per RPC on the pooled channels."""
+
+    def __init__(
+        self,
+        table: RouteTable,
+        clients: ClientFactory,
+        authenticator: Authenticator,
+        limiter: RateLimiter,
+        options: GatewayOptions,
+        idempotency: IdempotencyStore,
+    ) -> None:
+        self.idempotency = idempotency
+        self.table = table
+        self.clients = clients
+        self.authenticator = authenticator
+        self.limiter = limiter
+        self.options = options
+        self._callables: dict[str, Any] = {}
+
+    def callable_for(self, route: Route) -> Any:
+        """The unary or server-streaming multi-callable of a route's RPC (cached)."""
+        found = self._callables.get(route.grpc_path)
+        if found is None:
+            channel = self.clients.channel(route.target)
+            make = channel.unary_stream if route.streaming else channel.unary_unary
+            found = make(
+                route.grpc_path,
+                request_serializer=route.request_class.SerializeToString,
+                response_deserializer=route.response_class.FromString,
+            )
+            self._callables[route.grpc_path] = found
+        return found
+
+    async def prepare(self, request: HTTPConnection, cid: str, method: str | None = None) -> Prepared:
+        """Everything before the call; raises :class:`Problem`. ``request`` is an
+        HTTP request, or a WebSocket handshake (``method`` "GET"; its token may
+        come as the ``access_token`` query parameter, browsers cannot set headers)."""
+        raw_path = request.scope.get("raw_path")
+        path = raw_path.decode("latin-1") if raw_path else quote(request.url.path)
+        route, path_values = self.table.match(method or request.scope["method"], path)
+        headers: Mapping[str, str] = request.headers
+        query = parse_qsl(request.url.query, keep_blank_values=True)
+        if isinstance(request, WebSocket):
+            token = [v for k, v in query if k == "access_token"]
+            query = [(k, v) for k, v in query if k != "access_token"]
+            if token and "authorization" not in headers:
+                headers = {**headers, "authorization": f"Bearer {token[0]}"}
+        principal = None
+        if not route.policy.public:
+            principal = await self.authenticator.authenticate(headers)
+        # Counted before authorization: refused calls of a tenant count too.
+        await self._rate_limit(principal, request)
+        authorize(route.policy, principal)
+        body: Any = None
+        if route.body and isinstance(request, Request):
+            body = parse_body(await read_body(request, self.options.max_body_bytes))
+        rpc_request = route.build_request(path_values, query, body)
+        timeout = call_timeout(headers, self.options, stream=route.streaming)
+        metadata: list[tuple[str, str]] = []
+        key = idempotency_key(headers)
+        if key and route.mutating:
+            metadata.append((METADATA.idempotency_key, key))
+        ctx = RequestContext(
+            tenant_id=principal.tenant_id if principal else "",
+            subject=principal.subject if principal else "",
+            correlation_id=cid,
+            idempotency_key=key,
+            scopes=principal.scopes if principal else frozenset(),
+            roles=principal.roles if principal else frozenset(),
+        ).with_deadline_in(timeout)
+        return Prepared(route, rpc_request, ctx, tuple(metadata), timeout, principal)
+
+    async def _rate_limit(self, principal: Principal | None, request: HTTPConnection) -> None:
+        if principal is not None:
+            bucket = principal.tenant_id
+        else:
+            host = request.client.host if request.client else "unknown"
+            bucket = "anon-" + host.replace(":", "_").replace("{", "_").replace("}", "_")
+        decision = await self.limiter.hit(bucket)
+        if decision is not None and not decision.allowed:
+            raise Problem(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"rate limit of {decision.limit} requests per {self.limiter.window_s}s exceeded",
+                reason="RATE_LIMITED",
+                domain="trading.gateway",
+                retry_after_s=max(decision.reset_s, 1.0),
+            )
+
+    async def unary(self, prepared: Prepared, cid: str) -> Response:
+        key = prepared.context.idempotency_key
+        if not (key and prepared.route.mutating):
+            return await self._call(prepared)
+        claim = await self.idempotency.begin(
+            prepared.context.tenant_id, prepared.route.grpc_path, key, prepared.request
+        )
+        if isinstance(claim, Response):
+            return claim
+        try:
+            try:
+                response = await self._call(prepared)
+            except Problem as problem:
+                response = problem.response(cid)
+        except BaseException:
+            await self.idempotency.release(claim)
+            raise
+        await self.idempotency.finish(claim, response)
+        return response
+
+    async def _call(self, prepared: Prepared) -> Response:
+        call = self.callable_for(prepared.route)
+        token = set_context(prepared.context)
+        try:
+            reply = await call(prepared.request, timeout=prepared.timeout, metadata=prepared.metadata)
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err) from None
+        finally:
+            reset_context(token)
+        doc = to_json(prepared.route.response_message(reply))
+        return Response(dumps(doc), media_type="application/json")
+
+
+async def handle(
+    dispatcher: Dispatcher,
+    request: Request,
+    stream: Callable[[Dispatcher, Prepared, Request, str], Awaitable[Response]],
+) -> Response:
+    """The endpoint of every contract route."""
+    cid = correlation_id(request.headers)
+    try:
+        prepared = await dispatcher.prepare(request, cid)
+        if prepared.route.streaming:
+            response = await stream(dispatcher, prepared, request, cid)
+        else:
+            response = await dispatcher.unary(prepared, cid)
+    except Problem as problem:
+        response = problem.response(cid)
+    except Exception:
+        log.exception("gateway: unhandled error (correlation id %s)", cid)
+        response = Problem(grpc.StatusCode.INTERNAL, "internal error").response(cid)
+    response.headers[CORRELATION_RESPONSE_HEADER] = cid
+    return response

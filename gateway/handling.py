@@ -1,0 +1,110 @@
+"""Per-request plumbing: correlation ids, deadlines, idempotency keys, bodies."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+
+import grpc
+from starlette.requests import Request
+
+from gateway.config import GatewayOptions
+from gateway.problems import Problem, bad_request, violation
+
+CORRELATION_HEADER = "x-correlation-id"
+IDEMPOTENCY_HEADER = "idempotency-key"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+# grpc-timeout (gRPC over HTTP/2 spec): up to 8 digits and a unit.
+_GRPC_TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
+_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+
+
+def correlation_id(headers: Mapping[str, str]) -> str:
+    """The client's X-Correlation-Id when it is a sane token, else a fresh one."""
+    given = headers.get(CORRELATION_HEADER, "")
+    return given if _SAFE_ID.match(given) else str(uuid.uuid4())
+
+
+def parse_timeout(headers: Mapping[str, str]) -> float | None:
+    """Seconds asked for by ``grpc-timeout`` or ``X-Request-Timeout`` (seconds,
+    decimal), None when neither is sent; 400 when malformed."""
+    raw = headers.get("grpc-timeout")
+    if raw is not None:
+        m = _GRPC_TIMEOUT.match(raw.strip())
+        if m is None:
+            raise bad_request(
+                "malformed grpc-timeout header",
+                [violation("grpc-timeout", "expected e.g. 500m or 2S", "format", pointer="")],
+            )
+        return int(m.group(1)) * _UNITS[m.group(2)]
+    raw = headers.get("x-request-timeout")
+    if raw is not None:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not 0 < value < 1e9:
+            raise bad_request(
+                "malformed X-Request-Timeout header",
+                [violation("x-request-timeout", "expected positive seconds, e.g. 2.5", "format", pointer="")],
+            )
+        return value
+    return None
+
+
+def call_timeout(headers: Mapping[str, str], options: GatewayOptions, *, stream: bool) -> float | None:
+    """The deadline budget of a call: the client's ask capped at the maximum,
+    else the default (streams: none unless asked, they are long-lived)."""
+    asked = parse_timeout(headers)
+    if asked is None:
+        return None if stream else options.default_timeout_s
+    return min(asked, options.max_timeout_s)
+
+
+def idempotency_key(headers: Mapping[str, str]) -> str:
+    key = headers.get(IDEMPOTENCY_HEADER, "")
+    if key and not _SAFE_ID.match(key):
+        raise bad_request(
+            "malformed Idempotency-Key header",
+            [violation("idempotency-key", "1-128 of A-Z a-z 0-9 . _ : / + = -", "format", pointer="")],
+        )
+    return key
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes (413 beyond, also when chunked)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            too_big = int(declared) > limit
+        except ValueError:
+            raise bad_request("malformed Content-Length", []) from None
+        if too_big:
+            raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if body.strip():
+        ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if ctype != "application/json" and not ctype.endswith("+json"):
+            raise Problem(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"unsupported content type {ctype!r}; send application/json",
+                status=415,
+            )
+    return body
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"request body larger than {limit} bytes",
+        status=413,
+        reason="BODY_TOO_LARGE",
+    )

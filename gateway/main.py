@@ -1,0 +1,74 @@
+"""Entry point of the gateway: `python -m gateway`.
+
+One process serves the REST API (hypercorn: HTTP/1.1 and h2c) and the
+standard grpc.health.v1 service on the gateway's gRPC port, so it is probed
+like every other service. Readiness: Redis (rate limits) answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import uvloop
+from hypercorn.asyncio import serve as serve_http
+from hypercorn.config import Config
+
+from gateway.app import Downstreams, create_app
+from gateway.config import GatewayOptions
+from runtime.config import Settings, get_settings
+from runtime.grpc_client import ClientFactory
+from runtime.grpc_server import ServiceRunner
+from runtime.storage.redis import create_redis
+from runtime.telemetry import setup_telemetry
+
+log = logging.getLogger(__name__)
+
+
+def http_config(settings: Settings) -> Config:
+    config = Config()
+    config.bind = [f"{settings.gateway.host}:{settings.gateway.http_port}"]
+    # Long-lived HTTP/2 clients and SSE streams must not be cut off by idle timers.
+    config.keep_alive_timeout = 75
+    config.h2_max_concurrent_streams = 256
+    config.graceful_timeout = settings.shutdown_grace_s
+    config.accesslog = None
+    return config
+
+
+async def run(settings: Settings) -> None:
+    setup_telemetry(settings.telemetry, "gateway")
+    downstreams = Downstreams(settings)
+    redis = create_redis(settings.redis)
+
+    async def ready() -> bool:
+        try:
+            return bool(await redis.ping())
+        except Exception:
+            return False
+
+    clients = ClientFactory(settings)
+    runner = ServiceRunner(
+        "gateway",
+        settings,
+        lambda server: [],
+        ready_check=ready,
+        cleanup=[downstreams.close, clients.close, redis.aclose],
+    )
+    await runner.start()
+    stop_http = asyncio.Event()
+    app: Any = create_app(
+        downstreams, clients=clients, redis=redis, options=GatewayOptions()
+    )  # an ASGI app; hypercorn's protocol types are narrower than FastAPI's
+    http = asyncio.create_task(serve_http(app, http_config(settings), shutdown_trigger=stop_http.wait))
+    log.info("gateway: REST on http://%s:%d", settings.gateway.host, settings.gateway.http_port)
+    try:
+        await runner.run_until_signal()
+    finally:
+        stop_http.set()
+        await http
+
+
+def main() -> None:
+    uvloop.run(run(get_settings()))

@@ -1,0 +1,217 @@
+"""Typed configuration, read from the environment in this one place.
+
+Every setting has an embedded local default so the platform runs on a fresh
+machine with no configuration at all. Environment variables use the prefix
+``TRADING_`` and ``__`` for nesting, e.g. ``TRADING_POSTGRES__DSN`` or
+``TRADING_KAFKA__BOOTSTRAP_SERVERS``. docker-compose.yml sets the same names.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Names of the eleven services, in start order. Ten serve gRPC APIs declared in
+# proto/; the gateway serves REST (and grpc.health on its own port).
+SERVICE_NAMES: tuple[str, ...] = (
+    "identity",
+    "marketdata",
+    "features",
+    "risk",
+    "execution",
+    "portfolio",
+    "decision",
+    "analytics",
+    "audit",
+    "notification",
+    "gateway",
+)
+
+# gRPC port of each service on loopback; the gateway's entry is its gRPC
+# health port (its HTTP port is GatewaySettings.http_port).
+DEFAULT_GRPC_PORTS: dict[str, int] = {name: 50051 + i for i, name in enumerate(SERVICE_NAMES)}
+
+
+class PostgresSettings(BaseModel):
+    """PostgreSQL (OLTP: identity, orders, portfolio, audit, outbox)."""
+
+    dsn: str = "postgresql://postgres@127.0.0.1:5432/trading"
+    # The database the infra command connects to in order to create `dsn`'s database.
+    admin_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    command_timeout_s: float = 5.0
+
+
+class RedisSettings(BaseModel):
+    """Redis-protocol cache (DragonflyDB in production, Redis here)."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    socket_timeout_s: float = 2.0
+
+
+class NatsSettings(BaseModel):
+    """NATS with JetStream (low-latency fan-out)."""
+
+    url: str = "nats://127.0.0.1:4222"
+    # Streams are created with this many replicas (1 on a single server).
+    stream_replicas: int = 1
+
+
+class KafkaSettings(BaseModel):
+    """Kafka-protocol broker (Apache Kafka in production, tansu here)."""
+
+    # Empty means: the infra command starts tansu on `local_port`.
+    bootstrap_servers: str = ""
+    local_port: int = 9092
+    # Idempotent producers need InitProducerId, which tansu does not support.
+    # Turn on against a real Kafka.
+    enable_idempotence: bool = False
+    default_partitions: int = 3
+    # Short group timings keep consumer-group joins fast on a local broker.
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 500
+    rebalance_timeout_ms: int = 3000
+    # How long a fetch may wait for data. tansu answers a fetch only when this
+    # runs out (not when data arrives), so it bounds consumer latency there;
+    # real Kafka answers as soon as data arrives, and a longer wait saves CPU.
+    fetch_max_wait_ms: int = 10
+
+    @property
+    def servers(self) -> str:
+        return self.bootstrap_servers or f"127.0.0.1:{self.local_port}"
+
+
+class ClickHouseSettings(BaseModel):
+    """ClickHouse (analytics). Empty url means the embedded chdb engine."""
+
+    url: str = ""
+    chdb_path: Path = Path("var/chdb")
+    database: str = "trading"
+
+
+class MarketDataSettings(BaseModel):
+    """The marketdata service's feed (env TRADING_MARKETDATA__FEED=synthetic|replay|none, ...)."""
+
+    # synthetic | replay | none, or the name of a registered exchange adapter.
+    feed: str = "synthetic"
+    # Synthetic: ticks per second over all symbols; 0 means as fast as possible.
+    feed_rate: float = Field(default=50.0, ge=0)
+    # Symbols to quote; empty means every instrument in TRADING status.
+    feed_symbols: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    feed_seed: int = 42
+    # GBM parameters, annualised (a year of 365 days of continuous trading).
+    feed_volatility: float = Field(default=0.6, ge=0)
+    feed_drift: float = 0.0
+    # Quoted spread around the mid, in basis points (at least one tick).
+    feed_spread_bps: float = Field(default=2.0, gt=0)
+    # Largest batch handed over at once.
+    feed_max_batch: int = Field(default=512, ge=1)
+    # Replay: CSV or Parquet file, pacing and speed-up.
+    feed_file: Path | None = None
+    feed_pace: Literal["realtime", "fast"] = "realtime"
+    feed_speed: float = Field(default=1.0, gt=0)
+
+    @field_validator("feed_symbols", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)  # the JSON form to_env() writes
+            return [s.strip() for s in value.split(",") if s.strip()]
+        return value
+
+
+class TelemetrySettings(BaseModel):
+    """Logs, metrics and traces."""
+
+    log_level: str = "INFO"
+    log_json: bool = False
+    # OTLP/gRPC endpoint for traces; empty disables export (spans still carry context).
+    otlp_endpoint: str = ""
+    # Port of the Prometheus /metrics endpoint; 0 picks (grpc_port + 1000).
+    metrics_port: int = 0
+
+
+class ClientSettings(BaseModel):
+    """Defaults of the gRPC client factory."""
+
+    default_timeout_s: float = 2.0
+    max_attempts: int = 3
+    backoff_initial_s: float = 0.02
+    backoff_max_s: float = 0.5
+    breaker_failure_threshold: int = 5
+    breaker_reset_timeout_s: float = 5.0
+
+
+class GatewaySettings(BaseModel):
+    """The public REST gateway."""
+
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+
+
+class Settings(BaseSettings):
+    """All settings of a process. Each service reads the parts it needs."""
+
+    model_config = SettingsConfigDict(env_prefix="TRADING_", env_nested_delimiter="__", extra="ignore")
+
+    environment: str = "local"
+    # Host every service binds and dials on.
+    host: str = "127.0.0.1"
+    # Address of each service, "host:port"; missing names fall back to
+    # `host` and DEFAULT_GRPC_PORTS.
+    service_addresses: dict[str, str] = Field(default_factory=dict)
+    # Where local state (embedded servers' data, chdb files, models) lives.
+    var_dir: Path = Path("var")
+    shutdown_grace_s: float = 5.0
+
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    client: ClientSettings = Field(default_factory=ClientSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    marketdata: MarketDataSettings = Field(default_factory=MarketDataSettings)
+
+    def address_of(self, service: str) -> str:
+        """The "host:port" a service listens on and its clients dial."""
+        return self.service_addresses.get(service) or f"{self.host}:{DEFAULT_GRPC_PORTS[service]}"
+
+
+# Settings fields that are nested models (set as TRADING_<FIELD>__<SUB>).
+_NESTED = frozenset(name for name, f in Settings.model_fields.items() if isinstance(f.default_factory, type))
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """The environment variables that reproduce `settings` in a child process
+    (the supervisor and tests hand them to the services they start)."""
+    env: dict[str, str] = {}
+    prefix = settings.model_config.get("env_prefix", "")
+    for name, value in settings.model_dump(mode="json").items():
+        if isinstance(value, dict) and name in _NESTED:
+            for sub, sub_value in value.items():
+                if sub_value is not None:  # unset optional: the child keeps the default
+                    env[f"{prefix}{name}__{sub}".upper()] = _env_value(sub_value)
+        elif value is not None:
+            env[f"{prefix}{name}".upper()] = _env_value(value)
+    return env
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings of this process, read once from the environment."""
+    return Settings()

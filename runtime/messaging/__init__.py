@@ -1,0 +1,61 @@
+"""Event messaging on Kafka and NATS, one shape for both transports.
+
+    from runtime.messaging import new_envelope
+    from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber
+    from runtime.messaging.nats import NatsPublisher, NatsSubscriber
+
+Every event travels as a `trading.common.v1.EventEnvelope` (protobuf bytes),
+with its facts and the W3C trace context copied into transport headers
+(`runtime.messaging.headers`). Routing (topic, key, subject) comes from the
+event registry (`runtime.contracts.event_registry()`). Handlers receive an
+`Event`; acks/commits follow success; failures are retried per `RetryPolicy`
+and then dead-lettered (`<topic>.dlq` on Kafka, stream `DLQ` on NATS).
+"""
+
+from runtime.messaging.base import (
+    DeadLetter,
+    DeadLetterReason,
+    Delivery,
+    Event,
+    Handler,
+    NotRoutedError,
+    Publisher,
+    Registry,
+    RetryPolicy,
+    Subscriber,
+    Transport,
+)
+from runtime.messaging.envelope import (
+    EnvelopeError,
+    PayloadMismatchError,
+    UndecodableEnvelopeError,
+    UnknownEventTypeError,
+    decode_envelope,
+    event_route_of,
+    new_envelope,
+    unpack,
+    uuid7,
+)
+
+__all__ = [
+    "DeadLetter",
+    "DeadLetterReason",
+    "Delivery",
+    "EnvelopeError",
+    "Event",
+    "Handler",
+    "NotRoutedError",
+    "PayloadMismatchError",
+    "Publisher",
+    "Registry",
+    "RetryPolicy",
+    "Subscriber",
+    "Transport",
+    "UndecodableEnvelopeError",
+    "UnknownEventTypeError",
+    "decode_envelope",
+    "event_route_of",
+    "new_envelope",
+    "unpack",
+    "uuid7",
+]

@@ -1,0 +1,159 @@
+"""Kafka publisher: envelopes to the topic their event type is routed to,
+keyed by the payload's partition-key field so one aggregate stays in order."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from types import TracebackType
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
+from google.protobuf import message as pb_message
+from trading.common.v1 import event_pb2
+
+from runtime.config import KafkaSettings
+from runtime.messaging.base import NotRoutedError, Registry, Transport
+from runtime.messaging.envelope import unpack
+from runtime.messaging.headers import envelope_headers, to_kafka
+from runtime.messaging.telemetry import MessagingMetrics, default_metrics, publish_span
+
+_KAFKA = Transport.KAFKA.value
+
+
+class KafkaPublisher:
+    """Publishes envelopes with acks=all. `topic_prefix` namespaces topics
+    (several environments or test runs on one cluster). Idempotent production follows
+    `settings.enable_idempotence` (off for tansu, which lacks InitProducerId);
+    without it, consumers deduplicate on the event id."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        registry: Registry,
+        *,
+        topic_prefix: str = "",
+        client_id: str = "trading",
+        # A millisecond of linger batches bursts without hurting latency much.
+        linger_ms: int = 1,
+        # lz4 is cheap on CPU; aiokafka needs `cramjam` for it.
+        compression_type: str | None = "lz4",
+        request_timeout_ms: int = 10_000,
+        metrics: MessagingMetrics | None = None,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._prefix = topic_prefix
+        self._metrics = metrics or default_metrics()
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=settings.servers,
+            client_id=client_id,
+            acks="all",
+            linger_ms=linger_ms,
+            compression_type=compression_type,
+            enable_idempotence=settings.enable_idempotence,
+            request_timeout_ms=request_timeout_ms,
+        )
+        self._started = False
+
+    async def start(self) -> None:
+        if not self._started:
+            await self._producer.start()
+            self._started = True
+
+    async def close(self) -> None:
+        if self._started:
+            self._started = False
+            await self._producer.stop()
+
+    async def ping(self) -> bool:
+        """True when the brokers answer a metadata request (readiness probes)."""
+        if not self._started:
+            return False
+        try:
+            await self._producer.client.fetch_all_metadata()
+        except Exception:
+            return False
+        return True
+
+    async def __aenter__(self) -> KafkaPublisher:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def publish(
+        self, envelope: event_pb2.EventEnvelope, *, payload: pb_message.Message | None = None
+    ) -> None:
+        """Publish to the event type's topic and wait for the broker's ack.
+        Pass `payload` when you have it, to skip unpacking it for the key."""
+        topic, key = self._route(envelope, payload)
+        headers = envelope_headers(envelope)
+        start = time.perf_counter()
+        with publish_span(_KAFKA, topic, envelope, headers):
+            await self.send_raw(topic, envelope.SerializeToString(), key=key, headers=to_kafka(headers))
+        self._metrics.published(_KAFKA, envelope.event_type, time.perf_counter() - start)
+
+    async def publish_many(
+        self, events: Sequence[tuple[event_pb2.EventEnvelope, pb_message.Message | None]]
+    ) -> None:
+        """Publish a batch: every record is handed to the producer first, then
+        all acks are awaited together, under one span whose trace context all
+        records carry. Much cheaper per event than `publish` in a loop (one task
+        and one span per batch, not per event); same routing and headers."""
+        if not events:
+            return
+        start = time.perf_counter()
+        first, _ = events[0]
+        trace: dict[str, str] = {}  # the batch span's context, copied into every message
+        with publish_span(_KAFKA, f"batch of {len(events)}", first, trace):
+            acks = []
+            for envelope, payload in events:
+                topic, key = self._route(envelope, payload)
+                headers = envelope_headers(envelope) | trace
+                acks.append(
+                    await self._producer.send(
+                        topic, value=envelope.SerializeToString(), key=key, headers=to_kafka(headers)
+                    )
+                )
+            await asyncio.gather(*acks)
+        per_event = (time.perf_counter() - start) / len(events)
+        for envelope, _ in events:
+            self._metrics.published(_KAFKA, envelope.event_type, per_event)
+
+    def _route(
+        self, envelope: event_pb2.EventEnvelope, payload: pb_message.Message | None
+    ) -> tuple[str, bytes | None]:
+        """Topic and key of one event, from the registry."""
+        event_type = envelope.event_type
+        route = self._registry.route(event_type)
+        if not route.kafka_topic:
+            raise NotRoutedError(f"{event_type} has no kafka_topic")
+        key: bytes | None = None
+        if route.partition_key == "tenant":
+            key = envelope.tenant_id.encode()
+        elif route.partition_key:
+            if payload is None:
+                payload = unpack(envelope, self._registry)
+            key = self._registry.partition_key(event_type, envelope.tenant_id, payload)
+        return self._prefix + route.kafka_topic, key
+
+    async def send_raw(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        partition: int | None = None,
+    ) -> RecordMetadata:
+        """Send bytes as they are (dead-lettering, re-drive) and wait for the ack."""
+        future = await self._producer.send(
+            topic, value=value, key=key, headers=list(headers), partition=partition
+        )
+        metadata: RecordMetadata = await future
+        return metadata

@@ -1,0 +1,169 @@
+"""The connections a service depends on, opened in one place.
+
+A service declares what it needs (`needs={"postgres", "nats", ...}`); its
+entry point opens exactly those, with retries while the servers come up, runs
+its PostgreSQL migrations, and only then reports SERVING. `ready()` is the
+readiness probe the health service polls afterwards, so a lost dependency
+turns the service NOT_SERVING instead of failing calls one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import asyncpg
+import nats
+from nats.aio.client import Client as NatsClient
+from redis.asyncio import Redis
+from tenacity import AsyncRetrying, retry_if_not_exception_type, stop_after_delay, wait_exponential_jitter
+
+from runtime.config import Settings
+from runtime.contracts import event_registry
+from runtime.messaging.kafka import KafkaPublisher
+from runtime.messaging.kafka.admin import ensure_topics, platform_topics
+from runtime.messaging.nats import NatsPublisher
+from runtime.messaging.nats.streams import ensure_streams, platform_streams
+from runtime.storage.clickhouse import ConnectClickHouse, create_clickhouse
+from runtime.storage.migrations import MigrationError, migrate_pool
+from runtime.storage.postgres import create_pool
+from runtime.storage.redis import create_redis
+
+log = logging.getLogger(__name__)
+
+Dependency = Literal["postgres", "redis", "nats", "kafka", "clickhouse"]
+ALL_DEPENDENCIES: tuple[Dependency, ...] = ("postgres", "redis", "nats", "kafka", "clickhouse")
+
+
+@dataclass
+class Resources:
+    """Open clients of one service process. Attributes are None unless needed."""
+
+    settings: Settings
+    service: str
+    needs: frozenset[Dependency]
+    postgres: asyncpg.Pool | None = None
+    redis: Redis | None = None
+    nats: NatsClient | None = None
+    nats_publisher: NatsPublisher | None = None
+    kafka_publisher: KafkaPublisher | None = None
+    clickhouse: ConnectClickHouse | None = None
+    _opened: list[Dependency] = field(default_factory=list)
+    _cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    @classmethod
+    def for_service(cls, settings: Settings, service: str, needs: Iterable[Dependency]) -> Resources:
+        return cls(settings=settings, service=service, needs=frozenset(needs))
+
+    async def open(self, *, timeout_s: float = 60.0) -> None:
+        """Connect to every needed server, retrying with backoff until `timeout_s`."""
+        for dep in ALL_DEPENDENCIES:
+            if dep in self.needs and dep not in self._opened:
+                async for attempt in AsyncRetrying(
+                    wait=wait_exponential_jitter(multiplier=0.05, max=1.0),
+                    stop=stop_after_delay(timeout_s),
+                    # A server still starting is worth waiting for; a bad migration is not.
+                    retry=retry_if_not_exception_type(MigrationError),
+                    reraise=True,
+                ):
+                    with attempt:
+                        await self._open_one(dep)
+                self._opened.append(dep)
+                log.info("%s: %s ready", self.service, dep)
+
+    async def _open_one(self, dep: Dependency) -> None:
+        s = self.settings
+        if dep == "postgres":
+            pool = await create_pool(s.postgres, application_name=self.service)
+            try:
+                await migrate_pool(pool, self.service)
+            except BaseException:
+                await pool.close()
+                raise
+            self.postgres = pool
+        elif dep == "redis":
+            redis = create_redis(s.redis)
+            await redis.ping()
+            self.redis = redis
+        elif dep == "nats":
+            client = await nats.connect(
+                s.nats.url, name=self.service, connect_timeout=2, max_reconnect_attempts=-1
+            )
+            try:
+                # Declaring the platform's streams is idempotent, so every service may do it.
+                await ensure_streams(
+                    client.jetstream(), platform_streams(event_registry()), replicas=s.nats.stream_replicas
+                )
+            except BaseException:
+                await client.close()
+                raise
+            self.nats = client
+            self.nats_publisher = NatsPublisher(client, event_registry())
+        elif dep == "kafka":
+            await ensure_topics(s.kafka, platform_topics(event_registry()))
+            publisher = KafkaPublisher(s.kafka, event_registry(), client_id=self.service)
+            try:
+                await publisher.start()
+            except BaseException:
+                await publisher.close()
+                raise
+            self.kafka_publisher = publisher
+        elif dep == "clickhouse":
+            self.clickhouse = await create_clickhouse(s.clickhouse)
+
+    async def ready(self) -> bool:
+        """True when every needed dependency answers now (cheap pings)."""
+        if len(self._opened) != len(self.needs):
+            return False
+        try:
+            async with asyncio.timeout(1.0):
+                if self.postgres is not None:
+                    await self.postgres.fetchval("SELECT 1")
+                if self.redis is not None:
+                    await self.redis.ping()
+                if self.nats is not None and not self.nats.is_connected:
+                    return False
+                if self.kafka_publisher is not None and not await self.kafka_publisher.ping():
+                    return False
+                if self.clickhouse is not None:
+                    return await self.clickhouse.ping()
+        except Exception as exc:
+            log.warning("%s: readiness check failed: %r", self.service, exc)
+            return False
+        return True
+
+    def on_close(self, cleanup: Callable[[], Awaitable[None]]) -> None:
+        """Run `cleanup` at shutdown before connections close (last added first):
+        how a service's build() stops the consumers and background tasks it started."""
+        self._cleanups.append(cleanup)
+
+    async def close(self) -> None:
+        """Stop what build() started, then close every connection, in reverse
+        order; never raises."""
+        while self._cleanups:
+            cleanup = self._cleanups.pop()
+            try:
+                await cleanup()
+            except Exception as exc:
+                log.warning("%s: clean-up %r failed: %r", self.service, cleanup, exc)
+        for dep in reversed(self._opened):
+            try:
+                await self._close_one(dep)
+            except Exception as exc:
+                log.warning("%s: closing %s failed: %r", self.service, dep, exc)
+        self._opened.clear()
+
+    async def _close_one(self, dep: Dependency) -> None:
+        if dep == "postgres" and self.postgres is not None:
+            await self.postgres.close()
+        elif dep == "redis" and self.redis is not None:
+            await self.redis.aclose()
+        elif dep == "nats" and self.nats is not None:
+            await self.nats.drain()
+        elif dep == "kafka" and self.kafka_publisher is not None:
+            await self.kafka_publisher.close()
+        elif dep == "clickhouse" and self.clickhouse is not None:
+            await self.clickhouse.close()

@@ -1,0 +1,170 @@
+"""PostgreSQL connection pool and the tenant-scoped transaction helper.
+
+Row-level security is the last line of tenant isolation. Tenant tables carry a
+``tenant_id text`` column and a policy such as::
+
+    ALTER TABLE orders ENABLE ROW LEVEL SECURITY;
+    ALTER TABLE orders FORCE ROW LEVEL SECURITY;
+    CREATE POLICY tenant_isolation ON orders
+        USING (tenant_id = current_setting('app.tenant_id'))
+        WITH CHECK (tenant_id = current_setting('app.tenant_id'));
+
+(:func:`tenant_rls_sql` writes exactly that.) Superusers and roles with
+BYPASSRLS ignore every policy, and the local PostgreSQL is used as the
+``postgres`` superuser, so :func:`tenant_transaction` also switches to the
+unprivileged role :data:`TENANT_ROLE` for the transaction (``SET LOCAL ROLE``).
+The migration runner creates that role and grants it the DML rights on each
+service's schema, so policies hold whatever user the service logs in as.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import asyncpg
+
+from runtime.config import PostgresSettings
+
+# NOLOGIN, NOSUPERUSER, NOBYPASSRLS: the role tenant transactions run as.
+TENANT_ROLE = "trading_tenant"
+# The custom setting RLS policies read.
+TENANT_SETTING = "app.tenant_id"
+
+T = TypeVar("T")
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    """Per-connection setup: json/jsonb as Python objects instead of strings."""
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text"
+        )
+
+
+async def create_pool(
+    settings: PostgresSettings,
+    *,
+    dsn: str | None = None,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    application_name: str = "trading",
+    init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+) -> asyncpg.Pool:
+    """An asyncpg pool for `settings.dsn` (or `dsn`), ready to use.
+
+    Sessions run in UTC with JIT off (JIT compiles slow plans for short OLTP
+    queries and hurts tail latency); idle connections are recycled after 5 min
+    so a restarted server or a failover is picked up. `init` runs on each new
+    connection after the built-in setup.
+    """
+
+    async def setup(conn: asyncpg.Connection) -> None:
+        await _init_connection(conn)
+        if init is not None:
+            await init(conn)
+
+    pool = await asyncpg.create_pool(
+        dsn or settings.dsn,
+        min_size=settings.pool_min_size if min_size is None else min_size,
+        max_size=settings.pool_max_size if max_size is None else max_size,
+        command_timeout=settings.command_timeout_s,
+        timeout=settings.command_timeout_s,
+        max_inactive_connection_lifetime=300.0,
+        server_settings={"application_name": application_name, "timezone": "UTC", "jit": "off"},
+        init=setup,
+    )
+    assert pool is not None  # create_pool only returns None when awaited lazily
+    return pool
+
+
+def _check_tenant(tenant_id: str) -> None:
+    if not tenant_id:
+        # An empty tenant would match rows whose tenant_id is '' and hide bugs upstream.
+        raise ValueError("tenant_id must not be empty")
+
+
+@asynccontextmanager
+async def tenant_transaction(
+    pool: asyncpg.Pool, tenant_id: str, *, role: str | None = TENANT_ROLE
+) -> AsyncIterator[asyncpg.Connection]:
+    """A connection inside a transaction scoped to `tenant_id`.
+
+    ``app.tenant_id`` is set with ``set_config(..., true)`` (the ``SET LOCAL``
+    form), so it ends with the transaction and never leaks to the next user of
+    the pooled connection. `role` (default :data:`TENANT_ROLE`) is assumed
+    the same way (``set_config('role', ...)`` is ``SET LOCAL ROLE``) so RLS
+    applies even to a superuser login; pass ``None`` when the login role
+    itself is already unprivileged.
+
+    Both settings travel in one statement (this runs on every tenant-scoped
+    call). The transaction is asyncpg's own, so callers may nest
+    `conn.transaction()` (savepoints) inside.
+    """
+    _check_tenant(tenant_id)
+    async with pool.acquire() as conn, conn.transaction():
+        if role is None:
+            await conn.execute("SELECT set_config($1, $2, true)", TENANT_SETTING, tenant_id)
+        else:
+            await conn.execute(
+                "SELECT set_config($1, $2, true), set_config('role', $3, true)",
+                TENANT_SETTING,
+                tenant_id,
+                role,
+            )
+        yield conn
+
+
+async def run_in_tenant(
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    fn: Callable[..., Awaitable[T]],
+    *args: Any,
+    role: str | None = TENANT_ROLE,
+) -> T:
+    """Run ``fn(conn, *args)`` in a transaction scoped to `tenant_id` (see :func:`tenant_transaction`)."""
+    async with tenant_transaction(pool, tenant_id, role=role) as conn:
+        return await fn(conn, *args)
+
+
+def quote_ident(name: str) -> str:
+    """Quote an SQL identifier (schema, table, role) for interpolation."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def tenant_rls_sql(table: str, column: str = "tenant_id") -> str:
+    """SQL that turns on (and forces) row-level security by tenant for `table`.
+
+    `table` may be schema-qualified (``execution.orders``); meant for migrations.
+    """
+    qualified = ".".join(quote_ident(p) for p in table.split("."))
+    col = quote_ident(column)
+    check = f"{col} = current_setting('{TENANT_SETTING}')"
+    return (
+        f"ALTER TABLE {qualified} ENABLE ROW LEVEL SECURITY;\n"
+        f"ALTER TABLE {qualified} FORCE ROW LEVEL SECURITY;\n"
+        f"CREATE POLICY tenant_isolation ON {qualified} USING ({check}) WITH CHECK ({check});\n"
+    )
+
+
+async def ensure_tenant_role(conn: asyncpg.Connection, role: str = TENANT_ROLE) -> None:
+    """Create the unprivileged tenant role if missing and let the current user assume it.
+
+    Roles are cluster-wide, so concurrent creators (other databases, other
+    services) can race; a duplicate is fine.
+    """
+    exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+    if not exists:
+        try:
+            # A savepoint, so losing the race does not abort the caller's transaction.
+            async with conn.transaction():
+                await conn.execute(f"CREATE ROLE {quote_ident(role)} NOLOGIN NOSUPERUSER NOBYPASSRLS")
+        except (asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
+            pass
+    is_super = await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    if not is_super:
+        member = await conn.fetchval("SELECT pg_has_role(current_user, $1, 'MEMBER')", role)
+        if not member:
+            await conn.execute(f"GRANT {quote_ident(role)} TO CURRENT_USER")

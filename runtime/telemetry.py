@@ -1,0 +1,138 @@
+"""Logging and tracing set-up, done once per process.
+
+Logs: the code logs through stdlib ``logging`` (cheap when a level is off,
+which matters on the hot path) or ``structlog.get_logger()``; both are
+rendered by structlog's ``ProcessorFormatter`` as JSON (``log_json``) or
+key=value console lines, each carrying the service name and, inside a call,
+the tenant and correlation id of the current :class:`RequestContext`, plus the
+trace id when a span is active.
+
+Traces: a ``TracerProvider`` with a ``service.name`` resource, exporting over
+OTLP/gRPC only when ``telemetry.otlp_endpoint`` is set (otherwise spans still
+propagate W3C trace context between services but are not exported).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from runtime.config import TelemetrySettings
+from runtime.context import current_context
+
+_configured: Telemetry | None = None
+
+
+def _add_request_context(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: tenant and correlation id of the current call."""
+    ctx = current_context()
+    if ctx.correlation_id:
+        event.setdefault("correlation_id", ctx.correlation_id)
+    if ctx.tenant_id:
+        event.setdefault("tenant_id", ctx.tenant_id)
+    span_ctx = trace.get_current_span().get_span_context()
+    if span_ctx.is_valid:
+        event.setdefault("trace_id", format(span_ctx.trace_id, "032x"))
+    return event
+
+
+def _add_service(service_name: str) -> structlog.types.Processor:
+    def add(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        event.setdefault("service", service_name)
+        return event
+
+    return add
+
+
+def _shared_processors(service_name: str) -> list[structlog.types.Processor]:
+    return [
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_service(service_name),
+        _add_request_context,
+    ]
+
+
+def log_formatter(settings: TelemetrySettings, service_name: str) -> logging.Formatter:
+    """The formatter of every log line: JSON or key=value, with request context."""
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer()
+        if settings.log_json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(service_name),
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+
+
+def configure_logging(settings: TelemetrySettings, service_name: str) -> None:
+    """Route stdlib logging and structlog through one formatter on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(log_formatter(settings, service_name))
+    shared = _shared_processors(service_name)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared[:2],
+            *shared[3:],
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+def configure_tracing(settings: TelemetrySettings, service_name: str) -> TracerProvider:
+    """Install the global tracer provider (OTLP export only with an endpoint)."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    if settings.otlp_endpoint:
+        # Imported lazily: the exporter pulls in its own gRPC stack.
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True))
+        )
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+@dataclass
+class Telemetry:
+    """Handle of the process' telemetry; ``shutdown`` flushes pending spans."""
+
+    service_name: str
+    tracer_provider: TracerProvider
+
+    def shutdown(self) -> None:
+        self.tracer_provider.shutdown()
+
+
+def setup_telemetry(settings: TelemetrySettings, service_name: str) -> Telemetry:
+    """Configure logging and tracing once per process (later calls return the first handle)."""
+    global _configured
+    if _configured is None:
+        configure_logging(settings, service_name)
+        _configured = Telemetry(service_name, configure_tracing(settings, service_name))
+    return _configured

@@ -1,0 +1,1 @@
+"""The ten gRPC services, one package each (api, domain, storage, main)."""

@@ -1,0 +1,128 @@
+"""Wiring of the decision service: what it needs and what it serves, the
+models it loads (training the default set first on a fresh machine) and the
+feature-vector consumer it runs (DecisionSettings, env TRADING_DECISION_*)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+from threadpoolctl import threadpool_limits
+from trading.decision.v1 import decision_service_pb2_grpc as pb_grpc
+from trading.execution.v1 import execution_service_pb2_grpc as exec_grpc
+
+from runtime.contracts import event_registry
+from runtime.grpc_client import ClientFactory
+from runtime.messaging import RetryPolicy
+from runtime.messaging.nats import NatsSubscriber
+from runtime.resources import Resources
+from runtime.service import ServiceSpec
+from services.decision import models, train
+from services.decision.api import DecisionApi
+from services.decision.engine import VECTOR_SUBJECTS, DecisionEngine, SignalPruner, StrategyCache
+from services.decision.inference import Ensemble
+from services.decision.settings import DecisionSettings, TrainingSettings
+from services.decision.storage import SignalStore, StrategyStore
+
+log = logging.getLogger(__name__)
+
+DECISION_SERVICE = "trading.decision.v1.DecisionService"
+
+
+async def load_models(
+    settings: DecisionSettings, var_dir: Any, training: TrainingSettings | None = None
+) -> dict[str, models.LoadedModel]:
+    model_dir = settings.resolved_model_dir(var_dir)
+    if not models.model_ids(model_dir) and settings.train_if_missing:
+        log.info("decision: no models under %s, training the default set", model_dir)
+        await asyncio.to_thread(train.train, model_dir, training)
+    loaded = await asyncio.to_thread(models.load_latest, model_dir)
+    for m in loaded.values():
+        log.info("decision: loaded %s %s %s", m.model_id, m.meta.version, m.meta.metrics)
+    return loaded
+
+
+async def build(
+    resources: Resources,
+    decision_settings: DecisionSettings | None = None,
+    training: TrainingSettings | None = None,
+    queue: str = "decision-vectors",
+) -> Mapping[str, Any]:
+    assert resources.postgres is not None and resources.redis is not None
+    assert resources.nats is not None and resources.nats_publisher is not None
+    assert resources.kafka_publisher is not None
+    settings = decision_settings or DecisionSettings()
+    # One BLAS/OpenMP thread per model call: the models run on their own
+    # threads, and nested OpenMP teams on 2 cores only contend.
+    threadpool_limits(limits=1)
+    loaded = await load_models(settings, resources.settings.var_dir, training)
+    ensemble = Ensemble(loaded, budget_s=settings.inference_budget_ms / 1e3, threads=True)
+    resources.on_close(_async(ensemble.close))
+
+    strategies = StrategyStore(resources.postgres)
+    signals = SignalStore(resources.postgres)
+    cache = StrategyCache(strategies, settings.strategy_refresh_s)
+    await cache.start()
+    resources.on_close(cache.stop)
+
+    clients = ClientFactory(resources.settings)
+    resources.on_close(clients.close)
+    engine = DecisionEngine(
+        ensemble=ensemble,
+        strategies=cache,
+        signals=signals,
+        execution=clients.stub(exec_grpc.ExecutionServiceStub, "execution"),
+        nats=resources.nats_publisher,
+        kafka=resources.kafka_publisher,
+        place_timeout_s=settings.place_order_timeout_s,
+    )
+    resources.on_close(engine.drain)
+    pruner = SignalPruner(strategies, signals, timedelta(hours=settings.signal_retention_hours))
+    pruner.start()
+    resources.on_close(pruner.stop)
+    # Core NATS in a queue group: replicas share the vectors; a vector seen
+    # twice is harmless (signals and orders are keyed by the vector).
+    subscriber = NatsSubscriber(
+        resources.nats,
+        event_registry(),
+        engine.handle,
+        subjects=[VECTOR_SUBJECTS],
+        queue=queue,
+        name="decision-vectors",
+        retry=RetryPolicy(max_attempts=2, initial_backoff_s=0.01, max_backoff_s=0.05, jitter_s=0.01),
+    )
+    await subscriber.start()
+    await resources.nats.flush()
+    resources.on_close(subscriber.stop)
+    api = DecisionApi(
+        strategies, signals, ensemble, resources.kafka_publisher, resources.redis, cache.reload_tenant
+    )
+    return {DECISION_SERVICE: api}
+
+
+def _async(fn: Any) -> Any:
+    async def run() -> None:
+        fn()
+
+    return run
+
+
+def make_spec(
+    decision_settings: DecisionSettings | None = None,
+    training: TrainingSettings | None = None,
+    queue: str = "decision-vectors",
+) -> ServiceSpec:
+    """The service with the given settings (default: from the environment)."""
+    return ServiceSpec(
+        name="decision",
+        needs=("postgres", "redis", "nats", "kafka"),
+        apis=[(DECISION_SERVICE, pb_grpc.add_DecisionServiceServicer_to_server)],
+        build=partial(build, decision_settings=decision_settings, training=training, queue=queue),
+    )
+
+
+SPEC = make_spec()

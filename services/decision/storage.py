@@ -1,0 +1,428 @@
+"""PostgreSQL adapters of decision: strategies, positions, signals.
+
+Every tenant table is read and written in a tenant transaction (RLS). The one
+cross-tenant read is :meth:`StrategyStore.tenants`, the directory of tenants
+that have strategies, which the feature-vector consumer walks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from runtime.storage.postgres import tenant_transaction
+from services.decision.domain import StrategyConfig
+
+_COLUMNS = (
+    "strategy_id, name, description, symbols, enabled, max_position, fixed_quantity, model_ids,"
+    " signal_threshold, cooldown_ms, version, created_at, updated_at, updated_by"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyRow:
+    """A stored strategy."""
+
+    tenant_id: str
+    strategy_id: str
+    name: str
+    description: str
+    symbols: tuple[str, ...]
+    enabled: bool
+    max_position: Decimal
+    fixed_quantity: Decimal
+    model_ids: tuple[str, ...]
+    signal_threshold: float
+    cooldown_ms: int
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    updated_by: str
+
+    def same_config(self, other: StrategyRow) -> bool:
+        """True when the client-set configuration is equal (bookkeeping ignored)."""
+        return (
+            self.name,
+            self.description,
+            self.symbols,
+            self.enabled,
+            self.max_position,
+            self.fixed_quantity,
+            self.model_ids,
+            self.signal_threshold,
+            self.cooldown_ms,
+        ) == (
+            other.name,
+            other.description,
+            other.symbols,
+            other.enabled,
+            other.max_position,
+            other.fixed_quantity,
+            other.model_ids,
+            other.signal_threshold,
+            other.cooldown_ms,
+        )
+
+    def config(self) -> StrategyConfig:
+        return StrategyConfig(
+            tenant_id=self.tenant_id,
+            strategy_id=self.strategy_id,
+            symbols=frozenset(self.symbols),
+            enabled=self.enabled,
+            max_position=self.max_position,
+            fixed_quantity=self.fixed_quantity,
+            model_ids=self.model_ids,
+            signal_threshold=self.signal_threshold,
+            cooldown=timedelta(milliseconds=self.cooldown_ms),
+            version=self.version,
+        )
+
+
+def _row(tenant_id: str, r: asyncpg.Record) -> StrategyRow:
+    return StrategyRow(
+        tenant_id=tenant_id,
+        strategy_id=r["strategy_id"],
+        name=r["name"],
+        description=r["description"],
+        symbols=tuple(r["symbols"]),
+        enabled=r["enabled"],
+        max_position=r["max_position"].normalize(),
+        fixed_quantity=r["fixed_quantity"].normalize(),
+        model_ids=tuple(r["model_ids"]),
+        signal_threshold=r["signal_threshold"],
+        cooldown_ms=r["cooldown_ms"],
+        version=r["version"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        updated_by=r["updated_by"],
+    )
+
+
+class VersionMismatchError(Exception):
+    """The stored version is not the expected one."""
+
+    def __init__(self, stored: int) -> None:
+        super().__init__(f"stored version is {stored}")
+        self.stored = stored
+
+
+class StrategyStore:
+    """Strategies per tenant."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def get(self, tenant_id: str, strategy_id: str) -> StrategyRow | None:
+        async with tenant_transaction(self._pool, tenant_id) as conn:
+            r = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM decision.strategies WHERE strategy_id = $1", strategy_id
+            )
+        return None if r is None else _row(tenant_id, r)
+
+    async def list_page(
+        self, tenant_id: str, *, after: str, limit: int, symbol: str = "", enabled_only: bool = False
+    ) -> list[StrategyRow]:
+        async with tenant_transaction(self._pool, tenant_id) as conn:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM decision.strategies WHERE strategy_id > $1"
+                " AND ($2 = '' OR $2 = ANY(symbols)) AND (NOT $3 OR enabled)"
+                " ORDER BY strategy_id LIMIT $4",
+                after,
+                symbol,
+                enabled_only,
+                limit,
+            )
+        return [_row(tenant_id, r) for r in rows]
+
+    async def enabled(self, tenant_id: str) -> list[StrategyRow]:
+        return await self.list_page(tenant_id, after="", limit=1_000_000, enabled_only=True)
+
+    async def tenants(self) -> list[str]:
+        """Tenants that have (or had) strategies. Not tenant data: just ids."""
+        rows = await self._pool.fetch("SELECT tenant_id FROM decision.strategy_tenants ORDER BY tenant_id")
+        return [r["tenant_id"] for r in rows]
+
+    async def upsert(self, new: StrategyRow, expected_version: int) -> tuple[StrategyRow, StrategyRow | None]:
+        """Create or replace; returns (stored, previous). An unchanged
+        configuration keeps the stored row and version. Raises
+        VersionMismatchError when `expected_version` (non-zero) differs."""
+        async with tenant_transaction(self._pool, new.tenant_id) as conn:
+            r = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM decision.strategies WHERE strategy_id = $1 FOR UPDATE",
+                new.strategy_id,
+            )
+            previous = None if r is None else _row(new.tenant_id, r)
+            stored_version = previous.version if previous is not None else 0
+            if expected_version and expected_version != stored_version:
+                raise VersionMismatchError(stored_version)
+            if previous is not None and previous.same_config(new):
+                return previous, previous
+            if previous is None:
+                # ON CONFLICT: a concurrent creator won; then this is an update below.
+                await conn.execute(
+                    "INSERT INTO decision.strategy_tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                    new.tenant_id,
+                )
+            r = await conn.fetchrow(
+                "INSERT INTO decision.strategies (tenant_id, strategy_id, name, description, symbols,"
+                " enabled,"
+                " max_position, fixed_quantity, model_ids, signal_threshold, cooldown_ms, version,"
+                " created_at, updated_at, updated_by)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12, $13)"
+                " ON CONFLICT (tenant_id, strategy_id) DO UPDATE SET name = EXCLUDED.name,"
+                " description = EXCLUDED.description, symbols = EXCLUDED.symbols, enabled = EXCLUDED.enabled,"
+                " max_position = EXCLUDED.max_position, fixed_quantity = EXCLUDED.fixed_quantity,"
+                " model_ids = EXCLUDED.model_ids, signal_threshold = EXCLUDED.signal_threshold,"
+                " cooldown_ms = EXCLUDED.cooldown_ms, version = decision.strategies.version + 1,"
+                " updated_at = EXCLUDED.updated_at, updated_by = EXCLUDED.updated_by"
+                f" RETURNING {_COLUMNS}",
+                new.tenant_id,
+                new.strategy_id,
+                new.name,
+                new.description,
+                list(new.symbols),
+                new.enabled,
+                new.max_position,
+                new.fixed_quantity,
+                list(new.model_ids),
+                new.signal_threshold,
+                new.cooldown_ms,
+                new.updated_at,
+                new.updated_by,
+            )
+            assert r is not None
+            return _row(new.tenant_id, r), previous
+
+    async def set_enabled(
+        self, tenant_id: str, strategy_id: str, enabled: bool, expected_version: int, at: datetime, by: str
+    ) -> tuple[StrategyRow, StrategyRow] | None:
+        """(stored, previous), or None when the strategy does not exist."""
+        async with tenant_transaction(self._pool, tenant_id) as conn:
+            r = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM decision.strategies WHERE strategy_id = $1 FOR UPDATE", strategy_id
+            )
+            if r is None:
+                return None
+            previous = _row(tenant_id, r)
+            if expected_version and expected_version != previous.version:
+                raise VersionMismatchError(previous.version)
+            if previous.enabled == enabled:
+                return previous, previous
+            r = await conn.fetchrow(
+                "UPDATE decision.strategies SET enabled = $2, version = version + 1, updated_at = $3,"
+                f" updated_by = $4 WHERE strategy_id = $1 RETURNING {_COLUMNS}",
+                strategy_id,
+                enabled,
+                at,
+                by,
+            )
+            assert r is not None
+            return _row(tenant_id, r), previous
+
+
+@dataclass(frozen=True, slots=True)
+class PositionState:
+    quantity: Decimal
+    last_intent_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewSignal:
+    """A signal to record (and, with a client order id, an order to place)."""
+
+    signal_id: str
+    vector_key: str
+    strategy_id: str
+    symbol: str
+    direction: int
+    generated_at: datetime
+    client_order_id: str
+    side: int
+    quantity: Decimal | None
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PendingOrder:
+    """An intent whose order is not known to be placed yet."""
+
+    signal_id: str
+    strategy_id: str
+    symbol: str
+    client_order_id: str
+    side: int
+    quantity: Decimal
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SignalFilter:
+    symbol: str = ""
+    strategy_id: str = ""
+    start: datetime | None = None
+    end: datetime | None = None
+    direction: int = 0
+
+
+class SignalStore:
+    """Signals and the strategies' positions, per tenant."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def positions(
+        self, tenant_id: str, strategy_ids: Sequence[str], symbol: str
+    ) -> dict[str, PositionState]:
+        async with tenant_transaction(self._pool, tenant_id) as conn:
+            rows = await conn.fetch(
+                "SELECT strategy_id, quantity, last_intent_at FROM decision.positions"
+                " WHERE strategy_id = ANY($1) AND symbol = $2",
+                list(strategy_ids),
+                symbol,
+            )
+        return {r["strategy_id"]: PositionState(r["quantity"], r["last_intent_at"]) for r in rows}
+
+    async def record(
+        self, tenant_id: str, signals: Sequence[NewSignal]
+    ) -> tuple[list[NewSignal], list[PendingOrder]]:
+        """Insert the signals not recorded yet (by vector key), reserving the
+        cooldown of those with an intent. Returns (new signals, orders to
+        place): the new intents, plus intents recorded earlier whose
+        placement never got an answer (a redelivered vector retries them;
+        execution deduplicates by client order id)."""
+        fresh: list[NewSignal] = []
+        pending: list[PendingOrder] = []
+        async with tenant_transaction(self._pool, tenant_id) as conn:
+            for s in signals:
+                inserted = await conn.fetchval(
+                    "INSERT INTO decision.signals (tenant_id, signal_id, vector_key, strategy_id, symbol,"
+                    " direction, generated_at, client_order_id, side, quantity, payload)"
+                    " VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                    " ON CONFLICT (tenant_id, vector_key) DO NOTHING RETURNING true",
+                    tenant_id,
+                    s.signal_id,
+                    s.vector_key,
+                    s.strategy_id,
+                    s.symbol,
+                    s.direction,
+                    s.generated_at,
+                    s.client_order_id,
+                    s.side,
+                    s.quantity,
+                    s.payload,
+                )
+                if inserted:
+                    fresh.append(s)
+                    if s.client_order_id and s.quantity is not None:
+                        await conn.execute(
+                            "INSERT INTO decision.positions (tenant_id, strategy_id, symbol, last_intent_at)"
+                            " VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, strategy_id, symbol)"
+                            " DO UPDATE SET last_intent_at = EXCLUDED.last_intent_at, updated_at = now()",
+                            tenant_id,
+                            s.strategy_id,
+                            s.symbol,
+                            s.generated_at,
+                        )
+                        pending.append(
+                            PendingOrder(
+                                s.signal_id,
+                                s.strategy_id,
+                                s.symbol,
+                                s.client_order_id,
+                                s.side,
+                                s.quantity,
+                                s.payload,
+                            )
+                        )
+                    continue
+                r = await conn.fetchrow(
+                    "SELECT signal_id::text, strategy_id, symbol, client_order_id, side, quantity, payload"
+                    " FROM decision.signals WHERE vector_key = $1 AND client_order_id <> ''"
+                    " AND order_id IS NULL AND order_error IS NULL",
+                    s.vector_key,
+                )
+                if r is not None and r["quantity"] is not None:
+                    pending.append(
+                        PendingOrder(
+                            r["signal_id"],
+                            r["strategy_id"],
+                            r["symbol"],
+                            r["client_order_id"],
+                            r["side"],
+                            r["quantity"],
+                            r["payload"],
+                        )
+                    )
+        return fresh, pending
+
+    async def order_placed(
+        self, tenant_id: str, order: PendingOrder, order_id: str, signed_fill: Decimal
+    ) -> bool:
+        """Record the order of an intent and add its fill to the strategy's
+        position, once: False (nothing changed) when it was recorded before."""
+        async with tenant_transaction(self._pool, tenant_id) as conn:
+            first = await conn.fetchval(
+                "UPDATE decision.signals SET order_id = $2 WHERE signal_id = $1::uuid AND order_id IS NULL"
+                " RETURNING true",
+                order.signal_id,
+                order_id,
+            )
+            if not first:
+                return False
+            if signed_fill:
+                await conn.execute(
+                    "INSERT INTO decision.positions (tenant_id, strategy_id, symbol, quantity)"
+                    " VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, strategy_id, symbol)"
+                    " DO UPDATE SET quantity = decision.positions.quantity + EXCLUDED.quantity,"
+                    " updated_at = now()",
+                    tenant_id,
+                    order.strategy_id,
+                    order.symbol,
+                    signed_fill,
+                )
+            return True
+
+    async def order_failed(self, tenant_id: str, order: PendingOrder, error: str) -> None:
+        """Record a definitive refusal (e.g. a risk denial): never retried."""
+        async with tenant_transaction(self._pool, tenant_id) as conn:
+            await conn.execute(
+                "UPDATE decision.signals SET order_error = $2"
+                " WHERE signal_id = $1::uuid AND order_id IS NULL",
+                order.signal_id,
+                error[:1000],
+            )
+
+    async def page(
+        self, tenant_id: str, *, where: SignalFilter, before: tuple[datetime, str] | None, limit: int
+    ) -> list[tuple[datetime, str, bytes]]:
+        """(generated_at, signal_id, Signal bytes), newest first, keyset-paged."""
+        args: list[Any] = [where.symbol, where.strategy_id, where.start, where.end, where.direction, limit]
+        cursor = ""
+        if before is not None:
+            args += [before[0], before[1]]
+            cursor = " AND (generated_at, signal_id) < ($7, $8::uuid)"
+        async with tenant_transaction(self._pool, tenant_id) as conn:
+            rows = await conn.fetch(
+                "SELECT generated_at, signal_id::text AS id, payload FROM decision.signals"
+                " WHERE ($1 = '' OR symbol = $1) AND ($2 = '' OR strategy_id = $2)"
+                " AND ($3::timestamptz IS NULL OR generated_at >= $3)"
+                " AND ($4::timestamptz IS NULL OR generated_at < $4)"
+                " AND ($5 = 0 OR direction = $5)"
+                + cursor
+                + " ORDER BY generated_at DESC, signal_id DESC LIMIT $6",
+                *args,
+            )
+        return [(r["generated_at"], r["id"], bytes(r["payload"])) for r in rows]
+
+    async def prune(self, tenant_id: str, older_than: datetime) -> int:
+        """Delete the tenant's signals older than the retention."""
+        async with tenant_transaction(self._pool, tenant_id) as conn:
+            result: str = await conn.execute(
+                "DELETE FROM decision.signals WHERE generated_at < $1", older_than
+            )
+        return int(result.split()[-1])

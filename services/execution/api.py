@@ -1,0 +1,455 @@
+"""gRPC API of the execution service (trading.execution.v1.ExecutionService).
+
+PlaceOrder, step by step:
+
+1. The pre-trade check: risk's CheckOrder over gRPC (keyed by client order id
+   on risk's side, so a retried check never counts twice). Risk unavailable:
+   the call fails with UNAVAILABLE (reason RISK_UNAVAILABLE, RetryInfo) and
+   nothing is stored, unless the order already exists (a retry), which is
+   answered from the database.
+2. Approved: the venue acknowledges it and reports what happened at once
+   (paper: fills at the touch, IOC/FOK cancels). Denied: REJECTED with the
+   first denial's code as reject_reason.
+3. One transaction inserts the order in its resulting state, its executions
+   and the outbox rows of every event; ``INSERT ... ON CONFLICT DO NOTHING``
+   on (tenant, client_order_id) decides between concurrent duplicates, and
+   the loser answers with the winner's order (``replayed = true``).
+
+Idempotency follows the released contract: a retry with the same
+client_order_id returns the first result (the order in its current state,
+or the same risk refusal) and places nothing, *even if the other fields
+differ*. A retry with a different body is logged and counted
+(``execution_idempotency_mismatch_total``) but not refused.
+
+Risk refusals are FAILED_PRECONDITION with ErrorInfo (domain "trading.risk",
+reason the denial code, metadata order_id and client_order_id); the order is
+stored as REJECTED and its events are published. Orders of other tenants are
+NOT_FOUND, never PERMISSION_DENIED, so their existence does not leak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from prometheus_client import Counter
+from trading.execution.v1 import events_pb2
+from trading.execution.v1 import execution_service_pb2 as pb
+from trading.risk.v1 import risk_service_pb2 as risk_pb
+
+from runtime import decimals, paging
+from runtime.context import require_tenant
+from runtime.errors import (
+    FieldViolation,
+    ServiceError,
+    domain_error,
+    invalid_argument,
+    rich_status,
+    status,
+)
+from runtime.messaging import EnvelopeError, decode_envelope, uuid7
+from services.execution.domain import (
+    CancelReason,
+    InvalidOrder,
+    Order,
+    OrderEvent,
+    OrderInput,
+    OrderStatus,
+    OrderType,
+    Reject,
+    RequestCancel,
+    Side,
+    TimeInForce,
+    apply,
+    apply_all,
+    is_cancelable,
+    new_order,
+    order_to_proto,
+)
+from services.execution.relay import outbox_rows
+from services.execution.storage import Cursor, OrderFilter, OrderStore, StoredOrder, encode_filter
+from services.execution.venue import Venue
+
+if TYPE_CHECKING:
+    from trading.risk.v1.risk_service_pb2_grpc import RiskServiceAsyncStub
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "trading.execution"
+RISK_DOMAIN = "trading.risk"
+ORDER_UPDATES_SUBJECT = "execution.orders.{tenant}.{symbol}"
+
+# Risk's contract is stricter about strategy ids than execution's; a strategy
+# id risk would refuse is left out of the check (it is attribution only).
+_RISK_STRATEGY_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# A tenant id must be one NATS subject token (order updates are published per tenant).
+_SUBJECT_TOKEN = re.compile(r"[^.*>\s]+")
+# Codes of a risk call that say "risk could not answer" (not "risk said no").
+_RISK_DOWN = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+_STREAM_BUFFER = 1000
+
+IDEMPOTENCY_MISMATCH = Counter(
+    "execution_idempotency_mismatch_total",
+    "PlaceOrder retries whose body differs from the first request with the same client_order_id.",
+)
+REPLAYED = Counter("execution_place_order_replayed_total", "PlaceOrder calls answered from an earlier order.")
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def _not_found(ref: str) -> ServiceError:
+    return ServiceError(
+        domain_error(grpc.StatusCode.NOT_FOUND, "EXECUTION_ORDER_NOT_FOUND", DOMAIN, f"no order {ref}")
+    )
+
+
+def _risk_refusal(order: Order) -> ServiceError:
+    return ServiceError(
+        domain_error(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            order.reject_reason,
+            RISK_DOMAIN,
+            order.status_message or f"order refused by risk: {order.reject_reason}",
+            {"order_id": order.order_id, "client_order_id": order.client_order_id},
+        )
+    )
+
+
+def _risk_unavailable(err: grpc.aio.AioRpcError) -> ServiceError:
+    return ServiceError(
+        domain_error(
+            grpc.StatusCode.UNAVAILABLE,
+            "RISK_UNAVAILABLE",
+            DOMAIN,
+            f"the pre-trade risk check is unavailable ({err.code().name}); nothing was placed",
+            retry_after_s=0.5,
+        )
+    )
+
+
+class _NotCancelable(Exception):
+    def __init__(self, order: Order) -> None:
+        super().__init__(order.status.name)
+        self.order = order
+
+
+def _tenant() -> str:
+    tenant = require_tenant()
+    if not _SUBJECT_TOKEN.fullmatch(tenant):
+        raise ServiceError(
+            domain_error(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "EXECUTION_TENANT_ID_INVALID",
+                DOMAIN,
+                "the tenant id must not contain '.', '*', '>' or whitespace",
+            )
+        )
+    return tenant
+
+
+def _ref(request: pb.GetOrderRequest | pb.CancelOrderRequest) -> tuple[str | None, str | None, str]:
+    """(order_id, client_order_id, text for messages) of a oneof order_ref."""
+    if request.WhichOneof("order_ref") == "order_id":
+        return request.order_id, None, request.order_id
+    return None, request.client_order_id, f"with client_order_id {request.client_order_id}"
+
+
+# ---------------------------------------------------------------------------- servicer
+
+
+class ExecutionApi:
+    """The ExecutionService servicer."""
+
+    def __init__(
+        self,
+        store: OrderStore,
+        venue: Venue,
+        risk: RiskServiceAsyncStub,
+        nats: NatsClient,
+        on_change: Callable[[Sequence[OrderEvent]], None],
+        *,
+        risk_timeout_s: float = 1.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._venue = venue
+        self._risk = risk
+        self._nats = nats
+        self._on_change = on_change
+        self._risk_timeout_s = risk_timeout_s
+        self._clock = clock
+
+    # ---- PlaceOrder
+
+    async def PlaceOrder(self, request: pb.PlaceOrderRequest, context: Context) -> pb.PlaceOrderResponse:
+        tenant = _tenant()
+        now = self._clock()
+        try:
+            order = new_order(
+                order_id=str(uuid7()),
+                tenant_id=tenant,
+                client_order_id=request.client_order_id,
+                symbol=request.symbol,
+                side=Side(request.side),
+                type=OrderType(request.type),
+                time_in_force=TimeInForce(request.time_in_force),
+                quantity=decimals.from_proto(request.quantity),
+                limit_price=(
+                    decimals.from_proto(request.limit_price) if request.HasField("limit_price") else None
+                ),
+                created_at=now,
+                strategy_id=request.strategy_id,
+                venue=self._venue.name,
+            )
+        except (InvalidOrder, ArithmeticError, ValueError) as exc:
+            raise ServiceError(invalid_argument([FieldViolation("", str(exc))])) from None
+        request_hash = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+        if not await self._venue.lists(order.symbol):
+            raise ServiceError(
+                domain_error(
+                    grpc.StatusCode.NOT_FOUND,
+                    "INSTRUMENT_NOT_FOUND",
+                    DOMAIN,
+                    f"no instrument {order.symbol}",
+                    {"symbol": order.symbol},
+                )
+            )
+
+        try:
+            check = await self._risk.CheckOrder(self._check_request(order), timeout=self._risk_timeout_s)
+        except grpc.aio.AioRpcError as err:
+            existing = await self._store.get(tenant, client_order_id=order.client_order_id)
+            if existing is not None:
+                return self._replay(existing, request_hash)
+            if err.code() in _RISK_DOWN:
+                log.warning("risk check failed for %s: %s", order.client_order_id, err.code().name)
+                raise _risk_unavailable(err) from None
+            # Risk refused the request itself (e.g. INVALID_ARGUMENT): pass its status on.
+            st = rich_status(err) or status(err.code(), err.details() or "risk check failed")
+            raise ServiceError(st) from None
+
+        if check.approved:
+            inputs = await self._venue.submit(order, now)
+            final, events = apply_all(order, inputs)
+        else:
+            final, events = apply(order, self._rejection(check, now))
+        stored = await self._store.create(
+            final,
+            events,
+            outbox_rows(events),
+            request_hash=request_hash,
+            expires_at=self._venue.session_end(order),
+            risk_check_id=check.check_id,
+        )
+        if stored is None:  # a concurrent or earlier request with this client_order_id won
+            existing = await self._store.get(tenant, client_order_id=order.client_order_id)
+            if existing is None:  # pragma: no cover - the winner's row is committed before the conflict
+                raise ServiceError(status(grpc.StatusCode.ABORTED, "concurrent placement; retry"))
+            return self._replay(existing, request_hash)
+        self._on_change(events)
+        if final.status is OrderStatus.REJECTED:
+            raise _risk_refusal(final)
+        return pb.PlaceOrderResponse(order=order_to_proto(final), replayed=False)
+
+    def _check_request(self, order: Order) -> risk_pb.CheckOrderRequest:
+        req = risk_pb.CheckOrderRequest(
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=int(order.side),  # type: ignore[arg-type]
+            quantity=decimals.to_proto(order.quantity),
+            order_type=int(order.type),  # type: ignore[arg-type]
+        )
+        if order.limit_price is not None:
+            req.limit_price.CopyFrom(decimals.to_proto(order.limit_price))
+        if _RISK_STRATEGY_ID.fullmatch(order.strategy_id):
+            req.strategy_id = order.strategy_id
+        return req
+
+    @staticmethod
+    def _rejection(check: risk_pb.CheckOrderResponse, at: datetime) -> Reject:
+        denials = list(check.denials)
+        codes = [
+            d.code or risk_pb.DenialReason.Name(d.reason).replace("DENIAL_REASON_", "RISK_") for d in denials
+        ]
+        reason = codes[0] if codes else "RISK_DENIED"
+        message = "; ".join(d.message or c for d, c in zip(denials, codes, strict=True)) or "denied by risk"
+        return Reject(at=at, reason=reason, message=message)
+
+    def _replay(self, existing: StoredOrder, request_hash: bytes) -> pb.PlaceOrderResponse:
+        REPLAYED.inc()
+        order = existing.order
+        if existing.request_hash != request_hash:
+            IDEMPOTENCY_MISMATCH.inc()
+            log.warning(
+                "PlaceOrder retry with client_order_id %s differs from the first request; "
+                "answering with the first result",
+                order.client_order_id,
+            )
+        if order.status is OrderStatus.REJECTED and order.reject_reason.startswith("RISK_"):
+            raise _risk_refusal(order)
+        return pb.PlaceOrderResponse(order=order_to_proto(order), replayed=True)
+
+    # ---- CancelOrder, GetOrder, ListOrders
+
+    async def CancelOrder(self, request: pb.CancelOrderRequest, context: Context) -> pb.CancelOrderResponse:
+        """Two steps: PENDING_CANCEL is stored (with its event) before the venue
+        is asked, then the venue's answer is applied. A retry of a cancel left
+        in PENDING_CANCEL asks the venue again, so an interrupted cancel heals."""
+        tenant = _tenant()
+        order_id, client_order_id, ref = _ref(request)
+        now = self._clock()
+
+        def request_cancel(order: Order, _expires: datetime | None) -> Sequence[OrderInput]:
+            if order.status in (OrderStatus.CANCELED, OrderStatus.PENDING_CANCEL):
+                return ()  # done or under way: idempotent
+            if not is_cancelable(order):
+                raise _NotCancelable(order)
+            return (RequestCancel(at=now, reason=CancelReason.CLIENT_REQUEST, message="client request"),)
+
+        try:
+            result = await self._store.update(
+                tenant, request_cancel, outbox_rows, order_id=order_id, client_order_id=client_order_id
+            )
+        except _NotCancelable as exc:
+            raise ServiceError(
+                domain_error(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "EXECUTION_ORDER_NOT_CANCELABLE",
+                    DOMAIN,
+                    f"order {exc.order.order_id} is {exc.order.status.name} and cannot be canceled",
+                    {"order_id": exc.order.order_id, "status": exc.order.status.name},
+                )
+            ) from None
+        if result is None:
+            raise _not_found(ref)
+        order, events = result
+        if events:
+            self._on_change(events)
+        if order.status is not OrderStatus.PENDING_CANCEL:
+            return pb.CancelOrderResponse(order=order_to_proto(order))
+
+        answer = await self._venue.cancel(order, now)
+
+        def confirm(current: Order, _expires: datetime | None) -> Sequence[OrderInput]:
+            # A fill may have completed the order between the two steps.
+            return answer if current.status is OrderStatus.PENDING_CANCEL else ()
+
+        confirmed = await self._store.update(tenant, confirm, outbox_rows, order_id=order.order_id)
+        if confirmed is None:  # pragma: no cover - orders are never deleted
+            raise _not_found(ref)
+        if confirmed[1]:
+            self._on_change(confirmed[1])
+        return pb.CancelOrderResponse(order=order_to_proto(confirmed[0]))
+
+    async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
+        tenant = _tenant()
+        order_id, client_order_id, ref = _ref(request)
+        stored = await self._store.get(tenant, order_id=order_id, client_order_id=client_order_id)
+        if stored is None:
+            raise _not_found(ref)
+        return pb.GetOrderResponse(order=order_to_proto(stored.order))
+
+    async def ListOrders(self, request: pb.ListOrdersRequest, context: Context) -> pb.ListOrdersResponse:
+        tenant = _tenant()
+        created = request.created
+        where = OrderFilter(
+            statuses=tuple(int(s) for s in request.statuses),
+            symbol=request.symbol or None,
+            strategy_id=request.strategy_id or None,
+            created_from=created.start.ToDatetime(tzinfo=UTC) if created.HasField("start") else None,
+            created_to=created.end.ToDatetime(tzinfo=UTC) if created.HasField("end") else None,
+        )
+        fingerprint = encode_filter(where)
+        try:
+            raw = paging.decode_token(request.page_token)
+            if raw and raw.get("f") != fingerprint:
+                raise paging.InvalidPageTokenError("page_token was issued for other filters")
+            after = Cursor.decode(raw) if raw else None
+        except (paging.InvalidPageTokenError, ValueError) as exc:
+            raise ServiceError(invalid_argument([FieldViolation("page_token", str(exc))])) from None
+        limit = paging.page_size(request.page_size)
+        orders = await self._store.page(tenant, where=where, after=after, limit=limit + 1)
+        page, more = orders[:limit], len(orders) > limit
+        token = ""
+        if more:
+            last = page[-1]
+            token = paging.encode_token({**Cursor(last.created_at, last.order_id).encode(), "f": fingerprint})
+        return pb.ListOrdersResponse(orders=[order_to_proto(o) for o in page], next_page_token=token)
+
+    # ---- StreamOrderUpdates
+
+    async def StreamOrderUpdates(
+        self, request: pb.StreamOrderUpdatesRequest, context: Context
+    ) -> AsyncIterator[pb.StreamOrderUpdatesResponse]:
+        tenant = _tenant()
+        subject = ORDER_UPDATES_SUBJECT.format(tenant=tenant, symbol=request.symbol or "*")
+        queue: asyncio.Queue[Msg | None] = asyncio.Queue(maxsize=_STREAM_BUFFER)
+
+        async def on_msg(msg: Msg) -> None:
+            try:
+                queue.put_nowait(msg)
+            except asyncio.QueueFull:
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.get_nowait()
+                queue.put_nowait(None)  # overflow marker: the stream ends with ABORTED
+
+        # Subscribe before reading snapshots, so no change falls in between.
+        sub = await self._nats.subscribe(subject, cb=on_msg)
+        try:
+            seen: dict[str, int] = {}
+            if request.include_open_orders:
+                for order in await self._store.open_orders(tenant, request.symbol or None):
+                    seen[order.order_id] = order.version
+                    yield pb.StreamOrderUpdatesResponse(order=order_to_proto(order), snapshot=True)
+            while True:
+                msg = await queue.get()
+                if msg is None:
+                    raise ServiceError(
+                        status(
+                            grpc.StatusCode.ABORTED,
+                            "the stream fell behind; reconnect with include_open_orders",
+                        )
+                    )
+                update = _decode_update(msg)
+                if update is None or update.order.version <= seen.get(update.order.order_id, 0):
+                    continue  # undecodable, or older than the snapshot already sent
+                yield update
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+def _decode_update(msg: Msg) -> pb.StreamOrderUpdatesResponse | None:
+    try:
+        envelope = decode_envelope(msg.data)
+    except EnvelopeError:
+        return None
+    changed = events_pb2.OrderStatusChanged()
+    if not envelope.payload.Unpack(changed):
+        return None
+    update = pb.StreamOrderUpdatesResponse(order=changed.order, previous_status=changed.previous_status)
+    if changed.HasField("fill"):
+        update.fill.CopyFrom(changed.fill)
+    return update

@@ -1,0 +1,57 @@
+"""Wiring of the execution service: what it needs and what it serves.
+
+Background work started here (stopped through ``resources.on_close``, last
+registered first): the outbox relay, then the paper venue's matcher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from trading.execution.v1 import execution_service_pb2_grpc as pb_grpc
+from trading.risk.v1 import risk_service_pb2_grpc as risk_grpc
+
+from runtime.grpc_client import ClientFactory
+from runtime.resources import Resources
+from runtime.service import ServiceSpec
+from services.execution.api import ExecutionApi
+from services.execution.domain import OrderEvent
+from services.execution.relay import OutboxRelay, outbox_rows
+from services.execution.storage import OrderStore
+from services.execution.venue import Matcher, PaperVenue
+
+EXECUTION_SERVICE = "trading.execution.v1.ExecutionService"
+
+
+async def build(resources: Resources) -> Mapping[str, Any]:
+    pool, redis, nats = resources.postgres, resources.redis, resources.nats
+    kafka, nats_publisher = resources.kafka_publisher, resources.nats_publisher
+    assert pool is not None and redis is not None and nats is not None
+    assert kafka is not None and nats_publisher is not None
+
+    store = OrderStore(pool)
+    venue = PaperVenue(redis)
+    relay = OutboxRelay(pool, kafka, nats_publisher)
+
+    def changed(_events: Sequence[OrderEvent]) -> None:
+        relay.wake()
+
+    clients = ClientFactory(resources.settings)
+    resources.on_close(clients.close)
+    await relay.start()
+    resources.on_close(relay.stop)
+    matcher = Matcher(store, venue, nats, outbox_rows, changed)
+    await matcher.start()
+    resources.on_close(matcher.stop)
+
+    risk = clients.stub(risk_grpc.RiskServiceStub, "risk")
+    return {EXECUTION_SERVICE: ExecutionApi(store, venue, risk, nats, changed)}
+
+
+SPEC = ServiceSpec(
+    name="execution",
+    needs=("postgres", "redis", "nats", "kafka"),
+    apis=[(EXECUTION_SERVICE, pb_grpc.add_ExecutionServiceServicer_to_server)],
+    build=build,
+)

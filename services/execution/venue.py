@@ -1,0 +1,276 @@
+"""Venues: where accepted orders go. The paper venue fills them against live quotes.
+
+A venue adapter implements :class:`Venue`. It answers in the domain's inputs
+(Accept, ReportFill, Cancel, ...), so the transition table stays the only
+place that decides what happens to an order, and the service stores whatever
+the venue reported in one transaction with its outbox rows.
+
+The paper venue reads the last quote of the symbol from Redis
+(``md:quote:{symbol}``, a serialized ``trading.common.v1.Quote`` written by
+marketdata). An arriving order trades at the touch, up to the size shown
+there (IOC/FOK decide what happens to the rest, see ``domain.on_quote``);
+GTC/DAY rests. The :class:`Matcher` background task fills resting orders
+when the market crosses them: it listens to ticks on NATS
+(``marketdata.ticks.>``), keeps only the newest quote per symbol (a burst of
+ticks costs one database scan), and every ``sweep_interval_s`` also re-reads
+the cached quotes of symbols with working orders (a tick missed while
+disconnected is caught up) and expires DAY orders whose session has ended.
+
+Simplifications of the paper venue: each resting order may take the whole
+touch size of a quote (orders do not compete for it), and a crossing quote
+gives at most one fill per order (execution id derived from order id and
+quote sequence, so re-reading the same quote never fills twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from prometheus_client import Counter
+from redis.asyncio import Redis
+from trading.common.v1 import market_pb2
+from trading.marketdata.v1 import events_pb2 as md_events
+
+from runtime.market_cache import is_known_instrument, quote_key
+from runtime.messaging import EnvelopeError, decode_envelope
+from runtime.messaging.envelope import uuid7
+from services.execution.domain import (
+    Accept,
+    Cancel,
+    DuplicateFill,
+    InvalidTransition,
+    Order,
+    OrderEvent,
+    OrderInput,
+    Quote,
+    TimeInForce,
+    apply,
+    day_session_end,
+    expiry_due,
+    on_quote,
+    quote_from_proto,
+)
+from services.execution.storage import OrderStore, ToOutbox
+
+log = logging.getLogger(__name__)
+
+TICKS_SUBJECT = "marketdata.ticks.>"
+_TICK_TYPE = md_events.Tick.DESCRIPTOR.full_name
+
+MATCHED = Counter("execution_paper_resting_fills_total", "Resting orders filled by the paper matcher.")
+EXPIRED = Counter("execution_day_orders_expired_total", "DAY orders expired at the end of their session.")
+
+
+class Venue(Protocol):
+    """A venue adapter. Inputs returned are applied (and stored) by the caller."""
+
+    name: str
+
+    async def lists(self, symbol: str) -> bool:
+        """Whether the venue trades `symbol` at all (unknown -> NOT_FOUND, nothing stored)."""
+        ...
+
+    def session_end(self, order: Order) -> datetime | None:
+        """When a DAY order expires at this venue; None for other orders."""
+        ...
+
+    async def submit(self, order: Order, at: datetime) -> Sequence[OrderInput]:
+        """Send a NEW order that passed risk: its acknowledgement (Accept or
+        Reject) and whatever happened at once (fills, IOC/FOK cancels)."""
+        ...
+
+    async def cancel(self, order: Order, at: datetime) -> Sequence[OrderInput]:
+        """Ask to cancel an order now PENDING_CANCEL (asking again is harmless):
+        Cancel when the venue confirms at once, nothing when it will report later."""
+        ...
+
+    def on_market(
+        self, order: Order, quote: Quote, at: datetime, expires_at: datetime | None
+    ) -> Sequence[OrderInput]:
+        """What a new quote does to a resting order (fills, expiry)."""
+        ...
+
+
+class PaperVenue:
+    """Simulated venue on live quotes; confirms cancels at once."""
+
+    name = "paper"
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def lists(self, symbol: str) -> bool:
+        """The paper venue trades marketdata's instrument universe."""
+        return await is_known_instrument(self._redis, symbol)
+
+    async def last_quote(self, symbol: str) -> Quote | None:
+        raw = await self._redis.get(quote_key(symbol))
+        if not isinstance(raw, bytes):
+            return None  # no quote yet
+        return quote_from_proto(market_pb2.Quote.FromString(raw))
+
+    def session_end(self, order: Order) -> datetime | None:
+        return day_session_end(order.created_at) if order.time_in_force is TimeInForce.DAY else None
+
+    async def submit(self, order: Order, at: datetime) -> Sequence[OrderInput]:
+        quote = await self.last_quote(order.symbol)
+        accept = Accept(at=at, venue=self.name, venue_order_id=order.order_id)
+        accepted, _ = apply(order, accept)
+        return (
+            accept,
+            *on_quote(
+                accepted,
+                quote,
+                at=at,
+                incoming=True,
+                session_end=self.session_end(order),
+                execution_id=str(uuid7()),
+            ),
+        )
+
+    async def cancel(self, order: Order, at: datetime) -> Sequence[OrderInput]:
+        return (Cancel(at=at),)
+
+    def on_market(
+        self, order: Order, quote: Quote, at: datetime, expires_at: datetime | None
+    ) -> Sequence[OrderInput]:
+        # quote.sequence 0 means "unsequenced": fall back to a fresh id.
+        execution_id = None if quote.sequence else str(uuid7())
+        return on_quote(
+            order, quote, at=at, incoming=False, session_end=expires_at, execution_id=execution_id
+        )
+
+
+def quote_of_tick(tick: md_events.Tick) -> Quote:
+    """The domain quote a tick carries (a Tick has the Quote's fields)."""
+    return quote_from_proto(
+        market_pb2.Quote(
+            symbol=tick.symbol,
+            bid_price=tick.bid_price,
+            bid_size=tick.bid_size,
+            ask_price=tick.ask_price,
+            ask_size=tick.ask_size,
+            sequence=tick.sequence,
+        )
+    )
+
+
+class Matcher:
+    """Background task: resting orders against new quotes, and DAY expiries."""
+
+    def __init__(
+        self,
+        store: OrderStore,
+        venue: PaperVenue,
+        nats: NatsClient,
+        to_outbox: ToOutbox,
+        on_change: Callable[[Sequence[OrderEvent]], None],
+        *,
+        sweep_interval_s: float = 1.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._venue = venue
+        self._nats = nats
+        self._to_outbox = to_outbox
+        self._on_change = on_change
+        self._sweep_interval_s = sweep_interval_s
+        self._clock = clock
+        self._latest: dict[str, Quote] = {}
+        self._dirty = asyncio.Event()
+        self._sub: Subscription | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._sub = await self._nats.subscribe(TICKS_SUBJECT, cb=self._on_tick)
+        self._task = asyncio.create_task(self._run(), name="execution-paper-matcher")
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _on_tick(self, msg: Msg) -> None:
+        try:
+            envelope = decode_envelope(msg.data)
+            if envelope.event_type != _TICK_TYPE:
+                return
+            tick = md_events.Tick()
+            if not envelope.payload.Unpack(tick):
+                return
+        except EnvelopeError as exc:
+            log.debug("matcher: ignoring undecodable tick: %r", exc)
+            return
+        self._latest[tick.symbol] = quote_of_tick(tick)
+        self._dirty.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time()
+        while True:
+            try:
+                if loop.time() >= next_sweep:
+                    next_sweep = loop.time() + self._sweep_interval_s
+                    await self.sweep()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._dirty.wait(), max(0.0, next_sweep - loop.time()))
+                self._dirty.clear()
+                latest, self._latest = self._latest, {}
+                for quote in latest.values():
+                    await self.match(quote)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("matcher: round failed: %r", exc)
+                await asyncio.sleep(0.2)
+
+    async def sweep(self) -> None:
+        """Expire DAY orders past their session; re-match symbols from the cached quotes."""
+        now = self._clock()
+        for tenant, order_id in await self._store.due_expiries(now):
+            if await self._apply(tenant, order_id, lambda o, exp: expiry_due(o, now, exp)):
+                EXPIRED.inc()
+        for symbol in await self._store.working_symbols():
+            quote = await self._venue.last_quote(symbol)
+            if quote is not None:
+                await self.match(quote)
+
+    async def match(self, quote: Quote) -> None:
+        """Fill every working order of the quote's symbol that it crosses."""
+        bid = quote.bid if quote.bid > 0 and quote.bid_size > 0 else None
+        ask = quote.ask if quote.ask > 0 and quote.ask_size > 0 else None
+        if bid is None and ask is None:
+            return
+        now = self._clock()
+        for tenant, order_id in await self._store.marketable(quote.symbol, bid=bid, ask=ask):
+            if await self._apply(tenant, order_id, lambda o, exp: self._venue.on_market(o, quote, now, exp)):
+                MATCHED.inc()
+
+    async def _apply(
+        self,
+        tenant: str,
+        order_id: str,
+        decide: Callable[[Order, datetime | None], Sequence[OrderInput]],
+    ) -> bool:
+        try:
+            result = await self._store.update(tenant, decide, self._to_outbox, order_id=order_id)
+        except (DuplicateFill, InvalidTransition):
+            return False  # already applied, or the order moved on meanwhile
+        if result is None or not result[1]:
+            return False
+        self._on_change(result[1])
+        return True

@@ -1,0 +1,177 @@
+"""The tick path of features: NATS Tick -> FeatureEngine -> FeatureVectorComputed.
+
+Each tick from the core NATS subscription on ``marketdata.ticks.>`` is fed to
+the engine; the resulting vector is published on NATS at once (core publish,
+buffered by the client) and handed to a :class:`KafkaBatcher`, which sends
+Kafka events in batches in the background: awaiting each Kafka ack inside
+the handler would cap the consumer at one tick per broker round trip. The
+latest vector per symbol is kept in memory and copied to Redis
+``features:vector:{symbol}`` a few times a second (for replicas and
+restarts; a write per tick would cost a round trip per tick).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+
+from google.protobuf import message as pb_message
+from redis.asyncio import Redis
+from trading.common.v1 import event_pb2
+from trading.features.v1 import features_service_pb2
+from trading.marketdata.v1 import events_pb2 as marketdata_events_pb2
+
+from runtime.messaging import Event, new_envelope
+from runtime.messaging.kafka import KafkaPublisher
+from runtime.messaging.nats import NatsPublisher
+from services.features.domain import FeatureEngine, tick_from_quote
+
+log = logging.getLogger(__name__)
+
+PRODUCER = "features"
+TICK_EVENT = marketdata_events_pb2.Tick.DESCRIPTOR.full_name
+TICK_SUBJECTS = "marketdata.ticks.>"
+# Written by marketdata: every instrument symbol (features has no instrument table).
+
+
+def vector_key(symbol: str) -> str:
+    """Redis key of a symbol's latest FeatureVector (platform-wide)."""
+    return f"features:vector:{symbol}"
+
+
+class KafkaBatcher:
+    """Publishes envelopes to Kafka in the background, a batch at a time.
+
+    `submit` only waits when `max_pending` events are queued (backpressure);
+    failures are logged and counted, not raised: Kafka carries the replay copy,
+    NATS the live one."""
+
+    def __init__(self, kafka: KafkaPublisher, *, max_pending: int = 20_000, max_batch: int = 1024) -> None:
+        self._kafka = kafka
+        self._queue: asyncio.Queue[tuple[event_pb2.EventEnvelope, pb_message.Message]] = asyncio.Queue(
+            max_pending
+        )
+        self._max_batch = max_batch
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.failed = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="features-kafka-batcher")
+
+    async def submit(self, envelope: event_pb2.EventEnvelope, payload: pb_message.Message) -> None:
+        await self._queue.put((envelope, payload))
+
+    async def _run(self) -> None:
+        queue = self._queue
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self._max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                await self._kafka.publish_many(batch)
+            except Exception as exc:
+                self.failed += len(batch)
+                log.warning("%d feature vectors not sent to Kafka: %r", len(batch), exc)
+            else:
+                self.sent += len(batch)
+            finally:
+                for _ in batch:
+                    queue.task_done()
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Send what is queued (up to `timeout_s`), then stop."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._queue.join()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class FeatureProcessor:
+    """Handler of Tick events, and the latest vector per symbol."""
+
+    def __init__(
+        self,
+        engine: FeatureEngine,
+        *,
+        nats: NatsPublisher,
+        kafka: KafkaBatcher,
+        redis: Redis,
+        redis_interval_s: float = 0.25,
+    ) -> None:
+        self._engine = engine
+        self._nats = nats
+        self._kafka = kafka
+        self._redis = redis
+        self._redis_interval_s = redis_interval_s
+        self._latest: dict[str, features_service_pb2.FeatureVector] = {}
+        self._dirty: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.processed = 0
+
+    def latest(self, symbol: str) -> features_service_pb2.FeatureVector | None:
+        return self._latest.get(symbol)
+
+    async def handle(self, event: Event) -> None:
+        if event.envelope.event_type != TICK_EVENT:
+            return
+        assert isinstance(event.payload, marketdata_events_pb2.Tick)
+        vector = self._engine.update(tick_from_quote(event.payload))
+        if vector is None:
+            return  # out of order or invalid: counted by the engine
+        payload = vector.to_event(datetime.now(UTC))
+        envelope = new_envelope(
+            payload,
+            tenant_id="",
+            correlation_id=event.envelope.correlation_id or event.envelope.event_id,
+            causation_id=event.envelope.event_id,
+            producer=PRODUCER,
+        )
+        self._latest[payload.symbol] = payload.vector
+        self._dirty.add(payload.symbol)
+        self.processed += 1
+        await self._nats.publish(envelope, payload=payload)
+        await self._kafka.submit(envelope, payload)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._flush_loop(), name="features-redis-flush")
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._redis_interval_s)
+            try:
+                await self.flush()
+            except Exception as exc:
+                log.warning("writing feature vectors to Redis failed: %r", exc)
+
+    async def flush(self) -> None:
+        """Write the vectors changed since the last flush to Redis."""
+        dirty, self._dirty = self._dirty, set()
+        if not dirty:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for symbol in dirty:
+            pipe.set(vector_key(symbol), self._latest[symbol].SerializeToString())
+        try:
+            await pipe.execute()
+        except Exception:
+            self._dirty |= dirty  # try again next time
+            raise
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):
+            await self.flush()

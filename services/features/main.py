@@ -1,0 +1,58 @@
+"""Wiring of the features service: what it needs and what it serves, and the
+tick consumer it runs (core NATS subscription on marketdata.ticks.>)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from trading.features.v1 import features_service_pb2_grpc as pb_grpc
+
+from runtime.contracts import event_registry
+from runtime.messaging import RetryPolicy
+from runtime.messaging.nats import NatsSubscriber
+from runtime.resources import Resources
+from runtime.service import ServiceSpec
+from services.features.api import FeaturesApi
+from services.features.consumer import TICK_SUBJECTS, FeatureProcessor, KafkaBatcher
+from services.features.domain import FeatureEngine
+
+FEATURES_SERVICE = "trading.features.v1.FeaturesService"
+
+
+async def build(resources: Resources) -> Mapping[str, Any]:
+    assert resources.redis is not None and resources.nats is not None
+    assert resources.nats_publisher is not None and resources.kafka_publisher is not None
+    kafka = KafkaBatcher(resources.kafka_publisher)
+    processor = FeatureProcessor(
+        FeatureEngine(), nats=resources.nats_publisher, kafka=kafka, redis=resources.redis
+    )
+    # No queue group: every replica needs every tick of a symbol to keep its
+    # indicators right (partitioning by symbol is for later).
+    subscriber = NatsSubscriber(
+        resources.nats,
+        event_registry(),
+        processor.handle,
+        subjects=[TICK_SUBJECTS],
+        name="features-ticks",
+        # A failing handler blocks the subscription while it retries: one quick retry.
+        retry=RetryPolicy(max_attempts=2, initial_backoff_s=0.01, max_backoff_s=0.05, jitter_s=0.01),
+    )
+    kafka.start()
+    processor.start()
+    await subscriber.start()
+    # The subscription is live on the server once this round trip is back.
+    await resources.nats.flush()
+    # on_close runs last added first: stop consuming, then flush vectors, then Kafka.
+    resources.on_close(kafka.stop)
+    resources.on_close(processor.stop)
+    resources.on_close(subscriber.stop)
+    return {FEATURES_SERVICE: FeaturesApi(processor, resources.redis)}
+
+
+SPEC = ServiceSpec(
+    name="features",
+    needs=("redis", "nats", "kafka"),
+    apis=[(FEATURES_SERVICE, pb_grpc.add_FeaturesServiceServicer_to_server)],
+    build=build,
+)

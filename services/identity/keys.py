@@ -1,0 +1,262 @@
+"""The ES256 signing key ring: keys in PostgreSQL, encrypted; rotation; JWKS.
+
+Table ``identity.signing_keys`` holds one *current* key (``retired_at`` NULL)
+and the retired ones whose tokens may still be valid (``publish_until`` in the
+future). Rotation makes a new current key and retires the old one with
+``publish_until = now + access token lifetime + the ring's reload interval +
+clock skew``: a replica that signed with the old key just before noticing the
+rotation still issues tokens that verify until they expire. GetJwks publishes
+the current key first, then every retired key not yet past ``publish_until``.
+
+Private keys are stored AES-256-GCM encrypted (the key id as associated data)
+under a key-encryption key (KEK) from ``TRADING_IDENTITY_KEY_ENCRYPTION_KEY``
+(base64url, 32 bytes); in production that comes from a secret manager / KMS.
+Local-dev compromise: when the environment is ``local`` and no KEK is set, a
+fixed, publicly known development KEK is used (logged as a warning), so
+``./dev run`` needs no secrets; any other environment refuses to start
+without one. The table also has row-level security enabled with no policy,
+so the unprivileged tenant role cannot read it at all.
+
+Rotate from the command line (applies to every replica within seconds)::
+
+    python -m services.identity.keys rotate
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+log = logging.getLogger(__name__)
+
+ALGORITHM = "ES256"
+# Known to everyone: only for environment "local" (see module docstring).
+_DEV_KEK = hashlib.sha256(b"trading-platform local development key-encryption key").digest()
+# Advisory lock serialising rotations of concurrent replicas / the CLI.
+_ROTATE_LOCK = 0x6B657973  # "keys"
+# Clock skew between the machines signing and verifying tokens.
+CLOCK_SKEW_S = 60.0
+
+
+class KeyConfigError(RuntimeError):
+    """The key-encryption key is missing or malformed."""
+
+
+def key_encryption_key(configured: str, environment: str) -> bytes:
+    """The KEK from its base64url setting; the dev KEK only in environment "local"."""
+    if not configured:
+        if environment != "local":
+            raise KeyConfigError(
+                "TRADING_IDENTITY_KEY_ENCRYPTION_KEY must be set outside environment 'local'"
+            )
+        log.warning("identity: using the public development key-encryption key (environment 'local')")
+        return _DEV_KEK
+    try:
+        kek = base64.urlsafe_b64decode(configured + "=" * (-len(configured) % 4))
+    except ValueError as exc:
+        raise KeyConfigError("key-encryption key is not base64url") from exc
+    if len(kek) != 32:
+        raise KeyConfigError("key-encryption key must be 32 bytes (AES-256)")
+    return kek
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def public_jwk(public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:
+    """The JWK of a P-256 public key; `kid` is its RFC 7638 thumbprint."""
+    numbers = public_key.public_numbers()
+    x, y = _b64(numbers.x.to_bytes(32, "big")), _b64(numbers.y.to_bytes(32, "big"))
+    # RFC 7638: required members only, lexicographic order, no whitespace.
+    canonical = json.dumps({"crv": "P-256", "kty": "EC", "x": x, "y": y}, separators=(",", ":"))
+    kid = _b64(hashlib.sha256(canonical.encode()).digest())
+    return {"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": ALGORITHM, "use": "sig"}
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    kid: str
+    private_key: ec.EllipticCurvePrivateKey
+    created_at: datetime
+
+
+class KeyStore:
+    """Signing keys in ``identity.signing_keys`` (platform table, service role)."""
+
+    def __init__(self, pool: asyncpg.Pool, kek: bytes) -> None:
+        self._pool = pool
+        self._aead = AESGCM(kek)
+
+    def _encrypt(self, kid: str, key: ec.EllipticCurvePrivateKey) -> bytes:
+        der = key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, der, kid.encode())
+
+    def _decrypt(self, kid: str, blob: bytes) -> ec.EllipticCurvePrivateKey:
+        der = self._aead.decrypt(blob[:12], blob[12:], kid.encode())
+        key = serialization.load_der_private_key(der, password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return key
+
+    async def rotate(self, *, retire_grace_s: float, only_if_older_than_s: float | None = None) -> str:
+        """Make a new current key and retire the previous one (published for
+        `retire_grace_s` more). With `only_if_older_than_s`, rotate only when
+        there is no current key or it is older than that (start-up / auto
+        rotation); returns the current kid either way."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _ROTATE_LOCK)
+            current = await conn.fetchrow(
+                "SELECT kid, created_at FROM identity.signing_keys WHERE retired_at IS NULL"
+            )
+            now = datetime.now(UTC)
+            if (
+                current is not None
+                and only_if_older_than_s is not None
+                and now - current["created_at"] < timedelta(seconds=only_if_older_than_s)
+            ):
+                return str(current["kid"])
+            private = ec.generate_private_key(ec.SECP256R1())
+            jwk = public_jwk(private.public_key())
+            kid = jwk["kid"]
+            await conn.execute(
+                "UPDATE identity.signing_keys SET retired_at = $1, publish_until = $2"
+                " WHERE retired_at IS NULL",
+                now,
+                now + timedelta(seconds=retire_grace_s),
+            )
+            # Retired keys long past publication are of no further use.
+            await conn.execute(
+                "DELETE FROM identity.signing_keys WHERE publish_until < $1", now - timedelta(days=7)
+            )
+            await conn.execute(
+                "INSERT INTO identity.signing_keys (kid, private_key_enc, public_jwk, created_at)"
+                " VALUES ($1, $2, $3, $4)",
+                kid,
+                self._encrypt(kid, private),
+                jwk,
+                now,
+            )
+        log.info("identity: signing key rotated, current kid %s", kid)
+        return kid
+
+    async def current(self) -> SigningKey | None:
+        row = await self._pool.fetchrow(
+            "SELECT kid, private_key_enc, created_at FROM identity.signing_keys WHERE retired_at IS NULL"
+        )
+        if row is None:
+            return None
+        return SigningKey(row["kid"], self._decrypt(row["kid"], row["private_key_enc"]), row["created_at"])
+
+    async def published(self) -> list[dict[str, str]]:
+        """Public JWKs to publish: the current key first, then retired keys
+        whose tokens may still be valid, newest first."""
+        rows = await self._pool.fetch(
+            """SELECT public_jwk FROM identity.signing_keys
+               WHERE retired_at IS NULL OR publish_until > now()
+               ORDER BY retired_at IS NOT NULL, created_at DESC"""
+        )
+        return [dict(r["public_jwk"]) for r in rows]
+
+
+class KeyRing:
+    """The signing side used by the servicer: signs access tokens with the
+    current key and serves the JWKS, both cached for `reload_every_s` so a
+    rotation made elsewhere (CLI, another replica) is picked up within it.
+    Rotates automatically once the current key is `rotate_after_s` old."""
+
+    def __init__(
+        self,
+        store: KeyStore,
+        *,
+        access_ttl_s: float,
+        rotate_after_s: float,
+        reload_every_s: float = 10.0,
+    ) -> None:
+        self._store = store
+        self._rotate_after_s = rotate_after_s
+        self._reload_every_s = reload_every_s
+        self.retire_grace_s = access_ttl_s + reload_every_s + CLOCK_SKEW_S
+        self._current: SigningKey | None = None
+        self._jwks: list[dict[str, str]] = []
+        self._loaded_at = -1e18
+        self._lock = asyncio.Lock()
+
+    async def _reload_if_stale(self) -> None:
+        if time.monotonic() - self._loaded_at < self._reload_every_s and self._current is not None:
+            return
+        async with self._lock:
+            if time.monotonic() - self._loaded_at < self._reload_every_s and self._current is not None:
+                return
+            current = await self._store.current()
+            age = None if current is None else (datetime.now(UTC) - current.created_at).total_seconds()
+            if current is None or (age is not None and age >= self._rotate_after_s):
+                await self._store.rotate(
+                    retire_grace_s=self.retire_grace_s, only_if_older_than_s=self._rotate_after_s
+                )
+                current = await self._store.current()
+            assert current is not None
+            self._current = current
+            self._jwks = await self._store.published()
+            self._loaded_at = time.monotonic()
+
+    async def rotate(self) -> str:
+        """Rotate now and use the new key at once in this process."""
+        kid = await self._store.rotate(retire_grace_s=self.retire_grace_s)
+        self._loaded_at = -1e18
+        await self._reload_if_stale()
+        return kid
+
+    async def jwks(self) -> list[dict[str, str]]:
+        await self._reload_if_stale()
+        return list(self._jwks)
+
+    async def sign(self, claims: Mapping[str, Any]) -> tuple[str, str]:
+        """The signed JWT of `claims` and the kid it names."""
+        await self._reload_if_stale()
+        key = self._current
+        assert key is not None
+        token = jwt.encode(dict(claims), key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
+        return token, key.kid
+
+
+async def _main(argv: list[str]) -> int:
+    from runtime.config import get_settings
+    from runtime.storage.postgres import create_pool
+    from services.identity.settings import IdentitySettings
+
+    if argv[1:] != ["rotate"]:
+        print("usage: python -m services.identity.keys rotate", file=sys.stderr)
+        return 2
+    settings, identity = get_settings(), IdentitySettings()
+    pool = await create_pool(settings.postgres, min_size=1, max_size=1, application_name="identity-keys")
+    try:
+        store = KeyStore(pool, key_encryption_key(identity.key_encryption_key, settings.environment))
+        grace = identity.access_token_ttl_s + identity.key_reload_s + CLOCK_SKEW_S
+        print(await store.rotate(retire_grace_s=grace))
+    finally:
+        await pool.close()
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    sys.exit(asyncio.run(_main(sys.argv)))

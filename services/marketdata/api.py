@@ -1,0 +1,232 @@
+"""gRPC API of the marketdata service (trading.marketdata.v1.MarketDataService).
+
+The instrument universe (ListInstruments, GetInstrument) from PostgreSQL; the
+last quote (GetQuote) from Redis ``md:quote:{symbol}``; StreamQuotes sends a
+Redis snapshot and then live ticks from a NATS core subscription on the
+symbols' tick subjects (subscribed before the snapshot is read, so nothing
+falls in between; live ticks not newer than the snapshot are dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from prometheus_client import Gauge
+from redis.asyncio import Redis
+from trading.common.v1 import market_pb2
+from trading.marketdata.v1 import events_pb2
+from trading.marketdata.v1 import marketdata_service_pb2 as pb
+
+from runtime import decimals, paging
+from runtime.contracts import event_registry
+from runtime.errors import FieldViolation, ServiceError, domain_error, invalid_argument
+from runtime.market_cache import quote_key
+from runtime.messaging import EnvelopeError, decode_envelope
+from services.marketdata.storage import InstrumentFilter, InstrumentRow, InstrumentStore
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "trading.marketdata"
+TICK_EVENT = events_pb2.Tick.DESCRIPTOR.full_name
+# Live updates a slow StreamQuotes client may fall behind by before the
+# oldest are dropped (each stream has its own buffer).
+STREAM_BUFFER = 10_000
+# Open StreamQuotes calls of this process (shows streams that never end).
+ACTIVE_STREAMS = Gauge("trading_marketdata_quote_streams", "Open StreamQuotes calls.")
+# How long to wait before asking again for a quote that has no tick yet.
+NO_QUOTE_RETRY_S = 1.0
+
+
+def _instrument(row: InstrumentRow) -> pb.Instrument:
+    return pb.Instrument(
+        symbol=row.symbol,
+        base_asset=row.base_asset,
+        quote_asset=row.quote_asset,
+        asset_class=pb.AssetClass.Value(f"ASSET_CLASS_{row.asset_class}"),
+        tick_size=decimals.to_proto(row.tick_size),
+        lot_size=decimals.to_proto(row.lot_size),
+        min_quantity=decimals.to_proto(row.min_quantity),
+        status=pb.InstrumentStatus.Value(f"INSTRUMENT_STATUS_{row.status}"),
+        description=row.description,
+    )
+
+
+def _enum_filter(enum: Any, value: int, prefix: str) -> str | None:
+    """The stored name of an optional enum filter (UNSPECIFIED means "any")."""
+    return None if value == 0 else str(enum.Name(value)).removeprefix(prefix)
+
+
+def _not_found(symbols: list[str]) -> ServiceError:
+    return ServiceError(
+        domain_error(
+            grpc.StatusCode.NOT_FOUND,
+            "INSTRUMENT_NOT_FOUND",
+            DOMAIN,
+            f"no instrument {', '.join(symbols)}",
+            {"symbol": ",".join(symbols)},
+        )
+    )
+
+
+def tick_subject(symbol: str) -> str:
+    """The NATS subject the ticks of `symbol` are published on."""
+    return event_registry().nats_subject(TICK_EVENT, "", events_pb2.Tick(symbol=symbol))
+
+
+class MarketDataApi:
+    """Instrument reference data and live quotes."""
+
+    def __init__(self, instruments: InstrumentStore, redis: Redis, nats: NatsClient) -> None:
+        self._instruments = instruments
+        self._redis = redis
+        self._nats = nats
+
+    async def ListInstruments(
+        self, request: pb.ListInstrumentsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListInstrumentsResponse:
+        try:
+            cursor = paging.decode_token(request.page_token)
+        except paging.InvalidPageTokenError as exc:
+            raise ServiceError(invalid_argument([FieldViolation("page_token", str(exc))])) from None
+        limit = paging.page_size(request.page_size)
+        where = InstrumentFilter(
+            status=_enum_filter(pb.InstrumentStatus, request.status, "INSTRUMENT_STATUS_"),
+            asset_class=_enum_filter(pb.AssetClass, request.asset_class, "ASSET_CLASS_"),
+            quote_asset=request.quote_asset or None,
+        )
+        # One extra row tells whether another page exists.
+        rows = await self._instruments.list(after=str(cursor.get("after", "")), limit=limit + 1, where=where)
+        page, more = rows[:limit], len(rows) > limit
+        return pb.ListInstrumentsResponse(
+            instruments=[_instrument(r) for r in page],
+            next_page_token=paging.encode_token({"after": page[-1].symbol}) if more else "",
+        )
+
+    async def GetInstrument(
+        self, request: pb.GetInstrumentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetInstrumentResponse:
+        row = await self._instruments.get(request.symbol)
+        if row is None:
+            raise _not_found([request.symbol])
+        return pb.GetInstrumentResponse(instrument=_instrument(row))
+
+    async def GetQuote(
+        self, request: pb.GetQuoteRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetQuoteResponse:
+        data = await self._redis.get(quote_key(request.symbol))
+        if data is not None:
+            return pb.GetQuoteResponse(quote=_quote_bytes(data))
+        if await self._instruments.get(request.symbol) is None:
+            raise _not_found([request.symbol])
+        raise ServiceError(
+            domain_error(
+                grpc.StatusCode.UNAVAILABLE,
+                "QUOTE_NOT_AVAILABLE",
+                DOMAIN,
+                f"no tick received for {request.symbol} yet",
+                {"symbol": request.symbol},
+                retry_after_s=NO_QUOTE_RETRY_S,
+            )
+        )
+
+    async def StreamQuotes(
+        self, request: pb.StreamQuotesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.StreamQuotesResponse]:
+        symbols = list(request.symbols)
+        missing = sorted(set(symbols) - await self._instruments.existing(symbols))
+        if missing:
+            raise _not_found(missing)
+        interval = request.conflation_interval.ToNanoseconds() / 1e9
+        live: asyncio.Queue[bytes] = asyncio.Queue(maxsize=STREAM_BUFFER)
+        dropped = 0
+
+        async def on_tick(msg: Msg) -> None:
+            nonlocal dropped
+            if live.full():
+                # Slow client: drop the oldest update, keep the newest.
+                live.get_nowait()
+                dropped += 1
+            live.put_nowait(msg.data)
+
+        # Subscribe before reading the snapshot: a tick published in between
+        # is then delivered live instead of being lost.
+        ACTIVE_STREAMS.inc()
+        subscriptions = []
+        try:
+            for symbol in symbols:
+                subscriptions.append(await self._nats.subscribe(tick_subject(symbol), cb=on_tick))
+            # Live ticks not newer than the snapshot (same source) are stale.
+            floor: dict[str, tuple[str, int]] = {}
+            if not request.skip_snapshot:
+                for data in await self._redis.mget([quote_key(s) for s in symbols]):
+                    if data is None:
+                        continue
+                    quote = _quote_bytes(data)
+                    floor[quote.symbol] = (quote.source, quote.sequence)
+                    yield pb.StreamQuotesResponse(quote=quote, snapshot=True)
+            async for quote in _conflated(live, floor, interval):
+                yield pb.StreamQuotesResponse(quote=quote, snapshot=False)
+        finally:
+            for sub in subscriptions:
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
+            ACTIVE_STREAMS.dec()
+            if dropped:
+                log.warning("StreamQuotes dropped %d updates for a slow client", dropped)
+
+
+def _quote_bytes(data: bytes | str) -> market_pb2.Quote:
+    """A Quote from Redis (bytes: the client does not decode responses)."""
+    return market_pb2.Quote.FromString(data if isinstance(data, bytes) else data.encode())
+
+
+def _quote_from_message(data: bytes) -> market_pb2.Quote | None:
+    try:
+        envelope = decode_envelope(data)
+    except EnvelopeError:
+        return None
+    if envelope.event_type != TICK_EVENT:
+        return None
+    # Tick and Quote share their fields: the tick's bytes parse as its quote.
+    return market_pb2.Quote.FromString(envelope.payload.value)
+
+
+async def _conflated(
+    live: asyncio.Queue[bytes], floor: dict[str, tuple[str, int]], interval: float
+) -> AsyncIterator[market_pb2.Quote]:
+    """Live quotes in arrival order; with `interval` > 0 at most one per symbol
+    per interval, the latest one (the first after a quiet spell goes at once)."""
+    loop = asyncio.get_running_loop()
+    pending: dict[str, market_pb2.Quote] = {}
+    next_at: dict[str, float] = {}
+    while True:
+        timeout = max(0.0, min(next_at[s] for s in pending) - loop.time()) if pending else None
+        data: bytes | None = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                data = await live.get()
+        if data is not None:
+            quote = _quote_from_message(data)
+            if quote is None:
+                continue
+            stale = floor.get(quote.symbol)
+            if stale is not None:
+                if quote.source == stale[0] and quote.sequence <= stale[1]:
+                    continue
+                del floor[quote.symbol]
+            if interval <= 0:
+                yield quote
+                continue
+            pending[quote.symbol] = quote
+        now = loop.time()
+        for symbol in [s for s in pending if next_at.get(s, 0.0) <= now]:
+            next_at[symbol] = now + interval
+            yield pending.pop(symbol)

@@ -1,0 +1,186 @@
+"""The tick path of marketdata: feed batch -> normalise -> Redis, NATS, Kafka.
+
+Per batch, in this order:
+
+1. every update is normalised (services.marketdata.domain); rejections are
+   counted by reason and become TickRejected events (Kafka only);
+2. the last accepted tick of each symbol in the batch is written to Redis
+   ``md:quote:{symbol}`` in one pipelined round trip (earlier ticks of the
+   batch would be overwritten at once anyway), so whoever reacts to a NATS
+   tick finds a quote at least as new in Redis;
+3. every accepted tick goes to NATS core (buffered by the client, no round
+   trip);
+4. the batch's Kafka sends are awaited in the background while the next
+   batch is prepared, one batch in flight at most (backpressure on the feed
+   when Kafka is slower than the feed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from functools import cache
+
+from google.protobuf import message as pb_message
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from redis.asyncio import Redis
+from trading.common.v1 import event_pb2
+from trading.marketdata.v1 import events_pb2
+
+from runtime.market_cache import quote_key
+from runtime.messaging import new_envelope
+from runtime.messaging.kafka import KafkaPublisher
+from runtime.messaging.nats import NatsPublisher
+from services.marketdata.domain import Normalizer, RawTick, Rejection, RejectReason
+from services.marketdata.feeds import Feed
+
+log = logging.getLogger(__name__)
+
+PRODUCER = "marketdata"
+
+
+class MarketDataMetrics:
+    """Prometheus counters of the tick path (labels: bounded reason/source names)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        reg = registry if registry is not None else REGISTRY
+        self.accepted = Counter(
+            "trading_marketdata_ticks_accepted", "Feed updates accepted and published as ticks.", ["source"],
+            registry=reg,
+        )  # fmt: skip
+        self.rejected = Counter(
+            "trading_marketdata_ticks_rejected", "Feed updates rejected by normalisation.", ["reason"],
+            registry=reg,
+        )  # fmt: skip
+        self.publish_failures = Counter(
+            "trading_marketdata_publish_failures", "Batches whose publishing failed.", ["stage"], registry=reg
+        )
+        self._rejected = {r: self.rejected.labels(r.label) for r in RejectReason}
+
+    def reject(self, reason: RejectReason) -> None:
+        self._rejected[reason].inc()
+
+
+@cache
+def default_metrics() -> MarketDataMetrics:
+    return MarketDataMetrics()
+
+
+class TickPipeline:
+    """Normalises and publishes feed batches (see the module docstring)."""
+
+    def __init__(
+        self,
+        normalizer: Normalizer,
+        *,
+        redis: Redis,
+        nats: NatsPublisher,
+        kafka: KafkaPublisher,
+        metrics: MarketDataMetrics | None = None,
+    ) -> None:
+        self._normalizer = normalizer
+        self._redis = redis
+        self._nats = nats
+        self._kafka = kafka
+        self._metrics = metrics or default_metrics()
+        self._kafka_inflight: asyncio.Future[None] | None = None
+        self.accepted = 0
+        self.rejected = 0
+
+    async def publish(self, batch: Sequence[RawTick]) -> None:
+        now_ns = time.time_ns()
+        normalize = self._normalizer.normalize
+        accepted: list[tuple[event_pb2.EventEnvelope, events_pb2.Tick]] = []
+        rejected: list[tuple[event_pb2.EventEnvelope, events_pb2.TickRejected]] = []
+        latest: dict[str, bytes] = {}
+        for raw in batch:
+            result = normalize(raw, now_ns)
+            if isinstance(result, Rejection):
+                self._metrics.reject(result.reason)
+                event = result.to_event(now_ns)
+                rejected.append(
+                    (new_envelope(event, tenant_id="", correlation_id="", producer=PRODUCER), event)
+                )
+                continue
+            envelope = new_envelope(
+                result, tenant_id="", correlation_id="", producer=PRODUCER, occurred_at=result.receive_time
+            )
+            accepted.append((envelope, result))
+            # The packed payload is the tick's bytes, which are the Quote's bytes.
+            latest[result.symbol] = envelope.payload.value
+        if accepted:
+            self._metrics.accepted.labels(accepted[0][1].source).inc(len(accepted))
+        self.accepted += len(accepted)
+        self.rejected += len(rejected)
+        if latest:
+            try:
+                # A pipeline of SETs rather than one MSET: keys may sit in
+                # different cluster slots (Dragonfly/Redis cluster).
+                pipe = self._redis.pipeline(transaction=False)
+                for symbol, value in latest.items():
+                    pipe.set(quote_key(symbol), value)
+                await pipe.execute()
+            except Exception as exc:
+                self._metrics.publish_failures.labels("redis").inc()
+                log.warning("writing %d quotes to Redis failed: %r", len(latest), exc)
+        try:
+            await self._nats.publish_many(accepted)
+        except Exception as exc:
+            self._metrics.publish_failures.labels("nats").inc()
+            log.warning("publishing ticks on NATS failed: %r", exc)
+        await self._kafka_send([*accepted, *rejected])
+
+    async def _kafka_send(self, events: Sequence[tuple[event_pb2.EventEnvelope, pb_message.Message]]) -> None:
+        await self.drain()
+        if events:
+            # Acks are awaited in the background (drained before the next batch).
+            self._kafka_inflight = asyncio.ensure_future(self._kafka.publish_many(events))
+
+    async def drain(self) -> None:
+        """Wait for the Kafka sends in flight (logged, not raised, on failure)."""
+        inflight, self._kafka_inflight = self._kafka_inflight, None
+        if inflight is None:
+            return
+        try:
+            await inflight
+        except Exception as exc:
+            self._metrics.publish_failures.labels("kafka").inc()
+            log.warning("publishing a batch on Kafka failed: %r", exc)
+
+
+class FeedRunner:
+    """Runs one feed through a pipeline in a background task."""
+
+    def __init__(self, feed: Feed, pipeline: TickPipeline) -> None:
+        self._feed = feed
+        self._pipeline = pipeline
+        self._task: asyncio.Task[None] | None = None
+        self.finished = asyncio.Event()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"feed-{self._feed.name}")
+
+    async def _run(self) -> None:
+        try:
+            async for batch in self._feed.batches():
+                await self._pipeline.publish(batch)
+            await self._pipeline.drain()
+            log.info("feed %s ended", self._feed.name)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("feed %s failed; no more ticks from it", self._feed.name)
+        finally:
+            self.finished.set()
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._pipeline.drain()

@@ -1,0 +1,219 @@
+"""Adapters of the portfolio service: its PostgreSQL books (schema `portfolio`)
+and the last-quote cache in Redis.
+
+Every query runs in :func:`runtime.storage.postgres.tenant_transaction`, so
+row-level security limits it to the tenant's rows even if a WHERE clause were
+wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import asyncpg
+from google.protobuf.message import DecodeError
+from redis.asyncio import Redis
+from trading.common.v1 import market_pb2
+
+from runtime import decimals
+from runtime.market_cache import quote_key
+from runtime.storage.postgres import tenant_transaction
+from services.portfolio import domain
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A tenant's cash; `version` counts the fills applied to its books."""
+
+    currency: str
+    cash: Decimal
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Books:
+    """A tenant's account and positions (all of them, flat ones included)."""
+
+    account: Account
+    positions: tuple[domain.Position, ...]
+    updated_at: dict[str, datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedFill:
+    """What one newly applied fill did (None is returned for a duplicate)."""
+
+    outcome: domain.FillOutcome
+    account: Account
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FillRecord:
+    """The identity of a fill event, recorded in processed_events."""
+
+    event_id: str
+    execution_id: str
+    order_id: str
+
+
+_POSITION_COLUMNS = "symbol, quantity, average_price, realized_pnl, fees_paid, version, updated_at"
+
+
+def _position(row: asyncpg.Record) -> domain.Position:
+    return domain.Position(
+        symbol=row["symbol"],
+        quantity=row["quantity"],
+        average_price=row["average_price"],
+        realized_pnl=row["realized_pnl"],
+        fees_paid=row["fees_paid"],
+        version=row["version"],
+    )
+
+
+class PortfolioStore:
+    """Positions, cash and processed fill events of every tenant."""
+
+    def __init__(self, pool: asyncpg.Pool, *, starting_cash: Decimal = domain.DEFAULT_STARTING_CASH) -> None:
+        self._pool = pool
+        self._starting_cash = starting_cash
+
+    @property
+    def starting_cash(self) -> Decimal:
+        return self._starting_cash
+
+    async def apply_fill(
+        self, tenant_id: str, record: FillRecord, fill: domain.Fill, *, now: datetime | None = None
+    ) -> AppliedFill | None:
+        """Apply one fill in one transaction: record the event, update the
+        position and the cash. Returns None, changing nothing, when the event
+        id or the execution id was applied before."""
+        now = now or datetime.now(UTC)
+        async with tenant_transaction(self._pool, tenant_id) as conn:
+            fresh = await conn.fetchval(
+                """INSERT INTO portfolio.processed_events
+                       (tenant_id, event_id, execution_id, order_id, symbol)
+                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true""",
+                tenant_id,
+                record.event_id,
+                record.execution_id,
+                record.order_id,
+                fill.symbol,
+            )
+            if not fresh:
+                return None
+            # Locks: the account first, then the position, in every writer, so
+            # concurrent replicas applying fills of one tenant never deadlock.
+            await conn.execute(
+                """INSERT INTO portfolio.accounts (tenant_id, currency, starting_cash, cash)
+                   VALUES ($1, $2, $3, $3) ON CONFLICT (tenant_id) DO NOTHING""",
+                tenant_id,
+                domain.BASE_CURRENCY,
+                self._starting_cash,
+            )
+            await conn.execute("SELECT 1 FROM portfolio.accounts WHERE tenant_id = $1 FOR UPDATE", tenant_id)
+            row = await conn.fetchrow(
+                f"""SELECT {_POSITION_COLUMNS} FROM portfolio.positions
+                    WHERE tenant_id = $1 AND symbol = $2 FOR UPDATE""",
+                tenant_id,
+                fill.symbol,
+            )
+            position = _position(row) if row else domain.Position(fill.symbol)
+            outcome = domain.apply_fill(position, fill)
+            after = outcome.position
+            await conn.execute(
+                """INSERT INTO portfolio.positions
+                       (tenant_id, symbol, quantity, average_price,
+                        realized_pnl, fees_paid, version, updated_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                   ON CONFLICT (tenant_id, symbol) DO UPDATE SET
+                       quantity = EXCLUDED.quantity, average_price = EXCLUDED.average_price,
+                       realized_pnl = EXCLUDED.realized_pnl, fees_paid = EXCLUDED.fees_paid,
+                       version = EXCLUDED.version, updated_at = EXCLUDED.updated_at""",
+                tenant_id,
+                after.symbol,
+                after.quantity,
+                after.average_price,
+                after.realized_pnl,
+                after.fees_paid,
+                after.version,
+                now,
+            )
+            updated = await conn.fetchrow(
+                """UPDATE portfolio.accounts SET cash = cash + $2, version = version + 1, updated_at = $3
+                   WHERE tenant_id = $1 RETURNING currency, cash, version""",
+                tenant_id,
+                outcome.cash_change,
+                now,
+            )
+            assert updated is not None
+            return AppliedFill(
+                outcome, Account(updated["currency"], updated["cash"], updated["version"]), now
+            )
+
+    async def books(self, tenant_id: str, *, symbol: str | None = None) -> Books:
+        """The tenant's account (the starting one before any fill) and positions,
+        ordered by symbol; only `symbol`'s when given."""
+        async with tenant_transaction(self._pool, tenant_id) as conn:
+            account = await conn.fetchrow(
+                "SELECT currency, cash, version FROM portfolio.accounts WHERE tenant_id = $1", tenant_id
+            )
+            rows = await conn.fetch(
+                f"""SELECT {_POSITION_COLUMNS} FROM portfolio.positions
+                    WHERE tenant_id = $1 AND ($2::text IS NULL OR symbol = $2) ORDER BY symbol""",
+                tenant_id,
+                symbol,
+            )
+        return Books(
+            account=Account(account["currency"], account["cash"], account["version"])
+            if account
+            else Account(domain.BASE_CURRENCY, self._starting_cash, 0),
+            positions=tuple(_position(r) for r in rows),
+            updated_at={r["symbol"]: r["updated_at"] for r in rows},
+        )
+
+
+# --------------------------------------------------------------------------- quotes
+
+
+def mark_of_quote(quote: market_pb2.Quote) -> domain.Mark | None:
+    """The mark of a quote: mid, else last trade price; timed by the exchange
+    time (the receive time when the feed gives none)."""
+    price = domain.mark_price(
+        decimals.from_proto(quote.bid_price),
+        decimals.from_proto(quote.ask_price),
+        decimals.from_proto(quote.last_price),
+    )
+    if price is None:
+        return None
+    stamp = quote.exchange_time if quote.HasField("exchange_time") else quote.receive_time
+    at = stamp.ToDatetime(tzinfo=UTC) if stamp.seconds or stamp.nanos else None
+    return domain.Mark(price, at)
+
+
+class QuoteCache:
+    """Reads the last quotes marketdata writes to Redis (`md:quote:{symbol}`)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def marks(self, symbols: Iterable[str]) -> dict[str, domain.Mark]:
+        """Marks of the symbols that have a usable quote; one round trip."""
+        wanted: Sequence[str] = sorted(set(symbols))
+        if not wanted:
+            return {}
+        values = await self._redis.mget([quote_key(s) for s in wanted])
+        marks: dict[str, domain.Mark] = {}
+        for symbol, raw in zip(wanted, values, strict=True):
+            if not isinstance(raw, bytes) or not raw:
+                continue  # missing (or a text value: not a serialized Quote)
+            try:
+                mark = mark_of_quote(market_pb2.Quote.FromString(raw))
+            except (DecodeError, ArithmeticError, ValueError):
+                continue  # a garbled cache entry: value at cost rather than fail the call
+            if mark is not None:
+                marks[symbol] = mark
+        return marks

@@ -1,0 +1,4 @@
+from runtime.service import run_service
+from services.risk.main import SPEC
+
+run_service(SPEC)

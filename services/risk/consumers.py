@@ -1,0 +1,84 @@
+"""Risk's own position and PnL view, from execution's fills.
+
+Portfolio is the book of record; risk keeps just enough (signed quantity and
+average price per tenant and symbol, realised PnL per UTC day) in Redis to
+check orders without a call to portfolio on the hot path. Fills arrive as
+`OrderFillReported` on Kafka `trading.execution.fills` (group `risk.fills`,
+at-least-once); each is applied once, keyed by the fill's execution id (the
+contract's dedup key; the envelope's event id when it is missing).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from trading.execution.v1 import events_pb2 as exec_events
+
+from runtime import decimals
+from runtime.config import Settings
+from runtime.contracts import event_registry
+from runtime.messaging.base import Event, RetryPolicy
+from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber
+from services.risk import domain
+from services.risk.events import RiskEvents
+from services.risk.storage import RiskStore, limits_to_domain
+
+log = logging.getLogger(__name__)
+
+FILLS_GROUP = "risk.fills"
+FILL_EVENT = exec_events.OrderFillReported.DESCRIPTOR.full_name
+
+
+class FillHandler:
+    """Applies one fill event to risk's positions, then re-evaluates the daily loss."""
+
+    def __init__(self, store: RiskStore, events: RiskEvents) -> None:
+        self._store = store
+        self._events = events
+
+    async def __call__(self, event: Event) -> None:
+        payload = event.payload
+        assert isinstance(payload, exec_events.OrderFillReported)
+        fill = payload.fill
+        tenant = event.envelope.tenant_id
+        if not tenant or not fill.symbol or fill.side not in (1, 2):
+            log.warning("fill event %s without tenant, symbol or side: ignored", event.envelope.event_id)
+            return
+        executed = fill.executed_at if fill.HasField("executed_at") else event.envelope.occurred_at
+        applied = await self._store.apply_fill(
+            tenant,
+            fill.execution_id or event.envelope.event_id,
+            symbol=fill.symbol,
+            side=domain.Side(fill.side),
+            quantity=decimals.from_proto(fill.quantity),
+            price=decimals.from_proto(fill.price),
+            fee=decimals.from_proto(fill.fee.amount),
+            day=datetime.fromtimestamp(executed.ToNanoseconds() / 1e9 or time.time(), UTC).date(),
+        )
+        if not applied:
+            return
+        stored = await self._store.get_limits(tenant)
+        limits = limits_to_domain(stored.limits) if stored is not None else domain.DEFAULT_LIMITS
+        await self._events.evaluate_daily_loss(tenant, limits)
+
+
+def fill_subscriber(
+    settings: Settings,
+    store: RiskStore,
+    events: RiskEvents,
+    dead_letters: KafkaPublisher,
+    *,
+    group: str = FILLS_GROUP,
+) -> KafkaSubscriber:
+    return KafkaSubscriber(
+        settings.kafka,
+        event_registry(),
+        FillHandler(store, events),
+        group=group,
+        dead_letters=dead_letters,
+        event_types=[FILL_EVENT],
+        retry=RetryPolicy(max_attempts=5),
+        client_id="risk",
+    )

@@ -1,0 +1,418 @@
+"""Risk state in Redis, shared by every replica of the service.
+
+Keys (all tenant-scoped with :func:`runtime.storage.redis.tenant_key`, so one
+tenant's keys share a cluster slot and the Lua scripts below stay legal in
+cluster mode):
+
+| key | type | what |
+|---|---|---|
+| ``risk:limits`` | hash | ``pb`` (RiskLimits), ``version``, ``at`` (ns), ``by``, ``rate`` (for Lua) |
+| ``risk:state`` | hash | ``pb`` (TradingStatus bytes), ``state`` (number, for Lua) |
+| ``risk:rate`` | zset | counted checks of the last second: member check id, score Redis time in us |
+| ``risk:check:{client_order_id}`` | string | check id of the counted check of that order (5 min) |
+| ``risk:pos`` | hash | symbol -> "quantity average_price" (risk's own view, from fills) |
+| ``risk:pnl:{YYYYMMDD}`` | string | realised PnL of that UTC day, net of fees |
+| ``risk:fill:{execution_id}`` | string | marker: that fill was applied (7 days) |
+| ``risk:alert:{kind}:{symbol}`` | string | marker: that alert was raised in the last minute |
+
+The last quote is marketdata's global ``md:quote:{symbol}`` (Quote bytes).
+
+One check is one round trip: a non-transactional pipeline of the CHECK
+script (tenant keys, atomic) and an MGET of the quotes (another slot, so not
+inside the script).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, WatchError
+from trading.common.v1 import market_pb2
+from trading.risk.v1 import risk_service_pb2 as pb
+
+from runtime import decimals
+from runtime.market_cache import quote_key
+from runtime.storage.redis import tenant_key
+from services.risk import domain
+
+CHECK_MARKER_TTL_MS: Final = 300_000
+FILL_MARKER_TTL_S: Final = 7 * 86_400
+PNL_TTL_S: Final = 3 * 86_400
+ALERT_INTERVAL_S: Final = 60
+
+# The order-rate window, atomically. Reading the count and adding the order in
+# two commands would let two replicas both see "limit - 1" and both add (a
+# check-then-act race that overshoots the budget); in one script nothing runs
+# in between. Time comes from the Redis server, so replicas with skewed clocks
+# still share one window. The script also returns the rest of the tenant's
+# state, so the check needs no other round trip.
+_CHECK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local rate = tonumber(redis.call('HGET', KEYS[1], 'rate') or ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 1000000)
+local count = redis.call('ZCARD', KEYS[3])
+local prior = redis.call('GET', KEYS[4])
+local added = 0
+if ARGV[3] == '1' and not prior and count < rate then
+  redis.call('ZADD', KEYS[3], now, ARGV[2])
+  redis.call('PEXPIRE', KEYS[3], 2000)
+  redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[4])
+  added = 1
+end
+return {count, added, prior, redis.call('HGET', KEYS[1], 'pb'), redis.call('HGET', KEYS[2], 'pb'),
+        redis.call('HGETALL', KEYS[5]), redis.call('GET', KEYS[6])}
+"""
+
+# Undo the counting of a check that was denied for another reason. Between the
+# CHECK script and this, a concurrent check sees one order too many: it can
+# only be denied, never approved, in error (fail-safe).
+_RELEASE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
+# Compare-and-set of the limits: a conflict when expected_version (non-zero)
+# differs; nothing changes (same version) when the limits are equal.
+_SET_LIMITS = """
+local cur = redis.call('HMGET', KEYS[1], 'pb', 'version', 'at', 'by')
+local version = tonumber(cur[2] or '0')
+local expected = tonumber(ARGV[2])
+if expected ~= 0 and expected ~= version then return {'conflict', version} end
+if cur[1] == ARGV[1] then return {'same', version, cur[3], cur[4], cur[1]} end
+version = version + 1
+redis.call('HSET', KEYS[1], 'pb', ARGV[1], 'version', version, 'at', ARGV[3], 'by', ARGV[4], 'rate', ARGV[5])
+return {'changed', version, ARGV[3], ARGV[4], cur[1]}
+"""
+
+# Switch the trading state unless it already is the target (then nothing
+# changes). ARGV[3], when not empty, is the only current state the switch may
+# start from (the automatic switch to REDUCING must not lift a HALTED).
+_SET_STATE = """
+local cur = redis.call('HMGET', KEYS[1], 'pb', 'state')
+local state = cur[2] or '1'
+if state == ARGV[2] then return {'same', cur[1]} end
+if ARGV[3] ~= '' and state ~= ARGV[3] then return {'skipped', cur[1]} end
+redis.call('HSET', KEYS[1], 'pb', ARGV[1], 'state', ARGV[2])
+return {'changed', cur[1]}
+"""
+
+
+class LimitsConflictError(Exception):
+    """SetLimits with an expected version that is not the stored one."""
+
+    def __init__(self, stored_version: int) -> None:
+        super().__init__(f"stored limits have version {stored_version}")
+        self.stored_version = stored_version
+
+
+def utc_day(ts_s: float) -> str:
+    return datetime.fromtimestamp(ts_s, UTC).strftime("%Y%m%d")
+
+
+# ------------------------------------------------------------------ protobuf <-> domain
+
+
+def limits_to_domain(limits: pb.RiskLimits) -> domain.Limits:
+    age = limits.max_quote_age.ToNanoseconds() / 1e9 if limits.HasField("max_quote_age") else 0.0
+    return domain.Limits(
+        max_orders_per_second=limits.max_orders_per_second,
+        max_order_notional=decimals.from_proto(limits.max_order_notional),
+        default_max_position=decimals.from_proto(limits.default_max_position),
+        price_collar_bps=limits.price_collar_bps,
+        daily_loss_limit=decimals.from_proto(limits.daily_loss_limit),
+        max_quote_age_s=age or domain.DEFAULT_MAX_QUOTE_AGE_S,
+        max_position_by_symbol={s: decimals.from_proto(v) for s, v in limits.max_position_by_symbol.items()},
+    )
+
+
+def limits_to_proto(limits: domain.Limits) -> pb.RiskLimits:
+    message = pb.RiskLimits(
+        max_orders_per_second=limits.max_orders_per_second,
+        max_order_notional=decimals.to_proto(limits.max_order_notional),
+        default_max_position=decimals.to_proto(limits.default_max_position),
+        price_collar_bps=limits.price_collar_bps,
+        daily_loss_limit=decimals.to_proto(limits.daily_loss_limit),
+    )
+    for symbol, value in limits.max_position_by_symbol.items():
+        message.max_position_by_symbol[symbol].CopyFrom(decimals.to_proto(value))
+    message.max_quote_age.FromNanoseconds(round(limits.max_quote_age_s * 1e9))
+    return message
+
+
+def canonical_limits(limits: pb.RiskLimits) -> pb.RiskLimits:
+    """The stored form: decimals normalised ("100.0" -> "100") and the quote
+    age made explicit, so equal limits serialize to equal bytes."""
+    return limits_to_proto(limits_to_domain(limits))
+
+
+def quote_view(data: bytes | None, now_ns: int) -> domain.QuoteView | None:
+    """The domain view of a stored Quote; its age from receive_time (or exchange_time)."""
+    if not data:
+        return None
+    quote = market_pb2.Quote.FromString(data)
+    stamp = quote.receive_time if quote.HasField("receive_time") else quote.exchange_time
+    age = (now_ns - stamp.ToNanoseconds()) / 1e9 if stamp.seconds or stamp.nanos else None
+    return domain.QuoteView(
+        bid=decimals.from_proto(quote.bid_price) if quote.bid_price.value else None,
+        ask=decimals.from_proto(quote.ask_price) if quote.ask_price.value else None,
+        last=decimals.from_proto(quote.last_price) if quote.last_price.value else None,
+        age_s=age,
+    )
+
+
+def _opt_bytes(value: object) -> bytes | None:
+    """A reply of the bytes client (decode_responses=False) as bytes or None."""
+    if value is None or isinstance(value, bytes):
+        return value
+    raise TypeError(f"expected a bytes reply from Redis, got {type(value).__name__}")
+
+
+def _bytes(value: object) -> bytes:
+    data = _opt_bytes(value)
+    if data is None:
+        raise TypeError("expected a bytes reply from Redis, got nil")
+    return data
+
+
+def _position(raw: bytes) -> domain.Position:
+    quantity, average = raw.decode().split(" ")
+    return domain.Position(Decimal(quantity), Decimal(average))
+
+
+def _position_text(position: domain.Position) -> str:
+    return f"{decimals.to_proto(position.quantity).value} {decimals.to_proto(position.average_price).value}"
+
+
+# ------------------------------------------------------------------ store
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRead:
+    """What the CHECK round trip returned."""
+
+    orders_in_window: int
+    counted: bool  # this call added the order to the window
+    prior_check_id: str | None  # an earlier check of the same order already counted it
+    limits_pb: bytes | None
+    status_pb: bytes | None
+    positions: Mapping[str, domain.Position]
+    realized_today: Decimal
+    quotes: Mapping[str, bytes | None]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLimits:
+    limits: pb.RiskLimits
+    version: int
+    updated_at_ns: int
+    updated_by: str
+    previous: pb.RiskLimits | None = None
+    changed: bool = False
+
+
+class RiskStore:
+    """Redis adapter of the risk service."""
+
+    def __init__(
+        self, redis: Redis, *, default_rate: int = domain.DEFAULT_LIMITS.max_orders_per_second
+    ) -> None:
+        self._redis = redis
+        self._default_rate = default_rate
+        self._sources = {"check": _CHECK, "release": _RELEASE, "limits": _SET_LIMITS, "state": _SET_STATE}
+        self._shas: dict[str, str] = {}
+        # Per tenant, the symbols it held at its last check: their quotes are
+        # fetched in the check's one round trip to mark positions to market.
+        self._held: dict[str, tuple[str, ...]] = {}
+
+    async def load_scripts(self) -> None:
+        for name, source in self._sources.items():
+            self._shas[name] = await self._redis.script_load(source)
+
+    async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self._redis.evalsha(self._shas[name], len(keys), *keys, *args)
+        except NoScriptError:  # Redis restarted or SCRIPT FLUSH: load again once
+            await self.load_scripts()
+            return await self._redis.evalsha(self._shas[name], len(keys), *keys, *args)
+
+    # ---------------------------------------------------------------- check
+
+    async def read_for_check(
+        self, tenant: str, symbol: str, check_id: str, client_order_id: str, *, consume: bool, now_s: float
+    ) -> CheckRead:
+        """The snapshot of one check in one round trip; counts the order in the
+        rate window (when `consume` and within the budget)."""
+        keys = (
+            tenant_key(tenant, "risk", "limits"),
+            tenant_key(tenant, "risk", "state"),
+            tenant_key(tenant, "risk", "rate"),
+            tenant_key(tenant, "risk", "check", client_order_id),
+            tenant_key(tenant, "risk", "pos"),
+            tenant_key(tenant, "risk", "pnl", utc_day(now_s)),
+        )
+        args = (self._default_rate, check_id, "1" if consume else "0", CHECK_MARKER_TTL_MS)
+        wanted = (symbol, *(s for s in self._held.get(tenant, ()) if s != symbol))
+        for attempt in (1, 2):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.evalsha(self._shas["check"], len(keys), *keys, *args)
+            pipe.mget([quote_key(s) for s in wanted])
+            try:
+                script, quote_values = await pipe.execute()
+                break
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await self.load_scripts()
+        count, added, prior, limits_pb, status_pb, flat_positions, pnl = script
+        positions = {
+            flat_positions[i].decode(): _position(flat_positions[i + 1])
+            for i in range(0, len(flat_positions), 2)
+        }
+        quotes = {s: _opt_bytes(v) for s, v in zip(wanted, quote_values, strict=True)}
+        held = domain.held_symbols(positions.items())
+        missing = [s for s in held if s not in quotes]
+        if missing:  # first check of the tenant or a new position: one more trip
+            quotes.update(await self.quotes(missing))
+        if len(self._held) > 10_000:
+            self._held.clear()
+        self._held[tenant] = tuple(sorted(held))
+        return CheckRead(
+            orders_in_window=int(count),
+            counted=bool(added),
+            prior_check_id=prior.decode() if prior else None,
+            limits_pb=limits_pb or None,
+            status_pb=status_pb or None,
+            positions=positions,
+            realized_today=Decimal(pnl.decode()) if pnl else domain.ZERO,
+            quotes=quotes,
+        )
+
+    async def release(self, tenant: str, check_id: str, client_order_id: str) -> None:
+        """Take a counted check back out of the rate window (it was denied)."""
+        keys = (tenant_key(tenant, "risk", "rate"), tenant_key(tenant, "risk", "check", client_order_id))
+        await self._eval("release", keys, (check_id,))
+
+    # ---------------------------------------------------------------- limits
+
+    async def get_limits(self, tenant: str) -> StoredLimits | None:
+        raw = await self._redis.hmget(tenant_key(tenant, "risk", "limits"), ["pb", "version", "at", "by"])
+        if raw[0] is None:
+            return None
+        return StoredLimits(
+            pb.RiskLimits.FromString(_bytes(raw[0])),
+            int(_bytes(raw[1])),
+            int(_bytes(raw[2])),
+            _bytes(raw[3]).decode(),
+        )
+
+    async def set_limits(
+        self, tenant: str, limits: pb.RiskLimits, *, expected_version: int, actor: str
+    ) -> StoredLimits:
+        data = limits.SerializeToString(deterministic=True)
+        reply = await self._eval(
+            "limits",
+            (tenant_key(tenant, "risk", "limits"),),
+            (data, expected_version, time.time_ns(), actor, limits.max_orders_per_second),
+        )
+        outcome = reply[0].decode()
+        if outcome == "conflict":
+            raise LimitsConflictError(int(reply[1]))
+        previous = pb.RiskLimits.FromString(reply[4]) if reply[4] else None
+        return StoredLimits(
+            limits, int(reply[1]), int(reply[2]), reply[3].decode(), previous, changed=outcome == "changed"
+        )
+
+    # ---------------------------------------------------------------- trading state
+
+    async def get_status(self, tenant: str) -> pb.TradingStatus | None:
+        raw = _opt_bytes(await self._redis.hget(tenant_key(tenant, "risk", "state"), "pb"))
+        return pb.TradingStatus.FromString(raw) if raw else None
+
+    async def set_status(
+        self, tenant: str, status: pb.TradingStatus, *, only_from: domain.TradingState | None = None
+    ) -> tuple[str, pb.TradingStatus | None]:
+        """("changed" | "same" | "skipped", the status before)."""
+        reply = await self._eval(
+            "state",
+            (tenant_key(tenant, "risk", "state"),),
+            (status.SerializeToString(), int(status.state), "" if only_from is None else int(only_from)),
+        )
+        before = pb.TradingStatus.FromString(reply[1]) if reply[1] else None
+        return reply[0].decode(), before
+
+    # ---------------------------------------------------------------- positions and PnL
+
+    async def apply_fill(
+        self,
+        tenant: str,
+        fill_id: str,
+        *,
+        symbol: str,
+        side: domain.Side,
+        quantity: Decimal,
+        price: Decimal,
+        fee: Decimal,
+        day: date,
+    ) -> bool:
+        """Apply one fill exactly once (False: already applied).
+
+        Decimal arithmetic cannot run in Lua (doubles), so this is an
+        optimistic transaction: WATCH the marker, the positions and the day's
+        PnL, compute in Python, write all three in MULTI. A concurrent
+        delivery of the same fill makes one EXEC fail; its retry then sees the
+        marker and skips. The marker is the SET NX of the idempotent consumer,
+        made atomic with the update it guards.
+        """
+        marker = tenant_key(tenant, "risk", "fill", fill_id)
+        pos_key = tenant_key(tenant, "risk", "pos")
+        pnl_key = tenant_key(tenant, "risk", "pnl", day.strftime("%Y%m%d"))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(marker, pos_key, pnl_key)
+                    if await pipe.exists(marker):
+                        await pipe.unwatch()  # type: ignore[no-untyped-call]
+                        return False
+                    raw = _opt_bytes(await pipe.hget(pos_key, symbol))
+                    pnl_raw = _opt_bytes(await pipe.get(pnl_key))
+                    position = _position(raw) if raw else domain.Position()
+                    after, realized = domain.apply_fill(position, side, quantity, price)
+                    pnl = (Decimal(pnl_raw.decode()) if pnl_raw else domain.ZERO) + realized - fee
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(marker, b"1", ex=FILL_MARKER_TTL_S)
+                    if after.quantity == 0:
+                        pipe.hdel(pos_key, symbol)
+                    else:
+                        pipe.hset(pos_key, symbol, _position_text(after))
+                    pipe.set(pnl_key, decimals.to_proto(pnl).value, ex=PNL_TTL_S)
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    continue
+
+    async def positions(self, tenant: str) -> dict[str, domain.Position]:
+        raw = await self._redis.hgetall(tenant_key(tenant, "risk", "pos"))
+        return {_bytes(k).decode(): _position(_bytes(v)) for k, v in raw.items()}
+
+    async def realized_today(self, tenant: str, now_s: float) -> Decimal:
+        raw = _opt_bytes(await self._redis.get(tenant_key(tenant, "risk", "pnl", utc_day(now_s))))
+        return Decimal(raw.decode()) if raw else domain.ZERO
+
+    async def quotes(self, symbols: Sequence[str]) -> dict[str, bytes | None]:
+        if not symbols:
+            return {}
+        values = await self._redis.mget([quote_key(s) for s in symbols])
+        return {s: _opt_bytes(v) for s, v in zip(symbols, values, strict=True)}
+
+    async def alert_once(self, tenant: str, kind: str, symbol: str) -> bool:
+        """True at most once per kind and symbol per minute (the contract's throttle)."""
+        key = tenant_key(tenant, "risk", "alert", kind, symbol or "-")
+        return bool(await self._redis.set(key, b"1", nx=True, ex=ALERT_INTERVAL_S))

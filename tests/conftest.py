@@ -1,0 +1,131 @@
+"""Shared fixtures: real servers for integration tests, started lazily.
+
+Nothing here runs unless a test asks for it, so unit tests need no server.
+
+- ``infra_settings``: a :class:`runtime.config.Settings` for this test session.
+  PostgreSQL: a fresh database on the shared server (dropped at the end).
+  Redis and NATS: the shared servers (use unique key prefixes / subjects /
+  stream names: ``unique_id`` helps). Kafka: a tansu broker started for the
+  session on a spare port. ClickHouse: chdb in a temp dir. If a shared server
+  does not answer (a bare machine), an embedded one is started in its place.
+- chdb opens one engine path per process: every test in the session must use
+  ``infra_settings.clickhouse`` (or the ``clickhouse`` fixture), never its own path.
+- Tests under ``tests/integration`` get the ``integration`` marker automatically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+
+from runtime.config import Settings
+from runtime.storage.clickhouse import ConnectClickHouse, create_clickhouse
+from runtime.storage.postgres import create_pool
+from runtime.storage.redis import create_redis
+from tools.infra import LocalInfra, ManagedProcess, drop_database, free_port, start_tansu
+
+_INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _INTEGRATION_DIR in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
+    """A tansu broker for the session; ``tansu.address`` is the bootstrap string."""
+    proc = start_tansu(free_port(), log_path=tmp_path_factory.mktemp("tansu") / "tansu.log")
+    yield proc
+    proc.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def infra_settings(
+    tansu: ManagedProcess, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Settings]:
+    base = Settings()
+    var_dir = tmp_path_factory.mktemp("var")
+    db_name = f"test_{uuid.uuid4().hex[:12]}"
+    assert tansu.port is not None
+    settings = base.model_copy(
+        update={
+            "var_dir": var_dir,
+            "postgres": base.postgres.model_copy(update={"dsn": _with_database(base.postgres.dsn, db_name)}),
+            "kafka": base.kafka.model_copy(
+                update={"bootstrap_servers": tansu.address, "local_port": tansu.port}
+            ),
+            "clickhouse": base.clickhouse.model_copy(update={"url": "", "chdb_path": var_dir / "chdb"}),
+        }
+    )
+    infra = LocalInfra(settings, log_dir=var_dir / "log", fast=True)
+    await infra.start()
+    try:
+        yield settings
+    finally:
+        try:
+            await drop_database(settings.postgres.admin_dsn, db_name)
+        finally:
+            await asyncio.to_thread(infra.stop)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def pg_pool(infra_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the session's test database."""
+    pool = await create_pool(infra_settings.postgres, application_name="tests")
+    yield pool
+    await pool.close()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def redis_client(infra_settings: Settings) -> AsyncIterator[Redis]:
+    client = create_redis(infra_settings.redis)
+    yield client
+    await client.aclose()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def clickhouse(infra_settings: Settings) -> AsyncIterator[ConnectClickHouse]:
+    """chdb in the session's temp dir, database ``infra_settings.clickhouse.database``."""
+    client = await create_clickhouse(infra_settings.clickhouse)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def unique_id() -> str:
+    """A short unique token for key prefixes, tenant ids, topic and stream names."""
+    return uuid.uuid4().hex[:12]
+
+
+@pytest_asyncio.fixture(autouse=True, loop_scope="session")
+async def _dump_tasks_when_stuck(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Diagnostics: if a test runs for over 60 s, print every asyncio task's
+    stack (pytest-timeout only shows threads, which says nothing about
+    which await a hung async test is stuck in)."""
+    import sys
+
+    def dump() -> None:
+        print(f"\n=== asyncio tasks after 60 s in {request.node.nodeid} ===", file=sys.stderr)
+        for task in asyncio.all_tasks():
+            task.print_stack(limit=8, file=sys.stderr)
+
+    handle = asyncio.get_running_loop().call_later(60, dump)
+    try:
+        yield
+    finally:
+        handle.cancel()

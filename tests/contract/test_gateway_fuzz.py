@@ -1,0 +1,103 @@
+"""Property-based fuzzing of the running gateway with schemathesis, driven by
+its own /openapi.json: no 5xx (other than 501 from RPCs not built yet, which
+are left out of the run), and every response conforms to the document.
+
+schemathesis is a pinned dev dependency; its command is run from this
+interpreter's environment (or TRADING_SCHEMATHESIS names another one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from gateway.routes import build_routes
+from gateway.templates import openapi_path
+from services.identity.apikeys import ApiKeyPrincipal, new_secret, publish, withdraw
+from services.identity.domain import token_hash
+from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
+from tests.contract.conftest import RunningPlatform
+
+pytestmark = pytest.mark.integration
+
+SCHEMATHESIS = os.environ.get("TRADING_SCHEMATHESIS") or str(Path(sys.executable).parent / "schemathesis")
+SCHEMATHESIS_FOUND = Path(SCHEMATHESIS).exists()
+
+
+async def test_fuzzing_finds_no_server_error_and_no_schema_violation(platform: RunningPlatform) -> None:
+    assert SCHEMATHESIS_FOUND, f"schemathesis not found at {SCHEMATHESIS} (./dev setup installs it)"
+    base = f"http://127.0.0.1:{platform.settings.gateway.http_port}"
+    routes = build_routes()
+    async with httpx.AsyncClient(base_url=base, timeout=20) as gw:
+        login = await gw.post(
+            "/v1/auth/login", json={"tenantSlug": DEMO_SLUG, "email": DEMO_EMAIL, "password": DEMO_PASSWORD}
+        )
+        assert login.status_code == 200, login.text
+        redis = Redis.from_url(platform.settings.redis.url)
+        secret = new_secret()
+        scopes = frozenset({s for r in routes for s in r.policy.scopes} | {"admin"})
+        principal = ApiKeyPrincipal(
+            str(uuid.uuid4()),
+            login.json()["tenantId"],
+            login.json()["userId"],
+            scopes,
+            frozenset({"ADMIN", "TRADER"}),
+            None,
+        )
+        await publish(redis, token_hash(secret), principal, now=time.time())
+        # RPCs not built yet answer 501 by design: probe and leave them out.
+        unbuilt: set[str] = set()
+        for route in routes:
+            if route.streaming or route.template.variables:
+                continue
+            body = b"{}" if route.body else None
+            r = await gw.request(
+                route.http_method,
+                route.template.template,
+                headers={"X-Api-Key": secret, "content-type": "application/json"},
+                content=body,
+            )
+            if r.status_code == 501:
+                unbuilt.add(route.method.containing_service.full_name)
+    excluded = [
+        re.escape(openapi_path(r.template))
+        for r in routes
+        if r.streaming or r.method.containing_service.full_name in unbuilt
+    ]
+    cmd = [
+        SCHEMATHESIS,
+        "run",
+        f"{base}/openapi.json",
+        "-H",
+        f"X-Api-Key: {secret}",
+        "--checks",
+        "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
+        "--max-examples",
+        "10",
+        "--workers",
+        "2",
+        "--request-timeout",
+        "20",
+        "--no-color",
+    ]
+    if excluded:
+        cmd += ["--exclude-path-regex", "^(" + "|".join(excluded) + ")$"]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 300)
+    finally:
+        await withdraw(redis, token_hash(secret))
+        await redis.aclose()
+    report = out.decode(errors="replace")
+    assert proc.returncode == 0, report[-6000:]

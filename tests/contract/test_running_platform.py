@@ -1,0 +1,190 @@
+"""Contract tests against the running platform: every service declared in
+proto/ runs and is registered, health and reflection answer, bad input is
+rejected with field violations, unbuilt RPCs say so, and the generated SDK
+drives a running service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from trading.analytics.v1 import analytics_service_pb2, analytics_service_pb2_grpc
+from trading.execution.v1 import execution_service_pb2, execution_service_pb2_grpc
+from trading.marketdata.v1 import marketdata_service_pb2, marketdata_service_pb2_grpc
+
+from runtime import contracts
+from runtime.config import SERVICE_NAMES, Settings
+from runtime.errors import error_details
+from runtime.grpc_server import ServiceRunner
+from runtime.service import fill_unimplemented
+from tests.contract.conftest import RunningPlatform
+from tools.supervisor import check_health, isolated_settings, run_platform, wait_serving
+
+pytestmark = pytest.mark.integration
+TENANT = (("x-tenant-id", "tenant-contract"),)
+
+
+async def test_all_eleven_services_serving_within_60s(platform: RunningPlatform) -> None:
+    assert platform.startup_s < 60
+    statuses = await asyncio.gather(*(check_health(platform.settings.address_of(n)) for n in SERVICE_NAMES))
+    assert dict(zip(SERVICE_NAMES, statuses, strict=True)) == dict.fromkeys(SERVICE_NAMES, 1)
+    print(f"platform SERVING after {platform.startup_s:.1f}s")
+
+
+async def _served_services(address: str) -> set[str]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+        async def one_request() -> Any:
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        async for reply in stub.ServerReflectionInfo(one_request()):
+            return {s.name for s in reply.list_services_response.service}
+    return set()
+
+
+async def test_every_declared_service_has_a_running_implementation(platform: RunningPlatform) -> None:
+    served: dict[str, set[str]] = {}
+    for name in SERVICE_NAMES:
+        served[name] = await _served_services(platform.settings.address_of(name))
+        assert "grpc.health.v1.Health" in served[name], name
+    everything = set().union(*served.values())
+    for service in contracts.services():
+        assert service.full_name in everything, f"{service.full_name} is not served by any process"
+        # ...and by the process named after its domain.
+        domain = service.full_name.split(".")[1]
+        assert service.full_name in served[domain]
+
+
+async def test_message_failing_validation_is_rejected_with_field_violations(
+    platform: RunningPlatform,
+) -> None:
+    async with grpc.aio.insecure_channel(platform.settings.address_of("execution")) as channel:
+        stub = execution_service_pb2_grpc.ExecutionServiceStub(channel)
+        bad = execution_service_pb2.PlaceOrderRequest(client_order_id="bad id with spaces", symbol="btc usd")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.PlaceOrder(bad, metadata=TENANT, timeout=2)
+    details = error_details(caught.value)
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    fields = set(details.violated_fields)
+    assert {"client_order_id", "symbol", "side", "quantity"} <= fields, fields
+
+
+async def test_unbuilt_rpc_answers_unimplemented_never_a_made_up_success(infra_settings: Settings) -> None:
+    """An RPC a servicer does not implement answers UNIMPLEMENTED with reason
+    NOT_BUILT_YET (runtime.service), whichever service it belongs to."""
+
+    class NothingBuilt:
+        pass
+
+    service = contracts.default_pool().FindServiceByName("trading.analytics.v1.AnalyticsService")
+    servicer = NothingBuilt()
+    assert fill_unimplemented(servicer, service) == [m.name for m in service.methods]
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        add: Any = analytics_service_pb2_grpc.add_AnalyticsServiceServicer_to_server  # takes any object
+        add(servicer, server)
+        return [service.full_name]
+
+    runner = ServiceRunner("analytics", infra_settings, register, address="127.0.0.1:0", metrics_port=-1)
+    await runner.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{runner.port}") as channel:
+            stub = analytics_service_pb2_grpc.AnalyticsServiceStub(channel)
+            request = analytics_service_pb2.GetTradeStatsRequest()
+            request.time_range.start.seconds, request.time_range.end.seconds = 0, 60
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetTradeStats(request, metadata=TENANT, timeout=2)
+    finally:
+        await runner.stop()
+    details = error_details(caught.value)
+    assert details.code == grpc.StatusCode.UNIMPLEMENTED
+    assert details.error_info is not None and details.error_info.reason == "NOT_BUILT_YET"
+
+
+async def test_correlation_id_is_echoed(platform: RunningPlatform) -> None:
+    async with grpc.aio.insecure_channel(platform.settings.address_of("marketdata")) as channel:
+        stub = marketdata_service_pb2_grpc.MarketDataServiceStub(channel)
+        call = stub.ListInstruments(
+            marketdata_service_pb2.ListInstrumentsRequest(page_size=1),
+            metadata=(*TENANT, ("x-correlation-id", "corr-123")),
+            timeout=2,
+        )
+        await call
+        sent_back = {**dict(await call.initial_metadata()), **dict(await call.trailing_metadata())}
+    assert sent_back.get("x-correlation-id") == "corr-123"
+
+
+class _Metadata(grpc.UnaryUnaryClientInterceptor):
+    """How a client team adds its credentials/tenant to every SDK call."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._metadata = metadata
+
+    def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        details = details._replace(metadata=(*(details.metadata or ()), *self._metadata))
+        return continuation(details, request)
+
+
+def _sdk_calls(address: str) -> tuple[list[str], str, Any]:
+    from trading_sdk.trading.marketdata import v1 as sdk
+
+    with grpc.insecure_channel(address) as raw:
+        channel = grpc.intercept_channel(raw, _Metadata(TENANT))
+        stub = sdk.MarketDataServiceStub(channel)
+        first = stub.list_instruments(sdk.ListInstrumentsRequest(page_size=3))
+        second = stub.list_instruments(
+            sdk.ListInstrumentsRequest(page_size=3, page_token=first.next_page_token)
+        )
+        one = stub.get_instrument(sdk.GetInstrumentRequest(symbol="BTC-USD"))
+        try:
+            stub.get_instrument(sdk.GetInstrumentRequest(symbol="NOPE-USD"))
+        except grpc.RpcError as exc:
+            missing = exc
+        else:  # pragma: no cover
+            raise AssertionError("unknown instrument was found")
+    symbols = [i.symbol for i in [*first.instruments, *second.instruments]]
+    assert one.instrument is not None
+    return symbols, one.instrument.to_json(), missing
+
+
+async def test_generated_sdk_drives_a_running_service(platform: RunningPlatform) -> None:
+    symbols, btc_json, missing = await asyncio.to_thread(
+        _sdk_calls, platform.settings.address_of("marketdata")
+    )
+    assert symbols == sorted(symbols) and len(symbols) == 6, symbols
+    assert {"BTC-USD", "ETH-USD"} <= set(symbols)
+    assert json.loads(btc_json)["tickSize"] == {"value": "0.01"}
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_gateway_liveness_and_readiness(platform: RunningPlatform) -> None:
+    base = f"http://127.0.0.1:{platform.settings.gateway.http_port}"
+    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert set(ready.json()["services"].values()) == {"SERVING"}
+
+
+async def test_stopping_the_platform_stops_every_process_cleanly(
+    infra_settings: Settings, tmp_path: Path
+) -> None:
+    """What Ctrl-C does (SIGINT sets the supervisor's stop event): every
+    service drains and exits, exit code 0, nothing answers afterwards."""
+    settings = isolated_settings(infra_settings, tmp_path)
+    names = ["marketdata", "execution", "gateway"]
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_platform(settings, names, stop_event=stop, ready_timeout=60))
+    assert await wait_serving(settings, names, timeout=60) == []
+    stop.set()
+    assert await asyncio.wait_for(task, 60) == 0
+    statuses = await asyncio.gather(*(check_health(settings.address_of(n), timeout=0.3) for n in names))
+    assert set(statuses) == {0}, "a service still answers after the platform stopped"

@@ -1,0 +1,1 @@
+"""Storage adapter integration tests."""

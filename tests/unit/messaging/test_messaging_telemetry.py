@@ -1,0 +1,45 @@
+"""Messaging metrics on a private Prometheus registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+from trading.marketdata.v1 import events_pb2 as md_events
+
+from runtime.messaging import new_envelope
+from runtime.messaging.telemetry import MessagingMetrics
+
+
+def test_metrics_count_and_observe() -> None:
+    registry = CollectorRegistry()
+    metrics = MessagingMetrics(registry)
+    env = new_envelope(md_events.Tick(symbol="A"), tenant_id="", correlation_id="c", producer="p")
+    tick = "trading.marketdata.v1.Tick"
+    metrics.published("kafka", tick, 0.001)
+    metrics.published("kafka", tick, 0.002)
+    metrics.consumed("kafka", "audit", env, 0.0005)
+    metrics.failed("kafka", "audit", tick)
+    metrics.dead_lettered("nats", "audit", "undecodable")
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("trading_messaging_published_total", transport="kafka", event_type=tick) == 2
+    assert value("trading_messaging_publish_seconds_count", transport="kafka") == 2
+    assert (
+        value("trading_messaging_consumed_total", transport="kafka", consumer="audit", event_type=tick) == 1
+    )
+    assert (
+        value(
+            "trading_messaging_handler_failures_total", transport="kafka", consumer="audit", event_type=tick
+        )
+        == 1
+    )
+    assert (
+        value(
+            "trading_messaging_dead_lettered_total", transport="nats", consumer="audit", reason="undecodable"
+        )
+        == 1
+    )
+    assert value("trading_messaging_handler_seconds_count", transport="kafka", consumer="audit") == 1
+    e2e = value("trading_messaging_end_to_end_seconds_sum", transport="kafka", consumer="audit")
+    assert e2e is not None and 0 <= e2e < 5

@@ -1,0 +1,1 @@
+"""Project CLI (tradingctl): infra, run, test, check, gen, release, bench."""

