@@ -14,6 +14,7 @@ import grpc
 from fastapi import FastAPI, Response
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.asyncio import Redis
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.websockets import WebSocket
@@ -21,9 +22,10 @@ from starlette.websockets import WebSocket
 from gateway.auth import API_KEY_HEADER, Authenticator
 from gateway.config import GatewayOptions
 from gateway.dispatch import CORRELATION_RESPONSE_HEADER, Dispatcher, handle
-from gateway.handling import CORRELATION_HEADER, IDEMPOTENCY_HEADER
+from gateway.handling import CORRELATION_HEADER, IDEMPOTENCY_HEADER, correlation_id
 from gateway.idempotency import IdempotencyStore
 from gateway.openapi import build_openapi
+from gateway.problems import Problem
 from gateway.ratelimit import RateLimiter
 from gateway.routes import HTTP_METHODS, RouteTable, build_routes
 from gateway.streams import sse, websocket_stream
@@ -97,6 +99,17 @@ def create_app(
 
     async def contract_websocket(websocket: WebSocket) -> None:
         await websocket_stream(dispatcher, websocket)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def framework_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # Starlette answers by itself only for paths the catch-all cannot match
+        # (e.g. a percent-encoded newline, which its path regex excludes); those
+        # get the same problem+json as every other error.
+        code = grpc.StatusCode.NOT_FOUND if exc.status_code == 404 else grpc.StatusCode.INVALID_ARGUMENT
+        cid = correlation_id(request.headers)
+        response = Problem(code, str(exc.detail), status=exc.status_code).response(cid)
+        response.headers[CORRELATION_RESPONSE_HEADER] = cid
+        return response
 
     app.router.add_websocket_route("/{path:path}", contract_websocket)
     app.router.add_route(

@@ -9,6 +9,8 @@ interpreter's environment (or TRADING_SCHEMATHESIS names another one).
 from __future__ import annotations
 
 import asyncio
+import importlib
+import inspect
 import os
 import re
 import sys
@@ -33,6 +35,21 @@ SCHEMATHESIS = os.environ.get("TRADING_SCHEMATHESIS") or str(Path(sys.executable
 SCHEMATHESIS_FOUND = Path(SCHEMATHESIS).exists()
 
 
+def unbuilt_methods() -> set[tuple[str, str]]:
+    """(service, RPC) pairs that no servicer implements yet: they answer 501
+    NOT_BUILT_YET by design (runtime.service.fill_unimplemented), so fuzzing
+    leaves them out. Read from the servicer classes, as the server does."""
+    unbuilt: set[tuple[str, str]] = set()
+    for route in build_routes():
+        api = importlib.import_module(f"services.{route.target}.api")
+        classes = [c for name, c in vars(api).items() if name.endswith("Api") and inspect.isclass(c)]
+        name = route.method.name
+        handler = next((getattr(c, name) for c in classes if hasattr(c, name)), None)
+        if not (inspect.iscoroutinefunction(handler) or inspect.isasyncgenfunction(handler)):
+            unbuilt.add((route.target, name))
+    return unbuilt
+
+
 async def test_fuzzing_finds_no_server_error_and_no_schema_violation(platform: RunningPlatform) -> None:
     assert SCHEMATHESIS_FOUND, f"schemathesis not found at {SCHEMATHESIS} (./dev setup installs it)"
     base = f"http://127.0.0.1:{platform.settings.gateway.http_port}"
@@ -54,24 +71,11 @@ async def test_fuzzing_finds_no_server_error_and_no_schema_violation(platform: R
             None,
         )
         await publish(redis, token_hash(secret), principal, now=time.time())
-        # RPCs not built yet answer 501 by design: probe and leave them out.
-        unbuilt: set[str] = set()
-        for route in routes:
-            if route.streaming or route.template.variables:
-                continue
-            body = b"{}" if route.body else None
-            r = await gw.request(
-                route.http_method,
-                route.template.template,
-                headers={"X-Api-Key": secret, "content-type": "application/json"},
-                content=body,
-            )
-            if r.status_code == 501:
-                unbuilt.add(route.method.containing_service.full_name)
+        unbuilt = unbuilt_methods()
     excluded = [
         re.escape(openapi_path(r.template))
         for r in routes
-        if r.streaming or r.method.containing_service.full_name in unbuilt
+        if r.streaming or (r.target, r.method.name) in unbuilt
     ]
     cmd = [
         SCHEMATHESIS,
