@@ -1,17 +1,304 @@
 """gRPC API of the notification service (trading.notification.v1.NotificationService).
 
-Nothing is built here yet: it arrives with the analytics/audit/notification issue. Every RPC of the
-contract answers UNIMPLEMENTED (reason NOT_BUILT_YET) until then, filled in by
-runtime.service; none returns a made-up success.
+The tenant comes from the call's metadata, never from the request; another
+tenant's webhooks and dead letters are invisible (NOT_FOUND), enforced by
+row-level security underneath.
+
+Subscribe relays the tenant's events live: core NATS subscriptions on the
+tenant's own subjects (``execution.orders.{tenant}.*``,
+``risk.events.{tenant}``, ``portfolio.positions.{tenant}``), so every replica
+hears every event, and a stream only ever sees its tenant's subjects. The
+events are tenant-wide (orders carry no user), so every user of the tenant
+receives them; nothing is replayed. A client too slow to keep up has its
+stream ended with ABORTED rather than silently missing notifications.
 """
 
 from __future__ import annotations
 
-from runtime.resources import Resources
+import asyncio
+import contextlib
+import logging
+import string
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+import nats.errors
+from google.protobuf import timestamp_pb2
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.client import JetStreamContext
+from trading.notification.v1 import notification_service_pb2 as pb
+from trading.notification.v1 import types_pb2
+
+from runtime import paging
+from runtime.context import require_tenant
+from runtime.contracts import event_registry
+from runtime.errors import FieldViolation, ServiceError, domain_error, invalid_argument, status
+from runtime.messaging import EnvelopeError, decode_envelope, uuid7
+from runtime.messaging import headers as h
+from runtime.messaging.consuming import decode
+from runtime.messaging.nats.streams import DLQ_STREAM
+from services.notification import domain, signing
+from services.notification.delivery import JobPublisher, WebhookSender, dead_letter_message, is_subject_token
+from services.notification.storage import WebhookRow, WebhookStore
+from services.notification.targets import TargetRefusedError
+
+log = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+DOMAIN = "trading.notification"
+
+
+def tenant_subjects(tenant_id: str) -> list[str]:
+    """Core NATS subjects carrying the delivered events of one tenant."""
+    registry = event_registry()
+    subjects: set[str] = set()
+    for event_type in sorted(domain.DELIVERED_EVENT_TYPES):
+        template = registry.route(event_type).nats_subject
+        parts = []
+        for literal, name, _, _ in string.Formatter().parse(template):
+            parts.append(literal)
+            if name is not None:
+                parts.append(tenant_id if name == "tenant" else "*")
+        subjects.add("".join(parts))
+    return sorted(subjects)
+
+
+def _ts(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def webhook_message(row: WebhookRow) -> types_pb2.Webhook:
+    return types_pb2.Webhook(
+        webhook_id=row.webhook_id,
+        url=row.url,
+        event_types=list(row.event_types),
+        description=row.description,
+        secret_prefix=row.secret_prefix,
+        created_at=_ts(row.created_at),
+    )
+
+
+def _not_found(kind: str, reason: str, ident: str) -> ServiceError:
+    return ServiceError(
+        domain_error(grpc.StatusCode.NOT_FOUND, reason, DOMAIN, f"no {kind} {ident}", {"id": ident})
+    )
+
+
+def _cursor(token: str, fingerprint: str = "") -> str | None:
+    """The last id of the previous page, from a token this server wrote for
+    the same filter."""
+    try:
+        cursor = paging.decode_token(token)
+    except paging.InvalidPageTokenError as exc:
+        raise ServiceError(invalid_argument([FieldViolation("page_token", str(exc))])) from None
+    if not cursor:
+        return None
+    last, filter_of = cursor.get("last"), cursor.get("f", "")
+    if not isinstance(last, str) or filter_of != fingerprint:
+        raise ServiceError(
+            invalid_argument([FieldViolation("page_token", "not a token of this listing (filters changed?)")])
+        )
+    return last
 
 
 class NotificationApi:
     """The NotificationService servicer."""
 
-    def __init__(self, resources: Resources) -> None:
-        self._resources = resources
+    def __init__(
+        self,
+        store: WebhookStore,
+        box: signing.SecretBox,
+        sender: WebhookSender,
+        jobs: JobPublisher,
+        nats_client: NatsClient,
+        *,
+        stream_buffer: int = 1000,
+        dlq_stream: str = DLQ_STREAM,
+    ) -> None:
+        self._store = store
+        self._box = box
+        self._sender = sender
+        self._jobs = jobs
+        self._nats = nats_client
+        self._js: JetStreamContext = nats_client.jetstream()
+        self._stream_buffer = stream_buffer
+        self._dlq_stream = dlq_stream
+        self._registry = event_registry()
+        self.active_streams = 0
+        # The Kafka consumer of risk/portfolio events (tests wait for its assignment).
+        self.events_subscriber: Any = None
+
+    # ---- Subscribe
+
+    async def Subscribe(
+        self, request: pb.SubscribeRequest, context: Context
+    ) -> AsyncIterator[pb.SubscribeResponse]:
+        tenant = require_tenant()
+        if not is_subject_token(tenant):
+            raise ServiceError(
+                invalid_argument([FieldViolation("", f"tenant id {tenant!r} cannot be streamed")])
+            )
+        kinds = frozenset(request.kinds)
+        min_severity = int(request.min_severity)
+        queue: asyncio.Queue[Msg | None] = asyncio.Queue(maxsize=self._stream_buffer)
+
+        async def on_msg(msg: Msg) -> None:
+            try:
+                queue.put_nowait(msg)
+            except asyncio.QueueFull:
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.get_nowait()
+                queue.put_nowait(None)  # overflow marker: the stream ends with ABORTED
+
+        subscriptions: list[Subscription] = []
+        self.active_streams += 1
+        try:
+            for subject in tenant_subjects(tenant):
+                subscriptions.append(await self._nats.subscribe(subject, cb=on_msg))
+            await self._nats.flush()  # the server knows the subscriptions from here on
+            while True:
+                msg = await queue.get()
+                if msg is None:
+                    raise ServiceError(
+                        status(grpc.StatusCode.ABORTED, "the notification stream fell behind; reconnect")
+                    )
+                notification = self._notification(msg, tenant)
+                if notification is not None and domain.wanted(notification, kinds, min_severity):
+                    yield pb.SubscribeResponse(notification=notification)
+        finally:
+            self.active_streams -= 1
+            for sub in subscriptions:
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
+
+    def _notification(self, msg: Msg, tenant: str) -> types_pb2.Notification | None:
+        try:
+            envelope, payload = decode(msg.data, self._registry)
+        except EnvelopeError as exc:
+            log.warning("undecodable event on %s skipped in a notification stream: %s", msg.subject, exc)
+            return None
+        if envelope.tenant_id != tenant:
+            return None  # the subject says this tenant; the envelope must agree
+        return domain.to_notification(envelope, payload)
+
+    # ---- webhooks
+
+    async def RegisterWebhook(
+        self, request: pb.RegisterWebhookRequest, context: Context
+    ) -> pb.RegisterWebhookResponse:
+        tenant = require_tenant()
+        violations = [
+            FieldViolation(
+                f"event_types[{i}]",
+                f"{name} is not an event type notification delivers "
+                f"(one of: {', '.join(sorted(domain.DELIVERED_EVENT_TYPES))})",
+                "webhook.event_type_unknown",
+            )
+            for i, name in enumerate(request.event_types)
+            if name not in domain.DELIVERED_EVENT_TYPES
+        ]
+        try:
+            await self._sender.resolve(request.url)
+        except TargetRefusedError as exc:
+            violations.insert(0, FieldViolation("url", exc.description, exc.reason))
+        if violations:
+            raise ServiceError(invalid_argument(violations))
+        webhook_id = str(uuid7())
+        secret = signing.new_secret()
+        row = WebhookRow(
+            webhook_id=webhook_id,
+            url=request.url,
+            event_types=tuple(request.event_types),
+            description=request.description,
+            secret_sealed=self._box.seal(webhook_id, secret),
+            secret_prefix=secret[: signing.SHOWN_PREFIX_CHARS],
+            created_at=datetime.now(UTC),
+        )
+        await self._store.create_webhook(tenant, row)
+        log.info("webhook %s registered for tenant %s: %s", webhook_id, tenant, request.url)
+        return pb.RegisterWebhookResponse(webhook=webhook_message(row), signing_secret=secret)
+
+    async def ListWebhooks(
+        self, request: pb.ListWebhooksRequest, context: Context
+    ) -> pb.ListWebhooksResponse:
+        tenant = require_tenant()
+        size = paging.page_size(request.page_size)
+        rows = await self._store.list_webhooks(tenant, size + 1, _cursor(request.page_token))
+        page, more = rows[:size], len(rows) > size
+        token = paging.encode_token({"last": page[-1].webhook_id}) if more else ""
+        return pb.ListWebhooksResponse(webhooks=[webhook_message(r) for r in page], next_page_token=token)
+
+    async def DeleteWebhook(
+        self, request: pb.DeleteWebhookRequest, context: Context
+    ) -> pb.DeleteWebhookResponse:
+        tenant = require_tenant()
+        dropped = await self._store.delete_webhook(tenant, request.webhook_id)
+        if dropped is None:
+            raise _not_found("webhook", "WEBHOOK_NOT_FOUND", request.webhook_id)
+        for seq in dropped:
+            await self._delete_dlq_entry(seq)
+        log.info(
+            "webhook %s of tenant %s deleted (%d dead letters dropped)",
+            request.webhook_id,
+            tenant,
+            len(dropped),
+        )
+        return pb.DeleteWebhookResponse()
+
+    # ---- dead letters
+
+    async def ListDeadLetters(
+        self, request: pb.ListDeadLettersRequest, context: Context
+    ) -> pb.ListDeadLettersResponse:
+        tenant = require_tenant()
+        size = paging.page_size(request.page_size)
+        webhook_id = request.webhook_id or None
+        rows = await self._store.list_dead_letters(
+            tenant, size + 1, _cursor(request.page_token, request.webhook_id), webhook_id
+        )
+        page, more = rows[:size], len(rows) > size
+        token = (
+            paging.encode_token({"last": page[-1].dead_letter_id, "f": request.webhook_id}) if more else ""
+        )
+        return pb.ListDeadLettersResponse(
+            dead_letters=[dead_letter_message(r) for r in page], next_page_token=token
+        )
+
+    async def RedriveDeadLetter(
+        self, request: pb.RedriveDeadLetterRequest, context: Context
+    ) -> pb.RedriveDeadLetterResponse:
+        tenant = require_tenant()
+        async with self._store.taking_dead_letter(tenant, request.dead_letter_id) as letter:
+            if letter is None:
+                raise _not_found("dead letter", "DEAD_LETTER_NOT_FOUND", request.dead_letter_id)
+            envelope = decode_envelope(letter.envelope)
+            headers = h.envelope_headers(envelope)
+            h.inject_trace(headers)
+            # Published inside the transaction: if it fails, the dead letter stays.
+            delivery_id = await self._jobs.publish(
+                letter.envelope,
+                headers,
+                tenant_id=tenant,
+                webhook_id=letter.webhook_id,
+                msg_id=f"{envelope.event_id}:{letter.webhook_id}:redrive:{letter.dead_letter_id}",
+                dead_letter_id=letter.dead_letter_id,
+            )
+        if letter.dlq_seq is not None:
+            await self._delete_dlq_entry(letter.dlq_seq)
+        log.info(
+            "dead letter %s of tenant %s redriven as delivery %s", letter.dead_letter_id, tenant, delivery_id
+        )
+        return pb.RedriveDeadLetterResponse(delivery_id=delivery_id)
+
+    async def _delete_dlq_entry(self, seq: int) -> None:
+        """Best effort: the platform DLQ's copy of a dead letter that is done with."""
+        try:
+            await self._js.delete_msg(self._dlq_stream, seq)
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.info("DLQ entry %d not deleted (already gone?): %r", seq, exc)
