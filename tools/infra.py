@@ -28,6 +28,7 @@ import importlib.util
 import logging
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -53,12 +54,33 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", ""})
 # --------------------------------------------------------------------------- ports
 
 
+# Ports handed to servers we start come from below the kernel's ephemeral range
+# (32768-60999 by default), where every outgoing connection also takes its local
+# port: a port picked there by binding port 0 can be taken by some client's
+# connection before our server binds it (seen as "Address already in use" when
+# several test runs share the machine). Below that range only listeners compete.
+_SPARE_PORTS = range(20000, 32000)
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (bind port 0 and let the kernel pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
+    """A TCP port nobody listens on right now, not handed out before by this process."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.choice(_SPARE_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # range exhausted: let the kernel pick
+        s.bind((host, 0))
+        fallback: int = s.getsockname()[1]
+        return fallback
 
 
 def port_answers(host: str, port: int, timeout: float = 0.3) -> bool:

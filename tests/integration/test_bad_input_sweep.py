@@ -40,6 +40,7 @@ from typing import Any
 
 import asyncpg
 import grpc
+import nats
 from buf.validate import validate_pb2 as rules_pb2
 from google.protobuf import descriptor, duration_pb2, message_factory
 from google.protobuf.message import Message
@@ -50,13 +51,17 @@ from trading.decision.v1 import decision_service_pb2 as dec
 from trading.execution.v1 import execution_service_pb2 as ex
 from trading.execution.v1 import types_pb2 as ex_types
 from trading.features.v1 import features_service_pb2 as ft
+from trading.marketdata.v1 import events_pb2 as md_events
 from trading.marketdata.v1 import marketdata_service_pb2 as md
 from trading.portfolio.v1 import portfolio_service_pb2 as pf
 from trading.risk.v1 import risk_service_pb2 as rk
 
 from runtime.config import Settings
-from runtime.contracts import METADATA, full_method_name, services
+from runtime.contracts import METADATA, event_registry, full_method_name, services
 from runtime.errors import error_details
+from runtime.market_cache import quote_key
+from runtime.messaging import new_envelope
+from runtime.messaging.nats import NatsPublisher
 from runtime.storage.redis import create_redis
 from services.decision.main import make_spec as decision_spec
 from services.decision.settings import DecisionSettings, TrainingSettings
@@ -410,21 +415,40 @@ async def test_bad_input_on_every_hot_path_rpc_is_refused_and_changes_nothing(
     pool = await asyncpg.create_pool(infra_settings.postgres.dsn, min_size=1, max_size=2)
 
     async def fresh_quote() -> None:
-        quote = market_pb2.Quote(
-            symbol=symbol, bid_price=D("99.5"), bid_size=D("1000"), ask_price=D("100"), ask_size=D("1000")
-        )
-        quote.receive_time.FromDatetime(datetime.now(UTC))
-        await redis.set(f"md:quote:{symbol}", quote.SerializeToString(), ex=600)
+        # The caller's symbol, and BTC-USD for the global reads' baselines
+        # (marketdata runs without a feed here, so nothing else writes it).
+        for quoted in (symbol, "BTC-USD"):
+            quote = market_pb2.Quote(
+                symbol=quoted, bid_price=D("99.5"), bid_size=D("1000"), ask_price=D("100"), ask_size=D("1000")
+            )
+            quote.receive_time.FromDatetime(datetime.now(UTC))
+            await redis.set(quote_key(quoted), quote.SerializeToString(), ex=600)
+
+    nc = await nats.connect(infra_settings.nats.url)
+    ticks = NatsPublisher(nc, event_registry())
+
+    async def publish_tick(tick_symbol: str) -> None:
+        now_ns = time.time_ns()
+        tick = md_events.Tick(
+            symbol=tick_symbol, sequence=now_ns, source=f"sweep-{uid}", bid_price=D("99.5"),
+            ask_price=D("100"), bid_size=D("3"), ask_size=D("1"), last_price=D("99.8"), last_size=D("0.5"),
+        )  # fmt: skip
+        tick.exchange_time.FromNanoseconds(now_ns)
+        tick.receive_time.FromNanoseconds(now_ns)
+        envelope = new_envelope(tick, tenant_id="", correlation_id=f"sweep-{uid}", producer="test")
+        await ticks.publish(envelope, payload=tick)
+        await nc.flush()
 
     try:
         async with hot_path(infra_settings, tmp_path / "models", uid) as addresses:
             channels = {d: grpc.aio.insecure_channel(a) for d, a in addresses.items()}
             try:
-                await _sweep(channels, pool, redis, fresh_quote, owner, caller, symbol, unknown)
+                await _sweep(channels, pool, redis, fresh_quote, publish_tick, owner, caller, symbol, unknown)
             finally:
                 for channel in channels.values():
                     await channel.close()
     finally:
+        await nc.close()
         await pool.close()
         await redis.aclose()
 
@@ -445,11 +469,28 @@ async def _sweep(
     pool: asyncpg.Pool,
     redis: Redis,
     fresh_quote: Callable[[], Awaitable[None]],
+    publish_tick: Callable[[str], Awaitable[None]],
     owner: str,
     caller: str,
     symbol: str,
     unknown: str,
 ) -> None:
+    # ---- global market state the baselines read: one BTC-USD tick through
+    # features (too few to warm it up, so no strategy can trade on it).
+    await publish_tick("BTC-USD")
+
+    async def features_seen() -> bool:
+        try:
+            await _unary(
+                channels["features"], "trading.features.v1.FeaturesService/GetFeatures",
+                ft.GetFeaturesRequest(symbol="BTC-USD"), ft.GetFeaturesResponse, owner,
+            )  # fmt: skip
+        except grpc.aio.AioRpcError:
+            return False
+        return True
+
+    await poll("features saw the BTC-USD tick", features_seen)
+
     # ---- the owner's state: an order (filled, so a position), a strategy, limits.
     models = await _unary(
         channels["decision"], "trading.decision.v1.DecisionService/ListModels", dec.ListModelsRequest(),
