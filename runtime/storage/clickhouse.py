@@ -46,8 +46,16 @@ class ClickHouseClient(Protocol):
         """Run a SELECT with server-side ``{name:Type}`` parameters."""
         ...
 
-    async def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> int:
-        """Insert rows (row-oriented) and return how many were written."""
+    async def insert(
+        self,
+        table: str,
+        rows: Sequence[Sequence[Any]],
+        column_names: Sequence[str],
+        settings: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Insert rows (row-oriented) and return how many were written.
+        `settings` are ClickHouse settings of this insert only (e.g.
+        ``insert_deduplication_token``)."""
         ...
 
     async def ping(self) -> bool: ...
@@ -83,11 +91,22 @@ class ConnectClickHouse:
         result = await asyncio.to_thread(self._call, self._client.query, sql, parameters=params)
         return QueryRows(tuple(result.column_names), [tuple(r) for r in result.result_rows])
 
-    async def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> int:
+    async def insert(
+        self,
+        table: str,
+        rows: Sequence[Sequence[Any]],
+        column_names: Sequence[str],
+        settings: Mapping[str, Any] | None = None,
+    ) -> int:
         if not rows:
             return 0
         summary = await asyncio.to_thread(
-            self._call, self._client.insert, table, rows, column_names=list(column_names)
+            self._call,
+            self._client.insert,
+            table,
+            rows,
+            column_names=list(column_names),
+            settings=dict(settings) if settings is not None else None,
         )
         return int(summary.written_rows)
 

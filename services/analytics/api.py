@@ -1,17 +1,166 @@
 """gRPC API of the analytics service (trading.analytics.v1.AnalyticsService).
 
-Nothing is built here yet: it arrives with the analytics/audit/notification issue. Every RPC of the
-contract answers UNIMPLEMENTED (reason NOT_BUILT_YET) until then, filled in by
-runtime.service; none returns a made-up success.
+Read-only, over the ClickHouse tables the Kafka sink fills (storage.py).
+Requests are validated by the server's protovalidate interceptor (unknown
+interval, missing or inverted range, too many PnL steps: INVALID_ARGUMENT with
+field violations) before they get here. Tenant data is scoped to the caller's
+tenant from the call's metadata; bars are market-wide.
+
+ClickHouse down or slow: every RPC fails within its budget (the configured
+query timeout, or the call's deadline if nearer) with UNAVAILABLE, ErrorInfo
+reason ANALYTICS_STORE_UNAVAILABLE and a RetryInfo; nothing else in the
+platform waits on this service.
 """
 
 from __future__ import annotations
 
-from runtime.resources import Resources
+import time
+from decimal import Decimal
+from typing import Any
+
+import grpc
+from trading.analytics.v1 import analytics_service_pb2 as pb
+from trading.common.v1 import decimal_pb2
+
+from runtime.context import current_context, require_tenant
+from runtime.decimals import to_proto
+from runtime.errors import FieldViolation, ServiceError, domain_error, invalid_argument
+from services.analytics import domain
+from services.analytics.storage import AnalyticsStore, StoreUnavailableError
+
+DOMAIN = "trading.analytics"
+UNAVAILABLE_REASON = "ANALYTICS_STORE_UNAVAILABLE"
+DEFAULT_BAR_LIMIT = 1000
+# Portfolio amounts are in the base currency (portfolio's contract).
+DEFAULT_CURRENCY = "USD"
+
+
+def _money(amount: Decimal, currency: str) -> decimal_pb2.Money:
+    return decimal_pb2.Money(currency=currency or DEFAULT_CURRENCY, amount=to_proto(domain.quantize(amount)))
+
+
+def _decimal(value: Decimal) -> decimal_pb2.Decimal:
+    return to_proto(domain.quantize(value))
+
+
+def _unavailable(exc: StoreUnavailableError) -> ServiceError:
+    return ServiceError(
+        domain_error(
+            grpc.StatusCode.UNAVAILABLE, UNAVAILABLE_REASON, DOMAIN, str(exc), retry_after_s=exc.retry_after_s
+        )
+    )
 
 
 class AnalyticsApi:
     """The AnalyticsService servicer."""
 
-    def __init__(self, resources: Resources) -> None:
-        self._resources = resources
+    def __init__(self, store: AnalyticsStore) -> None:
+        self._store = store
+
+    def _budget(self) -> float:
+        return self._store.budget(current_context().time_remaining())
+
+    async def GetBars(
+        self, request: pb.GetBarsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetBarsResponse:
+        try:
+            plan = domain.plan_of(request.interval)
+        except ValueError as exc:  # defined in the enum but not served: never silently wrong
+            raise ServiceError(invalid_argument([FieldViolation("interval", str(exc))])) from None
+        start_ns = domain.timestamp_ns(request.time_range.start)
+        end_ns = domain.timestamp_ns(request.time_range.end)
+        lo, hi = domain.bar_window(start_ns, end_ns, plan.step_s)
+        limit = request.limit or DEFAULT_BAR_LIMIT
+        try:
+            rows, truncated = await self._store.bars(request.symbol, plan, lo, hi, limit, self._budget())
+        except StoreUnavailableError as exc:
+            raise _unavailable(exc) from None
+        bars = [
+            pb.Bar(
+                start_time=domain.timestamp_of(r.start_s * domain.NS_PER_S),
+                end_time=domain.timestamp_of((r.start_s + plan.step_s) * domain.NS_PER_S),
+                open=_decimal(r.open),
+                high=_decimal(r.high),
+                low=_decimal(r.low),
+                close=_decimal(r.close),
+                volume=_decimal(r.volume),
+                vwap=_decimal(domain.vwap(r.notional, r.volume)),
+                tick_count=r.tick_count,
+            )
+            for r in rows
+        ]
+        return pb.GetBarsResponse(
+            symbol=request.symbol, interval=request.interval, bars=bars, truncated=truncated
+        )
+
+    async def GetPnlSeries(
+        self, request: pb.GetPnlSeriesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetPnlSeriesResponse:
+        tenant = require_tenant()
+        start_ns = domain.timestamp_ns(request.time_range.start)
+        end_ns = domain.timestamp_ns(request.time_range.end)
+        step_ns = request.step.ToNanoseconds()
+        if step_ns <= 0 or (end_ns - start_ns) // step_ns > 10_000:
+            raise ServiceError(
+                invalid_argument([FieldViolation("step", "the range holds more than 10000 steps")])
+            )
+        try:
+            samples = await self._store.pnl_samples(tenant, start_ns, end_ns, step_ns, self._budget())
+        except StoreUnavailableError as exc:
+            raise _unavailable(exc) from None
+        points = [
+            pb.PnlPoint(
+                time=domain.timestamp_of(at),
+                equity=_money(s.equity, s.currency),
+                realized_pnl=_money(s.realized_pnl, s.currency),
+                unrealized_pnl=_money(s.unrealized_pnl, s.currency),
+                fees=_money(s.fees, s.currency),
+            )
+            for at, s in domain.pnl_series(samples, start_ns, end_ns, step_ns)
+        ]
+        return pb.GetPnlSeriesResponse(points=points)
+
+    async def GetTradeStats(
+        self, request: pb.GetTradeStatsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetTradeStatsResponse:
+        tenant = require_tenant()
+        start_ns = domain.timestamp_ns(request.time_range.start)
+        end_ns = domain.timestamp_ns(request.time_range.end)
+        symbol = request.symbol
+        deadline = time.monotonic() + self._budget()
+        try:
+            sums = await self._store.trade_aggregates(tenant, symbol, start_ns, end_ns, self._budget())
+            path = await self._store.snapshot_path(
+                tenant, start_ns, end_ns, max(0.01, deadline - time.monotonic())
+            )
+        except StoreUnavailableError as exc:
+            raise _unavailable(exc) from None
+        if symbol:
+            points = domain.symbol_points(((p[0], p[3], p[4], p[5], p[6]) for p in path), symbol)
+        else:
+            points = [domain.ExposurePoint(p[0], p[1], p[2]) for p in path]
+        stats = domain.path_stats(points, start_ns, end_ns)
+        currency = sums.currency or DEFAULT_CURRENCY
+        out = pb.TradeStats(
+            fill_count=sums.fill_count,
+            trade_count=sums.trade_count,
+            winning_trades=sums.winning,
+            losing_trades=sums.losing,
+            turnover=_money(sums.turnover, currency),
+            gross_pnl=_money(sums.gross_pnl, currency),
+            fees=_money(sums.fees, currency),
+            net_pnl=_money(domain.net(sums.gross_pnl, sums.fees), currency),
+            average_exposure=_money(stats.average_exposure, currency),
+            max_exposure=_money(stats.max_exposure, currency),
+            max_drawdown=_money(stats.max_drawdown, currency),
+        )
+        rate = domain.win_rate(sums.winning, sums.trade_count)
+        if rate is not None:
+            out.win_rate.CopyFrom(_decimal(rate))
+        factor = domain.profit_factor(sums.gross_profit, sums.gross_loss)
+        if factor is not None:
+            out.profit_factor.CopyFrom(_decimal(factor))
+        if stats.max_drawdown_ratio is not None:
+            out.max_drawdown_ratio.CopyFrom(_decimal(stats.max_drawdown_ratio))
+        as_of = min(end_ns, time.time_ns())
+        return pb.GetTradeStatsResponse(stats=out, as_of=domain.timestamp_of(as_of))
