@@ -125,17 +125,17 @@ async def build(
         retry=RetryPolicy(max_attempts=5, initial_backoff_s=0.2, max_backoff_s=5.0),
         client_id="notification",
     )
-    # Started workers first, stopped last (on_close runs last-registered-first).
-    for subscriber in workers:
-        await subscriber.start()
-        resources.on_close(subscriber.stop)
-    await orders.start()
-    resources.on_close(orders.stop)
-    await events.start()
-    resources.on_close(events.stop)
-
     api = NotificationApi(store, box, sender, jobs, nc, stream_buffer=settings.stream_buffer)
-    api.events_subscriber = events
+    if settings.run_consumers:
+        # Workers started first, stopped last (on_close runs last-registered-first).
+        for subscriber in workers:
+            await subscriber.start()
+            resources.on_close(subscriber.stop)
+        await orders.start()
+        resources.on_close(orders.stop)
+        await events.start()
+        resources.on_close(events.stop)
+        api.events_subscriber = events
     return {NOTIFICATION_SERVICE: api}
 
 

@@ -33,5 +33,8 @@ class NotificationSettings(BaseSettings):
     # base64url of 32 bytes: the AES-256-GCM key webhook signing secrets are
     # stored under. Empty means the public development key (environment "local" only).
     secret_encryption_key: str = ""
+    # False for API-only replicas: no event consumers and no delivery workers
+    # (some other replica delivers).
+    run_consumers: bool = True
     # Notifications buffered per Subscribe stream before a slow client's stream is ended.
     stream_buffer: int = Field(default=1000, ge=10)

@@ -102,16 +102,17 @@ def address_refusal(address: IPAddress) -> str | None:
     """Why `address` is not a public unicast address, or None when it is one."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address_refusal(address.ipv4_mapped)  # ::ffff:127.0.0.1 is loopback
+    # Most specific first: link-local and unspecified addresses are also "private".
     if address.is_loopback:
         return "loopback"
-    if address.is_private:
-        return "private"
     if address.is_link_local:
         return "link-local"
-    if address.is_multicast:
-        return "multicast"
     if address.is_unspecified:
         return "unspecified"
+    if address.is_multicast:
+        return "multicast"
+    if address.is_private:
+        return "private"
     if address.is_reserved or not address.is_global:
         return "reserved"
     return None
