@@ -1,5 +1,7 @@
 """audit: the tamper-evident, hash-chained event store and event-sourced replay.
 
-Modules: `api` (gRPC servicer), `main` (the ServiceSpec: dependencies and wiring).
-`python -m services.audit` runs it.
+Modules: `domain` (hash chain, verifier, aggregates, replay and comparison;
+pure), `storage` (the append-only PostgreSQL store), `consumer` (every Kafka
+topic into the store), `live` (execution and portfolio over gRPC), `api`
+(gRPC servicer), `settings`, `main` (the ServiceSpec). `python -m services.audit` runs it.
 """

@@ -1,4 +1,11 @@
-"""Wiring of the audit service: what it needs and what it serves."""
+"""Wiring of the audit service: what it needs and what it serves.
+
+build() secures the event store (the audit role may only SELECT and INSERT),
+starts the consumer (Kafka group `audit.events` on every topic of the event
+registry, dead letters to `<topic>.dlq`) and makes the servicer, which reads
+execution and portfolio through the platform's gRPC clients for replays.
+`make_spec` lets tests choose the settings (e.g. their own consumer group).
+"""
 
 from __future__ import annotations
 
@@ -7,20 +14,67 @@ from typing import Any
 
 from trading.audit.v1 import audit_service_pb2_grpc as pb_grpc
 
+from runtime.contracts import event_registry
+from runtime.grpc_client import ClientFactory
+from runtime.messaging import RetryPolicy
+from runtime.messaging.kafka import KafkaSubscriber
 from runtime.resources import Resources
 from runtime.service import ServiceSpec
 from services.audit.api import AuditApi
+from services.audit.consumer import AuditConsumer
+from services.audit.live import GrpcLiveState, LiveState
+from services.audit.settings import AuditSettings
+from services.audit.storage import AuditStore
 
 AUDIT_SERVICE = "trading.audit.v1.AuditService"
 
 
-async def build(resources: Resources) -> Mapping[str, Any]:
-    return {AUDIT_SERVICE: AuditApi(resources)}
+def audited_topics(settings: AuditSettings) -> list[str]:
+    """Every Kafka topic of the event registry, minus the configured exclusions."""
+    excluded = set(settings.exclude_topics)
+    return [t for t in event_registry().kafka_topics() if t not in excluded]
 
 
-SPEC = ServiceSpec(
-    name="audit",
-    needs=("postgres", "kafka"),
-    apis=[(AUDIT_SERVICE, pb_grpc.add_AuditServiceServicer_to_server)],
-    build=build,
-)
+async def build(
+    resources: Resources, *, settings: AuditSettings | None = None, live: LiveState | None = None
+) -> Mapping[str, Any]:
+    assert resources.postgres is not None and resources.kafka_publisher is not None
+    settings = settings or AuditSettings()
+    registry = event_registry()
+    store = AuditStore(resources.postgres)
+    await store.secure()
+    if live is None:
+        clients = ClientFactory(resources.settings)
+        resources.on_close(clients.close)
+        live = GrpcLiveState(clients, timeout_s=settings.live_call_timeout_s)
+    consumer = AuditConsumer(store, registry, transient_retry_s=settings.transient_retry_s)
+    subscriber = KafkaSubscriber(
+        resources.settings.kafka,
+        registry,
+        consumer.handle,
+        group=settings.consumer_group,
+        topics=audited_topics(settings),
+        dead_letters=resources.kafka_publisher,
+        retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.05, max_backoff_s=0.5),
+        client_id="audit",
+    )
+    await subscriber.start()
+    resources.on_close(subscriber.stop)
+    return {AUDIT_SERVICE: AuditApi(store, live, registry, resources.kafka_publisher, settings)}
+
+
+def make_spec(settings: AuditSettings | None = None) -> ServiceSpec:
+    """The audit ServiceSpec with the given settings (default: from the environment)."""
+
+    async def build_with(resources: Resources) -> Mapping[str, Any]:
+        return await build(resources, settings=settings)
+
+    return ServiceSpec(
+        name="audit",
+        needs=("postgres", "kafka"),
+        apis=[(AUDIT_SERVICE, pb_grpc.add_AuditServiceServicer_to_server)],
+        build=build_with,
+    )
+
+
+SPEC = make_spec()

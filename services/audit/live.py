@@ -1,0 +1,68 @@
+"""The live state a replay is compared with: execution's orders and
+portfolio's positions, read over gRPC (stubs from runtime.grpc_client's
+ClientFactory, so deadlines, retries of these idempotent reads and circuit
+breakers are the platform's)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from trading.execution.v1 import execution_service_pb2 as execution_pb
+from trading.execution.v1 import execution_service_pb2_grpc as execution_grpc
+from trading.execution.v1 import types_pb2 as execution_types
+from trading.portfolio.v1 import portfolio_service_pb2 as portfolio_pb
+from trading.portfolio.v1 import portfolio_service_pb2_grpc as portfolio_grpc
+from trading.portfolio.v1 import types_pb2 as portfolio_types
+
+from runtime.grpc_client import ClientFactory
+
+if TYPE_CHECKING:
+    from trading.execution.v1.execution_service_pb2_grpc import ExecutionServiceAsyncStub
+    from trading.portfolio.v1.portfolio_service_pb2_grpc import PortfolioServiceAsyncStub
+
+# The largest page ListOrders serves.
+_ORDERS_PAGE = 500
+
+
+class LiveState(Protocol):
+    """Reads the tenant of the current request context (runtime.context)."""
+
+    async def orders(self) -> list[execution_types.Order]: ...
+
+    async def positions(self) -> list[portfolio_types.Position]: ...
+
+
+class GrpcLiveState:
+    """LiveState over the execution and portfolio gRPC APIs."""
+
+    def __init__(self, clients: ClientFactory, *, timeout_s: float) -> None:
+        self._execution: ExecutionServiceAsyncStub = clients.stub(
+            execution_grpc.ExecutionServiceStub,
+            "execution",
+        )
+        self._portfolio: PortfolioServiceAsyncStub = clients.stub(
+            portfolio_grpc.PortfolioServiceStub,
+            "portfolio",
+        )
+        self._timeout_s = timeout_s
+
+    async def orders(self) -> list[execution_types.Order]:
+        """Every order of the tenant, all pages."""
+        found: list[execution_types.Order] = []
+        token = ""
+        while True:
+            page = await self._execution.ListOrders(
+                execution_pb.ListOrdersRequest(page_size=_ORDERS_PAGE, page_token=token),
+                timeout=self._timeout_s,
+            )
+            found.extend(page.orders)
+            token = page.next_page_token
+            if not token:
+                return found
+
+    async def positions(self) -> list[portfolio_types.Position]:
+        """Every position the tenant ever held, flat ones included."""
+        reply = await self._portfolio.GetPositions(
+            portfolio_pb.GetPositionsRequest(include_closed=True), timeout=self._timeout_s
+        )
+        return list(reply.positions)

@@ -1,0 +1,26 @@
+"""Settings of the audit service (env prefix ``TRADING_AUDIT_``), e.g.
+``TRADING_AUDIT_CONSUMER_GROUP=audit.events`` or
+``TRADING_AUDIT_EXCLUDE_TOPICS='["trading.marketdata.ticks"]'``."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AuditSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRADING_AUDIT_", extra="ignore")
+
+    # Kafka consumer group of the store's consumer (one per deployment).
+    consumer_group: str = "audit.events"
+    # Topics of the event registry not to store (default: none, every topic
+    # is audited). Meant for deployments whose market data volume would
+    # outgrow one chain; the requirement is to keep everything.
+    exclude_topics: list[str] = Field(default_factory=list)
+    # Records read per round trip by VerifyChain and ReplayTenant.
+    read_batch: int = Field(default=2000, ge=10)
+    # Seconds an append is retried while PostgreSQL is unavailable, before
+    # the subscriber's own attempts (and then the dead-letter topic) take over.
+    transient_retry_s: float = Field(default=60.0, gt=0)
+    # Deadline of each call to execution and portfolio during a replay.
+    live_call_timeout_s: float = Field(default=10.0, gt=0)

@@ -1,0 +1,306 @@
+"""The append-only PostgreSQL event store of the audit service (schema `audit`).
+
+Every statement runs in a transaction that has switched to the role
+:data:`AUDIT_ROLE` (``SET LOCAL ROLE``) with ``app.tenant_id`` set to the
+chain's tenant, so
+
+- the service itself can only SELECT and INSERT: :meth:`AuditStore.secure`
+  (run at every start, after the migrations) grants the role exactly that and
+  revokes UPDATE, DELETE and TRUNCATE from it, from the generic tenant role
+  (to which the migration runner grants every right on each schema) and from
+  PUBLIC;
+- row-level security limits every query to one tenant's chain, whatever its
+  WHERE clause says.
+
+Appends of one chain serialize on a transaction-scoped advisory lock keyed by
+the tenant; the chain head (last sequence and hash) is read from the last row
+under that lock, so there is no head row that could be edited apart from the
+records.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from google.protobuf import json_format
+from google.protobuf import message as pb_message
+from trading.common.v1 import event_pb2
+
+from runtime.storage.postgres import TENANT_ROLE, TENANT_SETTING, ensure_tenant_role, quote_ident
+from services.audit.domain import (
+    GENESIS_HASH,
+    RecordColumns,
+    StoredRecord,
+    canonical_bytes,
+    chain_hash,
+    columns_of,
+)
+
+# NOLOGIN, NOSUPERUSER, NOBYPASSRLS; SELECT and INSERT on audit.events only.
+AUDIT_ROLE = "trading_audit"
+# First key of the two-int advisory locks taken here ("audt" in ASCII).
+_LOCK_NAMESPACE = 0x61756474
+# Second key of the lock serializing secure() of concurrent replicas.
+_SECURE_LOCK = 0
+
+_COLUMNS = (
+    "tenant_id, sequence, event_id, event_type, correlation_id, causation_id, aggregate_type, "
+    "aggregate_id, producer, occurred_at, recorded_at, envelope_bytes, prev_hash, hash"
+)
+
+
+def _chain_lock_key(tenant_id: str) -> int:
+    # Signed 32-bit, as the two-int advisory lock functions want. Two tenants
+    # sharing a key only serialize each other's appends a little more.
+    return zlib.crc32(tenant_id.encode()) - (1 << 31)
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """A newly stored record (an append of a known event id returns None instead)."""
+
+    sequence: int
+    hash: bytes
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A stored record with its storage time."""
+
+    record: StoredRecord
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """QueryEvents filters; empty/None fields do not filter."""
+
+    correlation_id: str = ""
+    aggregate_type: str = ""
+    aggregate_id: str = ""
+    event_type: str = ""
+    occurred_from: datetime | None = None  # inclusive
+    occurred_to: datetime | None = None  # exclusive
+    from_sequence: int = 0
+
+    def fingerprint(self) -> str:
+        """A short digest of the filters, kept in page tokens so a token is
+        only accepted with the filters it was issued for."""
+        raw = repr(
+            (
+                self.correlation_id,
+                self.aggregate_type,
+                self.aggregate_id,
+                self.event_type,
+                self.occurred_from.isoformat() if self.occurred_from else "",
+                self.occurred_to.isoformat() if self.occurred_to else "",
+                self.from_sequence,
+            )
+        )
+        return f"{zlib.crc32(raw.encode()):08x}"
+
+
+def _row(row: asyncpg.Record) -> Row:
+    columns = RecordColumns(
+        tenant_id=row["tenant_id"],
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        correlation_id=row["correlation_id"],
+        causation_id=row["causation_id"],
+        producer=row["producer"],
+        occurred_at=row["occurred_at"],
+        aggregate_type=row["aggregate_type"],
+        aggregate_id=row["aggregate_id"],
+    )
+    record = StoredRecord(
+        columns=columns,
+        sequence=row["sequence"],
+        envelope_bytes=bytes(row["envelope_bytes"]),
+        prev_hash=bytes(row["prev_hash"]),
+        hash=bytes(row["hash"]),
+    )
+    return Row(record, row["recorded_at"])
+
+
+def _json(envelope: event_pb2.EventEnvelope) -> dict[str, Any]:
+    try:
+        return json_format.MessageToDict(envelope)
+    except (TypeError, ValueError, KeyError) as exc:
+        # The bytes are what is hashed and kept; the JSON is a convenience.
+        return {"eventId": envelope.event_id, "eventType": envelope.event_type, "jsonError": str(exc)}
+
+
+class AuditStore:
+    """Appends to and reads the per-tenant hash chains."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def secure(self) -> None:
+        """Create the audit role if needed and leave it (and everyone but the
+        table owner) no right to change stored records."""
+        role, tenant_role = quote_ident(AUDIT_ROLE), quote_ident(TENANT_ROLE)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_NAMESPACE, _SECURE_LOCK)
+            await ensure_tenant_role(conn, AUDIT_ROLE)
+            await conn.execute(
+                f"GRANT USAGE ON SCHEMA audit TO {role};"
+                f"GRANT SELECT, INSERT ON audit.events TO {role};"
+                f"REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON audit.events "
+                f"FROM {role}, {tenant_role}, PUBLIC;"
+            )
+
+    @asynccontextmanager
+    async def _chain(self, tenant_id: str) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction as AUDIT_ROLE scoped to one chain (tenant_id '' is the
+        platform chain, which runtime's tenant_transaction would refuse)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT set_config($1, $2, true), set_config('role', $3, true)",
+                TENANT_SETTING,
+                tenant_id,
+                AUDIT_ROLE,
+            )
+            yield conn
+
+    async def append(
+        self, envelope: event_pb2.EventEnvelope, payload: pb_message.Message, partition_key: str = ""
+    ) -> Appended | None:
+        """Store an event at the end of its tenant's chain; None when its event
+        id is already stored (a redelivery changes nothing)."""
+        data = canonical_bytes(envelope)
+        columns = columns_of(envelope, payload, partition_key)
+        document = _json(envelope)
+        tenant = columns.tenant_id
+        async with self._chain(tenant) as conn:
+            if await conn.fetchval("SELECT 1 FROM audit.events WHERE event_id = $1", columns.event_id):
+                return None  # the common redelivery, answered before taking the chain lock
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1, $2)", _LOCK_NAMESPACE, _chain_lock_key(tenant)
+            )
+            head = await conn.fetchrow(
+                "SELECT sequence, hash FROM audit.events WHERE tenant_id = $1 ORDER BY sequence DESC LIMIT 1",
+                tenant,
+            )
+            sequence = 1 if head is None else head["sequence"] + 1
+            prev_hash = GENESIS_HASH if head is None else bytes(head["hash"])
+            digest = chain_hash(prev_hash, sequence, data)
+            recorded_at = await conn.fetchval(
+                """INSERT INTO audit.events (tenant_id, sequence, event_id, event_type, correlation_id,
+                       causation_id, aggregate_type, aggregate_id, producer, occurred_at, envelope_bytes,
+                       envelope_json, prev_hash, hash)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                   ON CONFLICT (event_id) DO NOTHING
+                   RETURNING recorded_at""",
+                tenant,
+                sequence,
+                columns.event_id,
+                columns.event_type,
+                columns.correlation_id,
+                columns.causation_id,
+                columns.aggregate_type,
+                columns.aggregate_id,
+                columns.producer,
+                columns.occurred_at,
+                data,
+                document,
+                prev_hash,
+                digest,
+            )
+        if recorded_at is None:
+            return None  # stored meanwhile by a concurrent delivery (maybe in another chain)
+        return Appended(sequence, digest, recorded_at)
+
+    async def head(self, tenant_id: str) -> int:
+        """The last sequence of the tenant's chain (0 when empty)."""
+        async with self._chain(tenant_id) as conn:
+            value = await conn.fetchval(
+                "SELECT max(sequence) FROM audit.events WHERE tenant_id = $1", tenant_id
+            )
+        return int(value or 0)
+
+    async def page(self, tenant_id: str, where: EventFilter, *, after: int, limit: int) -> list[Row]:
+        """Records matching `where` with sequence > `after`, ascending, at most `limit`."""
+        clauses = ["tenant_id = $1", "sequence > $2"]
+        args: list[Any] = [tenant_id, max(after, where.from_sequence - 1)]
+        for column, value in (
+            ("correlation_id", where.correlation_id),
+            ("aggregate_type", where.aggregate_type),
+            ("aggregate_id", where.aggregate_id),
+            ("event_type", where.event_type),
+        ):
+            if value:
+                args.append(value)
+                clauses.append(f"{column} = ${len(args)}")
+        if where.occurred_from is not None:
+            args.append(where.occurred_from)
+            clauses.append(f"occurred_at >= ${len(args)}")
+        if where.occurred_to is not None:
+            args.append(where.occurred_to)
+            clauses.append(f"occurred_at < ${len(args)}")
+        args.append(limit)
+        sql = (
+            f"SELECT {_COLUMNS} FROM audit.events WHERE {' AND '.join(clauses)} "
+            f"ORDER BY sequence LIMIT ${len(args)}"
+        )
+        async with self._chain(tenant_id) as conn:
+            rows = await conn.fetch(sql, *args)
+        return [_row(r) for r in rows]
+
+    async def records(
+        self, tenant_id: str, *, from_sequence: int, to_sequence: int, batch: int
+    ) -> AsyncIterator[list[StoredRecord]]:
+        """The chain from `from_sequence` to `to_sequence` (0: the end) in
+        ascending batches. Each batch is its own short transaction, so a
+        caller that stops early holds no connection."""
+        after = max(from_sequence, 1) - 1
+        while True:
+            async with self._chain(tenant_id) as conn:
+                rows = await conn.fetch(
+                    f"""SELECT {_COLUMNS} FROM audit.events
+                        WHERE tenant_id = $1 AND sequence > $2 AND ($3 = 0 OR sequence <= $3)
+                        ORDER BY sequence LIMIT $4""",
+                    tenant_id,
+                    after,
+                    to_sequence,
+                    batch,
+                )
+            if not rows:
+                return
+            yield [_row(r).record for r in rows]
+            after = rows[-1]["sequence"]
+            if len(rows) < batch:
+                return
+
+    async def events_of_types(
+        self, tenant_id: str, event_types: Sequence[str], *, up_to: int, batch: int
+    ) -> AsyncIterator[list[tuple[int, bytes]]]:
+        """(sequence, envelope bytes) of the tenant's events of `event_types`
+        up to sequence `up_to`, ascending, in batches."""
+        after = 0
+        while True:
+            async with self._chain(tenant_id) as conn:
+                rows = await conn.fetch(
+                    """SELECT sequence, envelope_bytes FROM audit.events
+                       WHERE tenant_id = $1 AND event_type = ANY($2::text[]) AND sequence > $3
+                         AND sequence <= $4
+                       ORDER BY sequence LIMIT $5""",
+                    tenant_id,
+                    list(event_types),
+                    after,
+                    up_to,
+                    batch,
+                )
+            if not rows:
+                return
+            yield [(r["sequence"], bytes(r["envelope_bytes"])) for r in rows]
+            after = rows[-1]["sequence"]
+            if len(rows) < batch:
+                return
