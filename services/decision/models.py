@@ -95,8 +95,12 @@ class LoadedModel:
 
     def score(self, row: list[float]) -> float:
         """Signed score in [-1, 1] of one feature row: 2 * P(up) - 1."""
-        proba = self.estimator.predict_proba(np.asarray([row], dtype=np.float64))
-        return float(2.0 * proba[0][1] - 1.0)
+        return self.score_many([row])[0]
+
+    def score_many(self, rows: list[list[float]]) -> list[float]:
+        """Signed scores of several rows in one call (about the cost of one row)."""
+        proba = np.asarray(self.estimator.predict_proba(np.asarray(rows, dtype=np.float64)))
+        return [float(2.0 * p - 1.0) for p in proba[:, 1]]
 
 
 def _version_key(version: str) -> tuple[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -149,3 +150,50 @@ async def test_vectors_not_warmed_up_or_of_another_feature_set_are_skipped() -> 
     assert nan["a"].outcome is Outcome.ERROR
     assert const.calls == 0
     assert combine(list(cold.values()), 0.1).direction.name == "HOLD"
+
+
+class Gated:
+    """Answers P(up) = 0.6 for every row once its gate opens; records batch sizes."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.answered = threading.Event()
+        self.batches: list[int] = []
+
+    def predict_proba(self, x: Any) -> Any:
+        self.gate.wait(5)
+        self.batches.append(len(x))
+        self.answered.set()
+        return np.tile([[0.4, 0.6]], (len(x), 1))
+
+
+async def test_vectors_arriving_while_a_model_is_busy_are_scored_together_in_its_next_call() -> None:
+    gated = Gated()
+    ensemble = Ensemble({"m": model("m", gated)}, budget_s=5.0)
+    try:
+        tasks = [asyncio.create_task(ensemble.evaluate(Vector(), ["m"])) for _ in range(5)]
+        await asyncio.sleep(0.05)  # the first row is in the model, the other four wait
+        gated.gate.set()
+        results = await asyncio.gather(*tasks)
+    finally:
+        ensemble.close()
+    assert gated.batches == [1, 4]
+    assert all(r["m"].outcome is Outcome.OK and r["m"].score == pytest.approx(0.2) for r in results)
+
+
+async def test_rows_whose_caller_gave_up_are_not_scored() -> None:
+    gated = Gated()
+    ensemble = Ensemble({"m": model("m", gated)}, budget_s=0.2)
+    try:
+        first = asyncio.create_task(ensemble.evaluate(Vector(), ["m"]))
+        await asyncio.sleep(0.01)
+        second = await ensemble.evaluate(Vector(), ["m"])  # queued behind the first, then gives up
+        assert second["m"].outcome is Outcome.TIMEOUT
+        assert (await first)["m"].outcome is Outcome.TIMEOUT
+        gated.gate.set()
+        await asyncio.to_thread(gated.answered.wait, 5)
+        third = await ensemble.evaluate(Vector(), ["m"])
+    finally:
+        ensemble.close()
+    assert third["m"].outcome is Outcome.OK
+    assert gated.batches == [1, 1]  # the first row, then the third: the second was dropped
