@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -84,6 +85,7 @@ class Receiver:
     """A webhook endpoint: answers with `status` (settable), records requests."""
 
     status: int = 200
+    delay_s: float = 0.0  # answer this late
     requests: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
@@ -112,14 +114,17 @@ def receiver() -> Iterator[Receiver]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
             with state.lock:
-                status = state.status
+                status, delay = state.status, state.delay_s
                 state.requests.append(
                     Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, status)
                 )
-            self.send_response(status)
-            self.send_header("content-length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
+            time.sleep(delay)
+            # A client that timed out has gone away: nothing to answer.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.send_response(status)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -644,3 +649,49 @@ async def test_one_tenants_events_never_reach_another_tenant(
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert await dead_letters(h, tenant_b, webhook_a.webhook.webhook_id) == []
+
+
+async def test_slow_receivers_time_out_and_are_retried(receiver: Receiver) -> None:
+    from services.notification.delivery import WebhookSender
+
+    receiver.delay_s = 1.0
+    sender = WebhookSender(
+        NotificationSettings(
+            allow_insecure_http=True,
+            allow_private_targets=True,
+            attempt_timeout_s=0.2,
+            delivery_attempts=2,
+            backoff_initial_s=0.01,
+            backoff_max_s=0.02,
+        )
+    )
+    try:
+        started = time.perf_counter()
+        outcome = await sender.deliver(
+            receiver.url, "whsec_" + base64.b64encode(b"k" * 32).decode(), "e", b"{}"
+        )
+        elapsed = time.perf_counter() - started
+    finally:
+        await sender.close()
+    assert (outcome.delivered, outcome.attempts, outcome.http_status) == (False, 2, 0)
+    assert outcome.error == "timeout after 0.2 s"
+    assert elapsed < 1.0  # each attempt was cut at 0.2 s, not at the receiver's pace
+    await receiver.wait_for(2)
+
+
+async def test_poison_order_update_goes_to_the_dead_letter_stream(notification: Harness) -> None:
+    """The orders consumer is a runtime durable: an undecodable message is
+    dead-lettered with its reason, headers and attempt count, and consumption goes on."""
+    h, tenant = notification, new_tenant()
+    js = h.nc.jetstream()
+    subject = f"execution.orders.{tenant}.BTC-USD"
+    await js.publish(subject, b"\x00not an envelope", headers={"x-test": tenant})
+    letters = NatsDeadLetters(h.nc)
+
+    async def poisoned() -> list[Any]:
+        found = await letters.list(h.names.orders_durable)
+        return [d for d in found if d.headers.get("x-test") == tenant]
+
+    (letter,) = await eventually(poisoned)
+    assert (letter.reason, letter.attempts, letter.consumer) == ("undecodable", 0, h.names.orders_durable)
+    assert letter.source.split("/")[1] == subject and letter.value == b"\x00not an envelope"
