@@ -208,6 +208,12 @@ def cmd_deadletters(argv: list[str]) -> int:
     return deadletters.main(argv)
 
 
+def cmd_audit(argv: list[str]) -> int:
+    from tools import audit
+
+    return audit.main(argv)
+
+
 # Sub-commands that hand their arguments to another program's own parser.
 PASSTHROUGH = {
     "test": (cmd_test, "run the test suite (arguments go to pytest)"),
@@ -215,6 +221,7 @@ PASSTHROUGH = {
     "bench": (cmd_bench, "benchmarks: --quick | --full (see bench/README.md)"),
     "deadletters": (cmd_deadletters, "list | redrive dead letters of any consumer"),
     "train": (cmd_train, "train the decision service's models (see services/decision/train.py)"),
+    "audit": (cmd_audit, "replay | verify a tenant against the audit store"),
 }
 
 
