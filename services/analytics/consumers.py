@@ -118,7 +118,7 @@ class BatchingKafkaSubscriber(KafkaSubscriber):
         written: dict[str, int] = {}
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(Exception),
-            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
             before_sleep=lambda state: log.warning(
                 "analytics batch of %d rows not written (attempt %d), retrying: %r",
                 len(rows),
