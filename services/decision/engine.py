@@ -1,8 +1,16 @@
 """The hot path of decision: FeatureVectorComputed -> ensemble -> signals ->
 order intents -> execution's PlaceOrder.
 
-Per vector (core NATS ``features.vectors.>``, queue group ``decision-vectors``
-so replicas share the work):
+Vectors arrive on core NATS ``features.vectors.>`` (queue group
+``decision-vectors``, so replicas share the work) and go to one lane per
+symbol (:class:`SymbolLanes`): the symbols are decided concurrently, each
+symbol's vectors one at a time and in order. Vectors that arrive while their
+symbol's lane is busy wait in a short queue; when it is full the oldest is
+dropped (counted in ``trading_decision_shed_vectors_total``): under overload a
+decision on a long-superseded vector would act on a stale market, and
+queueing it would only add latency to every later one.
+
+Per vector:
 
 1. the enabled strategies trading the symbol come from an in-memory cache
    (:class:`StrategyCache`, reloaded every ``strategy_refresh_s`` and at once
@@ -31,13 +39,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Generic, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2
+from opentelemetry import context as otel_context
 from prometheus_client import Counter, Histogram
 from trading.common.v1 import market_pb2
 from trading.decision.v1 import decision_service_pb2 as pb
@@ -68,6 +78,7 @@ from services.decision.inference import Ensemble
 from services.decision.storage import NewSignal, PendingOrder, SignalStore, StrategyStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PRODUCER = "decision"
 VECTOR_EVENT = features_events.FeatureVectorComputed.DESCRIPTOR.full_name
@@ -86,6 +97,13 @@ ORDER_LATENCY = Histogram(
     "From a feature vector's arrival to execution's PlaceOrder answer.",
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+SHED = Counter(
+    "trading_decision_shed_vectors_total",
+    "Vectors dropped unhandled: newer vectors of the same symbol filled its lane's queue.",
+)
+LANE_FAILURES = Counter(
+    "trading_decision_vector_failures_total", "Vectors whose handling raised (logged, not retried)."
+)
 EVALUATION_SECONDS = Histogram(
     "trading_decision_vector_seconds",
     "Handling of one feature vector: models, signals, orders.",
@@ -102,6 +120,60 @@ _TRANSIENT = frozenset(
         grpc.StatusCode.UNKNOWN,
     }
 )
+
+
+class SymbolLanes(Generic[T]):
+    """One lane per key (symbol): items of a key are processed one at a time
+    and in order, keys concurrently. At most ``max_waiting`` items wait per
+    key; beyond, the oldest waiting one is dropped.
+
+    Each item is processed in the trace context it was submitted in, so the
+    spans of its handling stay children of the message's consumer span.
+    """
+
+    def __init__(self, process: Callable[[T], Awaitable[None]], max_waiting: int = 32) -> None:
+        self._process = process
+        self._max_waiting = max_waiting
+        self._waiting: dict[str, deque[tuple[T, otel_context.Context]]] = defaultdict(deque)
+        self._running: dict[str, asyncio.Task[None]] = {}
+
+    def submit(self, key: str, item: T) -> None:
+        queue = self._waiting[key]
+        if len(queue) >= self._max_waiting:
+            queue.popleft()
+            SHED.inc()
+        queue.append((item, otel_context.get_current()))
+        if key not in self._running:
+            self._running[key] = asyncio.create_task(self._run(key), name=f"decision-lane-{key}")
+
+    async def _run(self, key: str) -> None:
+        try:
+            queue = self._waiting[key]
+            while queue:
+                item, ctx = queue.popleft()
+                token = otel_context.attach(ctx)
+                try:
+                    await self._process(item)
+                except Exception:
+                    LANE_FAILURES.inc()
+                    log.exception("handling a vector of %s failed", key)
+                finally:
+                    otel_context.detach(token)
+        finally:
+            self._running.pop(key, None)
+            if not self._waiting.get(key):
+                self._waiting.pop(key, None)
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Drop what waits, let the lanes finish their current item (bounded)."""
+        for queue in self._waiting.values():
+            queue.clear()
+        tasks = list(self._running.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
 
 class StrategyCache:
@@ -227,16 +299,28 @@ class DecisionEngine:
         self._place_timeout_s = place_timeout_s
         self._clock = clock
         self._background: set[asyncio.Task[None]] = set()
+        self._lanes: SymbolLanes[tuple[Event, float]] = SymbolLanes(self._decide_arrived)
         self.vectors = 0
 
     async def handle(self, event: Event) -> None:
+        """The subscriber's handler: hands a traded symbol's vector to its lane."""
         if event.envelope.event_type != VECTOR_EVENT:
             return
         assert isinstance(event.payload, features_events.FeatureVectorComputed)
-        received = time.perf_counter()
+        self.vectors += 1
+        symbol = event.payload.vector.symbol
+        if self._strategies.for_symbol(symbol):
+            self._lanes.submit(symbol, (event, time.perf_counter()))
+
+    async def _decide_arrived(self, item: tuple[Event, float]) -> None:
+        await self.decide(*item)
+
+    async def decide(self, event: Event, received: float) -> None:
+        """One vector, start to end: models, signals, orders (``received``: its
+        arrival, perf_counter seconds, for the latency histograms)."""
+        assert isinstance(event.payload, features_events.FeatureVectorComputed)
         vector = event.payload.vector
         strategies = self._strategies.for_symbol(vector.symbol)
-        self.vectors += 1
         if not strategies:
             return
         model_ids = {m for s in strategies for m in s.model_ids}
@@ -396,7 +480,8 @@ class DecisionEngine:
         ORDERS.labels("replayed" if reply.replayed or not first else "placed").inc()
 
     async def drain(self, timeout_s: float = 5.0) -> None:
-        """Wait (bounded) for background Kafka publishes."""
+        """Finish the vectors in hand, then wait (bounded) for background Kafka publishes."""
+        await self._lanes.stop(timeout_s)
         if self._background:
             await asyncio.wait(list(self._background), timeout=timeout_s)
 

@@ -11,7 +11,6 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
-from threadpoolctl import threadpool_limits
 from trading.decision.v1 import decision_service_pb2_grpc as pb_grpc
 from trading.execution.v1 import execution_service_pb2_grpc as exec_grpc
 
@@ -56,9 +55,6 @@ async def build(
     assert resources.nats is not None and resources.nats_publisher is not None
     assert resources.kafka_publisher is not None
     settings = decision_settings or DecisionSettings()
-    # One BLAS/OpenMP thread per model call: the models run on their own
-    # threads, and nested OpenMP teams on 2 cores only contend.
-    threadpool_limits(limits=1)
     loaded = await load_models(settings, resources.settings.var_dir, training)
     ensemble = Ensemble(loaded, budget_s=settings.inference_budget_ms / 1e3, threads=True)
     resources.on_close(_async(ensemble.close))
