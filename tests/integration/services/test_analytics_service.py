@@ -344,6 +344,8 @@ async def test_sinks_events_and_answers_from_them_and_redelivery_changes_nothing
             return reply if sum(b.tick_count for b in reply.bars) == sum(b[7] for b in want_1s) else None
 
         reply = await eventually(all_bars, what="every tick in the 1 s bars")
+        # Offsets are committed after the batch is written: caught up = all stored.
+        await eventually(lambda: caught_up(infra_settings, group), what="the group at the end of the topics")
         assert got_bars(reply) == want_1s and not reply.truncated
         for interval, step in (
             (pb.BAR_INTERVAL_ONE_MINUTE, 60),
