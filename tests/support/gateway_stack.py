@@ -1,7 +1,5 @@
 """Every platform service in-process (tests.support.services.running_service),
-for gateway tests that walk all routes: the built services with their real
-wiring and the unbuilt ones (analytics, audit, notification), which answer
-UNIMPLEMENTED exactly as their processes would.
+for gateway tests that walk all routes, each with its real wiring.
 
 Also: access tokens with chosen claims, signed with identity's real current
 key (read from its key store in PostgreSQL) or with a foreign key, and quotes
@@ -72,9 +70,10 @@ async def all_services(
         await start("marketdata", marketdata_spec(FeedSettings(feed="none")))
         await start("features", FEATURES)
         await start("portfolio", portfolio_spec(fills_group=f"portfolio.fills.test-{suffix}"))
-        for spec in (ANALYTICS, AUDIT, NOTIFICATION):
-            await start(spec.name, spec)
+        await start("analytics", ANALYTICS)
+        await start("notification", NOTIFICATION)
         await start("execution", EXECUTION, _routed(settings, addresses))
+        await start("audit", AUDIT, _routed(settings, addresses))  # replays against execution and portfolio
         await start(
             "decision",
             decision_spec(
