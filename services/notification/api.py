@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import string
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -90,6 +91,14 @@ def _not_found(kind: str, reason: str, ident: str) -> ServiceError:
     )
 
 
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _cursor(token: str, fingerprint: str = "") -> str | None:
     """The last id of the previous page, from a token this server wrote for
     the same filter."""
@@ -100,7 +109,7 @@ def _cursor(token: str, fingerprint: str = "") -> str | None:
     if not cursor:
         return None
     last, filter_of = cursor.get("last"), cursor.get("f", "")
-    if not isinstance(last, str) or filter_of != fingerprint:
+    if not isinstance(last, str) or filter_of != fingerprint or not _is_uuid(last):
         raise ServiceError(
             invalid_argument([FieldViolation("page_token", "not a token of this listing (filters changed?)")])
         )
@@ -259,6 +268,9 @@ class NotificationApi:
         tenant = require_tenant()
         size = paging.page_size(request.page_size)
         webhook_id = request.webhook_id or None
+        if webhook_id is not None and await self._store.get_webhook(tenant, webhook_id) is None:
+            # /v1/webhooks/{id}/dead-letters of a webhook the tenant does not have.
+            raise _not_found("webhook", "WEBHOOK_NOT_FOUND", webhook_id)
         rows = await self._store.list_dead_letters(
             tenant, size + 1, _cursor(request.page_token, request.webhook_id), webhook_id
         )

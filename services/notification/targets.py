@@ -151,7 +151,7 @@ async def resolve_target(target: Target, *, allow_private: bool, timeout_s: floa
                 infos = await loop.getaddrinfo(
                     target.host, target.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
                 )
-        except (OSError, TimeoutError, UnicodeError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: UnicodeError, NUL bytes
             raise TargetRefusedError(
                 "WEBHOOK_URL_UNRESOLVABLE", f"host {target.host} does not resolve: {exc}"
             ) from None

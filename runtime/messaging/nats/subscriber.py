@@ -183,7 +183,9 @@ class NatsSubscriber:
         while True:
             try:
                 messages = await pull.fetch(self._batch, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):
+                # nats-py raises the builtin TimeoutError too (batch fetches
+                # whose deadline ran out): not an error, and it must not end the loop.
                 continue
             except nats.errors.Error as exc:
                 log.warning("fetch failed for %s: %s", self._name, exc)

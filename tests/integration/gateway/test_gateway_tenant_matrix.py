@@ -52,11 +52,22 @@ from tests.support.gateway_stack import OPERATOR_EMAIL, OPERATOR_PASSWORD, all_s
 
 ROUTES = build_routes()
 # Services whose processes exist but whose RPCs are not built: 501 for everything.
-UNBUILT = frozenset({"analytics", "audit", "notification"})
+UNBUILT = frozenset({"analytics", "audit"})
 # Market data is global: a symbol in its answers is not tenant data.
 GLOBAL = frozenset({"marketdata", "features"})
 # Request fields naming a resource owned by a tenant: a path naming B's is refused.
-OWNED_FIELDS = frozenset({"order_id", "client_order_id", "api_key_id", "user_id", "tenant_id", "strategy_id"})
+OWNED_FIELDS = frozenset(
+    {
+        "order_id",
+        "client_order_id",
+        "api_key_id",
+        "user_id",
+        "tenant_id",
+        "strategy_id",
+        "webhook_id",
+        "dead_letter_id",
+    }
+)
 # Upserts keyed by a client-chosen id: A writing to "B's" id makes A's own resource.
 UPSERTS = frozenset({"SetStrategy"})
 PASSWORD = "tenant-test-password-1"
@@ -86,6 +97,7 @@ class Tenant:
     api_key_prefix: str = ""
     api_key_name: str = ""
     viewer_id: str = ""
+    webhook_id: str = ""
 
     @property
     def auth(self) -> dict[str, str]:
@@ -106,6 +118,7 @@ class Tenant:
             self.api_key_prefix,
             self.api_key_name,
             self.viewer_id,
+            self.webhook_id,
         }
         for order in self.orders:
             found |= {order["orderId"], order["clientOrderId"]}
@@ -261,6 +274,18 @@ async def _populate(gw: httpx.AsyncClient, redis: Redis, t: Tenant, *, filled: b
         )
     )
     t.viewer_id = viewer["user"]["userId"]
+    # A webhook (a public address; an event type nothing here raises, so it never fires).
+    webhook = _ok(
+        await gw.post(
+            "/v1/webhooks",
+            json={
+                "url": "https://93.184.215.14/hooks",
+                "eventTypes": ["trading.risk.v1.TradingStateChanged"],
+            },
+            headers=t.auth,
+        )
+    )
+    t.webhook_id = webhook["webhook"]["webhookId"]
     if filled:
 
         async def has_position() -> bool:
@@ -305,6 +330,7 @@ async def _b_through_gateway(gw: httpx.AsyncClient, b: Tenant) -> dict[str, Any]
         f"/v1/users/{b.trader_id}",
         f"/v1/tenants/{b.tenant_id}",
         "/v1/positions?include_closed=true",
+        "/v1/webhooks",
     ]
     out: dict[str, Any] = {}
     for path in reads:
@@ -417,7 +443,7 @@ def _b_values(b: Tenant) -> dict[str, str]:
         "aggregate_id": resting["orderId"],
         "aggregate_type": "order",
         "correlation_id": resting["orderId"],
-        "webhook_id": str(uuid.uuid4()),
+        "webhook_id": b.webhook_id,
         "dead_letter_id": str(uuid.uuid4()),
         "symbols": b.symbol,
         # Flags that widen what a read returns.
@@ -465,9 +491,10 @@ def _bodies(a: Tenant, b: Tenant) -> dict[str, dict[str, Any]]:
         "RefreshToken": {"refreshToken": new_refresh_token(b.tenant_id)},
         "Logout": {"refreshToken": new_refresh_token(b.tenant_id), "allSessions": True},
         "RegisterWebhook": {
-            "url": "https://hooks.example.com/a",
-            "eventTypes": ["trading.execution.v1.OrderFilled"],
+            "url": "https://93.184.215.14/a",
+            "eventTypes": ["trading.risk.v1.TradingStateChanged"],
         },
+        "RedriveDeadLetter": {},  # the path names the dead letter
         "ReplayTenant": {"maxDifferences": 10},
         "VerifyChain": {"fromSequence": "1", "toSequence": "2"},
     }
