@@ -34,8 +34,9 @@ async def build(resources: Resources) -> Mapping[str, Any]:
     venue = PaperVenue(redis)
     relay = OutboxRelay(pool, kafka, nats_publisher)
 
-    def changed(_events: Sequence[OrderEvent]) -> None:
+    def changed(events: Sequence[OrderEvent]) -> None:
         relay.wake()
+        matcher.note(events)
 
     clients = ClientFactory(resources.settings)
     resources.on_close(clients.close)

@@ -15,6 +15,10 @@ when the market crosses them: it listens to ticks on NATS
 ticks costs one database scan), and every ``sweep_interval_s`` also re-reads
 the cached quotes of symbols with working orders (a tick missed while
 disconnected is caught up) and expires DAY orders whose session has ended.
+A tick of a symbol without working orders costs no database scan: the
+matcher knows which symbols have them (read at each sweep, and told at once
+of orders that start resting in this process; one rested by another replica
+is matched from its next sweep on).
 
 Simplifications of the paper venue: each resting order may take the whole
 touch size of a quote (orders do not compete for it), and a crossing quote
@@ -185,6 +189,9 @@ class Matcher:
         self._sweep_interval_s = sweep_interval_s
         self._clock = clock
         self._latest: dict[str, Quote] = {}
+        # Symbols with working orders; None until the first sweep has read them.
+        self._working: set[str] | None = None
+        self._noted: set[str] = set()  # noted while a sweep reads the working symbols
         self._dirty = asyncio.Event()
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
@@ -238,19 +245,32 @@ class Matcher:
                 log.warning("matcher: round failed: %r", exc)
                 await asyncio.sleep(0.2)
 
+    def note(self, events: Sequence[OrderEvent]) -> None:
+        """Orders changed in this process: those now resting make their symbol matchable at once."""
+        for event in events:
+            if event.order.is_working:
+                self._noted.add(event.order.symbol)
+                if self._working is not None:
+                    self._working.add(event.order.symbol)
+
     async def sweep(self) -> None:
         """Expire DAY orders past their session; re-match symbols from the cached quotes."""
         now = self._clock()
         for tenant, order_id in await self._store.due_expiries(now):
             if await self._apply(tenant, order_id, lambda o, exp: expiry_due(o, now, exp)):
                 EXPIRED.inc()
-        for symbol in await self._store.working_symbols():
+        self._noted = set()
+        working = await self._store.working_symbols()
+        self._working = set(working) | self._noted
+        for symbol in working:
             quote = await self._venue.last_quote(symbol)
             if quote is not None:
                 await self.match(quote)
 
     async def match(self, quote: Quote) -> None:
         """Fill every working order of the quote's symbol that it crosses."""
+        if self._working is not None and quote.symbol not in self._working:
+            return
         bid = quote.bid if quote.bid > 0 and quote.bid_size > 0 else None
         ask = quote.ask if quote.ask > 0 and quote.ask_size > 0 else None
         if bid is None and ask is None:
