@@ -268,9 +268,6 @@ class NotificationApi:
         tenant = require_tenant()
         size = paging.page_size(request.page_size)
         webhook_id = request.webhook_id or None
-        if webhook_id is not None and await self._store.get_webhook(tenant, webhook_id) is None:
-            # /v1/webhooks/{id}/dead-letters of a webhook the tenant does not have.
-            raise _not_found("webhook", "WEBHOOK_NOT_FOUND", webhook_id)
         rows = await self._store.list_dead_letters(
             tenant, size + 1, _cursor(request.page_token, request.webhook_id), webhook_id
         )

@@ -70,6 +70,8 @@ OWNED_FIELDS = frozenset(
 )
 # Upserts keyed by a client-chosen id: A writing to "B's" id makes A's own resource.
 UPSERTS = frozenset({"SetStrategy"})
+# Lists whose path binds a filter, not a resource: B's id filters to nothing (200, empty).
+PATH_FILTERS = frozenset({"ListDeadLetters"})
 PASSWORD = "tenant-test-password-1"
 INSTRUMENTS_KEY = "md:instruments"
 OPTIONS = GatewayOptions(rate_limit_requests=0, stream_heartbeat_s=0.3, jwks_min_refresh_s=0)
@@ -518,7 +520,7 @@ def _expected(route: Route) -> frozenset[int]:
         return frozenset({200, 401})  # checked in detail in test_public_routes_are_tenant_neutral
     if name == "CreateTenant":
         return frozenset({403})  # only platform operators create tenants
-    if bound & OWNED_FIELDS and name not in UPSERTS:
+    if bound & OWNED_FIELDS and name not in UPSERTS | PATH_FILTERS:
         return frozenset({403, 404})
     if route.target in GLOBAL:
         return frozenset({200, 404})  # e.g. B's symbol is not a listed instrument
