@@ -66,6 +66,15 @@ async def create_pool(
         if init is not None:
             await init(conn)
 
+    async def keep_session(_conn: asyncpg.Connection) -> None:
+        # asyncpg's default reset sends "advisory unlock all; CLOSE ALL;
+        # UNLISTEN *; RESET ALL" on every release: one more round trip per
+        # query or transaction. This project changes session state only inside
+        # transactions (set_config(..., true), SET LOCAL ROLE, xact advisory
+        # locks; the migration lock is released in a finally), so there is
+        # nothing to reset. asyncpg still rolls back a transaction left open.
+        return None
+
     pool = await asyncpg.create_pool(
         dsn or settings.dsn,
         min_size=settings.pool_min_size if min_size is None else min_size,
@@ -75,6 +84,7 @@ async def create_pool(
         max_inactive_connection_lifetime=300.0,
         server_settings={"application_name": application_name, "timezone": "UTC", "jit": "off"},
         init=setup,
+        reset=keep_session,
     )
     assert pool is not None  # create_pool only returns None when awaited lazily
     return pool

@@ -9,7 +9,13 @@ import pytest
 
 from runtime.config import Settings
 from runtime.storage.migrations import migrate
-from runtime.storage.postgres import TENANT_ROLE, run_in_tenant, tenant_rls_sql, tenant_transaction
+from runtime.storage.postgres import (
+    TENANT_ROLE,
+    create_pool,
+    run_in_tenant,
+    tenant_rls_sql,
+    tenant_transaction,
+)
 
 
 async def test_pool_session_settings_and_jsonb_codec(pg_pool: asyncpg.Pool) -> None:
@@ -90,3 +96,24 @@ async def test_rls_isolates_tenants(pg_pool: asyncpg.Pool, rls_table: str) -> No
     # The superuser login itself bypasses RLS: proof the filtering above is the policy's doing.
     async with pg_pool.acquire() as conn:
         assert await conn.fetchval(f"SELECT count(*) FROM {rls_table}") == 3
+
+
+async def test_a_reused_connection_carries_no_state_of_its_last_user(infra_settings: Settings) -> None:
+    """The pool skips asyncpg's per-release RESET ALL (runtime.storage.postgres):
+    transaction-scoped state must still be gone, also after a failed transaction."""
+    pool = await create_pool(infra_settings.postgres, min_size=1, max_size=1)  # one connection, reused
+    try:
+        with pytest.raises(RuntimeError):
+            async with tenant_transaction(pool, "tenant-a") as conn:
+                await conn.execute("SELECT pg_advisory_xact_lock(4242)")
+                raise RuntimeError("the caller fails mid-transaction")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT current_setting('app.tenant_id', true)") in (None, "")
+            assert await conn.fetchval("SELECT current_user") != TENANT_ROLE
+            assert not conn.is_in_transaction()
+            held = await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+            )
+            assert held == 0
+    finally:
+        await pool.close()
