@@ -746,7 +746,7 @@ class SseReader:
 
 
 async def test_streams_carry_only_the_callers_tenant(stack: Stack) -> None:
-    """Order and portfolio streams of A (with spoofed B headers) stay silent
+    """Order, portfolio and notification streams of A (with spoofed B headers) stay silent
     about B's activity. Causal, not timed: B's order reaches B's own stream
     first, then A acts, and A's stream must show A's event with nothing of B
     before it."""
@@ -757,9 +757,12 @@ async def test_streams_carry_only_the_callers_tenant(stack: Stack) -> None:
             gw.stream("GET", "/v1/orders:stream", headers=spoofed) as a_orders,
             gw.stream("GET", "/v1/orders:stream", headers=b.auth) as b_orders,
             gw.stream("GET", "/v1/portfolio:stream", headers=spoofed) as a_portfolio,
+            gw.stream("GET", "/v1/notifications:subscribe", headers=spoofed) as a_notifications,
         ):
             assert a_orders.status_code == b_orders.status_code == a_portfolio.status_code == 200
+            assert a_notifications.status_code == 200
             a_seen, b_seen, a_pf = SseReader(a_orders), SseReader(b_orders), SseReader(a_portfolio)
+            a_notes = SseReader(a_notifications)
             await a_pf.until(lambda e: len(e) >= 1)
             await write_quote(stack.redis, b.symbol)
             b_order = _ok(await gw.post("/v1/orders", json=_order(b.symbol, "101"), headers=b.auth))["order"]
@@ -778,5 +781,9 @@ async def test_streams_carry_only_the_callers_tenant(stack: Stack) -> None:
                 ),
                 timeout=20,
             )
-            text = json.dumps([*seen, *updates])
+            # A's notifications (order updates, fills, positions) likewise: A's order, nothing of B.
+            notes = await a_notes.until(
+                lambda e: any(x["notification"].get("payload", {}).get("orderId") == a_id for x in e)
+            )
+            text = json.dumps([*seen, *updates, *notes])
             assert not _leaks(text, b.markers(with_symbol=True), ""), text
