@@ -286,7 +286,14 @@ class FanOut:
         if not is_subject_token(tenant):
             log.warning("event %s has no usable tenant id %r: no webhooks", envelope.event_id, tenant)
             return
-        webhooks = await self._store.webhooks_for(tenant, envelope.event_type)
+        occurred_at = (
+            envelope.occurred_at.ToDatetime(tzinfo=UTC) if envelope.HasField("occurred_at") else None
+        )
+        webhooks = [
+            w
+            for w in await self._store.webhooks_for(tenant, envelope.event_type)
+            if domain.after_registration(w.created_at, occurred_at)
+        ]
         if not webhooks:
             return
         data = envelope.SerializeToString()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TypeAlias
 
 from google.protobuf import message as pb_message
@@ -186,3 +187,14 @@ def webhook_wants(event_types: Collection[str], event_type: str) -> bool:
     if event_type not in DELIVERED_EVENT_TYPES:
         return False
     return not event_types or event_type in event_types
+
+
+# Producers' clocks may run a little ahead of or behind ours.
+CLOCK_SKEW = timedelta(seconds=5)
+
+
+def after_registration(webhook_created_at: datetime, occurred_at: datetime | None) -> bool:
+    """Is the event new to the webhook? A webhook gets the events that happen
+    after it is registered, not a backlog (e.g. a new consumer reading a
+    stream from its start). Events without a time count as new."""
+    return occurred_at is None or occurred_at >= webhook_created_at - CLOCK_SKEW

@@ -79,6 +79,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     status: int
+    at: float = field(default_factory=time.perf_counter)  # when it arrived
 
 
 @dataclass
@@ -704,3 +705,32 @@ async def test_poison_order_update_goes_to_the_dead_letter_stream(notification: 
     (letter,) = await eventually(poisoned)
     assert (letter.reason, letter.attempts, letter.consumer) == ("undecodable", 0, h.names.orders_durable)
     assert letter.source.split("/")[1] == subject and letter.value == b"\x00not an envelope"
+
+
+async def test_latency_from_event_to_webhook_and_stream(notification: Harness, receiver: Receiver) -> None:
+    """Publish -> signed POST received, and publish -> Subscribe message, for
+    order updates one at a time (printed; bounds are loose: shared CI cores)."""
+    h, tenant = notification, new_tenant()
+    await register(h, tenant, receiver.url)
+    stream = h.stub.Subscribe(pb.SubscribeRequest(), metadata=md(tenant))
+    await eventually(lambda: _true(h.api.active_streams >= 1))
+    await asyncio.sleep(0.2)
+    to_webhook: list[float] = []
+    to_stream: list[float] = []
+    for i in range(40):
+        started = time.perf_counter()
+        await publish(h, order_update(tenant))
+        await next_notifications(stream, 1)
+        to_stream.append(time.perf_counter() - started)
+        received = await receiver.wait_for(i + 1)
+        to_webhook.append(received[i].at - started)
+    stream.cancel()
+
+    def pct(values: list[float], q: float) -> float:
+        return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1000
+
+    print(
+        f"\nevent -> Subscribe: p50 {pct(to_stream, 0.5):.1f} ms, p95 {pct(to_stream, 0.95):.1f} ms; "
+        f"event -> webhook: p50 {pct(to_webhook, 0.5):.1f} ms, p95 {pct(to_webhook, 0.95):.1f} ms"
+    )
+    assert pct(to_webhook, 0.95) < 2000 and pct(to_stream, 0.95) < 1000

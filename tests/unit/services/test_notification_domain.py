@@ -218,3 +218,13 @@ def test_stream_subjects_are_the_tenants_own() -> None:
         "portfolio.positions.t-42",
         "risk.events.t-42",
     ]
+
+
+def test_webhooks_get_events_from_their_registration_on() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    created = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    assert domain.after_registration(created, created + timedelta(seconds=1))
+    assert domain.after_registration(created, created - timedelta(seconds=2))  # clock skew
+    assert not domain.after_registration(created, created - timedelta(hours=1))  # a backlog
+    assert domain.after_registration(created, None)
