@@ -10,6 +10,8 @@ import ipaddress
 
 import pytest
 from cryptography.exceptions import InvalidTag
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from trading.common.v1 import decimal_pb2, types_pb2
 from trading.execution.v1 import events_pb2 as execution_events
 from trading.execution.v1 import types_pb2 as execution_types
@@ -228,3 +230,24 @@ def test_webhooks_get_events_from_their_registration_on() -> None:
     assert domain.after_registration(created, created - timedelta(seconds=2))  # clock skew
     assert not domain.after_registration(created, created - timedelta(hours=1))  # a backlog
     assert domain.after_registration(created, None)
+
+
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.builds(
+            lambda scheme, rest: f"{scheme}://{rest}",
+            st.sampled_from(["http", "https"]),
+            st.text(max_size=120),
+        ),
+    )
+)
+@settings(max_examples=500, deadline=None)
+def test_any_text_is_a_target_or_a_refusal_never_a_crash(url: str) -> None:
+    try:
+        target = parse_target(url, allow_http=True)
+    except TargetRefusedError as exc:
+        assert exc.reason.startswith("WEBHOOK_URL_") and exc.description
+        return
+    assert target.scheme in ("http", "https") and target.host and 0 <= target.port <= 65535
+    assert target.host_header
