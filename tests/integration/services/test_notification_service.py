@@ -734,3 +734,63 @@ async def test_latency_from_event_to_webhook_and_stream(notification: Harness, r
         f"event -> webhook: p50 {pct(to_webhook, 0.5):.1f} ms, p95 {pct(to_webhook, 0.95):.1f} ms"
     )
     assert pct(to_webhook, 0.95) < 2000 and pct(to_stream, 0.95) < 1000
+
+
+async def test_bad_input_is_refused_with_the_field_and_changes_nothing(notification: Harness) -> None:
+    h, tenant = notification, new_tenant()
+    kept = await register(h, tenant, "http://127.0.0.1:9/kept")
+    stub = h.stub
+    bad: list[tuple[str, Awaitable[Any], str]] = [
+        (
+            "webhook id",
+            stub.DeleteWebhook(pb.DeleteWebhookRequest(webhook_id="1; drop"), metadata=md(tenant)),
+            "webhook_id",
+        ),
+        (
+            "dead letter id",
+            stub.RedriveDeadLetter(pb.RedriveDeadLetterRequest(dead_letter_id="x"), metadata=md(tenant)),
+            "dead_letter_id",
+        ),
+        (
+            "page size",
+            stub.ListDeadLetters(pb.ListDeadLettersRequest(page_size=501), metadata=md(tenant)),
+            "page_size",
+        ),
+        (
+            "description",
+            stub.RegisterWebhook(
+                pb.RegisterWebhookRequest(url="http://127.0.0.1:9/x", description="d" * 257),
+                metadata=md(tenant),
+            ),
+            "description",
+        ),
+        (
+            "scheme",
+            stub.RegisterWebhook(pb.RegisterWebhookRequest(url="ftp://127.0.0.1/x"), metadata=md(tenant)),
+            "url",
+        ),
+    ]
+    for label, call, field_name in bad:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert field_name in violations(caught.value), label
+    subscribe = stub.Subscribe(
+        pb.SubscribeRequest(kinds=[ntypes.NOTIFICATION_KIND_UNSPECIFIED]), metadata=md(tenant)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await subscribe.read()
+    assert any(f.startswith("kinds") for f in violations(caught.value))
+    # Well-formed ids that name nothing: NOT_FOUND.
+    for call in (
+        stub.DeleteWebhook(pb.DeleteWebhookRequest(webhook_id=str(uuid7())), metadata=md(tenant)),
+        stub.RedriveDeadLetter(pb.RedriveDeadLetterRequest(dead_letter_id=str(uuid7())), metadata=md(tenant)),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    # No tenant, no answer.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListWebhooks(pb.ListWebhooksRequest())
+    assert caught.value.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT)
+    listed = await stub.ListWebhooks(pb.ListWebhooksRequest(), metadata=md(tenant))
+    assert [w.webhook_id for w in listed.webhooks] == [kept.webhook.webhook_id]
