@@ -342,9 +342,11 @@ class DeliveryWorker:
             log.warning("delivery job %s without tenant or webhook id: dropped", event.delivery.describe())
             return
         redriven = event.headers.get(HEADER_DEAD_LETTER_ID, "")
-        if redriven:
-            # A redrive (RPC or CLI): the dead letter it came from is done with.
-            await self._store.take_dead_letter(tenant, redriven)
+        if redriven and await self._store.take_dead_letter(tenant, redriven) is not None:
+            # The dead letter was still there, so this is a `tradingctl
+            # deadletters redrive` (RedriveDeadLetter removes it and names a
+            # new delivery itself): the redrive is a new delivery all the same.
+            delivery_id = str(uuid7())
         webhook = await self._store.get_webhook(tenant, webhook_id)
         if webhook is None:
             DELIVERIES.labels("webhook_gone").inc()

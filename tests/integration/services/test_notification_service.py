@@ -32,6 +32,7 @@ from nats.aio.client import Client as NatsClient
 from trading.common.v1 import decimal_pb2, event_pb2, market_pb2, types_pb2
 from trading.execution.v1 import events_pb2 as execution_events
 from trading.execution.v1 import types_pb2 as execution_types
+from trading.notification.v1 import events_pb2 as nevents
 from trading.notification.v1 import notification_service_pb2 as pb
 from trading.notification.v1 import notification_service_pb2_grpc as pb_grpc
 from trading.notification.v1 import types_pb2 as ntypes
@@ -42,9 +43,10 @@ from trading.risk.v1 import risk_service_pb2 as risk_types
 from runtime.config import Settings
 from runtime.contracts import event_registry
 from runtime.messaging import new_envelope, uuid7
-from runtime.messaging.kafka import KafkaPublisher
+from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber
 from runtime.messaging.nats import NatsPublisher
 from runtime.messaging.nats.deadletter import NatsDeadLetters
+from runtime.messaging.testing import EventCollector
 from runtime.resources import Resources
 from services.notification.api import NotificationApi
 from services.notification.main import NOTIFICATION_SERVICE, ConsumerNames, make_spec
@@ -341,9 +343,36 @@ def violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
 
 
 async def test_signed_delivery_retried_dead_lettered_then_redriven(
-    notification: Harness, receiver: Receiver
+    notification: Harness, receiver: Receiver, infra_settings: Settings
 ) -> None:
     h, tenant = notification, new_tenant()
+    outcomes = EventCollector()
+    reports = KafkaSubscriber(
+        infra_settings.kafka,
+        event_registry(),
+        outcomes,
+        group=f"test-deliveries-{uuid.uuid4().hex[:8]}",
+        dead_letters=notification.kafka,
+        topics=["trading.notification.deliveries"],
+    )
+    await reports.start()
+    try:
+        await reports.wait_assigned()
+        await _deliver_fail_redrive(h, tenant, receiver, outcomes)
+    finally:
+        await reports.stop()
+
+
+async def _report_of(outcomes: EventCollector, webhook_id: str) -> Message:
+    while True:
+        event = await outcomes.next(timeout=20)
+        if getattr(event.payload, "webhook_id", "") == webhook_id:
+            return event.payload
+
+
+async def _deliver_fail_redrive(
+    h: Harness, tenant: str, receiver: Receiver, outcomes: EventCollector
+) -> None:
     registered = await register(h, tenant, receiver.url, ("trading.execution.v1.OrderStatusChanged",))
     secret, webhook = registered.signing_secret, registered.webhook
     assert secret.startswith("whsec_") and webhook.secret_prefix == secret[:10]
@@ -385,6 +414,18 @@ async def test_signed_delivery_retried_dead_lettered_then_redriven(
     assert document["payload"]["@type"] == "type.googleapis.com/trading.execution.v1.OrderStatusChanged"
     assert document["payload"]["fill"]["price"]["value"] == "64210.50"
     assert await dead_letters(h, tenant) == []
+    # The outcomes, on Kafka: the failure (with its dead letter), then the redrive's success.
+    failed_report = await _report_of(outcomes, webhook.webhook_id)
+    assert isinstance(failed_report, nevents.WebhookDeliveryFailed)
+    assert failed_report.dead_letter.dead_letter_id == letter.dead_letter_id
+    delivered_report = await _report_of(outcomes, webhook.webhook_id)
+    assert isinstance(delivered_report, nevents.WebhookDelivered)
+    assert (delivered_report.delivery_id, delivered_report.attempts, delivered_report.http_status) == (
+        redriven.delivery_id,
+        1,
+        200,
+    )
+    assert delivered_report.delivery_id != failed_report.delivery_id
     # Redriven again: it is gone.
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await h.stub.RedriveDeadLetter(
