@@ -9,8 +9,6 @@ interpreter's environment (or TRADING_SCHEMATHESIS names another one).
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 import os
 import re
 import sys
@@ -28,26 +26,12 @@ from services.identity.apikeys import ApiKeyPrincipal, new_secret, publish, with
 from services.identity.domain import token_hash
 from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
 from tests.contract.conftest import RunningPlatform
+from tests.support.services import unbuilt_methods
 
 pytestmark = pytest.mark.integration
 
 SCHEMATHESIS = os.environ.get("TRADING_SCHEMATHESIS") or str(Path(sys.executable).parent / "schemathesis")
 SCHEMATHESIS_FOUND = Path(SCHEMATHESIS).exists()
-
-
-def unbuilt_methods() -> set[tuple[str, str]]:
-    """(service, RPC) pairs that no servicer implements yet: they answer 501
-    NOT_BUILT_YET by design (runtime.service.fill_unimplemented), so fuzzing
-    leaves them out. Read from the servicer classes, as the server does."""
-    unbuilt: set[tuple[str, str]] = set()
-    for route in build_routes():
-        api = importlib.import_module(f"services.{route.target}.api")
-        classes = [c for name, c in vars(api).items() if name.endswith("Api") and inspect.isclass(c)]
-        name = route.method.name
-        handler = next((getattr(c, name) for c in classes if hasattr(c, name)), None)
-        if not (inspect.iscoroutinefunction(handler) or inspect.isasyncgenfunction(handler)):
-            unbuilt.add((route.target, name))
-    return unbuilt
 
 
 async def test_fuzzing_finds_no_server_error_and_no_schema_violation(platform: RunningPlatform) -> None:

@@ -23,8 +23,10 @@ from redis.asyncio import Redis
 from trading.common.v1 import decimal_pb2, market_pb2
 
 from runtime.config import Settings
-from services.analytics.main import SPEC as ANALYTICS
-from services.audit.main import SPEC as AUDIT
+from services.analytics.main import make_spec as analytics_spec
+from services.analytics.settings import AnalyticsSettings
+from services.audit.main import make_spec as audit_spec
+from services.audit.settings import AuditSettings
 from services.decision.main import make_spec as decision_spec
 from services.decision.settings import DecisionSettings, TrainingSettings
 from services.execution.main import SPEC as EXECUTION
@@ -34,7 +36,8 @@ from services.identity.main import make_spec as identity_spec
 from services.identity.settings import IdentitySettings
 from services.marketdata.feeds import FeedSettings
 from services.marketdata.main import make_spec as marketdata_spec
-from services.notification.main import SPEC as NOTIFICATION
+from services.notification.main import ConsumerNames
+from services.notification.main import make_spec as notification_spec
 from services.portfolio.main import make_spec as portfolio_spec
 from services.risk.main import SPEC as RISK
 from tests.support.services import running_service
@@ -70,10 +73,18 @@ async def all_services(
         await start("marketdata", marketdata_spec(FeedSettings(feed="none")))
         await start("features", FEATURES)
         await start("portfolio", portfolio_spec(fills_group=f"portfolio.fills.test-{suffix}"))
-        await start("analytics", ANALYTICS)
-        await start("notification", NOTIFICATION)
+        # Consumer names unique to this stack: a platform (./dev run) may share these servers.
+        analytics = AnalyticsSettings(consumer_group=f"analytics.test-{suffix}")
+        await start("analytics", analytics_spec(settings=analytics))
+        names = ConsumerNames(
+            orders_durable=f"notification-orders-{suffix}",
+            events_group=f"notification.events.test-{suffix}",
+            webhooks_durable=f"notification-webhooks-{suffix}",
+        )
+        await start("notification", notification_spec(names=names))
         await start("execution", EXECUTION, _routed(settings, addresses))
-        await start("audit", AUDIT, _routed(settings, addresses))  # replays against execution and portfolio
+        audit = audit_spec(AuditSettings(consumer_group=f"audit.test-{suffix}"))
+        await start("audit", audit, _routed(settings, addresses))  # replays against execution and portfolio
         await start(
             "decision",
             decision_spec(

@@ -4,11 +4,14 @@ real dependencies."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import grpc
 
+from gateway.routes import build_routes
 from runtime.config import Settings
 from runtime.contracts import default_pool
 from runtime.grpc_server import ServiceRunner
@@ -50,3 +53,18 @@ async def running_service(spec: ServiceSpec, settings: Settings) -> AsyncIterato
         yield f"127.0.0.1:{runner.port}"
     finally:
         await runner.stop()
+
+
+def unbuilt_methods() -> set[tuple[str, str]]:
+    """(service, RPC) pairs that no servicer implements yet: they answer 501
+    NOT_BUILT_YET by design (runtime.service.fill_unimplemented), so fuzzing
+    leaves them out. Read from the servicer classes, as the server does."""
+    unbuilt: set[tuple[str, str]] = set()
+    for route in build_routes():
+        api = importlib.import_module(f"services.{route.target}.api")
+        classes = [c for name, c in vars(api).items() if name.endswith("Api") and inspect.isclass(c)]
+        name = route.method.name
+        handler = next((getattr(c, name) for c in classes if hasattr(c, name)), None)
+        if not (inspect.iscoroutinefunction(handler) or inspect.isasyncgenfunction(handler)):
+            unbuilt.add((route.target, name))
+    return unbuilt
