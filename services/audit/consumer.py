@@ -1,21 +1,39 @@
 """The audit store's consumer: every Kafka topic of the event registry, one
-consumer group, each event appended once to its tenant's chain.
+consumer group, each event appended once to its tenant's chain, in batches.
 
-`AuditConsumer.handle` is the handler of a runtime.messaging KafkaSubscriber.
+`AuditSubscriber` is the runtime's KafkaSubscriber (consumer group, decoding,
+dead letters, tracing) with a batching loop, the shape of the analytics sink
+(services/analytics/consumers.py): each decoded event becomes a
+:class:`~services.audit.storage.NewRecord`; records collect until
+`batch_max_events` or `batch_max_interval_s`, then the batch is written and
+only after that are the offsets committed (at-least-once). The batch is split
+by tenant and each tenant's part is one `AuditStore.append_batch` (one
+transaction, one chain lock); tenants are written concurrently.
+
 Idempotent by event id: a redelivered event finds its record and changes
 nothing. Envelopes that do not decode, or name an event type no contract
-declares, never reach it: the subscriber dead-letters them to `<topic>.dlq`
-(see `tradingctl deadletters`). PostgreSQL outages are retried here for up to
-`transient_retry_s` before the subscriber's own few attempts, so a short
-outage does not dead-letter good events.
+declares, are dead-lettered to `<topic>.dlq` by the runtime (see `tradingctl
+deadletters`). PostgreSQL outages are retried for up to `transient_retry_s`.
+A tenant's part that PostgreSQL refuses (a poison event, say text with a NUL
+character) or that stays unwritable is appended event by event, with the
+subscriber's attempts per event: the events that still fail are dead-lettered
+(reason, headers, attempt count) and the rest of the batch is stored.
 """
 
 from __future__ import annotations
 
+import asyncio
+import heapq
 import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
 import asyncpg
-from prometheus_client import Counter
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from prometheus_client import Counter, Histogram
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -24,13 +42,22 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from runtime.messaging import Event
-from runtime.messaging.base import Registry
-from services.audit.storage import AuditStore
+from runtime.config import KafkaSettings
+from runtime.messaging import Event, RetryPolicy
+from runtime.messaging.base import DeadLetterReason, Registry
+from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber
+from services.audit.storage import Appended, AuditStore, NewRecord, new_record
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 EVENTS = Counter("audit_events", "Events handled by the audit store.", ["outcome"])
+BATCHES = Histogram(
+    "audit_batch_seconds",
+    "Time to append one consumed batch (all its tenants) to the audit store.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 
 # "The database is briefly unavailable or busy", not "this event is bad".
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -48,20 +75,171 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 def _log_transient(state: RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome is not None else None
-    log.warning("appending an event failed (attempt %d), retrying: %r", state.attempt_number, error)
+    log.warning("appending to the audit store failed (attempt %d), retrying: %r", state.attempt_number, error)
 
 
-class AuditConsumer:
-    """Appends every consumed event to the audit store."""
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A consumed event waiting for its batch to be written, with the Kafka
+    record it came in (dead-lettered as is if it cannot be stored)."""
 
-    def __init__(self, store: AuditStore, registry: Registry, *, transient_retry_s: float = 60.0) -> None:
+    event: Event
+    record: NewRecord
+    source: ConsumerRecord[bytes, bytes]
+
+
+class AuditSubscriber(KafkaSubscriber):
+    """KafkaSubscriber that appends batches to the audit store and commits a
+    batch's offsets only once every event of it is stored or dead-lettered."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        registry: Registry,
+        store: AuditStore,
+        *,
+        group: str,
+        topics: Sequence[str],
+        dead_letters: KafkaPublisher,
+        retry: RetryPolicy,
+        batch_max_events: int,
+        batch_max_interval_s: float,
+        transient_retry_s: float = 60.0,
+        client_id: str = "audit",
+    ) -> None:
+        super().__init__(
+            settings,
+            registry,
+            self._collect,
+            group=group,
+            topics=topics,
+            dead_letters=dead_letters,
+            # Making a record is pure: what fails once always fails, so one
+            # try, then the DLQ. `retry` applies to the appends.
+            retry=RetryPolicy(max_attempts=1),
+            max_records=batch_max_events,
+            client_id=client_id,
+        )
         self._store = store
-        self._registry = registry
+        self._append_retry = retry
         self._transient_retry_s = transient_retry_s
+        self._max_events = batch_max_events
+        self._max_wait_s = batch_max_interval_s
+        self._pending: list[Pending] = []
+        # The record _process is handling, for _collect (the runtime's
+        # handler sees the decoded event only).
+        self._source: ConsumerRecord[bytes, bytes] | None = None
+        self.batches_written = 0
 
-    async def handle(self, event: Event) -> None:
-        envelope = event.envelope
-        partition_key = self._registry.route(envelope.event_type).partition_key
+    async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        self._source = record
+        try:
+            await super()._process(record)
+        finally:
+            self._source = None
+
+    async def _collect(self, event: Event) -> None:
+        assert self._source is not None
+        partition_key = self._registry.route(event.envelope.event_type).partition_key
+        self._pending.append(
+            Pending(event, new_record(event.envelope, event.payload, partition_key), self._source)
+        )
+
+    async def _run(self) -> None:
+        # Offsets (next to read) per partition of records in the pending batch.
+        offsets: dict[TopicPartition, int] = {}
+        first_at: float | None = None
+        while True:
+            wait_s = 0.5 if first_at is None else max(0.0, first_at + self._max_wait_s - time.monotonic())
+            try:
+                fetched = await self._consumer.getmany(
+                    timeout_ms=int(wait_s * 1000),
+                    max_records=max(1, self._max_events - len(self._pending)),
+                )
+            except KafkaError as exc:
+                log.warning("kafka fetch failed for %s: %s", self.name, exc)
+                await asyncio.sleep(0.5)
+                continue
+            for tp, records in fetched.items():
+                for record in records:
+                    await self._process(record)
+                offsets[tp] = records[-1].offset + 1
+            if offsets and first_at is None:
+                first_at = time.monotonic()
+            due = first_at is not None and time.monotonic() - first_at >= self._max_wait_s
+            if offsets and (len(self._pending) >= self._max_events or due):
+                await self._flush()
+                for tp, offset in offsets.items():
+                    await self._commit(tp, offset)
+                offsets.clear()
+                first_at = None
+
+    async def _flush(self) -> None:
+        """Append the pending events, each tenant's in one batch, tenants concurrently."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        # Kafka orders each partition, not the topics and partitions between
+        # them: merge them by event time, keeping each one's own order, so a
+        # chain follows time as a one-event-at-a-time consumer roughly would.
+        by_partition: dict[tuple[str, int], list[Pending]] = {}
+        for item in pending:
+            by_partition.setdefault((item.source.topic, item.source.partition), []).append(item)
+        by_tenant: dict[str, list[Pending]] = {}
+        for item in heapq.merge(*by_partition.values(), key=lambda p: p.record.columns.occurred_at):
+            by_tenant.setdefault(item.record.columns.tenant_id, []).append(item)
+        started = time.perf_counter()
+        await asyncio.gather(*(self._write_chain(tenant, items) for tenant, items in by_tenant.items()))
+        BATCHES.observe(time.perf_counter() - started)
+        self.batches_written += 1
+
+    async def _write_chain(self, tenant: str, items: list[Pending]) -> None:
+        try:
+            results = await self._with_transient_retry(
+                lambda: self._store.append_batch(tenant, [i.record for i in items])
+            )
+        except Exception as exc:  # any refusal: find the events to blame, one by one
+            log.warning(
+                "batch of %d events of chain %r not appended, appending one by one: %r",
+                len(items),
+                tenant,
+                exc,
+            )
+            for item in items:
+                await self._write_one(item)
+            return
+        for appended in results:
+            self._count(appended)
+
+    async def _write_one(self, item: Pending) -> None:
+        """Append one event with the subscriber's attempts, then dead-letter it."""
+        max_attempts = self._append_retry.max_attempts
+        error: Exception | None = None
+        for number in range(1, max_attempts + 1):
+            try:
+                appended = await self._with_transient_retry(lambda: self._store.append_record(item.record))
+            except Exception as exc:
+                error = exc
+                log.warning(
+                    "appending %s failed (attempt %d/%d): %r",
+                    item.event.delivery.describe(), number, max_attempts, exc,
+                )  # fmt: skip
+                if number < max_attempts:
+                    await asyncio.sleep(self._append_retry.backoff(number))
+                continue
+            self._count(appended)
+            return
+        EVENTS.labels("dead_lettered").inc()
+        await self._dead_letter(
+            item.source,
+            dict(item.event.headers),
+            item.event.delivery,
+            DeadLetterReason.HANDLER_FAILED,
+            error,
+            attempts=max_attempts,
+        )
+
+    async def _with_transient_retry(self, call: Callable[[], Awaitable[T]]) -> T:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(TRANSIENT_ERRORS),
             wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
@@ -70,9 +248,9 @@ class AuditConsumer:
             reraise=True,
         ):
             with attempt:
-                appended = await self._store.append(envelope, event.payload, partition_key)
-        if appended is None:
-            EVENTS.labels("duplicate").inc()
-            log.debug("event %s already stored: skipped", envelope.event_id)
-        else:
-            EVENTS.labels("stored").inc()
+                return await call()
+        raise AssertionError("unreachable: tenacity reraises")
+
+    @staticmethod
+    def _count(appended: Appended | None) -> None:
+        EVENTS.labels("duplicate" if appended is None else "stored").inc()

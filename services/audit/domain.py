@@ -56,6 +56,29 @@ def chain_hash(prev_hash: bytes, sequence: int, envelope_bytes: bytes) -> bytes:
     return digest.digest()
 
 
+@dataclass(frozen=True, slots=True)
+class Link:
+    """Where a new record goes in its chain: its sequence and both hashes."""
+
+    sequence: int
+    prev_hash: bytes
+    hash: bytes
+
+
+def chain_links(head_sequence: int, head_hash: bytes, envelopes: Iterable[bytes]) -> list[Link]:
+    """The links of records appended, in order, after a chain's head (its last
+    sequence and hash; 0 and :data:`GENESIS_HASH` for an empty chain): the
+    same rule as :func:`chain_hash`, one record after the other."""
+    links: list[Link] = []
+    sequence, prev_hash = head_sequence, head_hash
+    for data in envelopes:
+        sequence += 1
+        digest = chain_hash(prev_hash, sequence, data)
+        links.append(Link(sequence, prev_hash, digest))
+        prev_hash = digest
+    return links
+
+
 def canonical_bytes(envelope: event_pb2.EventEnvelope) -> bytes:
     """The bytes stored and hashed for an envelope: its deterministic
     serialization. For every producer of this platform (protobuf serializers)

@@ -2,8 +2,9 @@
 
 build() secures the event store (the audit role may only SELECT and INSERT),
 starts the consumer (Kafka group `audit.events` on every topic of the event
-registry, dead letters to `<topic>.dlq`) and makes the servicer, which reads
-execution and portfolio through the platform's gRPC clients for replays.
+registry, appending in batches, dead letters to `<topic>.dlq`) and makes the
+servicer, which reads execution and portfolio through the platform's gRPC
+clients for replays.
 `make_spec` lets tests choose the settings (e.g. their own consumer group).
 """
 
@@ -17,11 +18,10 @@ from trading.audit.v1 import audit_service_pb2_grpc as pb_grpc
 from runtime.contracts import event_registry
 from runtime.grpc_client import ClientFactory
 from runtime.messaging import RetryPolicy
-from runtime.messaging.kafka import KafkaSubscriber
 from runtime.resources import Resources
 from runtime.service import ServiceSpec
 from services.audit.api import AuditApi
-from services.audit.consumer import AuditConsumer
+from services.audit.consumer import AuditSubscriber
 from services.audit.live import GrpcLiveState, LiveState
 from services.audit.settings import AuditSettings
 from services.audit.storage import AuditStore
@@ -47,15 +47,17 @@ async def build(
         clients = ClientFactory(resources.settings)
         resources.on_close(clients.close)
         live = GrpcLiveState(clients, timeout_s=settings.live_call_timeout_s)
-    consumer = AuditConsumer(store, registry, transient_retry_s=settings.transient_retry_s)
-    subscriber = KafkaSubscriber(
+    subscriber = AuditSubscriber(
         resources.settings.kafka,
         registry,
-        consumer.handle,
+        store,
         group=settings.consumer_group,
         topics=audited_topics(settings),
         dead_letters=resources.kafka_publisher,
         retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.05, max_backoff_s=0.5),
+        batch_max_events=settings.batch_max_events,
+        batch_max_interval_s=settings.batch_max_interval_s,
+        transient_retry_s=settings.transient_retry_s,
         client_id="audit",
     )
     await subscriber.start()

@@ -17,10 +17,16 @@ class AuditSettings(BaseSettings):
     # is audited). Meant for deployments whose market data volume would
     # outgrow one chain; the requirement is to keep everything.
     exclude_topics: list[str] = Field(default_factory=list)
+    # The consumer appends a batch when it holds this many events, or when its
+    # first event has waited this long; each tenant's part of a batch is one
+    # transaction (one chain lock, one INSERT).
+    batch_max_events: int = Field(default=1000, ge=1)
+    batch_max_interval_s: float = Field(default=0.1, gt=0)
     # Records read per round trip by VerifyChain and ReplayTenant.
     read_batch: int = Field(default=2000, ge=10)
-    # Seconds an append is retried while PostgreSQL is unavailable, before
-    # the subscriber's own attempts (and then the dead-letter topic) take over.
+    # Seconds an append (a batch, then each of its events) is retried while
+    # PostgreSQL is unavailable, before the per-event attempts (and then the
+    # dead-letter topic) take over.
     transient_retry_s: float = Field(default=60.0, gt=0)
     # Deadline of each call to execution and portfolio during a replay.
     live_call_timeout_s: float = Field(default=10.0, gt=0)

@@ -15,11 +15,14 @@ chain's tenant, so
 Appends of one chain serialize on a transaction-scoped advisory lock keyed by
 the tenant; the chain head (last sequence and hash) is read from the last row
 under that lock, so there is no head row that could be edited apart from the
-records.
+records. :meth:`AuditStore.append_batch` stores many events of one chain in
+one such transaction: one lock, one query for the event ids already stored,
+the hashes computed here in order, one multi-row INSERT.
 """
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -39,6 +42,7 @@ from services.audit.domain import (
     StoredRecord,
     canonical_bytes,
     chain_hash,
+    chain_links,
     columns_of,
 )
 
@@ -68,6 +72,33 @@ class Appended:
     sequence: int
     hash: bytes
     recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    """An event ready to be appended: its columns, the bytes hashed and stored,
+    and their JSON form."""
+
+    columns: RecordColumns
+    envelope_bytes: bytes
+    document: dict[str, Any]
+
+    @property
+    def event_id(self) -> str:
+        return self.columns.event_id
+
+
+def new_record(
+    envelope: event_pb2.EventEnvelope, payload: pb_message.Message, partition_key: str = ""
+) -> NewRecord:
+    """What the store keeps of an event (pure; raises ValueError or
+    OverflowError for a timestamp PostgreSQL cannot hold)."""
+    return NewRecord(columns_of(envelope, payload, partition_key), canonical_bytes(envelope), _json(envelope))
+
+
+class _ForeignEventId(Exception):
+    """A batch held an event id that another chain already stores (row-level
+    security hides it from this chain's duplicate check)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,9 +206,11 @@ class AuditStore:
     ) -> Appended | None:
         """Store an event at the end of its tenant's chain; None when its event
         id is already stored (a redelivery changes nothing)."""
-        data = canonical_bytes(envelope)
-        columns = columns_of(envelope, payload, partition_key)
-        document = _json(envelope)
+        return await self.append_record(new_record(envelope, payload, partition_key))
+
+    async def append_record(self, record: NewRecord) -> Appended | None:
+        """:meth:`append` of a prepared record."""
+        columns, data = record.columns, record.envelope_bytes
         tenant = columns.tenant_id
         async with self._chain(tenant) as conn:
             if await conn.fetchval("SELECT 1 FROM audit.events WHERE event_id = $1", columns.event_id):
@@ -210,13 +243,104 @@ class AuditStore:
                 columns.producer,
                 columns.occurred_at,
                 data,
-                document,
+                record.document,
                 prev_hash,
                 digest,
             )
         if recorded_at is None:
             return None  # stored meanwhile by a concurrent delivery (maybe in another chain)
         return Appended(sequence, digest, recorded_at)
+
+    async def append_batch(self, tenant_id: str, records: Sequence[NewRecord]) -> list[Appended | None]:
+        """Store `records` (all of `tenant_id`'s chain) at its end in the given
+        order, in one transaction; the result is aligned with `records`, None
+        for an event id already stored (or earlier in the batch).
+
+        All or nothing: a record PostgreSQL refuses (say, a NUL character in
+        a text column) fails the whole call and stores nothing. An event id
+        that another chain holds, which this chain's duplicate check cannot
+        see, makes the batch fall back to :meth:`append_record` one by one,
+        which skips it as before."""
+        if any(r.columns.tenant_id != tenant_id for r in records):
+            raise ValueError(f"append_batch of chain {tenant_id!r} got records of another tenant")
+        first: dict[str, NewRecord] = {}
+        for record in records:
+            first.setdefault(record.event_id, record)
+        try:
+            stored = await self._append_new(tenant_id, list(first.values()))
+        except _ForeignEventId:
+            stored = {}
+            for record in first.values():
+                appended = await self.append_record(record)
+                if appended is not None:
+                    stored[record.event_id] = appended
+        return [stored.pop(r.event_id, None) for r in records]
+
+    async def _append_new(self, tenant_id: str, records: list[NewRecord]) -> dict[str, Appended]:
+        """The records of `records` not stored yet, appended; by event id."""
+        async with self._chain(tenant_id) as conn:
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1, $2)", _LOCK_NAMESPACE, _chain_lock_key(tenant_id)
+            )
+            # Under the lock, so no append of this chain can slip in between.
+            known = {
+                row["event_id"]
+                for row in await conn.fetch(
+                    "SELECT event_id FROM audit.events WHERE event_id = ANY($1::text[])",
+                    [r.event_id for r in records],
+                )
+            }
+            fresh = [r for r in records if r.event_id not in known]
+            if not fresh:
+                return {}
+            head = await conn.fetchrow(
+                "SELECT sequence, hash FROM audit.events WHERE tenant_id = $1 ORDER BY sequence DESC LIMIT 1",
+                tenant_id,
+            )
+            links = chain_links(
+                0 if head is None else head["sequence"],
+                GENESIS_HASH if head is None else bytes(head["hash"]),
+                (r.envelope_bytes for r in fresh),
+            )
+            # One statement for the whole batch: a row per array position.
+            rows = await conn.fetch(
+                """INSERT INTO audit.events (tenant_id, sequence, event_id, event_type, correlation_id,
+                       causation_id, aggregate_type, aggregate_id, producer, occurred_at, envelope_bytes,
+                       envelope_json, prev_hash, hash)
+                   SELECT $1, b.sequence, b.event_id, b.event_type, b.correlation_id, b.causation_id,
+                          b.aggregate_type, b.aggregate_id, b.producer, b.occurred_at, b.envelope_bytes,
+                          b.envelope_json::jsonb, b.prev_hash, b.hash
+                   FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                               $8::text[], $9::text[], $10::timestamptz[], $11::bytea[], $12::text[],
+                               $13::bytea[], $14::bytea[])
+                        AS b(sequence, event_id, event_type, correlation_id, causation_id, aggregate_type,
+                             aggregate_id, producer, occurred_at, envelope_bytes, envelope_json,
+                             prev_hash, hash)
+                   ORDER BY b.sequence
+                   ON CONFLICT (event_id) DO NOTHING
+                   RETURNING event_id, sequence, hash, recorded_at""",
+                tenant_id,
+                [link.sequence for link in links],
+                [r.columns.event_id for r in fresh],
+                [r.columns.event_type for r in fresh],
+                [r.columns.correlation_id for r in fresh],
+                [r.columns.causation_id for r in fresh],
+                [r.columns.aggregate_type for r in fresh],
+                [r.columns.aggregate_id for r in fresh],
+                [r.columns.producer for r in fresh],
+                [r.columns.occurred_at for r in fresh],
+                [r.envelope_bytes for r in fresh],
+                [json.dumps(r.document) for r in fresh],
+                [link.prev_hash for link in links],
+                [link.hash for link in links],
+            )
+            if len(rows) != len(fresh):
+                # A skipped row would leave a gap that the rows after it link
+                # across: roll the whole batch back instead.
+                raise _ForeignEventId
+        return {
+            row["event_id"]: Appended(row["sequence"], bytes(row["hash"]), row["recorded_at"]) for row in rows
+        }
 
     async def head(self, tenant_id: str) -> int:
         """The last sequence of the tenant's chain (0 when empty)."""
