@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 
 import nats.errors
@@ -110,6 +110,8 @@ class NatsSubscriber:
         self._task: asyncio.Task[None] | None = None
         self._pull: JetStreamContext.PullSubscription | None = None
         self._core: list[Subscription] = []
+        self._subject_prefix = subject_prefix
+        self._following = asyncio.Lock()
 
     @property
     def name(self) -> str:
@@ -174,6 +176,36 @@ class NatsSubscriber:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+    async def follow(self, subjects: Iterable[str]) -> None:
+        """Core mode only: make this subscriber's subscriptions exactly
+        `subjects` (``subject_prefix`` is prepended): subscribe to the new
+        ones, unsubscribe from the ones no longer wanted, keep the others
+        (no message of a kept subject is lost). Usable instead of `start` for
+        an interest that changes at run time (an empty set is allowed);
+        `stop` ends them all. Returns once the server has the new
+        subscriptions, so what is published afterwards is delivered."""
+        if self._durable is not None:
+            raise ValueError("follow() is for core NATS subscribers, not durable consumers")
+        wanted = {self._subject_prefix + s for s in subjects}
+        async with self._following:
+            current = {sub.subject: sub for sub in self._core}
+            added = sorted(wanted - current.keys())
+            for subject in added:
+                self._core.append(await self._nc.subscribe(subject, queue=self._queue, cb=self._on_core))
+            for subject, sub in current.items():
+                if subject not in wanted:
+                    self._core.remove(sub)
+                    with contextlib.suppress(nats.errors.Error):
+                        await sub.unsubscribe()
+            self._subjects = sorted(wanted)
+            if added:
+                await self._nc.flush()
+
+    @property
+    def subjects(self) -> list[str]:
+        """The subjects subscribed to (core mode: what `start` or `follow` set)."""
+        return list(self._subjects)
 
     # ----------------------------------------------------------------- JetStream
 
