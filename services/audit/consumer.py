@@ -88,6 +88,21 @@ class Pending:
     source: ConsumerRecord[bytes, bytes]
 
 
+def by_chain(pending: Sequence[Pending]) -> dict[str, list[Pending]]:
+    """A batch split by tenant, each part in the order to append it.
+
+    Kafka orders each partition, not the topics and partitions between them:
+    they are merged by event time, keeping each one's own order, so a chain
+    follows time about as a one-event-at-a-time consumer would."""
+    by_partition: dict[tuple[str, int], list[Pending]] = {}
+    for item in pending:
+        by_partition.setdefault((item.source.topic, item.source.partition), []).append(item)
+    chains: dict[str, list[Pending]] = {}
+    for item in heapq.merge(*by_partition.values(), key=lambda p: p.record.columns.occurred_at):
+        chains.setdefault(item.record.columns.tenant_id, []).append(item)
+    return chains
+
+
 class AuditSubscriber(KafkaSubscriber):
     """KafkaSubscriber that appends batches to the audit store and commits a
     batch's offsets only once every event of it is stored or dead-lettered."""
@@ -179,15 +194,7 @@ class AuditSubscriber(KafkaSubscriber):
         pending, self._pending = self._pending, []
         if not pending:
             return
-        # Kafka orders each partition, not the topics and partitions between
-        # them: merge them by event time, keeping each one's own order, so a
-        # chain follows time as a one-event-at-a-time consumer roughly would.
-        by_partition: dict[tuple[str, int], list[Pending]] = {}
-        for item in pending:
-            by_partition.setdefault((item.source.topic, item.source.partition), []).append(item)
-        by_tenant: dict[str, list[Pending]] = {}
-        for item in heapq.merge(*by_partition.values(), key=lambda p: p.record.columns.occurred_at):
-            by_tenant.setdefault(item.record.columns.tenant_id, []).append(item)
+        by_tenant = by_chain(pending)
         started = time.perf_counter()
         await asyncio.gather(*(self._write_chain(tenant, items) for tenant, items in by_tenant.items()))
         BATCHES.observe(time.perf_counter() - started)

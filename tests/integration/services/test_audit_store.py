@@ -29,8 +29,10 @@ from trading.execution.v1 import types_pb2 as execution_types
 from runtime.config import Settings
 from runtime.contracts import event_registry
 from runtime.errors import error_details
+from runtime.messaging import headers as h
 from runtime.messaging import new_envelope
-from runtime.messaging.kafka import KafkaPublisher
+from runtime.messaging.base import DeadLetter
+from runtime.messaging.kafka import KafkaDeadLetters, KafkaPublisher
 from runtime.storage.postgres import TENANT_ROLE
 from services.audit.domain import GENESIS_HASH, chain_hash
 from services.audit.main import make_spec
@@ -46,18 +48,20 @@ pytestmark = pytest.mark.integration
 class Harness:
     stub: pb_grpc.AuditServiceAsyncStub
     publisher: KafkaPublisher
+    group: str
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def audit(infra_settings: Settings) -> AsyncIterator[Harness]:
     """One running audit service for the module, with its own consumer group."""
-    spec = make_spec(AuditSettings(consumer_group=f"audit.test-{uuid.uuid4().hex[:8]}"))
+    group = f"audit.test-{uuid.uuid4().hex[:8]}"
+    spec = make_spec(AuditSettings(consumer_group=group))
     async with (
         running_service(spec, infra_settings) as address,
         grpc.aio.insecure_channel(address) as channel,
         KafkaPublisher(infra_settings.kafka, event_registry(), client_id="test-producer") as publisher,
     ):
-        yield Harness(pb_grpc.AuditServiceStub(channel), publisher)
+        yield Harness(pb_grpc.AuditServiceStub(channel), publisher, group)
 
 
 def md(tenant: str) -> tuple[tuple[str, str], ...]:
@@ -209,6 +213,35 @@ async def test_a_redelivered_event_is_stored_once_and_the_chain_is_unchanged(aud
     assert (
         after.ok and after.last_hash == before.last_hash and after.records_checked == before.records_checked
     )
+
+
+async def test_a_poison_event_is_dead_lettered_and_the_rest_of_its_batch_stored(
+    audit: Harness, infra_settings: Settings
+) -> None:
+    tenant, order_id = new_tenant(), str(uuid.uuid4())
+    before = order_event(tenant, order_id, 2, "poison-test")
+    # Decodes fine, but PostgreSQL text cannot hold a NUL character.
+    poison = order_event(tenant, order_id, 3, "poison-test")
+    poison.correlation_id = "nul\x00byte"
+    after = order_event(tenant, order_id, 3, "poison-test")
+    # One order: one partition, in this order, sent together (one batch).
+    await audit.publisher.publish_many([(before, None), (poison, None), (after, None)])
+    records = await stored(audit, tenant, 2)
+    assert [r.event_id for r in records] == [before.event_id, after.event_id]
+    reply = await verify(audit, tenant)
+    assert reply.ok and reply.records_checked == 2
+    topic = event_registry().route("trading.execution.v1.OrderCanceled").kafka_topic
+
+    async def poison_letter() -> list[DeadLetter] | None:
+        letters = await KafkaDeadLetters(infra_settings.kafka, audit.publisher).list(
+            [topic], consumer=audit.group
+        )
+        return [x for x in letters if x.headers.get(h.EVENT_ID) == poison.event_id] or None
+
+    (letter,) = await eventually(poison_letter, 30.0, "the poison event's dead letter")
+    assert letter.reason == "handler_failed" and letter.attempts == 3 and letter.error
+    assert event_pb2.EventEnvelope.FromString(letter.value) == poison
+    assert letter.headers.get(h.EVENT_TYPE) == poison.event_type
 
 
 # ------------------------------------------------------------------ querying

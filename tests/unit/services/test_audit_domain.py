@@ -130,6 +130,22 @@ def test_first_record_must_link_to_genesis() -> None:
     assert v.broken is not None and v.broken.reason is domain.BreakReason.PREV_HASH_MISMATCH
 
 
+def test_chain_links_continue_a_chain_as_single_appends_would() -> None:
+    records = _records(6)
+    # From an empty chain: exactly the chain the store builds one record at a time.
+    links = domain.chain_links(0, domain.GENESIS_HASH, (r.envelope_bytes for r in records))
+    assert [(k.sequence, k.prev_hash, k.hash) for k in links] == [
+        (r.sequence, r.prev_hash, r.hash) for r in records
+    ]
+    # From a head: the rest of the chain, linked to the head's hash.
+    head = records[2]
+    tail = domain.chain_links(head.sequence, head.hash, (r.envelope_bytes for r in records[3:]))
+    assert [(k.sequence, k.prev_hash, k.hash) for k in tail] == [
+        (r.sequence, r.prev_hash, r.hash) for r in records[3:]
+    ]
+    assert domain.chain_links(7, head.hash, []) == []
+
+
 # ------------------------------------------------------------------ aggregates
 
 
