@@ -1,14 +1,17 @@
 """The hot path of decision: FeatureVectorComputed -> ensemble -> signals ->
 order intents -> execution's PlaceOrder.
 
-Vectors arrive on core NATS ``features.vectors.>`` (queue group
-``decision-vectors``, so replicas share the work) and go to one lane per
-symbol (:class:`SymbolLanes`): the symbols are decided concurrently, each
-symbol's vectors one at a time and in order. Vectors that arrive while their
-symbol's lane is busy wait in a short queue; when it is full the oldest is
-dropped (counted in ``trading_decision_shed_vectors_total``): under overload a
-decision on a long-superseded vector would act on a stale market, and
-queueing it would only add latency to every later one.
+Vectors arrive on core NATS ``features.vectors.<symbol>`` for the symbols some
+enabled strategy trades, and only those: the subscription follows the
+strategy cache (:meth:`StrategyCache.follow`, ``NatsSubscriber.follow``), so
+the vectors of untraded symbols are never delivered, decoded or traced. The
+queue group ``decision-vectors`` lets replicas share the work. Each vector
+goes to one lane per symbol (:class:`SymbolLanes`): the symbols are decided
+concurrently, each symbol's vectors one at a time and in order. Vectors that
+arrive while their symbol's lane is busy wait in a short queue; when it is
+full the oldest is dropped (counted in ``trading_decision_shed_vectors_total``):
+under overload a decision on a long-superseded vector would act on a stale
+market, and queueing it would only add latency to every later one.
 
 Per vector:
 
@@ -17,20 +20,39 @@ Per vector:
    after a local change);
 2. the union of their models runs once (:class:`Ensemble`), each strategy
    combines its own models' results (domain.combine) and applies its rules
-   (domain.decide_intent) against its position;
-3. per tenant, one transaction records the signals, keyed by a vector key
-   derived from (tenant, strategy, vector): a vector seen again (redelivered,
-   replayed, raced by a replica) finds its signal and makes no second signal
-   and no second intent;
-4. SignalGenerated (NATS + Kafka) and OrderIntentCreated (Kafka) are
-   published; orders are placed as MARKET IOC with the deterministic client
-   order id, so execution places each at most once; the fill in the answer
-   moves the strategy's position once (guarded by the signal row).
+   (domain.decide_intent) against its position, held in memory
+   (:class:`PositionBook`);
+3. each strategy's verdict is keyed by a vector key derived from (tenant,
+   strategy, vector). A key this process recorded and settled recently
+   (:class:`RecentKeys`) is a duplicate (redelivered, re-published) and
+   skipped at once;
+4. a signal without an intent (HOLD, or an intent blocked by the cooldown or
+   the position limit) costs no PostgreSQL round trip: it is queued for
+   :class:`SignalWriter`, which inserts such signals in batches (the unique
+   vector key skips one recorded before, e.g. by a replica) and then
+   publishes SignalGenerated (NATS + Kafka) for those it inserted;
+5. a signal with an intent is recorded synchronously, per tenant in one
+   transaction: the unique vector key in PostgreSQL decides whether it is
+   new (a key seen before makes no second signal and no second intent);
+   SignalGenerated (NATS + Kafka) and OrderIntentCreated (Kafka) are
+   published; the order is placed as MARKET IOC with the deterministic
+   client order id, so execution places it at most once; the fill in the
+   answer moves the strategy's position once (guarded by the signal row).
 
 An intent whose placement got no answer (execution down, deadline) stays
-pending in its signal row; the same vector seen again retries it with the
-same client order id. A definitive refusal (risk denial, bad request) is
-recorded and not retried.
+pending in its signal row (and in the book); the same vector seen again
+retries it with the same client order id. A definitive refusal (risk denial,
+bad request) is recorded and not retried.
+
+What memory holds, and for how long: the book of (tenant, symbol) — the
+strategies' positions and last intent times, the pending intents — is loaded
+from PostgreSQL on first use and then kept up to date by this process's own
+records and fills; it is dropped on every strategy-cache reload, so changes
+made by another replica are seen within ``strategy_refresh_s``. Until then a
+replica may decide against a slightly stale position or cooldown; risk's
+max-position check on PlaceOrder is the hard guard. The duplicate check in
+memory is a fast path only: a key it no longer holds (evicted, another
+replica, a restart) is still caught by the unique vector key in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -39,16 +61,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2
 from opentelemetry import context as otel_context
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from trading.common.v1 import market_pb2
 from trading.decision.v1 import decision_service_pb2 as pb
 from trading.decision.v1 import events_pb2
@@ -75,14 +98,14 @@ from services.decision.domain import (
     decide_intent,
 )
 from services.decision.inference import Ensemble
-from services.decision.storage import NewSignal, PendingOrder, SignalStore, StrategyStore
+from services.decision.storage import NewSignal, PendingOrder, PositionState, SignalStore, StrategyStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PRODUCER = "decision"
 VECTOR_EVENT = features_events.FeatureVectorComputed.DESCRIPTOR.full_name
-VECTOR_SUBJECTS = "features.vectors.>"
+VECTOR_SUBJECT_PREFIX = "features.vectors."
 # What decision may do on a tenant's behalf when it places an order.
 ORDER_SCOPES = frozenset({"orders:write", "orders:read"})
 
@@ -90,7 +113,8 @@ SIGNALS = Counter("trading_decision_signals_total", "Signals generated, by direc
 FALLBACKS = Counter("trading_decision_fallback_signals_total", "Signals for which at least one model failed.")
 ORDERS = Counter("trading_decision_orders_total", "Order placements, by result.", ("result",))
 DUPLICATE_VECTORS = Counter(
-    "trading_decision_duplicate_vectors_total", "Strategy evaluations of a vector already seen (skipped)."
+    "trading_decision_duplicate_vectors_total",
+    "Strategy evaluations of a vector already seen (skipped): found in memory or by the unique vector key.",
 )
 ORDER_LATENCY = Histogram(
     "trading_decision_order_latency_seconds",
@@ -103,6 +127,25 @@ SHED = Counter(
 )
 LANE_FAILURES = Counter(
     "trading_decision_vector_failures_total", "Vectors whose handling raised (logged, not retried)."
+)
+BOOK_LOADS = Counter(
+    "trading_decision_book_loads_total",
+    "Loads of a (tenant, symbol) book of positions and pending intents from PostgreSQL.",
+)
+QUEUED_SIGNALS = Gauge(
+    "trading_decision_signal_writes_queued", "Signals without an intent waiting for the batch writer."
+)
+SIGNAL_BATCHES = Histogram(
+    "trading_decision_signal_batch_size",
+    "Signals without an intent per batch insert.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
+SIGNAL_WRITE_FAILURES = Counter(
+    "trading_decision_signal_write_failures_total", "Batch inserts of signals that failed (retried)."
+)
+DROPPED_SIGNALS = Counter(
+    "trading_decision_dropped_signals_total",
+    "Signals without an intent never recorded: the writer's queue overflowed or every attempt failed.",
 )
 EVALUATION_SECONDS = Histogram(
     "trading_decision_vector_seconds",
@@ -176,8 +219,19 @@ class SymbolLanes(Generic[T]):
             await asyncio.gather(*pending, return_exceptions=True)
 
 
+SymbolsListener = Callable[[frozenset[str]], Awaitable[None]]
+
+
+def vector_subject(symbol: str) -> str:
+    """The core NATS subject of a symbol's feature vectors."""
+    return VECTOR_SUBJECT_PREFIX + symbol
+
+
 class StrategyCache:
-    """Enabled strategies by symbol, reloaded from PostgreSQL."""
+    """Enabled strategies by symbol, reloaded from PostgreSQL.
+
+    Followers (:meth:`follow`) are told the traded symbols after every load;
+    :meth:`on_reload` callbacks run after every full (periodic) reload."""
 
     def __init__(self, store: StrategyStore, refresh_s: float) -> None:
         self._store = store
@@ -185,9 +239,25 @@ class StrategyCache:
         self._by_tenant: dict[str, list[StrategyConfig]] = {}
         self._by_symbol: dict[str, list[StrategyConfig]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._followers: list[SymbolsListener] = []
+        self._reloaded: list[Callable[[], None]] = []
 
     def for_symbol(self, symbol: str) -> Sequence[StrategyConfig]:
         return self._by_symbol.get(symbol, ())
+
+    def symbols(self) -> frozenset[str]:
+        """The symbols some enabled strategy trades."""
+        return frozenset(self._by_symbol)
+
+    async def follow(self, listener: SymbolsListener) -> None:
+        """Call `listener` with the traded symbols now and after every load
+        (changed or not: a listener that failed once catches up on the next)."""
+        self._followers.append(listener)
+        await listener(self.symbols())
+
+    def on_reload(self, callback: Callable[[], None]) -> None:
+        """Run `callback` after each full reload (what other replicas changed is visible then)."""
+        self._reloaded.append(callback)
 
     async def reload(self) -> None:
         tenants = await self._store.tenants()
@@ -196,11 +266,24 @@ class StrategyCache:
             by_tenant[tenant] = [r.config() for r in await self._store.enabled(tenant)]
         self._by_tenant = by_tenant
         self._index()
+        for callback in self._reloaded:
+            callback()
+        await self._tell_followers()
 
     async def reload_tenant(self, tenant: str) -> None:
-        """After a change made through this process: visible to the next vector."""
+        """After a change made through this process: visible to the next vector
+        (and its symbols subscribed to) when this returns."""
         self._by_tenant[tenant] = [r.config() for r in await self._store.enabled(tenant)]
         self._index()
+        await self._tell_followers()
+
+    async def _tell_followers(self) -> None:
+        symbols = self.symbols()
+        for listener in self._followers:
+            try:
+                await listener(symbols)
+            except Exception as exc:  # retried with the next load
+                log.warning("following the traded symbols failed: %r", exc)
 
     def _index(self) -> None:
         by_symbol: dict[str, list[StrategyConfig]] = defaultdict(list)
@@ -228,6 +311,204 @@ class StrategyCache:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+_FLAT = PositionState(Decimal(0), None)
+
+
+@dataclass(slots=True)
+class SymbolBook:
+    """One tenant's strategies in one symbol, as this process knows them."""
+
+    positions: dict[str, PositionState]  # by strategy id
+    pending: dict[str, PendingOrder]  # intents not known to be placed, by vector key
+
+
+class PositionBook:
+    """Books per (tenant, symbol): loaded from PostgreSQL on first use, kept
+    up to date by this process, dropped by :meth:`invalidate` (on every
+    strategy-cache reload) so that other replicas' changes are read again.
+
+    A (tenant, symbol) book is only read and changed by its symbol's lane, one
+    vector at a time: a book dropped while a vector is in flight is reloaded
+    by the lane's next vector, after that vector's writes committed."""
+
+    def __init__(self, store: SignalStore) -> None:
+        self._store = store
+        self._books: dict[tuple[str, str], SymbolBook] = {}
+
+    async def get(self, tenant: str, symbol: str, strategy_ids: Sequence[str]) -> SymbolBook:
+        book = self._books.get((tenant, symbol))
+        if book is None or any(s not in book.positions for s in strategy_ids):
+            positions, pending = await self._store.book(tenant, strategy_ids, symbol)
+            BOOK_LOADS.inc()
+            book = SymbolBook({s: positions.get(s, _FLAT) for s in strategy_ids}, pending)
+            self._books[(tenant, symbol)] = book
+        return book
+
+    def invalidate(self) -> None:
+        self._books.clear()
+
+
+class RecentKeys:
+    """The last `capacity` vector keys this process recorded and settled (no
+    intent, or an intent placed or refused): a bounded set, oldest out first."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._keys: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, key: str) -> None:
+        self._keys[key] = None
+        self._keys.move_to_end(key)
+        if len(self._keys) > self._capacity:
+            self._keys.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedSignal:
+    """A signal without an intent waiting for the batch writer."""
+
+    tenant: str
+    signal: NewSignal
+    message: pb.Signal
+    correlation: str
+    causation: str
+    attempts: int = 0
+
+
+class SignalWriter:
+    """Inserts signals without an intent in batches, then publishes them.
+
+    A batch is written once ``max_batch`` signals wait or ``max_delay_s``
+    after the first of them arrived, per tenant as one multi-row insert that
+    skips vector keys recorded before; the events of the signals inserted go
+    out afterwards (so a signal recorded before, by another replica or before
+    a restart, is not announced twice). A failed batch is retried (up to
+    ``max_attempts`` writes per signal); beyond ``max_queued`` waiting signals
+    the oldest are dropped. :meth:`stop` writes what is left."""
+
+    def __init__(
+        self,
+        store: SignalStore,
+        publish: Callable[[Sequence[QueuedSignal]], Awaitable[None]],
+        *,
+        max_batch: int = 500,
+        max_delay_s: float = 0.05,
+        max_queued: int = 50_000,
+        max_attempts: int = 3,
+        retry_after_s: float = 0.5,
+    ) -> None:
+        self._store = store
+        self._publish = publish
+        self._max_batch = max_batch
+        self._max_delay_s = max_delay_s
+        self._max_queued = max_queued
+        self._max_attempts = max_attempts
+        self._retry_after_s = retry_after_s
+        self._queue: deque[QueuedSignal] = deque()
+        self._queued = asyncio.Event()  # something waits
+        self._full = asyncio.Event()  # a whole batch waits (or stopping): write now
+        self._writing = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def add(self, item: QueuedSignal) -> None:
+        if len(self._queue) >= self._max_queued:
+            self._queue.popleft()
+            DROPPED_SIGNALS.inc()
+        self._queue.append(item)
+        QUEUED_SIGNALS.set(len(self._queue))
+        self._queued.set()
+        if len(self._queue) >= self._max_batch:
+            self._full.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="decision-signal-writer")
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            await self._queued.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._max_delay_s):
+                    await self._full.wait()
+            if not await self.flush():
+                await asyncio.sleep(self._retry_after_s)
+
+    async def flush(self) -> bool:
+        """Write (and publish) everything queued now; False when a write failed."""
+        async with self._writing:
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
+                QUEUED_SIGNALS.set(len(self._queue))
+                try:
+                    inserted = await self._write(batch)
+                except Exception as exc:
+                    SIGNAL_WRITE_FAILURES.inc()
+                    log.warning("writing %d signals failed: %r", len(batch), exc)
+                    again = [replace(q, attempts=q.attempts + 1) for q in batch]
+                    kept = [q for q in again if q.attempts < self._max_attempts]
+                    DROPPED_SIGNALS.inc(len(batch) - len(kept))
+                    self._queue.extendleft(reversed(kept))
+                    QUEUED_SIGNALS.set(len(self._queue))
+                    return False
+                DUPLICATE_VECTORS.inc(len(batch) - len(inserted))
+                if inserted:
+                    try:
+                        await self._publish(inserted)
+                    except Exception as exc:  # recorded; the events are best effort
+                        log.warning("publishing %d signals failed: %r", len(inserted), exc)
+            self._queued.clear()
+            self._full.clear()
+            return True
+
+    async def _write(self, batch: Sequence[QueuedSignal]) -> list[QueuedSignal]:
+        """Insert per tenant; the queued signals that were new, in batch order."""
+        SIGNAL_BATCHES.observe(len(batch))
+        by_tenant: dict[str, list[QueuedSignal]] = defaultdict(list)
+        for q in batch:
+            by_tenant[q.tenant].append(q)
+        inserted: set[tuple[str, str]] = set()
+        for tenant, queued in by_tenant.items():
+            keys = await self._store.record_batch(tenant, [q.signal for q in queued])
+            inserted.update((tenant, k) for k in keys)
+        new: list[QueuedSignal] = []
+        for q in batch:
+            # A key twice in one batch (a redelivery raced the write) is announced once.
+            if (q.tenant, q.signal.vector_key) in inserted:
+                inserted.discard((q.tenant, q.signal.vector_key))
+                new.append(q)
+        return new
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the loop, then write what is left (bounded)."""
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            self._queued.set()
+            self._full.set()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await task
+            except TimeoutError:
+                log.warning("the signal writer did not stop in %.1fs", timeout_s)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                # Each failed write counts against a signal's attempts: this ends.
+                for _ in range(self._max_attempts):
+                    if await self.flush():
+                        return
+                    await asyncio.sleep(self._retry_after_s)
+        if self._queue:
+            DROPPED_SIGNALS.inc(len(self._queue))
+            log.error("%d signals left unwritten at shutdown", len(self._queue))
+            self._queue.clear()
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -289,6 +570,9 @@ class DecisionEngine:
         kafka: KafkaPublisher,
         place_timeout_s: float,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        signal_batch: int = 500,
+        signal_flush_s: float = 0.05,
+        recent_keys: int = 100_000,
     ) -> None:
         self._ensemble = ensemble
         self._strategies = strategies
@@ -300,7 +584,16 @@ class DecisionEngine:
         self._clock = clock
         self._background: set[asyncio.Task[None]] = set()
         self._lanes: SymbolLanes[tuple[Event, float]] = SymbolLanes(self._decide_arrived)
+        self.books = PositionBook(signals)
+        self.recent = RecentKeys(recent_keys)
+        self.writer = SignalWriter(
+            signals, self._publish_recorded, max_batch=signal_batch, max_delay_s=signal_flush_s
+        )
+        strategies.on_reload(self.books.invalidate)
         self.vectors = 0
+
+    def start(self) -> None:
+        self.writer.start()
 
     async def handle(self, event: Event) -> None:
         """The subscriber's handler: hands a traded symbol's vector to its lane."""
@@ -328,9 +621,13 @@ class DecisionEngine:
         by_tenant: dict[str, list[StrategyConfig]] = defaultdict(list)
         for s in strategies:
             by_tenant[s.tenant_id].append(s)
-        await asyncio.gather(
-            *(self._tenant(t, group, vector, results, event, received) for t, group in by_tenant.items())
-        )
+        if len(by_tenant) == 1:
+            ((tenant, group),) = by_tenant.items()
+            await self._tenant(tenant, group, vector, results, event, received)
+        else:
+            await asyncio.gather(
+                *(self._tenant(t, group, vector, results, event, received) for t, group in by_tenant.items())
+            )
         EVALUATION_SECONDS.observe(time.perf_counter() - received)
 
     async def _tenant(
@@ -343,12 +640,13 @@ class DecisionEngine:
         received: float,
     ) -> None:
         now = self._clock()
-        positions = await self._signals.positions(tenant, [s.strategy_id for s in strategies], vector.symbol)
+        book = await self.books.get(tenant, vector.symbol, [s.strategy_id for s in strategies])
         as_of_ns = vector.as_of.ToNanoseconds()
-        new: list[NewSignal] = []
+        correlation = event.envelope.correlation_id or event.envelope.event_id
+        causation = event.envelope.event_id
+        synchronous: list[NewSignal] = []
         messages: dict[str, tuple[pb.Signal, Intent | None]] = {}
         for strategy in strategies:
-            combined = combine([results[m] for m in strategy.model_ids], strategy.signal_threshold)
             key = client_order_id(
                 tenant,
                 strategy.strategy_id,
@@ -357,44 +655,81 @@ class DecisionEngine:
                 vector.tick_sequence,
                 as_of_ns,
             )
-            state = positions.get(strategy.strategy_id)
+            if key in self.recent:
+                DUPLICATE_VECTORS.inc()
+                continue
+            combined = combine([results[m] for m in strategy.model_ids], strategy.signal_threshold)
+            state = book.positions.get(strategy.strategy_id, _FLAT)
             decided = decide_intent(
-                strategy,
-                vector.symbol,
-                combined.direction,
-                state.quantity if state else Decimal(0),
-                state.last_intent_at if state else None,
-                now,
+                strategy, vector.symbol, combined.direction, state.quantity, state.last_intent_at, now
             )
             intent = decided if isinstance(decided, Intent) else None
             signal_id = str(uuid7())
             message = signal_message(signal_id, strategy, vector, combined, now, key if intent else "")
-            messages[signal_id] = (message, intent)
-            new.append(
-                NewSignal(
-                    signal_id=signal_id,
-                    vector_key=key,
-                    strategy_id=strategy.strategy_id,
-                    symbol=vector.symbol,
-                    direction=int(combined.direction),
-                    generated_at=now,
-                    client_order_id=key if intent else "",
-                    side=int(intent.side) if intent else 0,
-                    quantity=intent.quantity if intent else None,
-                    payload=message.SerializeToString(),
-                )
+            new = NewSignal(
+                signal_id=signal_id,
+                vector_key=key,
+                strategy_id=strategy.strategy_id,
+                symbol=vector.symbol,
+                direction=int(combined.direction),
+                generated_at=now,
+                client_order_id=key if intent else "",
+                side=int(intent.side) if intent else 0,
+                quantity=intent.quantity if intent else None,
+                payload=message.SerializeToString(),
             )
-        fresh, pending = await self._signals.record(tenant, new)
-        DUPLICATE_VECTORS.inc(len(new) - len(fresh))
-        correlation = event.envelope.correlation_id or event.envelope.event_id
+            if intent is None and key not in book.pending:
+                # Nothing to place: recorded in the background, no round trip here.
+                self.writer.add(QueuedSignal(tenant, new, message, correlation, causation))
+                self.recent.add(key)
+                continue
+            # An intent (or a vector whose intent waits for its placement): the
+            # unique vector key in PostgreSQL decides, now.
+            messages[signal_id] = (message, intent)
+            synchronous.append(new)
+        if not synchronous:
+            return
+        fresh, pending = await self._signals.record(tenant, synchronous)
+        DUPLICATE_VECTORS.inc(len(synchronous) - len(fresh))
+        settled = {s.signal_id for s in fresh} | {p.client_order_id for p in pending}
+        for s in synchronous:
+            if s.signal_id not in settled and s.vector_key not in settled:
+                self.recent.add(s.vector_key)  # recorded before and settled
         for s in fresh:
             message, intent = messages[s.signal_id]
+            if intent is not None:
+                position = book.positions.get(s.strategy_id, _FLAT)
+                book.positions[s.strategy_id] = replace(position, last_intent_at=s.generated_at)
             SIGNALS.labels(Direction(message.direction).name.lower()).inc()
             if message.fallback:
                 FALLBACKS.inc()
-            await self._publish_signal(tenant, message, intent, correlation, event.envelope.event_id)
+            await self._publish_signal(tenant, message, intent, correlation, causation)
         if pending:
-            await asyncio.gather(*(self._place(tenant, p, correlation, received) for p in pending))
+            for p in pending:
+                book.pending[p.client_order_id] = p
+            await asyncio.gather(*(self._place(tenant, book, p, correlation, received) for p in pending))
+
+    async def _publish_recorded(self, recorded: Sequence[QueuedSignal]) -> None:
+        """SignalGenerated of the signals the batch writer inserted (no intents)."""
+        nats_events: list[tuple[Any, Any]] = []
+        for q in recorded:
+            SIGNALS.labels(Direction(q.message.direction).name.lower()).inc()
+            if q.message.fallback:
+                FALLBACKS.inc()
+            payload = events_pb2.SignalGenerated(symbol=q.message.symbol, signal=q.message)
+            envelope = new_envelope(
+                payload,
+                tenant_id=q.tenant,
+                correlation_id=q.correlation,
+                causation_id=q.causation,
+                producer=PRODUCER,
+            )
+            nats_events.append((envelope, payload))
+        try:
+            await self._nats.publish_many(nats_events)
+        except Exception as exc:
+            log.warning("publishing %d SignalGenerated on NATS failed: %r", len(nats_events), exc)
+        self._in_background(self._kafka.publish_many(nats_events))
 
     async def _publish_signal(
         self, tenant: str, signal: pb.Signal, intent: Intent | None, correlation: str, causation: str
@@ -430,12 +765,12 @@ class DecisionEngine:
             )
             self._in_background(self._kafka.publish(intent_envelope, payload=created))
 
-    def _in_background(self, coro: object) -> None:
+    def _in_background(self, coro: Awaitable[None]) -> None:
         """Kafka publishes leave the hot path: awaited at shutdown, failures logged."""
 
         async def run() -> None:
             try:
-                await coro  # type: ignore[misc]
+                await coro
             except Exception as exc:
                 log.warning("publishing a decision event to Kafka failed: %r", exc)
 
@@ -443,7 +778,9 @@ class DecisionEngine:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _place(self, tenant: str, order: PendingOrder, correlation: str, received: float) -> None:
+    async def _place(
+        self, tenant: str, book: SymbolBook, order: PendingOrder, correlation: str, received: float
+    ) -> None:
         request = exec_pb.PlaceOrderRequest(
             client_order_id=order.client_order_id,
             symbol=order.symbol,
@@ -471,17 +808,29 @@ class DecisionEngine:
             ORDERS.labels("refused").inc()
             log.info("PlaceOrder %s refused: %s %s", order.client_order_id, reason, details.message)
             await self._signals.order_failed(tenant, order, f"{reason}: {details.message}")
+            self._settled(book, order)
             return
         ORDER_LATENCY.observe(time.perf_counter() - received)
         placed = reply.order
         filled = decimals.from_proto(placed.filled_quantity)
         signed = filled if order.side == int(Side.BUY) else -filled
         first = await self._signals.order_placed(tenant, order, placed.order_id, signed)
+        if first and signed:
+            position = book.positions.get(order.strategy_id, _FLAT)
+            book.positions[order.strategy_id] = replace(position, quantity=position.quantity + signed)
+        self._settled(book, order)
         ORDERS.labels("replayed" if reply.replayed or not first else "placed").inc()
 
+    def _settled(self, book: SymbolBook, order: PendingOrder) -> None:
+        """The intent's placement is known (placed or refused): nothing left to retry."""
+        book.pending.pop(order.client_order_id, None)
+        self.recent.add(order.client_order_id)
+
     async def drain(self, timeout_s: float = 5.0) -> None:
-        """Finish the vectors in hand, then wait (bounded) for background Kafka publishes."""
+        """Finish the vectors in hand, write the queued signals, then wait
+        (bounded) for background Kafka publishes."""
         await self._lanes.stop(timeout_s)
+        await self.writer.stop(timeout_s)
         if self._background:
             await asyncio.wait(list(self._background), timeout=timeout_s)
 

@@ -22,7 +22,13 @@ from runtime.resources import Resources
 from runtime.service import ServiceSpec
 from services.decision import models, train
 from services.decision.api import DecisionApi
-from services.decision.engine import VECTOR_SUBJECTS, DecisionEngine, SignalPruner, StrategyCache
+from services.decision.engine import (
+    VECTOR_SUBJECT_PREFIX,
+    DecisionEngine,
+    SignalPruner,
+    StrategyCache,
+    vector_subject,
+)
 from services.decision.inference import Ensemble
 from services.decision.settings import DecisionSettings, TrainingSettings
 from services.decision.storage import SignalStore, StrategyStore
@@ -75,25 +81,35 @@ async def build(
         nats=resources.nats_publisher,
         kafka=resources.kafka_publisher,
         place_timeout_s=settings.place_order_timeout_s,
+        signal_batch=settings.signal_batch_size,
+        signal_flush_s=settings.signal_flush_ms / 1e3,
+        recent_keys=settings.recent_vector_keys,
     )
+    engine.start()
     resources.on_close(engine.drain)
     pruner = SignalPruner(strategies, signals, timedelta(hours=settings.signal_retention_hours))
     pruner.start()
     resources.on_close(pruner.stop)
     # Core NATS in a queue group: replicas share the vectors; a vector seen
-    # twice is harmless (signals and orders are keyed by the vector).
+    # twice is harmless (signals and orders are keyed by the vector). Only the
+    # symbols some enabled strategy trades are subscribed to, following the
+    # strategy cache: the other symbols' vectors never reach this process.
     subscriber = NatsSubscriber(
         resources.nats,
         event_registry(),
         engine.handle,
-        subjects=[VECTOR_SUBJECTS],
+        subjects=[VECTOR_SUBJECT_PREFIX + "*"],  # nominal: follow() sets the subscriptions
         queue=queue,
         name="decision-vectors",
         retry=RetryPolicy(max_attempts=2, initial_backoff_s=0.01, max_backoff_s=0.05, jitter_s=0.01),
     )
-    await subscriber.start()
-    await resources.nats.flush()
     resources.on_close(subscriber.stop)
+    resources.on_close(cache.stop)  # first: no reload re-subscribes while stopping
+
+    async def follow(symbols: frozenset[str]) -> None:
+        await subscriber.follow(vector_subject(s) for s in symbols)
+
+    await cache.follow(follow)
     api = DecisionApi(
         strategies, signals, ensemble, resources.kafka_publisher, resources.redis, cache.reload_tenant
     )

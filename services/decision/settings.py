@@ -53,6 +53,13 @@ class DecisionSettings(BaseSettings):
     signal_retention_hours: float = Field(default=72.0, gt=0)
     # Deadline of the PlaceOrder call to execution.
     place_order_timeout_s: float = Field(default=2.0, gt=0)
+    # Signals without an intent are inserted in batches of at most this many,
+    # at most signal_flush_ms after the first of a batch was decided.
+    signal_batch_size: int = Field(default=500, ge=1)
+    signal_flush_ms: float = Field(default=50.0, gt=0)
+    # Vector keys remembered to skip duplicates without a round trip (the
+    # unique key in PostgreSQL catches the ones forgotten).
+    recent_vector_keys: int = Field(default=100_000, ge=1)
 
     def resolved_model_dir(self, var_dir: Path) -> Path:
         return self.model_dir if self.model_dir is not None else var_dir / "models"

@@ -269,6 +269,18 @@ class SignalFilter:
     direction: int = 0
 
 
+def _pending(r: asyncpg.Record) -> PendingOrder:
+    return PendingOrder(
+        r["signal_id"],
+        r["strategy_id"],
+        r["symbol"],
+        r["client_order_id"],
+        r["side"],
+        r["quantity"],
+        r["payload"],
+    )
+
+
 class SignalStore:
     """Signals and the strategies' positions, per tenant."""
 
@@ -279,13 +291,58 @@ class SignalStore:
         self, tenant_id: str, strategy_ids: Sequence[str], symbol: str
     ) -> dict[str, PositionState]:
         async with tenant_transaction(self._pool, tenant_id) as conn:
+            return await self._positions(conn, strategy_ids, symbol)
+
+    @staticmethod
+    async def _positions(
+        conn: asyncpg.Connection, strategy_ids: Sequence[str], symbol: str
+    ) -> dict[str, PositionState]:
+        rows = await conn.fetch(
+            "SELECT strategy_id, quantity, last_intent_at FROM decision.positions"
+            " WHERE strategy_id = ANY($1) AND symbol = $2",
+            list(strategy_ids),
+            symbol,
+        )
+        return {r["strategy_id"]: PositionState(r["quantity"], r["last_intent_at"]) for r in rows}
+
+    async def book(
+        self, tenant_id: str, strategy_ids: Sequence[str], symbol: str
+    ) -> tuple[dict[str, PositionState], dict[str, PendingOrder]]:
+        """What the hot path keeps in memory for (tenant, symbol): the
+        strategies' positions (absent: flat, no intent yet) and the intents
+        whose placement never got an answer, by vector key."""
+        async with tenant_transaction(self._pool, tenant_id) as conn:
+            positions = await self._positions(conn, strategy_ids, symbol)
             rows = await conn.fetch(
-                "SELECT strategy_id, quantity, last_intent_at FROM decision.positions"
-                " WHERE strategy_id = ANY($1) AND symbol = $2",
-                list(strategy_ids),
+                "SELECT vector_key, signal_id::text, strategy_id, symbol, client_order_id, side, quantity,"
+                " payload FROM decision.signals WHERE symbol = $1 AND client_order_id <> ''"
+                " AND order_id IS NULL AND order_error IS NULL AND quantity IS NOT NULL",
                 symbol,
             )
-        return {r["strategy_id"]: PositionState(r["quantity"], r["last_intent_at"]) for r in rows}
+        pending = {r["vector_key"]: _pending(r) for r in rows}
+        return positions, pending
+
+    async def record_batch(self, tenant_id: str, signals: Sequence[NewSignal]) -> set[str]:
+        """Insert signals without an intent in one statement; returns the
+        vector keys inserted (a key recorded before, or twice in the batch,
+        is skipped: the unique vector key decides)."""
+        async with tenant_transaction(self._pool, tenant_id) as conn:
+            rows = await conn.fetch(
+                "INSERT INTO decision.signals (tenant_id, signal_id, vector_key, strategy_id, symbol,"
+                " direction, generated_at, payload)"
+                " SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::smallint[],"
+                " $7::timestamptz[], $8::bytea[])"
+                " ON CONFLICT (tenant_id, vector_key) DO NOTHING RETURNING vector_key",
+                tenant_id,
+                [x.signal_id for x in signals],
+                [x.vector_key for x in signals],
+                [x.strategy_id for x in signals],
+                [x.symbol for x in signals],
+                [x.direction for x in signals],
+                [x.generated_at for x in signals],
+                [x.payload for x in signals],
+            )
+        return {r["vector_key"] for r in rows}
 
     async def record(
         self, tenant_id: str, signals: Sequence[NewSignal]
@@ -299,11 +356,19 @@ class SignalStore:
         pending: list[PendingOrder] = []
         async with tenant_transaction(self._pool, tenant_id) as conn:
             for s in signals:
+                # One statement: the signal, and with it the intent's cooldown reservation.
                 inserted = await conn.fetchval(
-                    "INSERT INTO decision.signals (tenant_id, signal_id, vector_key, strategy_id, symbol,"
-                    " direction, generated_at, client_order_id, side, quantity, payload)"
+                    "WITH signal AS (INSERT INTO decision.signals (tenant_id, signal_id, vector_key,"
+                    " strategy_id, symbol, direction, generated_at, client_order_id, side, quantity, payload)"
                     " VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-                    " ON CONFLICT (tenant_id, vector_key) DO NOTHING RETURNING true",
+                    " ON CONFLICT (tenant_id, vector_key) DO NOTHING"
+                    " RETURNING tenant_id, strategy_id, symbol, generated_at, client_order_id, quantity),"
+                    " reserved AS (INSERT INTO decision.positions (tenant_id, strategy_id, symbol,"
+                    " last_intent_at) SELECT tenant_id, strategy_id, symbol, generated_at FROM signal"
+                    " WHERE client_order_id <> '' AND quantity IS NOT NULL"
+                    " ON CONFLICT (tenant_id, strategy_id, symbol)"
+                    " DO UPDATE SET last_intent_at = EXCLUDED.last_intent_at, updated_at = now())"
+                    " SELECT EXISTS (SELECT 1 FROM signal)",
                     tenant_id,
                     s.signal_id,
                     s.vector_key,
@@ -319,15 +384,6 @@ class SignalStore:
                 if inserted:
                     fresh.append(s)
                     if s.client_order_id and s.quantity is not None:
-                        await conn.execute(
-                            "INSERT INTO decision.positions (tenant_id, strategy_id, symbol, last_intent_at)"
-                            " VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, strategy_id, symbol)"
-                            " DO UPDATE SET last_intent_at = EXCLUDED.last_intent_at, updated_at = now()",
-                            tenant_id,
-                            s.strategy_id,
-                            s.symbol,
-                            s.generated_at,
-                        )
                         pending.append(
                             PendingOrder(
                                 s.signal_id,
@@ -347,17 +403,7 @@ class SignalStore:
                     s.vector_key,
                 )
                 if r is not None and r["quantity"] is not None:
-                    pending.append(
-                        PendingOrder(
-                            r["signal_id"],
-                            r["strategy_id"],
-                            r["symbol"],
-                            r["client_order_id"],
-                            r["side"],
-                            r["quantity"],
-                            r["payload"],
-                        )
-                    )
+                    pending.append(_pending(r))
         return fresh, pending
 
     async def order_placed(
@@ -366,26 +412,24 @@ class SignalStore:
         """Record the order of an intent and add its fill to the strategy's
         position, once: False (nothing changed) when it was recorded before."""
         async with tenant_transaction(self._pool, tenant_id) as conn:
-            first = await conn.fetchval(
-                "UPDATE decision.signals SET order_id = $2 WHERE signal_id = $1::uuid AND order_id IS NULL"
-                " RETURNING true",
+            # One statement: the order id (only the first time), and the fill with it.
+            first: bool = await conn.fetchval(
+                "WITH placed AS (UPDATE decision.signals SET order_id = $2"
+                " WHERE signal_id = $1::uuid AND order_id IS NULL RETURNING 1),"
+                " moved AS (INSERT INTO decision.positions (tenant_id, strategy_id, symbol, quantity)"
+                " SELECT $3::text, $4::text, $5::text, $6::numeric FROM placed WHERE $6::numeric <> 0"
+                " ON CONFLICT (tenant_id, strategy_id, symbol)"
+                " DO UPDATE SET quantity = decision.positions.quantity + EXCLUDED.quantity,"
+                " updated_at = now())"
+                " SELECT EXISTS (SELECT 1 FROM placed)",
                 order.signal_id,
                 order_id,
+                tenant_id,
+                order.strategy_id,
+                order.symbol,
+                signed_fill,
             )
-            if not first:
-                return False
-            if signed_fill:
-                await conn.execute(
-                    "INSERT INTO decision.positions (tenant_id, strategy_id, symbol, quantity)"
-                    " VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, strategy_id, symbol)"
-                    " DO UPDATE SET quantity = decision.positions.quantity + EXCLUDED.quantity,"
-                    " updated_at = now()",
-                    tenant_id,
-                    order.strategy_id,
-                    order.symbol,
-                    signed_fill,
-                )
-            return True
+        return first
 
     async def order_failed(self, tenant_id: str, order: PendingOrder, error: str) -> None:
         """Record a definitive refusal (e.g. a risk denial): never retried."""
