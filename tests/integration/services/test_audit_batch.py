@@ -3,8 +3,10 @@ the end of its chain in order with the contract's hashes, skips event ids
 already stored (in the chain, earlier in the batch, or in another chain),
 stores nothing when PostgreSQL refuses one of its records, and 1,000
 concurrent appends to one chain (single and batched, with redeliveries)
-leave a chain without gaps that verifies. The last test prints appends/s of
-the one-by-one append and of the batched one (no timing is asserted)."""
+leave a chain without gaps that verifies. The last two tests print rates
+(run with -s; no timing is asserted): appends/s of the one-by-one append and
+of the batched one, and events/s through Kafka (tansu) of a per-event
+consumer (the audit consumer before batching) and of `AuditSubscriber`."""
 
 from __future__ import annotations
 
@@ -20,10 +22,14 @@ import pytest_asyncio
 from trading.common.v1 import event_pb2
 from trading.marketdata.v1 import events_pb2 as marketdata_events
 
+from runtime.config import Settings
 from runtime.contracts import event_registry
 from runtime.decimals import to_proto
-from runtime.messaging import new_envelope
+from runtime.messaging import Event, RetryPolicy, new_envelope
+from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber
+from runtime.messaging.kafka.admin import dlq_topic, ensure_topics
 from runtime.storage.migrations import migrate_pool
+from services.audit.consumer import AuditSubscriber
 from services.audit.domain import ChainVerifier, chain_hash
 from services.audit.storage import AuditStore, NewRecord, new_record
 
@@ -44,10 +50,12 @@ def new_tenant() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
 
 
-def tick(tenant: str, number: int, *, correlation_id: str = "") -> event_pb2.EventEnvelope:
+def tick(
+    tenant: str, number: int, *, correlation_id: str = "", symbol: str = "BTC-USD"
+) -> event_pb2.EventEnvelope:
     """A market data tick as the feed publishes it (here with a tenant, so
     each test has a chain of its own)."""
-    payload = marketdata_events.Tick(symbol="BTC-USD", sequence=number, source="test")
+    payload = marketdata_events.Tick(symbol=symbol, sequence=number, source="test")
     payload.bid_price.CopyFrom(to_proto(Decimal("100.25")))
     payload.ask_price.CopyFrom(to_proto(Decimal("100.5")))
     payload.exchange_time.GetCurrentTime()
@@ -197,3 +205,63 @@ async def test_append_throughput_one_by_one_and_batched(store: AuditStore) -> No
     )
     for tenant, count in [(one_by_one, 2000), (batched, 20000), *((t, 5000) for t in four)]:
         assert (await verified(store, tenant)).last_sequence == count
+
+
+async def _consume_rate(
+    settings: Settings, store: AuditStore, *, batched: bool, count: int, symbols: int
+) -> tuple[str, float]:
+    """Publish `count` ticks of a new tenant (over `symbols` keys, so several
+    partitions) to a topic of their own, then time a new consumer group from
+    its partition assignment until the chain holds them all."""
+    registry = event_registry()
+    prefix = f"audit-bench-{uuid.uuid4().hex[:8]}."
+    topic = prefix + registry.route("trading.marketdata.v1.Tick").kafka_topic
+    await ensure_topics(settings.kafka, [topic, dlq_topic(topic)])
+    tenant = new_tenant()
+    envelopes = [tick(tenant, n, symbol=f"SYM{n % symbols}-USD") for n in range(count)]
+    async with KafkaPublisher(settings.kafka, registry, topic_prefix=prefix, client_id="audit-bench") as out:
+        for i in range(0, count, 500):
+            await out.publish_many([(e, None) for e in envelopes[i : i + 500]])
+        group = f"audit-bench-{uuid.uuid4().hex[:8]}"
+        consumer: KafkaSubscriber
+        if batched:
+            consumer = AuditSubscriber(
+                settings.kafka,
+                registry,
+                store,
+                group=group,
+                topics=[topic],
+                dead_letters=out,
+                retry=RetryPolicy(max_attempts=3),
+                batch_max_events=1000,
+                batch_max_interval_s=0.1,
+            )
+        else:
+
+            async def append_one(event: Event) -> None:
+                await store.append(event.envelope, event.payload, TICK_KEY)
+
+            consumer = KafkaSubscriber(
+                settings.kafka, registry, append_one, group=group, topics=[topic], dead_letters=out
+            )
+        async with consumer:
+            await consumer.wait_assigned(30.0)
+            started = time.perf_counter()
+            async with asyncio.timeout(120):
+                while await store.head(tenant) < count:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            rate = count / (time.perf_counter() - started)
+    label = "AuditSubscriber (batched)" if batched else "per-event consumer (before)"
+    print(f"\naudit consumer throughput via Kafka, {label}: {count} events, {rate:,.0f} events/s")
+    return tenant, rate
+
+
+async def test_consumer_throughput_through_kafka_per_event_and_batched(
+    store: AuditStore, infra_settings: Settings
+) -> None:
+    """Prints the rates (run with -s); asserts that every event of several
+    partitions reached one gapless chain that verifies."""
+    before, _ = await _consume_rate(infra_settings, store, batched=False, count=1000, symbols=6)
+    after, _ = await _consume_rate(infra_settings, store, batched=True, count=10000, symbols=6)
+    assert (await verified(store, before)).last_sequence == 1000
+    assert (await verified(store, after)).last_sequence == 10000
