@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -42,11 +43,25 @@ from trading.execution.v1 import types_pb2 as exec_types
 from trading.features.v1 import events_pb2 as features_events
 
 from runtime.config import Settings
+from runtime.contracts import event_registry
 from runtime.errors import error_details
-from runtime.messaging import decode_envelope, new_envelope
+from runtime.grpc_client import ClientFactory
+from runtime.messaging import Delivery, Event, Transport, decode_envelope, new_envelope, uuid7
+from runtime.messaging.kafka import KafkaPublisher
+from runtime.messaging.nats import NatsPublisher
 from runtime.storage.postgres import tenant_transaction
+from services.decision import models
+from services.decision.engine import (
+    VECTOR_EVENT,
+    DecisionEngine,
+    QueuedSignal,
+    SignalWriter,
+    StrategyCache,
+)
+from services.decision.inference import Ensemble
 from services.decision.main import make_spec
 from services.decision.settings import DecisionSettings, TrainingSettings
+from services.decision.storage import NewSignal, SignalStore, StrategyStore
 from services.execution.main import SPEC as EXECUTION
 from services.features.domain import FeatureEngine, Tick
 from services.marketdata.feeds import GbmGenerator, SymbolSpec
@@ -155,6 +170,7 @@ class Platform:
     redis: Redis
     nats: NatsClient
     symbols: list[str]
+    execution_address: str
 
     async def symbol(self) -> str:
         """A fresh instrument: registered where marketdata would, with a quote."""
@@ -181,11 +197,14 @@ class Platform:
         return await self.decision.SetStrategy(request, metadata=md(tenant))
 
 
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the service trains its models at start (and the engine-level tests load them)."""
+    return tmp_path_factory.mktemp("models")
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def platform(
-    infra_settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Platform]:
-    model_dir: Path = tmp_path_factory.mktemp("models")
+async def platform(infra_settings: Settings, model_dir: Path) -> AsyncIterator[Platform]:
     decision_spec = make_spec(
         DecisionSettings(model_dir=model_dir, inference_budget_ms=500, strategy_refresh_s=0.5),
         TrainingSettings(ticks_per_symbol=4000, symbols=["BTC-USD", "AAPL", "ETH-USD"], seed=11),
@@ -212,6 +231,7 @@ async def platform(
                         redis,
                         nc,
                         symbols,
+                        execution_address,
                     )
     finally:
         if symbols:
@@ -472,3 +492,269 @@ async def test_an_enabled_strategy_places_one_order_per_vector(
         f"\ndecision latency (vector received -> PlaceOrder answered): first {total / count * 1e3:.1f} ms,"
         f" then mean {warm_total / max(warm, 1) * 1e3:.1f} ms over {int(warm)} orders"
     )
+
+
+# ---------------------------------------------------------------------------- subscriptions
+
+
+CONSUMED = "trading_messaging_consumed_total"
+
+
+def _vectors_consumed() -> float:
+    labels = {"transport": "nats", "consumer": "decision-vectors", "event_type": VECTOR_EVENT}
+    return REGISTRY.get_sample_value(CONSUMED, labels) or 0.0
+
+
+async def test_only_the_symbols_of_enabled_strategies_are_subscribed_to(platform: Platform) -> None:
+    tenant, traded, untraded = new_tenant(), await platform.symbol(), await platform.symbol()
+    before = _vectors_consumed()
+    # No strategy trades either symbol yet: their vectors never reach decision.
+    await platform.publish(vectors(traded, 1, seed=31)[0])
+    await platform.publish(vectors(untraded, 1, seed=32)[0])
+    # SetStrategy returns once the new symbol is subscribed to: the next vector arrives.
+    await platform.set(tenant, "watch", spec(traded))
+    await platform.publish(vectors(traded, 1, seed=33)[0])
+    await eventually(lambda: _true(_vectors_consumed() >= before + 1))
+    await platform.publish(vectors(untraded, 1, seed=34)[0])
+    await asyncio.sleep(0.3)  # what else would arrive has arrived
+    assert _vectors_consumed() == before + 1
+
+    # Turned off: the symbol is unsubscribed again.
+    await platform.decision.SetStrategyEnabled(
+        pb.SetStrategyEnabledRequest(strategy_id="watch", enabled=False), metadata=md(tenant)
+    )
+    await platform.publish(vectors(traded, 1, seed=35)[0])
+    await asyncio.sleep(0.3)
+    assert _vectors_consumed() == before + 1
+
+
+# ---------------------------------------------------------------------------- the engine's paths
+#
+# The engine run in the test's own process on the test database (through a
+# pool that counts the connections the stores take: every PostgreSQL round
+# trip starts with one), with the service's trained models, the real NATS,
+# tansu and execution. Its strategy cache reloads only when told, and its
+# batch writer writes when a batch is full or it is flushed.
+
+
+class CountingPool:
+    """The test database's pool, counting the connections taken from it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self.acquired = 0
+
+    def acquire(self) -> Any:
+        self.acquired += 1
+        return self._pool.acquire()
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        self.acquired += 1
+        return await self._pool.fetch(*args, **kwargs)
+
+
+@dataclass
+class Harness:
+    engine: DecisionEngine
+    cache: StrategyCache
+    pool: CountingPool
+
+    async def decide(self, vector: features_events.FeatureVectorComputed) -> None:
+        envelope = new_envelope(vector, tenant_id="", correlation_id="test", producer="features")
+        delivery = Delivery(Transport.NATS, f"features.vectors.{vector.symbol}")
+        await self.engine.decide(Event(envelope, vector, {}, delivery), time.perf_counter())
+
+
+@asynccontextmanager
+async def engine_on(
+    platform: Platform,
+    pg_pool: asyncpg.Pool,
+    model_dir: Path,
+    settings: Settings,
+    execution_address: str = "",
+    signal_batch: int = 500,
+) -> AsyncIterator[Harness]:
+    pool = CountingPool(pg_pool)
+    signals = SignalStore(pool)  # the pool's counting stand-in
+    cache = StrategyCache(StrategyStore(pool), refresh_s=3600)
+    await cache.reload()
+    ensemble = Ensemble(models.load_latest(model_dir), budget_s=0.5, threads=True)
+    registry = event_registry()
+    address = execution_address or platform.execution_address
+    clients = ClientFactory(settings.model_copy(update={"service_addresses": {"execution": address}}))
+    try:
+        async with KafkaPublisher(settings.kafka, registry) as kafka:
+            engine = DecisionEngine(
+                ensemble=ensemble,
+                strategies=cache,
+                signals=signals,
+                execution=clients.stub(exec_grpc.ExecutionServiceStub, "execution"),
+                nats=NatsPublisher(platform.nats, registry),
+                kafka=kafka,
+                place_timeout_s=2.0,
+                signal_batch=signal_batch,
+                signal_flush_s=3600,
+            )
+            engine.start()
+            pool.acquired = 0  # counted from here: the vectors' own round trips
+            try:
+                yield Harness(engine, cache, pool)
+            finally:
+                await engine.drain()
+    finally:
+        await clients.close()
+        ensemble.close()
+
+
+async def _stored_signals(pg_pool: asyncpg.Pool, tenant: str, symbol: str) -> list[asyncpg.Record]:
+    async with tenant_transaction(pg_pool, tenant) as conn:
+        return list(
+            await conn.fetch(
+                "SELECT signal_id::text AS id, vector_key, client_order_id, order_id FROM decision.signals"
+                " WHERE symbol = $1 ORDER BY generated_at, signal_id",
+                symbol,
+            )
+        )
+
+
+def _sample(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+async def test_hold_vectors_cost_no_postgres_round_trip_and_are_recorded_in_one_batch(
+    platform: Platform, pg_pool: asyncpg.Pool, model_dir: Path, infra_settings: Settings
+) -> None:
+    tenant, symbol = new_tenant(), await platform.symbol()
+    await platform.set(tenant, "watch", spec(symbol, signal_threshold=1.0))  # every signal is HOLD
+    received, sub = await _subscribe(platform.nats, f"decision.signals.{tenant}.{symbol}")
+    batch = vectors(symbol, 6, seed=21)
+    try:
+        async with engine_on(platform, pg_pool, model_dir, infra_settings) as h:
+            await h.decide(batch[0])
+            assert h.pool.acquired == 1  # the (tenant, symbol) book, loaded on first use
+            duplicates = _sample(DUPLICATES)
+            batches = _sample("trading_decision_signal_batch_size_count")
+            for v in batch[1:]:
+                await h.decide(v)
+            await h.decide(batch[2])  # seen again: caught in memory
+            assert h.pool.acquired == 1  # five more HOLD vectors and a duplicate: no round trip
+            assert _sample(DUPLICATES) == duplicates + 1
+            await platform.nats.flush()
+            assert received == [] and await _stored_signals(pg_pool, tenant, symbol) == []
+
+            await h.engine.writer.flush()
+            assert h.pool.acquired == 2  # all six in one insert
+            assert _sample("trading_decision_signal_batch_size_count") == batches + 1
+            stored = await _stored_signals(pg_pool, tenant, symbol)
+            assert len(stored) == 6 and all(r["client_order_id"] == "" for r in stored)
+            await eventually(lambda: _true(len(received) >= 6))
+            listed = await _signals(platform, tenant, symbol, lambda s: len(s) == 6)
+            assert listed is not None
+            assert sorted(s.signal_id for s in listed) == sorted(e.signal.signal_id for e in received)
+            assert sorted(e.signal.feature_tick_sequence for e in received) == sorted(
+                v.vector.tick_sequence for v in batch
+            )
+
+        # Another process (or this one after a restart) remembers nothing: the
+        # unique vector key in PostgreSQL skips the vector, nothing is announced twice.
+        async with engine_on(platform, pg_pool, model_dir, infra_settings) as other:
+            duplicates = _sample(DUPLICATES)
+            await other.decide(batch[0])
+            await other.decide(batch[0])  # and again: in memory now
+            await other.engine.writer.flush()
+            assert _sample(DUPLICATES) == duplicates + 2
+        await platform.nats.flush()
+        await asyncio.sleep(0.2)
+    finally:
+        await sub.unsubscribe()
+    assert len(received) == 6 and len(await _stored_signals(pg_pool, tenant, symbol)) == 6
+
+
+async def test_the_signal_writer_writes_full_batches_at_once_dedups_and_flushes_on_stop(
+    platform: Platform, pg_pool: asyncpg.Pool
+) -> None:
+    tenant, symbol = new_tenant(), await platform.symbol()
+    store = SignalStore(pg_pool)
+    announced: list[QueuedSignal] = []
+
+    async def publish(recorded: Sequence[QueuedSignal]) -> None:
+        announced.extend(recorded)
+
+    def queued(key: str) -> QueuedSignal:
+        signal_id = str(uuid7())
+        message = pb.Signal(signal_id=signal_id, strategy_id="s", symbol=symbol)
+        new = NewSignal(
+            signal_id=signal_id, vector_key=key, strategy_id="s", symbol=symbol,
+            direction=int(pb.SIGNAL_DIRECTION_HOLD), generated_at=datetime.now(UTC), client_order_id="",
+            side=0, quantity=None, payload=message.SerializeToString(),
+        )  # fmt: skip
+        return QueuedSignal(tenant, new, message, "corr", "cause")
+
+    writer = SignalWriter(store, publish, max_batch=3, max_delay_s=3600)
+    writer.start()
+    duplicates = _sample(DUPLICATES)
+    k1, k1_again, k2 = queued("k1"), queued("k1"), queued("k2")
+    writer.add(k1)
+    writer.add(k1_again)  # the same vector key twice in one batch
+    await asyncio.sleep(0.05)
+    assert await _stored_signals(pg_pool, tenant, symbol) == []  # neither full nor due
+    writer.add(k2)  # the batch is full: written now, not in an hour
+    stored = await eventually(lambda: _stored_signals(pg_pool, tenant, symbol))
+    assert [(r["id"], r["vector_key"]) for r in stored] == [
+        (k1.signal.signal_id, "k1"),
+        (k2.signal.signal_id, "k2"),
+    ]
+    await eventually(lambda: _true(len(announced) == 2))
+    assert announced == [k1, k2] and _sample(DUPLICATES) == duplicates + 1
+
+    # A key recorded in an earlier batch is skipped; what waits is written on stop.
+    k2_again, k3 = queued("k2"), queued("k3")
+    writer.add(k2_again)
+    writer.add(k3)
+    await writer.stop()
+    stored = await _stored_signals(pg_pool, tenant, symbol)
+    assert [r["vector_key"] for r in stored] == ["k1", "k2", "k3"]
+    assert announced == [k1, k2, k3] and _sample(DUPLICATES) == duplicates + 2
+
+
+async def test_cooldown_blocked_intents_cost_no_round_trip_and_pending_intents_are_retried(
+    platform: Platform, pg_pool: asyncpg.Pool, model_dir: Path, infra_settings: Settings
+) -> None:
+    tenant, symbol = new_tenant(), await platform.symbol()
+    # Every vector is a BUY or a SELL; one intent an hour at most.
+    hour = duration_pb2.Duration(seconds=3600)
+    await platform.set(tenant, "trader", spec(symbol, signal_threshold=0.000001, cooldown=hour))
+    first, second = vectors(symbol, 2, seed=5)
+    unavailable = _sample("trading_decision_orders_total", {"result": "unavailable"})
+    # Execution unreachable: the intent is recorded, its placement stays pending.
+    async with engine_on(platform, pg_pool, model_dir, infra_settings, "127.0.0.1:9") as down:
+        await down.decide(first)
+        assert _sample("trading_decision_orders_total", {"result": "unavailable"}) == unavailable + 1
+        [intent] = await _stored_signals(pg_pool, tenant, symbol)
+        assert intent["client_order_id"].startswith("dc-") and intent["order_id"] is None
+        acquired = down.pool.acquired
+        await down.decide(second)  # within the cooldown: no intent, no round trip
+        assert down.pool.acquired == acquired
+    assert await _orders(platform, tenant, symbol) == []
+
+    # A restarted process sees the first vector again: the pending intent is
+    # placed with its client order id, once; its fill moves the position.
+    async with engine_on(platform, pg_pool, model_dir, infra_settings) as up:
+        await up.decide(first)
+        [order] = await _orders(platform, tenant, symbol)
+        assert order.client_order_id == intent["client_order_id"]
+        assert order.status == exec_types.ORDER_STATUS_FILLED
+        acquired = up.pool.acquired
+        duplicates = _sample(DUPLICATES)
+        await up.decide(first)  # settled: caught in memory
+        assert up.pool.acquired == acquired and _sample(DUPLICATES) == duplicates + 1
+        book = await up.engine.books.get(tenant, symbol, ["trader"])
+        sign = 1 if order.side == 1 else -1
+        assert book.positions["trader"].quantity == sign * Decimal(1) and book.pending == {}
+    assert [o.order_id for o in await _orders(platform, tenant, symbol)] == [order.order_id]
+    rows = await _stored_signals(pg_pool, tenant, symbol)
+    assert len(rows) == 2  # the intent, and the second vector's signal (cooldown)
+    assert (rows[0]["client_order_id"], rows[0]["order_id"]) == (order.client_order_id, order.order_id)
+    async with tenant_transaction(pg_pool, tenant) as conn:
+        quantity = await conn.fetchval("SELECT quantity FROM decision.positions WHERE strategy_id = 'trader'")
+    assert quantity == sign * Decimal(1)
