@@ -38,6 +38,11 @@ Per vector:
    published; the order is placed as MARKET IOC with the deterministic
    client order id, so execution places it at most once; the fill in the
    answer moves the strategy's position once (guarded by the signal row).
+   The placement runs off the lane: the symbol's next vector is decided
+   while it is out, against the position as if every order in flight filled
+   (so the position limit holds whatever they fill); the cooldown was
+   reserved when the intent was recorded. A vector counts as handled
+   (``trading_decision_vector_seconds``) once its orders are answered.
 
 An intent whose placement got no answer (execution down, deadline) stays
 pending in its signal row (and in the book); the same vector seen again
@@ -63,7 +68,7 @@ import logging
 import time
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
@@ -322,16 +327,30 @@ class SymbolBook:
 
     positions: dict[str, PositionState]  # by strategy id
     pending: dict[str, PendingOrder]  # intents not known to be placed, by vector key
+    placing: dict[str, PendingOrder] = field(default_factory=dict)  # PlaceOrder in flight, by key
+    stale: bool = False  # reload before the next use (once nothing is in flight)
+
+    def position_for(self, strategy_id: str, direction: Direction) -> Decimal:
+        """The strategy's position as if every order in flight filled, on the
+        side `direction` would trade: what the position limit is checked
+        against while placements are still out."""
+        quantity = self.positions.get(strategy_id, _FLAT).quantity
+        side = int(Side.BUY) if direction is Direction.BUY else int(Side.SELL)
+        for order in self.placing.values():
+            if order.strategy_id == strategy_id and order.side == side:
+                quantity += order.quantity if side == int(Side.BUY) else -order.quantity
+        return quantity
 
 
 class PositionBook:
     """Books per (tenant, symbol): loaded from PostgreSQL on first use, kept
-    up to date by this process, dropped by :meth:`invalidate` (on every
+    up to date by this process, marked stale by :meth:`invalidate` (on every
     strategy-cache reload) so that other replicas' changes are read again.
 
-    A (tenant, symbol) book is only read and changed by its symbol's lane, one
-    vector at a time: a book dropped while a vector is in flight is reloaded
-    by the lane's next vector, after that vector's writes committed."""
+    A (tenant, symbol) book is read and changed by its symbol's lane, one
+    vector at a time, and by that lane's placements in flight. A stale book is
+    reloaded by the lane's next vector once no placement of it is in flight
+    (its fill and its row are then both in PostgreSQL or both not yet)."""
 
     def __init__(self, store: SignalStore) -> None:
         self._store = store
@@ -339,7 +358,13 @@ class PositionBook:
 
     async def get(self, tenant: str, symbol: str, strategy_ids: Sequence[str]) -> SymbolBook:
         book = self._books.get((tenant, symbol))
-        if book is None or any(s not in book.positions for s in strategy_ids):
+        missing = [s for s in strategy_ids if book is None or s not in book.positions]
+        if book is not None and book.placing:
+            if missing:  # a strategy new to the book: its position only, the rest is in use
+                loaded = await self._store.positions(tenant, missing, symbol)
+                book.positions.update({s: loaded.get(s, _FLAT) for s in missing})
+            return book
+        if book is None or book.stale or missing:
             positions, pending = await self._store.book(tenant, strategy_ids, symbol)
             BOOK_LOADS.inc()
             book = SymbolBook({s: positions.get(s, _FLAT) for s in strategy_ids}, pending)
@@ -347,7 +372,8 @@ class PositionBook:
         return book
 
     def invalidate(self) -> None:
-        self._books.clear()
+        for book in self._books.values():
+            book.stale = True
 
 
 class RecentKeys:
@@ -583,6 +609,7 @@ class DecisionEngine:
         self._place_timeout_s = place_timeout_s
         self._clock = clock
         self._background: set[asyncio.Task[None]] = set()
+        self._placements: set[asyncio.Task[None]] = set()
         self._lanes: SymbolLanes[tuple[Event, float]] = SymbolLanes(self._decide_arrived)
         self.books = PositionBook(signals)
         self.recent = RecentKeys(recent_keys)
@@ -623,12 +650,26 @@ class DecisionEngine:
             by_tenant[s.tenant_id].append(s)
         if len(by_tenant) == 1:
             ((tenant, group),) = by_tenant.items()
-            await self._tenant(tenant, group, vector, results, event, received)
+            placements = await self._tenant(tenant, group, vector, results, event, received)
         else:
-            await asyncio.gather(
+            per_tenant = await asyncio.gather(
                 *(self._tenant(t, group, vector, results, event, received) for t, group in by_tenant.items())
             )
-        EVALUATION_SECONDS.observe(time.perf_counter() - received)
+            placements = [task for tasks in per_tenant for task in tasks]
+        if not placements:
+            EVALUATION_SECONDS.observe(time.perf_counter() - received)
+            return
+        # The lane goes on with the next vector; this one is handled when its orders are answered.
+        outstanding = len(placements)
+
+        def placed(_: asyncio.Task[None]) -> None:
+            nonlocal outstanding
+            outstanding -= 1
+            if not outstanding:
+                EVALUATION_SECONDS.observe(time.perf_counter() - received)
+
+        for task in placements:
+            task.add_done_callback(placed)
 
     async def _tenant(
         self,
@@ -638,7 +679,8 @@ class DecisionEngine:
         results: dict[str, ModelResult],
         event: Event,
         received: float,
-    ) -> None:
+    ) -> list[asyncio.Task[None]]:
+        """The tenant's strategies on one vector; returns the placements started."""
         now = self._clock()
         book = await self.books.get(tenant, vector.symbol, [s.strategy_id for s in strategies])
         as_of_ns = vector.as_of.ToNanoseconds()
@@ -660,8 +702,11 @@ class DecisionEngine:
                 continue
             combined = combine([results[m] for m in strategy.model_ids], strategy.signal_threshold)
             state = book.positions.get(strategy.strategy_id, _FLAT)
+            exposure = state.quantity
+            if combined.direction is not Direction.HOLD:
+                exposure = book.position_for(strategy.strategy_id, combined.direction)
             decided = decide_intent(
-                strategy, vector.symbol, combined.direction, state.quantity, state.last_intent_at, now
+                strategy, vector.symbol, combined.direction, exposure, state.last_intent_at, now
             )
             intent = decided if isinstance(decided, Intent) else None
             signal_id = str(uuid7())
@@ -688,7 +733,7 @@ class DecisionEngine:
             messages[signal_id] = (message, intent)
             synchronous.append(new)
         if not synchronous:
-            return
+            return []
         fresh, pending = await self._signals.record(tenant, synchronous)
         DUPLICATE_VECTORS.inc(len(synchronous) - len(fresh))
         settled = {s.signal_id for s in fresh} | {p.client_order_id for p in pending}
@@ -704,10 +749,20 @@ class DecisionEngine:
             if message.fallback:
                 FALLBACKS.inc()
             await self._publish_signal(tenant, message, intent, correlation, causation)
-        if pending:
-            for p in pending:
-                book.pending[p.client_order_id] = p
-            await asyncio.gather(*(self._place(tenant, book, p, correlation, received) for p in pending))
+        # Placed off the lane: the next vector is decided meanwhile, against
+        # the position as if these orders filled (SymbolBook.position_for).
+        placements: list[asyncio.Task[None]] = []
+        for p in pending:
+            key = p.client_order_id
+            book.pending[key] = p
+            if key in book.placing:  # a redelivery while its placement is out: once is enough
+                continue
+            book.placing[key] = p
+            task = asyncio.create_task(self._place(tenant, book, p, correlation, received))
+            self._placements.add(task)
+            task.add_done_callback(self._placements.discard)
+            placements.append(task)
+        return placements
 
     async def _publish_recorded(self, recorded: Sequence[QueuedSignal]) -> None:
         """SignalGenerated of the signals the batch writer inserted (no intents)."""
@@ -781,6 +836,17 @@ class DecisionEngine:
     async def _place(
         self, tenant: str, book: SymbolBook, order: PendingOrder, correlation: str, received: float
     ) -> None:
+        try:
+            await self._place_order(tenant, book, order, correlation, received)
+        except Exception:
+            LANE_FAILURES.inc()
+            log.exception("placing %s failed; stays pending", order.client_order_id)
+        finally:
+            book.placing.pop(order.client_order_id, None)
+
+    async def _place_order(
+        self, tenant: str, book: SymbolBook, order: PendingOrder, correlation: str, received: float
+    ) -> None:
         request = exec_pb.PlaceOrderRequest(
             client_order_id=order.client_order_id,
             symbol=order.symbol,
@@ -826,10 +892,16 @@ class DecisionEngine:
         book.pending.pop(order.client_order_id, None)
         self.recent.add(order.client_order_id)
 
+    async def settle(self, timeout_s: float = 10.0) -> None:
+        """Wait (bounded) for the placements in flight to be answered and recorded."""
+        if self._placements:
+            await asyncio.wait(list(self._placements), timeout=timeout_s)
+
     async def drain(self, timeout_s: float = 5.0) -> None:
-        """Finish the vectors in hand, write the queued signals, then wait
-        (bounded) for background Kafka publishes."""
+        """Finish the vectors in hand and their placements, write the queued
+        signals, then wait (bounded) for background Kafka publishes."""
         await self._lanes.stop(timeout_s)
+        await self.settle(timeout_s)
         await self.writer.stop(timeout_s)
         if self._background:
             await asyncio.wait(list(self._background), timeout=timeout_s)

@@ -563,6 +563,7 @@ class Harness:
         envelope = new_envelope(vector, tenant_id="", correlation_id="test", producer="features")
         delivery = Delivery(Transport.NATS, f"features.vectors.{vector.symbol}")
         await self.engine.decide(Event(envelope, vector, {}, delivery), time.perf_counter())
+        await self.engine.settle()  # its orders placed (that happens off the lane)
 
 
 @asynccontextmanager

@@ -1,5 +1,6 @@
-"""What decision keeps in memory: the bounded set of recent vector keys, and
-the strategy cache telling its followers the traded symbols."""
+"""What decision keeps in memory: the bounded set of recent vector keys, the
+position a strategy's limit is checked against while orders are in flight,
+and the strategy cache telling its followers the traded symbols."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from decimal import Decimal
 
 import pytest
 
-from services.decision.engine import RecentKeys, StrategyCache
-from services.decision.storage import StrategyRow, StrategyStore
+from services.decision.domain import Direction, Side
+from services.decision.engine import RecentKeys, StrategyCache, SymbolBook
+from services.decision.storage import PendingOrder, PositionState, StrategyRow, StrategyStore
 
 
 def test_recent_keys_forget_the_oldest_beyond_their_capacity() -> None:
@@ -68,3 +70,20 @@ async def test_followers_get_the_traded_symbols_after_every_load_and_failures_ar
     await cache.reload()
     assert told == [frozenset({"AAA", "BBB"}), frozenset({"AAA", "BBB", "CCC"}), frozenset({"CCC"})]
     assert reloads == [1] and cache.symbols() == frozenset({"CCC"})
+
+
+def test_the_position_limit_is_checked_as_if_the_orders_in_flight_filled() -> None:
+    def order(key: str, strategy_id: str, side: Side, quantity: str) -> PendingOrder:
+        return PendingOrder(key, strategy_id, "AAA", key, int(side), Decimal(quantity), b"")
+
+    book = SymbolBook({"s": PositionState(Decimal(2), None)}, {})
+    book.placing = {
+        "k1": order("k1", "s", Side.BUY, "1"),
+        "k2": order("k2", "s", Side.BUY, "0.5"),
+        "k3": order("k3", "s", Side.SELL, "4"),
+        "k4": order("k4", "other", Side.BUY, "9"),
+    }
+    # Buying: the buys out may all fill (and the sell may not); selling: the other way round.
+    assert book.position_for("s", Direction.BUY) == Decimal("3.5")
+    assert book.position_for("s", Direction.SELL) == Decimal(-2)
+    assert book.position_for("new", Direction.BUY) == 0
