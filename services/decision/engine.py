@@ -24,24 +24,24 @@ Per vector:
    (:class:`PositionBook`);
 3. each strategy's verdict is keyed by a vector key derived from (tenant,
    strategy, vector). A key this process recorded and settled recently
-   (:class:`RecentKeys`) is a duplicate (redelivered, re-published) and
-   skipped at once;
+   (:class:`RecentKeys`), or whose intent it is placing, is a duplicate
+   (redelivered, re-published) and skipped at once;
 4. a signal without an intent (HOLD, or an intent blocked by the cooldown or
    the position limit) costs no PostgreSQL round trip: it is queued for
    :class:`SignalWriter`, which inserts such signals in batches (the unique
    vector key skips one recorded before, e.g. by a replica) and then
    publishes SignalGenerated (NATS + Kafka) for those it inserted;
-5. a signal with an intent is recorded synchronously, per tenant in one
-   transaction: the unique vector key in PostgreSQL decides whether it is
-   new (a key seen before makes no second signal and no second intent);
-   SignalGenerated (NATS + Kafka) and OrderIntentCreated (Kafka) are
-   published; the order is placed as MARKET IOC with the deterministic
-   client order id, so execution places it at most once; the fill in the
-   answer moves the strategy's position once (guarded by the signal row).
-   The placement runs off the lane: the symbol's next vector is decided
-   while it is out, against the position as if every order in flight filled
-   (so the position limit holds whatever they fill); the cooldown was
-   reserved when the intent was recorded. A vector counts as handled
+5. a signal with an intent costs the lane no round trip either: its
+   cooldown is reserved and its order counted as if filled (for the
+   position limit, :meth:`SymbolBook.position_for`) in memory at once, so
+   the symbol's next vector is decided against them, and a task of its own
+   does the rest: it records the signal (per tenant in one transaction),
+   where the unique vector key in PostgreSQL decides whether it is new (a
+   key seen before makes no second signal and no second intent); publishes
+   SignalGenerated (NATS + Kafka) and OrderIntentCreated (Kafka); places the
+   order as MARKET IOC with the deterministic client order id, so execution
+   places it at most once; and moves the strategy's position by the fill in
+   the answer, once (guarded by the signal row). A vector counts as handled
    (``trading_decision_vector_seconds``) once its orders are answered.
 
 An intent whose placement got no answer (execution down, deadline) stays
@@ -52,8 +52,9 @@ bad request) is recorded and not retried.
 What memory holds, and for how long: the book of (tenant, symbol) — the
 strategies' positions and last intent times, the pending intents — is loaded
 from PostgreSQL on first use and then kept up to date by this process's own
-records and fills; it is dropped on every strategy-cache reload, so changes
-made by another replica are seen within ``strategy_refresh_s``. Until then a
+records and fills; it is reloaded after every strategy-cache reload (once
+none of its intents is in flight), so changes made by another replica are
+seen within about ``strategy_refresh_s``. Until then a
 replica may decide against a slightly stale position or cooldown; risk's
 max-position check on PlaceOrder is the hard guard. The duplicate check in
 memory is a fast path only: a key it no longer holds (evicted, another
@@ -686,7 +687,7 @@ class DecisionEngine:
         as_of_ns = vector.as_of.ToNanoseconds()
         correlation = event.envelope.correlation_id or event.envelope.event_id
         causation = event.envelope.event_id
-        synchronous: list[NewSignal] = []
+        to_place: list[NewSignal] = []
         messages: dict[str, tuple[pb.Signal, Intent | None]] = {}
         for strategy in strategies:
             key = client_order_id(
@@ -697,8 +698,8 @@ class DecisionEngine:
                 vector.tick_sequence,
                 as_of_ns,
             )
-            if key in self.recent:
-                DUPLICATE_VECTORS.inc()
+            if key in self.recent or key in book.placing:
+                DUPLICATE_VECTORS.inc()  # settled, or its intent is being recorded/placed now
                 continue
             combined = combine([results[m] for m in strategy.model_ids], strategy.signal_threshold)
             state = book.positions.get(strategy.strategy_id, _FLAT)
@@ -723,46 +724,68 @@ class DecisionEngine:
                 quantity=intent.quantity if intent else None,
                 payload=message.SerializeToString(),
             )
-            if intent is None and key not in book.pending:
+            waiting = book.pending.get(key)
+            if intent is None and waiting is None:
                 # Nothing to place: recorded in the background, no round trip here.
                 self.writer.add(QueuedSignal(tenant, new, message, correlation, causation))
                 self.recent.add(key)
                 continue
-            # An intent (or a vector whose intent waits for its placement): the
-            # unique vector key in PostgreSQL decides, now.
-            messages[signal_id] = (message, intent)
-            synchronous.append(new)
-        if not synchronous:
-            return []
-        fresh, pending = await self._signals.record(tenant, synchronous)
-        DUPLICATE_VECTORS.inc(len(synchronous) - len(fresh))
-        settled = {s.signal_id for s in fresh} | {p.client_order_id for p in pending}
-        for s in synchronous:
-            if s.signal_id not in settled and s.vector_key not in settled:
-                self.recent.add(s.vector_key)  # recorded before and settled
-        for s in fresh:
-            message, intent = messages[s.signal_id]
+            # An intent (or a vector whose intent waits for its placement):
+            # reserved in memory now — the cooldown, and the order counted as
+            # if filled for the position limit — so the next vector is decided
+            # against it while this one is recorded and placed.
             if intent is not None:
-                position = book.positions.get(s.strategy_id, _FLAT)
-                book.positions[s.strategy_id] = replace(position, last_intent_at=s.generated_at)
-            SIGNALS.labels(Direction(message.direction).name.lower()).inc()
-            if message.fallback:
-                FALLBACKS.inc()
-            await self._publish_signal(tenant, message, intent, correlation, causation)
-        # Placed off the lane: the next vector is decided meanwhile, against
-        # the position as if these orders filled (SymbolBook.position_for).
-        placements: list[asyncio.Task[None]] = []
-        for p in pending:
-            key = p.client_order_id
-            book.pending[key] = p
-            if key in book.placing:  # a redelivery while its placement is out: once is enough
-                continue
-            book.placing[key] = p
-            task = asyncio.create_task(self._place(tenant, book, p, correlation, received))
-            self._placements.add(task)
-            task.add_done_callback(self._placements.discard)
-            placements.append(task)
-        return placements
+                book.positions[strategy.strategy_id] = replace(state, last_intent_at=now)
+                sid, side = strategy.strategy_id, int(intent.side)
+                waiting = PendingOrder(signal_id, sid, vector.symbol, key, side, intent.quantity, b"")
+            assert waiting is not None
+            book.placing[key] = waiting
+            messages[signal_id] = (message, intent)
+            to_place.append(new)
+        if not to_place:
+            return []
+        task = asyncio.create_task(
+            self._record_and_place(tenant, book, to_place, messages, correlation, causation, received)
+        )
+        self._placements.add(task)
+        task.add_done_callback(self._placements.discard)
+        return [task]
+
+    async def _record_and_place(
+        self,
+        tenant: str,
+        book: SymbolBook,
+        signals: list[NewSignal],
+        messages: dict[str, tuple[pb.Signal, Intent | None]],
+        correlation: str,
+        causation: str,
+        received: float,
+    ) -> None:
+        """Off the lane: the unique vector key in PostgreSQL decides, then the
+        new (or still pending) intents are placed."""
+        try:
+            fresh, pending = await self._signals.record(tenant, signals)
+            DUPLICATE_VECTORS.inc(len(signals) - len(fresh))
+            new_or_waiting = {s.signal_id for s in fresh} | {p.client_order_id for p in pending}
+            for s in signals:
+                if s.signal_id not in new_or_waiting and s.vector_key not in new_or_waiting:
+                    self.recent.add(s.vector_key)  # recorded before, nothing left to place
+            for s in fresh:
+                message, intent = messages[s.signal_id]
+                SIGNALS.labels(Direction(message.direction).name.lower()).inc()
+                if message.fallback:
+                    FALLBACKS.inc()
+                await self._publish_signal(tenant, message, intent, correlation, causation)
+            for p in pending:
+                book.pending[p.client_order_id] = p
+            if pending:
+                await asyncio.gather(*(self._place(tenant, book, p, correlation, received) for p in pending))
+        except Exception:
+            LANE_FAILURES.inc()
+            log.exception("recording or placing the intents of %s failed", signals[0].symbol)
+        finally:
+            for s in signals:
+                book.placing.pop(s.vector_key, None)
 
     async def _publish_recorded(self, recorded: Sequence[QueuedSignal]) -> None:
         """SignalGenerated of the signals the batch writer inserted (no intents)."""
@@ -834,17 +857,6 @@ class DecisionEngine:
         task.add_done_callback(self._background.discard)
 
     async def _place(
-        self, tenant: str, book: SymbolBook, order: PendingOrder, correlation: str, received: float
-    ) -> None:
-        try:
-            await self._place_order(tenant, book, order, correlation, received)
-        except Exception:
-            LANE_FAILURES.inc()
-            log.exception("placing %s failed; stays pending", order.client_order_id)
-        finally:
-            book.placing.pop(order.client_order_id, None)
-
-    async def _place_order(
         self, tenant: str, book: SymbolBook, order: PendingOrder, correlation: str, received: float
     ) -> None:
         request = exec_pb.PlaceOrderRequest(

@@ -759,3 +759,32 @@ async def test_cooldown_blocked_intents_cost_no_round_trip_and_pending_intents_a
     async with tenant_transaction(pg_pool, tenant) as conn:
         quantity = await conn.fetchval("SELECT quantity FROM decision.positions WHERE strategy_id = 'trader'")
     assert quantity == sign * Decimal(1)
+
+
+async def test_orders_in_flight_count_against_the_position_limit(
+    platform: Platform, pg_pool: asyncpg.Pool, model_dir: Path, infra_settings: Settings
+) -> None:
+    tenant, symbol = new_tenant(), await platform.symbol()
+    # Every vector is a BUY or a SELL, no cooldown, one lot either way at most.
+    await platform.set(tenant, "trader", spec(symbol, signal_threshold=0.000001, max_position=D("1")))
+    batch = vectors(symbol, 8, seed=9)
+    async with engine_on(platform, pg_pool, model_dir, infra_settings) as h:
+        for v in batch:  # decided back to back: placements overlap the next decisions
+            envelope = new_envelope(v, tenant_id="", correlation_id="test", producer="features")
+            delivery = Delivery(Transport.NATS, f"features.vectors.{symbol}")
+            await h.engine.decide(Event(envelope, v, {}, delivery), time.perf_counter())
+        await h.engine.settle()
+        book = await h.engine.books.get(tenant, symbol, ["trader"])
+        in_memory = book.positions["trader"].quantity
+    orders = await _orders(platform, tenant, symbol)
+    assert orders and all(o.status == exec_types.ORDER_STATUS_FILLED for o in orders)
+    signed = [Decimal(o.filled_quantity.value) * (1 if o.side == 1 else -1) for o in orders]
+    net = sum(signed, Decimal(0))
+    # Each intent was checked against the position plus the same-side orders
+    # still out, so the lots alternate: whatever order the fills came in,
+    # the position never went beyond one lot either way.
+    assert len(orders) >= 2 and abs(net) <= 1
+    assert abs(sum(1 if q > 0 else -1 for q in signed)) <= 1
+    async with tenant_transaction(pg_pool, tenant) as conn:
+        stored = await conn.fetchval("SELECT quantity FROM decision.positions WHERE strategy_id = 'trader'")
+    assert stored == net == in_memory
