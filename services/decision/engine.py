@@ -45,8 +45,8 @@ Per vector:
    (``trading_decision_vector_seconds``) once its orders are answered.
 
 An intent whose placement got no answer (execution down, deadline) stays
-pending in its signal row (and in the book); the same vector seen again
-retries it with the same client order id. A definitive refusal (risk denial,
+pending in its signal row (and, for ten minutes, in the book); the same
+vector seen again retries it with the same client order id. A definitive refusal (risk denial,
 bad request) is recorded and not retried.
 
 What memory holds, and for how long: the book of (tenant, symbol) — the

@@ -306,18 +306,28 @@ class SignalStore:
         return {r["strategy_id"]: PositionState(r["quantity"], r["last_intent_at"]) for r in rows}
 
     async def book(
-        self, tenant_id: str, strategy_ids: Sequence[str], symbol: str
+        self,
+        tenant_id: str,
+        strategy_ids: Sequence[str],
+        symbol: str,
+        pending_within: timedelta = timedelta(minutes=10),
+        pending_limit: int = 1000,
     ) -> tuple[dict[str, PositionState], dict[str, PendingOrder]]:
         """What the hot path keeps in memory for (tenant, symbol): the
-        strategies' positions (absent: flat, no intent yet) and the intents
-        whose placement never got an answer, by vector key."""
+        strategies' positions (absent: flat, no intent yet) and the recent
+        intents whose placement never got an answer, by vector key (bounded:
+        an older one is still found by `record` when its vector comes again
+        and decides an intent)."""
         async with tenant_transaction(self._pool, tenant_id) as conn:
             positions = await self._positions(conn, strategy_ids, symbol)
             rows = await conn.fetch(
                 "SELECT vector_key, signal_id::text, strategy_id, symbol, client_order_id, side, quantity,"
-                " payload FROM decision.signals WHERE symbol = $1 AND client_order_id <> ''"
-                " AND order_id IS NULL AND order_error IS NULL AND quantity IS NOT NULL",
+                " payload FROM decision.signals WHERE client_order_id <> '' AND order_id IS NULL"
+                " AND order_error IS NULL AND generated_at > now() - $2::interval AND symbol = $1"
+                " AND quantity IS NOT NULL ORDER BY generated_at DESC LIMIT $3",
                 symbol,
+                pending_within,
+                pending_limit,
             )
         pending = {r["vector_key"]: _pending(r) for r in rows}
         return positions, pending
