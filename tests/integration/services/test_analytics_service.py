@@ -67,7 +67,10 @@ BUY, SELL = types_pb2.SIDE_BUY, types_pb2.SIDE_SELL
 
 
 def fast_settings(group: str, **changes: Any) -> AnalyticsSettings:
-    return AnalyticsSettings(consumer_group=group, batch_max_rows=200, batch_max_interval_s=0.2, **changes)
+    # A generous query budget (chdb shares the test machine's cores with
+    # everything else); the budget tests set their own short one.
+    fields: dict[str, Any] = {"query_timeout_s": 15.0, **changes}
+    return AnalyticsSettings(consumer_group=group, batch_max_rows=200, batch_max_interval_s=0.2, **fields)
 
 
 @asynccontextmanager
