@@ -35,7 +35,7 @@ async def build(
     store = AnalyticsStore(resources.settings.clickhouse, settings, database=database)
     resources.on_close(store.close)
     sink = BatchingKafkaSubscriber(
-        resources.settings.kafka,
+        resources.settings.kafka.for_batch_sink(),
         event_registry(),
         store.write,
         group=settings.consumer_group,

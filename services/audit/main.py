@@ -48,7 +48,7 @@ async def build(
         resources.on_close(clients.close)
         live = GrpcLiveState(clients, timeout_s=settings.live_call_timeout_s)
     subscriber = AuditSubscriber(
-        resources.settings.kafka,
+        resources.settings.kafka.for_batch_sink(),
         registry,
         store,
         group=settings.consumer_group,

@@ -67,17 +67,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict, defaultdict, deque
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2
-from opentelemetry import context as otel_context
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 from trading.common.v1 import market_pb2
 from trading.decision.v1 import decision_service_pb2 as pb
 from trading.decision.v1 import events_pb2
@@ -92,6 +90,7 @@ from runtime.errors import error_details
 from runtime.messaging import Event, new_envelope, uuid7
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
+from services.decision.book import FLAT, PositionBook, RecentKeys, SymbolBook
 from services.decision.domain import (
     Combined,
     Direction,
@@ -104,7 +103,9 @@ from services.decision.domain import (
     decide_intent,
 )
 from services.decision.inference import Ensemble
-from services.decision.storage import NewSignal, PendingOrder, PositionState, SignalStore, StrategyStore
+from services.decision.lanes import LANE_FAILURES, SymbolLanes
+from services.decision.signal_writer import DUPLICATE_VECTORS, QueuedSignal, SignalWriter
+from services.decision.storage import NewSignal, PendingOrder, SignalStore, StrategyStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -118,40 +119,10 @@ ORDER_SCOPES = frozenset({"orders:write", "orders:read"})
 SIGNALS = Counter("trading_decision_signals_total", "Signals generated, by direction.", ("direction",))
 FALLBACKS = Counter("trading_decision_fallback_signals_total", "Signals for which at least one model failed.")
 ORDERS = Counter("trading_decision_orders_total", "Order placements, by result.", ("result",))
-DUPLICATE_VECTORS = Counter(
-    "trading_decision_duplicate_vectors_total",
-    "Strategy evaluations of a vector already seen (skipped): found in memory or by the unique vector key.",
-)
 ORDER_LATENCY = Histogram(
     "trading_decision_order_latency_seconds",
     "From a feature vector's arrival to execution's PlaceOrder answer.",
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-)
-SHED = Counter(
-    "trading_decision_shed_vectors_total",
-    "Vectors dropped unhandled: newer vectors of the same symbol filled its lane's queue.",
-)
-LANE_FAILURES = Counter(
-    "trading_decision_vector_failures_total", "Vectors whose handling raised (logged, not retried)."
-)
-BOOK_LOADS = Counter(
-    "trading_decision_book_loads_total",
-    "Loads of a (tenant, symbol) book of positions and pending intents from PostgreSQL.",
-)
-QUEUED_SIGNALS = Gauge(
-    "trading_decision_signal_writes_queued", "Signals without an intent waiting for the batch writer."
-)
-SIGNAL_BATCHES = Histogram(
-    "trading_decision_signal_batch_size",
-    "Signals without an intent per batch insert.",
-    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
-)
-SIGNAL_WRITE_FAILURES = Counter(
-    "trading_decision_signal_write_failures_total", "Batch inserts of signals that failed (retried)."
-)
-DROPPED_SIGNALS = Counter(
-    "trading_decision_dropped_signals_total",
-    "Signals without an intent never recorded: the writer's queue overflowed or every attempt failed.",
 )
 EVALUATION_SECONDS = Histogram(
     "trading_decision_vector_seconds",
@@ -169,60 +140,6 @@ _TRANSIENT = frozenset(
         grpc.StatusCode.UNKNOWN,
     }
 )
-
-
-class SymbolLanes(Generic[T]):
-    """One lane per key (symbol): items of a key are processed one at a time
-    and in order, keys concurrently. At most ``max_waiting`` items wait per
-    key; beyond, the oldest waiting one is dropped.
-
-    Each item is processed in the trace context it was submitted in, so the
-    spans of its handling stay children of the message's consumer span.
-    """
-
-    def __init__(self, process: Callable[[T], Awaitable[None]], max_waiting: int = 32) -> None:
-        self._process = process
-        self._max_waiting = max_waiting
-        self._waiting: dict[str, deque[tuple[T, otel_context.Context]]] = defaultdict(deque)
-        self._running: dict[str, asyncio.Task[None]] = {}
-
-    def submit(self, key: str, item: T) -> None:
-        queue = self._waiting[key]
-        if len(queue) >= self._max_waiting:
-            queue.popleft()
-            SHED.inc()
-        queue.append((item, otel_context.get_current()))
-        if key not in self._running:
-            self._running[key] = asyncio.create_task(self._run(key), name=f"decision-lane-{key}")
-
-    async def _run(self, key: str) -> None:
-        try:
-            queue = self._waiting[key]
-            while queue:
-                item, ctx = queue.popleft()
-                token = otel_context.attach(ctx)
-                try:
-                    await self._process(item)
-                except Exception:
-                    LANE_FAILURES.inc()
-                    log.exception("handling a vector of %s failed", key)
-                finally:
-                    otel_context.detach(token)
-        finally:
-            self._running.pop(key, None)
-            if not self._waiting.get(key):
-                self._waiting.pop(key, None)
-
-    async def stop(self, timeout_s: float = 5.0) -> None:
-        """Drop what waits, let the lanes finish their current item (bounded)."""
-        for queue in self._waiting.values():
-            queue.clear()
-        tasks = list(self._running.values())
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
 
 
 SymbolsListener = Callable[[frozenset[str]], Awaitable[None]]
@@ -317,225 +234,6 @@ class StrategyCache:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-_FLAT = PositionState(Decimal(0), None)
-
-
-@dataclass(slots=True)
-class SymbolBook:
-    """One tenant's strategies in one symbol, as this process knows them."""
-
-    positions: dict[str, PositionState]  # by strategy id
-    pending: dict[str, PendingOrder]  # intents not known to be placed, by vector key
-    placing: dict[str, PendingOrder] = field(default_factory=dict)  # PlaceOrder in flight, by key
-    stale: bool = False  # reload before the next use (once nothing is in flight)
-
-    def position_for(self, strategy_id: str, direction: Direction) -> Decimal:
-        """The strategy's position as if every order in flight filled, on the
-        side `direction` would trade: what the position limit is checked
-        against while placements are still out."""
-        quantity = self.positions.get(strategy_id, _FLAT).quantity
-        side = int(Side.BUY) if direction is Direction.BUY else int(Side.SELL)
-        for order in self.placing.values():
-            if order.strategy_id == strategy_id and order.side == side:
-                quantity += order.quantity if side == int(Side.BUY) else -order.quantity
-        return quantity
-
-
-class PositionBook:
-    """Books per (tenant, symbol): loaded from PostgreSQL on first use, kept
-    up to date by this process, marked stale by :meth:`invalidate` (on every
-    strategy-cache reload) so that other replicas' changes are read again.
-
-    A (tenant, symbol) book is read and changed by its symbol's lane, one
-    vector at a time, and by that lane's placements in flight. A stale book is
-    reloaded by the lane's next vector once no placement of it is in flight
-    (its fill and its row are then both in PostgreSQL or both not yet)."""
-
-    def __init__(self, store: SignalStore) -> None:
-        self._store = store
-        self._books: dict[tuple[str, str], SymbolBook] = {}
-
-    async def get(self, tenant: str, symbol: str, strategy_ids: Sequence[str]) -> SymbolBook:
-        book = self._books.get((tenant, symbol))
-        missing = [s for s in strategy_ids if book is None or s not in book.positions]
-        if book is not None and book.placing:
-            if missing:  # a strategy new to the book: its position only, the rest is in use
-                loaded = await self._store.positions(tenant, missing, symbol)
-                book.positions.update({s: loaded.get(s, _FLAT) for s in missing})
-            return book
-        if book is None or book.stale or missing:
-            positions, pending = await self._store.book(tenant, strategy_ids, symbol)
-            BOOK_LOADS.inc()
-            book = SymbolBook({s: positions.get(s, _FLAT) for s in strategy_ids}, pending)
-            self._books[(tenant, symbol)] = book
-        return book
-
-    def invalidate(self) -> None:
-        for book in self._books.values():
-            book.stale = True
-
-
-class RecentKeys:
-    """The last `capacity` vector keys this process recorded and settled (no
-    intent, or an intent placed or refused): a bounded set, oldest out first."""
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._keys: OrderedDict[str, None] = OrderedDict()
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._keys
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def add(self, key: str) -> None:
-        self._keys[key] = None
-        self._keys.move_to_end(key)
-        if len(self._keys) > self._capacity:
-            self._keys.popitem(last=False)
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedSignal:
-    """A signal without an intent waiting for the batch writer."""
-
-    tenant: str
-    signal: NewSignal
-    message: pb.Signal
-    correlation: str
-    causation: str
-    attempts: int = 0
-
-
-class SignalWriter:
-    """Inserts signals without an intent in batches, then publishes them.
-
-    A batch is written once ``max_batch`` signals wait or ``max_delay_s``
-    after the first of them arrived, per tenant as one multi-row insert that
-    skips vector keys recorded before; the events of the signals inserted go
-    out afterwards (so a signal recorded before, by another replica or before
-    a restart, is not announced twice). A failed batch is retried (up to
-    ``max_attempts`` writes per signal); beyond ``max_queued`` waiting signals
-    the oldest are dropped. :meth:`stop` writes what is left."""
-
-    def __init__(
-        self,
-        store: SignalStore,
-        publish: Callable[[Sequence[QueuedSignal]], Awaitable[None]],
-        *,
-        max_batch: int = 500,
-        max_delay_s: float = 0.05,
-        max_queued: int = 50_000,
-        max_attempts: int = 3,
-        retry_after_s: float = 0.5,
-    ) -> None:
-        self._store = store
-        self._publish = publish
-        self._max_batch = max_batch
-        self._max_delay_s = max_delay_s
-        self._max_queued = max_queued
-        self._max_attempts = max_attempts
-        self._retry_after_s = retry_after_s
-        self._queue: deque[QueuedSignal] = deque()
-        self._queued = asyncio.Event()  # something waits
-        self._full = asyncio.Event()  # a whole batch waits (or stopping): write now
-        self._writing = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-
-    def add(self, item: QueuedSignal) -> None:
-        if len(self._queue) >= self._max_queued:
-            self._queue.popleft()
-            DROPPED_SIGNALS.inc()
-        self._queue.append(item)
-        QUEUED_SIGNALS.set(len(self._queue))
-        self._queued.set()
-        if len(self._queue) >= self._max_batch:
-            self._full.set()
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="decision-signal-writer")
-
-    async def _run(self) -> None:
-        while not self._stopping:
-            await self._queued.wait()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._max_delay_s):
-                    await self._full.wait()
-            if not await self.flush():
-                await asyncio.sleep(self._retry_after_s)
-
-    async def flush(self) -> bool:
-        """Write (and publish) everything queued now; False when a write failed."""
-        async with self._writing:
-            while self._queue:
-                batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
-                QUEUED_SIGNALS.set(len(self._queue))
-                try:
-                    inserted = await self._write(batch)
-                except Exception as exc:
-                    SIGNAL_WRITE_FAILURES.inc()
-                    log.warning("writing %d signals failed: %r", len(batch), exc)
-                    again = [replace(q, attempts=q.attempts + 1) for q in batch]
-                    kept = [q for q in again if q.attempts < self._max_attempts]
-                    DROPPED_SIGNALS.inc(len(batch) - len(kept))
-                    self._queue.extendleft(reversed(kept))
-                    QUEUED_SIGNALS.set(len(self._queue))
-                    return False
-                DUPLICATE_VECTORS.inc(len(batch) - len(inserted))
-                if inserted:
-                    try:
-                        await self._publish(inserted)
-                    except Exception as exc:  # recorded; the events are best effort
-                        log.warning("publishing %d signals failed: %r", len(inserted), exc)
-            self._queued.clear()
-            self._full.clear()
-            return True
-
-    async def _write(self, batch: Sequence[QueuedSignal]) -> list[QueuedSignal]:
-        """Insert per tenant; the queued signals that were new, in batch order."""
-        SIGNAL_BATCHES.observe(len(batch))
-        by_tenant: dict[str, list[QueuedSignal]] = defaultdict(list)
-        for q in batch:
-            by_tenant[q.tenant].append(q)
-        inserted: set[tuple[str, str]] = set()
-        for tenant, queued in by_tenant.items():
-            keys = await self._store.record_batch(tenant, [q.signal for q in queued])
-            inserted.update((tenant, k) for k in keys)
-        new: list[QueuedSignal] = []
-        for q in batch:
-            # A key twice in one batch (a redelivery raced the write) is announced once.
-            if (q.tenant, q.signal.vector_key) in inserted:
-                inserted.discard((q.tenant, q.signal.vector_key))
-                new.append(q)
-        return new
-
-    async def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop the loop, then write what is left (bounded)."""
-        self._stopping = True
-        task, self._task = self._task, None
-        if task is not None:
-            self._queued.set()
-            self._full.set()
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await task
-            except TimeoutError:
-                log.warning("the signal writer did not stop in %.1fs", timeout_s)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                # Each failed write counts against a signal's attempts: this ends.
-                for _ in range(self._max_attempts):
-                    if await self.flush():
-                        return
-                    await asyncio.sleep(self._retry_after_s)
-        if self._queue:
-            DROPPED_SIGNALS.inc(len(self._queue))
-            log.error("%d signals left unwritten at shutdown", len(self._queue))
-            self._queue.clear()
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -702,7 +400,7 @@ class DecisionEngine:
                 DUPLICATE_VECTORS.inc()  # settled, or its intent is being recorded/placed now
                 continue
             combined = combine([results[m] for m in strategy.model_ids], strategy.signal_threshold)
-            state = book.positions.get(strategy.strategy_id, _FLAT)
+            state = book.positions.get(strategy.strategy_id, FLAT)
             exposure = state.quantity
             if combined.direction is not Direction.HOLD:
                 exposure = book.position_for(strategy.strategy_id, combined.direction)
@@ -894,7 +592,7 @@ class DecisionEngine:
         signed = filled if order.side == int(Side.BUY) else -filled
         first = await self._signals.order_placed(tenant, order, placed.order_id, signed)
         if first and signed:
-            position = book.positions.get(order.strategy_id, _FLAT)
+            position = book.positions.get(order.strategy_id, FLAT)
             book.positions[order.strategy_id] = replace(position, quantity=position.quantity + signed)
         self._settled(book, order)
         ORDERS.labels("replayed" if reply.replayed or not first else "placed").inc()

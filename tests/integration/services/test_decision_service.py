@@ -51,16 +51,11 @@ from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
 from runtime.storage.postgres import tenant_transaction
 from services.decision import models
-from services.decision.engine import (
-    VECTOR_EVENT,
-    DecisionEngine,
-    QueuedSignal,
-    SignalWriter,
-    StrategyCache,
-)
+from services.decision.engine import VECTOR_EVENT, DecisionEngine, StrategyCache
 from services.decision.inference import Ensemble
 from services.decision.main import make_spec
 from services.decision.settings import DecisionSettings, TrainingSettings
+from services.decision.signal_writer import QueuedSignal, SignalWriter
 from services.decision.storage import NewSignal, SignalStore, StrategyStore
 from services.execution.main import SPEC as EXECUTION
 from services.features.domain import FeatureEngine, Tick

@@ -7,7 +7,7 @@ import asyncio
 
 from prometheus_client import REGISTRY
 
-from services.decision.engine import SymbolLanes
+from services.decision.lanes import SymbolLanes
 
 
 def shed() -> float:

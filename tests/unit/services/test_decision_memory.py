@@ -9,8 +9,9 @@ from decimal import Decimal
 
 import pytest
 
+from services.decision.book import RecentKeys, SymbolBook
 from services.decision.domain import Direction, Side
-from services.decision.engine import RecentKeys, StrategyCache, SymbolBook
+from services.decision.engine import StrategyCache
 from services.decision.storage import PendingOrder, PositionState, StrategyRow, StrategyStore
 
 
