@@ -715,6 +715,10 @@ async def _step(ctx: Ctx, http: httpx.AsyncClient, nc: NatsClient, rate: float) 
     return Step(rate, md_rate, ft_rate, latency, kept, why)
 
 
+# Stepping down below this, the throughput search gives up.
+_LOWEST_THROUGHPUT_RATE = 100.0
+
+
 async def tick_throughput(ctx: Ctx) -> list[Result]:
     """The feed rate stepped up (marketdata restarted per step) until features falls behind."""
     started = time.monotonic()
@@ -722,7 +726,9 @@ async def tick_throughput(ctx: Ctx) -> list[Result]:
     nc = await nats.connect(ctx.stack.settings.nats.url, connect_timeout=2, pending_size=512 * 1024 * 1024)
     try:
         async with httpx.AsyncClient() as http:
-            for rate in ctx.mode.throughput_rates:
+            rates = list(ctx.mode.throughput_rates)
+            while rates:
+                rate = rates.pop(0)
                 step = await _step(ctx, http, nc, rate)
                 steps.append(step)
                 print(
@@ -732,8 +738,12 @@ async def tick_throughput(ctx: Ctx) -> list[Result]:
                     file=sys.stderr,
                     flush=True,
                 )
-                if not step.kept_up:
-                    break
+                if step.kept_up:
+                    continue
+                if not any(s.kept_up for s in steps) and rate / 2 >= _LOWEST_THROUGHPUT_RATE:
+                    rates = [rate / 2]  # even the first step fell short: step down to find what holds
+                    continue
+                break
     finally:
         await nc.close()
         await ctx.stack.feed.stop()
