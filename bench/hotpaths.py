@@ -715,8 +715,8 @@ async def _step(ctx: Ctx, http: httpx.AsyncClient, nc: NatsClient, rate: float) 
     return Step(rate, md_rate, ft_rate, latency, kept, why)
 
 
-# Stepping down below this, the throughput search gives up.
-_LOWEST_THROUGHPUT_RATE = 100.0
+# When even the first rate falls short, the search halves it at most this often.
+_MAX_STEPS_DOWN = 3
 
 
 async def tick_throughput(ctx: Ctx) -> list[Result]:
@@ -740,7 +740,7 @@ async def tick_throughput(ctx: Ctx) -> list[Result]:
                 )
                 if step.kept_up:
                     continue
-                if not any(s.kept_up for s in steps) and rate / 2 >= _LOWEST_THROUGHPUT_RATE:
+                if not any(s.kept_up for s in steps) and len(steps) <= _MAX_STEPS_DOWN:
                     rates = [rate / 2]  # even the first step fell short: step down to find what holds
                     continue
                 break
