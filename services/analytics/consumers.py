@@ -14,20 +14,18 @@ the batch comes again, and the idempotent write (storage.py) adds nothing twice.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from runtime.config import KafkaSettings
-from runtime.messaging import Event, RetryPolicy
+from runtime.messaging import Event
 from runtime.messaging.base import Registry
-from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber
+from runtime.messaging.kafka import KafkaPublisher
+from runtime.messaging.kafka.batching import BatchingKafkaSubscriber
 from services.analytics import domain
 
 log = logging.getLogger(__name__)
@@ -42,8 +40,9 @@ BATCHES = Histogram(
 BatchWriter = Callable[[Sequence[domain.Row]], Awaitable[dict[str, int]]]
 
 
-class BatchingKafkaSubscriber(KafkaSubscriber):
-    """KafkaSubscriber that commits a batch's offsets only once `write` stored it."""
+class AnalyticsSink(BatchingKafkaSubscriber):
+    """The analytics sink: rows built from events, written to ClickHouse in
+    batches; a batch's offsets are committed only once `write` stored it."""
 
     def __init__(
         self,
@@ -61,53 +60,23 @@ class BatchingKafkaSubscriber(KafkaSubscriber):
         super().__init__(
             settings,
             registry,
-            self._collect,
             group=group,
             dead_letters=dead_letters,
             event_types=event_types,
-            # A row that cannot be built now never can: one try, then the DLQ.
-            retry=RetryPolicy(max_attempts=1),
-            max_records=batch_max_rows,
+            batch_max=batch_max_rows,
+            batch_max_interval_s=batch_max_interval_s,
             client_id=client_id,
         )
         self._write = write
-        self._max_rows = batch_max_rows
-        self._max_wait_s = batch_max_interval_s
         self._rows: list[domain.Row] = []
-        self.batches_written = 0
 
     async def _collect(self, event: Event) -> None:
         envelope = event.envelope
         row = domain.row_of(envelope.event_type, envelope.event_id, envelope.tenant_id, event.payload)
         self._rows.append(row)
 
-    async def _run(self) -> None:
-        # Offsets (next to read) per partition of records in the pending batch.
-        pending: dict[TopicPartition, int] = {}
-        first_at: float | None = None
-        while True:
-            wait_s = 0.5 if first_at is None else max(0.0, first_at + self._max_wait_s - time.monotonic())
-            try:
-                fetched = await self._consumer.getmany(
-                    timeout_ms=int(wait_s * 1000), max_records=max(1, self._max_rows - len(self._rows))
-                )
-            except KafkaError as exc:
-                log.warning("kafka fetch failed for %s: %s", self.name, exc)
-                await asyncio.sleep(0.5)
-                continue
-            for tp, records in fetched.items():
-                for record in records:
-                    await self._process(record)
-                pending[tp] = records[-1].offset + 1
-            if pending and first_at is None:
-                first_at = time.monotonic()
-            due = first_at is not None and time.monotonic() - first_at >= self._max_wait_s
-            if pending and (len(self._rows) >= self._max_rows or due):
-                await self._flush()
-                for tp, offset in pending.items():
-                    await self._commit(tp, offset)
-                pending.clear()
-                first_at = None
+    def _pending_count(self) -> int:
+        return len(self._rows)
 
     async def _flush(self) -> None:
         """Write the pending rows, retrying (without fetching more) until
@@ -132,4 +101,3 @@ class BatchingKafkaSubscriber(KafkaSubscriber):
                 BATCHES.observe(time.perf_counter() - started)
         for table, count in written.items():
             ROWS.labels(table).inc(count)
-        self.batches_written += 1

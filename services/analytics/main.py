@@ -20,7 +20,7 @@ from runtime.resources import Resources
 from runtime.service import ServiceSpec
 from services.analytics import domain
 from services.analytics.api import AnalyticsApi
-from services.analytics.consumers import BatchingKafkaSubscriber
+from services.analytics.consumers import AnalyticsSink
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.storage import AnalyticsStore
 
@@ -34,7 +34,7 @@ async def build(
     settings = settings or AnalyticsSettings()
     store = AnalyticsStore(resources.settings.clickhouse, settings, database=database)
     resources.on_close(store.close)
-    sink = BatchingKafkaSubscriber(
+    sink = AnalyticsSink(
         resources.settings.kafka.for_batch_sink(),
         event_registry(),
         store.write,

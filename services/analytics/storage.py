@@ -288,14 +288,13 @@ class AnalyticsStore:
             return self._client
         if self._opening is None or self._opening.done():
             self._opening = asyncio.create_task(self._open())
+        opening = self._opening  # another caller may clear the attribute meanwhile
         try:
             # Shielded: a caller's budget running out must not cancel the
             # attempt other callers (and the consumer) wait for.
-            self._client = await asyncio.shield(self._opening)
-        except asyncio.CancelledError:
-            raise
+            self._client = await asyncio.shield(opening)
         finally:
-            if self._opening.done():
+            if opening.done() and self._opening is opening:
                 self._opening = None
         return self._client
 

@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import asyncpg
-from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import ConsumerRecord
 from prometheus_client import Counter, Histogram
 from tenacity import (
     AsyncRetrying,
@@ -45,7 +44,8 @@ from tenacity import (
 from runtime.config import KafkaSettings
 from runtime.messaging import Event, RetryPolicy
 from runtime.messaging.base import DeadLetterReason, Registry
-from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber
+from runtime.messaging.kafka import KafkaPublisher
+from runtime.messaging.kafka.batching import BatchingKafkaSubscriber
 from services.audit.storage import Appended, AuditStore, NewRecord, new_record
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def by_chain(pending: Sequence[Pending]) -> dict[str, list[Pending]]:
     return chains
 
 
-class AuditSubscriber(KafkaSubscriber):
+class AuditSubscriber(BatchingKafkaSubscriber):
     """KafkaSubscriber that appends batches to the audit store and commits a
     batch's offsets only once every event of it is stored or dead-lettered."""
 
@@ -122,29 +122,25 @@ class AuditSubscriber(KafkaSubscriber):
         transient_retry_s: float = 60.0,
         client_id: str = "audit",
     ) -> None:
+        # Making a record is pure: what fails once always fails, so one try,
+        # then the DLQ (the base class's rule). `retry` applies to the appends.
         super().__init__(
             settings,
             registry,
-            self._collect,
             group=group,
             topics=topics,
             dead_letters=dead_letters,
-            # Making a record is pure: what fails once always fails, so one
-            # try, then the DLQ. `retry` applies to the appends.
-            retry=RetryPolicy(max_attempts=1),
-            max_records=batch_max_events,
+            batch_max=batch_max_events,
+            batch_max_interval_s=batch_max_interval_s,
             client_id=client_id,
         )
         self._store = store
         self._append_retry = retry
         self._transient_retry_s = transient_retry_s
-        self._max_events = batch_max_events
-        self._max_wait_s = batch_max_interval_s
         self._pending: list[Pending] = []
         # The record _process is handling, for _collect (the runtime's
         # handler sees the decoded event only).
         self._source: ConsumerRecord[bytes, bytes] | None = None
-        self.batches_written = 0
 
     async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
         self._source = record
@@ -160,34 +156,8 @@ class AuditSubscriber(KafkaSubscriber):
             Pending(event, new_record(event.envelope, event.payload, partition_key), self._source)
         )
 
-    async def _run(self) -> None:
-        # Offsets (next to read) per partition of records in the pending batch.
-        offsets: dict[TopicPartition, int] = {}
-        first_at: float | None = None
-        while True:
-            wait_s = 0.5 if first_at is None else max(0.0, first_at + self._max_wait_s - time.monotonic())
-            try:
-                fetched = await self._consumer.getmany(
-                    timeout_ms=int(wait_s * 1000),
-                    max_records=max(1, self._max_events - len(self._pending)),
-                )
-            except KafkaError as exc:
-                log.warning("kafka fetch failed for %s: %s", self.name, exc)
-                await asyncio.sleep(0.5)
-                continue
-            for tp, records in fetched.items():
-                for record in records:
-                    await self._process(record)
-                offsets[tp] = records[-1].offset + 1
-            if offsets and first_at is None:
-                first_at = time.monotonic()
-            due = first_at is not None and time.monotonic() - first_at >= self._max_wait_s
-            if offsets and (len(self._pending) >= self._max_events or due):
-                await self._flush()
-                for tp, offset in offsets.items():
-                    await self._commit(tp, offset)
-                offsets.clear()
-                first_at = None
+    def _pending_count(self) -> int:
+        return len(self._pending)
 
     async def _flush(self) -> None:
         """Append the pending events, each tenant's in one batch, tenants concurrently."""
@@ -198,7 +168,6 @@ class AuditSubscriber(KafkaSubscriber):
         started = time.perf_counter()
         await asyncio.gather(*(self._write_chain(tenant, items) for tenant, items in by_tenant.items()))
         BATCHES.observe(time.perf_counter() - started)
-        self.batches_written += 1
 
     async def _write_chain(self, tenant: str, items: list[Pending]) -> None:
         try:
