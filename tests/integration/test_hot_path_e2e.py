@@ -33,7 +33,7 @@ import asyncio
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact
 from pathlib import Path
@@ -63,6 +63,7 @@ from runtime.messaging import decode_envelope, unpack
 from services.decision import train
 from services.decision.settings import TrainingSettings
 from services.portfolio.domain import DEFAULT_STARTING_CASH
+from tests.support.polling import eventually
 from tools.supervisor import isolated_settings, platform_running
 
 if TYPE_CHECKING:
@@ -143,18 +144,6 @@ def signed(fill: exec_types.Fill) -> Decimal:
 
 def fee_of(fill: exec_types.Fill) -> Decimal:
     return money(fill.fee) if fill.HasField("fee") else ZERO
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
-    """Poll `probe` until it returns something truthy (no sleeps as synchronisation)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout:.0f}s: {what}")
-        await asyncio.sleep(0.2)
 
 
 # ------------------------------------------------------------------ the platform

@@ -49,6 +49,7 @@ from services.identity.domain import new_refresh_token
 from services.identity.seed import PLATFORM_SLUG
 from tests.integration.gateway.conftest import gateway_client
 from tests.support.gateway_stack import OPERATOR_EMAIL, OPERATOR_PASSWORD, all_services, write_quote
+from tests.support.polling import eventually
 from tests.support.services import unbuilt_methods
 
 ROUTES = build_routes()
@@ -217,18 +218,6 @@ def _strategy(name: str, symbol: str) -> dict[str, Any]:
         "modelIds": ["gbt-trend", "logreg-trend"],
         "signalThreshold": 1.0,
     }
-
-
-async def eventually(probe: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Poll `probe` until it returns something truthy (deadline, no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.1)
 
 
 async def _populate(gw: httpx.AsyncClient, redis: Redis, t: Tenant, *, filled: bool) -> None:

@@ -49,12 +49,12 @@ from tests.integration.test_hot_path_e2e import (
     POSITIONS_TOPIC,
     Book,
     Hot,
-    eventually,
     fee_of,
     list_orders,
     read_topics,
     settle,
 )
+from tests.support.polling import eventually
 from tools.supervisor import isolated_settings, platform_running
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,6 @@ unreachable or hanging: the RPCs answer UNAVAILABLE within their budget.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 import uuid
@@ -48,6 +47,7 @@ from services.analytics import domain
 from services.analytics.main import make_spec
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.storage import FILLS, AnalyticsStore
+from tests.support.polling import eventually
 from tests.support.services import running_service
 
 pytestmark = pytest.mark.integration
@@ -117,16 +117,6 @@ def envelope(payload: Message, tenant: str = "") -> tuple[event_pb2.EventEnvelop
     return new_envelope(
         payload, tenant_id=tenant, correlation_id=str(uuid.uuid4()), producer=producer
     ), payload
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = await probe()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"not reached within {timeout}s: {what}"
-        await asyncio.sleep(0.2)
 
 
 async def caught_up(settings: Settings, group: str) -> bool:

@@ -17,9 +17,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -44,6 +43,7 @@ from trading.portfolio.v1 import portfolio_service_pb2_grpc as ppb_grpc
 from runtime.config import Settings
 from runtime.contracts import METADATA
 from runtime.decimals import from_proto, to_proto
+from tests.support.polling import eventually
 from tools.supervisor import isolated_settings, platform_running
 
 if TYPE_CHECKING:
@@ -74,17 +74,6 @@ def md(tenant: str) -> tuple[tuple[str, str], ...]:
         (METADATA.subject, "user-audit-e2e"),
         (METADATA.scopes, "orders:read orders:write portfolio:read audit:read admin"),
     )
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout:.0f}s: {what}")
-        await asyncio.sleep(0.3)
 
 
 @dataclass

@@ -7,7 +7,6 @@ service's role cannot change records."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from services.audit.domain import GENESIS_HASH, chain_hash
 from services.audit.main import make_spec
 from services.audit.settings import AuditSettings
 from services.audit.storage import AUDIT_ROLE
+from tests.support.polling import eventually
 from tests.support.services import running_service
 
 T = TypeVar("T")
@@ -70,17 +70,6 @@ def md(tenant: str) -> tuple[tuple[str, str], ...]:
 
 def new_tenant() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout:.0f}s: {what}")
-        await asyncio.sleep(0.1)
 
 
 def order_event(tenant: str, order_id: str, version: int, correlation_id: str) -> event_pb2.EventEnvelope:

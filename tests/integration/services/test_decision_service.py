@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,6 +61,7 @@ from services.execution.main import SPEC as EXECUTION
 from services.features.domain import FeatureEngine, Tick
 from services.marketdata.feeds import GbmGenerator, SymbolSpec
 from services.risk.main import SPEC as RISK
+from tests.support.polling import eventually
 from tests.support.services import running_service
 
 if TYPE_CHECKING:
@@ -132,18 +133,6 @@ def vectors(symbol: str, n: int, seed: int = 3) -> list[features_events.FeatureV
         if vector is not None and vector.warmed_up:
             out.append(vector.to_event(datetime.now(UTC)))
     return out[-n:]
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 15.0) -> T:
-    """Poll until `probe` returns something truthy (no sleeps as synchronisation)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 DUPLICATES = "trading_decision_duplicate_vectors_total"

@@ -16,7 +16,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
@@ -51,6 +51,7 @@ from runtime.resources import Resources
 from services.notification.api import NotificationApi
 from services.notification.main import NOTIFICATION_SERVICE, ConsumerNames, make_spec
 from services.notification.settings import NotificationSettings
+from tests.support.polling import eventually
 from tests.support.services import running_service
 from tools import deadletters
 
@@ -223,15 +224,6 @@ def md(tenant: str) -> tuple[tuple[str, str], ...]:
 
 def new_tenant() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], *, timeout: float = 20.0) -> T:
-    async with asyncio.timeout(timeout):
-        while True:
-            value = await probe()
-            if value:
-                return value
-            await asyncio.sleep(0.05)
 
 
 # ---------------------------------------------------------------------------- events
