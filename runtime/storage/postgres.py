@@ -20,13 +20,23 @@ service's schema, so policies hold whatever user the service logs in as.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import asyncpg
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from runtime.config import PostgresSettings
+
+log = logging.getLogger(__name__)
 
 # NOLOGIN, NOSUPERUSER, NOBYPASSRLS: the role tenant transactions run as.
 TENANT_ROLE = "trading_tenant"
@@ -178,3 +188,39 @@ async def ensure_tenant_role(conn: asyncpg.Connection, role: str = TENANT_ROLE) 
         member = await conn.fetchval("SELECT pg_has_role(current_user, $1, 'MEMBER')", role)
         if not member:
             await conn.execute(f"GRANT {quote_ident(role)} TO CURRENT_USER")
+
+
+# Errors that say "the database is briefly unavailable or busy", not "this
+# write is bad": consumers retry them for a while instead of dead-lettering.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    OSError,
+    TimeoutError,
+)
+
+
+async def retry_transient(call: Callable[[], Awaitable[T]], *, within_s: float, what: str) -> T:
+    """`call()`, retried with jittered exponential backoff while it fails with
+    one of :data:`TRANSIENT_ERRORS`, for up to `within_s` seconds; any other
+    error, or the last transient one, is raised."""
+
+    def log_retry(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.warning("%s failed (attempt %d), retrying: %r", what, state.attempt_number, error)
+
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(TRANSIENT_ERRORS),
+        wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
+        stop=stop_after_delay(within_s),
+        before_sleep=log_retry,
+        reraise=True,
+    ):
+        with attempt:
+            return await call()
+    raise AssertionError("unreachable: tenacity reraises")

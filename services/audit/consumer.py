@@ -30,22 +30,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-import asyncpg
 from aiokafka import ConsumerRecord
 from prometheus_client import Counter, Histogram
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
 
 from runtime.config import KafkaSettings
 from runtime.messaging import Event, RetryPolicy
 from runtime.messaging.base import DeadLetterReason, Registry
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.kafka.batching import BatchingKafkaSubscriber
+from runtime.storage.postgres import retry_transient
 from services.audit.storage import Appended, AuditStore, NewRecord, new_record
 
 log = logging.getLogger(__name__)
@@ -58,24 +51,6 @@ BATCHES = Histogram(
     "Time to append one consumed batch (all its tenants) to the audit store.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-
-# "The database is briefly unavailable or busy", not "this event is bad".
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    OSError,
-    TimeoutError,
-)
-
-
-def _log_transient(state: RetryCallState) -> None:
-    error = state.outcome.exception() if state.outcome is not None else None
-    log.warning("appending to the audit store failed (attempt %d), retrying: %r", state.attempt_number, error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,16 +191,9 @@ class AuditSubscriber(BatchingKafkaSubscriber):
         )
 
     async def _with_transient_retry(self, call: Callable[[], Awaitable[T]]) -> T:
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(TRANSIENT_ERRORS),
-            wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
-            stop=stop_after_delay(self._transient_retry_s),
-            before_sleep=_log_transient,
-            reraise=True,
-        ):
-            with attempt:
-                return await call()
-        raise AssertionError("unreachable: tenacity reraises")
+        return await retry_transient(
+            call, within_s=self._transient_retry_s, what="appending to the audit store"
+        )
 
     @staticmethod
     def _count(appended: Appended | None) -> None:

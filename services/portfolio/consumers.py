@@ -30,17 +30,9 @@ import logging
 import math
 import time
 
-import asyncpg
 import protovalidate
 from google.protobuf import message as pb_message
 from prometheus_client import Counter
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
 from trading.common.v1 import event_pb2
 from trading.execution.v1 import events_pb2 as execution_events
 from trading.portfolio.v1 import events_pb2 as portfolio_events
@@ -50,6 +42,7 @@ from runtime.context import RequestContext, use_context
 from runtime.messaging import Event, new_envelope
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
+from runtime.storage.postgres import retry_transient
 from services.portfolio import domain
 from services.portfolio.storage import AppliedFill, FillRecord, PortfolioStore, QuoteCache
 from services.portfolio.views import PortfolioViews, money, position_message
@@ -61,21 +54,10 @@ PRODUCER = "portfolio"
 
 FILLS = Counter("portfolio_fills", "Fill events handled by the portfolio.", ["outcome"])
 
-# Errors that say "the database is briefly unavailable or busy", not "this
-# fill is bad". They are retried here, for up to TRANSIENT_RETRY_S, instead of
-# in the subscriber, whose few quick attempts would dead-letter good fills
-# during a short PostgreSQL outage.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    OSError,
-    TimeoutError,
-)
+# PostgreSQL errors that say "briefly unavailable" (runtime.storage.postgres.
+# TRANSIENT_ERRORS) are retried here for up to TRANSIENT_RETRY_S, instead of in
+# the subscriber, whose few quick attempts would dead-letter good fills during
+# a short PostgreSQL outage.
 TRANSIENT_RETRY_S = 60.0
 # Snapshot times kept per tenant before old ones are pruned.
 _MAX_REMEMBERED = 10_000
@@ -193,11 +175,6 @@ async def _publish(
             log.exception("%s %s not published on Kafka", envelope.event_type, envelope.event_id)
 
 
-def _log_transient(state: RetryCallState) -> None:
-    error = state.outcome.exception() if state.outcome is not None else None
-    log.warning("applying a fill failed (attempt %d), retrying: %r", state.attempt_number, error)
-
-
 class FillConsumer:
     """Applies OrderFillReported events to the books (see the module doc)."""
 
@@ -223,16 +200,11 @@ class FillConsumer:
         envelope = event.envelope
         context = RequestContext(tenant_id=tenant, correlation_id=envelope.correlation_id)
         with use_context(context):
-            applied: AppliedFill | None = None
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(TRANSIENT_ERRORS),
-                wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
-                stop=stop_after_delay(self._transient_retry_s),
-                before_sleep=_log_transient,
-                reraise=True,
-            ):
-                with attempt:
-                    applied = await self._store.apply_fill(tenant, record, fill)
+            applied = await retry_transient(
+                lambda: self._store.apply_fill(tenant, record, fill),
+                within_s=self._transient_retry_s,
+                what="applying a fill",
+            )
             if applied is None:
                 FILLS.labels("duplicate").inc()
                 log.info("fill %s (event %s) already applied: skipped", record.execution_id, record.event_id)

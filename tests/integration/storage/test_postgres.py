@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -12,10 +13,12 @@ from runtime.storage.migrations import migrate
 from runtime.storage.postgres import (
     TENANT_ROLE,
     create_pool,
+    retry_transient,
     run_in_tenant,
     tenant_rls_sql,
     tenant_transaction,
 )
+from tests.support.faultproxy import FaultProxy
 
 
 async def test_pool_session_settings_and_jsonb_codec(pg_pool: asyncpg.Pool) -> None:
@@ -117,3 +120,41 @@ async def test_a_reused_connection_carries_no_state_of_its_last_user(infra_setti
             assert held == 0
     finally:
         await pool.close()
+
+
+async def test_retry_transient_rides_out_a_dropped_connection_and_not_a_bad_statement(
+    infra_settings: Settings,
+) -> None:
+    """Consumers (portfolio fills, audit appends) wrap their writes in
+    retry_transient: a connection cut mid-life is retried on a new one; a
+    statement PostgreSQL refuses is raised at once."""
+    dsn = urlsplit(infra_settings.postgres.dsn)
+    async with FaultProxy(dsn.hostname or "127.0.0.1", dsn.port or 5432) as proxy:
+        proxied = dsn._replace(netloc=f"{dsn.username}@{proxy.address}").geturl()
+        pool = await create_pool(infra_settings.postgres, dsn=proxied, min_size=1, max_size=1)
+        try:
+            assert await pool.fetchval("SELECT 1") == 1
+            proxy.cut()  # the pooled connection dies under the next call
+            calls = 0
+
+            async def select() -> int:
+                nonlocal calls
+                calls += 1
+                value: int = await pool.fetchval("SELECT 2")
+                return value
+
+            assert await retry_transient(select, within_s=10, what="a select") == 2
+            assert calls >= 2
+
+            calls = 0
+
+            async def bad() -> None:
+                nonlocal calls
+                calls += 1
+                await pool.execute("SELECT * FROM no_such_table_here")
+
+            with pytest.raises(asyncpg.UndefinedTableError):
+                await retry_transient(bad, within_s=10, what="a bad select")
+            assert calls == 1
+        finally:
+            await pool.close()
