@@ -164,6 +164,47 @@ class GatewaySettings(BaseModel):
     http_port: int = 8080
 
 
+# Environments that count as development: generated secrets and certificates
+# are allowed there, and only there may plaintext gRPC be switched on.
+DEVELOPMENT_ENVIRONMENTS: frozenset[str] = frozenset({"local", "development", "test"})
+
+
+class SecuritySettings(BaseModel):
+    """Service identity (mutual TLS), signed request context and secrets (docs/security.md)."""
+
+    # Development switch: serve and dial gRPC without TLS. Refused at start-up
+    # outside DEVELOPMENT_ENVIRONMENTS. Without TLS there is no peer identity, so
+    # every caller check fails closed: only tests of the switch itself use it.
+    plaintext: bool = False
+    # Local CA and one key + certificate per principal (created by ./dev setup,
+    # ./dev run and the test fixtures); default <var_dir>/pki.
+    pki_dir: Path | None = None
+    # Production: files mounted by cert-manager, Vault or a SPIFFE agent. Empty
+    # means <pki_dir>/<principal>.crt|.key and <pki_dir>/ca.crt. Rotated files
+    # are picked up without a restart (checked every cert_reload_s).
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ca_file: Path | None = None
+    cert_reload_s: float = Field(default=30.0, gt=0)
+    # SPIFFE-style trust domain in the certificates' URI SAN:
+    # spiffe://<trust_domain>/svc/<principal>.
+    trust_domain: str = "trading.internal"
+    # Lifetime of a signed request-context token (bound to one callee).
+    context_token_ttl_s: float = Field(default=120.0, gt=0, le=900)
+    # Where secrets (per-service passwords) are read from; default <var_dir>/secrets.
+    secrets_dir: Path | None = None
+
+    def pki_path(self, var_dir: Path) -> Path:
+        return self.pki_dir or var_dir / "pki"
+
+    def secrets_path(self, var_dir: Path) -> Path:
+        return self.secrets_dir or var_dir / "secrets"
+
+    @staticmethod
+    def is_development(environment: str) -> bool:
+        return environment in DEVELOPMENT_ENVIRONMENTS
+
+
 class Settings(BaseSettings):
     """All settings of a process. Each service reads the parts it needs."""
 
@@ -188,6 +229,7 @@ class Settings(BaseSettings):
     client: ClientSettings = Field(default_factory=ClientSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     marketdata: MarketDataSettings = Field(default_factory=MarketDataSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     def address_of(self, service: str) -> str:
         """The "host:port" a service listens on and its clients dial."""
