@@ -31,6 +31,7 @@ from gateway.routes import HTTP_METHODS, RouteTable, build_routes
 from gateway.streams import sse, websocket_stream
 from runtime.config import SERVICE_NAMES, Settings
 from runtime.grpc_client import ClientFactory
+from runtime.security.credentials import PrincipalCredentials, credentials_for
 
 DOWNSTREAM = tuple(name for name in SERVICE_NAMES if name != "gateway")
 
@@ -38,8 +39,9 @@ DOWNSTREAM = tuple(name for name in SERVICE_NAMES if name != "gateway")
 class Downstreams:
     """Pooled channels to the services, one per address, for the gateway's lifetime."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.channels = {name: grpc.aio.insecure_channel(settings.address_of(name)) for name in DOWNSTREAM}
+    def __init__(self, settings: Settings, credentials: PrincipalCredentials | None = None) -> None:
+        creds = credentials or credentials_for(settings, "gateway")
+        self.channels = {name: creds.channel(settings.address_of(name), name, [], []) for name in DOWNSTREAM}
 
     async def health(self, timeout: float = 0.5) -> dict[str, str]:
         async def check(name: str) -> str:

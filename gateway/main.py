@@ -48,7 +48,7 @@ async def run(settings: Settings) -> None:
         except Exception:
             return False
 
-    clients = ClientFactory(settings)
+    clients = ClientFactory(settings, principal="gateway")
     runner = ServiceRunner(
         "gateway",
         settings,

@@ -1,11 +1,13 @@
 """The request context of the call being handled, in a contextvar.
 
-The server interceptor builds a :class:`RequestContext` from the incoming
-metadata and sets it for the duration of the call; servicers read it with
-:func:`current_context` / :func:`require_tenant`; the client interceptor copies
-tenant, subject, scopes, roles and correlation id into outgoing metadata and
-caps outgoing deadlines by :attr:`RequestContext.deadline`. Background work
-(event consumers, schedulers) sets one with :func:`use_context`.
+The server interceptor builds a :class:`RequestContext` from the verified
+context token of the call (``runtime.security.tokens``; never from bare
+metadata) and sets it for the duration of the call; servicers read it with
+:func:`current_context` / :func:`require_tenant`; the client interceptor
+turns it into a context token for the callee and caps outgoing deadlines by
+:attr:`RequestContext.deadline`. Background work (event consumers,
+schedulers) sets one with :func:`use_context`, acting for a tenant only under
+a delegation.
 
 Kept free of gRPC imports so domain code and consumers can use it cheaply.
 """
@@ -40,6 +42,14 @@ class RequestContext:
     scopes: frozenset[str] = field(default_factory=frozenset)
     roles: frozenset[str] = field(default_factory=frozenset)
     deadline: float | None = None
+    # The principal (service identity) whose call this is; "" outside calls.
+    caller: str = ""
+    # The verified context token this call arrived with: the evidence a
+    # service forwards (as a "chain") when it calls on for the same context.
+    credential: str = ""
+    # A delegation from identity for work a service starts on its own for a
+    # tenant (runtime.security.delegations); its scopes bound ``scopes``.
+    delegation: str = ""
 
     def time_remaining(self) -> float | None:
         """Seconds left until the deadline (never negative), or ``None`` without one."""
@@ -70,7 +80,7 @@ def require_tenant() -> str:
     """The caller's tenant id; raises :class:`UnauthenticatedError` (-> UNAUTHENTICATED) without one."""
     tenant = _current.get().tenant_id
     if not tenant:
-        raise UnauthenticatedError("missing tenant: the call carries no x-tenant-id")
+        raise UnauthenticatedError("missing tenant: the call carries no verified tenant context")
     return tenant
 
 

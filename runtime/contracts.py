@@ -52,6 +52,7 @@ class MetadataKeys:
     idempotency_key: str
     scopes: str
     roles: str
+    context_token: str
 
 
 def _metadata_keys() -> MetadataKeys:
@@ -83,12 +84,38 @@ def full_method_name(method: descriptor.MethodDescriptor) -> str:
 _DEFAULT_POLICY = options_pb2.MethodPolicy()
 
 
+class ContractPolicyError(ValueError):
+    """An RPC's policy is incomplete or inconsistent (see :func:`check_callers`)."""
+
+
+def check_callers(method: descriptor.MethodDescriptor, policy: options_pb2.MethodPolicy) -> None:
+    """Every RPC names who may call it, only known principals, and is routed by
+    the gateway (has ``google.api.http``) exactly when the gateway may call it."""
+    from google.api import annotations_pb2
+
+    from runtime.security.principals import PRINCIPALS
+
+    name = full_method_name(method)
+    if not policy.callers:
+        raise ContractPolicyError(f"{name}: (trading.common.v1.method).callers is empty")
+    unknown = sorted(set(policy.callers) - set(PRINCIPALS))
+    if unknown:
+        raise ContractPolicyError(f"{name}: unknown caller(s) {unknown}; known: {list(PRINCIPALS)}")
+    routed = method.GetOptions().HasExtension(annotations_pb2.http)
+    if routed != ("gateway" in policy.callers):
+        raise ContractPolicyError(
+            f"{name}: has google.api.http = {routed} but gateway in callers = {not routed}"
+        )
+
+
 @cache
 def _policies() -> MappingProxyType[str, options_pb2.MethodPolicy]:
     table: dict[str, options_pb2.MethodPolicy] = {}
     for svc in services():
         for method in svc.methods:
-            table[full_method_name(method)] = method.GetOptions().Extensions[options_pb2.method]
+            policy = method.GetOptions().Extensions[options_pb2.method]
+            check_callers(method, policy)
+            table[full_method_name(method)] = policy
     return MappingProxyType(table)
 
 

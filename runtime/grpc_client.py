@@ -1,7 +1,7 @@
 """gRPC clients for service-to-service calls: pooled channels, deadlines,
 safe retries, circuit breakers, context propagation, traces.
 
-    clients = ClientFactory(settings)
+    clients = ClientFactory(settings, principal="execution")
     risk = clients.stub(RiskServiceStub, "risk")
     reply = await risk.CheckOrder(request)                        # default deadline
     reply = await risk.CheckOrder(request, timeout=0.2)           # own deadline
@@ -11,10 +11,11 @@ safe retries, circuit breakers, context propagation, traces.
 One channel per target, reused by every stub of that target. Each call goes
 through these client interceptors (outermost first):
 
-1. :func:`context_propagation_interceptors`: copies tenant, subject, scopes,
-   roles and correlation id of the current :class:`RequestContext` into the
-   outgoing metadata (per-call metadata wins), so service-to-service calls
-   carry them without the servicer doing anything.
+1. :func:`context_token_interceptors`: a context token for the callee, made
+   from the current :class:`RequestContext` (runtime.security.tokens), and the
+   correlation id into the outgoing metadata (per-call metadata wins), so
+   service-to-service calls carry a verifiable context without the servicer
+   doing anything. Channels are mutual TLS with this process's certificate.
 2. :class:`ResilienceInterceptor`:
    * deadline: ``timeout=`` of the call, else ``client.default_timeout_s``
      (unary calls; streams get none by default), and never more than the
@@ -62,13 +63,18 @@ from runtime.context import current_context
 from runtime.contracts import METADATA, method_policy
 from runtime.errors import CircuitOpenError, error_details, rich_status
 from runtime.interceptors import LATENCY_BUCKETS
+from runtime.security.credentials import PrincipalCredentials, credentials_for
+from runtime.security.tokens import ContextTokens, TokenError
+
+_K_TOKEN = METADATA.context_token
+_K_CORRELATION = METADATA.correlation_id
 
 __all__ = [
     "CircuitOpenError",
     "ClientFactory",
     "ResilienceInterceptor",
     "RetryPolicy",
-    "context_propagation_interceptors",
+    "context_token_interceptors",
     "idempotency_metadata",
 ]
 
@@ -224,22 +230,18 @@ class RetryPolicy:
 # ---- interceptors ----------------------------------------------------------------------------
 
 
-def _with_context_metadata(details: Details) -> Details:
+def _with_context_token(details: Details, tokens: ContextTokens, audience: str) -> Details:
     ctx = current_context()
-    if not ctx.tenant_id and not ctx.correlation_id and not ctx.subject:
-        return details
     metadata = details.metadata if details.metadata is not None else grpc.aio.Metadata()
     # Per-call metadata wins; the Metadata object is fresh for every call, so
     # adding to it in place is safe.
-    for key, value in (
-        (METADATA.tenant_id, ctx.tenant_id),
-        (METADATA.correlation_id, ctx.correlation_id),
-        (METADATA.subject, ctx.subject),
-        (METADATA.scopes, " ".join(sorted(ctx.scopes))),
-        (METADATA.roles, " ".join(sorted(ctx.roles))),
-    ):
-        if value and metadata.get(key) is None:
-            metadata.add(key, value)
+    if metadata.get(_K_TOKEN) is None:
+        try:
+            metadata.add(_K_TOKEN, tokens.mint(audience, ctx))
+        except TokenError as exc:
+            raise _local_error(grpc.StatusCode.UNAUTHENTICATED, f"cannot call {audience}: {exc}") from None
+    if ctx.correlation_id and metadata.get(_K_CORRELATION) is None:
+        metadata.add(_K_CORRELATION, ctx.correlation_id)
     if details.metadata is metadata:
         return details
     return grpc.aio.ClientCallDetails(
@@ -298,15 +300,16 @@ def per_arity(unary: Intercept, stream: Intercept) -> list[grpc.aio.ClientInterc
     return [_UnaryUnary(unary), _UnaryStream(stream), _StreamUnary(stream), _StreamStream(stream)]
 
 
-async def _propagate(continuation: Any, details: Details, request: Any) -> Any:
-    return await continuation(_with_context_metadata(details), request)
+def context_token_interceptors(tokens: ContextTokens, audience: str) -> list[grpc.aio.ClientInterceptor]:
+    """Every call to ``audience`` carries a context token for it, minted from the
+    current :class:`RequestContext` (runtime.security.tokens), plus the
+    correlation id. The idempotency key is NOT propagated: a downstream call
+    is a different operation."""
 
+    async def add(continuation: Any, details: Details, request: Any) -> Any:
+        return await continuation(_with_context_token(details, tokens, audience), request)
 
-def context_propagation_interceptors() -> list[grpc.aio.ClientInterceptor]:
-    """Tenant, subject, scopes, roles and correlation id from the current
-    :class:`RequestContext` into outgoing metadata, for every arity. The
-    idempotency key is NOT propagated: a downstream call is a different operation."""
-    return per_arity(_propagate, _propagate)
+    return per_arity(add, add)
 
 
 class _MethodInfo:
@@ -487,8 +490,13 @@ class ClientFactory:
         metrics: ClientMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         channel_options: Sequence[tuple[str, Any]] = CHANNEL_OPTIONS,
+        principal: str,
+        credentials: PrincipalCredentials | None = None,
     ) -> None:
+        """``principal``: who this process is (its certificate and the issuer of
+        its context tokens); ``credentials`` default to that principal's own."""
         self._settings = settings
+        self.credentials = credentials or credentials_for(settings, principal)
         self._tracer_provider = tracer_provider
         self._tracing = tracing
         self._metrics = metrics or default_client_metrics()
@@ -498,6 +506,12 @@ class ClientFactory:
         self._resilience: dict[str, ResilienceInterceptor] = {}
 
     def target_of(self, service: str) -> str:
+        if service not in DEFAULT_GRPC_PORTS:
+            # The service name is the audience of the context token and the name
+            # its certificate must carry: a bare address says neither.
+            raise ValueError(
+                f"unknown service {service!r}: dial services by name (settings.service_addresses)"
+            )
         if service in self._settings.service_addresses or service in DEFAULT_GRPC_PORTS:
             return self._settings.address_of(service)
         return service
@@ -521,12 +535,15 @@ class ClientFactory:
                 on_state_change=on_change,
             )
             resilience = ResilienceInterceptor(target, cfg, breaker, self._metrics, self._clock)
-            interceptors = [*context_propagation_interceptors(), *resilience.interceptors()]
+            interceptors = [
+                *context_token_interceptors(self.credentials.tokens, service),
+                *resilience.interceptors(),
+            ]
             if self._tracing:
                 interceptors.extend(
                     aio_client_interceptors(tracer_provider=self._tracer_provider)  # type: ignore[no-untyped-call]
                 )
-            channel = grpc.aio.insecure_channel(target, options=self._options, interceptors=interceptors)
+            channel = self.credentials.channel(target, service, self._options, interceptors)
             self._channels[target] = channel
             self._resilience[target] = resilience
         return channel

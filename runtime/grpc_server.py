@@ -40,6 +40,8 @@ from prometheus_client import start_http_server
 from runtime.config import Settings
 from runtime.contracts import services
 from runtime.interceptors import ServerCallInterceptor, ValidationInterceptor
+from runtime.security.credentials import PrincipalCredentials, credentials_for
+from runtime.security.guard import CallGuard
 from runtime.telemetry import setup_telemetry
 
 log = logging.getLogger(__name__)
@@ -73,12 +75,15 @@ def _traced(details: grpc.HandlerCallDetails) -> bool:
     return not details.method.startswith(_INFRA_PREFIXES)
 
 
-def standard_interceptors(tracer_provider: TracerProvider | None = None) -> list[grpc.aio.ServerInterceptor]:
-    """OpenTelemetry span -> context/log/metrics -> protovalidate (outermost first).
-    ``tracer_provider`` defaults to the global one (set by ``setup_telemetry``)."""
+def standard_interceptors(
+    tracer_provider: TracerProvider | None = None, guard: CallGuard | None = None
+) -> list[grpc.aio.ServerInterceptor]:
+    """OpenTelemetry span -> caller check/context/log/metrics -> protovalidate
+    (outermost first). ``tracer_provider`` defaults to the global one (set by
+    ``setup_telemetry``); ``guard`` admits callers (runtime.security.guard)."""
     return [
         aio_server_interceptor(tracer_provider=tracer_provider, filter_=_traced),  # type: ignore[no-untyped-call]
-        ServerCallInterceptor(),
+        ServerCallInterceptor(guard=guard),
         ValidationInterceptor(),
     ]
 
@@ -105,10 +110,12 @@ class ServiceRunner:
         tracer_provider: TracerProvider | None = None,
         ready_poll_s: float = 0.5,
         options: Sequence[tuple[str, Any]] = SERVER_OPTIONS,
+        credentials: PrincipalCredentials | None = None,
     ) -> None:
         """``address`` overrides ``settings.address_of(service)`` (``"127.0.0.1:0"``
         picks a spare port); ``metrics_port`` overrides the settings (0: a spare
-        port, -1: no metrics endpoint)."""
+        port, -1: no metrics endpoint). ``credentials`` default to the service's
+        own (its certificate; mutual TLS on the port)."""
         self.service = service
         self.settings = settings
         self._register = register
@@ -121,8 +128,11 @@ class ServiceRunner:
             self._cleanups = list(cleanup)
         self._address = address or settings.address_of(service)
         self._metrics_port_override = metrics_port
+        self.credentials = credentials or credentials_for(settings, service)
         self._interceptors = (
-            list(interceptors) if interceptors is not None else standard_interceptors(tracer_provider)
+            list(interceptors)
+            if interceptors is not None
+            else standard_interceptors(tracer_provider, self.credentials.guard)
         )
         self._ready_poll_s = ready_poll_s
         self._options = list(options)
@@ -155,7 +165,12 @@ class ServiceRunner:
         self.service_names = list(names) if names is not None else _contract_services(self.service)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection([*self.service_names, *_INFRA_SERVICES], server)
-        self.port = server.add_insecure_port(self._address)
+        server_credentials = self.credentials.server_credentials()
+        if server_credentials is None:
+            log.warning("%s: PLAINTEXT gRPC (development switch security.plaintext)", self.service)
+            self.port = server.add_insecure_port(self._address)
+        else:
+            self.port = server.add_secure_port(self._address, server_credentials)
         for name in ("", *self.service_names):
             await self.health.set(name, _HEALTH.NOT_SERVING)
         await server.start()

@@ -44,6 +44,7 @@ from runtime.errors import (
     grpc_code,
     invalid_argument,
 )
+from runtime.security.guard import CallGuard
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
@@ -140,53 +141,54 @@ def _split_method(method: str) -> tuple[str, str]:
 # Tenant ids travel into SQL settings, Redis keys and NATS subjects: only a
 # plain token is acceptable (identity issues UUIDs). A malformed one is refused
 # before any servicer sees it (found by the bad-input sweep: "a.b" split NATS
-# subjects, "{x}" broke Redis key scoping).
+# subjects, "{x}" broke Redis key scoping). Verified tokens are checked too:
+# a signature proves who made a claim, not that it is well-formed.
 _TENANT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
+_K_CORRELATION = METADATA.correlation_id
+_K_IDEMPOTENCY = METADATA.idempotency_key
+_K_TOKEN = METADATA.context_token
 
-def _check_tenant(ctx: RequestContext) -> None:
-    if ctx.tenant_id and _TENANT_ID_RE.fullmatch(ctx.tenant_id) is None:
-        raise UnauthenticatedError("malformed tenant id in x-tenant-id")
 
-
-def _context_from(context: Context) -> RequestContext:
-    """Build the request context from the call's metadata and deadline (one pass)."""
-    tenant = subject = correlation = idem = ""
-    scopes: frozenset[str] = frozenset()
-    roles: frozenset[str] = frozenset()
+def _context_from(context: Context, method: str, guard: CallGuard | None) -> RequestContext:
+    """The request context of a call: correlation id and idempotency key from
+    the metadata; tenant, subject, scopes and roles ONLY from the verified
+    context token (bare x-tenant-id & co. are ignored). Without a guard (unit
+    tests of the interceptor chain) the context carries no identity at all."""
+    correlation = idem = token = ""
     for key, value in context.invocation_metadata() or ():
-        if key == _K_TENANT:
-            tenant = cast(str, value)
-        elif key == _K_CORRELATION:
+        if key == _K_CORRELATION:
             correlation = cast(str, value)
-        elif key == _K_SUBJECT:
-            subject = cast(str, value)
+        elif key == _K_TOKEN:
+            token = cast(str, value)
         elif key == _K_IDEMPOTENCY:
             idem = cast(str, value)
-        elif key == _K_SCOPES:
-            scopes = frozenset(cast(str, value).split())
-        elif key == _K_ROLES:
-            roles = frozenset(cast(str, value).split())
     if not correlation or _CORRELATION_ID_RE.fullmatch(correlation) is None:
         correlation = new_correlation_id()
     remaining = context.time_remaining()
+    deadline = None if remaining is None else time.monotonic() + remaining
+    if guard is None:
+        return RequestContext(correlation_id=correlation, idempotency_key=idem, deadline=deadline)
+    admitted = guard.admit(method, context, token)
+    verified = admitted.context
+    if verified is None:
+        return RequestContext(
+            correlation_id=correlation, idempotency_key=idem, deadline=deadline, caller=admitted.caller
+        )
+    if verified.tenant_id and _TENANT_ID_RE.fullmatch(verified.tenant_id) is None:
+        raise UnauthenticatedError("malformed tenant id in the context token")
     return RequestContext(
-        tenant_id=tenant,
-        subject=subject,
+        tenant_id=verified.tenant_id,
+        subject=verified.subject,
         correlation_id=correlation,
         idempotency_key=idem,
-        scopes=scopes,
-        roles=roles,
-        deadline=None if remaining is None else time.monotonic() + remaining,
+        scopes=verified.scopes,
+        roles=verified.roles,
+        deadline=deadline,
+        caller=admitted.caller,
+        credential=verified.token,
+        delegation=verified.delegation,
     )
-
-
-_K_TENANT = METADATA.tenant_id
-_K_SUBJECT = METADATA.subject
-_K_CORRELATION = METADATA.correlation_id
-_K_IDEMPOTENCY = METADATA.idempotency_key
-_K_SCOPES = METADATA.scopes
-_K_ROLES = METADATA.roles
 
 
 def _final_code(context: Context) -> grpc.StatusCode:
@@ -253,9 +255,10 @@ class ServerCallInterceptor(_CachingInterceptor):
       and logs one line per call (DEBUG when OK, WARNING otherwise).
     """
 
-    def __init__(self, metrics: ServerMetrics | None = None) -> None:
+    def __init__(self, metrics: ServerMetrics | None = None, guard: CallGuard | None = None) -> None:
         super().__init__()
         self._metrics = metrics or default_server_metrics()
+        self._guard = guard
 
     def _wrap(self, handler: Handler, method: str) -> Handler:
         stats = _MethodStats(self._metrics, method)
@@ -271,17 +274,18 @@ class ServerCallInterceptor(_CachingInterceptor):
             return _replace(handler, stream_stream=self._wrap_stream(h.stream_stream, stats))
         return handler
 
-    @staticmethod
-    def _wrap_unary(behavior: UnaryBehavior, stats: _MethodStats) -> UnaryBehavior:
+    def _wrap_unary(self, behavior: UnaryBehavior, stats: _MethodStats) -> UnaryBehavior:
+        guard, method = self._guard, stats.method
+
         async def call(request: Any, context: Context) -> Any:
-            ctx = _context_from(context)
-            token = set_context(ctx)
-            context.set_trailing_metadata(((_K_CORRELATION, ctx.correlation_id),))
             start = time.perf_counter()
             code = _OK
             error: BaseException | None = None
+            token = None
             try:
-                _check_tenant(ctx)
+                ctx = _context_from(context, method, guard)
+                token = set_context(ctx)
+                context.set_trailing_metadata(((_K_CORRELATION, ctx.correlation_id),))
                 response = await behavior(request, context)
             except ServiceError as exc:
                 code = exc.code
@@ -300,26 +304,27 @@ class ServerCallInterceptor(_CachingInterceptor):
                 return response
             finally:
                 stats.record(code, time.perf_counter() - start, error)
-                reset_context(token)
+                if token is not None:
+                    reset_context(token)
 
         return call
 
-    @staticmethod
-    def _wrap_stream(behavior: Callable[[Any, Context], Any], stats: _MethodStats) -> Any:
+    def _wrap_stream(self, behavior: Callable[[Any, Context], Any], stats: _MethodStats) -> Any:
         if not inspect.isasyncgenfunction(behavior):
             # A handler that writes with ``context.write()`` and returns: same as unary.
-            return ServerCallInterceptor._wrap_unary(behavior, stats)
+            return self._wrap_unary(behavior, stats)
+        guard, method = self._guard, stats.method
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            ctx = _context_from(context)
-            token = set_context(ctx)
-            echo = ((_K_CORRELATION, ctx.correlation_id),)
-            context.set_trailing_metadata(echo)
             start = time.perf_counter()
             code = _OK
             error: BaseException | None = None
+            token = None
             try:
-                _check_tenant(ctx)
+                ctx = _context_from(context, method, guard)
+                token = set_context(ctx)
+                echo = ((_K_CORRELATION, ctx.correlation_id),)
+                context.set_trailing_metadata(echo)
                 await context.send_initial_metadata(echo)
                 async for response in behavior(request, context):
                     yield response
@@ -342,8 +347,9 @@ class ServerCallInterceptor(_CachingInterceptor):
                 # A generator closed after a client cancel runs this in another
                 # asyncio Context, where the token cannot be reset; that Context
                 # dies with the call anyway.
-                with contextlib.suppress(ValueError):
-                    reset_context(token)
+                if token is not None:
+                    with contextlib.suppress(ValueError):
+                        reset_context(token)
 
         return stream
 

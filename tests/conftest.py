@@ -27,9 +27,11 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from runtime.config import Settings
+from runtime.security.pki import ensure_pki
 from runtime.storage.clickhouse import ConnectClickHouse, create_clickhouse
 from runtime.storage.postgres import create_pool
 from runtime.storage.redis import create_redis
+from tests.support.security import use_session_settings
 from tools.infra import LocalInfra, ManagedProcess, drop_database, free_port, start_tansu
 
 _INTEGRATION_DIR = Path(__file__).parent / "integration"
@@ -72,6 +74,8 @@ async def infra_settings(
             "clickhouse": base.clickhouse.model_copy(update={"url": "", "chdb_path": var_dir / "chdb"}),
         }
     )
+    ensure_pki(settings.security.pki_path(var_dir), settings.security.trust_domain)
+    use_session_settings(settings)
     infra = LocalInfra(settings, log_dir=var_dir / "log", fast=True)
     await infra.start()
     try:

@@ -44,7 +44,7 @@ async def build(
     store = AuditStore(resources.postgres)
     await store.secure()
     if live is None:
-        clients = ClientFactory(resources.settings)
+        clients = ClientFactory(resources.settings, principal=resources.service)
         resources.on_close(clients.close)
         live = GrpcLiveState(clients, timeout_s=settings.live_call_timeout_s)
     subscriber = AuditSubscriber(

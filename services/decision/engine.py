@@ -90,6 +90,7 @@ from runtime.errors import error_details
 from runtime.messaging import Event, new_envelope, uuid7
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
+from runtime.security.delegations import PURPOSES, DelegationSource
 from services.decision.book import FLAT, PositionBook, RecentKeys, SymbolBook
 from services.decision.domain import (
     Combined,
@@ -114,7 +115,9 @@ PRODUCER = "decision"
 VECTOR_EVENT = features_events.FeatureVectorComputed.DESCRIPTOR.full_name
 VECTOR_SUBJECT_PREFIX = "features.vectors."
 # What decision may do on a tenant's behalf when it places an order.
-ORDER_SCOPES = frozenset({"orders:write", "orders:read"})
+# Decision places a strategy's orders under this delegation from identity; its scopes are the purpose's.
+ORDER_PURPOSE = "strategy-orders"
+ORDER_SCOPES = PURPOSES[ORDER_PURPOSE].scopes
 
 SIGNALS = Counter("trading_decision_signals_total", "Signals generated, by direction.", ("direction",))
 FALLBACKS = Counter("trading_decision_fallback_signals_total", "Signals for which at least one model failed.")
@@ -291,6 +294,7 @@ class DecisionEngine:
         strategies: StrategyCache,
         signals: SignalStore,
         execution: object,  # ExecutionServiceAsyncStub (typed loosely: generated stubs are dynamic)
+        delegations: DelegationSource,
         nats: NatsPublisher,
         kafka: KafkaPublisher,
         place_timeout_s: float,
@@ -303,6 +307,7 @@ class DecisionEngine:
         self._strategies = strategies
         self._signals = signals
         self._execution = execution
+        self._delegations = delegations
         self._nats = nats
         self._kafka = kafka
         self._place_timeout_s = place_timeout_s
@@ -566,10 +571,17 @@ class DecisionEngine:
             quantity=decimals.to_proto(order.quantity),
             strategy_id=order.strategy_id,
         )
-        ctx = RequestContext(
-            tenant_id=tenant, subject="service:decision", correlation_id=correlation, scopes=ORDER_SCOPES
-        )
         try:
+            # The strategy acts for the tenant under identity's delegation, never
+            # on a power of its own (runtime.security.delegations).
+            delegation = await self._delegations.get(tenant, ORDER_PURPOSE)
+            ctx = RequestContext(
+                tenant_id=tenant,
+                subject="service:decision",
+                correlation_id=correlation,
+                scopes=ORDER_SCOPES,
+                delegation=delegation,
+            )
             with use_context(ctx):
                 reply = await self._execution.PlaceOrder(request, timeout=self._place_timeout_s)  # type: ignore[attr-defined]
         except grpc.aio.AioRpcError as err:

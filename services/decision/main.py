@@ -19,6 +19,7 @@ from runtime.grpc_client import ClientFactory
 from runtime.messaging import RetryPolicy
 from runtime.messaging.nats import NatsSubscriber
 from runtime.resources import Resources
+from runtime.security.delegations import DelegationCache
 from runtime.service import ServiceSpec
 from services.decision import models, train
 from services.decision.api import DecisionApi
@@ -71,13 +72,14 @@ async def build(
     await cache.start()
     resources.on_close(cache.stop)
 
-    clients = ClientFactory(resources.settings)
+    clients = ClientFactory(resources.settings, principal=resources.service)
     resources.on_close(clients.close)
     engine = DecisionEngine(
         ensemble=ensemble,
         strategies=cache,
         signals=signals,
         execution=clients.stub(exec_grpc.ExecutionServiceStub, "execution"),
+        delegations=DelegationCache(clients),
         nats=resources.nats_publisher,
         kafka=resources.kafka_publisher,
         place_timeout_s=settings.place_order_timeout_s,

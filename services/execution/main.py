@@ -38,7 +38,7 @@ async def build(resources: Resources) -> Mapping[str, Any]:
         relay.wake()
         matcher.note(events)
 
-    clients = ClientFactory(resources.settings)
+    clients = ClientFactory(resources.settings, principal=resources.service)
     resources.on_close(clients.close)
     await relay.start()
     resources.on_close(relay.stop)

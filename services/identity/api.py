@@ -37,6 +37,8 @@ from runtime.context import RequestContext, current_context
 from runtime.contracts import method_policy
 from runtime.errors import FieldViolation, ServiceError, domain_error, invalid_argument
 from runtime.messaging import uuid7
+from runtime.security.delegations import PURPOSES
+from runtime.security.tokens import ContextTokens
 from services.identity import apikeys, domain, storage
 from services.identity.domain import ADMIN, ADMIN_SCOPE, Passwords, RoleScopes
 from services.identity.events import OutboxRelay, record
@@ -165,7 +167,9 @@ class IdentityApi:
         settings: IdentitySettings,
         *,
         platform_tenant_id: str,
+        delegation_signer: ContextTokens,
     ) -> None:
+        self._delegation_signer = delegation_signer
         self._pool = pool
         self._redis = redis
         self._keys = keys
@@ -539,6 +543,38 @@ class IdentityApi:
         async with storage.tenant_tx(self._pool, ctx.tenant_id) as conn:
             await self._remember(conn, ctx.tenant_id, "CreateTenant", request, response)
         self._relay.wake()
+        return response
+
+    async def IssueDelegation(
+        self, request: pb.IssueDelegationRequest, context: Ctx
+    ) -> pb.IssueDelegationResponse:
+        # Callers are checked by the contract (decision, audit); the purpose
+        # table says which of them may hold which delegation.
+        caller = current_context().caller
+        purpose = PURPOSES.get(request.purpose)
+        if purpose is None:
+            raise _error(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "UNKNOWN_PURPOSE",
+                f"unknown delegation purpose {request.purpose!r}; known: {', '.join(sorted(PURPOSES))}",
+            )
+        if purpose.holder != caller:
+            raise _error(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "DELEGATION_NOT_ALLOWED",
+                f"{caller or 'this caller'} may not hold {request.purpose} delegations",
+            )
+        async with storage.platform_tx(self._pool) as conn:
+            row = await storage.get_tenant(conn, request.tenant_id)
+        if row is None or row.status != "ACTIVE":
+            raise _not_found("tenant", request.tenant_id)
+        token, expires = self._delegation_signer.sign_delegation(
+            caller, request.tenant_id, request.purpose, purpose.scopes, purpose.audiences, purpose.ttl_s
+        )
+        response = pb.IssueDelegationResponse(
+            delegation=token, scopes=sorted(purpose.scopes), audiences=sorted(purpose.audiences)
+        )
+        response.expire_time.FromSeconds(int(expires))
         return response
 
     async def GetTenant(self, request: pb.GetTenantRequest, context: Ctx) -> pb.GetTenantResponse:

@@ -17,6 +17,7 @@ from trading.identity.v1 import identity_service_pb2_grpc as pb_grpc
 
 from runtime.contracts import method_policy, services
 from runtime.resources import Resources
+from runtime.security.credentials import credentials_for
 from runtime.service import ServiceSpec
 from services.identity import apikeys, storage
 from services.identity.api import IDENTITY_SERVICE, IdentityApi
@@ -89,8 +90,10 @@ async def build(resources: Resources, identity_settings: IdentitySettings | None
     relay.wake()
     resources.on_close(relay.stop)
     api = IdentityApi(
-        pool, redis, ring, relay, passwords, role_scopes, settings, platform_tenant_id=platform_tenant
-    )
+        pool, redis, ring, relay, passwords, role_scopes, settings,
+        platform_tenant_id=platform_tenant,
+        delegation_signer=credentials_for(resources.settings, "identity").tokens,
+    )  # fmt: skip
     return {IDENTITY_SERVICE: api}
 
 

@@ -28,12 +28,13 @@ from trading.risk.v1 import risk_service_pb2 as pb
 from trading.risk.v1 import risk_service_pb2_grpc as pb_grpc
 
 from runtime.config import Settings
-from runtime.contracts import METADATA, event_registry
+from runtime.contracts import event_registry
 from runtime.errors import error_details
 from runtime.messaging.envelope import decode_envelope, new_envelope, unpack, uuid7
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.service import ServiceSpec
 from services.risk.main import SPEC, build
+from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 
 D = decimal_pb2.Decimal
@@ -47,7 +48,7 @@ def spec_with_group(group: str) -> ServiceSpec:
 
 
 def meta(tenant: str) -> tuple[tuple[str, str], ...]:
-    return ((METADATA.tenant_id, tenant), (METADATA.subject, "user-1"))
+    return user_md("risk", tenant, subject="user-1")
 
 
 def new_symbol() -> str:
@@ -138,7 +139,7 @@ async def test_limits_round_trip_versioned_idempotent_and_per_tenant(
     tenant_a, tenant_b = f"ta-{uuid.uuid4().hex[:8]}", f"tb-{uuid.uuid4().hex[:8]}"
     async with (
         running_service(spec_with_group(group), infra_settings) as address,
-        grpc.aio.insecure_channel(address) as channel,
+        service_channel(address, "risk") as channel,
         risk_events(infra_settings, tenant_a) as events,
     ):
         stub = pb_grpc.RiskServiceStub(channel)
@@ -194,7 +195,7 @@ async def test_check_order_approves_and_denies_each_reason(
     sym, small, stale_sym, none_sym = new_symbol(), new_symbol(), new_symbol(), new_symbol()
     async with (
         running_service(spec_with_group(group), infra_settings) as address,
-        grpc.aio.insecure_channel(address) as channel,
+        service_channel(address, "risk") as channel,
         risk_events(infra_settings, tenant) as events,
     ):
         stub = pb_grpc.RiskServiceStub(channel)
@@ -295,7 +296,7 @@ async def test_kill_switch_halts_then_reactivates_only_that_tenant(
     sym = new_symbol()
     async with (
         running_service(spec_with_group(group), infra_settings) as address,
-        grpc.aio.insecure_channel(address) as channel,
+        service_channel(address, "risk") as channel,
         risk_events(infra_settings, tenant) as events,
     ):
         stub = pb_grpc.RiskServiceStub(channel)
@@ -350,8 +351,8 @@ async def test_two_replicas_share_one_order_rate_budget(
     async with (
         running_service(spec_with_group(group), infra_settings) as first,
         running_service(spec_with_group(group), infra_settings) as second,
-        grpc.aio.insecure_channel(first) as channel_1,
-        grpc.aio.insecure_channel(second) as channel_2,
+        service_channel(first, "risk") as channel_1,
+        service_channel(second, "risk") as channel_2,
     ):
         stubs = [pb_grpc.RiskServiceStub(channel_1), pb_grpc.RiskServiceStub(channel_2)]
         await put_quote(redis_client, sym, "99", "101")
@@ -399,7 +400,7 @@ async def test_fills_update_positions_once_and_breach_the_daily_loss(
     async with (
         KafkaPublisher(infra_settings.kafka, event_registry(), client_id="risk-test") as publisher,
         running_service(spec_with_group(group), infra_settings) as address,
-        grpc.aio.insecure_channel(address) as channel,
+        service_channel(address, "risk") as channel,
         risk_events(infra_settings, tenant) as events,
     ):
         stub = pb_grpc.RiskServiceStub(channel)
@@ -450,7 +451,7 @@ async def test_check_order_latency(infra_settings: Settings, redis_client: Redis
     tenant, sym = f"tp-{uuid.uuid4().hex[:8]}", new_symbol()
     async with (
         running_service(spec_with_group(group), infra_settings) as address,
-        grpc.aio.insecure_channel(address) as channel,
+        service_channel(address, "risk") as channel,
     ):
         stub = pb_grpc.RiskServiceStub(channel)
         await put_quote(redis_client, sym, "99", "101")

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from trading.common.v1 import options_pb2 as trading_dot_common_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftrading/common/v1/context.proto\x12\x11trading.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ftrading/common/v1/options.proto\"\xfd\x01\n\x0eRequestContext\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x18\n\x07subject\x18\x02 \x01(\tR\x07subject\x12%\n\x0e\x63orrelation_id\x18\x03 \x01(\tR\rcorrelationId\x12\'\n\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\x12\x36\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08\x64\x65\x61\x64line\x12\x16\n\x06scopes\x18\x06 \x03(\tR\x06scopes\x12\x14\n\x05roles\x18\x07 \x03(\tR\x05roles*\xbb\x02\n\x0bMetadataKey\x12\x1c\n\x18METADATA_KEY_UNSPECIFIED\x10\x00\x12+\n\x16METADATA_KEY_TENANT_ID\x10\x01\x1a\x0f\xda\xf3\x18\x0bx-tenant-id\x12\'\n\x14METADATA_KEY_SUBJECT\x10\x02\x1a\r\xda\xf3\x18\tx-subject\x12\x35\n\x1bMETADATA_KEY_CORRELATION_ID\x10\x03\x1a\x14\xda\xf3\x18\x10x-correlation-id\x12\x35\n\x1cMETADATA_KEY_IDEMPOTENCY_KEY\x10\x04\x1a\x13\xda\xf3\x18\x0fidempotency-key\x12%\n\x13METADATA_KEY_SCOPES\x10\x05\x1a\x0c\xda\xf3\x18\x08x-scopes\x12#\n\x12METADATA_KEY_ROLES\x10\x06\x1a\x0b\xda\xf3\x18\x07x-rolesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftrading/common/v1/context.proto\x12\x11trading.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ftrading/common/v1/options.proto\"\xfd\x01\n\x0eRequestContext\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x18\n\x07subject\x18\x02 \x01(\tR\x07subject\x12%\n\x0e\x63orrelation_id\x18\x03 \x01(\tR\rcorrelationId\x12\'\n\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\x12\x36\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08\x64\x65\x61\x64line\x12\x16\n\x06scopes\x18\x06 \x03(\tR\x06scopes\x12\x14\n\x05roles\x18\x07 \x03(\tR\x05roles*\xf0\x02\n\x0bMetadataKey\x12\x1c\n\x18METADATA_KEY_UNSPECIFIED\x10\x00\x12+\n\x16METADATA_KEY_TENANT_ID\x10\x01\x1a\x0f\xda\xf3\x18\x0bx-tenant-id\x12\'\n\x14METADATA_KEY_SUBJECT\x10\x02\x1a\r\xda\xf3\x18\tx-subject\x12\x35\n\x1bMETADATA_KEY_CORRELATION_ID\x10\x03\x1a\x14\xda\xf3\x18\x10x-correlation-id\x12\x35\n\x1cMETADATA_KEY_IDEMPOTENCY_KEY\x10\x04\x1a\x13\xda\xf3\x18\x0fidempotency-key\x12%\n\x13METADATA_KEY_SCOPES\x10\x05\x1a\x0c\xda\xf3\x18\x08x-scopes\x12#\n\x12METADATA_KEY_ROLES\x10\x06\x1a\x0b\xda\xf3\x18\x07x-roles\x12\x33\n\x1aMETADATA_KEY_CONTEXT_TOKEN\x10\x07\x1a\x13\xda\xf3\x18\x0fx-context-tokenb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,8 +45,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_METADATAKEY'].values_by_name["METADATA_KEY_SCOPES"]._serialized_options = b'\332\363\030\010x-scopes'
   _globals['_METADATAKEY'].values_by_name["METADATA_KEY_ROLES"]._loaded_options = None
   _globals['_METADATAKEY'].values_by_name["METADATA_KEY_ROLES"]._serialized_options = b'\332\363\030\007x-roles'
+  _globals['_METADATAKEY'].values_by_name["METADATA_KEY_CONTEXT_TOKEN"]._loaded_options = None
+  _globals['_METADATAKEY'].values_by_name["METADATA_KEY_CONTEXT_TOKEN"]._serialized_options = b'\332\363\030\017x-context-token'
   _globals['_METADATAKEY']._serialized_start=377
-  _globals['_METADATAKEY']._serialized_end=692
+  _globals['_METADATAKEY']._serialized_end=745
   _globals['_REQUESTCONTEXT']._serialized_start=121
   _globals['_REQUESTCONTEXT']._serialized_end=374
 # @@protoc_insertion_point(module_scope)

@@ -40,11 +40,20 @@ class _MetadataKeyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MetadataK
     """Space-separated scopes granted to the caller."""
     METADATA_KEY_ROLES: _MetadataKey.ValueType  # 6
     """Space-separated roles of the caller (trader, viewer, admin)."""
+    METADATA_KEY_CONTEXT_TOKEN: _MetadataKey.ValueType  # 7
+    """The signed request-context token: a short-lived JWS (ES256) made by the
+    caller for exactly one callee (audience), carrying tenant, subject,
+    scopes and roles and the evidence of the caller's authority for them
+    (docs/security.md).
+    """
 
 class MetadataKey(_MetadataKey, metaclass=_MetadataKeyEnumTypeWrapper):
-    """The request context every call carries in gRPC metadata. The gateway sets
-    tenant and subject from the verified token; services never trust a tenant
-    id sent in a request body. Each key is named here once.
+    """Metadata keys of a call. Tenant, subject, scopes and roles travel only
+    inside the signed context token (METADATA_KEY_CONTEXT_TOKEN): a service
+    ignores the bare x-tenant-id, x-subject, x-scopes and x-roles keys (kept
+    for logs and events, where they name the envelope's fields). Correlation
+    id and idempotency key carry no authority and travel bare. Each key is
+    named here once.
     """
 
 METADATA_KEY_UNSPECIFIED: MetadataKey.ValueType  # 0
@@ -61,6 +70,12 @@ METADATA_KEY_SCOPES: MetadataKey.ValueType  # 5
 """Space-separated scopes granted to the caller."""
 METADATA_KEY_ROLES: MetadataKey.ValueType  # 6
 """Space-separated roles of the caller (trader, viewer, admin)."""
+METADATA_KEY_CONTEXT_TOKEN: MetadataKey.ValueType  # 7
+"""The signed request-context token: a short-lived JWS (ES256) made by the
+caller for exactly one callee (audience), carrying tenant, subject,
+scopes and roles and the evidence of the caller's authority for them
+(docs/security.md).
+"""
 Global___MetadataKey: _TypeAlias = MetadataKey  # noqa: Y015
 
 @_typing.final

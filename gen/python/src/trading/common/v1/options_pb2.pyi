@@ -34,6 +34,7 @@ class MethodPolicy(_message.Message):
     IDEMPOTENT_FIELD_NUMBER: _builtins.int
     SCOPES_FIELD_NUMBER: _builtins.int
     PUBLIC_FIELD_NUMBER: _builtins.int
+    CALLERS_FIELD_NUMBER: _builtins.int
     idempotent: _builtins.bool
     """True when calling the RPC twice with the same request has the same effect
     as calling it once, so clients may retry it automatically. Mutating RPCs
@@ -49,16 +50,27 @@ class MethodPolicy(_message.Message):
         authenticated caller".
         """
 
+    @_builtins.property
+    def callers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Service identities (principals: the service names, plus "operator" for
+        the operator CLI) allowed to call this RPC, named by the SPIFFE id of
+        their mutual-TLS certificate. Every RPC lists at least one; any other
+        caller is refused with PERMISSION_DENIED before the servicer runs. An
+        RPC is routed by the gateway (has google.api.http) exactly when
+        "gateway" is listed.
+        """
+
     def __init__(
         self,
         *,
         idempotent: _builtins.bool = ...,
         scopes: _abc.Iterable[_builtins.str] | None = ...,
         public: _builtins.bool = ...,
+        callers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotent", b"idempotent", "public", b"public", "scopes", b"scopes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callers", b"callers", "idempotent", b"idempotent", "public", b"public", "scopes", b"scopes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -63,6 +63,11 @@ class IdentityServiceStub:
                 request_serializer=trading_dot_identity_dot_v1_dot_identity__service__pb2.GetJwksRequest.SerializeToString,
                 response_deserializer=trading_dot_identity_dot_v1_dot_identity__service__pb2.GetJwksResponse.FromString,
                 _registered_method=True)
+        self.IssueDelegation = channel.unary_unary(
+                '/trading.identity.v1.IdentityService/IssueDelegation',
+                request_serializer=trading_dot_identity_dot_v1_dot_identity__service__pb2.IssueDelegationRequest.SerializeToString,
+                response_deserializer=trading_dot_identity_dot_v1_dot_identity__service__pb2.IssueDelegationResponse.FromString,
+                _registered_method=True)
         self.CreateApiKey = channel.unary_unary(
                 '/trading.identity.v1.IdentityService/CreateApiKey',
                 request_serializer=trading_dot_identity_dot_v1_dot_identity__service__pb2.CreateApiKeyRequest.SerializeToString,
@@ -165,6 +170,19 @@ class IdentityServiceServicer:
         (RFC 7517). Keys are rotated: the set holds the current signing key and
         the previous ones whose tokens may still be valid. Cache it and refetch
         when a token names an unknown `kid`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueDelegation(self, request, context):
+        """Issues a delegation: a short-lived token, signed by identity, that lets
+        the calling service act for one tenant and one purpose on its own
+        initiative (decision placing a strategy's orders, audit reading orders
+        and positions for a replay). The purpose fixes the scopes and the
+        services the delegation may be presented to; only the service a purpose
+        names may obtain it (PERMISSION_DENIED otherwise), and only for an
+        existing, active tenant (NOT_FOUND). Internal: not routed by the gateway.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -278,6 +296,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.GetJwks,
                     request_deserializer=trading_dot_identity_dot_v1_dot_identity__service__pb2.GetJwksRequest.FromString,
                     response_serializer=trading_dot_identity_dot_v1_dot_identity__service__pb2.GetJwksResponse.SerializeToString,
+            ),
+            'IssueDelegation': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueDelegation,
+                    request_deserializer=trading_dot_identity_dot_v1_dot_identity__service__pb2.IssueDelegationRequest.FromString,
+                    response_serializer=trading_dot_identity_dot_v1_dot_identity__service__pb2.IssueDelegationResponse.SerializeToString,
             ),
             'CreateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApiKey,
@@ -447,6 +470,33 @@ class IdentityService:
             '/trading.identity.v1.IdentityService/GetJwks',
             trading_dot_identity_dot_v1_dot_identity__service__pb2.GetJwksRequest.SerializeToString,
             trading_dot_identity_dot_v1_dot_identity__service__pb2.GetJwksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueDelegation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trading.identity.v1.IdentityService/IssueDelegation',
+            trading_dot_identity_dot_v1_dot_identity__service__pb2.IssueDelegationRequest.SerializeToString,
+            trading_dot_identity_dot_v1_dot_identity__service__pb2.IssueDelegationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -69,6 +69,15 @@ class IdentityServiceStub:
     the previous ones whose tokens may still be valid. Cache it and refetch
     when a token names an unknown `kid`.
     """
+    IssueDelegation: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.IssueDelegationRequest, _identity_service_pb2.IssueDelegationResponse]
+    """Issues a delegation: a short-lived token, signed by identity, that lets
+    the calling service act for one tenant and one purpose on its own
+    initiative (decision placing a strategy's orders, audit reading orders
+    and positions for a replay). The purpose fixes the scopes and the
+    services the delegation may be presented to; only the service a purpose
+    names may obtain it (PERMISSION_DENIED otherwise), and only for an
+    existing, active tenant (NOT_FOUND). Internal: not routed by the gateway.
+    """
     CreateApiKey: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.CreateApiKeyRequest, _identity_service_pb2.CreateApiKeyResponse]
     """Creates an API key for the caller, for programmatic access. The secret
     is returned once, in this response only; the server keeps only a hash
@@ -155,6 +164,15 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     (RFC 7517). Keys are rotated: the set holds the current signing key and
     the previous ones whose tokens may still be valid. Cache it and refetch
     when a token names an unknown `kid`.
+    """
+    IssueDelegation: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.IssueDelegationRequest, _identity_service_pb2.IssueDelegationResponse]  # type: ignore[assignment]
+    """Issues a delegation: a short-lived token, signed by identity, that lets
+    the calling service act for one tenant and one purpose on its own
+    initiative (decision placing a strategy's orders, audit reading orders
+    and positions for a replay). The purpose fixes the scopes and the
+    services the delegation may be presented to; only the service a purpose
+    names may obtain it (PERMISSION_DENIED otherwise), and only for an
+    existing, active tenant (NOT_FOUND). Internal: not routed by the gateway.
     """
     CreateApiKey: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.CreateApiKeyRequest, _identity_service_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
     """Creates an API key for the caller, for programmatic access. The secret
@@ -263,6 +281,21 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         (RFC 7517). Keys are rotated: the set holds the current signing key and
         the previous ones whose tokens may still be valid. Cache it and refetch
         when a token names an unknown `kid`.
+        """
+
+    @_abc_1.abstractmethod
+    def IssueDelegation(
+        self,
+        request: _identity_service_pb2.IssueDelegationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_service_pb2.IssueDelegationResponse, _abc.Awaitable[_identity_service_pb2.IssueDelegationResponse]]:
+        """Issues a delegation: a short-lived token, signed by identity, that lets
+        the calling service act for one tenant and one purpose on its own
+        initiative (decision placing a strategy's orders, audit reading orders
+        and positions for a replay). The purpose fixes the scopes and the
+        services the delegation may be presented to; only the service a purpose
+        names may obtain it (PERMISSION_DENIED otherwise), and only for an
+        existing, active tenant (NOT_FOUND). Internal: not routed by the gateway.
         """
 
     @_abc_1.abstractmethod

@@ -30,9 +30,12 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 
 class MetadataKey(betterproto2.Enum):
     """
-    The request context every call carries in gRPC metadata. The gateway sets
-    tenant and subject from the verified token; services never trust a tenant
-    id sent in a request body. Each key is named here once.
+    Metadata keys of a call. Tenant, subject, scopes and roles travel only
+    inside the signed context token (METADATA_KEY_CONTEXT_TOKEN): a service
+    ignores the bare x-tenant-id, x-subject, x-scopes and x-roles keys (kept
+    for logs and events, where they name the envelope's fields). Correlation
+    id and idempotency key carry no authority and travel bare. Each key is
+    named here once.
     """
 
     UNSPECIFIED = 0
@@ -70,6 +73,14 @@ class MetadataKey(betterproto2.Enum):
     Space-separated roles of the caller (trader, viewer, admin).
     """
 
+    CONTEXT_TOKEN = 7
+    """
+    The signed request-context token: a short-lived JWS (ES256) made by the
+    caller for exactly one callee (audience), carrying tenant, subject,
+    scopes and roles and the evidence of the caller's authority for them
+    (docs/security.md).
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -80,6 +91,7 @@ class MetadataKey(betterproto2.Enum):
             4: "METADATA_KEY_IDEMPOTENCY_KEY",
             5: "METADATA_KEY_SCOPES",
             6: "METADATA_KEY_ROLES",
+            7: "METADATA_KEY_CONTEXT_TOKEN",
         }
 
     @classmethod
@@ -92,6 +104,7 @@ class MetadataKey(betterproto2.Enum):
             "METADATA_KEY_IDEMPOTENCY_KEY": 4,
             "METADATA_KEY_SCOPES": 5,
             "METADATA_KEY_ROLES": 6,
+            "METADATA_KEY_CONTEXT_TOKEN": 7,
         }
 
 
@@ -323,6 +336,16 @@ class MethodPolicy(betterproto2.Message):
     public: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
     """
     True for RPCs reachable without a token (login, JWKS).
+    """
+
+    callers: "list[str]" = betterproto2.field(4, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Service identities (principals: the service names, plus "operator" for
+    the operator CLI) allowed to call this RPC, named by the SPIFFE id of
+    their mutual-TLS certificate. Every RPC lists at least one; any other
+    caller is refused with PERMISSION_DENIED before the servicer runs. An
+    RPC is routed by the gateway (has google.api.http) exactly when
+    "gateway" is listed.
     """
 
 

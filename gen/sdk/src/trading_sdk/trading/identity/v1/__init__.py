@@ -22,6 +22,8 @@ __all__ = (
     "GetUserResponse",
     "IdentityServiceAsyncStub",
     "IdentityServiceStub",
+    "IssueDelegationRequest",
+    "IssueDelegationResponse",
     "Jwk",
     "ListApiKeysRequest",
     "ListApiKeysResponse",
@@ -580,6 +582,61 @@ class GetUserResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("trading.identity.v1", "GetUserResponse", GetUserResponse)
+
+
+@dataclass(eq=False, repr=False)
+class IssueDelegationRequest(betterproto2.Message):
+    """
+    Request of IssueDelegation.
+    """
+
+    tenant_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The tenant to act for.
+    """
+
+    purpose: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    What the delegation is for, e.g. "strategy-orders", "audit-replay".
+    """
+
+
+default_message_pool.register_message("trading.identity.v1", "IssueDelegationRequest", IssueDelegationRequest)
+
+
+@dataclass(eq=False, repr=False)
+class IssueDelegationResponse(betterproto2.Message):
+    """
+    Response of IssueDelegation.
+    """
+
+    delegation: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The delegation: a JWS (ES256) signed with identity's service key, to be
+    embedded in the caller's context tokens.
+    """
+
+    scopes: "list[str]" = betterproto2.field(2, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Scopes the delegation grants.
+    """
+
+    audiences: "list[str]" = betterproto2.field(3, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Services the delegation may be presented to.
+    """
+
+    expire_time: "datetime.datetime | None" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    )
+    """
+    When the delegation expires; ask for a new one before.
+    """
+
+
+default_message_pool.register_message(
+    "trading.identity.v1", "IssueDelegationResponse", IssueDelegationResponse
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -1233,6 +1290,23 @@ class IdentityServiceStub:
             GetJwksResponse.FromString,
         )(message)
 
+    def issue_delegation(self, message: "IssueDelegationRequest") -> "IssueDelegationResponse":
+        """
+        Issues a delegation: a short-lived token, signed by identity, that lets
+        the calling service act for one tenant and one purpose on its own
+        initiative (decision placing a strategy's orders, audit reading orders
+        and positions for a replay). The purpose fixes the scopes and the
+        services the delegation may be presented to; only the service a purpose
+        names may obtain it (PERMISSION_DENIED otherwise), and only for an
+        existing, active tenant (NOT_FOUND). Internal: not routed by the gateway.
+        """
+
+        return self._channel.unary_unary(
+            "/trading.identity.v1.IdentityService/IssueDelegation",
+            IssueDelegationRequest.SerializeToString,
+            IssueDelegationResponse.FromString,
+        )(message)
+
     def create_api_key(self, message: "CreateApiKeyRequest") -> "CreateApiKeyResponse":
         """
         Creates an API key for the caller, for programmatic access. The secret
@@ -1470,6 +1544,33 @@ class IdentityServiceAsyncStub(betterproto2_grpclib.ServiceStub):
             "/trading.identity.v1.IdentityService/GetJwks",
             message,
             GetJwksResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def issue_delegation(
+        self,
+        message: "IssueDelegationRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "IssueDelegationResponse":
+        """
+        Issues a delegation: a short-lived token, signed by identity, that lets
+        the calling service act for one tenant and one purpose on its own
+        initiative (decision placing a strategy's orders, audit reading orders
+        and positions for a replay). The purpose fixes the scopes and the
+        services the delegation may be presented to; only the service a purpose
+        names may obtain it (PERMISSION_DENIED otherwise), and only for an
+        existing, active tenant (NOT_FOUND). Internal: not routed by the gateway.
+        """
+
+        return await self._unary_unary(
+            "/trading.identity.v1.IdentityService/IssueDelegation",
+            message,
+            IssueDelegationResponse,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
