@@ -45,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar, cast
 
 import grpc
 import grpc.aio
@@ -474,6 +474,86 @@ class ResilienceInterceptor:
 # ---- the factory -----------------------------------------------------------------------------
 
 
+class _Multicallable:
+    """A stub method bound to the current channel of a :class:`RotatingChannel`."""
+
+    __slots__ = ("_args", "_bound", "_callable", "_kind", "_kwargs", "_owner")
+
+    def __init__(
+        self, owner: RotatingChannel, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self._owner, self._kind, self._args, self._kwargs = owner, kind, args, kwargs
+        self._bound: grpc.aio.Channel | None = None
+        self._callable: Any = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        channel = self._owner.current()
+        if channel is not self._bound:
+            self._callable = getattr(channel, self._kind)(*self._args, **self._kwargs)
+            self._bound = channel
+        return self._callable(*args, **kwargs)
+
+
+class RotatingChannel:
+    """A channel handle that outlives certificate rotations.
+
+    gRPC channel credentials are fixed when a channel is made, and generated
+    stubs bind their methods to a channel once. After this process's
+    certificate files are rotated (runtime.security.tls), the next call opens
+    a new channel with the new certificate; stubs made before keep working
+    (their methods re-bind), and the old channel is closed after a grace
+    period for the calls still on it.
+    """
+
+    RETIRE_AFTER_S = 30.0
+
+    def __init__(self, open_channel: Callable[[], grpc.aio.Channel], generation: Callable[[], int]) -> None:
+        self._open = open_channel
+        self._generation = generation
+        self._gen = generation()
+        self._channel = open_channel()
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    def current(self) -> grpc.aio.Channel:
+        gen = self._generation()
+        if gen != self._gen:
+            old, self._channel, self._gen = self._channel, self._open(), gen
+            task = asyncio.get_running_loop().create_task(self._retire(old))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        return self._channel
+
+    async def _retire(self, channel: grpc.aio.Channel) -> None:
+        await asyncio.sleep(self.RETIRE_AFTER_S)
+        await channel.close()
+
+    def unary_unary(self, *args: Any, **kwargs: Any) -> Any:
+        return _Multicallable(self, "unary_unary", args, kwargs)
+
+    def unary_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return _Multicallable(self, "unary_stream", args, kwargs)
+
+    def stream_unary(self, *args: Any, **kwargs: Any) -> Any:
+        return _Multicallable(self, "stream_unary", args, kwargs)
+
+    def stream_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return _Multicallable(self, "stream_stream", args, kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # get_state, channel_ready, wait_for_state_change, ...
+        return getattr(self.current(), name)
+
+    async def close(self, grace: float | None = None) -> None:
+        for task in list(self._retiring):
+            task.cancel()
+        await self._channel.close(grace)
+
+    async def __aenter__(self) -> RotatingChannel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
 class ClientFactory:
     """Pools one ``grpc.aio`` channel per target and makes stubs on them.
 
@@ -543,7 +623,12 @@ class ClientFactory:
                 interceptors.extend(
                     aio_client_interceptors(tracer_provider=self._tracer_provider)  # type: ignore[no-untyped-call]
                 )
-            channel = self.credentials.channel(target, service, self._options, interceptors)
+            creds = self.credentials
+            rotating = RotatingChannel(
+                lambda: creds.channel(target, service, self._options, interceptors),
+                creds.tls.check_generation,
+            )
+            channel = cast(grpc.aio.Channel, rotating)
             self._channels[target] = channel
             self._resilience[target] = resilience
         return channel
