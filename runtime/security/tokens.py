@@ -216,15 +216,18 @@ class ContextTokens:
                 scp=" ".join(sorted(ctx.scopes)),
                 rol=" ".join(sorted(ctx.roles)),
             )
-            if ctx.delegation:
-                dlg = self._delegation(ctx.delegation)
-                claims.update(grt="dlg", dlg=ctx.delegation)
-                exp = min(exp, dlg.expires_at)
-            elif ctx.credential:
+            # A call being handled carries its own authority on (chain), even when
+            # it arrived under a delegation; only work this service started
+            # itself (no inbound credential) uses a delegation it holds.
+            if ctx.credential:
                 parent = self._verified.get(ctx.credential)
                 claims.update(grt="chain", prt=ctx.credential)
                 if parent is not None:
                     exp = min(exp, parent.expires_at)
+            elif ctx.delegation:
+                dlg = self._delegation(ctx.delegation)
+                claims.update(grt="dlg", dlg=ctx.delegation)
+                exp = min(exp, dlg.expires_at)
             elif self.principal in EDGE_PRINCIPALS:
                 claims["grt"] = "edge"
             else:

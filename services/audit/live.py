@@ -19,7 +19,7 @@ from trading.portfolio.v1 import portfolio_service_pb2 as portfolio_pb
 from trading.portfolio.v1 import portfolio_service_pb2_grpc as portfolio_grpc
 from trading.portfolio.v1 import types_pb2 as portfolio_types
 
-from runtime.context import current_context, use_context
+from runtime.context import RequestContext, current_context, use_context
 from runtime.grpc_client import ClientFactory
 from runtime.security.delegations import PURPOSES, DelegationCache
 
@@ -60,7 +60,11 @@ class GrpcLiveState:
     async def _as_audit(self) -> AsyncIterator[None]:
         """Run the block as audit, under its delegation for the current tenant."""
         ctx = current_context()
-        delegation = await self._delegations.get(ctx.tenant_id, PURPOSE)
+        # Audit asks identity as itself (no tenant context): the caller's
+        # context is not forwarded, it would be a chain whose subject the
+        # replay already changed to audit's (refused as chain_mismatch).
+        with use_context(RequestContext(correlation_id=ctx.correlation_id, deadline=ctx.deadline)):
+            delegation = await self._delegations.get(ctx.tenant_id, PURPOSE)
         scopes = PURPOSES[PURPOSE].scopes
         with use_context(
             replace(ctx, subject="service:audit", scopes=scopes, credential="", delegation=delegation)

@@ -11,9 +11,9 @@ derives bad requests:
   decimal.positive CEL rule gets a value that breaks it, one at a time,
   recursing into nested messages; expected: INVALID_ARGUMENT whose
   google.rpc.BadRequest names the broken field;
-* the baseline without tenant metadata, and with a tenant id that could
-  forge a key or subject: UNAUTHENTICATED / PERMISSION_DENIED /
-  INVALID_ARGUMENT;
+* the baseline without a context token (so without a tenant), and with a
+  tenant id that could forge a key or subject inside a validly signed one:
+  UNAUTHENTICATED / PERMISSION_DENIED / INVALID_ARGUMENT;
 * semantic cases no rule can catch: well-formed unknown symbols and ids,
   another tenant's order and strategy ids (NOT_FOUND, never the other
   tenant's data), forged page tokens, decimals that are not numbers.
@@ -57,7 +57,7 @@ from trading.portfolio.v1 import portfolio_service_pb2 as pf
 from trading.risk.v1 import risk_service_pb2 as rk
 
 from runtime.config import Settings
-from runtime.contracts import METADATA, event_registry, full_method_name, services
+from runtime.contracts import event_registry, full_method_name, services
 from runtime.errors import error_details
 from runtime.market_cache import quote_key
 from runtime.messaging import new_envelope
@@ -70,6 +70,7 @@ from services.features.main import SPEC as FEATURES
 from services.marketdata.main import SPEC as MARKETDATA
 from services.portfolio.main import make_spec as portfolio_spec
 from services.risk.main import SPEC as RISK
+from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 
 DOMAINS = ("marketdata", "features", "decision", "risk", "execution", "portfolio")
@@ -121,7 +122,7 @@ class Case:
     name: str
     request: Message
     expect: frozenset[grpc.StatusCode]
-    tenant: str | None  # None: no tenant metadata at all
+    tenant: str | None  # None: no context token at all
     # For INVALID_ARGUMENT: a violation must name this field (or a sub-field).
     field_path: str = ""
 
@@ -274,8 +275,9 @@ async def call(channel: grpc.aio.Channel, method: descriptor.MethodDescriptor, c
     """One call; for a server stream, its first message (or its error)."""
     _, response_class = _classes(method)
     path = "/" + full_method_name(method).lstrip("/")
+    # A user the gateway verified, signed for the callee (the RPC's domain).
     metadata: tuple[tuple[str, str], ...] = (
-        () if case.tenant is None else ((METADATA.tenant_id, case.tenant),)
+        () if case.tenant is None else user_md(case.rpc.split(".")[1], case.tenant)
     )
     try:
         if method.server_streaming:
@@ -441,7 +443,7 @@ async def test_bad_input_on_every_hot_path_rpc_is_refused_and_changes_nothing(
 
     try:
         async with hot_path(infra_settings, tmp_path / "models", uid) as addresses:
-            channels = {d: grpc.aio.insecure_channel(a) for d, a in addresses.items()}
+            channels = {d: service_channel(a, d) for d, a in addresses.items()}
             try:
                 await _sweep(channels, pool, redis, fresh_quote, publish_tick, owner, caller, symbol, unknown)
             finally:
@@ -461,7 +463,7 @@ async def _unary(
         request_serializer=lambda m: m.SerializeToString(),
         response_deserializer=response.FromString,
     )
-    return await fn(request, metadata=((METADATA.tenant_id, tenant),), timeout=CALL_TIMEOUT_S)
+    return await fn(request, metadata=user_md(rpc.split(".")[1], tenant), timeout=CALL_TIMEOUT_S)
 
 
 async def _sweep(
@@ -622,7 +624,7 @@ async def _sweep(
             tenant_codes = TENANT_CODES
             if any(fnmatch.fnmatchcase(rpc, g) for g in GLOBAL_READS):
                 tenant_codes = TENANT_CODES | {grpc.StatusCode.OK}
-            cases.append(Case(rpc, "no tenant metadata", base, tenant_codes, None))
+            cases.append(Case(rpc, "no context token", base, tenant_codes, None))
             for forged in FORGED_TENANTS:
                 cases.append(Case(rpc, f"tenant id {forged!r}", base, tenant_codes, forged))
             if "page_token" in method.input_type.fields_by_name:

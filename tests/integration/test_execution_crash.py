@@ -40,7 +40,6 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import grpc
 import nats
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -58,6 +57,7 @@ from runtime.storage.redis import create_redis
 from services.portfolio.main import make_spec as portfolio_spec
 from services.risk.main import SPEC as RISK
 from tests.support.faultproxy import FaultProxy, kafka_api_key
+from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 from tools.infra import ManagedProcess, find_tansu_binary, free_port
 from tools.supervisor import ServiceProcess, start_services, stop_services, wait_serving
@@ -236,7 +236,6 @@ async def test_execution_killed_between_commit_and_publish_loses_and_invents_not
     uid = uuid.uuid4().hex[:8]
     tenant = f"crash-{uid}"
     symbols = [f"K{uid.upper()}", f"Q{uid.upper()}"]
-    metadata = (("x-tenant-id", tenant),)
     redis = create_redis(infra_settings.redis)
 
     async def fresh_quotes() -> None:  # marketdata's part: the last quote cache
@@ -265,7 +264,7 @@ async def test_execution_killed_between_commit_and_publish_loses_and_invents_not
             async with (
                 running_service(RISK, infra_settings) as risk_address,
                 running_service(portfolio, with_kafka) as pf_address,
-                grpc.aio.insecure_channel(pf_address) as pf_channel,
+                service_channel(pf_address, "portfolio") as pf_channel,
             ):
                 settings = with_kafka.model_copy(deep=True)
                 settings.service_addresses = {"risk": risk_address, "execution": f"127.0.0.1:{free_port()}"}
@@ -279,7 +278,8 @@ async def test_execution_killed_between_commit_and_publish_loses_and_invents_not
                     nonlocal placed
                     await fresh_quotes()
                     ids = []
-                    async with grpc.aio.insecure_channel(settings.address_of("execution")) as channel:
+                    # The execution process reads its certificates from the same <var_dir>/pki.
+                    async with service_channel(settings.address_of("execution"), "execution") as channel:
                         stub = pb_grpc.ExecutionServiceStub(channel)
                         for _ in range(n):
                             placed += 1
@@ -292,7 +292,7 @@ async def test_execution_killed_between_commit_and_publish_loses_and_invents_not
                                     time_in_force=types.TIME_IN_FORCE_IOC,
                                     quantity=D(f"{placed}.5"),
                                 ),
-                                metadata=metadata,
+                                metadata=user_md("execution", tenant),
                                 timeout=10,
                             )
                             assert reply.order.status == types.ORDER_STATUS_FILLED
@@ -413,7 +413,9 @@ async def test_execution_killed_between_commit_and_publish_loses_and_invents_not
 
                 async def books_match() -> bool:
                     reply = await pf_grpc.PortfolioServiceStub(pf_channel).GetPositions(
-                        pf.GetPositionsRequest(include_closed=True), metadata=metadata, timeout=5
+                        pf.GetPositionsRequest(include_closed=True),
+                        metadata=user_md("portfolio", tenant),
+                        timeout=5,
                     )
                     held = {p.symbol: Decimal(p.quantity.value) for p in reply.positions}
                     return held == expected_qty

@@ -2,12 +2,14 @@
 them (tools.supervisor), isolated: its own database, Redis, NATS and tansu.
 
 marketdata's synthetic feed quotes two symbols; features turns the ticks into
-vectors; a fresh tenant turns a strategy on through decision's SetStrategy
-(gRPC with the tenant's metadata), with a threshold low enough that the
-trained models trade within seconds; decision places market IOC orders with
-execution, which checks them with risk and fills them on the paper venue;
-the outbox relay publishes order and fill events to Kafka; portfolio books
-the fills. Once the strategy is off and everything has settled, the test
+vectors; a fresh tenant (created in identity by the platform operator)
+turns a strategy on through decision's SetStrategy (gRPC over mutual TLS,
+as the gateway, with a context token for the tenant), with a threshold low
+enough that the trained models trade within seconds; decision places market
+IOC orders with execution under identity's delegation for the tenant;
+execution checks them with risk and fills them on the paper venue; the
+outbox relay publishes order and fill events to Kafka; portfolio books the
+fills. Once the strategy is off and everything has settled, the test
 checks, exactly in Decimal:
 
 - orders: all placed by the strategy (its deterministic client order ids),
@@ -39,7 +41,6 @@ from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf import duration_pb2
@@ -51,19 +52,24 @@ from trading.execution.v1 import events_pb2 as exec_events
 from trading.execution.v1 import execution_service_pb2 as epb
 from trading.execution.v1 import execution_service_pb2_grpc as epb_grpc
 from trading.execution.v1 import types_pb2 as exec_types
+from trading.identity.v1 import identity_service_pb2 as ipb
+from trading.identity.v1 import identity_service_pb2_grpc as ipb_grpc
 from trading.portfolio.v1 import events_pb2 as portfolio_events
 from trading.portfolio.v1 import portfolio_service_pb2 as ppb
 from trading.portfolio.v1 import portfolio_service_pb2_grpc as ppb_grpc
 from trading.portfolio.v1 import types_pb2 as portfolio_types
 
 from runtime.config import Settings
-from runtime.contracts import METADATA, event_registry
+from runtime.contracts import event_registry
 from runtime.decimals import from_proto
 from runtime.messaging import decode_envelope, unpack
 from services.decision import train
 from services.decision.settings import TrainingSettings
+from services.identity.seed import PLATFORM_SLUG
 from services.portfolio.domain import DEFAULT_STARTING_CASH
+from tests.support.gateway_stack import OPERATOR_EMAIL, OPERATOR_PASSWORD
 from tests.support.polling import eventually
+from tests.support.security import as_user, secure_channel
 from tools.supervisor import isolated_settings, platform_running
 
 if TYPE_CHECKING:
@@ -73,9 +79,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# The hot path; identity, the gateway and the analytics/audit/notification
+# The hot path, and identity: decision places a strategy's orders under a
+# delegation from identity. The gateway and the analytics/audit/notification
 # processes play no part in it and would only slow the start on 2 cores.
-SERVICES = ("marketdata", "features", "risk", "execution", "portfolio", "decision")
+SERVICES = ("identity", "marketdata", "features", "risk", "execution", "portfolio", "decision")
 SYMBOLS = ("BTC-USD", "ETH-USD")
 QUANTITY = Decimal("0.01")
 ORDERS_TOPIC = "trading.execution.orders"
@@ -107,12 +114,52 @@ QUANTUM = Decimal("1e-12")
 ZERO = Decimal(0)
 
 
-def _md(tenant: str) -> tuple[tuple[str, str], ...]:
-    return (
-        (METADATA.tenant_id, tenant),
-        (METADATA.subject, "user-e2e"),
-        (METADATA.scopes, "strategies:read strategies:write orders:read portfolio:read"),
-    )
+SCOPES = ("strategies:read", "strategies:write", "orders:read", "portfolio:read")
+
+
+def _md(hot: Hot, service: str, tenant: str) -> tuple[tuple[str, str], ...]:
+    """A call to `service` for `tenant` (the user the gateway verified), with the platform's certificates."""
+    return as_user(hot.settings, service, tenant, subject="user-e2e", scopes=SCOPES)
+
+
+def operator_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """identity (its own process) seeds a platform operator with these, and hashes cheaply."""
+    monkeypatch.setenv("TRADING_IDENTITY_PLATFORM_ADMIN_EMAIL", OPERATOR_EMAIL)
+    monkeypatch.setenv("TRADING_IDENTITY_PLATFORM_ADMIN_PASSWORD", OPERATOR_PASSWORD)
+    monkeypatch.setenv("TRADING_IDENTITY_ARGON2_TIME_COST", "1")
+    monkeypatch.setenv("TRADING_IDENTITY_ARGON2_MEMORY_KIB", "1024")
+    monkeypatch.setenv("TRADING_IDENTITY_ARGON2_PARALLELISM", "1")
+
+
+async def new_tenant(settings: Settings, prefix: str) -> str:
+    """A fresh tenant, created in identity by the platform operator (logged in,
+    then through the gateway's channel): identity issues delegations only for
+    tenants it knows."""
+    async with secure_channel(settings, settings.address_of("identity"), "identity") as channel:
+        identity = ipb_grpc.IdentityServiceStub(channel)
+        operator = await identity.Login(
+            ipb.LoginRequest(tenant_slug=PLATFORM_SLUG, email=OPERATOR_EMAIL, password=OPERATOR_PASSWORD),
+            timeout=10,
+        )
+        slug = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        created = await identity.CreateTenant(
+            ipb.CreateTenantRequest(
+                slug=slug,
+                display_name=slug,
+                admin_email=f"admin@{slug}.test",
+                admin_password="admin-password-1",
+            ),
+            metadata=as_user(
+                settings,
+                "identity",
+                operator.tenant_id,
+                subject=operator.user_id,
+                scopes=["admin"],
+                roles=["ADMIN"],
+            ),
+            timeout=10,
+        )
+    return created.tenant.tenant_id
 
 
 def _dec(value: str) -> decimal_pb2.Decimal:
@@ -182,11 +229,13 @@ async def hot(
     monkeypatch.setenv("TRADING_DECISION_INFERENCE_BUDGET_MS", "2000")
     monkeypatch.setenv("TRADING_DECISION_PLACE_ORDER_TIMEOUT_S", "5")
     monkeypatch.setenv("TRADING_DECISION_TRAIN_IF_MISSING", "false")
+    operator_env(monkeypatch)
+    # The test dials as the gateway, with the isolated platform's certificates (<var_dir>/pki).
     async with (
         platform_running(settings, SERVICES, ready_timeout=90.0),
-        grpc.aio.insecure_channel(settings.address_of("decision")) as dch,
-        grpc.aio.insecure_channel(settings.address_of("execution")) as ech,
-        grpc.aio.insecure_channel(settings.address_of("portfolio")) as pch,
+        secure_channel(settings, settings.address_of("decision"), "decision") as dch,
+        secure_channel(settings, settings.address_of("execution"), "execution") as ech,
+        secure_channel(settings, settings.address_of("portfolio"), "portfolio") as pch,
     ):
         yield Hot(
             settings,
@@ -204,7 +253,9 @@ async def list_orders(hot: Hot, tenant: str) -> list[exec_types.Order]:
     token = ""
     while True:
         page = await hot.execution.ListOrders(
-            epb.ListOrdersRequest(page_size=500, page_token=token), metadata=_md(tenant), timeout=10
+            epb.ListOrdersRequest(page_size=500, page_token=token),
+            metadata=_md(hot, "execution", tenant),
+            timeout=10,
         )
         orders.extend(page.orders)
         token = page.next_page_token
@@ -214,7 +265,7 @@ async def list_orders(hot: Hot, tenant: str) -> list[exec_types.Order]:
 
 async def positions_of(hot: Hot, tenant: str) -> list[portfolio_types.Position]:
     reply = await hot.portfolio.GetPositions(
-        ppb.GetPositionsRequest(include_closed=True), metadata=_md(tenant), timeout=10
+        ppb.GetPositionsRequest(include_closed=True), metadata=_md(hot, "portfolio", tenant), timeout=10
     )
     return list(reply.positions)
 
@@ -355,8 +406,8 @@ class Book:
 
 
 async def test_strategy_trades_and_books_reconcile_with_fills_and_kafka(hot: Hot) -> None:
+    tenant = await new_tenant(hot.settings, "t-e2e")
     began = time.monotonic()
-    tenant = f"t-e2e-{uuid.uuid4().hex[:10]}"
     strategy_id = "e2e-momentum"
     spec = dpb.StrategySpec(
         name="end-to-end momentum",
@@ -371,7 +422,9 @@ async def test_strategy_trades_and_books_reconcile_with_fills_and_kafka(hot: Hot
         cooldown=duration_pb2.Duration(nanos=250_000_000),
     )
     created = await hot.decision.SetStrategy(
-        dpb.SetStrategyRequest(strategy_id=strategy_id, spec=spec), metadata=_md(tenant), timeout=10
+        dpb.SetStrategyRequest(strategy_id=strategy_id, spec=spec),
+        metadata=_md(hot, "decision", tenant),
+        timeout=10,
     )
     assert created.created and created.strategy.spec.enabled
 
@@ -392,13 +445,15 @@ async def test_strategy_trades_and_books_reconcile_with_fills_and_kafka(hot: Hot
     trading_s = time.monotonic() - began
     off = await hot.decision.SetStrategyEnabled(
         dpb.SetStrategyEnabledRequest(strategy_id=strategy_id, enabled=False),
-        metadata=_md(tenant),
+        metadata=_md(hot, "decision", tenant),
         timeout=10,
     )
     assert not off.strategy.spec.enabled
     s = await settle(hot, tenant)
     portfolio = (
-        await hot.portfolio.GetPortfolio(ppb.GetPortfolioRequest(), metadata=_md(tenant), timeout=10)
+        await hot.portfolio.GetPortfolio(
+            ppb.GetPortfolioRequest(), metadata=_md(hot, "portfolio", tenant), timeout=10
+        )
     ).portfolio
 
     # ---- orders: placed by the strategy, each filled or its IOC rest cancelled

@@ -90,7 +90,9 @@ def as_user(
     return md
 
 
-def as_service(settings: Settings, audience: str, *, principal: str = "gateway") -> tuple[tuple[str, str], ...]:
+def as_service(
+    settings: Settings, audience: str, *, principal: str = "gateway"
+) -> tuple[tuple[str, str], ...]:
     """Call metadata with no tenant: ``principal`` acting as itself."""
     return ((METADATA.context_token, context_token(settings, audience, principal=principal)),)
 

@@ -1,7 +1,8 @@
 """Analytics on a real platform run: every service its own process (as
 `./dev run` runs them, tools.supervisor), isolated (its own database, Redis,
-NATS, tansu and chdb). The synthetic feed quotes two symbols, a tenant's AI
-strategy trades them, then:
+NATS, tansu and chdb). The synthetic feed quotes two symbols, the AI
+strategy of a tenant created in identity trades them (decision places its
+orders under identity's delegation), then:
 
 - GetBars (1 s and 1 min) equals OHLCV/VWAP/count recomputed from the raw
   ticks read back from Kafka `trading.marketdata.ticks`, over every whole
@@ -16,13 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
-import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf import duration_pb2
@@ -51,15 +50,18 @@ from tests.integration.test_hot_path_e2e import (
     Hot,
     fee_of,
     list_orders,
+    new_tenant,
+    operator_env,
     read_topics,
     settle,
 )
 from tests.support.polling import eventually
+from tests.support.security import as_user, secure_channel
 from tools.supervisor import isolated_settings, platform_running
 
 pytestmark = pytest.mark.integration
 
-SERVICES = ("marketdata", "features", "risk", "execution", "portfolio", "decision", "analytics")
+SERVICES = ("identity", "marketdata", "features", "risk", "execution", "portfolio", "decision", "analytics")
 SYMBOLS = ("BTC-USD", "ETH-USD")
 TICKS_TOPIC = "trading.marketdata.ticks"
 WANT_FILLED = 4
@@ -67,12 +69,11 @@ QUANTUM = Decimal("1e-12")
 NS = 1_000_000_000
 
 
-def _md(tenant: str) -> tuple[tuple[str, str], ...]:
-    return (
-        ("x-tenant-id", tenant),
-        ("x-subject", "user-analytics"),
-        ("x-scopes", "strategies:read strategies:write orders:read portfolio:read analytics:read"),
-    )
+SCOPES = ("strategies:read", "strategies:write", "orders:read", "portfolio:read", "analytics:read")
+
+
+def _md(hot: Hot, service: str, tenant: str) -> tuple[tuple[str, str], ...]:
+    return as_user(hot.settings, service, tenant, subject="user-analytics", scopes=SCOPES)
 
 
 def wire(value: Decimal) -> Decimal:
@@ -103,12 +104,13 @@ async def platform(
     monkeypatch.setenv("TRADING_DECISION_TRAIN_IF_MISSING", "false")
     monkeypatch.setenv("TRADING_ANALYTICS_BATCH_MAX_INTERVAL_S", "0.25")
     monkeypatch.setenv("TRADING_ANALYTICS_QUERY_TIMEOUT_S", "15")  # chdb shares a loaded machine
+    operator_env(monkeypatch)
     async with (
         platform_running(settings, SERVICES, ready_timeout=90.0),
-        grpc.aio.insecure_channel(settings.address_of("decision")) as dch,
-        grpc.aio.insecure_channel(settings.address_of("execution")) as ech,
-        grpc.aio.insecure_channel(settings.address_of("portfolio")) as pch,
-        grpc.aio.insecure_channel(settings.address_of("analytics")) as ach,
+        secure_channel(settings, settings.address_of("decision"), "decision") as dch,
+        secure_channel(settings, settings.address_of("execution"), "execution") as ech,
+        secure_channel(settings, settings.address_of("portfolio"), "portfolio") as pch,
+        secure_channel(settings, settings.address_of("analytics"), "analytics") as ach,
     ):
         hot = Hot(
             settings,
@@ -188,8 +190,8 @@ async def test_bars_and_trade_stats_match_the_raw_ticks_and_fills(
     platform: tuple[Hot, apb_grpc.AnalyticsServiceAsyncStub],
 ) -> None:
     hot, analytics = platform
+    tenant = await new_tenant(hot.settings, "t-an")
     began_ns = time.time_ns()
-    tenant = f"t-an-{uuid.uuid4().hex[:10]}"
     spec = dpb.StrategySpec(
         name="analytics e2e",
         symbols=list(SYMBOLS),
@@ -201,7 +203,9 @@ async def test_bars_and_trade_stats_match_the_raw_ticks_and_fills(
         cooldown=duration_pb2.Duration(nanos=250_000_000),
     )
     await hot.decision.SetStrategy(
-        dpb.SetStrategyRequest(strategy_id="an-e2e", spec=spec), metadata=_md(tenant), timeout=10
+        dpb.SetStrategyRequest(strategy_id="an-e2e", spec=spec),
+        metadata=_md(hot, "decision", tenant),
+        timeout=10,
     )
 
     async def enough_filled() -> bool:
@@ -210,7 +214,9 @@ async def test_bars_and_trade_stats_match_the_raw_ticks_and_fills(
 
     await eventually(enough_filled, 40.0, f"{WANT_FILLED} filled orders")
     await hot.decision.SetStrategyEnabled(
-        dpb.SetStrategyEnabledRequest(strategy_id="an-e2e", enabled=False), metadata=_md(tenant), timeout=10
+        dpb.SetStrategyEnabledRequest(strategy_id="an-e2e", enabled=False),
+        metadata=_md(hot, "decision", tenant),
+        timeout=10,
     )
     settled = await settle(hot, tenant)
 
@@ -247,7 +253,7 @@ async def test_bars_and_trade_stats_match_the_raw_ticks_and_fills(
                 nonlocal ticks
                 ticks = await read_ticks(hot.settings)
                 want = recompute_bars(ticks, symbol, step, request.time_range.start.seconds, hi)
-                reply = await analytics.GetBars(request, timeout=10)
+                reply = await analytics.GetBars(request, metadata=_md(hot, "analytics", tenant), timeout=10)
                 got = bars_of(reply)
                 last[:] = [b for b in got if b not in want][:3] + [b for b in want if b not in got][:3]
                 return got == want
@@ -290,7 +296,9 @@ async def test_bars_and_trade_stats_match_the_raw_ticks_and_fills(
     stats_request.time_range.end.FromNanoseconds(time.time_ns() + 60 * NS)
 
     async def stats_ready() -> apb.TradeStats | None:
-        reply = await analytics.GetTradeStats(stats_request, metadata=_md(tenant), timeout=10)
+        reply = await analytics.GetTradeStats(
+            stats_request, metadata=_md(hot, "analytics", tenant), timeout=10
+        )
         s = reply.stats
         return s if s.fill_count == len(fills) and s.trade_count == trades else None
 

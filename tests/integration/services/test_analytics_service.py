@@ -39,7 +39,7 @@ from trading.portfolio.v1 import events_pb2 as portfolio_events
 from trading.portfolio.v1 import types_pb2 as portfolio_types
 
 from runtime.config import Settings
-from runtime.contracts import METADATA, event_registry
+from runtime.contracts import event_registry
 from runtime.errors import error_details
 from runtime.messaging import new_envelope, uuid7
 from runtime.messaging.kafka import KafkaPublisher
@@ -48,6 +48,7 @@ from services.analytics.main import make_spec
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.storage import FILLS, AnalyticsStore
 from tests.support.polling import eventually
+from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 
 pytestmark = pytest.mark.integration
@@ -78,7 +79,7 @@ async def analytics(
     settings: Settings, service: AnalyticsSettings, database: str = DATABASE
 ) -> AsyncIterator[pb_grpc.AnalyticsServiceAsyncStub]:
     spec = make_spec(settings=service, database=database)
-    async with running_service(spec, settings) as address, grpc.aio.insecure_channel(address) as channel:
+    async with running_service(spec, settings) as address, service_channel(address, "analytics") as channel:
         yield pb_grpc.AnalyticsServiceStub(channel)
 
 
@@ -89,7 +90,7 @@ async def publisher(infra_settings: Settings) -> AsyncIterator[KafkaPublisher]:
 
 
 def md(tenant: str) -> tuple[tuple[str, str], ...]:
-    return ((METADATA.tenant_id, tenant), (METADATA.scopes, "analytics:read"))
+    return user_md("analytics", tenant, scopes=["analytics:read"])
 
 
 def ts(ns: int) -> Timestamp:
@@ -295,6 +296,7 @@ async def totals(stub: pb_grpc.AnalyticsServiceAsyncStub, symbol: str, tenant: s
     for interval in (pb.BAR_INTERVAL_ONE_SECOND, pb.BAR_INTERVAL_ONE_MINUTE, pb.BAR_INTERVAL_ONE_HOUR):
         reply = await stub.GetBars(
             pb.GetBarsRequest(symbol=symbol, interval=interval, time_range=hour_range(), limit=10_000),
+            metadata=md(tenant),
             timeout=10,
         )
         bars[interval] = got_bars(reply)
@@ -332,6 +334,7 @@ async def test_sinks_events_and_answers_from_them_and_redelivery_changes_nothing
                 pb.GetBarsRequest(
                     symbol=symbol, interval=pb.BAR_INTERVAL_ONE_SECOND, time_range=hour_range(), limit=10_000
                 ),
+                metadata=md(tenant),
                 timeout=10,
             )
             return reply if sum(b.tick_count for b in reply.bars) == sum(b[7] for b in want_1s) else None
@@ -347,7 +350,9 @@ async def test_sinks_events_and_answers_from_them_and_redelivery_changes_nothing
             (pb.BAR_INTERVAL_ONE_DAY, 86_400),
         ):
             got = await stub.GetBars(
-                pb.GetBarsRequest(symbol=symbol, interval=interval, time_range=hour_range()), timeout=10
+                pb.GetBarsRequest(symbol=symbol, interval=interval, time_range=hour_range()),
+                metadata=md(tenant),
+                timeout=10,
             )
             if step == 86_400:  # the day bar starts before the hour: not within [start, end)
                 assert list(got.bars) == []
@@ -359,6 +364,7 @@ async def test_sinks_events_and_answers_from_them_and_redelivery_changes_nothing
             pb.GetBarsRequest(
                 symbol=symbol, interval=pb.BAR_INTERVAL_ONE_SECOND, time_range=hour_range(), limit=5
             ),
+            metadata=md(tenant),
             timeout=10,
         )
         assert got_bars(limited) == want_1s[-5:] and limited.truncated
@@ -369,6 +375,7 @@ async def test_sinks_events_and_answers_from_them_and_redelivery_changes_nothing
                 interval=pb.BAR_INTERVAL_ONE_MINUTE,
                 time_range=span((BASE_S + 30) * NS, (BASE_S + 150) * NS),
             ),
+            metadata=md(tenant),
             timeout=10,
         )
         assert [b.start_time.seconds for b in mid.bars] == [BASE_S + 60, BASE_S + 120]
@@ -466,6 +473,7 @@ async def test_clickhouse_unreachable_fails_fast_with_unavailable(infra_settings
                     pb.GetBarsRequest(
                         symbol="BTC-USD", interval=pb.BAR_INTERVAL_ONE_MINUTE, time_range=hour_range()
                     ),
+                    metadata=md("t-x"),
                     timeout=5,
                 )
             assert time.monotonic() - started < 1.0
@@ -538,7 +546,7 @@ async def test_bad_bars_requests_are_invalid_argument(
     request.time_range.end.CopyFrom(ts((BASE_S + 60) * NS))
     async with analytics(infra_settings, fast_settings(f"analytics.bad-{uuid.uuid4().hex[:8]}")) as stub:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.GetBars(request, timeout=5)
+            await stub.GetBars(request, metadata=md("t-x"), timeout=5)
     details = error_details(caught.value)
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
     assert any(f.startswith(field) for f in details.violated_fields), details.violated_fields
@@ -551,12 +559,14 @@ async def test_bad_ranges_are_invalid_argument(infra_settings: Settings) -> None
         calls: list[Callable[[], Awaitable[Any]]] = [
             lambda: stub.GetBars(
                 pb.GetBarsRequest(symbol="BTC-USD", interval=pb.BAR_INTERVAL_ONE_MINUTE, time_range=inverted),
+                metadata=md("t-x"),
                 timeout=5,
             ),
             lambda: stub.GetBars(
                 pb.GetBarsRequest(
                     symbol="BTC-USD", interval=pb.BAR_INTERVAL_ONE_MINUTE, time_range=open_ended
                 ),
+                metadata=md("t-x"),
                 timeout=5,
             ),
             lambda: stub.GetTradeStats(

@@ -5,6 +5,11 @@ store alone equal execution's and portfolio's exactly; a live position
 altered behind the services' backs is reported as a difference, by the RPC
 and by `tradingctl audit replay`.
 
+Audit reads the live state under a delegation from identity for the tenant,
+so identity runs too and the tenant is created there by the platform
+operator; the test calls the services as the gateway (mutual TLS, a context
+token for the tenant), the CLI as the operator.
+
 marketdata's synthetic feed quotes two symbols; a fresh tenant places market
 IOC orders both ways on both (risk checks them, the paper venue fills them,
 the outbox relays order and fill events to Kafka, portfolio books the fills),
@@ -15,10 +20,11 @@ order risk refuses (REJECTED).
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -40,10 +46,11 @@ from trading.marketdata.v1 import marketdata_service_pb2_grpc as mpb_grpc
 from trading.portfolio.v1 import portfolio_service_pb2 as ppb
 from trading.portfolio.v1 import portfolio_service_pb2_grpc as ppb_grpc
 
-from runtime.config import Settings
-from runtime.contracts import METADATA
+from runtime.config import Settings, to_env
 from runtime.decimals import from_proto, to_proto
+from tests.integration.test_hot_path_e2e import new_tenant, operator_env
 from tests.support.polling import eventually
+from tests.support.security import as_user, secure_channel
 from tools.supervisor import isolated_settings, platform_running
 
 if TYPE_CHECKING:
@@ -55,7 +62,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 pytestmark = pytest.mark.integration
 
-SERVICES = ("marketdata", "risk", "execution", "portfolio", "audit")
+SERVICES = ("identity", "marketdata", "risk", "execution", "portfolio", "audit")
 SYMBOLS = ("BTC-USD", "ETH-USD")
 QUANTITY = Decimal("0.01")
 TERMINAL = frozenset(
@@ -68,12 +75,7 @@ TERMINAL = frozenset(
 )
 
 
-def md(tenant: str) -> tuple[tuple[str, str], ...]:
-    return (
-        (METADATA.tenant_id, tenant),
-        (METADATA.subject, "user-audit-e2e"),
-        (METADATA.scopes, "orders:read orders:write portfolio:read audit:read admin"),
-    )
+SCOPES = ("orders:read", "orders:write", "portfolio:read", "audit:read", "admin")
 
 
 @dataclass
@@ -84,21 +86,28 @@ class Platform:
     portfolio: PortfolioServiceAsyncStub
     audit: AuditServiceAsyncStub
 
+    def md(self, service: str, tenant: str, scopes: Sequence[str] = SCOPES) -> tuple[tuple[str, str], ...]:
+        """A call to `service` for `tenant`, as the gateway with the platform's certificates."""
+        return as_user(self.settings, service, tenant, subject="user-audit-e2e", scopes=scopes)
+
 
 @pytest.fixture
-async def platform(infra_settings: Settings, tmp_path: Path) -> AsyncIterator[Platform]:
+async def platform(
+    infra_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Platform]:
     settings = isolated_settings(infra_settings, tmp_path)
     settings.telemetry.log_level = "WARNING"
     settings.marketdata.feed = "synthetic"
     settings.marketdata.feed_symbols = list(SYMBOLS)
     settings.marketdata.feed_rate = 20.0
     settings.marketdata.feed_seed = 20240502
+    operator_env(monkeypatch)
     async with (
         platform_running(settings, SERVICES, ready_timeout=90.0),
-        grpc.aio.insecure_channel(settings.address_of("marketdata")) as mch,
-        grpc.aio.insecure_channel(settings.address_of("execution")) as ech,
-        grpc.aio.insecure_channel(settings.address_of("portfolio")) as pch,
-        grpc.aio.insecure_channel(settings.address_of("audit")) as ach,
+        secure_channel(settings, settings.address_of("marketdata"), "marketdata") as mch,
+        secure_channel(settings, settings.address_of("execution"), "execution") as ech,
+        secure_channel(settings, settings.address_of("portfolio"), "portfolio") as pch,
+        secure_channel(settings, settings.address_of("audit"), "audit") as ach,
     ):
         yield Platform(
             settings,
@@ -109,10 +118,14 @@ async def platform(infra_settings: Settings, tmp_path: Path) -> AsyncIterator[Pl
         )
 
 
-async def bid_of(p: Platform, symbol: str) -> Decimal:
+async def bid_of(p: Platform, tenant: str, symbol: str) -> Decimal:
     async def probe() -> Decimal | None:
         try:
-            reply = await p.marketdata.GetQuote(mpb.GetQuoteRequest(symbol=symbol), timeout=5)
+            reply = await p.marketdata.GetQuote(
+                mpb.GetQuoteRequest(symbol=symbol),
+                metadata=p.md("marketdata", tenant, ["marketdata:read"]),
+                timeout=5,
+            )
         except grpc.aio.AioRpcError:
             return None
         bid = from_proto(reply.quote.bid_price)
@@ -123,13 +136,15 @@ async def bid_of(p: Platform, symbol: str) -> Decimal:
 
 async def place(p: Platform, tenant: str, **fields: object) -> epb.PlaceOrderResponse:
     request = epb.PlaceOrderRequest(client_order_id=f"ae-{uuid.uuid4().hex[:12]}", **fields)  # type: ignore[arg-type]
-    reply: epb.PlaceOrderResponse = await p.execution.PlaceOrder(request, metadata=md(tenant), timeout=10)
+    reply: epb.PlaceOrderResponse = await p.execution.PlaceOrder(
+        request, metadata=p.md("execution", tenant), timeout=10
+    )
     return reply
 
 
 async def list_orders(p: Platform, tenant: str) -> list[exec_types.Order]:
     reply = await p.execution.ListOrders(
-        epb.ListOrdersRequest(page_size=500), metadata=md(tenant), timeout=10
+        epb.ListOrdersRequest(page_size=500), metadata=p.md("execution", tenant), timeout=10
     )
     assert not reply.next_page_token
     return list(reply.orders)
@@ -137,12 +152,13 @@ async def list_orders(p: Platform, tenant: str) -> list[exec_types.Order]:
 
 async def replay(p: Platform, tenant: str) -> apb.ReplayTenantResponse:
     reply: apb.ReplayTenantResponse = await p.audit.ReplayTenant(
-        apb.ReplayTenantRequest(), metadata=md(tenant), timeout=30
+        apb.ReplayTenantRequest(), metadata=p.md("audit", tenant), timeout=30
     )
     return reply
 
 
 def tradingctl(p: Platform, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI as its own process, with the platform's settings (its certificates under <var_dir>/pki)."""
     return subprocess.run(
         [
             str(Path(sys.executable).parent / "tradingctl"),
@@ -155,23 +171,24 @@ def tradingctl(p: Platform, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
         check=False,
+        env={**os.environ, **to_env(p.settings)},
     )
 
 
 async def test_replay_from_the_audit_store_reproduces_orders_and_positions(platform: Platform) -> None:
     p = platform
-    tenant = f"t-audit-{uuid.uuid4().hex[:10]}"
+    tenant = await new_tenant(p.settings, "t-audit")
     market = {"type": market_pb2.ORDER_TYPE_MARKET, "time_in_force": exec_types.TIME_IN_FORCE_IOC}
     buy, sell = common_types.SIDE_BUY, common_types.SIDE_SELL
     for symbol in SYMBOLS:
-        await bid_of(p, symbol)
+        await bid_of(p, tenant, symbol)
     # Market orders both ways: three buys and a sell per symbol, interleaved.
     for side in (buy, buy, sell, buy):
         for symbol in SYMBOLS:
             placed = await place(p, tenant, symbol=symbol, side=side, quantity=to_proto(QUANTITY), **market)
             assert placed.order.status == exec_types.ORDER_STATUS_FILLED, placed.order
     # A resting limit buy 2% under the bid (inside risk's 5% collar), then canceled.
-    limit = (await bid_of(p, "BTC-USD") * Decimal("0.98")).quantize(Decimal("0.01"))
+    limit = (await bid_of(p, tenant, "BTC-USD") * Decimal("0.98")).quantize(Decimal("0.01"))
     resting = await place(
         p,
         tenant,
@@ -184,7 +201,9 @@ async def test_replay_from_the_audit_store_reproduces_orders_and_positions(platf
     )
     assert resting.order.status == exec_types.ORDER_STATUS_ACCEPTED, resting.order
     canceled = await p.execution.CancelOrder(
-        epb.CancelOrderRequest(order_id=resting.order.order_id), metadata=md(tenant), timeout=10
+        epb.CancelOrderRequest(order_id=resting.order.order_id),
+        metadata=p.md("execution", tenant),
+        timeout=10,
     )
     assert canceled.order.status == exec_types.ORDER_STATUS_CANCELED
     # An order risk refuses: far above the 100,000 notional limit.
@@ -206,13 +225,13 @@ async def test_replay_from_the_audit_store_reproduces_orders_and_positions(platf
         """Audit stored every order event and a PositionChanged per fill, and
         portfolio booked every fill."""
         records = await p.audit.QueryEvents(
-            apb.QueryEventsRequest(page_size=500), metadata=md(tenant), timeout=10
+            apb.QueryEventsRequest(page_size=500), metadata=p.md("audit", tenant), timeout=10
         )
         types = [r.event_type for r in records.records]
         order_events = sum(1 for t in types if t.startswith("trading.execution.v1."))
         changes = types.count("trading.portfolio.v1.PositionChanged")
         positions = await p.portfolio.GetPositions(
-            ppb.GetPositionsRequest(include_closed=True), metadata=md(tenant), timeout=10
+            ppb.GetPositionsRequest(include_closed=True), metadata=p.md("portfolio", tenant), timeout=10
         )
         booked = sum(pos.version for pos in positions.positions)
         return order_events >= want_order_events and changes >= fills and booked == fills
@@ -224,7 +243,7 @@ async def test_replay_from_the_audit_store_reproduces_orders_and_positions(platf
     assert reply.differences == [] and not reply.truncated
     assert reply.orders_compared == 10 and reply.positions_compared == len(SYMBOLS)
     assert reply.events_replayed >= want_order_events + fills
-    chain = await p.audit.VerifyChain(apb.VerifyChainRequest(), metadata=md(tenant), timeout=10)
+    chain = await p.audit.VerifyChain(apb.VerifyChainRequest(), metadata=p.md("audit", tenant), timeout=10)
     assert chain.ok and reply.up_to_sequence <= chain.last_sequence
 
     cli = await asyncio.to_thread(tradingctl, p, "replay", "--tenant", tenant)

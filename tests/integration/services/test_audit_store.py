@@ -38,6 +38,7 @@ from services.audit.main import make_spec
 from services.audit.settings import AuditSettings
 from services.audit.storage import AUDIT_ROLE
 from tests.support.polling import eventually
+from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 
 T = TypeVar("T")
@@ -58,14 +59,14 @@ async def audit(infra_settings: Settings) -> AsyncIterator[Harness]:
     spec = make_spec(AuditSettings(consumer_group=group))
     async with (
         running_service(spec, infra_settings) as address,
-        grpc.aio.insecure_channel(address) as channel,
+        service_channel(address, "audit") as channel,
         KafkaPublisher(infra_settings.kafka, event_registry(), client_id="test-producer") as publisher,
     ):
         yield Harness(pb_grpc.AuditServiceStub(channel), publisher, group)
 
 
 def md(tenant: str) -> tuple[tuple[str, str], ...]:
-    return (("x-tenant-id", tenant),)
+    return user_md("audit", tenant)
 
 
 def new_tenant() -> str:
@@ -345,7 +346,7 @@ async def test_bad_input_is_invalid_argument_and_stores_nothing(audit: Harness) 
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, what
         assert error_details(caught.value).field_violations, what
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await audit.stub.QueryEvents(pb.QueryEventsRequest(), timeout=10)  # no tenant
+        await audit.stub.QueryEvents(pb.QueryEventsRequest(), timeout=10)  # no tenant (no context token)
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     reply = await verify(audit, tenant)
     assert reply.ok and reply.records_checked == 4

@@ -1,6 +1,10 @@
 """decision over gRPC and NATS with real risk and execution, on real
 PostgreSQL, Redis, NATS and tansu.
 
+Decision places a strategy's orders under a delegation it gets from
+identity (which runs too), so the tenants are real: created in identity by
+the platform operator.
+
 The test plays the features service's part: it computes real feature vectors
 (the synthetic feed's generator through the real FeatureEngine) for a symbol
 of its own and publishes them as FeatureVectorComputed envelopes on
@@ -41,6 +45,8 @@ from trading.execution.v1 import execution_service_pb2 as exec_pb
 from trading.execution.v1 import execution_service_pb2_grpc as exec_grpc
 from trading.execution.v1 import types_pb2 as exec_types
 from trading.features.v1 import events_pb2 as features_events
+from trading.identity.v1 import identity_service_pb2 as identity_pb
+from trading.identity.v1 import identity_service_pb2_grpc as identity_grpc
 
 from runtime.config import Settings
 from runtime.contracts import event_registry
@@ -49,6 +55,7 @@ from runtime.grpc_client import ClientFactory
 from runtime.messaging import Delivery, Event, Transport, decode_envelope, new_envelope, uuid7
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
+from runtime.security.delegations import DelegationCache
 from runtime.storage.postgres import tenant_transaction
 from services.decision import models
 from services.decision.engine import VECTOR_EVENT, DecisionEngine, StrategyCache
@@ -59,14 +66,19 @@ from services.decision.signal_writer import QueuedSignal, SignalWriter
 from services.decision.storage import NewSignal, SignalStore, StrategyStore
 from services.execution.main import SPEC as EXECUTION
 from services.features.domain import FeatureEngine, Tick
+from services.identity.main import make_spec as identity_spec
+from services.identity.seed import PLATFORM_SLUG
 from services.marketdata.feeds import GbmGenerator, SymbolSpec
 from services.risk.main import SPEC as RISK
+from tests.support.gateway_stack import FAST_IDENTITY, OPERATOR_EMAIL, OPERATOR_PASSWORD
 from tests.support.polling import eventually
+from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 
 if TYPE_CHECKING:
     from trading.decision.v1.decision_service_pb2_grpc import DecisionServiceAsyncStub
     from trading.execution.v1.execution_service_pb2_grpc import ExecutionServiceAsyncStub
+    from trading.identity.v1.identity_service_pb2_grpc import IdentityServiceAsyncStub
 
 T = TypeVar("T")
 INSTRUMENTS_KEY = "md:instruments"
@@ -76,16 +88,29 @@ def D(value: str) -> decimal_pb2.Decimal:
     return decimal_pb2.Decimal(value=value)
 
 
-def md(tenant: str) -> tuple[tuple[str, str], ...]:
-    return (
-        ("x-tenant-id", tenant),
-        ("x-subject", "user-1"),
-        ("x-scopes", "strategies:read strategies:write orders:read"),
+SCOPES = ("strategies:read", "strategies:write", "orders:read")
+
+
+def md(tenant: str, service: str = "decision") -> tuple[tuple[str, str], ...]:
+    return user_md(service, tenant, subject="user-1", scopes=SCOPES)
+
+
+async def new_tenant(identity: IdentityServiceAsyncStub) -> str:
+    """A tenant that exists in identity (decision's delegations are only issued
+    for those), created by the platform operator as the gateway would pass it on."""
+    operator = await identity.Login(
+        identity_pb.LoginRequest(tenant_slug=PLATFORM_SLUG, email=OPERATOR_EMAIL, password=OPERATOR_PASSWORD)
     )
-
-
-def new_tenant() -> str:
-    return f"t-{uuid.uuid4().hex[:10]}"
+    slug = f"t-{uuid.uuid4().hex[:10]}"
+    created = await identity.CreateTenant(
+        identity_pb.CreateTenantRequest(
+            slug=slug, display_name=slug, admin_email=f"admin@{slug}.test", admin_password="admin-password-1"
+        ),
+        metadata=user_md(
+            "identity", operator.tenant_id, subject=operator.user_id, scopes=["admin"], roles=["ADMIN"]
+        ),
+    )
+    return created.tenant.tenant_id
 
 
 def new_symbol() -> str:
@@ -155,6 +180,11 @@ class Platform:
     nats: NatsClient
     symbols: list[str]
     execution_address: str
+    identity: IdentityServiceAsyncStub
+    identity_address: str
+
+    async def tenant(self) -> str:
+        return await new_tenant(self.identity)
 
     async def symbol(self) -> str:
         """A fresh instrument: registered where marketdata would, with a quote."""
@@ -198,16 +228,23 @@ async def platform(infra_settings: Settings, model_dir: Path) -> AsyncIterator[P
     nc = await nats.connect(infra_settings.nats.url, connect_timeout=2)
     symbols: list[str] = []
     try:
-        async with running_service(RISK, infra_settings) as risk_address:
+        async with (
+            running_service(identity_spec(FAST_IDENTITY), infra_settings) as identity_address,
+            running_service(RISK, infra_settings) as risk_address,
+        ):
             with_risk = infra_settings.model_copy(update={"service_addresses": {"risk": risk_address}})
             async with running_service(EXECUTION, with_risk) as execution_address:
-                settings = infra_settings.model_copy(
-                    update={"service_addresses": {"risk": risk_address, "execution": execution_address}}
-                )
+                addresses = {
+                    "identity": identity_address,
+                    "risk": risk_address,
+                    "execution": execution_address,
+                }
+                settings = infra_settings.model_copy(update={"service_addresses": addresses})
                 async with (
                     running_service(decision_spec, settings) as address,
-                    grpc.aio.insecure_channel(address) as channel,
-                    grpc.aio.insecure_channel(execution_address) as exec_channel,
+                    service_channel(address, "decision") as channel,
+                    service_channel(execution_address, "execution") as exec_channel,
+                    service_channel(identity_address, "identity") as identity_channel,
                 ):
                     yield Platform(
                         pb_grpc.DecisionServiceStub(channel),
@@ -216,6 +253,8 @@ async def platform(infra_settings: Settings, model_dir: Path) -> AsyncIterator[P
                         nc,
                         symbols,
                         execution_address,
+                        identity_grpc.IdentityServiceStub(identity_channel),
+                        identity_address,
                     )
     finally:
         if symbols:
@@ -228,7 +267,7 @@ async def platform(infra_settings: Settings, model_dir: Path) -> AsyncIterator[P
 
 
 async def test_strategies_round_trip_with_versions_and_tenant_isolation(platform: Platform) -> None:
-    a, b, symbol = new_tenant(), new_tenant(), await platform.symbol()
+    a, b, symbol = await platform.tenant(), await platform.tenant(), await platform.symbol()
     cooldown = duration_pb2.Duration(seconds=5)
     created = await platform.set(a, "btc-momentum", spec(symbol, cooldown=cooldown, enabled=False))
     assert created.created and created.strategy.version == 1
@@ -294,7 +333,7 @@ async def test_strategies_round_trip_with_versions_and_tenant_isolation(platform
 
 
 async def test_bad_strategies_are_refused_and_change_nothing(platform: Platform) -> None:
-    tenant, symbol = new_tenant(), await platform.symbol()
+    tenant, symbol = await platform.tenant(), await platform.symbol()
     cases = {
         "spec.model_ids[1]": spec(symbol, model_ids=["gbt-trend", "no-such-model"]),
         "spec.symbols[0]": spec(f"Z{uuid.uuid4().hex[:6].upper()}"),
@@ -320,7 +359,8 @@ async def test_bad_strategies_are_refused_and_change_nothing(platform: Platform)
 
 
 async def test_list_models_shows_the_trained_models(platform: Platform) -> None:
-    reply = await platform.decision.ListModels(pb.ListModelsRequest(), metadata=md(new_tenant()))
+    tenant = await platform.tenant()
+    reply = await platform.decision.ListModels(pb.ListModelsRequest(), metadata=md(tenant))
     by_id = {m.model_id: m for m in reply.models}
     assert list(by_id) == ["gbt-trend", "logreg-trend"]
     assert by_id["gbt-trend"].kind == pb.MODEL_KIND_GRADIENT_BOOSTING
@@ -329,7 +369,8 @@ async def test_list_models_shows_the_trained_models(platform: Platform) -> None:
         assert m.metrics["accuracy"] > 0.5 and len(m.artifact_sha256) == 64
         assert list(m.feature_names) and m.feature_set_version.startswith("v1:") and m.training_samples > 0
     only = await platform.decision.ListModels(
-        pb.ListModelsRequest(kind=pb.MODEL_KIND_LOGISTIC_REGRESSION, page_size=1), metadata=md(new_tenant())
+        pb.ListModelsRequest(kind=pb.MODEL_KIND_LOGISTIC_REGRESSION, page_size=1),
+        metadata=md(tenant),
     )
     assert [m.model_id for m in only.models] == ["logreg-trend"] and only.next_page_token == ""
 
@@ -352,7 +393,7 @@ async def _subscribe(nc: NatsClient, subject: str) -> tuple[list[events_pb2.Sign
 
 
 async def test_feature_vectors_lead_to_signal_events_once_per_vector(platform: Platform) -> None:
-    tenant, other, symbol = new_tenant(), new_tenant(), await platform.symbol()
+    tenant, other, symbol = await platform.tenant(), await platform.tenant(), await platform.symbol()
     # Threshold 1: the ensemble never reaches it, so every signal is HOLD and no order is placed.
     await platform.set(tenant, "watch", spec(symbol, signal_threshold=1.0))
     await platform.set(other, "off", spec(symbol, enabled=False))
@@ -411,14 +452,16 @@ async def _signals(
 
 
 async def _orders(platform: Platform, tenant: str, symbol: str) -> list[exec_types.Order]:
-    reply = await platform.execution.ListOrders(exec_pb.ListOrdersRequest(symbol=symbol), metadata=md(tenant))
+    reply = await platform.execution.ListOrders(
+        exec_pb.ListOrdersRequest(symbol=symbol), metadata=md(tenant, "execution")
+    )
     return list(reply.orders)
 
 
 async def test_an_enabled_strategy_places_one_order_per_vector(
     platform: Platform, pg_pool: asyncpg.Pool
 ) -> None:
-    tenant, symbol = new_tenant(), await platform.symbol()
+    tenant, symbol = await platform.tenant(), await platform.symbol()
     # A tiny threshold: every vector is a BUY or a SELL.
     await platform.set(tenant, "trader", spec(symbol, signal_threshold=0.000001, max_position=D("5")))
     latency_count = REGISTRY.get_sample_value("trading_decision_order_latency_seconds_count") or 0.0
@@ -490,7 +533,7 @@ def _vectors_consumed() -> float:
 
 
 async def test_only_the_symbols_of_enabled_strategies_are_subscribed_to(platform: Platform) -> None:
-    tenant, traded, untraded = new_tenant(), await platform.symbol(), await platform.symbol()
+    tenant, traded, untraded = await platform.tenant(), await platform.symbol(), await platform.symbol()
     before = _vectors_consumed()
     # No strategy trades either symbol yet: their vectors never reach decision.
     await platform.publish(vectors(traded, 1, seed=31)[0])
@@ -566,7 +609,11 @@ async def engine_on(
     ensemble = Ensemble(models.load_latest(model_dir), budget_s=0.5, threads=True)
     registry = event_registry()
     address = execution_address or platform.execution_address
-    clients = ClientFactory(settings.model_copy(update={"service_addresses": {"execution": address}}))
+    # The engine is decision: it dials as decision and holds decision's delegations.
+    addresses = {"execution": address, "identity": platform.identity_address}
+    clients = ClientFactory(
+        settings.model_copy(update={"service_addresses": addresses}), principal="decision"
+    )
     try:
         async with KafkaPublisher(settings.kafka, registry) as kafka:
             engine = DecisionEngine(
@@ -574,6 +621,7 @@ async def engine_on(
                 strategies=cache,
                 signals=signals,
                 execution=clients.stub(exec_grpc.ExecutionServiceStub, "execution"),
+                delegations=DelegationCache(clients),
                 nats=NatsPublisher(platform.nats, registry),
                 kafka=kafka,
                 place_timeout_s=2.0,
@@ -609,7 +657,7 @@ def _sample(name: str, labels: dict[str, str] | None = None) -> float:
 async def test_hold_vectors_cost_no_postgres_round_trip_and_are_recorded_in_one_batch(
     platform: Platform, pg_pool: asyncpg.Pool, model_dir: Path, infra_settings: Settings
 ) -> None:
-    tenant, symbol = new_tenant(), await platform.symbol()
+    tenant, symbol = await platform.tenant(), await platform.symbol()
     await platform.set(tenant, "watch", spec(symbol, signal_threshold=1.0))  # every signal is HOLD
     received, sub = await _subscribe(platform.nats, f"decision.signals.{tenant}.{symbol}")
     batch = vectors(symbol, 6, seed=21)
@@ -658,7 +706,7 @@ async def test_hold_vectors_cost_no_postgres_round_trip_and_are_recorded_in_one_
 async def test_the_signal_writer_writes_full_batches_at_once_dedups_and_flushes_on_stop(
     platform: Platform, pg_pool: asyncpg.Pool
 ) -> None:
-    tenant, symbol = new_tenant(), await platform.symbol()
+    tenant, symbol = await platform.tenant(), await platform.symbol()
     store = SignalStore(pg_pool)
     announced: list[QueuedSignal] = []
 
@@ -705,7 +753,7 @@ async def test_the_signal_writer_writes_full_batches_at_once_dedups_and_flushes_
 async def test_cooldown_blocked_intents_cost_no_round_trip_and_pending_intents_are_retried(
     platform: Platform, pg_pool: asyncpg.Pool, model_dir: Path, infra_settings: Settings
 ) -> None:
-    tenant, symbol = new_tenant(), await platform.symbol()
+    tenant, symbol = await platform.tenant(), await platform.symbol()
     # Every vector is a BUY or a SELL; one intent an hour at most.
     hour = duration_pb2.Duration(seconds=3600)
     await platform.set(tenant, "trader", spec(symbol, signal_threshold=0.000001, cooldown=hour))
@@ -748,7 +796,7 @@ async def test_cooldown_blocked_intents_cost_no_round_trip_and_pending_intents_a
 async def test_orders_in_flight_count_against_the_position_limit(
     platform: Platform, pg_pool: asyncpg.Pool, model_dir: Path, infra_settings: Settings
 ) -> None:
-    tenant, symbol = new_tenant(), await platform.symbol()
+    tenant, symbol = await platform.tenant(), await platform.symbol()
     # Every vector is a BUY or a SELL, no cooldown, one lot either way at most.
     await platform.set(tenant, "trader", spec(symbol, signal_threshold=0.000001, max_position=D("1")))
     batch = vectors(symbol, 8, seed=9)

@@ -12,7 +12,6 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-import grpc
 import pytest
 from trading.common.v1 import decimal_pb2, market_pb2
 from trading.common.v1 import types_pb2 as common
@@ -26,6 +25,7 @@ from runtime.config import Settings
 from runtime.storage.redis import create_redis
 from services.execution.main import SPEC as EXECUTION
 from services.risk.main import SPEC as RISK
+from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 
 
@@ -40,7 +40,7 @@ async def test_place_order_latency(infra_settings: Settings) -> None:
     calls = int(os.environ["EXECUTION_BENCH_CALLS"])
     tenant = f"bench-{uuid.uuid4().hex[:8]}"
     symbol = f"B{uuid.uuid4().hex[:8].upper()}-USD"
-    metadata = (("x-tenant-id", tenant), ("x-scopes", "orders:write risk:write"))
+    scopes = ("orders:write", "risk:write")
     redis = create_redis(infra_settings.redis)
 
     async def fresh_quote() -> None:
@@ -56,8 +56,8 @@ async def test_place_order_latency(infra_settings: Settings) -> None:
             settings = infra_settings.model_copy(update={"service_addresses": {"risk": risk_address}})
             async with (
                 running_service(EXECUTION, settings) as address,
-                grpc.aio.insecure_channel(address) as channel,
-                grpc.aio.insecure_channel(risk_address) as risk_channel,
+                service_channel(address, "execution") as channel,
+                service_channel(risk_address, "risk") as risk_channel,
             ):
                 # Lift the order-rate limit for this tenant: the default 50/s would deny the loop.
                 await risk_grpc.RiskServiceStub(risk_channel).SetLimits(
@@ -70,7 +70,7 @@ async def test_place_order_latency(infra_settings: Settings) -> None:
                             daily_loss_limit=D("1000000"),
                         )
                     ),
-                    metadata=metadata,
+                    metadata=user_md("risk", tenant, scopes=scopes),
                 )
                 stub = pb_grpc.ExecutionServiceStub(channel)
                 await fresh_quote()
@@ -88,6 +88,8 @@ async def test_place_order_latency(infra_settings: Settings) -> None:
                         time_in_force=types.TIME_IN_FORCE_IOC,
                         quantity=D("0.01"),
                     )
+                    # Minted once and reused by the helper until half its lifetime is gone.
+                    metadata = user_md("execution", tenant, scopes=scopes)
                     start = time.perf_counter()
                     reply = await stub.PlaceOrder(request, metadata=metadata)
                     elapsed = time.perf_counter() - start

@@ -40,6 +40,7 @@ from runtime.messaging import new_envelope
 from runtime.storage.postgres import tenant_transaction
 from services.execution.main import SPEC as EXECUTION
 from services.risk.main import SPEC as RISK
+from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 
 if TYPE_CHECKING:
@@ -54,8 +55,11 @@ def D(value: str) -> decimal_pb2.Decimal:
     return decimal_pb2.Decimal(value=value)
 
 
-def md(tenant: str) -> tuple[tuple[str, str], ...]:
-    return (("x-tenant-id", tenant), ("x-scopes", "orders:read orders:write risk:read risk:write risk:admin"))
+SCOPES = ("orders:read", "orders:write", "risk:read", "risk:write", "risk:admin")
+
+
+def md(tenant: str, service: str = "execution") -> tuple[tuple[str, str], ...]:
+    return user_md(service, tenant, scopes=SCOPES)
 
 
 def new_symbol() -> str:
@@ -142,7 +146,7 @@ async def _risk_is_built(stub: RiskServiceAsyncStub) -> bool:
                     order_type=MARKET,
                     dry_run=True,
                 ),
-                metadata=md("probe"),
+                metadata=md("probe", "risk"),
             )
             return True
         except grpc.aio.AioRpcError as err:
@@ -159,8 +163,8 @@ async def platform(infra_settings: Settings) -> AsyncIterator[Platform]:
         settings = infra_settings.model_copy(update={"service_addresses": {"risk": risk_address}})
         async with (
             running_service(EXECUTION, settings) as address,
-            grpc.aio.insecure_channel(address) as channel,
-            grpc.aio.insecure_channel(risk_address) as risk_channel,
+            service_channel(address, "execution") as channel,
+            service_channel(risk_address, "risk") as risk_channel,
         ):
             risk = risk_grpc.RiskServiceStub(risk_channel)
             if not await _risk_is_built(risk):
@@ -299,7 +303,10 @@ async def test_risk_unavailable_fails_without_an_order(
         dead = f"127.0.0.1:{s.getsockname()[1]}"
     settings = infra_settings.model_copy(update={"service_addresses": {"risk": dead}})
     tenant = new_tenant()
-    async with running_service(EXECUTION, settings) as address, grpc.aio.insecure_channel(address) as channel:
+    async with (
+        running_service(EXECUTION, settings) as address,
+        service_channel(address, "execution") as channel,
+    ):
         stub = pb_grpc.ExecutionServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.PlaceOrder(

@@ -32,12 +32,16 @@ from runtime.messaging.nats import NatsPublisher
 from services.features.consumer import vector_key
 from services.features.domain import FeatureConfig
 from services.features.main import SPEC
+from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 
-TENANT = (("x-tenant-id", "tenant-features"),)
 VECTOR_EVENT = "trading.features.v1.FeatureVectorComputed"
 T0 = 1_717_425_000_000_000_000
 TICKS = 40
+
+
+def tenant_md() -> tuple[tuple[str, str], ...]:
+    return user_md("features", "tenant-features")
 
 
 def _tick(symbol: str, i: int) -> md_events.Tick:
@@ -75,7 +79,7 @@ async def test_ticks_become_feature_vectors_on_nats_kafka_and_get_features(
     try:
         async with (
             running_service(SPEC, infra_settings) as address,
-            grpc.aio.insecure_channel(address) as channel,
+            service_channel(address, "features") as channel,
         ):
             tick_ids: dict[int, str] = {}
             for i in range(1, TICKS + 1):
@@ -134,17 +138,17 @@ async def test_ticks_become_feature_vectors_on_nats_kafka_and_get_features(
             assert sorted(sequences) == list(range(1, TICKS + 1))
 
             stub = pb_grpc.FeaturesServiceStub(channel)
-            got = (await stub.GetFeatures(pb.GetFeaturesRequest(symbol=symbol), metadata=TENANT)).vector
+            got = (await stub.GetFeatures(pb.GetFeaturesRequest(symbol=symbol), metadata=tenant_md())).vector
             assert got == v
 
             with pytest.raises(grpc.aio.AioRpcError) as not_yet:
-                await stub.GetFeatures(pb.GetFeaturesRequest(symbol=quiet), metadata=TENANT)
+                await stub.GetFeatures(pb.GetFeaturesRequest(symbol=quiet), metadata=tenant_md())
             details = error_details(not_yet.value)
             assert details.code == grpc.StatusCode.UNAVAILABLE and details.retry_delay_s == 1.0
             assert details.error_info is not None and details.error_info.reason == "FEATURES_NOT_AVAILABLE"
 
             with pytest.raises(grpc.aio.AioRpcError) as missing:
-                await stub.GetFeatures(pb.GetFeaturesRequest(symbol=unknown), metadata=TENANT)
+                await stub.GetFeatures(pb.GetFeaturesRequest(symbol=unknown), metadata=tenant_md())
             assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
             # The latest vector reaches Redis for other replicas.

@@ -3,8 +3,9 @@ tokens verified against GetJwks, refresh rotation and reuse detection,
 logout, API keys end to end (gateway-side verifier included), signing key
 rotation, scope enforcement, tenant isolation, events and password rehash.
 
-Calls made "as" a user carry the metadata the gateway derives from a
-verified token (x-tenant-id, x-subject, x-scopes, x-roles)."""
+Calls made "as" a user carry what the gateway derives from a verified
+token: a context token (tenant, subject, scopes, roles) the gateway signed
+for identity, over the gateway's mutual-TLS channel."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
 from services.identity.settings import IdentitySettings
 from services.identity.tokens import AccessClaims, JwksVerifier
 from tests.support import gateway_stack
+from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 
 # The platform operator is seeded once per database (idempotently, never
@@ -68,11 +70,8 @@ class Identity:
 
 def as_caller(claims: AccessClaims, idempotency_key: str = "") -> Metadata:
     """The metadata the gateway sets for a verified token."""
-    md = (
-        ("x-tenant-id", claims.tenant_id),
-        ("x-subject", claims.subject),
-        ("x-scopes", " ".join(sorted(claims.scopes))),
-        ("x-roles", " ".join(sorted(claims.roles))),
+    md = user_md(
+        "identity", claims.tenant_id, subject=claims.subject, scopes=claims.scopes, roles=claims.roles
     )
     return md + ((("idempotency-key", idempotency_key),) if idempotency_key else ())
 
@@ -97,7 +96,7 @@ async def failure(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
 async def identity(infra_settings: Settings) -> AsyncIterator[Identity]:
     async with (
         running_service(make_spec(FAST), infra_settings) as address,
-        grpc.aio.insecure_channel(address) as channel,
+        service_channel(address, "identity") as channel,
     ):
         stub = pb_grpc.IdentityServiceStub(channel)
         yield Identity(stub, JwksVerifier(jwks_fetcher(stub), issuer=FAST.issuer, audience=FAST.audience))
@@ -309,7 +308,7 @@ async def test_admin_rpcs_need_the_admin_scope(identity: Identity) -> None:
     ]
     for call in calls:
         assert await failure(call) == (grpc.StatusCode.PERMISSION_DENIED, "MISSING_SCOPE")
-    # No caller at all (no gateway metadata): unauthenticated.
+    # No caller context at all (no context token): unauthenticated.
     assert (await failure(identity.stub.ListApiKeys(pb.ListApiKeysRequest())))[
         0
     ] == grpc.StatusCode.UNAUTHENTICATED
@@ -468,7 +467,7 @@ async def test_login_rehashes_passwords_made_with_old_parameters(
     stronger = FAST.model_copy(update={"argon2_time_cost": 2, "argon2_memory_kib": 2048})
     async with (
         running_service(make_spec(stronger), infra_settings) as address,
-        grpc.aio.insecure_channel(address) as channel,
+        service_channel(address, "identity") as channel,
     ):
         await pb_grpc.IdentityServiceStub(channel).Login(
             pb.LoginRequest(tenant_slug=tenant.tenant.slug, email=user.email, password="user-password-1")

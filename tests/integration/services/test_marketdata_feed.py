@@ -39,9 +39,14 @@ from runtime.storage.migrations import migrate_pool
 from services.marketdata.domain import RejectReason
 from services.marketdata.feeds import REPLAY_COLUMNS, FeedSettings
 from services.marketdata.main import make_spec
+from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 
-TENANT = (("x-tenant-id", "tenant-md-feed"),)
+
+def tenant_md() -> tuple[tuple[str, str], ...]:
+    return user_md("marketdata", "tenant-md-feed")
+
+
 TICK = "trading.marketdata.v1.Tick"
 REJECTED = "trading.marketdata.v1.TickRejected"
 T0 = 1_717_425_000_000_000_000
@@ -148,7 +153,7 @@ async def test_replayed_ticks_are_published_cached_and_bad_ones_rejected(
     try:
         async with (
             running_service(spec, infra_settings) as address,
-            grpc.aio.insecure_channel(address) as channel,
+            service_channel(address, "marketdata") as channel,
         ):
             keys = {a.encode(), b.encode(), unknown.encode()}
             rejects = await _kafka_records(infra_settings, "trading.marketdata.rejects", keys, 5)
@@ -203,7 +208,7 @@ async def test_replayed_ticks_are_published_cached_and_bad_ones_rejected(
             # GetQuote is the last tick of the symbol (Tick and Quote share fields).
             stub = pb_grpc.MarketDataServiceStub(channel)
             last_a = next(t for t in nats_ticks.values() if (t.symbol, t.sequence) == (a, 5))
-            quote = (await stub.GetQuote(pb.GetQuoteRequest(symbol=a), metadata=TENANT)).quote
+            quote = (await stub.GetQuote(pb.GetQuoteRequest(symbol=a), metadata=tenant_md())).quote
             assert quote == market_pb2.Quote.FromString(last_a.SerializeToString())
             assert (quote.bid_price.value, quote.ask_size.value, quote.last_price.value) == (
                 "100.4",
@@ -212,13 +217,13 @@ async def test_replayed_ticks_are_published_cached_and_bad_ones_rejected(
             )
 
             with pytest.raises(grpc.aio.AioRpcError) as no_tick:
-                await stub.GetQuote(pb.GetQuoteRequest(symbol=quiet), metadata=TENANT)
+                await stub.GetQuote(pb.GetQuoteRequest(symbol=quiet), metadata=tenant_md())
             details = error_details(no_tick.value)
             assert details.code == grpc.StatusCode.UNAVAILABLE and details.retry_delay_s == 1.0
             assert details.error_info is not None and details.error_info.reason == "QUOTE_NOT_AVAILABLE"
 
             with pytest.raises(grpc.aio.AioRpcError) as missing:
-                await stub.GetQuote(pb.GetQuoteRequest(symbol=unknown), metadata=TENANT)
+                await stub.GetQuote(pb.GetQuoteRequest(symbol=unknown), metadata=tenant_md())
             assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         await nc.close()
@@ -244,21 +249,21 @@ async def test_stream_quotes_snapshot_then_live_conflated_and_clean_cancel(
     spec = make_spec(FeedSettings(feed="synthetic", feed_rate=200, feed_symbols=[a, b], feed_seed=7))
     async with (
         running_service(spec, infra_settings) as address,
-        grpc.aio.insecure_channel(address) as channel,
+        service_channel(address, "marketdata") as channel,
     ):
         stub = pb_grpc.MarketDataServiceStub(channel)
         deadline = time.monotonic() + 15
         for symbol in (a, b):
             while True:
                 try:
-                    await stub.GetQuote(pb.GetQuoteRequest(symbol=symbol), metadata=TENANT)
+                    await stub.GetQuote(pb.GetQuoteRequest(symbol=symbol), metadata=tenant_md())
                     break
                 except grpc.aio.AioRpcError as exc:
                     assert exc.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline
                     await asyncio.sleep(0.05)
         baseline = _streams()
 
-        call = stub.StreamQuotes(pb.StreamQuotesRequest(symbols=[a, b]), metadata=TENANT)
+        call = stub.StreamQuotes(pb.StreamQuotesRequest(symbols=[a, b]), metadata=tenant_md())
         snapshot = [await _next(call), await _next(call)]
         assert all(m.snapshot for m in snapshot)
         assert {m.quote.symbol for m in snapshot} == {a, b}
@@ -281,7 +286,7 @@ async def test_stream_quotes_snapshot_then_live_conflated_and_clean_cancel(
             pb.StreamQuotesRequest(
                 symbols=[a], skip_snapshot=True, conflation_interval=Duration(nanos=250_000_000)
             ),
-            metadata=TENANT,
+            metadata=tenant_md(),
         )
         arrivals: list[float] = []
         sequences: list[int] = []
@@ -300,7 +305,7 @@ async def test_stream_quotes_snapshot_then_live_conflated_and_clean_cancel(
 
         with pytest.raises(grpc.aio.AioRpcError) as unknown:
             async for _ in stub.StreamQuotes(
-                pb.StreamQuotesRequest(symbols=[a, "NOPE-USD"]), metadata=TENANT
+                pb.StreamQuotesRequest(symbols=[a, "NOPE-USD"]), metadata=tenant_md()
             ):
                 pass
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND

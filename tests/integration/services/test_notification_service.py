@@ -52,6 +52,7 @@ from services.notification.api import NotificationApi
 from services.notification.main import NOTIFICATION_SERVICE, ConsumerNames, make_spec
 from services.notification.settings import NotificationSettings
 from tests.support.polling import eventually
+from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 from tools import deadletters
 
@@ -191,8 +192,8 @@ async def notification(infra_settings: Settings) -> AsyncIterator[Harness]:
         async with (
             running_service(dataclasses.replace(spec, build=build), infra_settings) as address,
             running_service(strict_spec, infra_settings) as strict_address,
-            grpc.aio.insecure_channel(address) as channel,
-            grpc.aio.insecure_channel(strict_address) as strict_channel,
+            service_channel(address, "notification") as channel,
+            service_channel(strict_address, "notification") as strict_channel,
             KafkaPublisher(infra_settings.kafka, event_registry(), client_id="test-notification") as kafka,
         ):
             api: NotificationApi = built[NOTIFICATION_SERVICE]
@@ -219,7 +220,7 @@ async def notification(infra_settings: Settings) -> AsyncIterator[Harness]:
 
 
 def md(tenant: str) -> tuple[tuple[str, str], ...]:
-    return (("x-tenant-id", tenant),)
+    return user_md("notification", tenant)
 
 
 def new_tenant() -> str:

@@ -41,6 +41,7 @@ from runtime.resources import Resources
 from runtime.storage.postgres import tenant_transaction
 from services.portfolio.api import PortfolioApi
 from services.portfolio.main import PORTFOLIO_SERVICE, make_spec
+from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 
 FILLS_TOPIC = "trading.execution.fills"
@@ -69,14 +70,14 @@ async def portfolio(infra_settings: Settings) -> AsyncIterator[Harness]:
 
     async with (
         running_service(dataclasses.replace(spec, build=build), infra_settings) as address,
-        grpc.aio.insecure_channel(address) as channel,
+        service_channel(address, "portfolio") as channel,
         KafkaPublisher(infra_settings.kafka, event_registry(), client_id="test-execution") as publisher,
     ):
         yield Harness(pb_grpc.PortfolioServiceStub(channel), publisher, group, built[PORTFOLIO_SERVICE])
 
 
 def tenant_md(tenant: str) -> tuple[tuple[str, str], ...]:
-    return (("x-tenant-id", tenant),)
+    return user_md("portfolio", tenant)
 
 
 def new_tenant() -> str:

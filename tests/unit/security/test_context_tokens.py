@@ -117,10 +117,12 @@ def test_a_delegation_lets_its_holder_act_for_its_tenant_at_its_audiences(pki: P
                          delegation=delegation(pki))  # fmt: skip
     verified = execution.verify(decision.mint("execution", ctx), "decision")
     assert (verified.grant, verified.purpose, verified.tenant_id) == ("dlg", "strategy-orders", "t1")
-    # Execution may chain it on to risk (narrower or equal).
+    # Execution may chain it on to risk (narrower or equal), as the server
+    # interceptor hands it the context: credential AND the delegation it came with.
     onward = RequestContext(tenant_id="t1", subject="service:decision", scopes=frozenset({"orders:write"}),
-                            credential=verified.token)  # fmt: skip
-    assert risk.verify(execution.mint("risk", onward), "execution").purpose == "strategy-orders"
+                            credential=verified.token, delegation=verified.delegation)  # fmt: skip
+    at_risk = risk.verify(execution.mint("risk", onward), "execution")
+    assert (at_risk.grant, at_risk.purpose) == ("chain", "strategy-orders")
     # Not at an audience it does not name.
     with pytest.raises(TokenError) as caught:
         tokens(pki, "portfolio").verify(decision.mint("portfolio", ctx), "decision")
