@@ -75,7 +75,7 @@ class FeedControl:
         feed = FeedProcess(rate_per_s, process, address, f"http://127.0.0.1:{metrics_port}/metrics")
         self.current = feed
         deadline = time.monotonic() + timeout_s
-        while await check_health(address) != 1:
+        while await check_health(settings, "marketdata", address) != 1:
             if process.returncode is not None:
                 raise RuntimeError(f"feed process exited with {process.returncode}; see {log_path}")
             if time.monotonic() > deadline:

@@ -8,7 +8,9 @@
 - tick throughput: the feed rate stepped up until features falls behind.
 
 Timestamps that cross processes are wall clock (time.time_ns) on one
-machine; everything else is perf_counter.
+machine; everything else is perf_counter. Direct gRPC calls play the gateway
+acting for a user (or execution, for risk.CheckOrder) over mutual TLS with
+context tokens (bench.context).
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import grpc.aio
 import httpx
 import jwt
 import nats
@@ -43,25 +44,27 @@ from trading.features.v1 import events_pb2 as features_events
 from trading.risk.v1 import risk_service_pb2 as rpb
 from trading.risk.v1 import risk_service_pb2_grpc as rpb_grpc
 
+from bench.context import Context as Ctx
+from bench.context import as_execution_for_user, as_user, channel
 from bench.feed import CONSUMED, TICKS_ACCEPTED, counter, metrics_url
 from bench.harness import OpenLoopTracker, Recorder, closed_loop, open_loop
 from bench.model import Result, from_open_loop, measured
 from gateway.auth import jwks_fetcher
 from gateway.config import GatewayOptions
 from runtime import decimals
-from runtime.contracts import METADATA, event_registry
+from runtime.config import Settings
+from runtime.contracts import event_registry
 from runtime.grpc_client import ClientFactory
 from runtime.messaging import decode_envelope, unpack
 from services.identity.keys import public_jwk
 from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
 from services.identity.tokens import JwksVerifier
 
-if TYPE_CHECKING:  # bench.paths imports this module
-    from bench.paths import Context as Ctx
-
 QUOTE_SYMBOLS = ("BTC-USD", "ETH-USD", "SOL-USD", "AAPL")
 STRATEGY_SYMBOLS = ("BTC-USD", "ETH-USD")
-ORDER_SCOPES = "orders:read orders:write risk:read risk:write strategies:read strategies:write"
+ORDER_SCOPES = frozenset(
+    {"orders:read", "orders:write", "risk:read", "risk:write", "strategies:read", "strategies:write"}
+)
 # A tick whose vector or order has not shown up after this many ticks is forgotten.
 _TICK_MEMORY = 400_000
 
@@ -70,18 +73,14 @@ def _timed(started: float) -> float:
     return round(time.monotonic() - started, 2)
 
 
-def _md(tenant: str) -> tuple[tuple[str, str], ...]:
-    return (
-        (METADATA.tenant_id, tenant),
-        (METADATA.subject, "user-bench"),
-        (METADATA.scopes, ORDER_SCOPES),
-    )
+def _md(settings: Settings, audience: str, tenant: str) -> tuple[tuple[str, str], ...]:
+    """The gateway calling ``audience`` for a benchmark user of ``tenant``."""
+    return as_user(settings, audience, tenant, ORDER_SCOPES)
 
 
-async def _open_limits(channel: grpc.aio.Channel, tenant: str) -> None:
+async def _open_limits(settings: Settings, tenant: str) -> None:
     """Risk limits of a benchmark tenant: its order rate (50/s by default) and
     sizes are not what is measured, so they never deny; every check still runs."""
-    risk = rpb_grpc.RiskServiceStub(channel)
     limits = rpb.RiskLimits(
         max_orders_per_second=10_000,
         max_order_notional=decimals.to_proto(Decimal(1_000_000_000)),
@@ -90,7 +89,10 @@ async def _open_limits(channel: grpc.aio.Channel, tenant: str) -> None:
         daily_loss_limit=decimals.to_proto(Decimal(1_000_000_000)),
         max_quote_age=duration_pb2.Duration(seconds=5),
     )
-    await risk.SetLimits(rpb.SetLimitsRequest(limits=limits), metadata=_md(tenant), timeout=10)
+    async with channel(settings, "risk") as risk_channel:
+        risk = rpb_grpc.RiskServiceStub(risk_channel)
+        request = rpb.SetLimitsRequest(limits=limits)
+        await risk.SetLimits(request, metadata=_md(settings, "risk", tenant), timeout=10)
 
 
 def _find(doc: Any, key: str) -> Any:
@@ -146,8 +148,7 @@ async def gateway_call(ctx: Ctx) -> list[Result]:
         auth = {"Authorization": f"Bearer {token}"}
         # The open-loop POSTs catch up in bursts when the sender runs late on a
         # loaded machine: risk's default 50 orders/s would deny some of them.
-        async with grpc.aio.insecure_channel(ctx.stack.settings.address_of("risk")) as risk_channel:
-            await _open_limits(risk_channel, tenant)
+        await _open_limits(ctx.stack.settings, tenant)
         symbols = itertools.cycle(QUOTE_SYMBOLS)
         started = time.monotonic()
 
@@ -234,15 +235,15 @@ async def order_placement(ctx: Ctx) -> list[Result]:
     alone as the part of it that another service answers."""
     settings = ctx.stack.settings
     tenant = f"bench-{ctx.run_id}-orders"
-    md = _md(tenant)
     results: list[Result] = []
     counter_ = itertools.count()
     statuses: dict[str, int] = {}
+    await _open_limits(settings, tenant)
     async with (
-        grpc.aio.insecure_channel(settings.address_of("execution")) as ex_channel,
-        grpc.aio.insecure_channel(settings.address_of("risk")) as risk_channel,
+        channel(settings, "execution") as ex_channel,
+        # Risk is called as execution calls it inside PlaceOrder.
+        channel(settings, "risk", principal="execution") as risk_channel,
     ):
-        await _open_limits(risk_channel, tenant)
         execution = epb_grpc.ExecutionServiceStub(ex_channel)
         risk = rpb_grpc.RiskServiceStub(risk_channel)
         quantity = decimals.to_proto(Decimal("0.01"))
@@ -258,6 +259,7 @@ async def order_placement(ctx: Ctx) -> list[Result]:
             )
 
         async def place() -> None:
+            md = _md(settings, "execution", tenant)
             reply = await execution.PlaceOrder(request(next(counter_)), metadata=md, timeout=5)
             name = exec_types.OrderStatus.Name(reply.order.status).removeprefix("ORDER_STATUS_")
             statuses[name] = statuses.get(name, 0) + 1
@@ -268,7 +270,8 @@ async def order_placement(ctx: Ctx) -> list[Result]:
             measured(
                 "order_placement", "order_placement",
                 "execution.PlaceOrder over gRPC: risk.CheckOrder, paper fill, PostgreSQL + outbox", rec,
-                method="closed loop, 1 channel, unique client order ids", floor="floor_grpc",
+                method="closed loop, 1 mutual-TLS channel as the gateway, unique client order ids",
+                floor="floor_grpc",
                 duration_s=_timed(started), extra={"order_statuses": dict(statuses)},
                 notes="Market IOC 0.01 BTC-USD / ETH-USD, buy and sell in turn, against the synthetic "
                 "feed's last quote (50 ticks/s). Inside: request validation, risk.CheckOrder (a gRPC hop; "
@@ -285,7 +288,7 @@ async def order_placement(ctx: Ctx) -> list[Result]:
                     client_order_id=f"bench-{ctx.run_id}-chk-{n}", symbol="BTC-USD",
                     side=types_pb2.SIDE_BUY, quantity=quantity, order_type=market_pb2.ORDER_TYPE_MARKET,
                 ),
-                metadata=md, timeout=5,
+                metadata=as_execution_for_user(settings, tenant, ORDER_SCOPES), timeout=5,
             )  # fmt: skip
 
         started = time.monotonic()
@@ -294,7 +297,8 @@ async def order_placement(ctx: Ctx) -> list[Result]:
             measured(
                 "order_placement_risk_check", "order_placement",
                 "diagnostic: risk.CheckOrder alone (the risk step inside PlaceOrder)", rec,
-                method="closed loop, 1 channel", floor="floor_grpc", duration_s=_timed(started),
+                method="closed loop, 1 mutual-TLS channel as execution (chained context token)",
+                floor="floor_grpc", duration_s=_timed(started),
                 notes="What the risk hop costs of the row above, called directly.",
             )
         )  # fmt: skip
@@ -310,7 +314,7 @@ async def jwt_validation(ctx: Ctx) -> list[Result]:
     checks) and the same token again (the verified-token cache)."""
     options = GatewayOptions()
     results: list[Result] = []
-    clients = ClientFactory(ctx.stack.settings)
+    clients = ClientFactory(ctx.stack.settings, principal="gateway")
     try:
         fetch_identity = jwks_fetcher(clients)
         identity_keys = list((await fetch_identity()).get("keys", []))
@@ -446,7 +450,14 @@ async def hot_path(ctx: Ctx) -> list[Result]:
     that rate (features consuming less than marketdata publishes), the next
     lower rate of the mode is tried too; the rows of the highest rate that
     kept up carry the path's keys, those of faster rates are kept as
-    diagnostics."""
+    diagnostics.
+
+    The strategy belongs to the demo tenant: decision places a strategy's
+    orders under a delegation identity issues only for an existing, active
+    tenant (runtime.security.delegations), so a made-up tenant id would trade
+    nothing. Each rate has a strategy of its own."""
+    async with httpx.AsyncClient(base_url=gateway_url(ctx), timeout=10) as client:
+        _, tenant = await login_session(client)
     attempts: list[tuple[float, list[Result], bool]] = []
     for rate in ctx.mode.hot_rates_per_s:
         if attempts:
@@ -454,7 +465,7 @@ async def hot_path(ctx: Ctx) -> list[Result]:
             await ctx.stack.feed.stop()
             facts_wait = await wait_idle(ctx, ("features", "decision", "execution"))
             print(f"bench:   backlog drained in {facts_wait:.1f}s", file=sys.stderr, flush=True)
-        rows, facts = await _hot_path_at(ctx, rate)
+        rows, facts = await _hot_path_at(ctx, rate, tenant)
         two_hops = rows[3].latency_ms.get("p99") if rows[3].has_numbers else None
         md_rate, ft_rate = facts["marketdata_accepted_per_s"], facts["features_consumed_per_s"]
         kept, why = judge(rate, md_rate, ft_rate, two_hops)
@@ -512,16 +523,14 @@ async def _decision_means(http: httpx.AsyncClient, url: str) -> tuple[float, flo
     )
 
 
-async def _hot_path_at(ctx: Ctx, rate_per_s: float) -> tuple[list[Result], dict[str, Any]]:
+async def _hot_path_at(ctx: Ctx, rate_per_s: float, tenant: str) -> tuple[list[Result], dict[str, Any]]:
     settings = ctx.stack.settings
     mode = ctx.mode
-    tenant = f"bench-{ctx.run_id}-ai{rate_per_s:g}"
-    md = _md(tenant)
     probe = _HotPathProbe(tenant)
     started = time.monotonic()
     feed = await ctx.stack.feed.run_at(rate_per_s)
     nc = await nats.connect(settings.nats.url, connect_timeout=2, pending_size=256 * 1024 * 1024)
-    strategy_id = "bench-momentum"
+    strategy_id = f"bench-{ctx.run_id}-momentum-{rate_per_s:.0f}"
     try:
         subs = [
             *[
@@ -535,12 +544,11 @@ async def _hot_path_at(ctx: Ctx, rate_per_s: float) -> tuple[list[Result], dict[
             await nc.subscribe(f"execution.orders.{tenant}.>", cb=probe.on_order),
         ]
         await nc.flush()
+        await _open_limits(settings, tenant)
         async with (
-            grpc.aio.insecure_channel(settings.address_of("risk")) as risk_channel,
-            grpc.aio.insecure_channel(settings.address_of("decision")) as decision_channel,
+            channel(settings, "decision") as decision_channel,
             httpx.AsyncClient() as http,
         ):
-            await _open_limits(risk_channel, tenant)
             decision = dpb_grpc.DecisionServiceStub(decision_channel)
             spec = dpb.StrategySpec(
                 name="benchmark momentum",
@@ -555,7 +563,9 @@ async def _hot_path_at(ctx: Ctx, rate_per_s: float) -> tuple[list[Result], dict[
                 cooldown=duration_pb2.Duration(nanos=50_000_000),
             )
             await decision.SetStrategy(
-                dpb.SetStrategyRequest(strategy_id=strategy_id, spec=spec), metadata=md, timeout=10
+                dpb.SetStrategyRequest(strategy_id=strategy_id, spec=spec),
+                metadata=_md(settings, "decision", tenant),
+                timeout=10,
             )
             try:
                 await asyncio.sleep(mode.hot_warmup_s)
@@ -576,7 +586,7 @@ async def _hot_path_at(ctx: Ctx, rate_per_s: float) -> tuple[list[Result], dict[
                 with contextlib.suppress(Exception):
                     await decision.SetStrategyEnabled(
                         dpb.SetStrategyEnabledRequest(strategy_id=strategy_id, enabled=False),
-                        metadata=md, timeout=10,
+                        metadata=_md(settings, "decision", tenant), timeout=10,
                     )  # fmt: skip
         for sub in subs:
             await sub.unsubscribe()

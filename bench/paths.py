@@ -14,13 +14,9 @@ import itertools
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any
 
-import grpc
-import grpc.aio
 import nats
 from aiokafka import AIOKafkaConsumer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -30,12 +26,12 @@ from trading.marketdata.v1 import events_pb2 as md_events
 from trading.marketdata.v1 import marketdata_service_pb2, marketdata_service_pb2_grpc
 
 from bench import hotpaths
+from bench.context import Context, as_user, channel, user_context
 from bench.harness import OpenLoopResult, OpenLoopTracker, closed_loop, open_loop
 from bench.model import Result, errored, from_open_loop, measured, not_built
-from bench.modes import Mode
-from bench.stack import Stack
 from runtime.config import ClickHouseSettings
-from runtime.contracts import METADATA, event_registry
+from runtime.context import use_context
+from runtime.contracts import event_registry
 from runtime.grpc_client import ClientFactory
 from runtime.messaging import Delivery, Event, Transport, new_envelope
 from runtime.messaging.consuming import decode
@@ -46,25 +42,12 @@ from runtime.storage.postgres import create_pool
 from runtime.storage.redis import create_redis, tenant_key
 
 TENANT = "bench"
-TENANT_MD = ((METADATA.tenant_id, TENANT),)
+MARKETDATA_SCOPES = ("marketdata:read",)
 TICK_TYPE = md_events.Tick.DESCRIPTOR.full_name
 # The instrument universe marketdata seeds (services/marketdata/migrations).
 SYMBOLS = ("BTC-USD", "ETH-USD", "SOL-USD", "EUR-USD", "AAPL", "MSFT", "NVDA", "SPY")
 
-PathFn = Callable[["Context"], Awaitable[list[Result]]]
-
-
-@dataclass
-class Context:
-    """What every path function gets."""
-
-    stack: Stack
-    mode: Mode
-    work_dir: Path  # scratch space of this run (chdb data)
-
-    @property
-    def run_id(self) -> str:
-        return self.stack.run_id
+PathFn = Callable[[Context], Awaitable[list[Result]]]
 
 
 def _timed(started: float) -> float:
@@ -75,10 +58,11 @@ def _timed(started: float) -> float:
 
 
 async def health_check(ctx: Context) -> list[Result]:
-    """grpc.health.v1 Check of marketdata on a long-lived channel, as an orchestrator probes."""
+    """grpc.health.v1 Check of marketdata on a long-lived channel, as an
+    orchestrator probes (mutual TLS, as the operator, like ``./dev run``)."""
     started = time.monotonic()
-    async with grpc.aio.insecure_channel(ctx.stack.settings.address_of("marketdata")) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+    async with channel(ctx.stack.settings, "marketdata", principal="operator") as health_channel:
+        stub = health_pb2_grpc.HealthStub(health_channel)
         request = health_pb2.HealthCheckRequest(service="")
 
         async def call() -> None:
@@ -90,30 +74,33 @@ async def health_check(ctx: Context) -> list[Result]:
     return [
         measured(
             "health_check", "health_check", "grpc.health.v1 Check (marketdata process)", rec,
-            method="closed loop, 1 channel", floor="floor_grpc", duration_s=_timed(started),
+            method="closed loop, 1 mutual-TLS channel", floor="floor_grpc", duration_s=_timed(started),
         )
     ]  # fmt: skip
 
 
 async def service_call(ctx: Context) -> list[Result]:
     """marketdata.GetInstrument (a PostgreSQL read behind it) from another
-    process, through the platform's client factory (context propagation,
-    deadline, breaker, retry policy, metrics, OpenTelemetry interceptors), and
-    the same call on a bare channel to show what the client stack costs."""
+    process, through the platform's client factory as the gateway acting for a
+    user (context token, deadline, breaker, retry policy, metrics,
+    OpenTelemetry interceptors, mutual TLS), and the same call on a bare
+    mutual-TLS channel with a minted token to show what the client stack costs."""
     settings = ctx.stack.settings
     results: list[Result] = []
     symbols = itertools.cycle(SYMBOLS)
 
     started = time.monotonic()
-    clients = ClientFactory(settings)
+    clients = ClientFactory(settings, principal="gateway")
     try:
         stub = clients.stub(marketdata_service_pb2_grpc.MarketDataServiceStub, "marketdata")
 
         async def via_factory() -> None:
             req = marketdata_service_pb2.GetInstrumentRequest(symbol=next(symbols))
-            await stub.GetInstrument(req, metadata=TENANT_MD)
+            await stub.GetInstrument(req)
 
-        rec = await closed_loop(via_factory, samples=ctx.mode.samples, warmup=ctx.mode.warmup)
+        # The factory's interceptor mints the context token from the user's context.
+        with use_context(user_context(TENANT, MARKETDATA_SCOPES)):
+            rec = await closed_loop(via_factory, samples=ctx.mode.samples, warmup=ctx.mode.warmup)
     finally:
         await clients.close()
     results.append(
@@ -121,27 +108,30 @@ async def service_call(ctx: Context) -> list[Result]:
             "service_call", "service_call",
             "marketdata.GetInstrument via runtime.grpc_client.ClientFactory (PostgreSQL read behind it)",
             rec, method="closed loop, 1 pooled channel", floor="floor_grpc", duration_s=_timed(started),
-            notes="Full client stack: context propagation, deadline, circuit breaker, retry policy, "
-            "Prometheus metrics, OpenTelemetry interceptors (no exporter configured). "
-            "Server side: validation, tenant context, server interceptors, asyncpg point read.",
+            notes="Full client stack: context token (minted from the request context, cached), "
+            "deadline, circuit breaker, retry policy, Prometheus metrics, OpenTelemetry interceptors "
+            "(no exporter configured), mutual TLS. Server side: caller check and context-token "
+            "verification (cached), validation, server interceptors, asyncpg point read.",
         )
     )  # fmt: skip
 
     started = time.monotonic()
-    async with grpc.aio.insecure_channel(settings.address_of("marketdata")) as channel:
-        bare = marketdata_service_pb2_grpc.MarketDataServiceStub(channel)
+    async with channel(settings, "marketdata") as bare_channel:
+        bare = marketdata_service_pb2_grpc.MarketDataServiceStub(bare_channel)
 
         async def via_bare_channel() -> None:
             req = marketdata_service_pb2.GetInstrumentRequest(symbol=next(symbols))
-            await bare.GetInstrument(req, metadata=TENANT_MD, timeout=2)
+            md = as_user(settings, "marketdata", TENANT, MARKETDATA_SCOPES)
+            await bare.GetInstrument(req, metadata=md, timeout=2)
 
         rec = await closed_loop(via_bare_channel, samples=ctx.mode.samples, warmup=ctx.mode.warmup)
     results.append(
         measured(
             "service_call_bare_client", "service_call",
-            "marketdata.GetInstrument on a bare grpc.aio channel (no client interceptors)",
+            "marketdata.GetInstrument on a bare mutual-TLS grpc.aio channel (no client interceptors)",
             rec, method="closed loop, 1 channel", floor="floor_grpc", duration_s=_timed(started),
-            notes="Same server work as above; the difference is the client-side stack.",
+            notes="Same server work as above; the difference is the client-side stack (the "
+            "context token is minted per call here too, from the minting cache).",
         )
     )  # fmt: skip
     return results

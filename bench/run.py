@@ -25,11 +25,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from bench.context import Context
 from bench.feed import service_pids
 from bench.floors import measure_floors
 from bench.model import Result, Run, Status
 from bench.modes import MODES, Mode
-from bench.paths import Context, all_paths, run_path
+from bench.paths import all_paths, run_path
 from bench.report import fmt_ms, read_json, verdict, write_report
 from bench.stack import Stack, platform
 from bench.targets import BY_KEY

@@ -72,7 +72,9 @@ async def _serve(var_dir: Path) -> None:
     ):
         interceptors = [ServerCallInterceptor(guard=server_creds.guard)] if guarded else []
         server = grpc.aio.server(interceptors=interceptors)
-        handler = grpc.unary_unary_rpc_method_handler(echo_async if guarded else echo)
+        handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(
+            echo_async if guarded else echo
+        )
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(METHOD_SERVICE, {METHOD_NAME: handler}),)
         )

@@ -4,7 +4,9 @@
     tradingctl audit verify --tenant TENANT [--from N] [--to N]
 
 Both call the running audit service (its gRPC address from the settings, or
---address) as an operator of the tenant. `replay` rebuilds the tenant's
+--address) over mutual TLS as the ``operator`` principal, with a context token
+the operator signs for the tenant (the operator CLI is an edge principal, like
+the gateway: docs/security.md). `replay` rebuilds the tenant's
 orders and positions from the stored events alone and compares them with
 execution and portfolio; it prints every difference and exits 0 when there is
 none, 1 when there are differences (2 on errors). `verify` checks the
@@ -23,18 +25,24 @@ from trading.audit.v1 import audit_service_pb2_grpc as pb_grpc
 from trading.audit.v1 import types_pb2 as types
 
 from runtime.config import Settings, get_settings
+from runtime.context import RequestContext
 from runtime.contracts import METADATA
 from runtime.errors import error_details
+from runtime.security.credentials import PrincipalCredentials, credentials_for
+from runtime.security.principals import OPERATOR
 
+AUDIENCE = "audit"
 _AGGREGATES = {"orders": types.REPLAY_AGGREGATE_ORDERS, "positions": types.REPLAY_AGGREGATE_POSITIONS}
 
 
-def _metadata(tenant: str) -> tuple[tuple[str, str], ...]:
-    return (
-        (METADATA.tenant_id, tenant),
-        (METADATA.subject, "tradingctl"),
-        (METADATA.scopes, "audit:read admin"),
-    )
+_SCOPES = frozenset({"audit:read", "admin"})
+
+
+def _metadata(credentials: PrincipalCredentials, tenant: str) -> tuple[tuple[str, str], ...]:
+    """A context token the operator signs for audit: tenant, the operator as
+    subject, the scopes the audit RPCs ask for."""
+    ctx = RequestContext(tenant_id=tenant, subject="tradingctl", scopes=_SCOPES, roles=frozenset({"ADMIN"}))
+    return ((METADATA.context_token, credentials.tokens.mint(AUDIENCE, ctx)),)
 
 
 def _print_replay(tenant: str, reply: pb.ReplayTenantResponse) -> None:
@@ -52,22 +60,22 @@ def _print_replay(tenant: str, reply: pb.ReplayTenantResponse) -> None:
         print("  ... more differences (raise --max-differences)")
 
 
-async def _replay(stub: pb_grpc.AuditServiceAsyncStub, args: argparse.Namespace) -> int:
+async def _replay(
+    stub: pb_grpc.AuditServiceAsyncStub, md: tuple[tuple[str, str], ...], args: argparse.Namespace
+) -> int:
     request = pb.ReplayTenantRequest(
         aggregates=[_AGGREGATES[a] for a in args.aggregate or ()], max_differences=args.max_differences
     )
-    reply: pb.ReplayTenantResponse = await stub.ReplayTenant(
-        request, metadata=_metadata(args.tenant), timeout=args.timeout
-    )
+    reply: pb.ReplayTenantResponse = await stub.ReplayTenant(request, metadata=md, timeout=args.timeout)
     _print_replay(args.tenant, reply)
     return 0 if reply.consistent else 1
 
 
-async def _verify(stub: pb_grpc.AuditServiceAsyncStub, args: argparse.Namespace) -> int:
+async def _verify(
+    stub: pb_grpc.AuditServiceAsyncStub, md: tuple[tuple[str, str], ...], args: argparse.Namespace
+) -> int:
     request = pb.VerifyChainRequest(from_sequence=args.from_sequence, to_sequence=args.to_sequence)
-    reply: pb.VerifyChainResponse = await stub.VerifyChain(
-        request, metadata=_metadata(args.tenant), timeout=args.timeout
-    )
+    reply: pb.VerifyChainResponse = await stub.VerifyChain(request, metadata=md, timeout=args.timeout)
     print(
         f"tenant {args.tenant}: {'ok' if reply.ok else 'BROKEN'}; {reply.records_checked} records checked "
         f"({reply.first_sequence}..{reply.last_sequence}), last hash {reply.last_hash.hex() or '-'}"
@@ -95,11 +103,14 @@ def main(argv: list[str], settings: Settings | None = None) -> int:
     verify.add_argument("--to", dest="to_sequence", type=int, default=0)
     verify.set_defaults(run=_verify)
     args = parser.parse_args(argv)
-    address = args.address or (settings or get_settings()).address_of("audit")
+    settings = settings or get_settings()
+    address = args.address or settings.address_of(AUDIENCE)
+    credentials = credentials_for(settings, OPERATOR)
 
     async def run() -> int:
-        async with grpc.aio.insecure_channel(address) as channel:
-            rc: int = await args.run(pb_grpc.AuditServiceStub(channel), args)
+        async with credentials.channel(address, AUDIENCE, [], []) as channel:
+            md = _metadata(credentials, args.tenant)
+            rc: int = await args.run(pb_grpc.AuditServiceStub(channel), md, args)
             return rc
 
     try:

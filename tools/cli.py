@@ -174,10 +174,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    """grpc.health.v1 Check of one address; exit 0 when SERVING."""
+    """grpc.health.v1 Check of one service over mutual TLS (as the operator);
+    exit 0 when SERVING."""
+    from runtime.config import SERVICE_NAMES, get_settings
     from tools.supervisor import check_health
 
-    status = asyncio.run(check_health(args.address, args.service, timeout=args.timeout))
+    settings = get_settings()
+    callee = args.callee
+    if callee is None and args.address:
+        # The certificate the server must present names its service: the one
+        # the settings place at this address, else at its port (a container
+        # checks itself on 127.0.0.1 while the settings name it by host).
+        port = args.address.rpartition(":")[2]
+        callee = next((n for n in SERVICE_NAMES if settings.address_of(n) == args.address), None) or next(
+            (n for n in SERVICE_NAMES if settings.address_of(n).rpartition(":")[2] == port), None
+        )
+    if callee is None:
+        where = (
+            f"no service of the settings listens on {args.address}" if args.address else "no service named"
+        )
+        print(f"health: {where}; name it with --callee (e.g. --callee risk)", file=sys.stderr)
+        return 2
+    status = asyncio.run(check_health(settings, callee, args.address, args.service, timeout=args.timeout))
     print({0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}.get(status, str(status)))
     return 0 if status == 1 else 1
 
@@ -247,9 +265,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--ready-timeout", type=float, default=60.0)
     run.set_defaults(func=cmd_run)
 
-    health = sub.add_parser("health", help="grpc health check of one service")
-    health.add_argument("--address", required=True, help="host:port")
-    health.add_argument("--service", default="", help="service name ('' = whole server)")
+    from runtime.config import SERVICE_NAMES
+
+    health = sub.add_parser("health", help="grpc health check of one service (mutual TLS, as the operator)")
+    health.add_argument("--address", help="host:port (default: the callee's address from the settings)")
+    health.add_argument(
+        "--callee",
+        choices=SERVICE_NAMES,
+        help="the service listening there, whose certificate the server must present "
+        "(default: the service the settings place at --address)",
+    )
+    health.add_argument("--service", default="", help="grpc health service name ('' = whole server)")
     health.add_argument("--timeout", type=float, default=2.0)
     health.set_defaults(func=cmd_health)
 

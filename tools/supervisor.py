@@ -2,7 +2,9 @@
 each as its own process, with prefixed logs; Ctrl-C stops everything.
 
 Readiness is the standard grpc.health.v1 Check of each service, so "up" means
-exactly what an orchestrator would see.
+exactly what an orchestrator would see. The ports are mutual TLS
+(docs/security.md): the checks dial as the ``operator`` principal, and in
+development the local PKI is created once before any service starts.
 """
 
 from __future__ import annotations
@@ -24,14 +26,29 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runtime.config import SERVICE_NAMES, Settings, to_env
+from runtime.security.credentials import credentials_for
+from runtime.security.pki import ensure_pki
+from runtime.security.principals import OPERATOR
 from tools.infra import LocalInfra, database_of, drop_database, free_port
 
 _COLOURS = itertools.cycle(["36", "32", "33", "35", "34", "91", "92", "93", "95", "96", "94"])
 
 
-async def check_health(address: str, service: str = "", timeout: float = 1.0) -> int:
-    """grpc.health.v1 Check; returns the ServingStatus number (0 on no answer)."""
-    async with grpc.aio.insecure_channel(address) as channel:
+async def check_health(
+    settings: Settings,
+    callee: str,
+    address: str | None = None,
+    service: str = "",
+    timeout: float = 1.0,
+) -> int:
+    """grpc.health.v1 Check of the server of ``callee`` (a service name: the name
+    its certificate must carry) at ``address`` (default: its address in the
+    settings), over mutual TLS as the operator; ``service`` is the health
+    service name ('' = the whole server). Returns the ServingStatus number (0
+    on no answer)."""
+    credentials = credentials_for(settings, OPERATOR)
+    target = address or settings.address_of(callee)
+    async with credentials.channel(target, callee, [], []) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
@@ -86,7 +103,7 @@ async def wait_serving(settings: Settings, names: Sequence[str], timeout: float)
     pending = set(names)
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
-        results = await asyncio.gather(*(check_health(settings.address_of(n)) for n in pending))
+        results = await asyncio.gather(*(check_health(settings, n) for n in pending))
         pending -= {n for n, status in zip(list(pending), results, strict=True) if status == 1}
         if pending:
             await asyncio.sleep(0.2)
@@ -125,6 +142,7 @@ async def run_platform(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     began = time.monotonic()
+    await asyncio.to_thread(prepare_pki, settings)
     async with LocalInfra(settings):
         procs = await start_services(settings, names)
         try:
@@ -158,6 +176,14 @@ async def run_platform(
         finally:
             print("platform: stopping services", file=sys.stderr, flush=True)
             await stop_services(procs, settings.shutdown_grace_s + 2)
+
+
+def prepare_pki(settings: Settings) -> None:
+    """In development, the local CA and every principal's certificate, made once
+    here: eleven processes starting at once must not each find them missing."""
+    security = settings.security
+    if security.is_development(settings.environment) and security.cert_file is None:
+        ensure_pki(security.pki_path(settings.var_dir), security.trust_domain)
 
 
 def isolated_settings(base: Settings, var_dir: Path) -> Settings:

@@ -10,9 +10,19 @@ from google.protobuf import descriptor
 from trading.common.v1 import options_pb2
 
 from runtime import contracts
+from runtime.security.principals import PRINCIPALS
 
 ALL_METHODS = [m for svc in contracts.services() for m in svc.methods]
 METHOD_IDS = [contracts.full_method_name(m) for m in ALL_METHODS]
+
+
+def _policy(method: descriptor.MethodDescriptor) -> options_pb2.MethodPolicy:
+    return method.GetOptions().Extensions[options_pb2.method]
+
+
+# What the gateway routes (REST): the RPCs that list it among their callers.
+ROUTED = [m for m in ALL_METHODS if "gateway" in _policy(m).callers]
+ROUTED_IDS = [contracts.full_method_name(m) for m in ROUTED]
 
 # The ten gRPC services of brief.md (the eleventh, the gateway, serves REST).
 EXPECTED_SERVICES = {
@@ -38,8 +48,8 @@ def test_every_service_of_the_brief_is_declared() -> None:
     assert {s.full_name for s in contracts.services()} == EXPECTED_SERVICES
 
 
-@pytest.mark.parametrize("method", ALL_METHODS, ids=METHOD_IDS)
-def test_every_public_rpc_has_an_http_annotation(method: descriptor.MethodDescriptor) -> None:
+@pytest.mark.parametrize("method", ROUTED, ids=ROUTED_IDS)
+def test_every_rpc_the_gateway_routes_has_an_http_annotation(method: descriptor.MethodDescriptor) -> None:
     rule = _http_rule(method)
     assert rule is not None, "missing google.api.http"
     pattern = rule.WhichOneof("pattern")
@@ -55,9 +65,81 @@ def test_every_rpc_declares_its_policy(method: descriptor.MethodDescriptor) -> N
     options = method.GetOptions()
     assert options.HasExtension(options_pb2.method), "missing (trading.common.v1.method)"
     policy = options.Extensions[options_pb2.method]
-    assert policy.public or policy.scopes, "a non-public RPC must name the scopes it needs"
+    if _http_rule(method) is not None:
+        # A user reaches it through the gateway: the user's scopes decide.
+        assert policy.public or policy.scopes, "a non-public RPC must name the scopes it needs"
+    else:
+        # Internal (services acting as themselves, e.g. IssueDelegation): its
+        # callers list is its authorization (test_every_rpc_names_its_callers).
+        assert not policy.public, "an internal RPC is never public"
     if method.server_streaming or (_http_rule(method) and _http_rule(method).WhichOneof("pattern") == "get"):  # type: ignore[union-attr]
         assert policy.idempotent, "reads are safe to retry and must say so"
+
+
+@pytest.mark.parametrize("method", ALL_METHODS, ids=METHOD_IDS)
+def test_every_rpc_names_its_callers(method: descriptor.MethodDescriptor) -> None:
+    """(trading.common.v1.method).callers: who may call it, by principal (the
+    service names and "operator"); the server refuses everyone else."""
+    callers = list(_policy(method).callers)
+    assert callers, "(trading.common.v1.method).callers is empty"
+    assert set(callers) <= set(PRINCIPALS), sorted(set(callers) - set(PRINCIPALS))
+    assert len(callers) == len(set(callers)), "a caller is listed twice"
+    service_domain = method.containing_service.full_name.split(".")[1]
+    assert service_domain not in callers, "a service does not call itself over gRPC"
+
+
+@pytest.mark.parametrize("method", ALL_METHODS, ids=METHOD_IDS)
+def test_an_rpc_is_routed_exactly_when_the_gateway_may_call_it(method: descriptor.MethodDescriptor) -> None:
+    policy = _policy(method)
+    assert (_http_rule(method) is not None) == ("gateway" in policy.callers)
+    contracts.check_callers(method, policy)  # what the servers check at start-up
+
+
+def test_the_callers_check_refuses_incomplete_or_inconsistent_policies() -> None:
+    pool = contracts.default_pool()
+    routed = pool.FindMethodByName("trading.execution.v1.ExecutionService.PlaceOrder")
+    internal = pool.FindMethodByName("trading.identity.v1.IdentityService.IssueDelegation")
+    good = _policy(routed)
+    contracts.check_callers(routed, good)
+    bad: list[tuple[descriptor.MethodDescriptor, list[str], str]] = [
+        (routed, [], "callers is empty"),
+        (routed, ["gateway", "root"], "unknown caller"),
+        (routed, ["decision"], "google.api.http"),  # routed, but the gateway may not call it
+        (internal, ["gateway", "decision"], "google.api.http"),  # the gateway, but no route
+    ]
+    for method, callers, message in bad:
+        policy = options_pb2.MethodPolicy()
+        policy.CopyFrom(good)
+        del policy.callers[:]
+        policy.callers.extend(callers)
+        with pytest.raises(contracts.ContractPolicyError, match=message):
+            contracts.check_callers(method, policy)
+
+
+def test_the_internal_edges_are_the_documented_ones() -> None:
+    """docs/security.md lists the service-to-service calls; any new edge is a
+    reviewed change of both."""
+    edges = {
+        (caller, contracts.full_method_name(m))
+        for m in ALL_METHODS
+        for caller in _policy(m).callers
+        if caller != "gateway"
+    }
+    assert edges == {
+        ("decision", "/trading.execution.v1.ExecutionService/PlaceOrder"),
+        ("execution", "/trading.risk.v1.RiskService/CheckOrder"),
+        ("audit", "/trading.execution.v1.ExecutionService/ListOrders"),
+        ("audit", "/trading.execution.v1.ExecutionService/GetOrder"),
+        ("audit", "/trading.portfolio.v1.PortfolioService/GetPositions"),
+        ("audit", "/trading.portfolio.v1.PortfolioService/GetPortfolio"),
+        ("decision", "/trading.identity.v1.IdentityService/IssueDelegation"),
+        ("audit", "/trading.identity.v1.IdentityService/IssueDelegation"),
+        ("operator", "/trading.audit.v1.AuditService/QueryEvents"),
+        ("operator", "/trading.audit.v1.AuditService/VerifyChain"),
+        ("operator", "/trading.audit.v1.AuditService/ReplayTenant"),
+        ("operator", "/trading.notification.v1.NotificationService/ListDeadLetters"),
+        ("operator", "/trading.notification.v1.NotificationService/RedriveDeadLetter"),
+    }
 
 
 def test_rpc_names_follow_the_conventions() -> None:
@@ -109,6 +191,7 @@ def test_metadata_keys_are_declared_once_and_distinct() -> None:
         contracts.METADATA.tenant_id,
         contracts.METADATA.correlation_id,
         contracts.METADATA.idempotency_key,
+        contracts.METADATA.context_token,
     ]
     assert len(set(keys)) == len(keys)
     assert all(k == k.lower() for k in keys), "gRPC metadata keys are lower case"

@@ -1,7 +1,12 @@
 """Contract tests against the running platform: every service declared in
 proto/ runs and is registered, health and reflection answer, bad input is
 rejected with field violations, unbuilt RPCs say so, and the generated SDK
-drives a running service."""
+drives a running service.
+
+Every gRPC port is mutual TLS and every call needs a context token
+(docs/security.md): these tests dial as real principals with the session's
+local PKI (tests.support.security), as the gateway for user calls and as the
+operator for health and reflection."""
 
 from __future__ import annotations
 
@@ -23,23 +28,28 @@ from runtime import contracts
 from runtime.config import SERVICE_NAMES, Settings
 from runtime.errors import error_details
 from runtime.grpc_server import ServiceRunner
+from runtime.security.credentials import credentials_for
+from runtime.security.tls import target_name_option
 from runtime.service import fill_unimplemented
 from tests.contract.conftest import RunningPlatform
+from tests.support.security import as_user, secure_channel
 from tools.supervisor import check_health, isolated_settings, run_platform, wait_serving
 
 pytestmark = pytest.mark.integration
-TENANT = (("x-tenant-id", "tenant-contract"),)
+TENANT = "tenant-contract"
 
 
 async def test_all_eleven_services_serving_within_60s(platform: RunningPlatform) -> None:
     assert platform.startup_s < 60
-    statuses = await asyncio.gather(*(check_health(platform.settings.address_of(n)) for n in SERVICE_NAMES))
+    statuses = await asyncio.gather(*(check_health(platform.settings, n) for n in SERVICE_NAMES))
     assert dict(zip(SERVICE_NAMES, statuses, strict=True)) == dict.fromkeys(SERVICE_NAMES, 1)
     print(f"platform SERVING after {platform.startup_s:.1f}s")
 
 
-async def _served_services(address: str) -> set[str]:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def _served_services(settings: Settings, service: str) -> set[str]:
+    # Reflection needs only a certificate of the platform (what grpcurl would use).
+    address = settings.address_of(service)
+    async with secure_channel(settings, address, service, principal="operator") as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
 
         async def one_request() -> Any:
@@ -53,7 +63,7 @@ async def _served_services(address: str) -> set[str]:
 async def test_every_declared_service_has_a_running_implementation(platform: RunningPlatform) -> None:
     served: dict[str, set[str]] = {}
     for name in SERVICE_NAMES:
-        served[name] = await _served_services(platform.settings.address_of(name))
+        served[name] = await _served_services(platform.settings, name)
         assert "grpc.health.v1.Health" in served[name], name
     everything = set().union(*served.values())
     for service in contracts.services():
@@ -66,11 +76,12 @@ async def test_every_declared_service_has_a_running_implementation(platform: Run
 async def test_message_failing_validation_is_rejected_with_field_violations(
     platform: RunningPlatform,
 ) -> None:
-    async with grpc.aio.insecure_channel(platform.settings.address_of("execution")) as channel:
+    settings = platform.settings
+    async with secure_channel(settings, settings.address_of("execution"), "execution") as channel:
         stub = execution_service_pb2_grpc.ExecutionServiceStub(channel)
         bad = execution_service_pb2.PlaceOrderRequest(client_order_id="bad id with spaces", symbol="btc usd")
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.PlaceOrder(bad, metadata=TENANT, timeout=2)
+            await stub.PlaceOrder(bad, metadata=as_user(settings, "execution", TENANT), timeout=2)
     details = error_details(caught.value)
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
     fields = set(details.violated_fields)
@@ -96,12 +107,14 @@ async def test_unbuilt_rpc_answers_unimplemented_never_a_made_up_success(infra_s
     runner = ServiceRunner("analytics", infra_settings, register, address="127.0.0.1:0", metrics_port=-1)
     await runner.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{runner.port}") as channel:
+        address = f"127.0.0.1:{runner.port}"
+        async with secure_channel(infra_settings, address, "analytics") as channel:
             stub = analytics_service_pb2_grpc.AnalyticsServiceStub(channel)
             request = analytics_service_pb2.GetTradeStatsRequest()
             request.time_range.start.seconds, request.time_range.end.seconds = 0, 60
+            md = as_user(infra_settings, "analytics", TENANT)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.GetTradeStats(request, metadata=TENANT, timeout=2)
+                await stub.GetTradeStats(request, metadata=md, timeout=2)
     finally:
         await runner.stop()
     details = error_details(caught.value)
@@ -110,11 +123,12 @@ async def test_unbuilt_rpc_answers_unimplemented_never_a_made_up_success(infra_s
 
 
 async def test_correlation_id_is_echoed(platform: RunningPlatform) -> None:
-    async with grpc.aio.insecure_channel(platform.settings.address_of("marketdata")) as channel:
+    settings = platform.settings
+    async with secure_channel(settings, settings.address_of("marketdata"), "marketdata") as channel:
         stub = marketdata_service_pb2_grpc.MarketDataServiceStub(channel)
         call = stub.ListInstruments(
             marketdata_service_pb2.ListInstrumentsRequest(page_size=1),
-            metadata=(*TENANT, ("x-correlation-id", "corr-123")),
+            metadata=as_user(settings, "marketdata", TENANT, correlation_id="corr-123"),
             timeout=2,
         )
         await call
@@ -123,7 +137,9 @@ async def test_correlation_id_is_echoed(platform: RunningPlatform) -> None:
 
 
 class _Metadata(grpc.UnaryUnaryClientInterceptor):
-    """How a client team adds its credentials/tenant to every SDK call."""
+    """How a client team adds its credentials to every SDK call: the generated
+    sync stubs take only the message (no ``metadata=``), so a channel
+    interceptor adds the context token."""
 
     def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
         self._metadata = metadata
@@ -133,11 +149,15 @@ class _Metadata(grpc.UnaryUnaryClientInterceptor):
         return continuation(details, request)
 
 
-def _sdk_calls(address: str) -> tuple[list[str], str, Any]:
+def _sdk_calls(settings: Settings, address: str) -> tuple[list[str], str, Any]:
     from trading_sdk.trading.marketdata import v1 as sdk
 
-    with grpc.insecure_channel(address) as raw:
-        channel = grpc.intercept_channel(raw, _Metadata(TENANT))
+    # The SDK's sync stubs take any grpc.Channel: here a mutual-TLS one with
+    # the gateway's certificate, verifying the server is marketdata.
+    credentials = credentials_for(settings, "gateway").tls.channel_credentials()
+    token = as_user(settings, "marketdata", TENANT)
+    with grpc.secure_channel(address, credentials, options=[target_name_option("marketdata")]) as raw:
+        channel = grpc.intercept_channel(raw, _Metadata(token))
         stub = sdk.MarketDataServiceStub(channel)
         first = stub.list_instruments(sdk.ListInstrumentsRequest(page_size=3))
         second = stub.list_instruments(
@@ -157,7 +177,7 @@ def _sdk_calls(address: str) -> tuple[list[str], str, Any]:
 
 async def test_generated_sdk_drives_a_running_service(platform: RunningPlatform) -> None:
     symbols, btc_json, missing = await asyncio.to_thread(
-        _sdk_calls, platform.settings.address_of("marketdata")
+        _sdk_calls, platform.settings, platform.settings.address_of("marketdata")
     )
     assert symbols == sorted(symbols) and len(symbols) == 6, symbols
     assert {"BTC-USD", "ETH-USD"} <= set(symbols)
@@ -186,5 +206,5 @@ async def test_stopping_the_platform_stops_every_process_cleanly(
     assert await wait_serving(settings, names, timeout=60) == []
     stop.set()
     assert await asyncio.wait_for(task, 60) == 0
-    statuses = await asyncio.gather(*(check_health(settings.address_of(n), timeout=0.3) for n in names))
+    statuses = await asyncio.gather(*(check_health(settings, n, timeout=0.3) for n in names))
     assert set(statuses) == {0}, "a service still answers after the platform stopped"

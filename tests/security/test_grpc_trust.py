@@ -23,6 +23,7 @@ import pytest_asyncio
 from trading.common.v1 import decimal_pb2, market_pb2, types_pb2
 from trading.execution.v1 import execution_service_pb2 as exec_pb
 from trading.execution.v1 import execution_service_pb2_grpc as exec_grpc
+from trading.execution.v1 import types_pb2 as exec_types
 from trading.identity.v1 import identity_service_pb2 as id_pb
 from trading.identity.v1 import identity_service_pb2_grpc as id_grpc
 
@@ -58,7 +59,7 @@ def order_request(client_order_id: str) -> exec_pb.PlaceOrderRequest:
         symbol="BTC-USD",
         side=types_pb2.SIDE_BUY,
         type=market_pb2.ORDER_TYPE_MARKET,
-        time_in_force=2,  # IOC
+        time_in_force=exec_types.TIME_IN_FORCE_IOC,
         quantity=decimal_pb2.Decimal(value="0.01"),
     )
 

@@ -84,7 +84,9 @@ async def gateway_client(
     """An httpx client on the gateway app, its services at ``addresses``;
     in-process over ASGI, or over real HTTP with ``serve_http``."""
     routed = settings.model_copy(update={"service_addresses": {**settings.service_addresses, **addresses}})
-    clients = ClientFactory(routed, tracing=False)
+    # The gateway's own principal: its certificate on every channel, its
+    # context tokens (grant "edge") for the users it verified.
+    clients = ClientFactory(routed, tracing=False, principal="gateway")
     redis = create_redis(routed.redis)
     downstreams = Downstreams(routed)
     app = create_app(downstreams, clients=clients, redis=redis, options=options or GatewayOptions())

@@ -334,7 +334,8 @@ async def test_order_updates_over_websocket_and_teardown(stack: Stack, gateway: 
 
 async def test_tenant_comes_only_from_the_credential(stack: Stack, gateway: Any, make_api_key: Any) -> None:
     """Tenant B never reads or changes tenant A's orders, whatever headers or
-    fields it sends: the gateway derives x-tenant-id from the verified key."""
+    fields it sends: the gateway takes the tenant from the verified key alone
+    and puts it in the context token it signs for the service."""
     symbol = f"T{uuid.uuid4().hex[:8].upper()}-USD"
     await _quote(stack.redis, symbol, "100", "100.1")
     scopes = ["orders:read", "orders:write"]

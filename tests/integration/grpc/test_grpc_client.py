@@ -1,5 +1,10 @@
 """The service-to-service client against real servers: propagation, deadlines,
-safe retries, circuit breaking."""
+safe retries, circuit breaking.
+
+Every server is mutual TLS with the caller guard; clients dial services by
+name as a principal (the gateway, or execution calling risk) and act for a
+user through the request context (``kit.user``): their interceptor turns it
+into a context token for the callee."""
 
 from __future__ import annotations
 
@@ -10,18 +15,45 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from trading.common.v1 import decimal_pb2, market_pb2, types_pb2
+from trading.execution.v1 import execution_service_pb2 as ex_pb
+from trading.execution.v1 import execution_service_pb2_grpc as ex_grpc
+from trading.execution.v1 import types_pb2 as ex_types
 from trading.identity.v1 import identity_service_pb2 as id_pb
 from trading.identity.v1 import identity_service_pb2_grpc as id_grpc
 from trading.marketdata.v1 import marketdata_service_pb2 as md_pb
 from trading.marketdata.v1 import marketdata_service_pb2_grpc as md_grpc
+from trading.risk.v1 import risk_service_pb2 as risk_pb
+from trading.risk.v1 import risk_service_pb2_grpc as risk_grpc
 
 from runtime.circuit_breaker import BreakerState
-from runtime.context import RequestContext, current_context, new_correlation_id, use_context
+from runtime.context import current_context, new_correlation_id, use_context
 from runtime.errors import CircuitOpenError, domain_error, error_details, status
 from runtime.grpc_client import idempotency_metadata
 
 TENANT = "0190b5d0-2222-7000-8000-000000000002"
 UNAVAILABLE = status(grpc.StatusCode.UNAVAILABLE, "downstream overloaded")
+
+
+def _place_order() -> ex_pb.PlaceOrderRequest:
+    return ex_pb.PlaceOrderRequest(
+        client_order_id="co-1",
+        symbol="BTC-USD",
+        side=types_pb2.SIDE_BUY,
+        type=market_pb2.ORDER_TYPE_MARKET,
+        time_in_force=ex_types.TIME_IN_FORCE_IOC,
+        quantity=decimal_pb2.Decimal(value="0.01"),
+    )
+
+
+def _check_order() -> risk_pb.CheckOrderRequest:
+    return risk_pb.CheckOrderRequest(
+        client_order_id="co-1",
+        symbol="BTC-USD",
+        side=types_pb2.SIDE_BUY,
+        quantity=decimal_pb2.Decimal(value="0.01"),
+        order_type=market_pb2.ORDER_TYPE_MARKET,
+    )
 
 
 def _create_tenant() -> id_pb.CreateTenantRequest:
@@ -31,66 +63,69 @@ def _create_tenant() -> id_pb.CreateTenantRequest:
 
 
 async def test_tenant_and_correlation_id_propagate_through_a_chain(kit: Any) -> None:
-    """client -> A -> (client of A) -> B: B sees the tenant, subject and
-    correlation id the first client sent A, without A forwarding anything by hand."""
+    """gateway -> execution -> (execution's client) -> risk: risk sees the
+    tenant, subject and correlation id the gateway sent execution, without
+    execution forwarding anything by hand (its client chains the context
+    token it received into one for risk)."""
     settings = kit.settings()
-    back = kit.identity()
-    front = kit.identity()
+    back = kit.risk()
+    front = kit.execution()
     async with (
         kit.server(back) as b_runner,
         kit.server(front) as a_runner,
-        kit.clients(settings) as a_clients,
+        kit.clients(settings, principal="execution") as a_clients,
     ):
-        b_stub = a_clients.stub(id_grpc.IdentityServiceStub, f"127.0.0.1:{b_runner.port}")
+        kit.route(settings, a_runner, b_runner)
+        b_stub = a_clients.stub(risk_grpc.RiskServiceStub, "risk")
 
-        async def call_b(request: id_pb.GetTenantRequest) -> None:
-            await b_stub.GetTenant(request)
+        async def call_b(request: ex_pb.PlaceOrderRequest) -> None:
+            await b_stub.CheckOrder(_check_order())
 
         front.downstream = call_b
 
         correlation = new_correlation_id()
         async with kit.clients(settings) as clients:
-            a_stub = clients.stub(id_grpc.IdentityServiceStub, f"127.0.0.1:{a_runner.port}")
-            ctx = RequestContext(tenant_id=TENANT, subject="user-1", correlation_id=correlation)
-            with use_context(ctx):
-                call = a_stub.GetTenant(
-                    id_pb.GetTenantRequest(tenant_id=TENANT), metadata=idempotency_metadata("idem-9")
-                )
+            a_stub = clients.stub(ex_grpc.ExecutionServiceStub, "execution")
+            with use_context(kit.user(TENANT, subject="user-1", correlation_id=correlation)):
+                call = a_stub.PlaceOrder(_place_order(), metadata=idempotency_metadata("idem-9"))
                 await call
             assert (await call.trailing_metadata()).get("x-correlation-id") == correlation
 
     seen_a, seen_b = front.contexts[-1], back.contexts[-1]
     for seen in (seen_a, seen_b):
         assert (seen.tenant_id, seen.subject, seen.correlation_id) == (TENANT, "user-1", correlation)
+    # Each hop knows who called it (from the caller's certificate).
+    assert (seen_a.caller, seen_b.caller) == ("gateway", "execution")
     # The idempotency key belongs to the one call it was sent with.
     assert seen_a.idempotency_key == "idem-9" and seen_b.idempotency_key == ""
 
 
 async def test_deadline_propagates_to_downstream_calls(kit: Any) -> None:
     settings = kit.settings(default_timeout_s=5.0)
-    back = kit.identity()
-    front = kit.identity()
+    back = kit.risk()
+    front = kit.execution()
     async with (
         kit.server(back) as b_runner,
         kit.server(front) as a_runner,
-        kit.clients(settings) as a_clients,
+        kit.clients(settings, principal="execution") as a_clients,
         kit.clients(settings) as clients,
     ):
-        b_stub = a_clients.stub(id_grpc.IdentityServiceStub, f"127.0.0.1:{b_runner.port}")
+        kit.route(settings, a_runner, b_runner)
+        b_stub = a_clients.stub(risk_grpc.RiskServiceStub, "risk")
         budgets: list[float | None] = []
 
-        async def call_b(request: id_pb.GetTenantRequest) -> None:
+        async def call_b(request: ex_pb.PlaceOrderRequest) -> None:
             budgets.append(current_context().time_remaining())
-            await b_stub.GetTenant(request)  # default would be 5 s
-            await b_stub.GetTenant(request, timeout=30)  # an explicit longer one is capped too
+            await b_stub.CheckOrder(_check_order())  # default would be 5 s
+            await b_stub.CheckOrder(_check_order(), timeout=30)  # an explicit longer one is capped too
 
         front.downstream = call_b
-        a_stub = clients.stub(id_grpc.IdentityServiceStub, f"127.0.0.1:{a_runner.port}")
-        await a_stub.GetTenant(id_pb.GetTenantRequest(tenant_id=TENANT), timeout=0.4)
+        a_stub = clients.stub(ex_grpc.ExecutionServiceStub, "execution")
+        with use_context(kit.user(TENANT)):
+            await a_stub.PlaceOrder(_place_order(), timeout=0.4)
 
-        # Without a caller budget the default applies.
-        front.downstream = None
-        await b_stub.GetTenant(id_pb.GetTenantRequest(tenant_id=TENANT))
+            # Without a caller budget the default applies (the gateway calling risk directly).
+            await clients.stub(risk_grpc.RiskServiceStub, "risk").CheckOrder(_check_order())
 
     # grpc-timeout travels rounded up (a few ms), hence the small slack; without
     # propagation B would see ~5 s and ~30 s.
@@ -105,10 +140,12 @@ async def test_deadline_propagates_to_downstream_calls(kit: Any) -> None:
 
 async def test_expired_budget_fails_without_calling(kit: Any) -> None:
     servicer = kit.identity()
-    async with kit.server(servicer) as runner, kit.clients(kit.settings()) as clients:
-        stub = clients.stub(id_grpc.IdentityServiceStub, f"127.0.0.1:{runner.port}")
+    settings = kit.settings()
+    async with kit.server(servicer) as runner, kit.clients(settings) as clients:
+        kit.route(settings, runner)
+        stub = clients.stub(id_grpc.IdentityServiceStub, "identity")
         with (
-            use_context(RequestContext(tenant_id=TENANT).with_deadline_in(0.0)),
+            use_context(kit.user(TENANT).with_deadline_in(0.0)),
             pytest.raises(grpc.aio.AioRpcError) as caught,
         ):
             await stub.GetTenant(id_pb.GetTenantRequest(tenant_id=TENANT))
@@ -121,34 +158,35 @@ async def test_a_retry_never_repeats_a_non_idempotent_call(kit: Any) -> None:
     # A high breaker threshold: this test is about retries, not about tripping.
     settings = kit.settings(max_attempts=3, breaker_failure_threshold=100)
     async with kit.server(servicer) as runner, kit.clients(settings) as clients:
-        stub = clients.stub(id_grpc.IdentityServiceStub, f"127.0.0.1:{runner.port}")
+        kit.route(settings, runner)
+        stub = clients.stub(id_grpc.IdentityServiceStub, "identity")
+        with use_context(kit.user(TENANT)):
+            # CreateTenant is not idempotent (contract): one UNAVAILABLE, one call, error surfaces.
+            servicer.fail_next["CreateTenant"].append(UNAVAILABLE)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.CreateTenant(_create_tenant())
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert servicer.calls["CreateTenant"] == 1
 
-        # CreateTenant is not idempotent (contract): one UNAVAILABLE, one call, error surfaces.
-        servicer.fail_next["CreateTenant"].append(UNAVAILABLE)
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.CreateTenant(_create_tenant())
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert servicer.calls["CreateTenant"] == 1
+            # GetTenant is idempotent: two UNAVAILABLE, then success on the third attempt.
+            servicer.fail_next["GetTenant"].extend([UNAVAILABLE, UNAVAILABLE])
+            reply = await stub.GetTenant(id_pb.GetTenantRequest(tenant_id=TENANT))
+            assert reply.tenant.tenant_id == TENANT
+            assert servicer.calls["GetTenant"] == 3
 
-        # GetTenant is idempotent: two UNAVAILABLE, then success on the third attempt.
-        servicer.fail_next["GetTenant"].extend([UNAVAILABLE, UNAVAILABLE])
-        reply = await stub.GetTenant(id_pb.GetTenantRequest(tenant_id=TENANT))
-        assert reply.tenant.tenant_id == TENANT
-        assert servicer.calls["GetTenant"] == 3
+            # Idempotent, but the error is not transient: not repeated.
+            servicer.fail_next["GetTenant"].append(status(grpc.StatusCode.NOT_FOUND, "no such tenant"))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetTenant(id_pb.GetTenantRequest(tenant_id=TENANT))
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+            assert servicer.calls["GetTenant"] == 4
 
-        # Idempotent, but the error is not transient: not repeated.
-        servicer.fail_next["GetTenant"].append(status(grpc.StatusCode.NOT_FOUND, "no such tenant"))
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.GetTenant(id_pb.GetTenantRequest(tenant_id=TENANT))
-        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-        assert servicer.calls["GetTenant"] == 4
-
-        # Retries stop at max_attempts.
-        servicer.fail_next["GetTenant"].extend([UNAVAILABLE] * 5)
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.GetTenant(id_pb.GetTenantRequest(tenant_id=TENANT))
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert servicer.calls["GetTenant"] == 7
+            # Retries stop at max_attempts.
+            servicer.fail_next["GetTenant"].extend([UNAVAILABLE] * 5)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetTenant(id_pb.GetTenantRequest(tenant_id=TENANT))
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert servicer.calls["GetTenant"] == 7
 
 
 async def test_open_breaker_fails_fast_and_recovers_after_cool_down(kit: Any) -> None:
@@ -156,39 +194,39 @@ async def test_open_breaker_fails_fast_and_recovers_after_cool_down(kit: Any) ->
     servicer = kit.identity()
     settings = kit.settings(max_attempts=1, breaker_failure_threshold=3, breaker_reset_timeout_s=0.3)
     async with kit.server(servicer) as runner, kit.clients(settings) as clients:
-        target = f"127.0.0.1:{runner.port}"
-        stub = clients.stub(id_grpc.IdentityServiceStub, target)
+        kit.route(settings, runner)
+        stub = clients.stub(id_grpc.IdentityServiceStub, "identity")
         request = id_pb.GetTenantRequest(tenant_id=TENANT)
+        with use_context(kit.user(TENANT)):
+            # Bad requests do not count: the downstream answered.
+            for _ in range(5):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.GetTenant(id_pb.GetTenantRequest(tenant_id="not-a-uuid"))
+                assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert clients.breaker("identity").state is BreakerState.CLOSED
 
-        # Bad requests do not count: the downstream answered.
-        for _ in range(5):
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.GetTenant(id_pb.GetTenantRequest(tenant_id="not-a-uuid"))
-            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert clients.breaker(target).state is BreakerState.CLOSED
+            servicer.fail_next["GetTenant"].extend([UNAVAILABLE] * 3)
+            for _ in range(3):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.GetTenant(request)
+                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert clients.breaker("identity").state is BreakerState.OPEN
+            assert servicer.calls["GetTenant"] == 3
 
-        servicer.fail_next["GetTenant"].extend([UNAVAILABLE] * 3)
-        for _ in range(3):
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
+            # Open: fails at once with UNAVAILABLE, the server never sees the call.
+            start = time.perf_counter()
+            with pytest.raises(CircuitOpenError) as fast:
                 await stub.GetTenant(request)
-            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert clients.breaker(target).state is BreakerState.OPEN
-        assert servicer.calls["GetTenant"] == 3
+            assert time.perf_counter() - start < 0.05
+            assert fast.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert error_details(fast.value).retry_delay_s is not None
+            assert servicer.calls["GetTenant"] == 3
 
-        # Open: fails at once with UNAVAILABLE, the server never sees the call.
-        start = time.perf_counter()
-        with pytest.raises(CircuitOpenError) as fast:
-            await stub.GetTenant(request)
-        assert time.perf_counter() - start < 0.05
-        assert fast.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert error_details(fast.value).retry_delay_s is not None
-        assert servicer.calls["GetTenant"] == 3
-
-        await asyncio.sleep(0.35)  # cool-down: the next call is the probe, and the server is fine now
-        reply = await stub.GetTenant(request)
-        assert reply.tenant.tenant_id == TENANT
-        assert clients.breaker(target).state is BreakerState.CLOSED
-        assert servicer.calls["GetTenant"] == 4
+            await asyncio.sleep(0.35)  # cool-down: the next call is the probe, and the server is fine now
+            reply = await stub.GetTenant(request)
+            assert reply.tenant.tenant_id == TENANT
+            assert clients.breaker("identity").state is BreakerState.CLOSED
+            assert servicer.calls["GetTenant"] == 4
 
 
 async def test_a_deliberate_unavailable_answer_does_not_open_the_breaker(kit: Any) -> None:
@@ -199,73 +237,82 @@ async def test_a_deliberate_unavailable_answer_does_not_open_the_breaker(kit: An
     settings = kit.settings(max_attempts=1, breaker_failure_threshold=2, breaker_reset_timeout_s=5)
     deliberate = domain_error(grpc.StatusCode.UNAVAILABLE, "NO_DATA_YET", "trading.test", "not yet")
     async with kit.server(servicer) as runner, kit.clients(settings) as clients:
-        target = f"127.0.0.1:{runner.port}"
-        stub = clients.stub(id_grpc.IdentityServiceStub, target)
+        kit.route(settings, runner)
+        stub = clients.stub(id_grpc.IdentityServiceStub, "identity")
         servicer.fail_next["GetTenant"].extend([deliberate] * 4)
-        for _ in range(4):
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.GetTenant(id_pb.GetTenantRequest(tenant_id=TENANT))
-            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert clients.breaker(target).state is BreakerState.CLOSED
+        with use_context(kit.user(TENANT)):
+            for _ in range(4):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.GetTenant(id_pb.GetTenantRequest(tenant_id=TENANT))
+                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert clients.breaker("identity").state is BreakerState.CLOSED
 
 
 async def test_breaker_trips_on_a_stopped_server_and_recovers_after_restart(kit: Any) -> None:
     servicer = kit.identity()
     settings = kit.settings(max_attempts=1, breaker_failure_threshold=3, breaker_reset_timeout_s=0.3)
     async with kit.clients(settings) as clients:
-        async with kit.server(servicer) as runner:
-            port = runner.port
-            target = f"127.0.0.1:{port}"
-            stub = clients.stub(id_grpc.IdentityServiceStub, target)
-            request = id_pb.GetTenantRequest(tenant_id=TENANT)
-            await stub.GetTenant(request)
-
-        # The server is gone: connection failures trip the breaker.
-        for _ in range(3):
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.GetTenant(request, timeout=0.5)
-            assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-        assert clients.breaker(target).state is BreakerState.OPEN
-
-        async with kit.server(servicer, address=target) as restarted:
-            assert restarted.port == port
-            # Still open: refused locally although the server is back.
-            with pytest.raises(CircuitOpenError):
+        with use_context(kit.user(TENANT)):
+            async with kit.server(servicer) as runner:
+                port = runner.port
+                target = f"127.0.0.1:{port}"
+                kit.route(settings, runner)
+                stub = clients.stub(id_grpc.IdentityServiceStub, "identity")
+                request = id_pb.GetTenantRequest(tenant_id=TENANT)
                 await stub.GetTenant(request)
-            assert servicer.calls["GetTenant"] == 1
 
-            await clients.channel(target).channel_ready()  # reconnect (no RPC)
-            await asyncio.sleep(0.35)
-            reply = await stub.GetTenant(request)
-            assert reply.tenant.tenant_id == TENANT
-            assert clients.breaker(target).state is BreakerState.CLOSED
-            assert servicer.calls["GetTenant"] == 2
+            # The server is gone: connection failures trip the breaker.
+            for _ in range(3):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.GetTenant(request, timeout=0.5)
+                assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            assert clients.breaker("identity").state is BreakerState.OPEN
+
+            async with kit.server(servicer, address=target) as restarted:
+                assert restarted.port == port
+                # Still open: refused locally although the server is back.
+                with pytest.raises(CircuitOpenError):
+                    await stub.GetTenant(request)
+                assert servicer.calls["GetTenant"] == 1
+
+                await clients.channel("identity").channel_ready()  # reconnect (no RPC)
+                await asyncio.sleep(0.35)
+                reply = await stub.GetTenant(request)
+                assert reply.tenant.tenant_id == TENANT
+                assert clients.breaker("identity").state is BreakerState.CLOSED
+                assert servicer.calls["GetTenant"] == 2
 
 
 async def test_channels_are_pooled_per_target(kit: Any) -> None:
     settings = kit.settings()
     async with kit.server(kit.identity()) as runner, kit.clients(settings) as clients:
+        kit.route(settings, runner)
         target = f"127.0.0.1:{runner.port}"
-        assert clients.channel(target) is clients.channel(target)
-        first = clients.stub(id_grpc.IdentityServiceStub, target)
-        second = clients.stub(id_grpc.IdentityServiceStub, target)
-        await asyncio.gather(
-            first.GetTenant(id_pb.GetTenantRequest(tenant_id=TENANT)),
-            second.GetTenant(id_pb.GetTenantRequest(tenant_id=TENANT)),
-        )
-        # Service names resolve through the settings; literal targets are used as given.
+        assert clients.channel("identity") is clients.channel("identity")
+        first = clients.stub(id_grpc.IdentityServiceStub, "identity")
+        second = clients.stub(id_grpc.IdentityServiceStub, "identity")
+        with use_context(kit.user(TENANT)):
+            await asyncio.gather(
+                first.GetTenant(id_pb.GetTenantRequest(tenant_id=TENANT)),
+                second.GetTenant(id_pb.GetTenantRequest(tenant_id=TENANT)),
+            )
+        # Service names resolve through the settings (their defaults without an entry) ...
+        assert clients.target_of("identity") == target
         assert clients.target_of("risk") == settings.address_of("risk")
-        assert clients.target_of(target) == target
+        # ... and only service names: a bare address names neither the audience
+        # of the context token nor the certificate the server must present.
+        with pytest.raises(ValueError, match="dial services by name"):
+            clients.target_of(target)
 
 
 async def test_server_streams_carry_the_context_and_respect_the_breaker(kit: Any) -> None:
     servicer = kit.marketdata()
     settings = kit.settings(breaker_failure_threshold=1, breaker_reset_timeout_s=30)
     async with kit.server(servicer) as runner, kit.clients(settings) as clients:
-        target = f"127.0.0.1:{runner.port}"
-        stub = clients.stub(md_grpc.MarketDataServiceStub, target)
+        kit.route(settings, runner)
+        stub = clients.stub(md_grpc.MarketDataServiceStub, "marketdata")
         request = md_pb.StreamQuotesRequest(symbols=["AAPL", "MSFT"])
-        with use_context(RequestContext(tenant_id=TENANT, correlation_id="corr-stream")):
+        with use_context(kit.user(TENANT, correlation_id="corr-stream")):
             symbols = [r.quote.symbol async for r in stub.StreamQuotes(request)]
         assert symbols == ["AAPL", "MSFT"]
         seen = servicer.contexts[-1]
@@ -274,9 +321,9 @@ async def test_server_streams_carry_the_context_and_respect_the_breaker(kit: Any
         assert seen.deadline is None
 
         # ... and are refused while the target's breaker is open.
-        breaker = clients.breaker(target)
+        breaker = clients.breaker("marketdata")
         breaker.record_failure()
         assert breaker.state is BreakerState.OPEN
-        with pytest.raises(CircuitOpenError):
+        with pytest.raises(CircuitOpenError), use_context(kit.user(TENANT)):
             _ = [r async for r in stub.StreamQuotes(request)]
         assert servicer.calls == 1

@@ -1,4 +1,8 @@
-"""The service gRPC server: health, reflection, validation, errors, context, shutdown."""
+"""The service gRPC server: health, reflection, validation, errors, context, shutdown.
+
+Servers are mutual TLS with the caller guard; tests dial them with the
+gateway's certificate (``kit.channel``) and act for a user with a context
+token the gateway signed (``kit.user_md``)."""
 
 from __future__ import annotations
 
@@ -58,7 +62,7 @@ async def test_health_turns_serving_when_ready_check_passes(kit: Any) -> None:
 
     async with (
         kit.server(kit.identity(), ready_check=ready_check) as runner,
-        grpc.aio.insecure_channel(f"127.0.0.1:{runner.port}") as channel,
+        kit.channel(runner) as channel,
     ):
         health = health_pb2_grpc.HealthStub(channel)
         watch = health.Watch(health_pb2.HealthCheckRequest(service=kit.IDENTITY))
@@ -98,7 +102,7 @@ async def test_ready_check_that_raises_stops_the_server(kit: Any) -> None:
 async def test_reflection_lists_the_services(kit: Any) -> None:
     async with (
         kit.server(kit.identity(), kit.marketdata()) as runner,
-        grpc.aio.insecure_channel(f"127.0.0.1:{runner.port}") as channel,
+        kit.channel(runner) as channel,
     ):
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
@@ -123,15 +127,13 @@ async def test_bad_request_gets_invalid_argument_with_field_violations(kit: Any)
     servicer = kit.identity()
     async with (
         kit.server(servicer) as runner,
-        grpc.aio.insecure_channel(f"127.0.0.1:{runner.port}") as channel,
+        kit.channel(runner) as channel,
     ):
         stub = id_grpc.IdentityServiceStub(channel)
         before = _handled("CreateApiKey", "INVALID_ARGUMENT")
         bad = id_pb.CreateApiKeyRequest(name="", scopes=["orders:read", "NOT A SCOPE"])
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.CreateApiKey(
-                bad, metadata=(("x-tenant-id", TENANT), ("x-correlation-id", "corr-bad-1"))
-            )
+            await stub.CreateApiKey(bad, metadata=kit.user_md(runner, TENANT, correlation_id="corr-bad-1"))
         err = caught.value
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
         details = error_details(err)
@@ -149,17 +151,19 @@ async def test_streaming_request_is_validated_and_correlation_id_comes_first(kit
     servicer = kit.marketdata()
     async with (
         kit.server(servicer) as runner,
-        grpc.aio.insecure_channel(f"127.0.0.1:{runner.port}") as channel,
+        kit.channel(runner) as channel,
     ):
         stub = md_grpc.MarketDataServiceStub(channel)
         call = stub.StreamQuotes(
             md_pb.StreamQuotesRequest(symbols=["BTC-USD", "ETH-USD"]),
-            metadata=(("x-correlation-id", "c-42"),),
+            metadata=kit.user_md(runner, TENANT, correlation_id="c-42"),
         )
         assert _trailer(await call.initial_metadata(), "x-correlation-id") == "c-42"
         assert [r.quote.symbol async for r in call] == ["BTC-USD", "ETH-USD"]
 
-        bad = stub.StreamQuotes(md_pb.StreamQuotesRequest(symbols=["btc usd"]))
+        bad = stub.StreamQuotes(
+            md_pb.StreamQuotesRequest(symbols=["btc usd"]), metadata=kit.user_md(runner, TENANT)
+        )
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             _ = [r async for r in bad]
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -181,12 +185,14 @@ async def test_servicer_errors_carry_error_info_and_missing_tenant_is_unauthenti
     )
     async with (
         kit.server(servicer) as runner,
-        grpc.aio.insecure_channel(f"127.0.0.1:{runner.port}") as channel,
+        kit.channel(runner) as channel,
     ):
         stub = id_grpc.IdentityServiceStub(channel)
         before = _handled("GetTenant", "FAILED_PRECONDITION")
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.GetTenant(id_pb.GetTenantRequest(tenant_id=TENANT))
+            await stub.GetTenant(
+                id_pb.GetTenantRequest(tenant_id=TENANT), metadata=kit.user_md(runner, TENANT)
+            )
         assert await _handled_becomes("GetTenant", "FAILED_PRECONDITION", before + 1) == before + 1
         details = error_details(caught.value)
         assert details.code == grpc.StatusCode.FAILED_PRECONDITION
@@ -205,27 +211,39 @@ async def test_servicer_errors_carry_error_info_and_missing_tenant_is_unauthenti
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.CreateApiKey(ok)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        reply = await stub.CreateApiKey(ok, metadata=(("x-tenant-id", TENANT),))
+        reason = error_details(caught.value).error_info
+        assert reason is not None and reason.reason == "CONTEXT_TOKEN_MISSING"
+        # A bare tenant header is no tenant context (only a context token is).
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.CreateApiKey(ok, metadata=(("x-tenant-id", TENANT),))
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert servicer.calls["CreateApiKey"] == 0
+        reply = await stub.CreateApiKey(ok, metadata=kit.user_md(runner, TENANT))
         assert reply.secret == "s3cret"
 
 
-async def test_server_reads_the_request_context_from_metadata(kit: Any) -> None:
+async def test_server_reads_the_request_context_from_the_context_token(kit: Any) -> None:
     servicer = kit.identity()
     async with (
         kit.server(servicer) as runner,
-        grpc.aio.insecure_channel(f"127.0.0.1:{runner.port}") as channel,
+        kit.channel(runner) as channel,
     ):
         stub = id_grpc.IdentityServiceStub(channel)
+        token = kit.user_md(
+            runner, TENANT, subject="user-7", scopes={"identity:read", "admin"}, roles={"admin"}
+        )
         call = stub.GetTenant(
             id_pb.GetTenantRequest(tenant_id=TENANT),
             timeout=1.0,
             metadata=(
-                ("x-tenant-id", TENANT),
-                ("x-subject", "user-7"),
+                *token,
                 ("x-correlation-id", "corr-ctx-1"),
                 ("idempotency-key", "idem-1"),
-                ("x-scopes", "identity:read admin"),
-                ("x-roles", "admin"),
+                # Bare context headers beside the token are never read.
+                ("x-tenant-id", "someone-else"),
+                ("x-subject", "intruder"),
+                ("x-scopes", "risk:admin"),
+                ("x-roles", "root"),
             ),
         )
         await call
@@ -239,12 +257,14 @@ async def test_server_reads_the_request_context_from_metadata(kit: Any) -> None:
         )
         assert ctx.scopes == {"identity:read", "admin"}
         assert ctx.roles == {"admin"}
+        assert ctx.caller == "gateway"  # from the client certificate
         remaining = servicer.remaining[-1]
         assert remaining is not None and 0.5 < remaining <= 1.05
 
         # A malformed correlation id (spaces, too long, odd characters) is replaced by a fresh one.
         call = stub.GetTenant(
-            id_pb.GetTenantRequest(tenant_id=TENANT), metadata=(("x-correlation-id", "a b;c"),)
+            id_pb.GetTenantRequest(tenant_id=TENANT),
+            metadata=(*kit.user_md(runner, TENANT), ("x-correlation-id", "a b;c")),
         )
         await call
         echoed = _trailer(await call.trailing_metadata(), "x-correlation-id")
@@ -262,7 +282,7 @@ async def test_graceful_shutdown_lets_an_in_flight_call_finish(kit: Any) -> None
 
     async with kit.server(servicer) as runner:
         runner.add_cleanup(cleanup)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{runner.port}")
+        channel = kit.channel(runner)
         stub = id_grpc.IdentityServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
         await runner.wait_ready()
@@ -288,8 +308,10 @@ async def test_graceful_shutdown_lets_an_in_flight_call_finish(kit: Any) -> None
 
 async def test_metrics_endpoint_exposes_handling_histogram(kit: Any) -> None:
     async with kit.server(kit.identity(), metrics_port=0) as runner:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{runner.port}") as channel:
-            await id_grpc.IdentityServiceStub(channel).GetTenant(id_pb.GetTenantRequest(tenant_id=TENANT))
+        async with kit.channel(runner) as channel:
+            await id_grpc.IdentityServiceStub(channel).GetTenant(
+                id_pb.GetTenantRequest(tenant_id=TENANT), metadata=kit.user_md(runner, TENANT)
+            )
         assert runner.metrics_port
         start = time.monotonic()
         async with httpx.AsyncClient(trust_env=False) as http:

@@ -12,6 +12,7 @@ from opentelemetry.trace import SpanKind
 from trading.identity.v1 import identity_service_pb2 as id_pb
 from trading.identity.v1 import identity_service_pb2_grpc as id_grpc
 
+from runtime.context import use_context
 from runtime.grpc_client import ClientFactory
 
 
@@ -20,10 +21,14 @@ async def test_server_span_is_a_child_of_the_client_span(kit: Any) -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     async with kit.server(kit.identity(), tracer_provider=provider) as runner:
-        clients = ClientFactory(kit.settings(), tracer_provider=provider)
+        settings = kit.settings()
+        kit.route(settings, runner)
+        clients = ClientFactory(settings, tracer_provider=provider, principal="gateway")
+        tenant = "0190b5d0-3333-7000-8000-000000000003"
         try:
-            stub = clients.stub(id_grpc.IdentityServiceStub, f"127.0.0.1:{runner.port}")
-            await stub.GetTenant(id_pb.GetTenantRequest(tenant_id="0190b5d0-3333-7000-8000-000000000003"))
+            stub = clients.stub(id_grpc.IdentityServiceStub, "identity")
+            with use_context(kit.user(tenant)):
+                await stub.GetTenant(id_pb.GetTenantRequest(tenant_id=tenant))
         finally:
             await clients.close()
 
@@ -42,7 +47,9 @@ async def test_health_checks_make_no_spans(kit: Any) -> None:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     async with kit.server(kit.identity(), tracer_provider=provider) as runner:
         await runner.wait_ready()
-        async with kit.clients(kit.settings()) as clients:
-            health = health_pb2_grpc.HealthStub(clients.channel(f"127.0.0.1:{runner.port}"))
+        settings = kit.settings()
+        kit.route(settings, runner)
+        async with kit.clients(settings) as clients:
+            health = health_pb2_grpc.HealthStub(clients.channel("identity"))
             await health.Check(health_pb2.HealthCheckRequest())
     assert [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER] == []
