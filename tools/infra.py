@@ -776,16 +776,25 @@ async def _up(settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`tradingctl infra up|status`."""
+    """`tradingctl infra up|status|nats-config`."""
     parser = argparse.ArgumentParser(prog="tradingctl infra", description="Local servers for the platform.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("up", help="reuse or start every server, wait for Ctrl-C, stop what was started")
     sub.add_parser("status", help="show whether each configured server answers")
+    nats_config = sub.add_parser(
+        "nats-config",
+        help="write the nats-server config (users, permissions) under <var_dir>/nats from the secrets",
+    )
+    nats_config.add_argument("--listen", help="host:port the server listens on (default: from nats.url)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = Settings()
     if args.cmd == "up":
         return asyncio.run(_up(settings))
+    if args.cmd == "nats-config":
+        ep = endpoint_of(f"nats://{args.listen}" if args.listen else settings.nats.url, 4222)
+        print(write_nats_config(settings, ep.host, ep.port))
+        return 0
     rows = status(settings)
     for name, (addr, ok) in rows.items():
         print(f"{name:<10} {addr}  {'up' if ok else 'DOWN'}")
