@@ -225,18 +225,13 @@ def permissions(principal: str, registry: EventRegistry | None = None) -> NatsPe
     for stream in role.declares:
         pub.append(f"{JS_API}.STREAM.CREATE.{stream}")
     for stream in role.owns:
-        pub += [
-            f"{JS_API}.STREAM.CREATE.{stream}",
-            f"{JS_API}.STREAM.UPDATE.{stream}",
-            f"{JS_API}.STREAM.INFO.{stream}",
-        ]
+        pub += [f"{JS_API}.STREAM.CREATE.{stream}", f"{JS_API}.STREAM.UPDATE.{stream}"]
     if role.stream_lookup:
         pub.append(f"{JS_API}.STREAM.NAMES")
     for stream in role.durables:
         pub += [
             f"{JS_API}.CONSUMER.DURABLE.CREATE.{stream}.*",
             f"{JS_API}.CONSUMER.CREATE.{stream}.>",
-            f"{JS_API}.CONSUMER.INFO.{stream}.*",
             f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.*",
             f"{JS_ACK}.{stream}.>",
         ]
