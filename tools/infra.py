@@ -396,7 +396,8 @@ def write_nats_config(settings: Settings, host: str, port: int) -> Path:
             )
         harness = get_secret(settings, NATS_SECRET, HARNESS)
     directory = nats_dir(settings)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
     config = server_config(
         {p: get_secret(settings, NATS_SECRET, p) for p in nats_users()},
         host=host,
