@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import grpc.aio
 import httpx
 import jwt
-import nats
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import duration_pb2
 from nats.aio.client import Client as NatsClient
@@ -52,6 +51,8 @@ from runtime import decimals
 from runtime.contracts import METADATA, event_registry
 from runtime.grpc_client import ClientFactory
 from runtime.messaging import decode_envelope, unpack
+from runtime.messaging.nats.connect import connect_nats
+from runtime.security.nats_permissions import HARNESS
 from services.identity.keys import public_jwk
 from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
 from services.identity.tokens import JwksVerifier
@@ -520,7 +521,7 @@ async def _hot_path_at(ctx: Ctx, rate_per_s: float) -> tuple[list[Result], dict[
     probe = _HotPathProbe(tenant)
     started = time.monotonic()
     feed = await ctx.stack.feed.run_at(rate_per_s)
-    nc = await nats.connect(settings.nats.url, connect_timeout=2, pending_size=256 * 1024 * 1024)
+    nc = await connect_nats(settings, HARNESS, connect_timeout=2, pending_size=256 * 1024 * 1024)
     strategy_id = "bench-momentum"
     try:
         subs = [
@@ -734,7 +735,7 @@ async def tick_throughput(ctx: Ctx) -> list[Result]:
     """The feed rate stepped up (marketdata restarted per step) until features falls behind."""
     started = time.monotonic()
     steps: list[Step] = []
-    nc = await nats.connect(ctx.stack.settings.nats.url, connect_timeout=2, pending_size=512 * 1024 * 1024)
+    nc = await connect_nats(ctx.stack.settings, HARNESS, connect_timeout=2, pending_size=512 * 1024 * 1024)
     try:
         async with httpx.AsyncClient() as http:
             rates = list(ctx.mode.throughput_rates)

@@ -21,7 +21,6 @@ from typing import Any
 
 import grpc
 import grpc.aio
-import nats
 from aiokafka import AIOKafkaConsumer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.aio.client import Client as NatsClient
@@ -42,6 +41,8 @@ from runtime.messaging.consuming import decode
 from runtime.messaging.headers import from_kafka
 from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber, dlq_topic, ensure_topics
 from runtime.messaging.nats import NatsPublisher, NatsSubscriber, StreamSpec, ensure_streams
+from runtime.messaging.nats.connect import connect_nats
+from runtime.security.nats_permissions import HARNESS
 from runtime.storage.postgres import create_pool
 from runtime.storage.redis import create_redis, tenant_key
 
@@ -213,7 +214,8 @@ class _Spawner:
 
 
 async def _nats_connect(ctx: Context) -> NatsClient:
-    return await nats.connect(ctx.stack.settings.nats.url, connect_timeout=2)
+    # Invented subjects and streams: the benchmark's harness user.
+    return await connect_nats(ctx.stack.settings, HARNESS, connect_timeout=2)
 
 
 async def event_nats_core(ctx: Context) -> list[Result]:

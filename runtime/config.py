@@ -56,9 +56,18 @@ class RedisSettings(BaseModel):
 
 
 class NatsSettings(BaseModel):
-    """NATS with JetStream (low-latency fan-out)."""
+    """NATS with JetStream (low-latency fan-out).
 
-    url: str = "nats://127.0.0.1:4222"
+    The platform's own nats-server (tools.infra starts it), with one user per
+    principal and per-service permissions (runtime.security.nats_permissions);
+    its own port, so a shared NATS without authentication on 4222 is never used.
+    """
+
+    url: str = "nats://127.0.0.1:14222"
+    # Development and test only: the server config tools.infra generates also
+    # gets the user "harness" with every right (tests and the benchmark drive
+    # invented subjects and watch every tenant). Refused outside development.
+    test_harness: bool = False
     # Streams are created with this many replicas (1 on a single server).
     stream_replicas: int = 1
 

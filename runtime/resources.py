@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import asyncpg
-import nats
 from nats.aio.client import Client as NatsClient
 from redis.asyncio import Redis
 from tenacity import AsyncRetrying, retry_if_not_exception_type, stop_after_delay, wait_exponential_jitter
@@ -26,7 +25,9 @@ from runtime.contracts import event_registry
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.kafka.admin import ensure_topics, platform_topics
 from runtime.messaging.nats import NatsPublisher
+from runtime.messaging.nats.connect import connect_nats
 from runtime.messaging.nats.streams import ensure_streams, platform_streams
+from runtime.security.nats_permissions import NATS_ROLES
 from runtime.storage.clickhouse import ConnectClickHouse, create_clickhouse
 from runtime.storage.migrations import MigrationError, migrate_pool
 from runtime.storage.postgres import create_pool
@@ -36,6 +37,22 @@ log = logging.getLogger(__name__)
 
 Dependency = Literal["postgres", "redis", "nats", "kafka", "clickhouse"]
 ALL_DEPENDENCIES: tuple[Dependency, ...] = ("postgres", "redis", "nats", "kafka", "clickhouse")
+
+
+async def declare_streams(client: NatsClient, principal: str, *, replicas: int = 1) -> None:
+    """Create the platform streams ``principal`` declares and update those it
+    owns (runtime.security.nats_permissions: its user may do no more). A
+    service declares the streams it publishes to or consumes, so whichever
+    starts first creates them."""
+    role = NATS_ROLES.get(principal)
+    if role is None:
+        return
+    specs = {spec.name: spec for spec in platform_streams(event_registry())}
+    js = client.jetstream()
+    owned = [specs[name] for name in role.owns if name in specs]
+    declared = [specs[name] for name in role.declares if name in specs and name not in role.owns]
+    await ensure_streams(js, owned, replicas=replicas)
+    await ensure_streams(js, declared, replicas=replicas, update=False)
 
 
 @dataclass
@@ -89,14 +106,9 @@ class Resources:
             await redis.ping()
             self.redis = redis
         elif dep == "nats":
-            client = await nats.connect(
-                s.nats.url, name=self.service, connect_timeout=2, max_reconnect_attempts=-1
-            )
+            client = await connect_nats(s, self.service, connect_timeout=2, max_reconnect_attempts=-1)
             try:
-                # Declaring the platform's streams is idempotent, so every service may do it.
-                await ensure_streams(
-                    client.jetstream(), platform_streams(event_registry()), replicas=s.nats.stream_replicas
-                )
+                await declare_streams(client, self.service, replicas=s.nats.stream_replicas)
             except BaseException:
                 await client.close()
                 raise

@@ -4,13 +4,16 @@ Nothing here runs unless a test asks for it, so unit tests need no server.
 
 - ``infra_settings``: a :class:`runtime.config.Settings` for this test session.
   PostgreSQL: a fresh database on the shared server (dropped at the end).
-  Redis and NATS: the shared servers (use unique key prefixes / subjects /
-  stream names: ``unique_id`` helps). Kafka: a tansu broker started for the
+  Redis: the shared server (use unique key prefixes: ``unique_id`` helps).
+  NATS: a nats-server of the session on a spare port, with the platform's
+  users and permissions (secrets in the session's var dir) plus the test
+  harness user (``tests.support.nats.connect_harness``); tests still use
+  unique subjects and stream names. Kafka: a tansu broker started for the
   session on a spare port. ClickHouse: chdb in a temp dir. If a shared server
   does not answer (a bare machine), an embedded one is started in its place.
 - chdb opens one engine path per process: every test in the session must use
   ``infra_settings.clickhouse`` (or the ``clickhouse`` fixture), never its own path.
-- Tests under ``tests/integration`` get the ``integration`` marker automatically.
+- Tests under ``tests/integration`` and ``tests/security`` get the ``integration`` marker automatically.
 """
 
 from __future__ import annotations
@@ -34,12 +37,14 @@ from runtime.storage.redis import create_redis
 from tests.support.security import use_session_settings
 from tools.infra import LocalInfra, ManagedProcess, drop_database, free_port, start_tansu
 
-_INTEGRATION_DIR = Path(__file__).parent / "integration"
+# Tests under these directories run against real servers.
+_INTEGRATION_DIRS = (Path(__file__).parent / "integration", Path(__file__).parent / "security")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if _INTEGRATION_DIR in Path(str(item.path)).parents:
+        parents = Path(str(item.path)).parents
+        if any(d in parents for d in _INTEGRATION_DIRS):
             item.add_marker(pytest.mark.integration)
 
 
@@ -70,6 +75,12 @@ async def infra_settings(
             "postgres": base.postgres.model_copy(update={"dsn": _with_database(base.postgres.dsn, db_name)}),
             "kafka": base.kafka.model_copy(
                 update={"bootstrap_servers": tansu.address, "local_port": tansu.port}
+            ),
+            # The session's own nats-server (LocalInfra starts it, nothing
+            # answers there), with its users from the session's var dir, plus
+            # the test harness user (runtime.security.nats_permissions.HARNESS).
+            "nats": base.nats.model_copy(
+                update={"url": f"nats://127.0.0.1:{free_port()}", "test_harness": True}
             ),
             "clickhouse": base.clickhouse.model_copy(update={"url": "", "chdb_path": var_dir / "chdb"}),
         }

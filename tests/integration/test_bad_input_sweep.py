@@ -40,7 +40,6 @@ from typing import Any
 
 import asyncpg
 import grpc
-import nats
 from buf.validate import validate_pb2 as rules_pb2
 from google.protobuf import descriptor, duration_pb2, message_factory
 from google.protobuf.message import Message
@@ -62,6 +61,7 @@ from runtime.errors import error_details
 from runtime.market_cache import quote_key
 from runtime.messaging import new_envelope
 from runtime.messaging.nats import NatsPublisher
+from runtime.messaging.nats.connect import connect_nats
 from runtime.storage.redis import create_redis
 from services.decision.main import make_spec as decision_spec
 from services.decision.settings import DecisionSettings, TrainingSettings
@@ -426,7 +426,7 @@ async def test_bad_input_on_every_hot_path_rpc_is_refused_and_changes_nothing(
             quote.receive_time.FromDatetime(datetime.now(UTC))
             await redis.set(quote_key(quoted), quote.SerializeToString(), ex=600)
 
-    nc = await nats.connect(infra_settings.nats.url)
+    nc = await connect_nats(infra_settings, "marketdata")
     ticks = NatsPublisher(nc, event_registry())
 
     async def publish_tick(tick_symbol: str) -> None:

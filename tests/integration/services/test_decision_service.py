@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import grpc
-import nats
 import pytest
 import pytest_asyncio
 from google.protobuf import duration_pb2
@@ -71,6 +70,7 @@ from services.identity.seed import PLATFORM_SLUG
 from services.marketdata.feeds import GbmGenerator, SymbolSpec
 from services.risk.main import SPEC as RISK
 from tests.support.gateway_stack import FAST_IDENTITY, OPERATOR_EMAIL, OPERATOR_PASSWORD
+from tests.support.nats import connect_harness
 from tests.support.polling import eventually
 from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
@@ -225,7 +225,7 @@ async def platform(infra_settings: Settings, model_dir: Path) -> AsyncIterator[P
         queue=f"decision-test-{uuid.uuid4().hex[:8]}",
     )
     redis = Redis.from_url(infra_settings.redis.url)
-    nc = await nats.connect(infra_settings.nats.url, connect_timeout=2)
+    nc = await connect_harness(infra_settings)
     symbols: list[str] = []
     try:
         async with (
