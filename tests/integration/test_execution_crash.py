@@ -54,7 +54,7 @@ from trading.portfolio.v1 import portfolio_service_pb2_grpc as pf_grpc
 
 from runtime.config import Settings
 from runtime.contracts import event_registry
-from runtime.storage.redis import create_redis
+from runtime.security.credentials import REDIS_ADMIN, open_redis
 from services.portfolio.main import make_spec as portfolio_spec
 from services.risk.main import SPEC as RISK
 from tests.support.faultproxy import FaultProxy, kafka_api_key
@@ -237,7 +237,7 @@ async def test_execution_killed_between_commit_and_publish_loses_and_invents_not
     tenant = f"crash-{uid}"
     symbols = [f"K{uid.upper()}", f"Q{uid.upper()}"]
     metadata = (("x-tenant-id", tenant),)
-    redis = create_redis(infra_settings.redis)
+    redis = open_redis(infra_settings, REDIS_ADMIN)
 
     async def fresh_quotes() -> None:  # marketdata's part: the last quote cache
         for symbol in symbols:
