@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from runtime.config import KafkaSettings, Settings
@@ -72,5 +73,8 @@ def kafka_settings_for(settings: Settings, principal: str) -> KafkaSettings:
         return kafka
     check_principal(principal)
     return kafka.model_copy(
-        update={"sasl_username": principal, "sasl_password": get_secret(settings, "kafka", principal)}
+        update={
+            "sasl_username": principal,
+            "sasl_password": SecretStr(get_secret(settings, "kafka", principal)),
+        }
     )
