@@ -418,11 +418,14 @@ def start_postgres(
     *,
     fast: bool = False,
     log_path: Path | None = None,
+    hba: Sequence[str] | None = None,
 ) -> ManagedProcess:
     """An embedded PostgreSQL on host:port with PGDATA `data_dir` (initdb'ed on first use).
 
-    Trust authentication for user ``postgres`` on loopback only. `fast=True`
-    turns fsync off: for throw-away test clusters, never for data you keep.
+    Trust authentication for user ``postgres`` on loopback only, unless
+    `hba` gives the lines of pg_hba.conf (e.g. scram-sha-256 for every other
+    role). `fast=True` turns fsync off: for throw-away test clusters, never
+    for data you keep.
     """
     bin_dir = find_postgres_bin_dir()
     user = _unprivileged_user()
@@ -447,6 +450,11 @@ def start_postgres(
         done = subprocess.run(_as_user(user, initdb), capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    if hba is not None:
+        hba_file = data_dir / "pg_hba.conf"
+        hba_file.write_text("\n".join(hba) + "\n")
+        if user is not None:
+            os.chown(hba_file, user.pw_uid, user.pw_gid)
     argv = [
         str(bin_dir / "postgres"),
         "-D",
