@@ -204,3 +204,31 @@ def write_acl_file(settings: Settings, path: Path | None = None) -> Path:
         fh.write(text)
     tmp.replace(path)
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m runtime.security.redis_acl [--setuser] [PATH]``: the ACL file
+    for this environment's secrets (written to PATH, mode 0600), or with
+    ``--setuser`` the ``ACL SETUSER`` commands (for ``redis-cli`` against a
+    server whose users are managed live). Production reads the secrets from
+    TRADING_SECRET__REDIS__<USER> or the mounted files, never generates them."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("path", nargs="?", type=Path, help="where to write the ACL file")
+    parser.add_argument("--setuser", action="store_true", help="print ACL SETUSER commands instead")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    secret = passwords(settings)
+    if args.setuser:
+        for command in setuser_commands(secret.__getitem__):
+            print(" ".join(command))
+    elif args.path is not None:
+        print(write_acl_file(settings, args.path))
+    else:
+        print("\n".join(acl_lines(secret.__getitem__)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
