@@ -371,19 +371,22 @@ async def scram_cluster(
     infra_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Settings]:
     """An embedded PostgreSQL that authenticates every role but the migrator with scram-sha-256."""
-    port = free_port()
     root = tmp_path_factory.mktemp("pg-scram")
-    proc = await asyncio.to_thread(
-        start_postgres,
-        port,
-        root / "data",
-        fast=True,
-        log_path=root / "postgres.log",
-        hba=[
-            "host all postgres 127.0.0.1/32 trust",
-            "host all all 127.0.0.1/32 scram-sha-256",
-        ],
-    )
+    for attempt in range(3):  # a spare port can be taken by a parallel run before the postmaster binds it
+        port = free_port()
+        try:
+            proc = await asyncio.to_thread(
+                start_postgres,
+                port,
+                root / "data",
+                fast=True,
+                log_path=root / "postgres.log",
+                hba=["host all postgres 127.0.0.1/32 trust", "host all all 127.0.0.1/32 scram-sha-256"],
+            )
+            break
+        except (RuntimeError, TimeoutError):
+            if attempt == 2:
+                raise
     try:
         settings = infra_settings.model_copy(
             update={
