@@ -42,7 +42,7 @@ from runtime.messaging.consuming import decode
 from runtime.messaging.headers import from_kafka
 from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber, dlq_topic, ensure_topics
 from runtime.messaging.nats import NatsPublisher, NatsSubscriber, StreamSpec, ensure_streams
-from runtime.security.credentials import REDIS_ADMIN, open_redis
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from runtime.storage.postgres import create_pool
 from runtime.storage.redis import tenant_key
 

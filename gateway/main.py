@@ -20,7 +20,7 @@ from gateway.config import GatewayOptions
 from runtime.config import Settings, get_settings
 from runtime.grpc_client import ClientFactory
 from runtime.grpc_server import ServiceRunner
-from runtime.security.credentials import open_redis
+from runtime.security.store_credentials import open_redis
 from runtime.telemetry import setup_telemetry
 
 log = logging.getLogger(__name__)

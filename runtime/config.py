@@ -42,7 +42,7 @@ class PostgresSettings(BaseModel):
 
     # Server, database and the migrator's login. Services never query as this
     # user: they log in as their own role trading_<svc>_app on the same server
-    # and database (runtime.security.credentials.postgres_dsn).
+    # and database (runtime.security.store_credentials.postgres_dsn).
     dsn: str = "postgresql://postgres@127.0.0.1:5432/trading"
     # The database the infra command connects to in order to create `dsn`'s database.
     admin_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -102,7 +102,7 @@ class KafkaSettings(BaseModel):
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["", "SCRAM-SHA-256", "SCRAM-SHA-512"] = ""
     ssl_cafile: Path | None = None
-    # Filled in per process (runtime.security.credentials.kafka_settings_for),
+    # Filled in per process (runtime.security.store_credentials.kafka_settings_for),
     # never configured nor handed to child processes.
     sasl_username: str = Field(default="", exclude=True)
     sasl_password: SecretStr = Field(default=SecretStr(""), exclude=True)

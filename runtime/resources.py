@@ -3,7 +3,7 @@
 A service declares what it needs (`needs={"postgres", "nats", ...}`); its
 entry point opens exactly those, with retries while the servers come up, runs
 its PostgreSQL migrations, and only then reports SERVING. Every connection is
-made as the service's own principal (runtime.security.credentials): its
+made as the service's own principal (runtime.security.store_credentials): its
 PostgreSQL login role, its Redis ACL user, its Kafka SASL user where the
 broker authenticates; the migrations run through the migrator's DSN on a
 connection of their own, closed before the service's pool opens. `ready()` is the
@@ -31,8 +31,8 @@ from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.kafka.admin import ensure_topics, platform_topics
 from runtime.messaging.nats import NatsPublisher
 from runtime.messaging.nats.streams import ensure_streams, platform_streams
-from runtime.security.credentials import kafka_settings_for, open_redis, postgres_dsn, postgres_password
 from runtime.security.postgres_roles import POSTGRES_GRANTS, set_app_password, tenant_role
+from runtime.security.store_credentials import kafka_settings_for, open_redis, postgres_dsn, postgres_password
 from runtime.storage.clickhouse import ConnectClickHouse, create_clickhouse
 from runtime.storage.migrations import MigrationError, migrate
 from runtime.storage.postgres import create_pool

@@ -28,7 +28,7 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from runtime.config import Settings
-from runtime.security.credentials import REDIS_ADMIN, open_redis
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from runtime.storage.clickhouse import ConnectClickHouse, create_clickhouse
 from runtime.storage.postgres import create_pool
 from tools.infra import LocalInfra, ManagedProcess, drop_database, free_port, start_tansu

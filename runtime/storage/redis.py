@@ -30,7 +30,7 @@ def create_redis(
     Only connection errors are retried (twice, with short jittered backoff):
     a command that timed out may have run, and INCR-style counters must not
     run twice. `username`/`password` (an ACL user; see
-    :func:`runtime.security.credentials.open_redis`, which looks them up for
+    :func:`runtime.security.store_credentials.open_redis`, which looks them up for
     a principal) replace any credentials in the URL.
     """
     url = settings.url

@@ -240,7 +240,7 @@ class KeyRing:
 
 async def _main(argv: list[str]) -> int:
     from runtime.config import get_settings
-    from runtime.security.credentials import postgres_dsn, postgres_password
+    from runtime.security.store_credentials import postgres_dsn, postgres_password
     from runtime.storage.postgres import create_pool
     from services.identity.settings import IdentitySettings
 

@@ -32,7 +32,7 @@ from hypothesis.errors import NoSuchExample
 from gateway.routes import Route, build_routes
 from gateway.templates import openapi_path
 from gateway.transcode import FD, FieldDesc
-from runtime.security.credentials import REDIS_ADMIN, open_redis
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from services.identity.apikeys import ApiKeyPrincipal, new_secret, publish, withdraw
 from services.identity.domain import token_hash
 from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG

@@ -62,7 +62,7 @@ from runtime.errors import error_details
 from runtime.market_cache import quote_key
 from runtime.messaging import new_envelope
 from runtime.messaging.nats import NatsPublisher
-from runtime.security.credentials import REDIS_ADMIN, open_redis
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from services.decision.main import make_spec as decision_spec
 from services.decision.settings import DecisionSettings, TrainingSettings
 from services.execution.main import SPEC as EXECUTION

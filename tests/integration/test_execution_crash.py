@@ -54,7 +54,7 @@ from trading.portfolio.v1 import portfolio_service_pb2_grpc as pf_grpc
 
 from runtime.config import Settings
 from runtime.contracts import event_registry
-from runtime.security.credentials import REDIS_ADMIN, open_redis
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from services.portfolio.main import make_spec as portfolio_spec
 from services.risk.main import SPEC as RISK
 from tests.support.faultproxy import FaultProxy, kafka_api_key

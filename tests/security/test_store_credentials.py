@@ -27,9 +27,9 @@ from redis.exceptions import AuthenticationError, NoPermissionError, ResponseErr
 
 from runtime.config import Settings
 from runtime.resources import Resources, migrate_service, open_postgres
-from runtime.security.credentials import open_redis, postgres_dsn, postgres_password
 from runtime.security.postgres_roles import POSTGRES_GRANTS, app_role, owner_role, tenant_role
 from runtime.security.secrets import secret_path
+from runtime.security.store_credentials import open_redis, postgres_dsn, postgres_password
 from runtime.storage.postgres import TENANT_ROLE, tenant_transaction
 from runtime.storage.redis import create_redis, tenant_key
 from tools.infra import ManagedProcess, ensure_database, find_tansu_binary, free_port, start_postgres

@@ -4,7 +4,7 @@ Producers, consumers, the admin client and the dead-letter reader all pass
 ``**client_security(settings)`` to aiokafka. With the defaults (the local
 tansu) that is nothing: PLAINTEXT, no SASL. Against a real Kafka,
 ``security_protocol=SASL_SSL`` and ``sasl_mechanism=SCRAM-SHA-512`` make each
-process log in as its principal (:func:`runtime.security.credentials.kafka_settings_for`
+process log in as its principal (:func:`runtime.security.store_credentials.kafka_settings_for`
 fills in the user and password), over TLS verified against ``ssl_cafile``.
 """
 
@@ -27,7 +27,7 @@ def client_security(settings: KafkaSettings) -> dict[str, Any]:
         if not settings.sasl_mechanism or not settings.sasl_username:
             raise ValueError(
                 f"kafka.security_protocol={settings.security_protocol} needs kafka.sasl_mechanism and the "
-                "principal's credentials (runtime.security.credentials.kafka_settings_for)"
+                "principal's credentials (runtime.security.store_credentials.kafka_settings_for)"
             )
         options.update(
             sasl_mechanism=settings.sasl_mechanism,

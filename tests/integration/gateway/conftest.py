@@ -25,7 +25,7 @@ from gateway.app import Downstreams, create_app
 from gateway.config import GatewayOptions
 from runtime.config import Settings
 from runtime.grpc_client import ClientFactory
-from runtime.security.credentials import open_redis
+from runtime.security.store_credentials import open_redis
 from services.identity.apikeys import ApiKeyPrincipal, new_secret, publish, withdraw
 from services.identity.domain import token_hash
 

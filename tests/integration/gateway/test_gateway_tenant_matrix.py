@@ -44,7 +44,7 @@ from gateway.config import GatewayOptions
 from gateway.routes import Route, build_routes
 from gateway.templates import openapi_path
 from runtime.config import Settings
-from runtime.security.credentials import REDIS_ADMIN, open_redis
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from runtime.storage.redis import tenant_key
 from services.identity.domain import new_refresh_token
 from services.identity.seed import PLATFORM_SLUG

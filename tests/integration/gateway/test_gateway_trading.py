@@ -25,7 +25,7 @@ from trading.marketdata.v1 import events_pb2 as md_events
 
 from runtime.config import Settings
 from runtime.messaging import new_envelope
-from runtime.security.credentials import REDIS_ADMIN, open_redis
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from services.execution.main import SPEC as EXECUTION
 from services.identity.main import make_spec as identity_spec
 from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG

@@ -49,7 +49,7 @@ from runtime.grpc_client import ClientFactory
 from runtime.messaging import Delivery, Event, Transport, decode_envelope, new_envelope, uuid7
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
-from runtime.security.credentials import REDIS_ADMIN, open_redis
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from runtime.storage.postgres import tenant_transaction
 from services.decision import models
 from services.decision.engine import VECTOR_EVENT, DecisionEngine, StrategyCache

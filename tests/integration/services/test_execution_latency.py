@@ -23,7 +23,7 @@ from trading.risk.v1 import risk_service_pb2 as risk_pb
 from trading.risk.v1 import risk_service_pb2_grpc as risk_grpc
 
 from runtime.config import Settings
-from runtime.security.credentials import REDIS_ADMIN, open_redis
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from services.execution.main import SPEC as EXECUTION
 from services.risk.main import SPEC as RISK
 from tests.support.services import running_service

@@ -37,7 +37,7 @@ from trading.risk.v1 import risk_service_pb2_grpc as risk_grpc
 from runtime.config import Settings
 from runtime.errors import error_details
 from runtime.messaging import new_envelope
-from runtime.security.credentials import REDIS_ADMIN, open_redis
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from runtime.storage.postgres import tenant_transaction
 from services.execution.main import SPEC as EXECUTION
 from services.risk.main import SPEC as RISK

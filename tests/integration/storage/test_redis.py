@@ -7,7 +7,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from runtime.config import RedisSettings, Settings
-from runtime.security.credentials import REDIS_ADMIN, open_redis
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from runtime.storage.redis import create_redis, tenant_key
 
 

@@ -15,7 +15,6 @@ from runtime.config import SERVICE_NAMES, KafkaSettings, Settings, to_env
 from runtime.contracts import event_registry
 from runtime.messaging.kafka.admin import dlq_topic
 from runtime.messaging.kafka.security import client_security
-from runtime.security.credentials import kafka_settings_for, postgres_dsn, redis_auth
 from runtime.security.kafka_acl import CONSUMERS, bindings, kafka_acls_commands, topic_owner
 from runtime.security.postgres_roles import (
     POSTGRES_GRANTS,
@@ -27,6 +26,7 @@ from runtime.security.postgres_roles import (
 )
 from runtime.security.principals import OPERATOR, PRINCIPALS
 from runtime.security.redis_acl import ADMIN_USER, REDIS_USERS, acl_lines, setuser_commands
+from runtime.security.store_credentials import kafka_settings_for, postgres_dsn, redis_auth
 
 
 def _needs(dependency: str) -> set[str]:
