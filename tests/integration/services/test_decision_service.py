@@ -55,6 +55,7 @@ from runtime.messaging import Delivery, Event, Transport, decode_envelope, new_e
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
 from runtime.security.delegations import DelegationCache
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from runtime.storage.postgres import tenant_transaction
 from services.decision import models
 from services.decision.engine import VECTOR_EVENT, DecisionEngine, StrategyCache
@@ -224,7 +225,7 @@ async def platform(infra_settings: Settings, model_dir: Path) -> AsyncIterator[P
         TrainingSettings(ticks_per_symbol=4000, symbols=["BTC-USD", "AAPL", "ETH-USD"], seed=11),
         queue=f"decision-test-{uuid.uuid4().hex[:8]}",
     )
-    redis = Redis.from_url(infra_settings.redis.url)
+    redis = open_redis(infra_settings, REDIS_ADMIN)
     nc = await connect_harness(infra_settings)
     symbols: list[str] = []
     try:
