@@ -6,7 +6,8 @@ and the bare libraries cost before any platform code runs.
 - bare gRPC: a grpc.aio unary call of 64 raw bytes (no protobuf, no
   interceptors) to a minimal grpc.aio server;
 - bare NATS: request/reply of 64 bytes through the NATS server to a
-  responder.
+  responder (both connected as the test harness user of the benchmark's
+  server: the platform's users may not answer requests).
 
 The servers run in a separate process (``python -m bench.floors serve``), as
 the platform's services do, so each floor crosses the same process boundary
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,10 +29,12 @@ from typing import Any
 
 import grpc
 import grpc.aio
-import nats
 
 from bench.harness import closed_loop
 from bench.model import Result, errored, measured
+from runtime.config import Settings, to_env
+from runtime.messaging.nats.connect import connect_nats
+from runtime.security.nats_permissions import HARNESS
 
 PAYLOAD = b"x" * 64
 GRPC_METHOD = "/bench.Floor/Echo"
@@ -39,7 +43,7 @@ GRPC_METHOD = "/bench.Floor/Echo"
 # ------------------------------------------------------------------------------ server process
 
 
-async def _serve(nats_url: str, subject: str) -> None:
+async def _serve(subject: str) -> None:
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             while data := await reader.read(65536):
@@ -58,7 +62,8 @@ async def _serve(nats_url: str, subject: str) -> None:
     grpc_port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
 
-    nc = await nats.connect(nats_url, connect_timeout=2)
+    # Settings (NATS address, var dir with the secrets) from the parent's environment.
+    nc = await connect_nats(Settings(), HARNESS, connect_timeout=2)
 
     async def respond(msg: Any) -> None:
         await msg.respond(msg.data)
@@ -86,16 +91,16 @@ async def _serve(nats_url: str, subject: str) -> None:
 class FloorServers:
     tcp_port: int
     grpc_port: int
-    nats_url: str
+    settings: Settings
     subject: str
 
 
 @contextlib.asynccontextmanager
-async def floor_servers(nats_url: str, subject: str) -> AsyncIterator[FloorServers]:
+async def floor_servers(settings: Settings, subject: str) -> AsyncIterator[FloorServers]:
     """Start the floor servers in their own process; stop it afterwards."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.floors", "serve", "--nats-url", nats_url, "--subject", subject,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "bench.floors", "serve", "--subject", subject,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=os.environ | to_env(settings),
     )  # fmt: skip
     try:
         assert proc.stdout is not None
@@ -103,7 +108,7 @@ async def floor_servers(nats_url: str, subject: str) -> AsyncIterator[FloorServe
         if not line:
             raise RuntimeError("floor server process exited before it was ready")
         ports = json.loads(line)
-        yield FloorServers(ports["tcp_port"], ports["grpc_port"], nats_url, subject)
+        yield FloorServers(ports["tcp_port"], ports["grpc_port"], settings, subject)
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -150,8 +155,8 @@ async def grpc_floor(port: int, samples: int, warmup: int) -> Result:
     )  # fmt: skip
 
 
-async def nats_floor(nats_url: str, subject: str, samples: int, warmup: int) -> Result:
-    nc = await nats.connect(nats_url, connect_timeout=2)
+async def nats_floor(settings: Settings, subject: str, samples: int, warmup: int) -> Result:
+    nc = await connect_nats(settings, HARNESS, connect_timeout=2)
     try:
 
         async def call() -> None:
@@ -166,14 +171,14 @@ async def nats_floor(nats_url: str, subject: str, samples: int, warmup: int) -> 
     )  # fmt: skip
 
 
-async def measure_floors(nats_url: str, subject: str, samples: int, warmup: int) -> list[Result]:
+async def measure_floors(settings: Settings, subject: str, samples: int, warmup: int) -> list[Result]:
     """All three floors; a floor that fails is reported as an error row."""
     results: list[Result] = []
-    async with floor_servers(nats_url, subject) as servers:
+    async with floor_servers(settings, subject) as servers:
         measures: list[tuple[str, str, Callable[[], Awaitable[Result]]]] = [
             ("floor_tcp", "raw TCP round trip", lambda: tcp_floor(servers.tcp_port, samples, warmup)),
             ("floor_grpc", "bare grpc.aio unary", lambda: grpc_floor(servers.grpc_port, samples, warmup)),
-            ("floor_nats", "bare NATS request/reply", lambda: nats_floor(nats_url, subject, samples, warmup)),
+            ("floor_nats", "bare NATS request/reply", lambda: nats_floor(settings, subject, samples, warmup)),
         ]
         for key, name, measure in measures:
             try:
@@ -187,10 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.floors")
     sub = parser.add_subparsers(dest="cmd", required=True)
     serve = sub.add_parser("serve", help="run the floor servers until SIGTERM or stdin closes")
-    serve.add_argument("--nats-url", required=True)
     serve.add_argument("--subject", required=True)
     args = parser.parse_args(argv)
-    asyncio.run(_serve(args.nats_url, args.subject))
+    asyncio.run(_serve(args.subject))
     return 0
 
 

@@ -28,7 +28,6 @@ from typing import Any
 
 import httpx
 import jwt
-import nats
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import duration_pb2
 from nats.aio.client import Client as NatsClient
@@ -56,6 +55,8 @@ from runtime.config import Settings
 from runtime.contracts import event_registry
 from runtime.grpc_client import ClientFactory
 from runtime.messaging import decode_envelope, unpack
+from runtime.messaging.nats.connect import connect_nats
+from runtime.security.nats_permissions import HARNESS
 from services.identity.keys import public_jwk
 from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
 from services.identity.tokens import JwksVerifier
@@ -529,7 +530,7 @@ async def _hot_path_at(ctx: Ctx, rate_per_s: float, tenant: str) -> tuple[list[R
     probe = _HotPathProbe(tenant)
     started = time.monotonic()
     feed = await ctx.stack.feed.run_at(rate_per_s)
-    nc = await nats.connect(settings.nats.url, connect_timeout=2, pending_size=256 * 1024 * 1024)
+    nc = await connect_nats(settings, HARNESS, connect_timeout=2, pending_size=256 * 1024 * 1024)
     strategy_id = f"bench-{ctx.run_id}-momentum-{rate_per_s:.0f}"
     try:
         subs = [
@@ -744,7 +745,7 @@ async def tick_throughput(ctx: Ctx) -> list[Result]:
     """The feed rate stepped up (marketdata restarted per step) until features falls behind."""
     started = time.monotonic()
     steps: list[Step] = []
-    nc = await nats.connect(ctx.stack.settings.nats.url, connect_timeout=2, pending_size=512 * 1024 * 1024)
+    nc = await connect_nats(ctx.stack.settings, HARNESS, connect_timeout=2, pending_size=512 * 1024 * 1024)
     try:
         async with httpx.AsyncClient() as http:
             rates = list(ctx.mode.throughput_rates)

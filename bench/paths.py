@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
 
-import nats
 from aiokafka import AIOKafkaConsumer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.aio.client import Client as NatsClient
@@ -38,8 +37,11 @@ from runtime.messaging.consuming import decode
 from runtime.messaging.headers import from_kafka
 from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber, dlq_topic, ensure_topics
 from runtime.messaging.nats import NatsPublisher, NatsSubscriber, StreamSpec, ensure_streams
+from runtime.messaging.nats.connect import connect_nats
+from runtime.security.nats_permissions import HARNESS
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from runtime.storage.postgres import create_pool
-from runtime.storage.redis import create_redis, tenant_key
+from runtime.storage.redis import tenant_key
 
 TENANT = "bench"
 MARKETDATA_SCOPES = ("marketdata:read",)
@@ -203,7 +205,8 @@ class _Spawner:
 
 
 async def _nats_connect(ctx: Context) -> NatsClient:
-    return await nats.connect(ctx.stack.settings.nats.url, connect_timeout=2)
+    # Invented subjects and streams: the benchmark's harness user.
+    return await connect_nats(ctx.stack.settings, HARNESS, connect_timeout=2)
 
 
 async def event_nats_core(ctx: Context) -> list[Result]:
@@ -519,7 +522,7 @@ async def postgres_oltp(ctx: Context) -> list[Result]:
 
 async def cache_access(ctx: Context) -> list[Result]:
     """Redis GET and SET of a cached last quote (a ~150-byte protobuf) with a tenant-scoped key."""
-    client = create_redis(ctx.stack.settings.redis)
+    client = open_redis(ctx.stack.settings, REDIS_ADMIN)
     tenant = f"bench{ctx.run_id}"
     keys = [tenant_key(tenant, "quote", s) for s in SYMBOLS]
     values = {k: _tick(i, "cache")[1].SerializeToString() for i, k in enumerate(keys)}

@@ -155,9 +155,7 @@ async def _run(mode: Mode, out_dir: Path, only: list[str], keep: bool, profile: 
     async with platform() as stack:
         machine["platform_startup_s"] = round(stack.startup_s, 1)
         _say("floors")
-        floors = await measure_floors(
-            stack.settings.nats.url, f"bench{stack.run_id}.floor", mode.samples, mode.warmup
-        )
+        floors = await measure_floors(stack.settings, f"bench{stack.run_id}.floor", mode.samples, mode.warmup)
         ctx = Context(stack, mode, stack.var_dir)
         for name, fn in all_paths():
             if only and not any(o in name or o in fn.__name__ for o in only):

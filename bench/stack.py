@@ -64,6 +64,9 @@ def bench_settings(base: Settings, var_dir: Path) -> Settings:
     settings.telemetry.log_level = "WARNING"
     # Ticks come from bench.feed's process, at the rate each path asks for.
     settings.marketdata.feed = "none"
+    # The benchmark drives invented subjects and watches every tenant's orders:
+    # its NATS server gets the harness user (development only).
+    settings.nats.test_harness = True
     return settings
 
 

@@ -20,7 +20,7 @@ from gateway.config import GatewayOptions
 from runtime.config import Settings, get_settings
 from runtime.grpc_client import ClientFactory
 from runtime.grpc_server import ServiceRunner
-from runtime.storage.redis import create_redis
+from runtime.security.store_credentials import open_redis
 from runtime.telemetry import setup_telemetry
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def http_config(settings: Settings) -> Config:
 async def run(settings: Settings) -> None:
     setup_telemetry(settings.telemetry, "gateway")
     downstreams = Downstreams(settings)
-    redis = create_redis(settings.redis)
+    redis = open_redis(settings, "gateway")  # its own ACL user (rate limits, idempotency, API keys)
 
     async def ready() -> bool:
         try:

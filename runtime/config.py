@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Names of the eleven services, in start order. Ten serve gRPC APIs declared in
@@ -40,9 +40,16 @@ DEFAULT_GRPC_PORTS: dict[str, int] = {name: 50051 + i for i, name in enumerate(S
 class PostgresSettings(BaseModel):
     """PostgreSQL (OLTP: identity, orders, portfolio, audit, outbox)."""
 
+    # Server, database and the migrator's login. Services never query as this
+    # user: they log in as their own role trading_<svc>_app on the same server
+    # and database (runtime.security.store_credentials.postgres_dsn).
     dsn: str = "postgresql://postgres@127.0.0.1:5432/trading"
     # The database the infra command connects to in order to create `dsn`'s database.
     admin_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    # Each service applies its migrations and role grants at start, through
+    # `dsn`. Production: false, and a deploy job runs them ahead of the
+    # services (which then hold only their own password).
+    migrate_on_start: bool = True
     pool_min_size: int = 1
     pool_max_size: int = 10
     command_timeout_s: float = 5.0
@@ -51,14 +58,26 @@ class PostgresSettings(BaseModel):
 class RedisSettings(BaseModel):
     """Redis-protocol cache (DragonflyDB in production, Redis here)."""
 
-    url: str = "redis://127.0.0.1:6379/0"
+    # The platform's own server (LocalInfra starts it with the ACL users of
+    # runtime.security.redis_acl; the default user is off). No credentials
+    # here: each process logs in as its principal.
+    url: str = "redis://127.0.0.1:16379/0"
     socket_timeout_s: float = 2.0
 
 
 class NatsSettings(BaseModel):
-    """NATS with JetStream (low-latency fan-out)."""
+    """NATS with JetStream (low-latency fan-out).
 
-    url: str = "nats://127.0.0.1:4222"
+    The platform's own nats-server (tools.infra starts it), with one user per
+    principal and per-service permissions (runtime.security.nats_permissions);
+    its own port, so a shared NATS without authentication on 4222 is never used.
+    """
+
+    url: str = "nats://127.0.0.1:14222"
+    # Development and test only: the server config tools.infra generates also
+    # gets the user "harness" with every right (tests and the benchmark drive
+    # invented subjects and watch every tenant). Refused outside development.
+    test_harness: bool = False
     # Streams are created with this many replicas (1 on a single server).
     stream_replicas: int = 1
 
@@ -85,6 +104,17 @@ class KafkaSettings(BaseModel):
     # 10 ms: every idle fetch round costs the broker CPU (tansu at ~80% of a
     # core with the sinks polling every 10 ms, seen in the benchmark).
     sink_fetch_max_wait_ms: int = 250
+    # Client authentication towards a real Kafka (docs/security-stores.md):
+    # SASL_SSL with SCRAM-SHA-512 in production. Empty mechanism: none (the
+    # local tansu cannot do it). Each process logs in as its principal with
+    # get_secret(settings, "kafka", principal).
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["", "SCRAM-SHA-256", "SCRAM-SHA-512"] = ""
+    ssl_cafile: Path | None = None
+    # Filled in per process (runtime.security.store_credentials.kafka_settings_for),
+    # never configured nor handed to child processes.
+    sasl_username: str = Field(default="", exclude=True)
+    sasl_password: SecretStr = Field(default=SecretStr(""), exclude=True)
 
     @property
     def servers(self) -> str:

@@ -2,7 +2,11 @@
 
 A service declares what it needs (`needs={"postgres", "nats", ...}`); its
 entry point opens exactly those, with retries while the servers come up, runs
-its PostgreSQL migrations, and only then reports SERVING. `ready()` is the
+its PostgreSQL migrations, and only then reports SERVING. Every connection is
+made as the service's own principal (runtime.security.store_credentials): its
+PostgreSQL login role, its Redis ACL user, its Kafka SASL user where the
+broker authenticates; the migrations run through the migrator's DSN on a
+connection of their own, closed before the service's pool opens. `ready()` is the
 readiness probe the health service polls afterwards, so a lost dependency
 turns the service NOT_SERVING instead of failing calls one by one.
 """
@@ -16,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import asyncpg
-import nats
 from nats.aio.client import Client as NatsClient
 from redis.asyncio import Redis
 from tenacity import AsyncRetrying, retry_if_not_exception_type, stop_after_delay, wait_exponential_jitter
@@ -26,16 +29,35 @@ from runtime.contracts import event_registry
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.kafka.admin import ensure_topics, platform_topics
 from runtime.messaging.nats import NatsPublisher
+from runtime.messaging.nats.connect import connect_nats
 from runtime.messaging.nats.streams import ensure_streams, platform_streams
+from runtime.security.nats_permissions import NATS_ROLES
+from runtime.security.postgres_roles import POSTGRES_GRANTS, set_app_password, tenant_role
+from runtime.security.store_credentials import kafka_settings_for, open_redis, postgres_dsn, postgres_password
 from runtime.storage.clickhouse import ConnectClickHouse, create_clickhouse
-from runtime.storage.migrations import MigrationError, migrate_pool
+from runtime.storage.migrations import MigrationError, migrate
 from runtime.storage.postgres import create_pool
-from runtime.storage.redis import create_redis
 
 log = logging.getLogger(__name__)
 
 Dependency = Literal["postgres", "redis", "nats", "kafka", "clickhouse"]
 ALL_DEPENDENCIES: tuple[Dependency, ...] = ("postgres", "redis", "nats", "kafka", "clickhouse")
+
+
+async def declare_streams(client: NatsClient, principal: str, *, replicas: int = 1) -> None:
+    """Create the platform streams ``principal`` declares and update those it
+    owns (runtime.security.nats_permissions: its user may do no more). A
+    service declares the streams it publishes to or consumes, so whichever
+    starts first creates them."""
+    role = NATS_ROLES.get(principal)
+    if role is None:
+        return
+    specs = {spec.name: spec for spec in platform_streams(event_registry())}
+    js = client.jetstream()
+    owned = [specs[name] for name in role.owns if name in specs]
+    declared = [specs[name] for name in role.declares if name in specs and name not in role.owns]
+    await ensure_streams(js, owned, replicas=replicas)
+    await ensure_streams(js, declared, replicas=replicas, update=False)
 
 
 @dataclass
@@ -56,6 +78,9 @@ class Resources:
 
     @classmethod
     def for_service(cls, settings: Settings, service: str, needs: Iterable[Dependency]) -> Resources:
+        # Kafka clients built from resources.settings.kafka (publishers,
+        # consumers) log in as this service where the broker authenticates.
+        settings = settings.model_copy(update={"kafka": kafka_settings_for(settings, service)})
         return cls(settings=settings, service=service, needs=frozenset(needs))
 
     async def open(self, *, timeout_s: float = 60.0) -> None:
@@ -77,26 +102,19 @@ class Resources:
     async def _open_one(self, dep: Dependency) -> None:
         s = self.settings
         if dep == "postgres":
-            pool = await create_pool(s.postgres, application_name=self.service)
-            try:
-                await migrate_pool(pool, self.service)
-            except BaseException:
-                await pool.close()
-                raise
-            self.postgres = pool
+            self.postgres = await open_postgres(s, self.service)
         elif dep == "redis":
-            redis = create_redis(s.redis)
-            await redis.ping()
+            redis = open_redis(s, self.service)
+            try:
+                await redis.ping()
+            except BaseException:
+                await redis.aclose()
+                raise
             self.redis = redis
         elif dep == "nats":
-            client = await nats.connect(
-                s.nats.url, name=self.service, connect_timeout=2, max_reconnect_attempts=-1
-            )
+            client = await connect_nats(s, self.service, connect_timeout=2, max_reconnect_attempts=-1)
             try:
-                # Declaring the platform's streams is idempotent, so every service may do it.
-                await ensure_streams(
-                    client.jetstream(), platform_streams(event_registry()), replicas=s.nats.stream_replicas
-                )
+                await declare_streams(client, self.service, replicas=s.nats.stream_replicas)
             except BaseException:
                 await client.close()
                 raise
@@ -167,3 +185,34 @@ class Resources:
             await self.kafka_publisher.close()
         elif dep == "clickhouse" and self.clickhouse is not None:
             await self.clickhouse.close()
+
+
+async def migrate_service(settings: Settings, service: str) -> None:
+    """Apply `service`'s migrations and role grants and set its login role's
+    password, through the migrator's DSN (``settings.postgres.dsn``)."""
+    conn = await asyncpg.connect(settings.postgres.dsn, timeout=settings.postgres.command_timeout_s)
+    try:
+        await migrate(conn, service)
+        if service in POSTGRES_GRANTS:
+            await set_app_password(conn, service, postgres_password(settings, service)())
+    finally:
+        await conn.close()
+
+
+async def open_postgres(settings: Settings, service: str) -> asyncpg.Pool:
+    """The pool `service` works with: its own login role (``trading_<svc>_app``),
+    tenant transactions as ``trading_<svc>_tenant``; migrated first when
+    ``postgres.migrate_on_start``."""
+    if service not in POSTGRES_GRANTS:
+        raise MigrationError(
+            f"{service} has no PostgreSQL roles (runtime.security.postgres_roles.POSTGRES_GRANTS)"
+        )
+    if settings.postgres.migrate_on_start:
+        await migrate_service(settings, service)
+    return await create_pool(
+        settings.postgres,
+        dsn=postgres_dsn(settings, service),
+        password=postgres_password(settings, service),
+        application_name=service,
+        tenant_role=tenant_role(service),
+    )

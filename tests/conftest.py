@@ -4,13 +4,17 @@ Nothing here runs unless a test asks for it, so unit tests need no server.
 
 - ``infra_settings``: a :class:`runtime.config.Settings` for this test session.
   PostgreSQL: a fresh database on the shared server (dropped at the end).
-  Redis and NATS: the shared servers (use unique key prefixes / subjects /
-  stream names: ``unique_id`` helps). Kafka: a tansu broker started for the
+  Redis: a redis-server of the session's own with the platform's ACL users
+  (``redis_client`` is its admin; use unique key prefixes: ``unique_id``
+  helps). NATS: a nats-server of the session on a spare port, with the
+  platform's users and permissions (secrets in the session's var dir) plus the
+  test harness user (``tests.support.nats.connect_harness``); tests still use
+  unique subjects and stream names. Kafka: a tansu broker started for the
   session on a spare port. ClickHouse: chdb in a temp dir. If a shared server
   does not answer (a bare machine), an embedded one is started in its place.
 - chdb opens one engine path per process: every test in the session must use
   ``infra_settings.clickhouse`` (or the ``clickhouse`` fixture), never its own path.
-- Tests under ``tests/integration`` get the ``integration`` marker automatically.
+- Tests under ``tests/integration`` and ``tests/security`` get the ``integration`` marker automatically.
 """
 
 from __future__ import annotations
@@ -28,18 +32,19 @@ from redis.asyncio import Redis
 
 from runtime.config import Settings
 from runtime.security.pki import ensure_pki
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from runtime.storage.clickhouse import ConnectClickHouse, create_clickhouse
 from runtime.storage.postgres import create_pool
-from runtime.storage.redis import create_redis
 from tests.support.security import use_session_settings
 from tools.infra import LocalInfra, ManagedProcess, drop_database, free_port, start_tansu
 
-_INTEGRATION_DIR = Path(__file__).parent / "integration"
+# Tests under these directories run against real servers.
+_INTEGRATION_DIRS = (Path(__file__).parent / "integration", Path(__file__).parent / "security")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if _INTEGRATION_DIR in Path(str(item.path)).parents:
+        if any(d in Path(str(item.path)).parents for d in _INTEGRATION_DIRS):
             item.add_marker(pytest.mark.integration)
 
 
@@ -68,8 +73,16 @@ async def infra_settings(
         update={
             "var_dir": var_dir,
             "postgres": base.postgres.model_copy(update={"dsn": _with_database(base.postgres.dsn, db_name)}),
+            # The session's own redis-server (ACL users from this session's secrets).
+            "redis": base.redis.model_copy(update={"url": f"redis://127.0.0.1:{free_port()}/0"}),
             "kafka": base.kafka.model_copy(
                 update={"bootstrap_servers": tansu.address, "local_port": tansu.port}
+            ),
+            # The session's own nats-server (LocalInfra starts it, nothing
+            # answers there), with its users from the session's var dir, plus
+            # the test harness user (runtime.security.nats_permissions.HARNESS).
+            "nats": base.nats.model_copy(
+                update={"url": f"nats://127.0.0.1:{free_port()}", "test_harness": True}
             ),
             "clickhouse": base.clickhouse.model_copy(update={"url": "", "chdb_path": var_dir / "chdb"}),
         }
@@ -97,7 +110,8 @@ async def pg_pool(infra_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def redis_client(infra_settings: Settings) -> AsyncIterator[Redis]:
-    client = create_redis(infra_settings.redis)
+    """The session's Redis as the admin user (every key; services log in as themselves)."""
+    client = open_redis(infra_settings, REDIS_ADMIN)
     yield client
     await client.aclose()
 

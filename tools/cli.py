@@ -235,7 +235,7 @@ def cmd_audit(argv: list[str]) -> int:
 # Sub-commands that hand their arguments to another program's own parser.
 PASSTHROUGH = {
     "test": (cmd_test, "run the test suite (arguments go to pytest)"),
-    "infra": (cmd_infra, "local servers: up | status"),
+    "infra": (cmd_infra, "local servers: up | status | nats-config"),
     "bench": (cmd_bench, "benchmarks: --quick | --full (see bench/README.md)"),
     "deadletters": (cmd_deadletters, "list | redrive dead letters of any consumer"),
     "train": (cmd_train, "train the decision service's models (see services/decision/train.py)"),

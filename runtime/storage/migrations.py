@@ -16,8 +16,15 @@ Files live in ``services/<name>/migrations/NNNN_description.sql`` (``0001_orders
   with a new file.
 - A PostgreSQL advisory lock per service serialises concurrent replicas: the
   first applies, the others wait and then find nothing to do.
-- Afterwards the tenant role (:data:`runtime.storage.postgres.TENANT_ROLE`)
-  gets DML rights on the schema, so RLS policies apply to tenant transactions.
+- A service of :data:`runtime.security.postgres_roles.POSTGRES_GRANTS` gets
+  its roles first (owner, app, tenant; created if missing), its schema is
+  owned by ``trading_<svc>_owner`` and every file runs as that role
+  (``SET LOCAL ROLE``), so the service's login role never owns a table.
+  Afterwards the app and tenant roles get exactly the rights of that table
+  (:func:`runtime.security.postgres_roles.apply_grants`). Any other schema
+  (tests' throw-away ones) runs as the connecting user and grants the
+  umbrella tenant role (:data:`runtime.storage.postgres.TENANT_ROLE`) DML
+  rights, so RLS policies apply to tenant transactions.
 """
 
 from __future__ import annotations
@@ -34,6 +41,13 @@ from pathlib import Path
 
 import asyncpg
 
+from runtime.security.postgres_roles import (
+    POSTGRES_GRANTS,
+    adopt_schema,
+    apply_grants,
+    ensure_service_roles,
+    owner_role,
+)
 from runtime.storage.postgres import TENANT_ROLE, ensure_tenant_role, quote_ident
 
 log = logging.getLogger(__name__)
@@ -145,6 +159,7 @@ async def migrate(
         raise MigrationError(f"invalid service name {service!r} (lower-case identifier)")
     migrations = discover(directory if directory is not None else service_migrations_dir(service))
     schema = quote_ident(service)
+    owned = service in POSTGRES_GRANTS
     await _bootstrap(conn)
     await _acquire_lock(conn, service, lock_timeout_s)
     try:
@@ -170,12 +185,22 @@ async def migrate(
             raise MigrationError(
                 f"{service}: {late[0].path.name} is older than applied version {newest:04d}; renumber it"
             )
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        if owned:
+            await ensure_service_roles(conn, service)
+            owner = quote_ident(owner_role(service))
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {owner}")
+            await adopt_schema(conn, service)
+        else:
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         for m in pending:
             started = time.perf_counter()
             async with conn.transaction():
                 await conn.execute(f"SET LOCAL search_path TO {schema}, public")
+                if owned:
+                    await conn.execute(f"SET LOCAL ROLE {owner}")
                 await conn.execute(m.sql)
+                if owned:
+                    await conn.execute("RESET ROLE")
                 await conn.execute(
                     "INSERT INTO public.schema_migrations (service, version, name, checksum, duration_ms)"
                     " VALUES ($1, $2, $3, $4, $5)",
@@ -186,7 +211,10 @@ async def migrate(
                     int((time.perf_counter() - started) * 1000),
                 )
             log.info("%s: applied migration %s", service, m.path.name)
-        await _grant_tenant_role(conn, schema)
+        if owned:
+            await apply_grants(conn, service)
+        else:
+            await _grant_tenant_role(conn, schema)
         return pending
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1, $2)", _LOCK_NAMESPACE, _lock_key(service))

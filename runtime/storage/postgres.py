@@ -10,11 +10,14 @@ Row-level security is the last line of tenant isolation. Tenant tables carry a
         WITH CHECK (tenant_id = current_setting('app.tenant_id'));
 
 (:func:`tenant_rls_sql` writes exactly that.) Superusers and roles with
-BYPASSRLS ignore every policy, and the local PostgreSQL is used as the
-``postgres`` superuser, so :func:`tenant_transaction` also switches to the
-unprivileged role :data:`TENANT_ROLE` for the transaction (``SET LOCAL ROLE``).
-The migration runner creates that role and grants it the DML rights on each
-service's schema, so policies hold whatever user the service logs in as.
+BYPASSRLS ignore every policy, and a service's login role may hold a
+platform policy on some of its tables (``service_role``), so
+:func:`tenant_transaction` also switches, for the transaction only
+(``SET LOCAL ROLE``), to the pool's tenant role: ``trading_<svc>_tenant``
+for a service's pool (set by :func:`create_pool` as the session setting
+:data:`TENANT_ROLE_SETTING`; see :mod:`runtime.security.postgres_roles`),
+else the umbrella :data:`TENANT_ROLE` (superuser pools of tests and tools).
+Neither bypasses RLS, so policies hold whatever user the service logs in as.
 """
 
 from __future__ import annotations
@@ -38,10 +41,16 @@ from runtime.config import PostgresSettings
 
 log = logging.getLogger(__name__)
 
-# NOLOGIN, NOSUPERUSER, NOBYPASSRLS: the role tenant transactions run as.
+# NOLOGIN, NOSUPERUSER, NOBYPASSRLS: the role tenant transactions of a pool
+# without its own tenant role run as (superuser pools: tests, tools). Member
+# of every service's trading_<svc>_tenant; granted to no login role.
 TENANT_ROLE = "trading_tenant"
 # The custom setting RLS policies read.
 TENANT_SETTING = "app.tenant_id"
+# Session setting naming the pool's tenant role (create_pool(tenant_role=...)).
+TENANT_ROLE_SETTING = "app.tenant_role"
+# SQL for "the tenant role of this connection": its pool's, else TENANT_ROLE.
+TENANT_ROLE_SQL = f"coalesce(nullif(current_setting('{TENANT_ROLE_SETTING}', true), ''), '{TENANT_ROLE}')"
 
 T = TypeVar("T")
 
@@ -62,13 +71,18 @@ async def create_pool(
     max_size: int | None = None,
     application_name: str = "trading",
     init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    password: str | Callable[[], str] | None = None,
+    tenant_role: str | None = None,
 ) -> asyncpg.Pool:
     """An asyncpg pool for `settings.dsn` (or `dsn`), ready to use.
 
     Sessions run in UTC with JIT off (JIT compiles slow plans for short OLTP
     queries and hurts tail latency); idle connections are recycled after 5 min
     so a restarted server or a failover is picked up. `init` runs on each new
-    connection after the built-in setup.
+    connection after the built-in setup. `password` may be a callable, asked
+    on every new connection (a rotated secret is picked up without a
+    restart). `tenant_role` is the role :func:`tenant_transaction` switches
+    to on this pool (default :data:`TENANT_ROLE`).
     """
 
     async def setup(conn: asyncpg.Connection) -> None:
@@ -85,14 +99,18 @@ async def create_pool(
         # nothing to reset. asyncpg still rolls back a transaction left open.
         return None
 
+    server_settings = {"application_name": application_name, "timezone": "UTC", "jit": "off"}
+    if tenant_role is not None:
+        server_settings[TENANT_ROLE_SETTING] = tenant_role
     pool = await asyncpg.create_pool(
         dsn or settings.dsn,
+        password=password,
         min_size=settings.pool_min_size if min_size is None else min_size,
         max_size=settings.pool_max_size if max_size is None else max_size,
         command_timeout=settings.command_timeout_s,
         timeout=settings.command_timeout_s,
         max_inactive_connection_lifetime=300.0,
-        server_settings={"application_name": application_name, "timezone": "UTC", "jit": "off"},
+        server_settings=server_settings,
         init=setup,
         reset=keep_session,
     )
@@ -116,8 +134,9 @@ async def tenant_transaction(
     form), so it ends with the transaction and never leaks to the next user of
     the pooled connection. `role` (default :data:`TENANT_ROLE`) is assumed
     the same way (``set_config('role', ...)`` is ``SET LOCAL ROLE``) so RLS
-    applies even to a superuser login; pass ``None`` when the login role
-    itself is already unprivileged.
+    applies even to a superuser login; the default :data:`TENANT_ROLE` means
+    the pool's own tenant role (``trading_<svc>_tenant`` for a service's
+    pool, see :func:`create_pool`). Pass ``None`` to stay the login role.
 
     Both settings travel in one statement (this runs on every tenant-scoped
     call). The transaction is asyncpg's own, so callers may nest
@@ -127,6 +146,12 @@ async def tenant_transaction(
     async with pool.acquire() as conn, conn.transaction():
         if role is None:
             await conn.execute("SELECT set_config($1, $2, true)", TENANT_SETTING, tenant_id)
+        elif role == TENANT_ROLE:
+            await conn.execute(
+                f"SELECT set_config($1, $2, true), set_config('role', {TENANT_ROLE_SQL}, true)",
+                TENANT_SETTING,
+                tenant_id,
+            )
         else:
             await conn.execute(
                 "SELECT set_config($1, $2, true), set_config('role', $3, true)",

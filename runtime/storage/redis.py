@@ -6,6 +6,8 @@ never address another's cache entries.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -16,15 +18,30 @@ from runtime.config import RedisSettings
 _FORBIDDEN_IN_TENANT = frozenset(":{}")
 
 
-def create_redis(settings: RedisSettings, *, decode_responses: bool = False) -> Redis:
+def create_redis(
+    settings: RedisSettings,
+    *,
+    decode_responses: bool = False,
+    username: str | None = None,
+    password: str | None = None,
+) -> Redis:
     """A pooled asyncio client for `settings.url` with bounded timeouts.
 
     Only connection errors are retried (twice, with short jittered backoff):
     a command that timed out may have run, and INCR-style counters must not
-    run twice.
+    run twice. `username`/`password` (an ACL user; see
+    :func:`runtime.security.store_credentials.open_redis`, which looks them up for
+    a principal) replace any credentials in the URL.
     """
+    url = settings.url
+    if username is not None or password is not None:
+        # redis-py lets the URL's user info win over keyword arguments.
+        parts = urlsplit(url)
+        url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     return Redis.from_url(
-        settings.url,
+        url,
+        username=username,
+        password=password,
         socket_timeout=settings.socket_timeout_s,
         socket_connect_timeout=settings.socket_timeout_s,
         health_check_interval=30,

@@ -4,11 +4,12 @@ Every statement runs in a transaction that has switched to the role
 :data:`AUDIT_ROLE` (``SET LOCAL ROLE``) with ``app.tenant_id`` set to the
 chain's tenant, so
 
-- the service itself can only SELECT and INSERT: :meth:`AuditStore.secure`
-  (run at every start, after the migrations) grants the role exactly that and
-  revokes UPDATE, DELETE and TRUNCATE from it, from the generic tenant role
-  (to which the migration runner grants every right on each schema) and from
-  PUBLIC;
+- the service itself can only SELECT and INSERT: the table belongs to
+  ``trading_audit_owner``; the service's login role and :data:`AUDIT_ROLE`
+  (its tenant role) get SELECT and INSERT from the migration runner
+  (``POSTGRES_GRANTS`` in runtime/security/postgres_roles.py) and nothing
+  else, and :meth:`AuditStore.secure` (run at every start) refuses to start
+  if PostgreSQL reports any more than that;
 - row-level security limits every query to one tenant's chain, whatever its
   WHERE clause says.
 
@@ -35,7 +36,8 @@ from google.protobuf import json_format
 from google.protobuf import message as pb_message
 from trading.common.v1 import event_pb2
 
-from runtime.storage.postgres import TENANT_ROLE, TENANT_SETTING, ensure_tenant_role, quote_ident
+from runtime.security.postgres_roles import app_role, tenant_role
+from runtime.storage.postgres import TENANT_ROLE, TENANT_SETTING
 from services.audit.domain import (
     GENESIS_HASH,
     RecordColumns,
@@ -46,12 +48,11 @@ from services.audit.domain import (
     columns_of,
 )
 
-# NOLOGIN, NOSUPERUSER, NOBYPASSRLS; SELECT and INSERT on audit.events only.
-AUDIT_ROLE = "trading_audit"
+# NOLOGIN, NOSUPERUSER, NOBYPASSRLS; SELECT and INSERT on audit.events only:
+# audit's tenant role, which every statement here runs as.
+AUDIT_ROLE = tenant_role("audit")
 # First key of the two-int advisory locks taken here ("audt" in ASCII).
 _LOCK_NAMESPACE = 0x61756474
-# Second key of the lock serializing secure() of concurrent replicas.
-_SECURE_LOCK = 0
 
 _COLUMNS = (
     "tenant_id, sequence, event_id, event_type, correlation_id, causation_id, aggregate_type, "
@@ -175,18 +176,28 @@ class AuditStore:
         self._pool = pool
 
     async def secure(self) -> None:
-        """Create the audit role if needed and leave it (and everyone but the
-        table owner) no right to change stored records."""
-        role, tenant_role = quote_ident(AUDIT_ROLE), quote_ident(TENANT_ROLE)
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_NAMESPACE, _SECURE_LOCK)
-            await ensure_tenant_role(conn, AUDIT_ROLE)
-            await conn.execute(
-                f"GRANT USAGE ON SCHEMA audit TO {role};"
-                f"GRANT SELECT, INSERT ON audit.events TO {role};"
-                f"REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON audit.events "
-                f"FROM {role}, {tenant_role}, PUBLIC;"
-            )
+        """Refuse to run unless PostgreSQL reports that the service's roles
+        may SELECT and INSERT audit.events and nothing else (the grants
+        themselves are the migration runner's, run as the migrator)."""
+        async with self._pool.acquire() as conn:
+            for role in (AUDIT_ROLE, app_role("audit"), TENANT_ROLE):
+                for privilege in (
+                    "SELECT",
+                    "INSERT",
+                    "UPDATE",
+                    "DELETE",
+                    "TRUNCATE",
+                    "REFERENCES",
+                    "TRIGGER",
+                ):
+                    held = await conn.fetchval(
+                        "SELECT has_table_privilege($1, 'audit.events', $2)", role, privilege
+                    )
+                    if held != (privilege in ("SELECT", "INSERT")):
+                        raise RuntimeError(
+                            f"audit.events is not append-only for {role}: {privilege} "
+                            f"{'held' if held else 'missing'}; run the audit migrations as the migrator"
+                        )
 
     @asynccontextmanager
     async def _chain(self, tenant_id: str) -> AsyncIterator[asyncpg.Connection]:

@@ -240,6 +240,7 @@ class KeyRing:
 
 async def _main(argv: list[str]) -> int:
     from runtime.config import get_settings
+    from runtime.security.store_credentials import postgres_dsn, postgres_password
     from runtime.storage.postgres import create_pool
     from services.identity.settings import IdentitySettings
 
@@ -247,7 +248,15 @@ async def _main(argv: list[str]) -> int:
         print("usage: python -m services.identity.keys rotate", file=sys.stderr)
         return 2
     settings, identity = get_settings(), IdentitySettings()
-    pool = await create_pool(settings.postgres, min_size=1, max_size=1, application_name="identity-keys")
+    # As identity itself: its login role owns the key ring's rows (no one else may).
+    pool = await create_pool(
+        settings.postgres,
+        dsn=postgres_dsn(settings, "identity"),
+        password=postgres_password(settings, "identity"),
+        min_size=1,
+        max_size=1,
+        application_name="identity-keys",
+    )
     try:
         store = KeyStore(pool, key_encryption_key(identity.key_encryption_key, settings.environment))
         grace = identity.access_token_ttl_s + identity.key_reload_s + CLOCK_SKEW_S

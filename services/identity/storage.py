@@ -17,7 +17,7 @@ from datetime import datetime
 
 import asyncpg
 
-from runtime.storage.postgres import TENANT_ROLE, quote_ident, tenant_transaction
+from runtime.storage.postgres import TENANT_ROLE_SQL, tenant_transaction
 
 
 class UnknownTenant(Exception):
@@ -110,15 +110,16 @@ async def tenant_tx(pool: asyncpg.Pool, tenant_id: str) -> AsyncIterator[asyncpg
 
 @asynccontextmanager
 async def anonymous_tx(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """The tenant role with no tenant set: sees no tenant row at all."""
+    """The pool's tenant role with no tenant set: sees no tenant row at all."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(f"SET LOCAL ROLE {quote_ident(TENANT_ROLE)}")
+        await conn.execute(f"SELECT set_config('role', {TENANT_ROLE_SQL}, true)")
         yield conn
 
 
 @asynccontextmanager
 async def platform_tx(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """The service role (bypasses RLS): only for the cross-tenant jobs."""
+    """The service's login role (its ``service_role`` policies of migration
+    0002 let it see every tenant's rows): only for the cross-tenant jobs."""
     async with pool.acquire() as conn, conn.transaction():
         yield conn
 

@@ -28,11 +28,11 @@ import pytest
 from buf.validate import validate_pb2
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
-from redis.asyncio import Redis
 
 from gateway.routes import Route, build_routes
 from gateway.templates import openapi_path
 from gateway.transcode import FD, FieldDesc
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from services.identity.apikeys import ApiKeyPrincipal, new_secret, publish, withdraw
 from services.identity.domain import token_hash
 from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
@@ -236,7 +236,7 @@ async def caller(platform: RunningPlatform) -> Any:
             "/v1/auth/login", json={"tenantSlug": DEMO_SLUG, "email": DEMO_EMAIL, "password": DEMO_PASSWORD}
         )
     assert login.status_code == 200, login.text
-    redis = Redis.from_url(platform.settings.redis.url)
+    redis = open_redis(platform.settings, REDIS_ADMIN)
     secret = new_secret()
     principal = ApiKeyPrincipal(
         str(uuid.uuid4()),

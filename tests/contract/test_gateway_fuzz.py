@@ -18,10 +18,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from gateway.routes import build_routes
 from gateway.templates import openapi_path
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from services.identity.apikeys import ApiKeyPrincipal, new_secret, publish, withdraw
 from services.identity.domain import token_hash
 from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
@@ -43,7 +43,7 @@ async def test_fuzzing_finds_no_server_error_and_no_schema_violation(platform: R
             "/v1/auth/login", json={"tenantSlug": DEMO_SLUG, "email": DEMO_EMAIL, "password": DEMO_PASSWORD}
         )
         assert login.status_code == 200, login.text
-        redis = Redis.from_url(platform.settings.redis.url)
+        redis = open_redis(platform.settings, REDIS_ADMIN)
         secret = new_secret()
         scopes = frozenset({s for r in routes for s in r.policy.scopes} | {"admin"})
         principal = ApiKeyPrincipal(

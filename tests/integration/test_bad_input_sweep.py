@@ -40,7 +40,6 @@ from typing import Any
 
 import asyncpg
 import grpc
-import nats
 from buf.validate import validate_pb2 as rules_pb2
 from google.protobuf import descriptor, duration_pb2, message_factory
 from google.protobuf.message import Message
@@ -62,7 +61,8 @@ from runtime.errors import error_details
 from runtime.market_cache import quote_key
 from runtime.messaging import new_envelope
 from runtime.messaging.nats import NatsPublisher
-from runtime.storage.redis import create_redis
+from runtime.messaging.nats.connect import connect_nats
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from services.decision.main import make_spec as decision_spec
 from services.decision.settings import DecisionSettings, TrainingSettings
 from services.execution.main import SPEC as EXECUTION
@@ -413,7 +413,7 @@ async def test_bad_input_on_every_hot_path_rpc_is_refused_and_changes_nothing(
     owner, caller = f"sweep-a-{uid}", f"sweep-b-{uid}"  # owner's state; caller attacks it
     symbol = f"S{uid.upper()}"  # a symbol with a quote (not an instrument: quotes are global)
     unknown = f"U{uid.upper()}"  # well-formed, neither listed nor quoted
-    redis = create_redis(infra_settings.redis)
+    redis = open_redis(infra_settings, REDIS_ADMIN)
     pool = await asyncpg.create_pool(infra_settings.postgres.dsn, min_size=1, max_size=2)
 
     async def fresh_quote() -> None:
@@ -426,7 +426,7 @@ async def test_bad_input_on_every_hot_path_rpc_is_refused_and_changes_nothing(
             quote.receive_time.FromDatetime(datetime.now(UTC))
             await redis.set(quote_key(quoted), quote.SerializeToString(), ex=600)
 
-    nc = await nats.connect(infra_settings.nats.url)
+    nc = await connect_nats(infra_settings, "marketdata")
     ticks = NatsPublisher(nc, event_registry())
 
     async def publish_tick(tick_symbol: str) -> None:

@@ -40,7 +40,6 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import nats
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from trading.common.v1 import decimal_pb2, event_pb2, market_pb2
@@ -53,10 +52,11 @@ from trading.portfolio.v1 import portfolio_service_pb2_grpc as pf_grpc
 
 from runtime.config import Settings
 from runtime.contracts import event_registry
-from runtime.storage.redis import create_redis
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from services.portfolio.main import make_spec as portfolio_spec
 from services.risk.main import SPEC as RISK
 from tests.support.faultproxy import FaultProxy, kafka_api_key
+from tests.support.nats import connect_harness
 from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 from tools.infra import ManagedProcess, find_tansu_binary, free_port
@@ -183,9 +183,9 @@ async def kafka_log(servers: str, tenant: str) -> KafkaLog:
         await consumer.stop()
 
 
-async def nats_event_ids(nats_url: str, tenant: str) -> Counter[str]:
+async def nats_event_ids(settings: Settings, tenant: str) -> Counter[str]:
     """Event ids of the tenant's order updates stored in JetStream."""
-    nc = await nats.connect(nats_url, connect_timeout=2)
+    nc = await connect_harness(settings)
     try:
         js = nc.jetstream()
         sub = await js.pull_subscribe(
@@ -236,7 +236,7 @@ async def test_execution_killed_between_commit_and_publish_loses_and_invents_not
     uid = uuid.uuid4().hex[:8]
     tenant = f"crash-{uid}"
     symbols = [f"K{uid.upper()}", f"Q{uid.upper()}"]
-    redis = create_redis(infra_settings.redis)
+    redis = open_redis(infra_settings, REDIS_ADMIN)
 
     async def fresh_quotes() -> None:  # marketdata's part: the last quote cache
         for symbol in symbols:
@@ -401,7 +401,7 @@ async def test_execution_killed_between_commit_and_publish_loses_and_invents_not
                         committed = [r["event_id"] for r in on_topic if r["partition_key"] == order_id]
                         assert [e for e in first if e in committed] == committed
                 # JetStream drops repeated Nats-Msg-Ids: each order update once.
-                nats_ids = await nats_event_ids(infra_settings.nats.url, tenant)
+                nats_ids = await nats_event_ids(infra_settings, tenant)
                 assert set(nats_ids) == nats_rows and set(nats_ids.values()) == {1}
 
                 # Portfolio applied each fill once: positions equal the sum of the fills.

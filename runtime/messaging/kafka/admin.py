@@ -10,6 +10,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from runtime.config import KafkaSettings
 from runtime.contracts import EventRegistry
+from runtime.messaging.kafka.security import client_security
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,9 @@ async def ensure_topics(
     replication_factor: int = 1,
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the ones created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.servers, client_id="trading-admin")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.servers, client_id="trading-admin", **client_security(settings)
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -16,6 +16,7 @@ from runtime.messaging.deadletter import dead_letter_record
 from runtime.messaging.headers import from_kafka, to_kafka
 from runtime.messaging.kafka.admin import dlq_topic
 from runtime.messaging.kafka.publisher import KafkaPublisher
+from runtime.messaging.kafka.security import client_security
 
 
 def parse_source(source: str) -> tuple[str, int, int]:
@@ -43,6 +44,7 @@ class KafkaDeadLetters:
             group_id=None,
             enable_auto_commit=False,
             client_id="trading-dlq-reader",
+            **client_security(self._settings),
         )
 
     async def list(self, topics: Sequence[str], consumer: str | None = None) -> list[DeadLetter]:

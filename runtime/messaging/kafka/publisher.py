@@ -17,6 +17,7 @@ from runtime.config import KafkaSettings
 from runtime.messaging.base import NotRoutedError, Registry, Transport
 from runtime.messaging.envelope import unpack
 from runtime.messaging.headers import envelope_headers, to_kafka
+from runtime.messaging.kafka.security import client_security
 from runtime.messaging.telemetry import MessagingMetrics, default_metrics, publish_span
 
 _KAFKA = Transport.KAFKA.value
@@ -54,6 +55,7 @@ class KafkaPublisher:
             compression_type=compression_type,
             enable_idempotence=settings.enable_idempotence,
             request_timeout_ms=request_timeout_ms,
+            **client_security(settings),
         )
         self._started = False
 

@@ -31,6 +31,7 @@ from runtime.messaging.envelope import EnvelopeError
 from runtime.messaging.headers import from_kafka, to_kafka
 from runtime.messaging.kafka.admin import dlq_topic
 from runtime.messaging.kafka.publisher import KafkaPublisher
+from runtime.messaging.kafka.security import client_security
 from runtime.messaging.telemetry import MessagingMetrics, default_metrics, mark_failed, process_span
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class KafkaSubscriber:
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             rebalance_timeout_ms=settings.rebalance_timeout_ms,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            **client_security(settings),
         )
         self._task: asyncio.Task[None] | None = None
 

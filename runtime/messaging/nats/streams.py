@@ -108,14 +108,22 @@ def platform_streams(
     return specs
 
 
-async def ensure_streams(js: JetStreamContext, specs: Iterable[StreamSpec], *, replicas: int = 1) -> None:
-    """Create missing streams, update changed ones; re-running changes nothing."""
+async def ensure_streams(
+    js: JetStreamContext, specs: Iterable[StreamSpec], *, replicas: int = 1, update: bool = True
+) -> None:
+    """Create missing streams, update changed ones; re-running changes nothing.
+    With ``update=False`` (a principal that may create a stream it needs but
+    not change it: runtime.security.nats_permissions) a stream that exists
+    with another config is left as it is."""
     for spec in specs:
         config = spec.config(replicas)
         try:
             # Creating with an identical config succeeds: the idempotent case.
             await js.add_stream(config)
         except BadRequestError:
+            if not update:
+                log.info("JetStream stream %s exists with another config; its owner updates it", spec.name)
+                continue
             # Exists with another config: bring it to the declared one.
             await js.update_stream(config)
             log.info("updated JetStream stream %s", spec.name)

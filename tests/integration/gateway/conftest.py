@@ -25,7 +25,7 @@ from gateway.app import Downstreams, create_app
 from gateway.config import GatewayOptions
 from runtime.config import Settings
 from runtime.grpc_client import ClientFactory
-from runtime.storage.redis import create_redis
+from runtime.security.store_credentials import open_redis
 from services.identity.apikeys import ApiKeyPrincipal, new_secret, publish, withdraw
 from services.identity.domain import token_hash
 
@@ -87,7 +87,7 @@ async def gateway_client(
     # The gateway's own principal: its certificate on every channel, its
     # context tokens (grant "edge") for the users it verified.
     clients = ClientFactory(routed, tracing=False, principal="gateway")
-    redis = create_redis(routed.redis)
+    redis = open_redis(routed, "gateway")  # the gateway's own ACL user
     downstreams = Downstreams(routed)
     app = create_app(downstreams, clients=clients, redis=redis, options=options or GatewayOptions())
     try:

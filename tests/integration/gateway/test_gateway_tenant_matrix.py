@@ -44,7 +44,8 @@ from gateway.config import GatewayOptions
 from gateway.routes import Route, build_routes
 from gateway.templates import openapi_path
 from runtime.config import Settings
-from runtime.storage.redis import create_redis, tenant_key
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
+from runtime.storage.redis import tenant_key
 from services.identity.domain import new_refresh_token
 from services.identity.seed import PLATFORM_SLUG
 from tests.integration.gateway.conftest import gateway_client
@@ -291,7 +292,7 @@ async def _populate(gw: httpx.AsyncClient, redis: Redis, t: Tenant, *, filled: b
 async def stack(infra_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     model_dir: Path = tmp_path_factory.mktemp("models")
     async with all_services(infra_settings, model_dir) as addresses:
-        redis = create_redis(infra_settings.redis)
+        redis = open_redis(infra_settings, REDIS_ADMIN)
         try:
             async with gateway_client(infra_settings, addresses, OPTIONS) as gw:
                 op = await _login(gw, PLATFORM_SLUG, OPERATOR_EMAIL, OPERATOR_PASSWORD)

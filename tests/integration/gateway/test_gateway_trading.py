@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import nats
 import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
@@ -25,7 +24,8 @@ from trading.marketdata.v1 import events_pb2 as md_events
 
 from runtime.config import Settings
 from runtime.messaging import new_envelope
-from runtime.storage.redis import create_redis
+from runtime.messaging.nats.connect import connect_nats
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from services.execution.main import SPEC as EXECUTION
 from services.identity.main import make_spec as identity_spec
 from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
@@ -55,7 +55,7 @@ async def stack(infra_settings: Settings) -> AsyncIterator[Stack]:
     ):
         routed = infra_settings.model_copy(update={"service_addresses": {"risk": risk}})
         async with running_service(EXECUTION, routed) as execution:
-            redis = create_redis(infra_settings.redis)
+            redis = open_redis(infra_settings, REDIS_ADMIN)
             try:
                 yield Stack(
                     infra_settings,
@@ -250,7 +250,7 @@ async def test_quotes_stream_as_server_sent_events(stack: Stack, gateway: Any) -
         params = {"symbols": "BTC-USD", "skip_snapshot": "true"}
         async with gw.stream("GET", "/v1/quotes:stream", params=params, headers=auth) as stream:
             assert stream.status_code == 200
-            nc = await nats.connect(stack.settings.nats.url, connect_timeout=2)
+            nc = await connect_nats(stack.settings, "marketdata", connect_timeout=2)
             try:
                 reader = asyncio.create_task(_sse_events(stream, 1))
                 deadline = time.monotonic() + 15

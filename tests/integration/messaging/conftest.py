@@ -1,6 +1,7 @@
 """Fixtures of the messaging integration tests: a Kafka publisher on the
-session's tansu, a NATS connection to the shared server, unique namespaces
-per test so runs and colleagues never share topics, subjects or streams."""
+session's tansu, a NATS connection (the test harness user: these tests drive
+invented subjects and streams) to the session's server, unique namespaces
+per test so tests never share topics, subjects or streams."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 
-import nats
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NatsClient
@@ -17,10 +17,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from trading.common.v1 import decimal_pb2, event_pb2
 from trading.marketdata.v1 import events_pb2 as md_events
 
-from runtime.config import KafkaSettings, NatsSettings
+from runtime.config import KafkaSettings, Settings
 from runtime.contracts import EventRegistry, event_registry
 from runtime.messaging import new_envelope
 from runtime.messaging.kafka import KafkaPublisher
+from tests.support.nats import connect_harness
 from tools.infra import ManagedProcess
 
 
@@ -50,8 +51,8 @@ async def kafka_publisher(
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def nats_client() -> AsyncIterator[NatsClient]:
-    nc = await nats.connect(NatsSettings().url, connect_timeout=2)
+async def nats_client(infra_settings: Settings) -> AsyncIterator[NatsClient]:
+    nc = await connect_harness(infra_settings)
     yield nc
     await nc.close()
 

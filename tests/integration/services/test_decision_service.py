@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import grpc
-import nats
 import pytest
 import pytest_asyncio
 from google.protobuf import duration_pb2
@@ -56,6 +55,7 @@ from runtime.messaging import Delivery, Event, Transport, decode_envelope, new_e
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
 from runtime.security.delegations import DelegationCache
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from runtime.storage.postgres import tenant_transaction
 from services.decision import models
 from services.decision.engine import VECTOR_EVENT, DecisionEngine, StrategyCache
@@ -71,6 +71,7 @@ from services.identity.seed import PLATFORM_SLUG
 from services.marketdata.feeds import GbmGenerator, SymbolSpec
 from services.risk.main import SPEC as RISK
 from tests.support.gateway_stack import FAST_IDENTITY, OPERATOR_EMAIL, OPERATOR_PASSWORD
+from tests.support.nats import connect_harness
 from tests.support.polling import eventually
 from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
@@ -224,8 +225,8 @@ async def platform(infra_settings: Settings, model_dir: Path) -> AsyncIterator[P
         TrainingSettings(ticks_per_symbol=4000, symbols=["BTC-USD", "AAPL", "ETH-USD"], seed=11),
         queue=f"decision-test-{uuid.uuid4().hex[:8]}",
     )
-    redis = Redis.from_url(infra_settings.redis.url)
-    nc = await nats.connect(infra_settings.nats.url, connect_timeout=2)
+    redis = open_redis(infra_settings, REDIS_ADMIN)
+    nc = await connect_harness(infra_settings)
     symbols: list[str] = []
     try:
         async with (

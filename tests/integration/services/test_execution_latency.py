@@ -22,7 +22,7 @@ from trading.risk.v1 import risk_service_pb2 as risk_pb
 from trading.risk.v1 import risk_service_pb2_grpc as risk_grpc
 
 from runtime.config import Settings
-from runtime.storage.redis import create_redis
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from services.execution.main import SPEC as EXECUTION
 from services.risk.main import SPEC as RISK
 from tests.support.security import service_channel, user_md
@@ -41,7 +41,7 @@ async def test_place_order_latency(infra_settings: Settings) -> None:
     tenant = f"bench-{uuid.uuid4().hex[:8]}"
     symbol = f"B{uuid.uuid4().hex[:8].upper()}-USD"
     scopes = ("orders:write", "risk:write")
-    redis = create_redis(infra_settings.redis)
+    redis = open_redis(infra_settings, REDIS_ADMIN)
 
     async def fresh_quote() -> None:
         now = datetime.now(UTC)

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import grpc
-import nats
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NatsClient
@@ -37,6 +36,8 @@ from trading.risk.v1 import risk_service_pb2_grpc as risk_grpc
 from runtime.config import Settings
 from runtime.errors import error_details
 from runtime.messaging import new_envelope
+from runtime.messaging.nats.connect import connect_nats
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from runtime.storage.postgres import tenant_transaction
 from services.execution.main import SPEC as EXECUTION
 from services.risk.main import SPEC as RISK
@@ -169,8 +170,8 @@ async def platform(infra_settings: Settings) -> AsyncIterator[Platform]:
             risk = risk_grpc.RiskServiceStub(risk_channel)
             if not await _risk_is_built(risk):
                 pytest.skip("risk's CheckOrder is not built yet (UNIMPLEMENTED): needed by every placement")
-            redis = Redis.from_url(settings.redis.url)
-            nc = await nats.connect(settings.nats.url, connect_timeout=2)
+            redis = open_redis(settings, REDIS_ADMIN)
+            nc = await connect_nats(settings, "marketdata", connect_timeout=2)
             try:
                 yield Platform(pb_grpc.ExecutionServiceStub(channel), risk, redis, nc, settings)
             finally:

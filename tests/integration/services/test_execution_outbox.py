@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
-import nats
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from nats.aio.client import Client as NatsClient
@@ -42,6 +41,7 @@ from services.execution.domain import (
 )
 from services.execution.relay import OutboxRelay, outbox_rows
 from services.execution.storage import OrderStore
+from tests.support.nats import connect_harness
 
 TOPICS = ("trading.execution.orders", "trading.execution.fills")
 
@@ -91,7 +91,7 @@ async def brokers(
 ) -> AsyncIterator[tuple[KafkaPublisher, NatsPublisher, NatsClient]]:
     registry = event_registry()
     await ensure_topics(infra_settings.kafka, platform_topics(registry))
-    nc = await nats.connect(infra_settings.nats.url, connect_timeout=2)
+    nc = await connect_harness(infra_settings)
     await ensure_streams(nc.jetstream(), platform_streams(registry))
     async with KafkaPublisher(infra_settings.kafka, registry, client_id="test-outbox") as kafka:
         yield kafka, NatsPublisher(nc, registry), nc

@@ -11,7 +11,6 @@ import uuid
 from decimal import Decimal
 
 import grpc
-import nats
 import protovalidate
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -32,6 +31,7 @@ from runtime.messaging.nats import NatsPublisher
 from services.features.consumer import vector_key
 from services.features.domain import FeatureConfig
 from services.features.main import SPEC
+from tests.support.nats import connect_harness
 from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 
@@ -64,7 +64,7 @@ async def test_ticks_become_feature_vectors_on_nats_kafka_and_get_features(
     symbol, quiet, unknown = (f"F{uuid.uuid4().hex[:10].upper()}-USD" for _ in range(3))
     # What marketdata publishes at start: the instrument universe.
     await redis_client.sadd(INSTRUMENTS_KEY, symbol, quiet)
-    nc = await nats.connect(infra_settings.nats.url)
+    nc = await connect_harness(infra_settings)
     vectors: list[Msg] = []
     got_all = asyncio.Event()
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import asyncpg
 import grpc
-import nats
 import protovalidate
 import pytest
 import pytest_asyncio
@@ -35,6 +34,7 @@ from runtime.config import Settings
 from runtime.errors import error_details
 from runtime.messaging import decode_envelope
 from runtime.messaging.headers import from_kafka
+from runtime.messaging.nats.connect import connect_nats
 from runtime.storage.migrations import migrate_pool
 from services.marketdata.domain import RejectReason
 from services.marketdata.feeds import REPLAY_COLUMNS, FeedSettings
@@ -140,7 +140,7 @@ async def test_replayed_ticks_are_published_cached_and_bad_ones_rejected(
     _write_csv(path, rows)
     before = {r: _rejected(r) for r in RejectReason}
 
-    nc = await nats.connect(infra_settings.nats.url)
+    nc = await connect_nats(infra_settings, "features")
     received: list[Msg] = []
 
     async def collect(msg: Msg) -> None:

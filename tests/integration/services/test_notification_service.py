@@ -51,6 +51,7 @@ from runtime.resources import Resources
 from services.notification.api import NotificationApi
 from services.notification.main import NOTIFICATION_SERVICE, ConsumerNames, make_spec
 from services.notification.settings import NotificationSettings
+from tests.support.nats import connect_harness
 from tests.support.polling import eventually
 from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
@@ -187,7 +188,7 @@ async def notification(infra_settings: Settings) -> AsyncIterator[Harness]:
         return built
 
     strict_spec = make_spec(settings=NotificationSettings(run_consumers=False), names=names)
-    nc = await nats.connect(infra_settings.nats.url, name="test-notification")
+    nc = await connect_harness(infra_settings, name="test-notification")
     try:
         async with (
             running_service(dataclasses.replace(spec, build=build), infra_settings) as address,

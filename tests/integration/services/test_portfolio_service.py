@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 
 import asyncpg
 import grpc
-import nats
 import pytest
 import pytest_asyncio
 from google.protobuf.duration_pb2 import Duration
@@ -37,6 +36,7 @@ from runtime.market_cache import quote_key
 from runtime.messaging import decode_envelope, new_envelope, unpack, uuid7
 from runtime.messaging import headers as h
 from runtime.messaging.kafka import KafkaDeadLetters, KafkaPublisher
+from runtime.messaging.nats.connect import connect_nats
 from runtime.resources import Resources
 from runtime.storage.postgres import tenant_transaction
 from services.portfolio.api import PortfolioApi
@@ -359,7 +359,7 @@ async def test_fills_publish_position_changed_and_a_snapshot_on_nats(
     portfolio: Harness, infra_settings: Settings
 ) -> None:
     tenant, symbol = new_tenant(), new_symbol()
-    nc = await nats.connect(infra_settings.nats.url)
+    nc = await connect_nats(infra_settings, "portfolio")
     received: asyncio.Queue[tuple[str, Message]] = asyncio.Queue()
 
     async def on_msg(msg: Msg) -> None:

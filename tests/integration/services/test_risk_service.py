@@ -14,7 +14,6 @@ from decimal import Decimal
 from typing import TypeVar
 
 import grpc
-import nats
 import pytest
 from google.protobuf import message as pb_message
 from google.protobuf.duration_pb2 import Duration
@@ -32,6 +31,7 @@ from runtime.contracts import event_registry
 from runtime.errors import error_details
 from runtime.messaging.envelope import decode_envelope, new_envelope, unpack, uuid7
 from runtime.messaging.kafka import KafkaPublisher
+from runtime.messaging.nats.connect import connect_nats
 from runtime.service import ServiceSpec
 from services.risk.main import SPEC, build
 from tests.support.security import service_channel, user_md
@@ -101,7 +101,7 @@ def order(
 async def risk_events(settings: Settings, tenant: str) -> AsyncIterator[list[pb_message.Message]]:
     """Collects the risk events of `tenant` from NATS `risk.events.{tenant}`."""
     received: list[pb_message.Message] = []
-    nc = await nats.connect(settings.nats.url)
+    nc = await connect_nats(settings, "notification")
 
     async def on_message(msg: Msg) -> None:
         received.append(unpack(decode_envelope(msg.data), event_registry()))

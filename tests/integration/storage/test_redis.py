@@ -7,6 +7,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from runtime.config import RedisSettings, Settings
+from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from runtime.storage.redis import create_redis, tenant_key
 
 
@@ -43,7 +44,7 @@ async def test_round_trip_and_tenant_separation(redis_client: Redis, unique_id: 
 
 
 async def test_settings_drive_the_client(infra_settings: Settings) -> None:
-    client = create_redis(infra_settings.redis, decode_responses=True)
+    client = open_redis(infra_settings, REDIS_ADMIN, decode_responses=True)
     try:
         assert await client.ping() is True
         pool_kwargs = client.connection_pool.connection_kwargs
