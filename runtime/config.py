@@ -104,7 +104,7 @@ class KafkaSettings(BaseModel):
     # 10 ms: every idle fetch round costs the broker CPU (tansu at ~80% of a
     # core with the sinks polling every 10 ms, seen in the benchmark).
     sink_fetch_max_wait_ms: int = 250
-    # Client authentication towards a real Kafka (docs/security-stores.md):
+    # Client authentication towards a real Kafka (docs/security.md):
     # SASL_SSL with SCRAM-SHA-512 in production. Empty mechanism: none (the
     # local tansu cannot do it). Each process logs in as its principal with
     # get_secret(settings, "kafka", principal).

@@ -381,7 +381,7 @@ def nats_dir(settings: Settings) -> Path:
 
 def write_nats_config(settings: Settings, host: str, port: int) -> Path:
     """Write the platform's nats-server config for `settings` (mode 0600: it
-    holds the users' passwords in plain text, see docs/security-nats.md) and
+    holds the users' passwords in plain text, see docs/security.md) and
     return its path. Users and permissions come from
     runtime.security.nats_permissions, passwords from get_secret (generated
     on first use in development)."""
@@ -698,7 +698,7 @@ class LocalInfra:
         nt = endpoint_of(s.nats.url, 4222)
         if not _is_loopback(nt.host):
             # A remote NATS is configured (users and permissions provisioned
-            # there, docs/security-nats.md): nothing to generate or start.
+            # there, docs/security.md): nothing to generate or start.
             self._reuse("nats", nt)
         else:
             config = write_nats_config(s, _bind_host(nt.host), nt.port)

@@ -3,7 +3,7 @@
 The platform's nats-server (started by ``tools.infra.LocalInfra``) has one
 user per principal that uses NATS, named like the principal, with the
 password ``get_secret(settings, "nats", principal)``, and exactly the rights
-this module computes (docs/security-nats.md shows the result):
+this module computes (docs/security.md shows the result):
 
 - **publish** the NATS subjects of the events its domain owns, read from the
   event registry (the domain of an event is its proto package:

@@ -15,7 +15,7 @@ off, so a connection without credentials can do nothing but AUTH. Key shapes:
 :data:`REDIS_USERS` (analytics, audit, notification, operator) has no user:
 it cannot log in at all. The file form (``aclfile``) is what LocalInfra
 starts its redis-server with; :func:`setuser_commands` is the same table as
-``ACL SETUSER`` commands for a server managed elsewhere (docs/security-stores.md).
+``ACL SETUSER`` commands for a server managed elsewhere (docs/security.md).
 """
 
 from __future__ import annotations

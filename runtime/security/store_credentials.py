@@ -9,9 +9,9 @@
 - Kafka: :func:`kafka_settings_for` fills in SASL credentials (user = the
   principal, password ``get_secret(settings, "kafka", principal)``) when
   ``kafka.sasl_mechanism`` is set (a real Kafka); the local tansu cannot
-  authenticate clients it can also create users on (docs/security-stores.md).
+  authenticate clients it can also create users on (docs/security.md).
 
-See docs/security-stores.md for what each credential may do.
+See docs/security.md for what each credential may do.
 """
 
 from __future__ import annotations

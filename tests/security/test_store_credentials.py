@@ -461,7 +461,7 @@ async def _produce(address: str, **security: str) -> None:
 async def test_tansu_authentication_refuses_clients_and_cannot_be_provisioned(
     tansu_with_auth: ManagedProcess,
 ) -> None:
-    """What tansu 0.6.0 offers (docs/security-stores.md): with --authentication
+    """What tansu 0.6.0 offers (docs/security.md): with --authentication
     it refuses unauthenticated and unknown SCRAM clients, offers no PLAIN, and
     refuses its own `tansu user create` too, so no user can ever be created on
     an authenticating broker whose storage is memory:// (file:// is not built
