@@ -32,6 +32,8 @@ from bench.model import Result, Run, Status
 from bench.modes import MODES, Mode
 from bench.paths import all_paths, run_path
 from bench.report import fmt_ms, read_json, verdict, write_report
+from bench.security import measure as measure_security
+from bench.security import measure as measure_security
 from bench.stack import Stack, platform
 from bench.targets import BY_KEY
 
@@ -156,6 +158,8 @@ async def _run(mode: Mode, out_dir: Path, only: list[str], keep: bool, profile: 
         machine["platform_startup_s"] = round(stack.startup_s, 1)
         _say("floors")
         floors = await measure_floors(stack.settings, f"bench{stack.run_id}.floor", mode.samples, mode.warmup)
+        _say("trust boundary per hop (plaintext / mTLS / mTLS + caller check + context token)")
+        floors.extend(await measure_security(mode.samples, mode.warmup, stack.var_dir / "security-bench"))
         ctx = Context(stack, mode, stack.var_dir)
         for name, fn in all_paths():
             if only and not any(o in name or o in fn.__name__ for o in only):
