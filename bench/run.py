@@ -33,7 +33,6 @@ from bench.modes import MODES, Mode
 from bench.paths import all_paths, run_path
 from bench.report import fmt_ms, read_json, verdict, write_report
 from bench.security import measure as measure_security
-from bench.security import measure as measure_security
 from bench.stack import Stack, platform
 from bench.targets import BY_KEY
 

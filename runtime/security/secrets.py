@@ -47,8 +47,9 @@ def secret_path(settings: Settings, system: str, principal: str) -> Path:
     return settings.security.secrets_path(settings.var_dir) / _check(system) / _check(principal)
 
 
-def get_secret(settings: Settings, system: str, principal: str) -> str:
-    """The secret ``system/principal`` (see the module docstring for the order)."""
+def get_secret(settings: Settings, system: str, principal: str, *, nbytes: int = 24) -> str:
+    """The secret ``system/principal`` (see the module docstring for the order);
+    a generated one holds ``nbytes`` random bytes, base64url."""
     value = os.environ.get(env_name(system, principal))
     if value:
         return value
@@ -61,12 +62,12 @@ def get_secret(settings: Settings, system: str, principal: str) -> str:
         raise MissingSecretError(
             f"secret {system}/{principal} not found: set {env_name(system, principal)} or mount {path}"
         )
-    return _generate(path)
+    return _generate(path, nbytes)
 
 
-def _generate(path: Path) -> str:
+def _generate(path: Path, nbytes: int) -> str:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    value = _random.token_urlsafe(24)
+    value = _random.token_urlsafe(nbytes)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:

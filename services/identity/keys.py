@@ -10,12 +10,12 @@ the current key first, then every retired key not yet past ``publish_until``.
 
 Private keys are stored AES-256-GCM encrypted (the key id as associated data)
 under a key-encryption key (KEK) from ``TRADING_IDENTITY_KEY_ENCRYPTION_KEY``
-(base64url, 32 bytes); in production that comes from a secret manager / KMS.
-Local-dev compromise: when the environment is ``local`` and no KEK is set, a
-fixed, publicly known development KEK is used (logged as a warning), so
-``./dev run`` needs no secrets; any other environment refuses to start
-without one. The table also has row-level security enabled with no policy,
-so the unprivileged tenant role cannot read it at all.
+(base64url, 32 bytes) or the secret ``identity/kek`` (runtime.security.secrets:
+environment or mounted file; in production from a secret manager / KMS;
+generated per checkout only in development, never in the repository). A key
+sealed under a replaced KEK cannot be read: a new one is made at once. The
+table also has row-level security enabled with no policy, so the
+unprivileged tenant role cannot read it at all.
 
 Rotate from the command line (applies to every replica within seconds)::
 
@@ -39,15 +39,17 @@ from typing import Any
 
 import asyncpg
 import jwt
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from runtime.config import Settings
+from runtime.security.secrets import get_secret
+
 log = logging.getLogger(__name__)
 
 ALGORITHM = "ES256"
-# Known to everyone: only for environment "local" (see module docstring).
-_DEV_KEK = hashlib.sha256(b"trading-platform local development key-encryption key").digest()
 # Advisory lock serialising rotations of concurrent replicas / the CLI.
 _ROTATE_LOCK = 0x6B657973  # "keys"
 # Clock skew between the machines signing and verifying tokens.
@@ -58,15 +60,12 @@ class KeyConfigError(RuntimeError):
     """The key-encryption key is missing or malformed."""
 
 
-def key_encryption_key(configured: str, environment: str) -> bytes:
-    """The KEK from its base64url setting; the dev KEK only in environment "local"."""
+def key_encryption_key(settings: Settings, configured: str = "") -> bytes:
+    """The KEK: ``configured`` (TRADING_IDENTITY_KEY_ENCRYPTION_KEY, base64url)
+    or else the secret ``identity/kek`` (environment or mounted file; generated
+    only in development). No key is ever in the repository."""
     if not configured:
-        if environment != "local":
-            raise KeyConfigError(
-                "TRADING_IDENTITY_KEY_ENCRYPTION_KEY must be set outside environment 'local'"
-            )
-        log.warning("identity: using the public development key-encryption key (environment 'local')")
-        return _DEV_KEK
+        configured = get_secret(settings, "identity", "kek", nbytes=32)
     try:
         kek = base64.urlsafe_b64decode(configured + "=" * (-len(configured) % 4))
     except ValueError as exc:
@@ -103,6 +102,9 @@ class KeyStore:
     def __init__(self, pool: asyncpg.Pool, kek: bytes) -> None:
         self._pool = pool
         self._aead = AESGCM(kek)
+        # Set when the current key was sealed with another KEK (the KEK was
+        # replaced): it cannot sign any more, so a new key is made at once.
+        self.current_unreadable = False
 
     def _encrypt(self, kid: str, key: ec.EllipticCurvePrivateKey) -> bytes:
         der = key.private_bytes(
@@ -164,7 +166,17 @@ class KeyStore:
         )
         if row is None:
             return None
-        return SigningKey(row["kid"], self._decrypt(row["kid"], row["private_key_enc"]), row["created_at"])
+        try:
+            private_key = self._decrypt(row["kid"], row["private_key_enc"])
+        except InvalidTag:
+            log.error(
+                "identity: signing key %s was sealed with another key-encryption key; making a new one",
+                row["kid"],
+            )
+            self.current_unreadable = True
+            return None
+        self.current_unreadable = False
+        return SigningKey(row["kid"], private_key, row["created_at"])
 
     async def published(self) -> list[dict[str, str]]:
         """Public JWKs to publish: the current key first, then retired keys
@@ -210,7 +222,8 @@ class KeyRing:
             age = None if current is None else (datetime.now(UTC) - current.created_at).total_seconds()
             if current is None or (age is not None and age >= self._rotate_after_s):
                 await self._store.rotate(
-                    retire_grace_s=self.retire_grace_s, only_if_older_than_s=self._rotate_after_s
+                    retire_grace_s=self.retire_grace_s,
+                    only_if_older_than_s=None if self._store.current_unreadable else self._rotate_after_s,
                 )
                 current = await self._store.current()
             assert current is not None
@@ -258,7 +271,7 @@ async def _main(argv: list[str]) -> int:
         application_name="identity-keys",
     )
     try:
-        store = KeyStore(pool, key_encryption_key(identity.key_encryption_key, settings.environment))
+        store = KeyStore(pool, key_encryption_key(settings, identity.key_encryption_key))
         grace = identity.access_token_ttl_s + identity.key_reload_s + CLOCK_SKEW_S
         print(await store.rotate(retire_grace_s=grace))
     finally:

@@ -74,7 +74,7 @@ async def build(resources: Resources, identity_settings: IdentitySettings | None
     )
     passwords = await asyncio.to_thread(Passwords, policy)
     role_scopes = RoleScopes.from_declared(declared_scopes())
-    kek = key_encryption_key(settings.key_encryption_key, resources.settings.environment)
+    kek = key_encryption_key(resources.settings, settings.key_encryption_key)
     ring = KeyRing(
         KeyStore(pool, kek),
         access_ttl_s=settings.access_token_ttl_s,

@@ -128,7 +128,7 @@ class TokenMinter:
 
     @classmethod
     def for_identity(cls, pool: asyncpg.Pool, settings: Settings, identity: IdentitySettings) -> TokenMinter:
-        kek = key_encryption_key(identity.key_encryption_key, settings.environment)
+        kek = key_encryption_key(settings, identity.key_encryption_key)
         return cls(KeyStore(pool, kek), identity.issuer, identity.audience)
 
     async def current_key(self) -> SigningKey:

@@ -266,7 +266,7 @@ async def test_signing_key_rotation_keeps_old_tokens_valid(
         )
     ).tokens.access_token
     # What `python -m services.identity.keys rotate` does, on the same database.
-    store = KeyStore(pg_pool, key_encryption_key(FAST.key_encryption_key, infra_settings.environment))
+    store = KeyStore(pg_pool, key_encryption_key(infra_settings, FAST.key_encryption_key))
     new_kid = await store.rotate(retire_grace_s=FAST.access_token_ttl_s + 60)
     assert new_kid != old.key_id
     deadline = time.monotonic() + 15
