@@ -81,7 +81,8 @@ Global___MetadataKey: _TypeAlias = MetadataKey  # noqa: Y015
 @_typing.final
 class RequestContext(_message.Message):
     """The request context as a message, for logs, events and tests. On the wire
-    of a call it travels as metadata (see MetadataKey), not in request bodies.
+    of a call it travels inside the signed context token (see MetadataKey),
+    not in request bodies.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

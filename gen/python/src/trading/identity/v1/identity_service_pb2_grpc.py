@@ -32,9 +32,9 @@ class IdentityServiceStub:
     tokens offline against the public keys served by GetJwks.
 
     The tenant of every authenticated call is taken from the caller's verified
-    token (gRPC metadata `x-tenant-id`), never from a request body, so an
-    administrator can only see and change the users and API keys of their own
-    tenant.
+    context token (metadata `x-context-token`), never from a request body, so
+    an administrator can only see and change the users and API keys of their
+    own tenant.
     """
 
     def __init__(self, channel):
@@ -127,9 +127,9 @@ class IdentityServiceServicer:
     tokens offline against the public keys served by GetJwks.
 
     The tenant of every authenticated call is taken from the caller's verified
-    token (gRPC metadata `x-tenant-id`), never from a request body, so an
-    administrator can only see and change the users and API keys of their own
-    tenant.
+    context token (metadata `x-context-token`), never from a request body, so
+    an administrator can only see and change the users and API keys of their
+    own tenant.
     """
 
     def Login(self, request, context):
@@ -367,9 +367,9 @@ class IdentityService:
     tokens offline against the public keys served by GetJwks.
 
     The tenant of every authenticated call is taken from the caller's verified
-    token (gRPC metadata `x-tenant-id`), never from a request body, so an
-    administrator can only see and change the users and API keys of their own
-    tenant.
+    context token (metadata `x-context-token`), never from a request body, so
+    an administrator can only see and change the users and API keys of their
+    own tenant.
     """
 
     @staticmethod

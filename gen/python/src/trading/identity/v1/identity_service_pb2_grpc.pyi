@@ -33,9 +33,9 @@ class IdentityServiceStub:
     tokens offline against the public keys served by GetJwks.
 
     The tenant of every authenticated call is taken from the caller's verified
-    token (gRPC metadata `x-tenant-id`), never from a request body, so an
-    administrator can only see and change the users and API keys of their own
-    tenant.
+    context token (metadata `x-context-token`), never from a request body, so
+    an administrator can only see and change the users and API keys of their
+    own tenant.
     """
 
     @_typing.overload
@@ -132,9 +132,9 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     tokens offline against the public keys served by GetJwks.
 
     The tenant of every authenticated call is taken from the caller's verified
-    token (gRPC metadata `x-tenant-id`), never from a request body, so an
-    administrator can only see and change the users and API keys of their own
-    tenant.
+    context token (metadata `x-context-token`), never from a request body, so
+    an administrator can only see and change the users and API keys of their
+    own tenant.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -227,9 +227,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     tokens offline against the public keys served by GetJwks.
 
     The tenant of every authenticated call is taken from the caller's verified
-    token (gRPC metadata `x-tenant-id`), never from a request body, so an
-    administrator can only see and change the users and API keys of their own
-    tenant.
+    context token (metadata `x-context-token`), never from a request body, so
+    an administrator can only see and change the users and API keys of their
+    own tenant.
     """
 
     @_abc_1.abstractmethod

@@ -451,7 +451,8 @@ default_message_pool.register_message("trading.common.v1", "Quote", Quote)
 class RequestContext(betterproto2.Message):
     """
     The request context as a message, for logs, events and tests. On the wire
-    of a call it travels as metadata (see MetadataKey), not in request bodies.
+    of a call it travels inside the signed context token (see MetadataKey),
+    not in request bodies.
     """
 
     tenant_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)

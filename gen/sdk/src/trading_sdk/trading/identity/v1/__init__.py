@@ -1220,9 +1220,9 @@ class IdentityServiceStub:
     tokens offline against the public keys served by GetJwks.
 
     The tenant of every authenticated call is taken from the caller's verified
-    token (gRPC metadata `x-tenant-id`), never from a request body, so an
-    administrator can only see and change the users and API keys of their own
-    tenant.
+    context token (metadata `x-context-token`), never from a request body, so
+    an administrator can only see and change the users and API keys of their
+    own tenant.
     """
 
     def __init__(self, channel: grpc.Channel):
@@ -1442,9 +1442,9 @@ class IdentityServiceAsyncStub(betterproto2_grpclib.ServiceStub):
     tokens offline against the public keys served by GetJwks.
 
     The tenant of every authenticated call is taken from the caller's verified
-    token (gRPC metadata `x-tenant-id`), never from a request body, so an
-    administrator can only see and change the users and API keys of their own
-    tenant.
+    context token (metadata `x-context-token`), never from a request body, so
+    an administrator can only see and change the users and API keys of their
+    own tenant.
     """
 
     async def login(
