@@ -461,11 +461,11 @@ async def _produce(address: str, **security: str) -> None:
 async def test_tansu_authentication_refuses_clients_and_cannot_be_provisioned(
     tansu_with_auth: ManagedProcess,
 ) -> None:
-    """What tansu 0.6.0 offers (docs/security.md): with --authentication
-    it refuses unauthenticated and unknown SCRAM clients, offers no PLAIN, and
-    refuses its own `tansu user create` too, so no user can ever be created on
-    an authenticating broker whose storage is memory:// (file:// is not built
-    in): the platform's local Kafka stays unauthenticated."""
+    """What tansu 0.6.0 does (docs/security.md): with --authentication it
+    cuts off unauthenticated clients and offers no PLAIN; a SCRAM login fails
+    (only on aiokafka's side: the broker answers e=unknown-user, since its
+    dynostore engine never stores users) and its own `tansu user create` is
+    refused: the platform's local Kafka stays unauthenticated."""
     address = tansu_with_auth.address
     with pytest.raises(Exception):  # noqa: B017 - aiokafka: KafkaConnectionError / a SASL error
         await _produce(address)
