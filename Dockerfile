@@ -21,7 +21,14 @@ COPY proto ./proto
 RUN pip install -c constraints.txt -e . -e gen/python
 
 # Local state (chdb files, models) when a service uses the embedded defaults.
-RUN useradd --system --uid 10001 --home-dir /app trading && mkdir -p /app/var && chown trading /app/var
+# /secrets, /admin and /config: mount points of docker-compose.yml's credential
+# volumes; a new named volume takes its owner and mode from here, so the init
+# job (running as this user) can write them, and /config stays traversable for
+# Dragonfly, which reads its ACL file as its own user.
+RUN useradd --system --uid 10001 --home-dir /app trading \
+    && mkdir -p /app/var /secrets /admin /config \
+    && chown trading /app/var /secrets /admin /config \
+    && chmod 0755 /secrets /config && chmod 0700 /admin
 USER trading
 
 ENV TRADING_HOST=0.0.0.0 \

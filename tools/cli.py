@@ -206,6 +206,13 @@ def cmd_infra(argv: list[str]) -> int:
     return int(infra.main(argv))
 
 
+def cmd_security(argv: list[str]) -> int:
+    """Credentials of a deployment (tools/security_init.py)."""
+    from tools import security_init
+
+    return security_init.main(argv)
+
+
 def cmd_bench(argv: list[str]) -> int:
     """The benchmark suite (bench/README.md): --quick for CI, --full to measure."""
     import bench
@@ -236,6 +243,7 @@ def cmd_audit(argv: list[str]) -> int:
 PASSTHROUGH = {
     "test": (cmd_test, "run the test suite (arguments go to pytest)"),
     "infra": (cmd_infra, "local servers: up | status | nats-config"),
+    "security": (cmd_security, "init: PKI, secrets, NATS config, Redis ACL, PostgreSQL roles (idempotent)"),
     "bench": (cmd_bench, "benchmarks: --quick | --full (see bench/README.md)"),
     "deadletters": (cmd_deadletters, "list | redrive dead letters of any consumer"),
     "train": (cmd_train, "train the decision service's models (see services/decision/train.py)"),

@@ -31,6 +31,7 @@ from runtime.messaging.kafka import KafkaSubscriber
 from runtime.messaging.nats import NatsSubscriber
 from runtime.messaging.nats.streams import ensure_streams
 from runtime.resources import Resources
+from runtime.security.secrets import get_secret
 from runtime.service import ServiceSpec
 from services.notification import domain, signing
 from services.notification.api import NotificationApi
@@ -75,9 +76,12 @@ async def build(
     await ensure_streams(js, [jobs_stream_spec()], replicas=resources.settings.nats.stream_replicas)
 
     store = WebhookStore(resources.postgres)
-    box = signing.SecretBox(
-        signing.encryption_key(settings.secret_encryption_key, resources.settings.environment)
-    )
+    configured = settings.secret_encryption_key
+    if not configured and resources.settings.environment != "local":
+        # The secret notification/webhook-key (environment or mounted file, e.g.
+        # from `tradingctl security init`; missing outside development: an error).
+        configured = get_secret(resources.settings, "notification", "webhook-key", nbytes=32)
+    box = signing.SecretBox(signing.encryption_key(configured, resources.settings.environment))
     sender = WebhookSender(settings)
     resources.on_close(sender.close)
     jobs = JobPublisher(js)

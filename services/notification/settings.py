@@ -31,7 +31,8 @@ class NotificationSettings(BaseSettings):
     # Deliveries in flight at once (pull subscribers sharing one durable consumer).
     delivery_workers: int = Field(default=8, ge=1, le=256)
     # base64url of 32 bytes: the AES-256-GCM key webhook signing secrets are
-    # stored under. Empty means the public development key (environment "local" only).
+    # stored under. Empty: the secret notification/webhook-key (environment or
+    # mounted file), or in environment "local" the public development key.
     secret_encryption_key: str = ""
     # False for API-only replicas: no event consumers and no delivery workers
     # (some other replica delivers).

@@ -8,10 +8,11 @@ base64-decoded part of the secret after ``whsec_``.
 Storage: notification must sign every delivery, so it needs the secret itself,
 not a hash of it. Secrets are stored AES-256-GCM encrypted (the webhook id as
 associated data, so a ciphertext cannot be moved to another webhook) under a
-key-encryption key from ``TRADING_NOTIFICATION__SECRET_ENCRYPTION_KEY``; only
-RegisterWebhook ever returns the plain secret. In environment ``local`` with no
-key set, a fixed, publicly known development key is used (with a warning), as
-identity does for its signing keys.
+key-encryption key from ``TRADING_NOTIFICATION__SECRET_ENCRYPTION_KEY`` or else
+the secret ``notification/webhook-key`` (runtime.security.secrets: environment
+or mounted file); only RegisterWebhook ever returns the plain secret. In
+environment ``local`` with no key set, a fixed, publicly known development key
+is used (with a warning).
 """
 
 from __future__ import annotations
