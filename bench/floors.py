@@ -30,7 +30,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from bench.harness import closed_loop
+from bench.harness import closed_loop, server_process
 from bench.model import Result, errored, measured
 from runtime.config import Settings, to_env
 from runtime.messaging.nats.connect import connect_nats
@@ -98,25 +98,11 @@ class FloorServers:
 @contextlib.asynccontextmanager
 async def floor_servers(settings: Settings, subject: str) -> AsyncIterator[FloorServers]:
     """Start the floor servers in their own process; stop it afterwards."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.floors", "serve", "--subject", subject,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=os.environ | to_env(settings),
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 20)
-        if not line:
-            raise RuntimeError("floor server process exited before it was ready")
-        ports = json.loads(line)
+    env = os.environ | to_env(settings)
+    async with server_process(
+        "bench.floors", "serve", "--subject", subject, env=env, ready_timeout_s=20
+    ) as ports:
         yield FloorServers(ports["tcp_port"], ports["grpc_port"], settings, subject)
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
 
 
 # ------------------------------------------------------------------------------ measurements

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import signal
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,3 +261,38 @@ async def open_loop(
         duration_s=(finished_sending - start) / 1e9,
         rate_per_s=rate_per_s,
     )
+
+
+# ------------------------------------------------------------------------------ server processes
+
+
+@contextlib.asynccontextmanager
+async def server_process(
+    module: str, *args: str, env: dict[str, str] | None = None, ready_timeout_s: float = 30.0
+) -> AsyncIterator[Any]:
+    """Run ``python -m <module> <args>`` (a measurement's servers, in their own
+    process as the services run) and yield the JSON it prints on its first line
+    once ready (its ports); SIGTERM, then SIGKILL after 5 s, at the end."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), ready_timeout_s)
+        if not line:
+            raise RuntimeError(f"{module} exited before it was ready")
+        yield json.loads(line)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()

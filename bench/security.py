@@ -22,19 +22,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import signal
-import sys
 import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
 
-from bench.harness import closed_loop, closed_loop_sync
+from bench.harness import closed_loop, closed_loop_sync, server_process
 from bench.model import Result, measured
 from runtime.config import Settings
 from runtime.context import RequestContext
@@ -92,28 +89,6 @@ async def _serve(var_dir: Path) -> None:
         await server.stop(0)
 
 
-@contextlib.asynccontextmanager
-async def _servers(var_dir: Path) -> AsyncIterator[dict[str, int]]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.security", "serve", "--var-dir", str(var_dir),
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 30)
-        if not line:
-            raise RuntimeError("security bench server exited before it was ready")
-        yield json.loads(line)
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-
-
 async def _hop(channel: grpc.aio.Channel, metadata: Any, samples: int, warmup: int) -> Any:
     echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(METHOD)
 
@@ -132,7 +107,7 @@ async def measure(samples: int, warmup: int, var_dir: Path) -> list[Result]:
         roles=frozenset({"TRADER"}),
     )  # fmt: skip
     results: list[Result] = []
-    async with _servers(var_dir) as ports:
+    async with server_process("bench.security", "serve", "--var-dir", str(var_dir)) as ports:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['plaintext']}") as channel:
             rec = await _hop(channel, None, samples, warmup)
         results.append(measured("security_hop_plaintext", "", "gRPC hop, plaintext, no interceptors", rec,

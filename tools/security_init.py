@@ -58,6 +58,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from runtime.config import SERVICE_NAMES, Settings
+from runtime.security.files import create_once, write_atomic
 from runtime.security.nats_permissions import (
     HARNESS,
     NATS_SECRET,
@@ -153,29 +154,13 @@ def _write_if_changed(path: Path, data: bytes, mode: int, dir_mode: int = 0o700)
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(tmp, mode)  # whatever the umask
-    os.replace(tmp, path)
+    write_atomic(path, data, mode)
     return True
 
 
 def _create_exclusive(path: Path, value: str) -> bool:
     """Create ``path`` holding ``value`` (mode 0600) unless it exists; True when created."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value)
-    try:
-        os.link(tmp, path)  # fails when the file exists: an existing secret is never replaced
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink(missing_ok=True)
-    return True
+    return create_once(path, value)
 
 
 def secrets_root(settings: Settings) -> Path:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from runtime.security.files import write_atomic
 from runtime.security.principals import PRINCIPALS, check_principal
 
 CA_VALIDITY = dt.timedelta(days=365)
@@ -70,14 +70,6 @@ def local_paths(pki_dir: Path, principal: str) -> CertPaths:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)  # atomic: a reader sees the old or the new file, never half
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -130,8 +122,8 @@ def create_ca(
         .sign(key, hashes.SHA256())
     )
     pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write(pki_dir / "ca.key", _key_pem(key), 0o600)
-    _write(pki_dir / "ca.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomic(pki_dir / "ca.key", _key_pem(key), 0o600)
+    write_atomic(pki_dir / "ca.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return cert, key
 
 
@@ -176,8 +168,8 @@ def issue_certificate(
     )
     paths = local_paths(pki_dir, principal)
     # Key first: a reader that sees the new certificate must find its key.
-    _write(paths.key, _key_pem(key), 0o600)
-    _write(paths.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomic(paths.key, _key_pem(key), 0o600)
+    write_atomic(paths.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return paths
 
 

@@ -21,12 +21,12 @@ starts its redis-server with; :func:`setuser_commands` is the same table as
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.config import Settings
+from runtime.security.files import write_atomic
 from runtime.security.principals import check_principal
 from runtime.security.secrets import get_secret
 
@@ -198,11 +198,7 @@ def write_acl_file(settings: Settings, path: Path | None = None) -> Path:
     secret = passwords(settings)
     text = "\n".join(acl_lines(secret.__getitem__)) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    tmp.replace(path)
+    write_atomic(path, text)
     return path
 
 

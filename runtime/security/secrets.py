@@ -23,6 +23,7 @@ import secrets as _random
 from pathlib import Path
 
 from runtime.config import Settings
+from runtime.security.files import create_once
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
@@ -66,17 +67,6 @@ def get_secret(settings: Settings, system: str, principal: str, *, nbytes: int =
 
 
 def _generate(path: Path, nbytes: int) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    value = _random.token_urlsafe(nbytes)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value)
-    try:
-        # link() fails when a concurrent process generated it first: theirs wins.
-        os.link(tmp, path)
-    except FileExistsError:
-        value = path.read_text().strip()
-    finally:
-        tmp.unlink(missing_ok=True)
-    return value
+    # A concurrent process may generate it first: its value wins.
+    create_once(path, _random.token_urlsafe(nbytes))
+    return path.read_text().strip()

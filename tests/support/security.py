@@ -15,6 +15,7 @@ and ``user_md`` use the session's (set by the ``infra_settings`` fixture).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -116,18 +117,6 @@ def service_channel(address: str, service: str, *, principal: str = "gateway") -
     return secure_channel(session_settings(), address, service, principal=principal)
 
 
-def user_md(
-    audience: str,
-    tenant: str,
-    *,
-    principal: str = "gateway",
-    subject: str = "user-test",
-    scopes: Iterable[str] | None = None,
-    roles: Iterable[str] = ("ADMIN",),
-    correlation_id: str = "",
-) -> tuple[tuple[str, str], ...]:
-    """:func:`as_user` with the session's settings."""
-    return as_user(
-        session_settings(), audience, tenant, principal=principal, subject=subject,
-        scopes=scopes, roles=roles, correlation_id=correlation_id,
-    )  # fmt: skip
+def user_md(audience: str, tenant: str, **options: Any) -> tuple[tuple[str, str], ...]:
+    """:func:`as_user` with the session's settings (same keyword options)."""
+    return as_user(session_settings(), audience, tenant, **options)
