@@ -8,9 +8,12 @@ one engine path per process and other integration tests open their own."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -20,28 +23,54 @@ from bench.targets import TARGETS
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _kill_marked(mark: str) -> None:
+    """SIGKILL every process whose environment carries ``mark``."""
+    needle = f"TRADING_TEST_RUN_MARK={mark}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if needle in (proc / "environ").read_bytes().split(b"\0"):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
+
+
 # Quick mode takes under two minutes on an idle 2-core machine (bench/README.md);
 # the limits here only catch a hang, since a loaded CI machine is slower.
 @pytest.mark.timeout(290)
 def test_quick_benchmark_measures_every_path(tmp_path: Path) -> None:
     began = time.monotonic()
-    done = subprocess.run(
+    # Every process of the run inherits this mark, so a hang kills the whole
+    # platform the bench started (each service runs in its own session), not
+    # only the bench: orphans would load the machine for every later test.
+    mark = f"bench-quick-{uuid.uuid4().hex}"
+    bench = subprocess.Popen(
         [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=280,
-        check=False,
+        env={**os.environ, "TRADING_TEST_RUN_MARK": mark},
     )
+    try:
+        _, stderr = bench.communicate(timeout=280)
+    except subprocess.TimeoutExpired:
+        bench.kill()
+        bench.communicate()
+        _kill_marked(mark)
+        raise
     elapsed = time.monotonic() - began
-    assert done.returncode == 0, done.stderr[-4000:]
+    assert bench.returncode == 0, stderr[-4000:]
     print(f"quick benchmark took {elapsed:.0f}s")
 
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["mode"] == "quick"
     assert data["machine"]["cpu_count"] >= 1 and data["machine"]["git"]["commit"]
     floors = {f["key"]: f for f in data["floors"]}
-    assert set(floors) == {"floor_tcp", "floor_grpc", "floor_nats"}
+    trust = {"security_hop_plaintext", "security_hop_mtls", "security_hop_mtls_token",
+             "security_verify_uncached", "security_verify_cached", "security_mint_cached"}  # fmt: skip
+    assert set(floors) == {"floor_tcp", "floor_grpc", "floor_nats"} | trust
     for f in floors.values():
         assert f["status"] == "measured" and f["latency_ms"]["count"] > 0, f
 
