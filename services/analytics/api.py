@@ -67,8 +67,8 @@ class AnalyticsApi:
             plan = domain.plan_of(request.interval)
         except ValueError as exc:  # defined in the enum but not served: never silently wrong
             raise ServiceError(invalid_argument([FieldViolation("interval", str(exc))])) from None
-        start_ns = domain.timestamp_ns(request.time_range.start)
-        end_ns = domain.timestamp_ns(request.time_range.end)
+        start_ns = domain.query_ns(request.time_range.start)
+        end_ns = domain.query_ns(request.time_range.end)
         lo, hi = domain.bar_window(start_ns, end_ns, plan.step_s)
         limit = request.limit or DEFAULT_BAR_LIMIT
         try:
@@ -97,8 +97,8 @@ class AnalyticsApi:
         self, request: pb.GetPnlSeriesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetPnlSeriesResponse:
         tenant = require_tenant()
-        start_ns = domain.timestamp_ns(request.time_range.start)
-        end_ns = domain.timestamp_ns(request.time_range.end)
+        start_ns = domain.query_ns(request.time_range.start)
+        end_ns = domain.query_ns(request.time_range.end)
         step_ns = request.step.ToNanoseconds()
         if step_ns <= 0 or (end_ns - start_ns) // step_ns > 10_000:
             raise ServiceError(
@@ -124,8 +124,8 @@ class AnalyticsApi:
         self, request: pb.GetTradeStatsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetTradeStatsResponse:
         tenant = require_tenant()
-        start_ns = domain.timestamp_ns(request.time_range.start)
-        end_ns = domain.timestamp_ns(request.time_range.end)
+        start_ns = domain.query_ns(request.time_range.start)
+        end_ns = domain.query_ns(request.time_range.end)
         symbol = request.symbol
         deadline = time.monotonic() + self._budget()
         try:

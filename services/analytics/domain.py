@@ -61,6 +61,19 @@ def timestamp_ns(ts: Timestamp) -> int:
     return ts.seconds * NS_PER_S + ts.nanos
 
 
+# What ClickHouse's DateTime64(9) columns hold (and an Int64 of nanoseconds
+# can say): 1900-01-01 to 2262-04-11.
+QUERY_NS_MIN = -2_208_988_800 * NS_PER_S
+QUERY_NS_MAX = 2**63 - 1
+
+
+def query_ns(ts: Timestamp) -> int:
+    """A request's time bound as nanoseconds a query can take: a Timestamp
+    outside DateTime64(9)'s range (year 1 to 9999 are valid Timestamps) is
+    cut to it; nothing is stored outside it, so the answer is the same."""
+    return min(max(timestamp_ns(ts), QUERY_NS_MIN), QUERY_NS_MAX)
+
+
 def timestamp_of(ns: int) -> Timestamp:
     ts = Timestamp()
     ts.FromNanoseconds(ns)

@@ -469,7 +469,11 @@ WHERE tenant_id IN {{tenants:Array(String)}} AND event_id IN {{ids:Array(String)
         self, symbol: str, plan: domain.IntervalPlan, lo_s: int, hi_s: int, limit: int, budget_s: float
     ) -> tuple[list[BarRow], bool]:
         """The most recent `limit` bars of `symbol` starting within [lo, hi)
-        epoch seconds (oldest first), and whether older ones were left out."""
+        epoch seconds (oldest first), and whether older ones were left out.
+        Buckets are DateTime (1970 to 2106): a range reaching outside is cut
+        to it (before 1970 holds no bar), never passed on as a negative or
+        overflowing UInt32."""
+        lo_s, hi_s = max(lo_s, 0), min(hi_s, DATETIME_MAX_S)
         if hi_s <= lo_s:
             return [], False
         result = await self._query(bars_sql(plan), bars_params(symbol, plan, lo_s, hi_s, limit), budget_s)
@@ -581,6 +585,10 @@ ORDER BY as_of, version""",
         ]  # fmt: skip
 
 
+# The last second a ClickHouse DateTime (UInt32 seconds) can hold: 2106-02-07T06:28:15Z.
+DATETIME_MAX_S = 2**32 - 1
+
+
 def bars_sql(plan: domain.IntervalPlan) -> str:
     """GetBars' query: the base buckets of [lo, hi) re-bucketed to the step,
     newest first, one more than the limit (to tell whether some were left out)."""
@@ -597,4 +605,9 @@ LIMIT {{fetch:UInt32}}"""
 
 
 def bars_params(symbol: str, plan: domain.IntervalPlan, lo_s: int, hi_s: int, limit: int) -> dict[str, Any]:
-    return {"symbol": symbol, "step": plan.step_s, "lo": lo_s, "hi": hi_s, "fetch": limit + 1}
+    """GetBars' parameters; ``lo``/``hi`` are UInt32 (DateTime seconds): clamped to its range."""
+
+    def clamp(v: int) -> int:
+        return min(max(v, 0), DATETIME_MAX_S)
+
+    return {"symbol": symbol, "step": plan.step_s, "lo": clamp(lo_s), "hi": clamp(hi_s), "fetch": limit + 1}

@@ -364,7 +364,7 @@ class AuditStore:
     async def page(self, tenant_id: str, where: EventFilter, *, after: int, limit: int) -> list[Row]:
         """Records matching `where` with sequence > `after`, ascending, at most `limit`."""
         clauses = ["tenant_id = $1", "sequence > $2"]
-        args: list[Any] = [tenant_id, max(after, where.from_sequence - 1)]
+        args: list[Any] = [tenant_id, _bigint(max(after, where.from_sequence - 1))]
         for column, value in (
             ("correlation_id", where.correlation_id),
             ("aggregate_type", where.aggregate_type),
@@ -395,7 +395,7 @@ class AuditStore:
         """The chain from `from_sequence` to `to_sequence` (0: the end) in
         ascending batches. Each batch is its own short transaction, so a
         caller that stops early holds no connection."""
-        after = max(from_sequence, 1) - 1
+        after, to_sequence = _bigint(max(from_sequence, 1) - 1), _bigint(to_sequence)
         while True:
             async with self._chain(tenant_id) as conn:
                 rows = await conn.fetch(
@@ -439,3 +439,12 @@ class AuditStore:
             after = rows[-1]["sequence"]
             if len(rows) < batch:
                 return
+
+
+# Sequences are uint64 in the contract and bigint in PostgreSQL: a bound
+# beyond bigint (no sequence gets there) is the same bound as bigint's maximum.
+_BIGINT_MAX = 2**63 - 1
+
+
+def _bigint(value: int) -> int:
+    return min(value, _BIGINT_MAX)

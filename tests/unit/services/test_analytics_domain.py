@@ -14,6 +14,7 @@ from trading.marketdata.v1 import events_pb2 as md_events
 
 from services.analytics import domain
 from services.analytics.domain import ExposurePoint, InvalidEventError, PnlSample
+from services.analytics.storage import DATETIME_MAX_S, bars_params
 
 S = domain.NS_PER_S
 
@@ -141,3 +142,19 @@ def test_ratios() -> None:
     assert domain.profit_factor(D(6), D(0)) is None
     assert domain.vwap(D("353.873456789012"), D("3.5")) == D("101.106701939718")
     assert domain.vwap(D(0), D(0)) == 0
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "want"),
+    [
+        (-315619200, -157766400, (0, 0)),  # 1960 to 1965: before DateTime's range
+        (-62135596800, 60, (0, 60)),
+        (4102444800, 253402300799, (4102444800, DATETIME_MAX_S)),  # 2100 to 9999
+        (60, 120, (60, 120)),
+    ],
+)
+def test_bar_query_bounds_stay_within_datetime(lo: int, hi: int, want: tuple[int, int]) -> None:
+    """GetBars' lo/hi are UInt32 seconds: a range before 1970 (negative) or
+    past 2106 is clamped, never sent to ClickHouse out of range."""
+    params = bars_params("BTC-USD", domain.plan_of(pb.BAR_INTERVAL_ONE_MINUTE), lo, hi, 10)
+    assert (params["lo"], params["hi"]) == want
