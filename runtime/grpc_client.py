@@ -592,9 +592,7 @@ class ClientFactory:
             raise ValueError(
                 f"unknown service {service!r}: dial services by name (settings.service_addresses)"
             )
-        if service in self._settings.service_addresses or service in DEFAULT_GRPC_PORTS:
-            return self._settings.address_of(service)
-        return service
+        return self._settings.address_of(service)
 
     def channel(self, service: str) -> grpc.aio.Channel:
         """The shared channel to ``service`` (created on first use)."""

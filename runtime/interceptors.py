@@ -245,8 +245,10 @@ class _MethodStats:
 class ServerCallInterceptor(_CachingInterceptor):
     """Request context, correlation id echo, ServiceError translation, access log, metrics.
 
-    * builds a :class:`RequestContext` (tenant, subject, scopes, roles, idempotency
-      key, correlation id accepted or generated, deadline from ``time_remaining()``)
+    * admits the caller (runtime.security.guard: mTLS peer, the contract's
+      callers, the verified context token) and builds a :class:`RequestContext`
+      (tenant, subject, scopes, roles from the token only; idempotency key,
+      correlation id accepted or generated, deadline from ``time_remaining()``)
       and sets it for the call;
     * echoes the correlation id in the trailing metadata (and, for server
       streams, in the initial metadata so clients see it before the stream ends);

@@ -21,7 +21,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -194,9 +193,3 @@ def peer_principal(context: Any, trust_domain: str) -> str | None:
         return None
     value = ids[0]
     return principal_of_spiffe_id(value.decode() if isinstance(value, bytes) else value, trust_domain)
-
-
-def read_identity_of(path: Path) -> str:
-    """The principal a certificate file names (for tools and diagnostics)."""
-    cert = x509.load_pem_x509_certificate(path.read_bytes())
-    return cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value  # type: ignore[return-value]

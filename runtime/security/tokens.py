@@ -43,6 +43,7 @@ from typing import Any
 
 import jwt
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -134,7 +135,7 @@ class _Certificates:
         for ca in self._tls.ca_certificates:
             try:
                 cert.verify_directly_issued_by(ca)
-            except (ValueError, TypeError, Exception):  # InvalidSignature is not a ValueError
+            except (InvalidSignature, ValueError, TypeError):
                 continue
             break
         else:

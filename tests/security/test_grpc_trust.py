@@ -284,6 +284,20 @@ async def test_delegations_are_issued_only_to_their_holder_and_for_existing_tena
         assert code_and_reason(caught.value) == (grpc.StatusCode.PERMISSION_DENIED, "DELEGATION_NOT_ALLOWED")
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.IssueDelegation(
+                id_pb.IssueDelegationRequest(tenant_id=platform, purpose="everything"),
+                metadata=as_svc,
+                timeout=5,
+            )
+        assert code_and_reason(caught.value) == (grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_PURPOSE")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:  # protovalidate: a tenant id that is no id
+            await stub.IssueDelegation(
+                id_pb.IssueDelegationRequest(tenant_id="a.b", purpose="audit-replay"),
+                metadata=as_svc,
+                timeout=5,
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.IssueDelegation(
                 id_pb.IssueDelegationRequest(tenant_id="no-such-tenant", purpose="audit-replay"),
                 metadata=as_svc,
                 timeout=5,
