@@ -67,23 +67,40 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", ""})
 # port: a port picked there by binding port 0 can be taken by some client's
 # connection before our server binds it (seen as "Address already in use" when
 # several test runs share the machine). Below that range only listeners compete.
-_SPARE_PORTS = range(20000, 32000)
+_SPARE_PORTS = range(20000, 31000)  # + metrics offset stays below 32768
 _handed_out: set[int] = set()
 
 
+# A service serves its metrics on its gRPC port + 1000 unless told otherwise
+# (runtime/grpc_server.py), so a port handed out here also reserves its +-1000
+# neighbours: otherwise one service's gRPC port can be another's metrics port.
+_METRICS_OFFSET = 1000
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now, not handed out before by this process."""
+    """A TCP port nobody listens on right now, not handed out before by this process.
+
+    Its metrics neighbour (port + 1000) is free too, and neither collides with
+    the neighbours of a port handed out before.
+    """
     rng = random.SystemRandom()
-    for _ in range(200):
+    for _ in range(400):
         port = rng.choice(_SPARE_PORTS)
-        if port in _handed_out:
+        family = {port, port + _METRICS_OFFSET, port - _METRICS_OFFSET}
+        if family & _handed_out:
             continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-        _handed_out.add(port)
+        if not (_bindable(host, port) and _bindable(host, port + _METRICS_OFFSET)):
+            continue
+        _handed_out.update(family)
         return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # range exhausted: let the kernel pick
         s.bind((host, 0))
