@@ -46,8 +46,11 @@ Per vector:
 
 An intent whose placement got no answer (execution down, deadline) stays
 pending in its signal row (and, for ten minutes, in the book); the same
-vector seen again retries it with the same client order id. A definitive refusal (risk denial,
-bad request) is recorded and not retried.
+vector seen again retries it with the same client order id, but only while
+the answer could still come before the intent time-to-live ends. Then
+:class:`IntentSweeper` expires it (EXPIRED is terminal: never placed again;
+OrderIntentExpired is published). A definitive refusal (risk denial, bad
+request) is recorded and not retried.
 
 What memory holds, and for how long: the book of (tenant, symbol) — the
 strategies' positions and last intent times, the pending intents — is loaded
