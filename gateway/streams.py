@@ -1,11 +1,28 @@
 """Server-streaming RPCs as server-sent events (text/event-stream).
 
 A reader task pulls the gRPC stream into a bounded queue; the response
-drains the queue, sending each message as one ``data:`` event (proto3 JSON,
-``id:`` counting from 1), a ``: heartbeat`` comment when nothing arrived for
+drains the queue, sending each message as one ``data:`` event (proto3 JSON),
+a ``: heartbeat`` comment when nothing arrived for
 ``stream_heartbeat_s`` (keeps proxies and clients from timing out), an
 ``event: error`` carrying problem+json if the stream fails midway, and an
 ``event: end`` when the service ends it.
+
+Event ids and resuming. A stream is *resumable* when its request has a
+``resume_after_sequence`` field and its response a ``stream_sequence`` field
+(StreamOrderUpdates: the position in the service's durable JetStream
+stream). Its events carry ``id: <stream_sequence>`` (snapshots, position 0,
+carry none), increasing along the tenant's stream across connections, and a
+reconnect's ``Last-Event-ID`` header becomes ``resume_after_sequence``: the
+service replays exactly the updates after it, then continues live. The
+tenant is the caller's, checked by the service, so an id can only resume the
+caller's own stream. A ``Last-Event-ID`` that is not a decimal position is a
+400 problem (field ``Last-Event-ID``); a position the service no longer keeps
+or never issued is its 400 (OUT_OF_RANGE): resuming from live instead would
+silently lose updates, and a client that cannot resume must know to reload
+its state. Live-only streams (quotes, portfolio, notifications) send no
+ids: ids that restart at every connection would let a client believe it
+resumed when it did not; they ignore ``Last-Event-ID`` and start live (each
+starts with a snapshot of the current state).
 
 Errors before the first message (bad input, missing scope at the service,
 unimplemented) are answered as ordinary problem+json responses: the gateway
@@ -32,7 +49,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.dispatch import Dispatcher, Prepared
 from gateway.handling import correlation_id
-from gateway.problems import Problem, from_rpc_error
+from gateway.problems import Problem, bad_request, from_rpc_error, violation
 from gateway.transcode import to_json
 from runtime.context import reset_context, set_context
 
@@ -40,6 +57,37 @@ from runtime.context import reset_context, set_context
 # answering 200 and streaming: errors of a bad request arrive well within it.
 FIRST_ITEM_WAIT_S = 1.0
 _END = object()
+# The fields that make a stream resumable (see the module docstring).
+RESUME_FIELD = "resume_after_sequence"
+SEQUENCE_FIELD = "stream_sequence"
+LAST_EVENT_ID = "Last-Event-ID"
+_MAX_POSITION = 2**64 - 1  # JetStream sequences are uint64
+
+
+def resumable(request: Any, response_type: Any) -> bool:
+    """True when a stream's messages carry a resumable position (by the field convention)."""
+    return (
+        RESUME_FIELD in request.DESCRIPTOR.fields_by_name
+        and SEQUENCE_FIELD in response_type.DESCRIPTOR.fields_by_name
+    )
+
+
+def resume_position(header: str) -> int:
+    """The position a ``Last-Event-ID`` names, or a 400 problem."""
+    value = header.strip()
+    if not (value.isascii() and value.isdigit()) or int(value) > _MAX_POSITION:
+        raise bad_request(
+            "Last-Event-ID must be the id of an event of this stream (a decimal position)",
+            [
+                violation(
+                    LAST_EVENT_ID,
+                    f"{value[:40]!r} is not a stream position",
+                    "INVALID_LAST_EVENT_ID",
+                    pointer="",
+                )
+            ],
+        )
+    return int(value)
 
 
 async def _pump(call: Any, queue: asyncio.Queue[Any]) -> None:
@@ -68,6 +116,10 @@ def _event(data: str, *, event: str = "", event_id: int | None = None) -> bytes:
 
 async def sse(dispatcher: Dispatcher, prepared: Prepared, request: Request, cid: str) -> Response:
     """Open the stream and answer with server-sent events (or a problem)."""
+    with_ids = resumable(prepared.request, prepared.route.response_class)
+    last_event_id = request.headers.get(LAST_EVENT_ID)
+    if with_ids and last_event_id is not None:
+        setattr(prepared.request, RESUME_FIELD, resume_position(last_event_id))
     call_stream = dispatcher.callable_for(prepared.route)
     token = set_context(prepared.context)
     try:
@@ -92,7 +144,6 @@ async def sse(dispatcher: Dispatcher, prepared: Prepared, request: Request, cid:
     heartbeat = dispatcher.options.stream_heartbeat_s
 
     async def events() -> AsyncIterator[bytes]:
-        sequence = 0
         pending = first
         try:
             yield b": stream open\n\n"
@@ -111,9 +162,9 @@ async def sse(dispatcher: Dispatcher, prepared: Prepared, request: Request, cid:
                 if isinstance(item, Problem):
                     yield _event(json.dumps(item.body(cid), separators=(",", ":")), event="error")
                     return
-                sequence += 1
                 doc = to_json(route.response_message(item))
-                yield _event(json.dumps(doc, separators=(",", ":")), event_id=sequence)
+                position = getattr(item, SEQUENCE_FIELD, 0) if with_ids else 0
+                yield _event(json.dumps(doc, separators=(",", ":")), event_id=position or None)
         finally:
             call.cancel()
             reader.cancel()

@@ -165,6 +165,16 @@ class MarketDataSettings(BaseModel):
         return value
 
 
+class RiskSettings(BaseModel):
+    """The risk service (env TRADING_RISK__...)."""
+
+    # How far a check's submitted_at may lie before / after risk's clock and
+    # still be the instant the order counts at in the order-rate window
+    # (services.risk.domain.SubmissionTimeBound); outside it, the arrival.
+    submitted_at_max_back_s: float = Field(default=5.0, ge=0, le=60)
+    submitted_at_max_ahead_s: float = Field(default=1.0, ge=0, le=10)
+
+
 class TelemetrySettings(BaseModel):
     """Logs, metrics and traces."""
 
@@ -259,6 +269,7 @@ class Settings(BaseSettings):
     client: ClientSettings = Field(default_factory=ClientSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     marketdata: MarketDataSettings = Field(default_factory=MarketDataSettings)
+    risk: RiskSettings = Field(default_factory=RiskSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     def address_of(self, service: str) -> str:

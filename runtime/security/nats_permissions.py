@@ -66,6 +66,7 @@ RISK_EVENTS = (
 
 JS_API = "$JS.API"
 JS_ACK = "$JS.ACK"
+JS_FC = "$JS.FC"
 INBOX = "_INBOX"
 
 
@@ -80,6 +81,11 @@ class NatsRole:
     publishes: tuple[str, ...] = ()
     # Streams it runs durable pull consumers on (create, bind, fetch, ack).
     durables: tuple[str, ...] = ()
+    # Streams it reads with ephemeral ordered push consumers from a chosen
+    # start sequence (resumable live streams): look up the stream's bounds,
+    # create (and on a gap re-create) the consumer, answer flow control,
+    # delete it. Delivery goes to its own inbox; no acks (AckPolicy NONE).
+    ordered_reads: tuple[str, ...] = ()
     # Streams it creates at start when missing (never changes them) ...
     declares: tuple[str, ...] = ()
     # ... and streams it owns: creates, and updates to its declared config.
@@ -109,8 +115,11 @@ NATS_ROLES: Mapping[str, NatsRole] = MappingProxyType(
         # Risk events out; nothing in over NATS (fills come from Kafka).
         "risk": NatsRole(),
         # Order updates out through its stream; ticks in (paper venue);
-        # StreamOrderUpdates subscribes to the caller's tenant's order subjects.
-        "execution": NatsRole(reads=(TICK, ORDER_STATUS), owns=(EXECUTION_STREAM,)),
+        # StreamOrderUpdates reads the caller's tenant's order subjects from
+        # its stream with an ordered consumer (resumable by stream sequence).
+        "execution": NatsRole(
+            reads=(TICK, ORDER_STATUS), owns=(EXECUTION_STREAM,), ordered_reads=(EXECUTION_STREAM,)
+        ),
         # Positions and snapshots out; StreamPortfolio wakes on its tenant's.
         "portfolio": NatsRole(reads=(POSITION_CHANGED, PORTFOLIO_SNAPSHOT)),
         # Vectors in (NatsSubscriber "decision-vectors", queue group), signals out.
@@ -234,6 +243,14 @@ def permissions(principal: str, registry: EventRegistry | None = None) -> NatsPe
             f"{JS_API}.CONSUMER.CREATE.{stream}.>",
             f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.*",
             f"{JS_ACK}.{stream}.>",
+        ]
+    for stream in role.ordered_reads:
+        pub += [
+            f"{JS_API}.STREAM.INFO.{stream}",
+            f"{JS_API}.CONSUMER.CREATE.{stream}",
+            f"{JS_API}.CONSUMER.CREATE.{stream}.>",
+            f"{JS_API}.CONSUMER.DELETE.{stream}.*",
+            f"{JS_FC}.{stream}.>",
         ]
     pub += [DLQ_SUBJECT_PREFIX + name for name in role.dead_letters]
     if role.dlq_read:

@@ -102,12 +102,12 @@ REDIS_USERS: dict[str, RedisUser] = _users(
     ),
     RedisUser(
         "risk",
-        # Its Lua scripts call TIME, the hash, sorted-set and string commands listed.
+        # Its Lua scripts call the hash, sorted-set and string commands listed
+        # (the order-rate window reads its neighbours with ZRANGEBYSCORE).
         commands=(
             *_SCRIPTS,
             *_TRANSACTIONS,
             *_MARKET_READ,
-            "time",
             "set",
             "del",
             "hget",
@@ -117,7 +117,7 @@ REDIS_USERS: dict[str, RedisUser] = _users(
             "hgetall",
             "zadd",
             "zrem",
-            "zcard",
+            "zrangebyscore",
             "zremrangebyscore",
             "pexpire",
         ),

@@ -294,6 +294,10 @@ class DecisionApi:
         rows = await self._signals.page(tenant, where=where, before=before, limit=limit + 1)
         page, more = rows[:limit], len(rows) > limit
         token = paging.encode_token({"at": page[-1][0].isoformat(), "id": page[-1][1]}) if more else ""
-        return pb.GetSignalsResponse(
-            signals=[pb.Signal.FromString(p) for _, _, p in page], next_page_token=token
-        )
+        signals = []
+        for _, _, payload, status in page:
+            signal = pb.Signal.FromString(payload)
+            if status is not None:  # the stored payload is the signal as generated; the status is now's
+                signal.intent_status = pb.IntentStatus.ValueType(status)
+            signals.append(signal)
+        return pb.GetSignalsResponse(signals=signals, next_page_token=token)

@@ -74,6 +74,12 @@ class PositionBook:
             self._books[(tenant, symbol)] = book
         return book
 
+    def drop_pending(self, tenant: str, symbol: str, key: str) -> None:
+        """Forget a pending intent (it expired); a book not loaded has nothing to forget."""
+        book = self._books.get((tenant, symbol))
+        if book is not None:
+            book.pending.pop(key, None)
+
     def invalidate(self) -> None:
         for book in self._books.values():
             book.stale = True

@@ -46,8 +46,11 @@ Per vector:
 
 An intent whose placement got no answer (execution down, deadline) stays
 pending in its signal row (and, for ten minutes, in the book); the same
-vector seen again retries it with the same client order id. A definitive refusal (risk denial,
-bad request) is recorded and not retried.
+vector seen again retries it with the same client order id, but only while
+the answer could still come before the intent time-to-live ends. Then
+:class:`IntentSweeper` expires it (EXPIRED is terminal: never placed again;
+OrderIntentExpired is published). A definitive refusal (risk denial, bad
+request) is recorded and not retried.
 
 What memory holds, and for how long: the book of (tenant, symbol) — the
 strategies' positions and last intent times, the pending intents — is loaded
@@ -106,7 +109,7 @@ from services.decision.domain import (
 from services.decision.inference import Ensemble
 from services.decision.lanes import LANE_FAILURES, SymbolLanes
 from services.decision.signal_writer import DUPLICATE_VECTORS, QueuedSignal, SignalWriter
-from services.decision.storage import NewSignal, PendingOrder, SignalStore, StrategyStore
+from services.decision.storage import ExpiredIntent, NewSignal, PendingOrder, SignalStore, StrategyStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -126,6 +129,9 @@ ORDER_LATENCY = Histogram(
     "trading_decision_order_latency_seconds",
     "From a feature vector's arrival to execution's PlaceOrder answer.",
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+INTENTS_EXPIRED = Counter(
+    "trading_decision_intents_expired_total", "Order intents given up after the time-to-live."
 )
 EVALUATION_SECONDS = Histogram(
     "trading_decision_vector_seconds",
@@ -609,6 +615,13 @@ class DecisionEngine:
         self._settled(book, order)
         ORDERS.labels("replayed" if reply.replayed or not first else "placed").inc()
 
+    def forget_expired(self, tenant: str, intents: Sequence[ExpiredIntent]) -> None:
+        """Drop intents the sweeper expired from this process's books: they
+        are never placed again (the store's pending guard ensures it anyway)."""
+        for intent in intents:
+            self.books.drop_pending(tenant, intent.symbol, intent.client_order_id)
+            self.recent.add(intent.client_order_id)
+
     def _settled(self, book: SymbolBook, order: PendingOrder) -> None:
         """The intent's placement is known (placed or refused): nothing left to retry."""
         book.pending.pop(order.client_order_id, None)
@@ -627,6 +640,95 @@ class DecisionEngine:
         await self.writer.stop(timeout_s)
         if self._background:
             await asyncio.wait(list(self._background), timeout=timeout_s)
+
+
+class IntentSweeper:
+    """Expires order intents that stayed pending past the time-to-live.
+
+    Every `every_s`, per tenant (RLS), one guarded UPDATE ... RETURNING moves
+    the due intents to EXPIRED (SignalStore.expire_due: once each, also with
+    several replicas sweeping), then OrderIntentExpired is published for each
+    the way OrderIntentCreated is (Kafka, ``trading.decision.intents``), and
+    this process drops them from its books (other replicas drop them at their
+    next book reload). The event goes out after the commit: a crash in between
+    loses it, as for the other intent events until they move to the outbox.
+    """
+
+    def __init__(
+        self,
+        strategies: StrategyStore,
+        signals: SignalStore,
+        kafka: KafkaPublisher,
+        *,
+        every_s: float,
+        on_expired: Callable[[str, Sequence[ExpiredIntent]], None] = lambda tenant, intents: None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._strategies = strategies
+        self._signals = signals
+        self._kafka = kafka
+        self._every_s = every_s
+        self._on_expired = on_expired
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="decision-intent-sweeper")
+
+    async def sweep(self) -> int:
+        """One pass over every tenant; returns how many intents expired."""
+        return sum([await self.sweep_tenant(tenant) for tenant in await self._strategies.tenants()])
+
+    async def sweep_tenant(self, tenant: str) -> int:
+        """Expire the tenant's due intents (in batches); returns how many this sweeper expired."""
+        expired = 0
+        while True:
+            batch = await self._signals.expire_due(tenant, self._clock())
+            if not batch:
+                return expired
+            expired += len(batch)
+            INTENTS_EXPIRED.inc(len(batch))
+            self._on_expired(tenant, batch)
+            await self._publish(tenant, batch)
+
+    async def _publish(self, tenant: str, intents: Sequence[ExpiredIntent]) -> None:
+        events = []
+        for intent in intents:
+            payload = events_pb2.OrderIntentExpired(
+                strategy_id=intent.strategy_id,
+                signal_id=intent.signal_id,
+                client_order_id=intent.client_order_id,
+                symbol=intent.symbol,
+                side=intent.side,  # type: ignore[arg-type]
+                quantity=decimals.to_proto(intent.quantity),
+                previous_status=pb.INTENT_STATUS_PENDING,
+            )
+            payload.created_at.FromDatetime(intent.created_at)
+            payload.expired_at.FromDatetime(intent.expired_at)
+            # Correlated by the signal: the vector's correlation id is not kept.
+            envelope = new_envelope(
+                payload, tenant_id=tenant, correlation_id=intent.signal_id, producer=PRODUCER
+            )
+            events.append((envelope, payload))
+        try:
+            await self._kafka.publish_many(events)
+        except Exception as exc:  # the expiry is stored; the event is best effort (no outbox yet)
+            log.warning("publishing %d OrderIntentExpired failed: %r", len(events), exc)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception as exc:
+                log.warning("expiring intents failed: %r", exc)
+            await asyncio.sleep(self._every_s)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 class SignalPruner:

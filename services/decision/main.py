@@ -26,6 +26,7 @@ from services.decision.api import DecisionApi
 from services.decision.engine import (
     VECTOR_SUBJECT_PREFIX,
     DecisionEngine,
+    IntentSweeper,
     SignalPruner,
     StrategyCache,
     vector_subject,
@@ -67,7 +68,11 @@ async def build(
     resources.on_close(_async(ensemble.close))
 
     strategies = StrategyStore(resources.postgres)
-    signals = SignalStore(resources.postgres)
+    signals = SignalStore(
+        resources.postgres,
+        intent_ttl=timedelta(seconds=settings.intent_ttl_s),
+        answer_within=timedelta(seconds=settings.place_order_timeout_s),
+    )
     cache = StrategyCache(strategies, settings.strategy_refresh_s)
     await cache.start()
     resources.on_close(cache.stop)
@@ -89,6 +94,15 @@ async def build(
     )
     engine.start()
     resources.on_close(engine.drain)
+    sweeper = IntentSweeper(
+        strategies,
+        signals,
+        resources.kafka_publisher,
+        every_s=settings.intent_sweep_s,
+        on_expired=engine.forget_expired,
+    )
+    sweeper.start()
+    resources.on_close(sweeper.stop)
     pruner = SignalPruner(strategies, signals, timedelta(hours=settings.signal_retention_hours))
     pruner.start()
     resources.on_close(pruner.stop)

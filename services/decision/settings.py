@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,6 +53,13 @@ class DecisionSettings(BaseSettings):
     signal_retention_hours: float = Field(default=72.0, gt=0)
     # Deadline of the PlaceOrder call to execution.
     place_order_timeout_s: float = Field(default=2.0, gt=0)
+    # How long an order intent may stay pending (no answer from execution)
+    # before it expires for good (IntentStatus EXPIRED, OrderIntentExpired).
+    # Ten minutes: far beyond any PlaceOrder deadline and retry, short enough
+    # that a strategy is not held up by an intent nobody will answer.
+    intent_ttl_s: float = Field(default=600.0, gt=0)
+    # How often the sweeper looks for due intents.
+    intent_sweep_s: float = Field(default=5.0, gt=0)
     # Signals without an intent are inserted in batches of at most this many,
     # at most signal_flush_ms after the first of a batch was decided.
     signal_batch_size: int = Field(default=500, ge=1)
@@ -60,6 +67,15 @@ class DecisionSettings(BaseSettings):
     # Vector keys remembered to skip duplicates without a round trip (the
     # unique key in PostgreSQL catches the ones forgotten).
     recent_vector_keys: int = Field(default=100_000, ge=1)
+
+    @model_validator(mode="after")
+    def _ttl_outlives_a_placement(self) -> DecisionSettings:
+        # An intent is retried only while its answer could still come before
+        # it expires (domain.intent_may_retry): a TTL within the deadline
+        # would expire intents that could never have been answered.
+        if self.intent_ttl_s <= self.place_order_timeout_s:
+            raise ValueError("intent_ttl_s must be longer than place_order_timeout_s")
+        return self
 
     def resolved_model_dir(self, var_dir: Path) -> Path:
         return self.model_dir if self.model_dir is not None else var_dir / "models"

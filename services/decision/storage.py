@@ -9,14 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
 from runtime.storage.postgres import tenant_transaction
-from services.decision.domain import StrategyConfig
+from services.decision.domain import (
+    IntentStatus,
+    StrategyConfig,
+    intent_expiry_cutoff,
+    intent_retry_cutoff,
+    intent_status,
+)
 
 _COLUMNS = (
     "strategy_id, name, description, symbols, enabled, max_position, fixed_quantity, model_ids,"
@@ -281,11 +287,47 @@ def _pending(r: asyncpg.Record) -> PendingOrder:
     )
 
 
-class SignalStore:
-    """Signals and the strategies' positions, per tenant."""
+@dataclass(frozen=True, slots=True)
+class ExpiredIntent:
+    """An intent the sweeper moved from PENDING to EXPIRED."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    signal_id: str
+    strategy_id: str
+    symbol: str
+    client_order_id: str
+    side: int
+    quantity: Decimal
+    created_at: datetime
+    expired_at: datetime
+
+
+# What "the intent is still pending" means in SQL (domain.intent_status):
+# every update of an intent is guarded by it, so each transition happens once
+# and a terminal intent (placed, refused, expired) never moves again.
+_PENDING = "client_order_id <> '' AND order_id IS NULL AND order_error IS NULL AND intent_expired_at IS NULL"
+
+
+class SignalStore:
+    """Signals and the strategies' positions, per tenant.
+
+    `intent_ttl` is how long an intent may stay pending; `answer_within` how
+    long a PlaceOrder may take: an intent is retried only while its answer
+    would still come before it expires (domain.intent_may_retry)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        intent_ttl: timedelta = timedelta(minutes=10),
+        answer_within: timedelta = timedelta(seconds=2),
+    ) -> None:
         self._pool = pool
+        self._intent_ttl = intent_ttl
+        self._answer_within = answer_within
+
+    def _retry_cutoff(self) -> datetime:
+        """Pending intents created after this may still be placed (see domain)."""
+        return intent_retry_cutoff(datetime.now(UTC), self._intent_ttl, self._answer_within)
 
     async def positions(
         self, tenant_id: str, strategy_ids: Sequence[str], symbol: str
@@ -322,12 +364,15 @@ class SignalStore:
             positions = await self._positions(conn, strategy_ids, symbol)
             rows = await conn.fetch(
                 "SELECT vector_key, signal_id::text, strategy_id, symbol, client_order_id, side, quantity,"
-                " payload FROM decision.signals WHERE client_order_id <> '' AND order_id IS NULL"
-                " AND order_error IS NULL AND generated_at > now() - $2::interval AND symbol = $1"
-                " AND quantity IS NOT NULL ORDER BY generated_at DESC LIMIT $3",
+                " payload FROM decision.signals WHERE "
+                + _PENDING
+                + " AND generated_at > now() - $2::interval"
+                " AND generated_at > $4 AND symbol = $1 AND quantity IS NOT NULL"
+                " ORDER BY generated_at DESC LIMIT $3",
                 symbol,
                 pending_within,
                 pending_limit,
+                self._retry_cutoff(),
             )
         pending = {r["vector_key"]: _pending(r) for r in rows}
         return positions, pending
@@ -364,6 +409,7 @@ class SignalStore:
         execution deduplicates by client order id)."""
         fresh: list[NewSignal] = []
         pending: list[PendingOrder] = []
+        retry_cutoff = self._retry_cutoff()
         async with tenant_transaction(self._pool, tenant_id) as conn:
             for s in signals:
                 # One statement: the signal, and with it the intent's cooldown reservation.
@@ -408,9 +454,9 @@ class SignalStore:
                     continue
                 r = await conn.fetchrow(
                     "SELECT signal_id::text, strategy_id, symbol, client_order_id, side, quantity, payload"
-                    " FROM decision.signals WHERE vector_key = $1 AND client_order_id <> ''"
-                    " AND order_id IS NULL AND order_error IS NULL",
+                    " FROM decision.signals WHERE vector_key = $1 AND " + _PENDING + " AND generated_at > $2",
                     s.vector_key,
+                    retry_cutoff,
                 )
                 if r is not None and r["quantity"] is not None:
                     pending.append(_pending(r))
@@ -425,7 +471,7 @@ class SignalStore:
             # One statement: the order id (only the first time), and the fill with it.
             first: bool = await conn.fetchval(
                 "WITH placed AS (UPDATE decision.signals SET order_id = $2"
-                " WHERE signal_id = $1::uuid AND order_id IS NULL RETURNING 1),"
+                " WHERE signal_id = $1::uuid AND " + _PENDING + " RETURNING 1),"
                 " moved AS (INSERT INTO decision.positions (tenant_id, strategy_id, symbol, quantity)"
                 " SELECT $3::text, $4::text, $5::text, $6::numeric FROM placed WHERE $6::numeric <> 0"
                 " ON CONFLICT (tenant_id, strategy_id, symbol)"
@@ -445,16 +491,51 @@ class SignalStore:
         """Record a definitive refusal (e.g. a risk denial): never retried."""
         async with tenant_transaction(self._pool, tenant_id) as conn:
             await conn.execute(
-                "UPDATE decision.signals SET order_error = $2"
-                " WHERE signal_id = $1::uuid AND order_id IS NULL",
+                "UPDATE decision.signals SET order_error = $2 WHERE signal_id = $1::uuid AND " + _PENDING,
                 order.signal_id,
                 error[:1000],
             )
 
+    async def expire_due(self, tenant_id: str, now: datetime, limit: int = 500) -> list[ExpiredIntent]:
+        """Move the tenant's pending intents older than the time-to-live to
+        EXPIRED (oldest first, at most `limit`) and return them.
+
+        Safe with replicas: FOR UPDATE SKIP LOCKED lets two sweepers take
+        disjoint rows, and the pending guard, re-checked under the row lock,
+        makes a second run (or a concurrent answer that won) change nothing;
+        each intent expires, and is returned, exactly once."""
+        async with tenant_transaction(self._pool, tenant_id) as conn:
+            rows = await conn.fetch(
+                "UPDATE decision.signals SET intent_expired_at = $1 WHERE (tenant_id, signal_id) IN"
+                " (SELECT tenant_id, signal_id FROM decision.signals WHERE "
+                + _PENDING
+                + " AND quantity IS NOT NULL AND generated_at <= $2"
+                " ORDER BY generated_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                " AND " + _PENDING + " RETURNING signal_id::text, strategy_id, symbol, client_order_id,"
+                " side, quantity, generated_at, intent_expired_at",
+                now,
+                intent_expiry_cutoff(now, self._intent_ttl),
+                limit,
+            )
+        return [
+            ExpiredIntent(
+                r["signal_id"],
+                r["strategy_id"],
+                r["symbol"],
+                r["client_order_id"],
+                r["side"],
+                r["quantity"],
+                r["generated_at"],
+                r["intent_expired_at"],
+            )
+            for r in rows
+        ]
+
     async def page(
         self, tenant_id: str, *, where: SignalFilter, before: tuple[datetime, str] | None, limit: int
-    ) -> list[tuple[datetime, str, bytes]]:
-        """(generated_at, signal_id, Signal bytes), newest first, keyset-paged."""
+    ) -> list[tuple[datetime, str, bytes, IntentStatus | None]]:
+        """(generated_at, signal_id, Signal bytes, intent status or None
+        without an intent), newest first, keyset-paged."""
         args: list[Any] = [where.symbol, where.strategy_id, where.start, where.end, where.direction, limit]
         cursor = ""
         if before is not None:
@@ -462,7 +543,8 @@ class SignalStore:
             cursor = " AND (generated_at, signal_id) < ($7, $8::uuid)"
         async with tenant_transaction(self._pool, tenant_id) as conn:
             rows = await conn.fetch(
-                "SELECT generated_at, signal_id::text AS id, payload FROM decision.signals"
+                "SELECT generated_at, signal_id::text AS id, payload, client_order_id, order_id, order_error,"
+                " intent_expired_at FROM decision.signals"
                 " WHERE ($1 = '' OR symbol = $1) AND ($2 = '' OR strategy_id = $2)"
                 " AND ($3::timestamptz IS NULL OR generated_at >= $3)"
                 " AND ($4::timestamptz IS NULL OR generated_at < $4)"
@@ -471,7 +553,21 @@ class SignalStore:
                 + " ORDER BY generated_at DESC, signal_id DESC LIMIT $6",
                 *args,
             )
-        return [(r["generated_at"], r["id"], bytes(r["payload"])) for r in rows]
+        return [
+            (
+                r["generated_at"],
+                r["id"],
+                bytes(r["payload"]),
+                intent_status(
+                    order_id=r["order_id"],
+                    order_error=r["order_error"],
+                    expired=r["intent_expired_at"] is not None,
+                )
+                if r["client_order_id"]
+                else None,
+            )
+            for r in rows
+        ]
 
     async def prune(self, tenant_id: str, older_than: datetime) -> int:
         """Delete the tenant's signals older than the retention."""

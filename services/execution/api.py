@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter
 from trading.execution.v1 import events_pb2
 from trading.execution.v1 import execution_service_pb2 as pb
@@ -80,6 +81,7 @@ from services.execution.storage import Cursor, OrderFilter, OrderStore, StoredOr
 from services.execution.venue import Venue
 
 if TYPE_CHECKING:
+    from nats.js.client import JetStreamContext
     from trading.risk.v1.risk_service_pb2_grpc import RiskServiceAsyncStub
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,9 @@ log = logging.getLogger(__name__)
 DOMAIN = "trading.execution"
 RISK_DOMAIN = "trading.risk"
 ORDER_UPDATES_SUBJECT = "execution.orders.{tenant}.{symbol}"
+# The durable stream holding them (runtime.messaging.nats.streams.platform_streams
+# names it after the domain; nats_permissions grants execution ordered reads of it).
+ORDER_UPDATES_STREAM = "EXECUTION"
 
 # Risk's contract is stricter about strategy ids than execution's; a strategy
 # id risk would refuse is left out of the check (it is attribution only).
@@ -281,6 +286,9 @@ class ExecutionApi:
             quantity=decimals.to_proto(order.quantity),
             order_type=int(order.type),  # type: ignore[arg-type]
         )
+        # The time execution accepted the order: risk limits the order rate
+        # by it, so checks delayed by a stall do not count as a burst.
+        req.submitted_at.FromDatetime(order.created_at)
         if order.limit_price is not None:
             req.limit_price.CopyFrom(decimals.to_proto(order.limit_price))
         if _RISK_STRATEGY_ID.fullmatch(order.strategy_id):
@@ -403,8 +411,18 @@ class ExecutionApi:
     async def StreamOrderUpdates(
         self, request: pb.StreamOrderUpdatesRequest, context: Context
     ) -> AsyncIterator[pb.StreamOrderUpdatesResponse]:
+        """The tenant's order updates, read from the durable EXECUTION stream
+        with an ephemeral ordered consumer: every live update carries its
+        stream sequence, so a client that lost the stream resumes after the
+        last one it saw (resume_after_sequence) and misses or repeats nothing.
+        The filter subject is built from the verified tenant, so a position
+        of another tenant's stream only ever replays this tenant's updates."""
         tenant = _tenant()
         subject = ORDER_UPDATES_SUBJECT.format(tenant=tenant, symbol=request.symbol or "*")
+        resume_after = request.resume_after_sequence
+        js = self._nats.jetstream()
+        if resume_after:
+            await self._check_resume_position(js, resume_after)
         queue: asyncio.Queue[Msg | None] = asyncio.Queue(maxsize=_STREAM_BUFFER)
 
         async def on_msg(msg: Msg) -> None:
@@ -415,11 +433,20 @@ class ExecutionApi:
                     queue.get_nowait()
                 queue.put_nowait(None)  # overflow marker: the stream ends with ABORTED
 
-        # Subscribe before reading snapshots, so no change falls in between.
-        sub = await self._nats.subscribe(subject, cb=on_msg)
+        # The consumer exists before the snapshot is read, so no change falls
+        # in between (NEW: from now on; resuming: from the position on).
+        config = ConsumerConfig(inactive_threshold=30.0)
+        if resume_after:
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = resume_after + 1
+        else:
+            config.deliver_policy = DeliverPolicy.NEW
+        sub = await js.subscribe(
+            subject, stream=ORDER_UPDATES_STREAM, cb=on_msg, ordered_consumer=True, config=config
+        )
         try:
             seen: dict[str, int] = {}
-            if request.include_open_orders:
+            if request.include_open_orders and not resume_after:
                 for order in await self._store.open_orders(tenant, request.symbol or None):
                     seen[order.order_id] = order.version
                     yield pb.StreamOrderUpdatesResponse(order=order_to_proto(order), snapshot=True)
@@ -429,16 +456,45 @@ class ExecutionApi:
                     raise ServiceError(
                         status(
                             grpc.StatusCode.ABORTED,
-                            "the stream fell behind; reconnect with include_open_orders",
+                            "the stream fell behind; reconnect with resume_after_sequence"
+                            " (SSE: Last-Event-ID) to continue after the last update received",
                         )
                     )
                 update = _decode_update(msg)
                 if update is None or update.order.version <= seen.get(update.order.order_id, 0):
                     continue  # undecodable, or older than the snapshot already sent
+                update.stream_sequence = msg.metadata.sequence.stream
                 yield update
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _check_resume_position(self, js: JetStreamContext, resume_after: int) -> None:
+        """OUT_OF_RANGE unless the updates after `resume_after` are all still
+        kept: resuming anyway would silently skip the lost ones."""
+        info = await js.stream_info(ORDER_UPDATES_STREAM)
+        first, last = info.state.first_seq, info.state.last_seq
+        if resume_after > last:
+            raise ServiceError(
+                domain_error(
+                    grpc.StatusCode.OUT_OF_RANGE,
+                    "STREAM_POSITION_UNKNOWN",
+                    DOMAIN,
+                    f"position {resume_after} was never issued by this stream",
+                    {"resume_after_sequence": str(resume_after)},
+                )
+            )
+        if resume_after + 1 < first:
+            raise ServiceError(
+                domain_error(
+                    grpc.StatusCode.OUT_OF_RANGE,
+                    "STREAM_POSITION_EXPIRED",
+                    DOMAIN,
+                    f"the updates after position {resume_after} are no longer kept; "
+                    "reconnect without it, with include_open_orders, for the current state",
+                    {"resume_after_sequence": str(resume_after)},
+                )
+            )
 
 
 def _decode_update(msg: Msg) -> pb.StreamOrderUpdatesResponse | None:

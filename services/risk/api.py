@@ -85,6 +85,7 @@ class RiskApi:
         )
         check_id = str(uuid7())
         now_ns = time.time_ns()
+        submitted_us = request.submitted_at.ToMicroseconds() if request.HasField("submitted_at") else None
         read = await self._store.read_for_check(
             tenant,
             order.symbol,
@@ -92,6 +93,7 @@ class RiskApi:
             request.client_order_id,
             consume=not request.dry_run,
             now_s=now_ns / 1e9,
+            rate_instant_us=domain.rate_instant_us(submitted_us, now_ns // 1000, self._store.time_bound),
         )
         if read.prior_check_id is not None:
             check_id = read.prior_check_id  # a retried check of a counted order keeps its id

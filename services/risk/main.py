@@ -11,6 +11,7 @@ from runtime.resources import Resources
 from runtime.service import ServiceSpec
 from services.risk.api import RiskApi
 from services.risk.consumers import FILLS_GROUP, fill_subscriber
+from services.risk.domain import SubmissionTimeBound
 from services.risk.events import RiskEvents
 from services.risk.storage import RiskStore
 
@@ -19,7 +20,11 @@ RISK_SERVICE = "trading.risk.v1.RiskService"
 
 async def build(resources: Resources, *, fills_group: str = FILLS_GROUP) -> Mapping[str, Any]:
     assert resources.redis is not None and resources.kafka_publisher is not None
-    store = RiskStore(resources.redis)
+    risk = resources.settings.risk
+    store = RiskStore(
+        resources.redis,
+        time_bound=SubmissionTimeBound(risk.submitted_at_max_back_s, risk.submitted_at_max_ahead_s),
+    )
     await store.load_scripts()
     events = RiskEvents(store, resources.kafka_publisher, resources.nats_publisher)
     subscriber = fill_subscriber(

@@ -8,7 +8,7 @@ cluster mode):
 |---|---|---|
 | ``risk:limits`` | hash | ``pb`` (RiskLimits), ``version``, ``at`` (ns), ``by``, ``rate`` (for Lua) |
 | ``risk:state`` | hash | ``pb`` (TradingStatus bytes), ``state`` (number, for Lua) |
-| ``risk:rate`` | zset | counted checks of the last second: member check id, score Redis time in us |
+| ``risk:rate`` | zset | counted checks of the last seconds: member check id, score its rate instant (us) |
 | ``risk:check:{client_order_id}`` | string | check id of the counted check of that order (5 min) |
 | ``risk:pos`` | hash | symbol -> "quantity average_price" (risk's own view, from fills) |
 | ``risk:pnl:{YYYYMMDD}`` | string | realised PnL of that UTC day, net of fees |
@@ -49,20 +49,39 @@ ALERT_INTERVAL_S: Final = 60
 # The order-rate window, atomically. Reading the count and adding the order in
 # two commands would let two replicas both see "limit - 1" and both add (a
 # check-then-act race that overshoots the budget); in one script nothing runs
-# in between. Time comes from the Redis server, so replicas with skewed clocks
-# still share one window. The script also returns the rest of the tenant's
-# state, so the check needs no other round trip.
+# in between. Each member is scored with the instant its order counts at
+# (ARGV[5], domain.rate_instant_us: the trader's submission time within a
+# bound, else the arrival), and counted as domain.orders_near does: the
+# busiest one-second window that would hold the new order (ARGV[8], ARGV[9]
+# bound the members that can share one with it). The instants come from the
+# services' clocks (execution's for submission times, risk's for arrivals),
+# not from Redis TIME, because a submission time can only be compared with a
+# wall clock; NTP-synced hosts differ by milliseconds, well inside the bound.
+# Members are kept until no admissible instant can reach them (ARGV[6]).
+# The script also returns the rest of the tenant's state, so the check needs
+# no other round trip.
 _CHECK = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local rate = tonumber(redis.call('HGET', KEYS[1], 'rate') or ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 1000000)
-local count = redis.call('ZCARD', KEYS[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[6])
+local near = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[8], '(' .. ARGV[9], 'WITHSCORES')
+local instant = tonumber(ARGV[5])
+local times = {}
+for i = 2, #near, 2 do times[#times + 1] = tonumber(near[i]) end
+local count, hi, n = 0, 1, #times
+local function busiest(lo, start)
+  while hi <= n and times[hi] < start + 1000000 do hi = hi + 1 end
+  if hi - lo > count then count = hi - lo end
+end
+local lo = 1
+while lo <= n and times[lo] <= instant do busiest(lo, times[lo]); lo = lo + 1 end
+local first = 1
+while first <= n and times[first] < instant do first = first + 1 end
+busiest(first, instant)
 local prior = redis.call('GET', KEYS[4])
 local added = 0
 if ARGV[3] == '1' and not prior and count < rate then
-  redis.call('ZADD', KEYS[3], now, ARGV[2])
-  redis.call('PEXPIRE', KEYS[3], 2000)
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2])
+  redis.call('PEXPIRE', KEYS[3], ARGV[7])
   redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[4])
   added = 1
 end
@@ -222,15 +241,25 @@ class RiskStore:
     """Redis adapter of the risk service."""
 
     def __init__(
-        self, redis: Redis, *, default_rate: int = domain.DEFAULT_LIMITS.max_orders_per_second
+        self,
+        redis: Redis,
+        *,
+        default_rate: int = domain.DEFAULT_LIMITS.max_orders_per_second,
+        time_bound: domain.SubmissionTimeBound | None = None,
     ) -> None:
         self._redis = redis
         self._default_rate = default_rate
+        self._time_bound = time_bound or domain.SubmissionTimeBound()
         self._sources = {"check": _CHECK, "release": _RELEASE, "limits": _SET_LIMITS, "state": _SET_STATE}
         self._shas: dict[str, str] = {}
         # Per tenant, the symbols it held at its last check: their quotes are
         # fetched in the check's one round trip to mark positions to market.
         self._held: dict[str, tuple[str, ...]] = {}
+
+    @property
+    def time_bound(self) -> domain.SubmissionTimeBound:
+        """Within which a claimed submission time is believed (see domain)."""
+        return self._time_bound
 
     async def load_scripts(self) -> None:
         for name, source in self._sources.items():
@@ -246,10 +275,27 @@ class RiskStore:
     # ---------------------------------------------------------------- check
 
     async def read_for_check(
-        self, tenant: str, symbol: str, check_id: str, client_order_id: str, *, consume: bool, now_s: float
+        self,
+        tenant: str,
+        symbol: str,
+        check_id: str,
+        client_order_id: str,
+        *,
+        consume: bool,
+        now_s: float,
+        rate_instant_us: int | None = None,
     ) -> CheckRead:
         """The snapshot of one check in one round trip; counts the order in the
-        rate window (when `consume` and within the budget)."""
+        rate window at `rate_instant_us` (default: `now_s`) when `consume` and
+        within the budget."""
+        now_us = int(now_s * 1e6)
+        instant = now_us if rate_instant_us is None else rate_instant_us
+        # No admissible instant is older than max_back_s, so nothing older
+        # than that plus one window can be counted again.
+        keep_after = now_us - int(self._time_bound.max_back_s * 1e6) - domain.RATE_WINDOW_US
+        keep_ms = int((self._time_bound.max_back_s + self._time_bound.max_ahead_s) * 1000) + 2000
+        # Bounds as exact integer text: Lua's number formatting would round
+        # microsecond timestamps (16 digits) to 14 significant digits.
         keys = (
             tenant_key(tenant, "risk", "limits"),
             tenant_key(tenant, "risk", "state"),
@@ -258,7 +304,17 @@ class RiskStore:
             tenant_key(tenant, "risk", "pos"),
             tenant_key(tenant, "risk", "pnl", utc_day(now_s)),
         )
-        args = (self._default_rate, check_id, "1" if consume else "0", CHECK_MARKER_TTL_MS)
+        args = (
+            self._default_rate,
+            check_id,
+            "1" if consume else "0",
+            CHECK_MARKER_TTL_MS,
+            instant,
+            keep_after,
+            keep_ms,
+            instant - domain.RATE_WINDOW_US,
+            instant + domain.RATE_WINDOW_US,
+        )
         wanted = (symbol, *(s for s in self._held.get(tenant, ()) if s != symbol))
         for attempt in (1, 2):
             pipe = self._redis.pipeline(transaction=False)

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -31,6 +31,7 @@ import asyncpg
 import grpc
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf import duration_pb2
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -52,13 +53,14 @@ from runtime.contracts import event_registry
 from runtime.errors import error_details
 from runtime.grpc_client import ClientFactory
 from runtime.messaging import Delivery, Event, Transport, decode_envelope, new_envelope, uuid7
+from runtime.messaging.envelope import unpack
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
 from runtime.security.delegations import DelegationCache
 from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from runtime.storage.postgres import tenant_transaction
 from services.decision import models
-from services.decision.engine import VECTOR_EVENT, DecisionEngine, StrategyCache
+from services.decision.engine import VECTOR_EVENT, DecisionEngine, IntentSweeper, StrategyCache
 from services.decision.inference import Ensemble
 from services.decision.main import make_spec
 from services.decision.settings import DecisionSettings, TrainingSettings
@@ -821,3 +823,95 @@ async def test_orders_in_flight_count_against_the_position_limit(
     async with tenant_transaction(pg_pool, tenant) as conn:
         stored = await conn.fetchval("SELECT quantity FROM decision.positions WHERE strategy_id = 'trader'")
     assert stored == net == in_memory
+
+
+async def _expired_events(
+    settings: Settings, tenant: str, timeout: float = 20
+) -> list[events_pb2.OrderIntentExpired]:
+    """The tenant's OrderIntentExpired events on trading.decision.intents (from the beginning)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.servers, enable_auto_commit=False)
+    await consumer.start()
+    found: list[events_pb2.OrderIntentExpired] = []
+    try:
+        await consumer._client.force_metadata_update()
+        topic = "trading.decision.intents"
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or {0}]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        deadline = time.monotonic() + timeout
+        while not found and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    envelope = decode_envelope(record.value)
+                    if envelope.tenant_id != tenant:
+                        continue
+                    event = unpack(envelope, event_registry())
+                    if isinstance(event, events_pb2.OrderIntentExpired):
+                        found.append(event)
+        await asyncio.sleep(1.0)  # a second event (there must be none) would have arrived by now
+        for records in (await consumer.getmany(timeout_ms=500)).values():
+            for record in records:
+                envelope = decode_envelope(record.value)
+                if envelope.tenant_id == tenant:
+                    event = unpack(envelope, event_registry())
+                    if isinstance(event, events_pb2.OrderIntentExpired):
+                        found.append(event)
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_an_unanswered_intent_expires_once_with_two_sweepers_and_is_never_placed(
+    platform: Platform, pg_pool: asyncpg.Pool, model_dir: Path, infra_settings: Settings
+) -> None:
+    tenant, symbol = await platform.tenant(), await platform.symbol()
+    await platform.set(tenant, "trader", spec(symbol, signal_threshold=0.000001))
+    [first] = vectors(symbol, 1, seed=9)
+    # Execution unreachable: the intent stays pending.
+    async with engine_on(platform, pg_pool, model_dir, infra_settings, "127.0.0.1:9") as down:
+        await down.decide(first)
+    [intent] = await _stored_signals(pg_pool, tenant, symbol)
+    assert intent["client_order_id"] and intent["order_id"] is None
+
+    ttl = timedelta(minutes=10)
+    store = SignalStore(pg_pool, intent_ttl=ttl)
+    # Not due yet: nothing expires.
+    assert await store.expire_due(tenant, datetime.now(UTC)) == []
+    # Eleven minutes on, two replicas sweep at once: exactly one expires it.
+    later = datetime.now(UTC) + timedelta(minutes=11)
+    forgotten: list[str] = []
+    async with KafkaPublisher(infra_settings.kafka, event_registry()) as kafka:
+        sweepers = [
+            IntentSweeper(
+                StrategyStore(pg_pool),
+                store,
+                kafka,
+                every_s=3600,
+                clock=lambda: later,
+                on_expired=lambda _t, batch: forgotten.extend(i.client_order_id for i in batch),
+            )
+            for _ in range(2)
+        ]
+        counts = await asyncio.gather(*(s.sweep_tenant(tenant) for s in sweepers))
+        assert sorted(counts) == [0, 1] and forgotten == [intent["client_order_id"]]
+        assert [await s.sweep_tenant(tenant) for s in sweepers] == [0, 0]  # idempotent
+
+    [event] = await _expired_events(infra_settings, tenant)
+    assert (event.client_order_id, event.signal_id, event.symbol) == (
+        intent["client_order_id"],
+        intent["id"],
+        symbol,
+    )
+    assert event.previous_status == pb.INTENT_STATUS_PENDING
+    assert event.expired_at.ToDatetime(tzinfo=UTC) == later
+    reply = await platform.decision.GetSignals(pb.GetSignalsRequest(symbol=symbol), metadata=md(tenant))
+    assert [s.intent_status for s in reply.signals] == [pb.INTENT_STATUS_EXPIRED]
+
+    # Execution is back and the vector comes again: an expired intent is
+    # terminal, so nothing is placed (before, it would have been retried).
+    async with engine_on(platform, pg_pool, model_dir, infra_settings) as up:
+        await up.decide(first)
+        book = await up.engine.books.get(tenant, symbol, ["trader"])
+        assert book.pending == {}
+    assert await _orders(platform, tenant, symbol) == []

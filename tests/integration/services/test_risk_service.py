@@ -475,3 +475,48 @@ async def test_check_order_latency(infra_settings: Settings, redis_client: Redis
         p50, p99 = statistics.median(samples), samples[int(len(samples) * 0.99)]
         print(f"\nCheckOrder over gRPC, {len(samples)} calls: p50 {p50 * 1e3:.3f} ms, p99 {p99 * 1e3:.3f} ms")
         assert p50 < 0.05  # a sanity bound only: the machine is shared
+
+
+async def test_order_rate_counts_at_the_submission_time_within_a_bound(
+    infra_settings: Settings, redis_client: Redis, group: str
+) -> None:
+    """Checks that queued up during a stall arrive together but were sent
+    slowly: counted at their submitted_at they pass; a real burst, and a
+    burst claiming times beyond the bound, are still cut at the limit."""
+    sym = new_symbol()
+    slow, burst, forged = (f"{p}-{uuid.uuid4().hex[:8]}" for p in ("ts", "tb", "tf"))
+
+    def stamped(seconds_ago: float | None) -> pb.CheckOrderRequest:
+        request = order(sym, BUY, "0.1")
+        if seconds_ago is not None:
+            request.submitted_at.FromNanoseconds(time.time_ns() - int(seconds_ago * 1e9))
+        return request
+
+    async with (
+        running_service(spec_with_group(group), infra_settings) as address,
+        service_channel(address, "risk") as channel,
+    ):
+        stub = pb_grpc.RiskServiceStub(channel)
+        await put_quote(redis_client, sym, "99", "101")
+        for tenant in (slow, burst, forged):
+            await stub.SetLimits(
+                pb.SetLimitsRequest(limits=limits(max_orders_per_second=5)), metadata=meta(tenant)
+            )
+
+        async def send(tenant: str, requests: list[pb.CheckOrderRequest]) -> list[bool]:
+            replies = await asyncio.gather(*(stub.CheckOrder(r, metadata=meta(tenant)) for r in requests))
+            for reply in replies:
+                assert reply.approved or [d.code for d in reply.denials] == ["RISK_ORDER_RATE_EXCEEDED"]
+            return [r.approved for r in replies]
+
+        # 12 orders sent at 4/s over the last 3 s (limit 5/s), arriving at once.
+        assert all(await send(slow, [stamped(3.0 - i * 0.25) for i in range(12)]))
+        # The same arrivals without a submission time: a burst, cut at the limit.
+        assert (await send(burst, [stamped(None) for _ in range(12)])).count(True) == 5
+        # Times claimed 60 s back (beyond the 5 s bound) count at arrival.
+        assert (await send(forged, [stamped(60.0 - i * 0.25) for i in range(12)])).count(True) == 5
+        # Late orders with early times: every second of the slow tenant's
+        # holds 4, so one more fits there, a second one in the same second
+        # would make 6 and is refused (no window ever exceeds the limit).
+        assert await send(slow, [stamped(2.6)]) == [True]
+        assert await send(slow, [stamped(2.4)]) == [False]

@@ -184,7 +184,9 @@ def test_whoever_publishes_into_a_stream_declares_it() -> None:
 def _subject_sites() -> dict[str, int]:
     """services/ and gateway/ files with NATS subscriptions, and how many call sites."""
     sites: dict[str, int] = {}
-    pattern = re.compile(r"_nats\.subscribe\(|NatsSubscriber\(|\.pull_subscribe|\bnats\.connect\(")
+    pattern = re.compile(
+        r"_nats\.subscribe\(|\bjs\.subscribe\(|NatsSubscriber\(|\.pull_subscribe|\bnats\.connect\("
+    )
     for base in ("services", "gateway"):
         for path in sorted((ROOT / base).rglob("*.py")):
             count = len(pattern.findall(path.read_text()))
@@ -261,9 +263,22 @@ def test_durable_consumers_and_dead_letter_names_in_code_are_covered() -> None:
         assert allowed(notification, f"$JS.ACK.{stream}.{durable}.1.2.3.4.5.6")
         assert allowed(notification, DLQ_SUBJECT_PREFIX + durable)
     assert allowed(notification, delivery.job_subject("tenant-a", "wh-1"))
+    # execution reads its own stream with ephemeral ordered consumers
+    # (StreamOrderUpdates, resumable): create, flow control, its bounds; no
+    # durables, no pulls, no acks.
+    execution = permissions("execution").publish
+    assert allowed(execution, f"$JS.API.CONSUMER.CREATE.{EXECUTION_STREAM}")
+    assert allowed(execution, f"$JS.API.CONSUMER.CREATE.{EXECUTION_STREAM}.x.execution.orders.t.*")
+    assert allowed(execution, f"$JS.API.CONSUMER.DELETE.{EXECUTION_STREAM}.x")
+    assert allowed(execution, f"$JS.API.STREAM.INFO.{EXECUTION_STREAM}")
+    assert allowed(execution, f"$JS.FC.{EXECUTION_STREAM}.x.1.2")
+    assert not allowed(execution, f"$JS.API.CONSUMER.DURABLE.CREATE.{EXECUTION_STREAM}.x")
+    assert not allowed(execution, f"$JS.API.CONSUMER.MSG.NEXT.{EXECUTION_STREAM}.x")
+    assert not allowed(execution, f"$JS.ACK.{EXECUTION_STREAM}.x.1.2.3.4.5.6")
+    assert not allowed(execution, f"$JS.API.CONSUMER.CREATE.{NOTIFICATION_STREAM}")
     # Nobody else may read the order stream through JetStream.
     for principal in nats_users():
-        if principal != "notification":
+        if principal not in ("notification", "execution"):
             pub = permissions(principal).publish
             assert not allowed(pub, f"$JS.API.CONSUMER.CREATE.{EXECUTION_STREAM}")
             assert not allowed(pub, f"$JS.API.CONSUMER.DURABLE.CREATE.{EXECUTION_STREAM}.x")

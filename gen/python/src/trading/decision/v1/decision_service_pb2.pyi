@@ -127,6 +127,42 @@ or had another feature set version.
 """
 Global___ModelOutcome: _TypeAlias = ModelOutcome  # noqa: Y015
 
+class _IntentStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _IntentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IntentStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INTENT_STATUS_UNSPECIFIED: _IntentStatus.ValueType  # 0
+    """The signal created no intent."""
+    INTENT_STATUS_PENDING: _IntentStatus.ValueType  # 1
+    """Waiting for execution's answer; retried with the same client order id."""
+    INTENT_STATUS_PLACED: _IntentStatus.ValueType  # 2
+    """Execution accepted the order."""
+    INTENT_STATUS_REFUSED: _IntentStatus.ValueType  # 3
+    """Execution or risk refused the order for good."""
+    INTENT_STATUS_EXPIRED: _IntentStatus.ValueType  # 4
+    """No answer within the time-to-live; given up (OrderIntentExpired)."""
+
+class IntentStatus(_IntentStatus, metaclass=_IntentStatusEnumTypeWrapper):
+    """Lifecycle of an order intent: PENDING until execution answers its
+    PlaceOrder, then PLACED or REFUSED; EXPIRED when no answer came within the
+    intent time-to-live (execution down, lost answers). PLACED, REFUSED and
+    EXPIRED are terminal: an expired intent is never placed again.
+    """
+
+INTENT_STATUS_UNSPECIFIED: IntentStatus.ValueType  # 0
+"""The signal created no intent."""
+INTENT_STATUS_PENDING: IntentStatus.ValueType  # 1
+"""Waiting for execution's answer; retried with the same client order id."""
+INTENT_STATUS_PLACED: IntentStatus.ValueType  # 2
+"""Execution accepted the order."""
+INTENT_STATUS_REFUSED: IntentStatus.ValueType  # 3
+"""Execution or risk refused the order for good."""
+INTENT_STATUS_EXPIRED: IntentStatus.ValueType  # 4
+"""No answer within the time-to-live; given up (OrderIntentExpired)."""
+Global___IntentStatus: _TypeAlias = IntentStatus  # noqa: Y015
+
 @_typing.final
 class OrderSizing(_message.Message):
     """How a strategy sizes its orders. Exactly one method is set."""
@@ -436,6 +472,7 @@ class Signal(_message.Message):
     FEATURE_TICK_SEQUENCE_FIELD_NUMBER: _builtins.int
     GENERATED_AT_FIELD_NUMBER: _builtins.int
     CLIENT_ORDER_ID_FIELD_NUMBER: _builtins.int
+    INTENT_STATUS_FIELD_NUMBER: _builtins.int
     signal_id: _builtins.str
     """Server-assigned id (UUIDv7)."""
     strategy_id: _builtins.str
@@ -459,6 +496,10 @@ class Signal(_message.Message):
     client_order_id: _builtins.str
     """Client order id of the order intent created from the signal; empty when
     none was created (HOLD, cooldown, position limit).
+    """
+    intent_status: Global___IntentStatus.ValueType
+    """Where the signal's order intent stands; UNSPECIFIED when it created
+    none. Read at the time of the request (GetSignals), not of the signal.
     """
     @_builtins.property
     def model_scores(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelScore]:
@@ -488,10 +529,11 @@ class Signal(_message.Message):
         feature_tick_sequence: _builtins.int = ...,
         generated_at: _timestamp_pb2.Timestamp | None = ...,
         client_order_id: _builtins.str = ...,
+        intent_status: Global___IntentStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["feature_as_of", b"feature_as_of", "generated_at", b"generated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_order_id", b"client_order_id", "confidence", b"confidence", "direction", b"direction", "fallback", b"fallback", "fallback_reason", b"fallback_reason", "feature_as_of", b"feature_as_of", "feature_tick_sequence", b"feature_tick_sequence", "generated_at", b"generated_at", "model_scores", b"model_scores", "signal_id", b"signal_id", "strategy_id", b"strategy_id", "strength", b"strength", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_order_id", b"client_order_id", "confidence", b"confidence", "direction", b"direction", "fallback", b"fallback", "fallback_reason", b"fallback_reason", "feature_as_of", b"feature_as_of", "feature_tick_sequence", b"feature_tick_sequence", "generated_at", b"generated_at", "intent_status", b"intent_status", "model_scores", b"model_scores", "signal_id", b"signal_id", "strategy_id", b"strategy_id", "strength", b"strength", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -129,6 +129,72 @@ class OrderIntentCreated(_message.Message):
 Global___OrderIntentCreated: _TypeAlias = OrderIntentCreated  # noqa: Y015
 
 @_typing.final
+class OrderIntentExpired(_message.Message):
+    """A strategy's order intent got no answer from execution within the intent
+    time-to-live and was given up: it is EXPIRED (terminal) and never placed
+    again, so it no longer holds up the strategy. Its order may still exist at
+    execution if only the answer was lost; execution's own order events tell.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    SIGNAL_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_ORDER_ID_FIELD_NUMBER: _builtins.int
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRED_AT_FIELD_NUMBER: _builtins.int
+    PREVIOUS_STATUS_FIELD_NUMBER: _builtins.int
+    strategy_id: _builtins.str
+    """Strategy that created the intent."""
+    signal_id: _builtins.str
+    """Signal the intent was derived from."""
+    client_order_id: _builtins.str
+    """Client order id of the order, as in OrderIntentCreated."""
+    symbol: _builtins.str
+    """Instrument symbol."""
+    side: _types_pb2.Side.ValueType
+    """Side of the order."""
+    previous_status: _decision_service_pb2.IntentStatus.ValueType
+    """Status before expiring; always INTENT_STATUS_PENDING (the only status
+    that expires), carried so consumers can apply the transition as given.
+    """
+    @_builtins.property
+    def quantity(self) -> _decimal_pb2.Decimal:
+        """Quantity, in the base asset."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When the intent was created."""
+
+    @_builtins.property
+    def expired_at(self) -> _timestamp_pb2.Timestamp:
+        """When it expired."""
+
+    def __init__(
+        self,
+        *,
+        strategy_id: _builtins.str = ...,
+        signal_id: _builtins.str = ...,
+        client_order_id: _builtins.str = ...,
+        symbol: _builtins.str = ...,
+        side: _types_pb2.Side.ValueType = ...,
+        quantity: _decimal_pb2.Decimal | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        expired_at: _timestamp_pb2.Timestamp | None = ...,
+        previous_status: _decision_service_pb2.IntentStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expired_at", b"expired_at", "quantity", b"quantity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_order_id", b"client_order_id", "created_at", b"created_at", "expired_at", b"expired_at", "previous_status", b"previous_status", "quantity", b"quantity", "side", b"side", "signal_id", b"signal_id", "strategy_id", b"strategy_id", "symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderIntentExpired: _TypeAlias = OrderIntentExpired  # noqa: Y015
+
+@_typing.final
 class StrategyUpdated(_message.Message):
     """A strategy was created or its configuration changed (including being
     enabled or disabled).

@@ -303,6 +303,7 @@ class StreamOrderUpdatesRequest(_message.Message):
 
     SYMBOL_FIELD_NUMBER: _builtins.int
     INCLUDE_OPEN_ORDERS_FIELD_NUMBER: _builtins.int
+    RESUME_AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     """Only updates of orders for this symbol; empty means every symbol."""
     include_open_orders: _builtins.bool
@@ -310,15 +311,25 @@ class StreamOrderUpdatesRequest(_message.Message):
     ACCEPTED, PARTIALLY_FILLED, PENDING_CANCEL) carrying its current state,
     marked `snapshot = true`, before the live updates.
     """
+    resume_after_sequence: _builtins.int
+    """Resume after this position: the `stream_sequence` of the last update the
+    client received (the gateway takes it from SSE's Last-Event-ID). The
+    updates after it are replayed in order, then live ones follow, so a
+    reconnecting client misses and repeats nothing; no snapshot is sent when
+    resuming (the client has the state). 0 starts with live updates.
+    OUT_OF_RANGE when the position was never issued or its updates are no
+    longer kept: then reconnect without it, with `include_open_orders`.
+    """
     def __init__(
         self,
         *,
         symbol: _builtins.str = ...,
         include_open_orders: _builtins.bool = ...,
+        resume_after_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_open_orders", b"include_open_orders", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_open_orders", b"include_open_orders", "resume_after_sequence", b"resume_after_sequence", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -336,6 +347,7 @@ class StreamOrderUpdatesResponse(_message.Message):
     PREVIOUS_STATUS_FIELD_NUMBER: _builtins.int
     FILL_FIELD_NUMBER: _builtins.int
     SNAPSHOT_FIELD_NUMBER: _builtins.int
+    STREAM_SEQUENCE_FIELD_NUMBER: _builtins.int
     previous_status: _types_pb2_1.OrderStatus.ValueType
     """Status before the change; equal to order.status when only the fill
     state changed, UNSPECIFIED for a new order or a snapshot.
@@ -343,6 +355,12 @@ class StreamOrderUpdatesResponse(_message.Message):
     snapshot: _builtins.bool
     """True for the initial state of an open order sent because of
     `include_open_orders`, false for a live change.
+    """
+    stream_sequence: _builtins.int
+    """Position of a live update in the tenant's durable order-update stream
+    (its JetStream sequence): strictly increasing along the stream, not
+    contiguous (the positions between belong to other streams). 0 for
+    snapshots. Pass the last one received as `resume_after_sequence`.
     """
     @_builtins.property
     def order(self) -> _types_pb2_1.Order:
@@ -359,10 +377,11 @@ class StreamOrderUpdatesResponse(_message.Message):
         previous_status: _types_pb2_1.OrderStatus.ValueType = ...,
         fill: _types_pb2_1.Fill | None = ...,
         snapshot: _builtins.bool = ...,
+        stream_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fill", b"fill", "order", b"order"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fill", b"fill", "order", b"order", "previous_status", b"previous_status", "snapshot", b"snapshot"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fill", b"fill", "order", b"order", "previous_status", b"previous_status", "snapshot", b"snapshot", "stream_sequence", b"stream_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

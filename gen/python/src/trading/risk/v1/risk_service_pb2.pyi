@@ -333,6 +333,7 @@ class CheckOrderRequest(_message.Message):
     LIMIT_PRICE_FIELD_NUMBER: _builtins.int
     STRATEGY_ID_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
+    SUBMITTED_AT_FIELD_NUMBER: _builtins.int
     client_order_id: _builtins.str
     """Client order id of the order being checked; checks are deduplicated by
     it.
@@ -359,6 +360,17 @@ class CheckOrderRequest(_message.Message):
     def limit_price(self) -> _decimal_pb2.Decimal:
         """Limit price; required for limit orders, absent for market orders."""
 
+    @_builtins.property
+    def submitted_at(self) -> _timestamp_pb2.Timestamp:
+        """When the trader submitted the order (execution sets the time it accepted
+        the PlaceOrder call). The order rate is measured at this time rather than
+        at the check's arrival, so orders sent slowly that queued up during a
+        stall are not denied when they arrive together. Trusted only within a
+        bound of the risk service's clock (a few seconds back, about a second
+        ahead); outside it, or unset, the arrival time is used, so a client
+        cannot spread a burst by backdating.
+        """
+
     def __init__(
         self,
         *,
@@ -370,10 +382,11 @@ class CheckOrderRequest(_message.Message):
         limit_price: _decimal_pb2.Decimal | None = ...,
         strategy_id: _builtins.str = ...,
         dry_run: _builtins.bool = ...,
+        submitted_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["limit_price", b"limit_price", "quantity", b"quantity"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limit_price", b"limit_price", "quantity", b"quantity", "submitted_at", b"submitted_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_order_id", b"client_order_id", "dry_run", b"dry_run", "limit_price", b"limit_price", "order_type", b"order_type", "quantity", b"quantity", "side", b"side", "strategy_id", b"strategy_id", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_order_id", b"client_order_id", "dry_run", b"dry_run", "limit_price", b"limit_price", "order_type", b"order_type", "quantity", b"quantity", "side", b"side", "strategy_id", b"strategy_id", "submitted_at", b"submitted_at", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

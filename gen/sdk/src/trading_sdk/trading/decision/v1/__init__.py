@@ -10,6 +10,7 @@ __all__ = (
     "GetSignalsResponse",
     "GetStrategyRequest",
     "GetStrategyResponse",
+    "IntentStatus",
     "ListModelsRequest",
     "ListModelsResponse",
     "ListStrategiesRequest",
@@ -19,6 +20,7 @@ __all__ = (
     "ModelOutcome",
     "ModelScore",
     "OrderIntentCreated",
+    "OrderIntentExpired",
     "OrderSizing",
     "SetStrategyEnabledRequest",
     "SetStrategyEnabledResponse",
@@ -48,6 +50,60 @@ if TYPE_CHECKING:
 
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
+
+
+class IntentStatus(betterproto2.Enum):
+    """
+    Lifecycle of an order intent: PENDING until execution answers its
+    PlaceOrder, then PLACED or REFUSED; EXPIRED when no answer came within the
+    intent time-to-live (execution down, lost answers). PLACED, REFUSED and
+    EXPIRED are terminal: an expired intent is never placed again.
+    """
+
+    UNSPECIFIED = 0
+    """
+    The signal created no intent.
+    """
+
+    PENDING = 1
+    """
+    Waiting for execution's answer; retried with the same client order id.
+    """
+
+    PLACED = 2
+    """
+    Execution accepted the order.
+    """
+
+    REFUSED = 3
+    """
+    Execution or risk refused the order for good.
+    """
+
+    EXPIRED = 4
+    """
+    No answer within the time-to-live; given up (OrderIntentExpired).
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "INTENT_STATUS_UNSPECIFIED",
+            1: "INTENT_STATUS_PENDING",
+            2: "INTENT_STATUS_PLACED",
+            3: "INTENT_STATUS_REFUSED",
+            4: "INTENT_STATUS_EXPIRED",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "INTENT_STATUS_UNSPECIFIED": 0,
+            "INTENT_STATUS_PENDING": 1,
+            "INTENT_STATUS_PLACED": 2,
+            "INTENT_STATUS_REFUSED": 3,
+            "INTENT_STATUS_EXPIRED": 4,
+        }
 
 
 class ModelKind(betterproto2.Enum):
@@ -595,6 +651,75 @@ default_message_pool.register_message("trading.decision.v1", "OrderIntentCreated
 
 
 @dataclass(eq=False, repr=False)
+class OrderIntentExpired(betterproto2.Message):
+    """
+    A strategy's order intent got no answer from execution within the intent
+    time-to-live and was given up: it is EXPIRED (terminal) and never placed
+    again, so it no longer holds up the strategy. Its order may still exist at
+    execution if only the answer was lost; execution's own order events tell.
+    """
+
+    strategy_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    Strategy that created the intent.
+    """
+
+    signal_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Signal the intent was derived from.
+    """
+
+    client_order_id: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    Client order id of the order, as in OrderIntentCreated.
+    """
+
+    symbol: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    Instrument symbol.
+    """
+
+    side: "__common__v1__.Side" = betterproto2.field(
+        5, betterproto2.TYPE_ENUM, default_factory=lambda: __common__v1__.Side(0)
+    )
+    """
+    Side of the order.
+    """
+
+    quantity: "__common__v1__.Decimal | None" = betterproto2.field(
+        6, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Quantity, in the base asset.
+    """
+
+    created_at: "datetime.datetime | None" = betterproto2.field(
+        7, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    )
+    """
+    When the intent was created.
+    """
+
+    expired_at: "datetime.datetime | None" = betterproto2.field(
+        8, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    )
+    """
+    When it expired.
+    """
+
+    previous_status: "IntentStatus" = betterproto2.field(
+        9, betterproto2.TYPE_ENUM, default_factory=lambda: IntentStatus(0)
+    )
+    """
+    Status before expiring; always INTENT_STATUS_PENDING (the only status
+    that expires), carried so consumers can apply the transition as given.
+    """
+
+
+default_message_pool.register_message("trading.decision.v1", "OrderIntentExpired", OrderIntentExpired)
+
+
+@dataclass(eq=False, repr=False)
 class OrderSizing(betterproto2.Message):
     """
     How a strategy sizes its orders. Exactly one method is set.
@@ -784,6 +909,14 @@ class Signal(betterproto2.Message):
     """
     Client order id of the order intent created from the signal; empty when
     none was created (HOLD, cooldown, position limit).
+    """
+
+    intent_status: "IntentStatus" = betterproto2.field(
+        14, betterproto2.TYPE_ENUM, default_factory=lambda: IntentStatus(0)
+    )
+    """
+    Where the signal's order intent stands; UNSPECIFIED when it created
+    none. Read at the time of the request (GetSignals), not of the signal.
     """
 
 

@@ -933,6 +933,17 @@ class StreamOrderUpdatesRequest(betterproto2.Message):
     marked `snapshot = true`, before the live updates.
     """
 
+    resume_after_sequence: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+    """
+    Resume after this position: the `stream_sequence` of the last update the
+    client received (the gateway takes it from SSE's Last-Event-ID). The
+    updates after it are replayed in order, then live ones follow, so a
+    reconnecting client misses and repeats nothing; no snapshot is sent when
+    resuming (the client has the state). 0 starts with live updates.
+    OUT_OF_RANGE when the position was never issued or its updates are no
+    longer kept: then reconnect without it, with `include_open_orders`.
+    """
+
 
 default_message_pool.register_message(
     "trading.execution.v1", "StreamOrderUpdatesRequest", StreamOrderUpdatesRequest
@@ -968,6 +979,14 @@ class StreamOrderUpdatesResponse(betterproto2.Message):
     """
     True for the initial state of an open order sent because of
     `include_open_orders`, false for a live change.
+    """
+
+    stream_sequence: "int" = betterproto2.field(5, betterproto2.TYPE_UINT64)
+    """
+    Position of a live update in the tenant's durable order-update stream
+    (its JetStream sequence): strictly increasing along the stream, not
+    contiguous (the positions between belong to other streams). 0 for
+    snapshots. Pass the last one received as `resume_after_sequence`.
     """
 
 

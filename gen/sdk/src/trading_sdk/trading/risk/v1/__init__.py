@@ -348,6 +348,19 @@ class CheckOrderRequest(betterproto2.Message):
     (a "what if" check for user interfaces).
     """
 
+    submitted_at: "datetime.datetime | None" = betterproto2.field(
+        9, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    )
+    """
+    When the trader submitted the order (execution sets the time it accepted
+    the PlaceOrder call). The order rate is measured at this time rather than
+    at the check's arrival, so orders sent slowly that queued up during a
+    stall are not denied when they arrive together. Trusted only within a
+    bound of the risk service's clock (a few seconds back, about a second
+    ahead); outside it, or unset, the arrival time is used, so a client
+    cannot spread a burst by backdating.
+    """
+
 
 default_message_pool.register_message("trading.risk.v1", "CheckOrderRequest", CheckOrderRequest)
 
