@@ -250,7 +250,10 @@ async def test_a_deliberate_unavailable_answer_does_not_open_the_breaker(kit: An
 
 async def test_breaker_trips_on_a_stopped_server_and_recovers_after_restart(kit: Any) -> None:
     servicer = kit.identity()
-    settings = kit.settings(max_attempts=1, breaker_failure_threshold=3, breaker_reset_timeout_s=0.3)
+    # A first open interval longer than the restart below takes, so the breaker is still open then.
+    settings = kit.settings(
+        max_attempts=1, breaker_failure_threshold=3, breaker_reset_timeout_s=0.3, breaker_open_initial_s=0.3
+    )
     async with kit.clients(settings) as clients:
         with use_context(kit.user(TENANT)):
             async with kit.server(servicer) as runner:
