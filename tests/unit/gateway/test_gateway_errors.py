@@ -106,6 +106,16 @@ def test_a_service_whose_database_is_down_is_503_with_retry_after() -> None:
     assert "5432" not in doc["detail"]
 
 
+def test_an_open_breaker_is_503_with_retry_after_and_no_address() -> None:
+    from runtime.errors import CircuitOpenError
+
+    response = from_rpc_error(CircuitOpenError("10.0.0.7:50051", 0.2)).response("c")
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    doc = json.loads(bytes(response.body))
+    assert doc["retryAfterSeconds"] == 0.2
+    assert "10.0.0.7" not in doc["detail"]
+
+
 @pytest.mark.parametrize(
     ("path", "pointer"),
     [
