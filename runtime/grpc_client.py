@@ -112,7 +112,7 @@ def _deliberate(err: grpc.aio.AioRpcError) -> bool:
         if detail.Is(ErrorInfo.DESCRIPTOR):
             info = ErrorInfo()
             detail.Unpack(info)
-            return info.domain != DEPENDENCY_DOMAIN
+            return bool(info.domain != DEPENDENCY_DOMAIN)
     return False
 
 
