@@ -262,9 +262,7 @@ async def run_platform(
     """Bring up infrastructure and services; run until `stop_event` (or Ctrl-C,
     SIGTERM), restarting a service that crashes once all were up."""
     stop = stop_event or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     began = time.monotonic()
     await asyncio.to_thread(prepare_pki, settings)
     async with LocalInfra(settings):
@@ -300,6 +298,14 @@ async def run_platform(
         finally:
             print("platform: stopping services", file=sys.stderr, flush=True)
             await supervisor.stop(settings.shutdown_grace_s + 2)
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """Ctrl-C (SIGINT) and SIGTERM set `stop`: the supervisor then stops every
+    service in order, pending restarts included (see :meth:`Supervisor.stop`)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
 
 
 def prepare_pki(settings: Settings) -> None:

@@ -106,3 +106,71 @@ async def test_stop_ends_every_child_and_a_pending_restart(tmp_path: Path) -> No
     assert procs[1].process.returncode is not None  # SIGTERM reached the healthy one
     assert starts(counter) == ["a", "b"]  # and the crashed one was not started again
     assert supervisor.restarts["a"] == 0
+
+
+REPO = Path(__file__).resolve().parents[3]
+
+# A supervisor of two sleeping children, as `./dev run` wires it (signals
+# set the stop event); prints each child's pid as it starts, "stopped" at the end.
+SUPERVISOR_PROGRAM = """
+import asyncio, sys
+from tools.supervisor import RestartPolicy, Supervisor, spawn, stop_on_signals
+
+async def main() -> None:
+    async def start(name):
+        sp = await spawn(name, [sys.executable, "-c", "import time; time.sleep(600)"], {}, "36", 4)
+        print("started", name, sp.process.pid, flush=True)
+        return sp
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    supervisor = Supervisor(start, [await start("a"), await start("b")], RestartPolicy(initial_s=0.1))
+    supervisor.watch()
+    await stop.wait()
+    await supervisor.stop(grace=5)
+    print("stopped", dict(supervisor.restarts), flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_sigterm_stops_the_supervisor_and_every_child_after_a_restart() -> None:
+    import os
+    import signal
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SUPERVISOR_PROGRAM, cwd=REPO, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    stdout: asyncio.StreamReader = proc.stdout
+    lines: list[str] = []
+
+    async def line() -> str:
+        """The next line the program printed (structlog's lines go to stdout too: kept, skipped)."""
+        while True:
+            raw: bytes = await asyncio.wait_for(stdout.readline(), 30)
+            text = raw.decode().strip()
+            lines.append(text)
+            if text.startswith(("started ", "stopped ")) or not text:
+                return text
+
+    try:
+        first = {(await line()).split()[1]: int(lines[-1].split()[2]) for _ in range(2)}
+        os.kill(first["a"], signal.SIGKILL)  # a crash after start-up
+        restarted = await line()
+        assert restarted.startswith("started a ") and int(restarted.split()[2]) != first["a"]
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        assert (await line()) == "stopped {'a': 1}"
+        assert any("service_exited" in t and "service=a" in t for t in lines), lines
+        assert any("service_restarted" in t and "restarts_total=1" in t for t in lines), lines
+        children = [first["b"], int(restarted.split()[2])]
+        for pid in children:  # both gone (reaped by the supervisor)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue
+            raise AssertionError(f"child {pid} still running: {lines}")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
