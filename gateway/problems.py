@@ -24,7 +24,7 @@ import grpc
 import grpc.aio
 from starlette.responses import Response
 
-from runtime.errors import error_details
+from runtime.errors import CircuitOpenError, error_details
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://errors.trading.example/"
@@ -182,9 +182,10 @@ def from_rpc_error(err: grpc.aio.AioRpcError) -> Problem:
     details = error_details(err)
     info = details.error_info
     message = details.message or _title(details.code)
-    if details.status is None and details.code in _TRANSPORT_CODES:
-        # A transport-level failure (no google.rpc.Status from a service): its
-        # text names internal addresses, so clients get a generic message.
+    if (details.status is None and details.code in _TRANSPORT_CODES) or isinstance(err, CircuitOpenError):
+        # A transport-level failure (no google.rpc.Status from a service) or
+        # the gateway's own open breaker: their text names internal
+        # addresses, so clients get a generic message (RetryInfo is kept).
         message = _GENERIC[details.code]
     return Problem(
         code=details.code,

@@ -194,7 +194,11 @@ class ClientSettings(BaseModel):
     backoff_initial_s: float = 0.02
     backoff_max_s: float = 0.5
     breaker_failure_threshold: int = 5
+    # The longest a tripped breaker stays open between probes (the backoff cap).
     breaker_reset_timeout_s: float = 5.0
+    # Its first open interval after tripping: short, so a blip ends soon after
+    # the target is back (each failed probe doubles it up to the cap).
+    breaker_open_initial_s: float = 0.25
 
 
 class GatewaySettings(BaseModel):

@@ -11,10 +11,12 @@ decode it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import errno
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, Protocol
+from typing import Any, Final, NoReturn, Protocol
 
+import asyncpg
 import grpc
 import grpc.aio
 from google.protobuf import any_pb2, duration_pb2
@@ -223,6 +225,102 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], st: status_pb2.Stat
     kept = tuple((k, v) for k, v in (context.trailing_metadata() or ()) if k != STATUS_DETAILS_KEY)
     await context.abort_with_status(to_grpc_status(st, kept))
     raise AssertionError("unreachable: abort_with_status raises")  # pragma: no cover
+
+
+# ---- a dependency (PostgreSQL) that is down --------------------------------------------------
+
+# ErrorInfo domain of "a dependency of the service is unreachable". Clients'
+# breakers count these as failures (runtime.grpc_client): unlike a domain
+# reason about one request, an outage fails every caller alike.
+DEPENDENCY_DOMAIN: Final = "trading.dependency"
+# What the client is told to wait: a PostgreSQL restart or failover takes about
+# a second, and the pool reconnects on the next call after that.
+DEPENDENCY_RETRY_AFTER_S: Final = 1.0
+
+# Network errnos of a connect or a connection that broke: what asyncpg raises
+# as a bare OSError when PostgreSQL is not listening (several addresses tried).
+_NETWORK_ERRNOS: Final = frozenset(
+    {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH,
+     errno.ENETUNREACH, errno.ETIMEDOUT, errno.EPIPE}
+)  # fmt: skip
+
+
+def _any(_exc: BaseException) -> bool:
+    return True
+
+
+def _closed_connection(exc: BaseException) -> bool:
+    # asyncpg.InterfaceError is also raised for misuse (a bug: "another
+    # operation is in progress"); only a closed connection or pool is an outage.
+    text = str(exc)
+    return "closed" in text or "closing" in text
+
+
+def _network_failure(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:
+        return True
+    # asyncio's "Multiple exceptions: [Errno 111] Connect call failed ..." has no errno.
+    return "Connect call failed" in str(exc)
+
+
+@dataclass(frozen=True, slots=True)
+class DependencyFailure:
+    """A row of :data:`UNAVAILABLE_ERRORS`: exceptions of these ``kinds`` that
+    ``match`` become UNAVAILABLE with ErrorInfo ``reason`` and ``message``."""
+
+    kinds: tuple[type[BaseException], ...]
+    reason: str
+    message: str
+    match: Callable[[BaseException], bool] = _any
+
+
+# The errors that say "the database (or another server we connect to) is down
+# or restarting", not "this request is bad" nor "this code is wrong". The
+# server interceptor answers them with UNAVAILABLE + ErrorInfo + RetryInfo, so
+# callers retry and the gateway says 503 with Retry-After, instead of UNKNOWN
+# and 500 (which tell a client that retrying will not help). First match wins.
+UNAVAILABLE_ERRORS: Final[tuple[DependencyFailure, ...]] = (
+    # SQLSTATE class 08, e.g. ConnectionDoesNotExistError ("connection was
+    # closed in the middle of operation") when PostgreSQL went away mid-query.
+    DependencyFailure((asyncpg.PostgresConnectionError,), "DATABASE_CONNECTION_LOST",
+                      "the connection to the database was lost"),
+    # 57P01..57P03: shut down by an operator, crashed, or still starting up.
+    DependencyFailure((asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.CannotConnectNowError),
+                      "DATABASE_RESTARTING", "the database is restarting"),
+    # 53300 and the like: the server is out of connection slots.
+    DependencyFailure((asyncpg.TooManyConnectionsError,), "DATABASE_BUSY", "the database is busy"),
+    DependencyFailure((asyncpg.InterfaceError,), "DATABASE_CONNECTION_LOST",
+                      "the connection to the database was lost", _closed_connection),
+    # Connecting failed: nothing listens (refused), or the connection broke.
+    DependencyFailure((ConnectionError, OSError), "DEPENDENCY_UNREACHABLE",
+                      "a server the service depends on is unreachable", _network_failure),
+    # asyncpg's pool acquire / connect timeouts (and a query past command_timeout).
+    DependencyFailure((TimeoutError,), "DEPENDENCY_TIMEOUT",
+                      "a server the service depends on did not answer in time"),
+)  # fmt: skip
+
+
+def dependency_unavailable(exc: BaseException) -> status_pb2.Status | None:
+    """UNAVAILABLE with ErrorInfo (domain :data:`DEPENDENCY_DOMAIN`) and RetryInfo
+    when `exc`, or an exception it was raised from, is a row of
+    :data:`UNAVAILABLE_ERRORS`; None otherwise (a bug stays UNKNOWN). The
+    message is the row's, never the exception's text (it names hosts and ports)."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # explicit `raise ... from` chains, bounded
+        if seen is None:
+            return None
+        for row in UNAVAILABLE_ERRORS:
+            if isinstance(seen, row.kinds) and row.match(seen):
+                return domain_error(
+                    grpc.StatusCode.UNAVAILABLE,
+                    row.reason,
+                    DEPENDENCY_DOMAIN,
+                    row.message,
+                    {"error": type(seen).__name__},
+                    retry_after_s=DEPENDENCY_RETRY_AFTER_S,
+                )
+        seen = seen.__cause__
+    return None
 
 
 # ---- reading errors on the client -------------------------------------------------------------

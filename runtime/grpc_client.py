@@ -61,7 +61,7 @@ from runtime.circuit_breaker import BreakerState, CircuitBreaker
 from runtime.config import DEFAULT_GRPC_PORTS, ClientSettings, Settings
 from runtime.context import current_context
 from runtime.contracts import METADATA, method_policy
-from runtime.errors import CircuitOpenError, error_details, rich_status
+from runtime.errors import DEPENDENCY_DOMAIN, CircuitOpenError, error_details, rich_status
 from runtime.interceptors import LATENCY_BUCKETS
 from runtime.security.credentials import PrincipalCredentials, credentials_for
 from runtime.security.tokens import ContextTokens, TokenError
@@ -102,9 +102,18 @@ BREAKER_FAILURE_CODES: frozenset[grpc.StatusCode] = frozenset(
 def _deliberate(err: grpc.aio.AioRpcError) -> bool:
     """True when the downstream answered on purpose with a domain reason (a
     google.rpc.ErrorInfo, e.g. UNAVAILABLE "no quote yet for this symbol"): it
-    is healthy, so its breaker must not open because of one caller's request."""
+    is healthy, so its breaker must not open because of one caller's request.
+    A reason of :data:`DEPENDENCY_DOMAIN` (its database is down) is not: that
+    fails every caller alike, so it counts towards the breaker."""
     status = rich_status(err)
-    return status is not None and any(d.Is(ErrorInfo.DESCRIPTOR) for d in status.details)
+    if status is None:
+        return False
+    for detail in status.details:
+        if detail.Is(ErrorInfo.DESCRIPTOR):
+            info = ErrorInfo()
+            detail.Unpack(info)
+            return bool(info.domain != DEPENDENCY_DOMAIN)
+    return False
 
 
 CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
@@ -609,6 +618,7 @@ class ClientFactory:
                 target,
                 failure_threshold=cfg.breaker_failure_threshold,
                 reset_timeout_s=cfg.breaker_reset_timeout_s,
+                open_initial_s=cfg.breaker_open_initial_s,
                 clock=self._clock,
                 on_state_change=on_change,
             )

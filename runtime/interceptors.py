@@ -41,6 +41,7 @@ from runtime.errors import (
     ServiceError,
     UnauthenticatedError,
     abort,
+    dependency_unavailable,
     grpc_code,
     invalid_argument,
 )
@@ -62,6 +63,7 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 _OK = grpc.StatusCode.OK
 _CANCELLED = grpc.StatusCode.CANCELLED
 _UNKNOWN = grpc.StatusCode.UNKNOWN
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 
 # A correlation id we accept from a caller: short and log-safe; anything else is replaced.
 _CORRELATION_ID_RE = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
@@ -252,7 +254,9 @@ class ServerCallInterceptor(_CachingInterceptor):
       and sets it for the call;
     * echoes the correlation id in the trailing metadata (and, for server
       streams, in the initial metadata so clients see it before the stream ends);
-    * converts a raised :class:`ServiceError` into the call's rich status;
+    * converts a raised :class:`ServiceError` into the call's rich status, and
+      an exception saying a dependency is down (asyncpg connection errors, a
+      pool acquire timeout, ...) into UNAVAILABLE with RetryInfo;
     * records ``grpc_server_handling_seconds`` / ``grpc_server_handled_total``
       and logs one line per call (DEBUG when OK, WARNING otherwise).
     """
@@ -299,8 +303,14 @@ class ServerCallInterceptor(_CachingInterceptor):
                 code = _CANCELLED
                 raise
             except Exception as exc:
-                code, error = _UNKNOWN, exc
-                raise
+                # A database (or other server) that is down is UNAVAILABLE with
+                # RetryInfo, not a bug (UNKNOWN): see runtime.errors.UNAVAILABLE_ERRORS.
+                outage = dependency_unavailable(exc)
+                if outage is None:
+                    code, error = _UNKNOWN, exc
+                    raise
+                code = _UNAVAILABLE
+                await abort(context, outage)
             else:
                 code = _final_code(context)
                 return response
@@ -340,8 +350,12 @@ class ServerCallInterceptor(_CachingInterceptor):
                 code = _CANCELLED
                 raise
             except Exception as exc:
-                code, error = _UNKNOWN, exc
-                raise
+                outage = dependency_unavailable(exc)  # as in unary calls
+                if outage is None:
+                    code, error = _UNKNOWN, exc
+                    raise
+                code = _UNAVAILABLE
+                await abort(context, outage)
             else:
                 code = _final_code(context)
             finally:

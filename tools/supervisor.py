@@ -1,5 +1,12 @@
 """Runs the whole platform locally: infrastructure, then the eleven services,
-each as its own process, with prefixed logs; Ctrl-C stops everything.
+each as its own process, with prefixed logs; Ctrl-C (or SIGTERM) stops everything.
+
+A service that crashes after the platform came up is restarted on its own,
+with exponential backoff (:class:`RestartPolicy`), the others keep running:
+one crashed service used to stop the whole platform, turning a local bug or
+an OOM kill into a full restart of eleven processes. A service that exits
+during start-up still fails the start at once (tests that start platforms
+rely on that: a broken service must fail them fast, not loop).
 
 Readiness is the standard grpc.health.v1 Check of each service, so "up" means
 exactly what an orchestrator would see. The ports are mutual TLS
@@ -10,6 +17,7 @@ development the local PKI is created once before any service starts.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import os
@@ -17,12 +25,13 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import grpc
+import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runtime.config import SERVICE_NAMES, Settings, to_env
@@ -30,6 +39,8 @@ from runtime.security.credentials import credentials_for
 from runtime.security.pki import ensure_pki
 from runtime.security.principals import OPERATOR
 from tools.infra import LocalInfra, database_of, drop_database, free_port
+
+log = structlog.get_logger("platform.supervisor")
 
 _COLOURS = itertools.cycle(["36", "32", "33", "35", "34", "91", "92", "93", "95", "96", "94"])
 
@@ -79,23 +90,134 @@ def service_argv(name: str) -> list[str]:
     return [sys.executable, "-m", module]
 
 
-async def start_services(settings: Settings, names: Sequence[str]) -> list[ServiceProcess]:
+async def spawn(
+    name: str, argv: Sequence[str], env: dict[str, str], colour: str, width: int
+) -> ServiceProcess:
+    """Start one child with its output pumped to ours, prefixed with `name`."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+        start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops children in order.
+    )
+    assert proc.stdout is not None
+    pump = asyncio.create_task(_pump(name, colour, proc.stdout, width))
+    return ServiceProcess(name, proc, pump)
+
+
+def service_spawner(settings: Settings, names: Sequence[str]) -> Callable[[str], Awaitable[ServiceProcess]]:
+    """Starts a platform service by name (the same way on first start and on restart)."""
     # Children get the supervisor's effective settings, so tests and `run` agree.
     env = {**os.environ, **to_env(settings), "PYTHONUNBUFFERED": "1"}
     width = max(len(n) for n in names)
-    started: list[ServiceProcess] = []
-    for name in names:
-        proc = await asyncio.create_subprocess_exec(
-            *service_argv(name),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops children in order.
-        )
-        assert proc.stdout is not None
-        pump = asyncio.create_task(_pump(name, next(_COLOURS), proc.stdout, width))
-        started.append(ServiceProcess(name, proc, pump))
-    return started
+    colours = {name: next(_COLOURS) for name in names}
+
+    def start(name: str) -> Awaitable[ServiceProcess]:
+        return spawn(name, service_argv(name), env, colours[name], width)
+
+    return start
+
+
+async def start_services(settings: Settings, names: Sequence[str]) -> list[ServiceProcess]:
+    start = service_spawner(settings, names)
+    return [await start(name) for name in names]
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    """When to restart a crashed service: after ``initial_s``, doubling per
+    crash up to ``max_s``; an instance that stayed up ``stable_after_s`` counts
+    as healthy, so its next crash starts from ``initial_s`` again.
+
+    Why backoff: a service that crashes at once on every start (bad config,
+    a dependency down) would otherwise spin the CPU and flood the log; the cap
+    keeps a long-broken service retried twice a minute, so it comes back by
+    itself once the cause is fixed.
+    """
+
+    initial_s: float = 0.5
+    max_s: float = 30.0
+    factor: float = 2.0
+    stable_after_s: float = 60.0
+
+    def next_delay(self, previous_delay_s: float | None, uptime_s: float) -> float:
+        """The wait before the next start, given the wait before the last one
+        (None: never restarted) and how long that instance ran."""
+        if previous_delay_s is None or uptime_s >= self.stable_after_s:
+            return self.initial_s
+        return min(previous_delay_s * self.factor, self.max_s)
+
+
+class Supervisor:
+    """Keeps running services running: restarts each one that exits (any exit,
+    since none of them is meant to end on its own) after :class:`RestartPolicy`'s
+    delay, until :meth:`stop`. ``restarts`` counts restarts per service."""
+
+    def __init__(
+        self,
+        start: Callable[[str], Awaitable[ServiceProcess]],
+        procs: Sequence[ServiceProcess],
+        policy: RestartPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._start = start
+        self.policy = policy or RestartPolicy()
+        self._clock = clock
+        self.procs: dict[str, ServiceProcess] = {sp.name: sp for sp in procs}
+        self.restarts: collections.Counter[str] = collections.Counter()
+        self._stopping = asyncio.Event()
+        self._watchers: list[asyncio.Task[None]] = []
+
+    def watch(self) -> None:
+        """Start watching every service (call once, in the running loop)."""
+        now = self._clock()
+        self._watchers = [asyncio.create_task(self._keep_running(name, now)) for name in self.procs]
+
+    async def _keep_running(self, name: str, started_at: float) -> None:
+        delay: float | None = None
+        while True:
+            sp = self.procs[name]
+            code = await sp.process.wait()
+            if self._stopping.is_set():
+                return
+            uptime = self._clock() - started_at
+            delay = self.policy.next_delay(delay, uptime)
+            log.warning(
+                "service_exited",
+                service=name,
+                exit_code=code,
+                uptime_s=round(uptime, 3),
+                restart_in_s=delay,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._stopping.is_set():
+                return
+            await sp.pump  # the dead child's output, to its end
+            started_at = self._clock()
+            try:
+                self.procs[name] = await self._start(name)
+            except OSError as exc:
+                # Could not even spawn it: the old (dead) entry stays, so the
+                # loop comes round at once and backs off further.
+                log.error("service_restart_failed", service=name, error=str(exc))
+                continue
+            self.restarts[name] += 1
+            log.warning(
+                "service_restarted",
+                service=name,
+                pid=self.procs[name].process.pid,
+                restarts_total=self.restarts[name],
+            )
+
+    async def stop(self, grace: float) -> None:
+        """Stop restarting, then stop every service (SIGTERM, SIGKILL after `grace`)."""
+        self._stopping.set()
+        for watcher in self._watchers:
+            watcher.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+        await stop_services(list(self.procs.values()), grace)
 
 
 async def wait_serving(settings: Settings, names: Sequence[str], timeout: float) -> list[str]:
@@ -135,17 +257,20 @@ async def run_platform(
     *,
     ready_timeout: float = 60.0,
     stop_event: asyncio.Event | None = None,
+    restart_policy: RestartPolicy | None = None,
 ) -> int:
-    """Bring up infrastructure and services; run until `stop_event` (or Ctrl-C)."""
+    """Bring up infrastructure and services; run until `stop_event` (or Ctrl-C,
+    SIGTERM), restarting a service that crashes once all were up."""
     stop = stop_event or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     began = time.monotonic()
     await asyncio.to_thread(prepare_pki, settings)
     async with LocalInfra(settings):
-        procs = await start_services(settings, names)
+        start = service_spawner(settings, names)
+        procs = [await start(name) for name in names]
+        supervisor = Supervisor(start, procs, restart_policy)
         try:
+            # Start-up: any exit fails fast (see the module docstring).
             waiter = asyncio.create_task(wait_serving(settings, names, ready_timeout))
             died = asyncio.create_task(_first_exit(procs))
             done, _ = await asyncio.wait({waiter, died}, return_when=asyncio.FIRST_COMPLETED)
@@ -153,29 +278,34 @@ async def run_platform(
                 waiter.cancel()
                 print(f"platform: {died.result()} exited during start-up", file=sys.stderr)
                 return 1
+            died.cancel()
             not_ready = waiter.result()
             if not_ready:
                 print(
                     f"platform: not SERVING after {ready_timeout:.0f}s: {', '.join(not_ready)}",
                     file=sys.stderr,
                 )
-                died.cancel()
                 return 1
             print(
                 f"platform: all {len(names)} services SERVING after {time.monotonic() - began:.1f}s; "
                 f"gateway on http://{settings.gateway.host}:{settings.gateway.http_port} (Ctrl-C stops)",
                 flush=True,
             )
-            stopped = asyncio.create_task(stop.wait())
-            finished, _ = await asyncio.wait({died, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            if died in finished:
-                print(f"platform: {died.result()} exited; stopping everything", file=sys.stderr)
-                return 1
-            died.cancel()
+            # Up: a crash restarts that service only.
+            supervisor.watch()
+            await stop.wait()
             return 0
         finally:
             print("platform: stopping services", file=sys.stderr, flush=True)
-            await stop_services(procs, settings.shutdown_grace_s + 2)
+            await supervisor.stop(settings.shutdown_grace_s + 2)
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """Ctrl-C (SIGINT) and SIGTERM set `stop`: the supervisor then stops every
+    service in order, pending restarts included (see :meth:`Supervisor.stop`)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
 
 
 def prepare_pki(settings: Settings) -> None:

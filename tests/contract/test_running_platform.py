@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -206,5 +208,52 @@ async def test_stopping_the_platform_stops_every_process_cleanly(
     assert await wait_serving(settings, names, timeout=60) == []
     stop.set()
     assert await asyncio.wait_for(task, 60) == 0
+    statuses = await asyncio.gather(*(check_health(settings, n, timeout=0.3) for n in names))
+    assert set(statuses) == {0}, "a service still answers after the platform stopped"
+
+
+def _service_children(module: str) -> list[int]:
+    """PIDs of this process' children running ``python -m <module>`` (the
+    supervisor's service processes; nobody else's)."""
+    me = str(os.getpid())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ppid = stat.rsplit(")", 1)[1].split()[1]
+        if ppid == me and module.encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+async def test_a_service_crashing_after_start_up_is_restarted_alone(
+    infra_settings: Settings, tmp_path: Path
+) -> None:
+    """`./dev run` keeps the platform up when a service crashes: that service
+    comes back (same port, SERVING again), the others never stopped."""
+    settings = isolated_settings(infra_settings, tmp_path)
+    names = ["risk", "features"]
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_platform(settings, names, stop_event=stop, ready_timeout=60))
+    try:
+        assert await wait_serving(settings, names, timeout=60) == []
+        [risk] = _service_children("services.risk")
+        [features] = _service_children("services.features")
+        os.kill(risk, signal.SIGKILL)
+        await asyncio.sleep(0.3)
+        assert not task.done(), "the platform stopped because one service crashed"
+        assert await wait_serving(settings, ["risk"], timeout=60) == []
+        [restarted] = _service_children("services.risk")
+        assert restarted != risk
+        assert _service_children("services.features") == [features]
+        assert not task.done()
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 60) == 0
     statuses = await asyncio.gather(*(check_health(settings, n, timeout=0.3) for n in names))
     assert set(statuses) == {0}, "a service still answers after the platform stopped"

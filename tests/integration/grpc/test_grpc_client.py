@@ -28,7 +28,7 @@ from trading.risk.v1 import risk_service_pb2_grpc as risk_grpc
 
 from runtime.circuit_breaker import BreakerState
 from runtime.context import current_context, new_correlation_id, use_context
-from runtime.errors import CircuitOpenError, domain_error, error_details, status
+from runtime.errors import CircuitOpenError, dependency_unavailable, domain_error, error_details, status
 from runtime.grpc_client import idempotency_metadata
 
 TENANT = "0190b5d0-2222-7000-8000-000000000002"
@@ -248,9 +248,32 @@ async def test_a_deliberate_unavailable_answer_does_not_open_the_breaker(kit: An
         assert clients.breaker("identity").state is BreakerState.CLOSED
 
 
+async def test_a_database_outage_answer_opens_the_breaker(kit: Any) -> None:
+    """UNAVAILABLE of a service whose database is down carries an ErrorInfo too,
+    but of the dependency domain: it fails every caller, so it counts."""
+    servicer = kit.identity()
+    settings = kit.settings(max_attempts=1, breaker_failure_threshold=2, breaker_reset_timeout_s=5)
+    outage = dependency_unavailable(ConnectionRefusedError(111, "Connect call failed"))
+    assert outage is not None
+    async with kit.server(servicer) as runner, kit.clients(settings) as clients:
+        kit.route(settings, runner)
+        stub = clients.stub(id_grpc.IdentityServiceStub, "identity")
+        servicer.fail_next["GetTenant"].extend([outage] * 2)
+        with use_context(kit.user(TENANT)):
+            for _ in range(2):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.GetTenant(id_pb.GetTenantRequest(tenant_id=TENANT))
+                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert error_details(caught.value).retry_delay_s == 1.0
+        assert clients.breaker("identity").state is BreakerState.OPEN
+
+
 async def test_breaker_trips_on_a_stopped_server_and_recovers_after_restart(kit: Any) -> None:
     servicer = kit.identity()
-    settings = kit.settings(max_attempts=1, breaker_failure_threshold=3, breaker_reset_timeout_s=0.3)
+    # A first open interval longer than the restart below takes, so the breaker is still open then.
+    settings = kit.settings(
+        max_attempts=1, breaker_failure_threshold=3, breaker_reset_timeout_s=0.3, breaker_open_initial_s=0.3
+    )
     async with kit.clients(settings) as clients:
         with use_context(kit.user(TENANT)):
             async with kit.server(servicer) as runner:

@@ -92,6 +92,30 @@ def test_google_rpc_details_are_carried() -> None:
     assert (doc["reason"], doc["domain"], doc["retryAfterSeconds"]) == ("RISK_X", "trading.risk", 2.5)
 
 
+def test_a_service_whose_database_is_down_is_503_with_retry_after() -> None:
+    """The status the server interceptor sends for a lost PostgreSQL connection."""
+    from runtime.errors import DEPENDENCY_DOMAIN, dependency_unavailable
+
+    outage = dependency_unavailable(ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)"))
+    assert outage is not None
+    response = from_rpc_error(_rich(outage)).response("c")
+    assert response.status_code == 503 and response.media_type == PROBLEM_CONTENT_TYPE
+    assert response.headers["retry-after"] == "1"
+    doc = json.loads(bytes(response.body))
+    assert (doc["code"], doc["domain"], doc["retryAfterSeconds"]) == ("UNAVAILABLE", DEPENDENCY_DOMAIN, 1.0)
+    assert "5432" not in doc["detail"]
+
+
+def test_an_open_breaker_is_503_with_retry_after_and_no_address() -> None:
+    from runtime.errors import CircuitOpenError
+
+    response = from_rpc_error(CircuitOpenError("10.0.0.7:50051", 0.2)).response("c")
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    doc = json.loads(bytes(response.body))
+    assert doc["retryAfterSeconds"] == 0.2
+    assert "10.0.0.7" not in doc["detail"]
+
+
 @pytest.mark.parametrize(
     ("path", "pointer"),
     [
