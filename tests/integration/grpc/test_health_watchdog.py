@@ -9,22 +9,29 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+import nats
+from nats.js.api import StreamConfig
+from redis.asyncio import Redis
 from trading.common.v1 import decimal_pb2
 from trading.marketdata.v1 import events_pb2 as md_events
 
-from gateway.app import Downstreams
+from gateway.app import Downstreams, create_app
 from runtime.config import HealthSettings, Settings
 from runtime.contracts import event_registry
+from runtime.grpc_client import ClientFactory
 from runtime.grpc_server import ServiceRunner
-from runtime.health import HealthMonitor, HealthProbe
+from runtime.health import ComponentStatus, HealthMonitor, HealthProbe
 from runtime.messaging import Event, new_envelope
 from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber
 from runtime.messaging.kafka.admin import ensure_topics
+from runtime.messaging.nats import NatsSubscriber
 from tests.support.polling import eventually
-from tools.infra import ManagedProcess, free_port, start_tansu
+from tools.infra import ManagedProcess, free_port, start_nats, start_tansu
 from tools.supervisor import health_probe
 
 TICK = "trading.marketdata.v1.Tick"
@@ -118,10 +125,14 @@ async def test_stuck_kafka_subscriber_turns_health_not_serving_then_serving(kit:
         assert detected_after >= STUCK_AFTER_S  # a failure streak shorter than the threshold is tolerated
         assert down.reason.startswith("stuck: kafka:watchdog: "), down.reason
         assert [s.name for s in monitor.check()] == ["kafka:watchdog"]
-        # What the gateway's /readyz lists: the service, NOT_SERVING, and why.
-        seen_by_gateway = (await downstreams.health(timeout=2.0))["portfolio"]
-        assert seen_by_gateway.status == "NOT_SERVING"
-        assert "kafka:watchdog" in seen_by_gateway.reason
+        # What the gateway's /readyz lists: the service, NOT_SERVING, and why
+        # (the other services run nowhere here: UNAVAILABLE).
+        readyz = await _readyz(settings, downstreams)
+        assert readyz.status_code == 503
+        body = readyz.json()
+        assert body["services"]["portfolio"] == "NOT_SERVING"
+        assert body["services"]["risk"] == "UNAVAILABLE"
+        assert body["not_serving"]["portfolio"].startswith("stuck: kafka:watchdog: "), body
         # A standard client sees the standard protocol: NOT_SERVING for "" too.
         assert (await health_probe(settings, "portfolio", address, service="")).status == "NOT_SERVING"
 
@@ -131,6 +142,9 @@ async def test_stuck_kafka_subscriber_turns_health_not_serving_then_serving(kit:
         await eventually(lambda: _serving(probe), timeout=60, what="SERVING after the broker is back")
         assert monitor.check() == []
         assert (await probe()).reason == ""
+        body = (await _readyz(settings, downstreams)).json()
+        assert body["services"]["portfolio"] == "SERVING"
+        assert "portfolio" not in body["not_serving"]
         await _publish_until_sent(publisher, tick("AFTER"))
         assert await asyncio.wait_for(received.get(), 60) == "AFTER"
     finally:
@@ -141,6 +155,19 @@ async def test_stuck_kafka_subscriber_turns_health_not_serving_then_serving(kit:
         await publisher.close()
         await asyncio.to_thread(broker.stop)
     print(f"NOT_SERVING {detected_after:.1f}s after the broker died (threshold {STUCK_AFTER_S}s)")
+
+
+async def _readyz(settings: Settings, downstreams: Downstreams) -> httpx.Response:
+    """GET /readyz of a gateway app (in process) over these downstreams."""
+    clients = ClientFactory(settings, tracing=False, principal="gateway")
+    redis = Redis.from_url("redis://127.0.0.1:1/0")  # /readyz does not use it; never connected
+    app = create_app(downstreams, clients=clients, redis=redis)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+            return await client.get("/readyz")
+    finally:
+        await clients.close()
+        await redis.aclose()
 
 
 async def _serving(probe: Any) -> HealthProbe | None:
@@ -164,3 +191,68 @@ async def _publish_until_sent(publisher: KafkaPublisher, envelope: Any) -> None:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.5)
+
+
+async def test_durable_nats_subscriber_is_stuck_while_its_server_is_down(tmp_path: Path) -> None:
+    """The JetStream pull loop: fetch timeouts are idleness while connected,
+    failures once the connection is gone; back to healthy after reconnecting."""
+    port = free_port()
+    store = tmp_path / "jetstream"
+    server = await asyncio.to_thread(start_nats, port, store, log_path=tmp_path / "nats-1.log")
+    nc = await nats.connect(
+        f"nats://127.0.0.1:{port}", max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=2
+    )
+    monitor = HealthMonitor(stuck_after_s=STUCK_AFTER_S)
+    received: asyncio.Queue[str] = asyncio.Queue()
+
+    async def handler(event: Event) -> None:
+        await received.put(event.payload.symbol)  # type: ignore[attr-defined]
+
+    subscriber = NatsSubscriber(
+        nc,
+        event_registry(),
+        handler,
+        subjects=["health.ticks"],
+        durable="watchdog",
+        stream="HEALTH",
+        health=monitor,
+    )
+    try:
+        await nc.jetstream().add_stream(StreamConfig(name="HEALTH", subjects=["health.>"]))
+        await subscriber.start()
+        await asyncio.sleep(STUCK_AFTER_S + 1)  # idle longer than the threshold: still healthy
+        assert monitor.check() == []
+
+        await asyncio.to_thread(server.stop)
+        killed_at = time.monotonic()
+        [stuck] = await eventually(
+            _stuck_of(monitor), timeout=STUCK_AFTER_S + DETECTION_SLACK_S, what="nats subscriber stuck"
+        )
+        assert time.monotonic() - killed_at >= STUCK_AFTER_S
+        assert stuck.name == "nats:watchdog"
+        assert stuck.reason, stuck
+        print(f"nats stuck: {stuck.describe()}")
+
+        server = await asyncio.to_thread(start_nats, port, store, log_path=tmp_path / "nats-2.log")
+        await eventually(_healthy(monitor), timeout=60, what="nats subscriber healthy after reconnect")
+        await nc.jetstream().publish("health.ticks", tick("AFTER").SerializeToString())
+        assert await asyncio.wait_for(received.get(), 30) == "AFTER"
+    finally:
+        await subscriber.stop()
+        await nc.close()
+        await asyncio.to_thread(server.stop)
+
+
+def _stuck_of(monitor: HealthMonitor) -> Callable[[], Awaitable[list[ComponentStatus]]]:
+    async def check() -> list[ComponentStatus]:
+        return monitor.check()
+
+    return check
+
+
+def _healthy(monitor: HealthMonitor) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        statuses = monitor.statuses()
+        return bool(statuses) and not any(s.reason for s in statuses)
+
+    return check
