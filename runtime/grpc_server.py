@@ -229,7 +229,6 @@ class ServiceRunner:
 
     async def _watch_readiness(self) -> None:
         serving: bool | None = None
-        reason = ""
         while not self._stopping:
             try:
                 ready = True if self._ready_check is None else await self._ready_check()
