@@ -15,13 +15,15 @@ from typing import Any
 
 import httpx
 import nats
+import pytest
 from nats.js.api import StreamConfig
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from trading.common.v1 import decimal_pb2
 from trading.marketdata.v1 import events_pb2 as md_events
 
 from gateway.app import Downstreams, create_app
-from runtime.config import HealthSettings, Settings
+from runtime.config import HealthSettings, Settings, get_settings
 from runtime.contracts import event_registry
 from runtime.grpc_client import ClientFactory
 from runtime.grpc_server import ServiceRunner
@@ -31,6 +33,7 @@ from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber
 from runtime.messaging.kafka.admin import ensure_topics
 from runtime.messaging.nats import NatsSubscriber
 from tests.support.polling import eventually
+from tools.cli import main as tradingctl
 from tools.infra import ManagedProcess, free_port, start_nats, start_tansu
 from tools.supervisor import health_probe
 
@@ -54,7 +57,9 @@ def tick(symbol: str) -> Any:
     return new_envelope(payload, tenant_id="", correlation_id=f"corr-{symbol}", producer="tests.health")
 
 
-async def test_stuck_kafka_subscriber_turns_health_not_serving_then_serving(kit: Any, tmp_path: Path) -> None:
+async def test_stuck_kafka_subscriber_turns_health_not_serving_then_serving(
+    kit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     port = free_port()
     broker: ManagedProcess = await asyncio.to_thread(start_tansu, port, log_path=tmp_path / "tansu-1.log")
     base: Settings = kit.settings()
@@ -113,6 +118,12 @@ async def test_stuck_kafka_subscriber_turns_health_not_serving_then_serving(kit:
         await eventually(lambda: _serving(probe), timeout=30, what="SERVING with the broker up")
         await publisher.publish(tick("BEFORE"))
         assert await asyncio.wait_for(received.get(), 30) == "BEFORE"
+        lag = {"transport": "kafka", "consumer": "watchdog", "source": f"{topic}/0"}
+        # Set after the commit that follows the handler: wait for it.
+        await eventually(
+            _sample_of("trading_messaging_consumer_lag", lag), timeout=10, what="consumer lag reported"
+        )
+        assert REGISTRY.get_sample_value("trading_messaging_consumer_lag", lag) == 0
 
         # The broker dies: the subscriber's polls still return (empty), but
         # fetches go unanswered and the group coordinator is gone.
@@ -135,6 +146,15 @@ async def test_stuck_kafka_subscriber_turns_health_not_serving_then_serving(kit:
         assert body["not_serving"]["portfolio"].startswith("stuck: kafka:watchdog: "), body
         # A standard client sees the standard protocol: NOT_SERVING for "" too.
         assert (await health_probe(settings, "portfolio", address, service="")).status == "NOT_SERVING"
+        # And the operator's command says why.
+        monkeypatch.setenv("TRADING_VAR_DIR", str(settings.var_dir))
+        get_settings.cache_clear()
+        try:
+            argv = ["health", "--address", address, "--callee", "portfolio"]
+            assert await asyncio.to_thread(tradingctl, argv) == 1
+        finally:
+            get_settings.cache_clear()
+        assert capsys.readouterr().out.startswith("NOT_SERVING (stuck: kafka:watchdog: ")
 
         # The broker is back (tansu keeps topics in memory: create it again).
         broker = await asyncio.to_thread(start_tansu, port, log_path=tmp_path / "tansu-2.log")
@@ -241,6 +261,13 @@ async def test_durable_nats_subscriber_is_stuck_while_its_server_is_down(tmp_pat
         await subscriber.stop()
         await nc.close()
         await asyncio.to_thread(server.stop)
+
+
+def _sample_of(name: str, labels: dict[str, str]) -> Callable[[], Awaitable[bool]]:
+    async def present() -> bool:
+        return REGISTRY.get_sample_value(name, labels) is not None
+
+    return present
 
 
 def _stuck_of(monitor: HealthMonitor) -> Callable[[], Awaitable[list[ComponentStatus]]]:
