@@ -12,7 +12,6 @@ from typing import Any
 
 import grpc
 from fastapi import FastAPI, Response
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
@@ -31,6 +30,7 @@ from gateway.routes import HTTP_METHODS, RouteTable, build_routes
 from gateway.streams import sse, websocket_stream
 from runtime.config import SERVICE_NAMES, Settings
 from runtime.grpc_client import ClientFactory
+from runtime.health import HealthProbe, probe
 from runtime.security.credentials import PrincipalCredentials, credentials_for
 
 DOWNSTREAM = tuple(name for name in SERVICE_NAMES if name != "gateway")
@@ -43,16 +43,10 @@ class Downstreams:
         creds = credentials or credentials_for(settings, "gateway")
         self.channels = {name: creds.channel(settings.address_of(name), name, [], []) for name in DOWNSTREAM}
 
-    async def health(self, timeout: float = 0.5) -> dict[str, str]:
-        async def check(name: str) -> str:
-            stub = health_pb2_grpc.HealthStub(self.channels[name])
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
-            except grpc.aio.AioRpcError as exc:
-                return exc.code().name
-            return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
-
-        results = await asyncio.gather(*(check(n) for n in DOWNSTREAM))
+    async def health(self, timeout: float = 0.5) -> dict[str, HealthProbe]:
+        """grpc.health of every service, with the reason of those not SERVING
+        (a stuck consumer or relay, dependencies down: runtime.health)."""
+        results = await asyncio.gather(*(probe(self.channels[n], timeout=timeout) for n in DOWNSTREAM))
         return dict(zip(DOWNSTREAM, results, strict=True))
 
     async def close(self) -> None:
@@ -90,11 +84,17 @@ def create_app(
 
     @app.get("/readyz", tags=["health"])
     async def readyz(response: Response) -> dict[str, object]:
-        """Readiness: every downstream service answers SERVING."""
-        services = await downstreams.health()
-        ready = all(status == "SERVING" for status in services.values())
+        """Readiness: every downstream service answers SERVING. Lists the
+        status of each, and for those not SERVING why, as they said it
+        (e.g. "stuck: kafka:portfolio: KafkaConnectionError ...")."""
+        probes = await downstreams.health()
+        ready = all(p.serving for p in probes.values())
         response.status_code = 200 if ready else 503
-        return {"status": "ready" if ready else "not ready", "services": services}
+        return {
+            "status": "ready" if ready else "not ready",
+            "services": {name: p.status for name, p in probes.items()},
+            "not_serving": {name: p.reason or p.status for name, p in probes.items() if not p.serving},
+        }
 
     async def contract_route(request: Request) -> Any:
         return await handle(dispatcher, request, sse)

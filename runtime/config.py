@@ -201,6 +201,16 @@ class ClientSettings(BaseModel):
     breaker_open_initial_s: float = 0.25
 
 
+class HealthSettings(BaseModel):
+    """When a service stops reporting SERVING because background work is stuck (runtime.health)."""
+
+    # A component (Kafka/NATS subscriber, outbox relay, ...) that has failed
+    # continuously for this long turns its service's grpc.health NOT_SERVING.
+    # Long enough to ride out a broker restart or a group rebalance, short
+    # enough for a load balancer or operator to notice within a scrape or two.
+    stuck_after_s: float = Field(default=10.0, gt=0)
+
+
 class GatewaySettings(BaseModel):
     """The public REST gateway."""
 
@@ -272,6 +282,7 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     client: ClientSettings = Field(default_factory=ClientSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
     marketdata: MarketDataSettings = Field(default_factory=MarketDataSettings)
     risk: RiskSettings = Field(default_factory=RiskSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)

@@ -12,7 +12,10 @@ What it sets up:
 * ``grpc.health.v1``: NOT_SERVING for "" and every registered service until
   ``ready_check()`` says True, then SERVING; the check keeps being polled so
   health follows the dependencies (a check that raises stops the process:
-  start-up failed for good);
+  start-up failed for good), and turns NOT_SERVING too while a background
+  component of the :class:`runtime.health.HealthMonitor` is stuck; a Check
+  reply that is not SERVING says why in its trailing metadata
+  (``runtime.health.HEALTH_REASON_KEY``);
 * server reflection for every registered service;
 * a Prometheus ``/metrics`` endpoint (``telemetry.metrics_port``, 0 meaning
   gRPC port + 1000);
@@ -39,6 +42,7 @@ from prometheus_client import start_http_server
 
 from runtime.config import Settings
 from runtime.contracts import services
+from runtime.health import HEALTH_REASON_KEY, HealthMonitor, default_monitor, stuck_reason
 from runtime.interceptors import ServerCallInterceptor, ValidationInterceptor
 from runtime.security.credentials import PrincipalCredentials, credentials_for
 from runtime.security.guard import CallGuard
@@ -88,6 +92,23 @@ def standard_interceptors(
     ]
 
 
+class ReasonedHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]  # grpc_health has no types
+    """The standard health servicer, plus why it is not SERVING: the health
+    protocol has no field for it, so the reason rides in the trailing
+    metadata of Check (standard clients ignore it; the gateway's /readyz and
+    ``tradingctl health`` read it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason = ""
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: Any) -> Any:
+        reply = await super().Check(request, context)
+        if self.reason and reply is not None and reply.status != _HEALTH.SERVING:
+            context.set_trailing_metadata(((HEALTH_REASON_KEY, self.reason),))
+        return reply
+
+
 def _contract_services(service: str) -> list[str]:
     prefix = f"trading.{service}."
     return [svc.full_name for svc in services() if svc.full_name.startswith(prefix)]
@@ -111,11 +132,15 @@ class ServiceRunner:
         ready_poll_s: float = 0.5,
         options: Sequence[tuple[str, Any]] = SERVER_OPTIONS,
         credentials: PrincipalCredentials | None = None,
+        monitor: HealthMonitor | None = None,
     ) -> None:
         """``address`` overrides ``settings.address_of(service)`` (``"127.0.0.1:0"``
         picks a spare port); ``metrics_port`` overrides the settings (0: a spare
         port, -1: no metrics endpoint). ``credentials`` default to the service's
-        own (its certificate; mutual TLS on the port)."""
+        own (its certificate; mutual TLS on the port). ``monitor`` (default: the
+        process' own, runtime.health.default_monitor) holds the background
+        components whose being stuck turns health NOT_SERVING; its threshold
+        comes from ``settings.health``."""
         self.service = service
         self.settings = settings
         self._register = register
@@ -136,7 +161,9 @@ class ServiceRunner:
         )
         self._ready_poll_s = ready_poll_s
         self._options = list(options)
-        self.health = health.aio.HealthServicer()
+        self.health = ReasonedHealthServicer()
+        self.monitor = monitor or default_monitor()
+        self.monitor.stuck_after_s = settings.health.stuck_after_s
         self.service_names: list[str] = []
         self.port = 0
         self.metrics_port: int | None = None
@@ -212,12 +239,26 @@ class ServiceRunner:
                 self.failure = exc
                 self._request_stop()
                 return
-            if ready != serving:
-                serving = ready
-                await self._set_all(_HEALTH.SERVING if ready else _HEALTH.NOT_SERVING)
-                log.info("%s health: %s", self.service, "SERVING" if ready else "NOT_SERVING")
-                if ready:
+            # Checked even while not ready, so stuck/recovered is logged as it happens.
+            stuck = self.monitor.check()
+            now_serving = ready and not stuck
+            if stuck:
+                reason = stuck_reason(stuck)
+            elif not ready:
+                reason = "dependencies not ready"
+            else:
+                reason = ""
+            self.health.reason = reason
+            if now_serving != serving:
+                starting = serving is None
+                serving = now_serving
+                await self._set_all(_HEALTH.SERVING if now_serving else _HEALTH.NOT_SERVING)
+                if now_serving:
+                    log.info("%s health: SERVING", self.service)
                     self._ready.set()
+                else:
+                    level = logging.INFO if starting else logging.WARNING
+                    log.log(level, "%s health: NOT_SERVING (%s)", self.service, reason)
             await asyncio.sleep(self._ready_poll_s)
 
     def _request_stop(self) -> None:

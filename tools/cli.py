@@ -174,12 +174,35 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    """grpc.health.v1 Check of one service over mutual TLS (as the operator);
-    exit 0 when SERVING."""
+    """grpc.health.v1 Check of one service (or, with --all, every service) over
+    mutual TLS (as the operator), printing why when one is not SERVING (a
+    stuck consumer or relay, a dependency down); exit 0 when all are SERVING."""
     from runtime.config import SERVICE_NAMES, get_settings
-    from tools.supervisor import check_health
+    from runtime.health import HealthProbe
+    from tools.supervisor import health_probe
 
     settings = get_settings()
+
+    def show(answer: HealthProbe, prefix: str = "") -> None:
+        print(f"{prefix}{answer.status}" + (f" ({answer.reason})" if answer.reason else ""))
+
+    if args.all:
+
+        async def check_all() -> list[HealthProbe]:
+            return list(
+                await asyncio.gather(
+                    *(
+                        health_probe(settings, n, service=args.service, timeout=args.timeout)
+                        for n in SERVICE_NAMES
+                    )
+                )
+            )
+
+        answers = asyncio.run(check_all())
+        width = max(map(len, SERVICE_NAMES))
+        for name, answer in zip(SERVICE_NAMES, answers, strict=True):
+            show(answer, f"{name:<{width}}  ")
+        return 0 if all(a.serving for a in answers) else 1
     callee = args.callee
     if callee is None and args.address:
         # The certificate the server must present names its service: the one
@@ -195,9 +218,9 @@ def cmd_health(args: argparse.Namespace) -> int:
         )
         print(f"health: {where}; name it with --callee (e.g. --callee risk)", file=sys.stderr)
         return 2
-    status = asyncio.run(check_health(settings, callee, args.address, args.service, timeout=args.timeout))
-    print({0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}.get(status, str(status)))
-    return 0 if status == 1 else 1
+    answer = asyncio.run(health_probe(settings, callee, args.address, args.service, timeout=args.timeout))
+    show(answer)
+    return 0 if answer.serving else 1
 
 
 def cmd_infra(argv: list[str]) -> int:
@@ -283,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the service listening there, whose certificate the server must present "
         "(default: the service the settings place at --address)",
     )
+    health.add_argument("--all", action="store_true", help="check every service of the settings")
     health.add_argument("--service", default="", help="grpc health service name ('' = whole server)")
     health.add_argument("--timeout", type=float, default=2.0)
     health.set_defaults(func=cmd_health)

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import grpc
 import structlog
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from runtime.config import SERVICE_NAMES, Settings, to_env
+from runtime.health import HealthProbe, probe
 from runtime.security.credentials import credentials_for
 from runtime.security.pki import ensure_pki
 from runtime.security.principals import OPERATOR
@@ -43,6 +43,9 @@ from tools.infra import LocalInfra, database_of, drop_database, free_port
 log = structlog.get_logger("platform.supervisor")
 
 _COLOURS = itertools.cycle(["36", "32", "33", "35", "34", "91", "92", "93", "95", "96", "94"])
+
+
+_SERVING_STATUS: dict[str, int] = dict(health_pb2.HealthCheckResponse.ServingStatus.items())
 
 
 async def check_health(
@@ -57,15 +60,24 @@ async def check_health(
     settings), over mutual TLS as the operator; ``service`` is the health
     service name ('' = the whole server). Returns the ServingStatus number (0
     on no answer)."""
+    answer = await health_probe(settings, callee, address, service, timeout=timeout)
+    # No answer (the status is a gRPC error code): 0, UNKNOWN.
+    return _SERVING_STATUS.get(answer.status, 0)
+
+
+async def health_probe(
+    settings: Settings,
+    callee: str,
+    address: str | None = None,
+    service: str = "",
+    timeout: float = 1.0,
+) -> HealthProbe:
+    """As :func:`check_health`, with the status name and the reason the
+    server gives when it is not SERVING (runtime.health)."""
     credentials = credentials_for(settings, OPERATOR)
     target = address or settings.address_of(callee)
     async with credentials.channel(target, callee, [], []) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
-        except grpc.aio.AioRpcError:
-            return 0  # UNKNOWN
-        return int(reply.status)
+        return await probe(channel, service, timeout=timeout)
 
 
 @dataclass

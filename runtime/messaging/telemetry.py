@@ -22,7 +22,7 @@ from functools import cache
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from trading.common.v1 import event_pb2
 
 from runtime.messaging.headers import extract_trace, inject_trace
@@ -83,6 +83,13 @@ class MessagingMetrics:
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
+        self._lag = Gauge(
+            "trading_messaging_consumer_lag",
+            "Messages not yet consumed, as of the consumer's last fetch: Kafka high"
+            " watermark minus position per partition; JetStream pending count per consumer.",
+            ["transport", "consumer", "source"],
+            registry=reg,
+        )
         # Labelled children by label values: `.labels()` takes a lock and
         # builds a tuple each call; a dict hit is cheaper.
         self._counters: dict[tuple[str, ...], Counter] = {}
@@ -118,6 +125,10 @@ class MessagingMetrics:
 
     def failed(self, transport: str, consumer: str, event_type: str) -> None:
         self._count(self._failed, transport, consumer, event_type)
+
+    def lag(self, transport: str, consumer: str, source: str, messages: int) -> None:
+        """Consumer lag after a fetch; ``source`` is "topic/partition" or the stream."""
+        self._lag.labels(transport, consumer, source).set(messages)
 
     def dead_lettered(self, transport: str, consumer: str, reason: str) -> None:
         self._count(self._dead_lettered, transport, consumer, reason)

@@ -32,6 +32,7 @@ from trading.common.v1 import event_pb2
 from trading.execution.v1 import types_pb2
 
 from runtime.context import current_context
+from runtime.health import OUTBOX_BACKLOG, HealthMonitor, default_monitor
 from runtime.messaging import NotRoutedError, new_envelope
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
@@ -52,6 +53,9 @@ PUBLISHED = Counter(
 FAILED = Counter(
     "execution_outbox_publish_failures_total", "Failed outbox publishes (retried later).", ("destination",)
 )
+
+# The backlog count scans the pending index: at most this often.
+_BACKLOG_EVERY_S = 2.0
 
 _FIRST_EVENTS = frozenset({EventKind.ACCEPTED, EventKind.REJECTED})
 
@@ -116,6 +120,7 @@ class OutboxRelay:
         batch_size: int = 200,
         poll_interval_s: float = 0.25,
         retry_delay_s: float = 0.5,
+        health: HealthMonitor | None = None,
     ) -> None:
         self._pool = pool
         self._kafka = kafka
@@ -125,6 +130,10 @@ class OutboxRelay:
         self._retry_delay_s = retry_delay_s
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # runtime.health: a round without a failed publish is progress.
+        self._health = (health or default_monitor()).register("relay:execution-outbox")
+        self._publish_failures = 0
+        self._backlog_counted_at = 0.0
 
     def wake(self) -> None:
         """Something was committed: look now instead of at the next poll."""
@@ -137,21 +146,32 @@ class OutboxRelay:
     async def stop(self) -> None:
         """Stop after the batch in flight (an interrupted batch is simply published again later)."""
         task, self._task = self._task, None
+        self._health.close()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            failures_before = self._publish_failures
             try:
                 published = await self.run_once()
+                if loop.time() - self._backlog_counted_at >= _BACKLOG_EVERY_S:
+                    self._backlog_counted_at = loop.time()
+                    OUTBOX_BACKLOG.labels(PRODUCER).set(await self._pool.fetchval(
+                        "SELECT count(*) FROM execution.outbox WHERE sent_at IS NULL AND failed_at IS NULL"
+                    ))  # fmt: skip
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("outbox relay: batch failed, retrying: %r", exc)
+                self._health.failing(f"batch: {exc!r}")
                 await asyncio.sleep(self._retry_delay_s)
                 continue
+            if self._publish_failures == failures_before:
+                self._health.progress()
             if published >= self._batch_size:
                 continue  # more is waiting
             with contextlib.suppress(TimeoutError):
@@ -203,6 +223,8 @@ class OutboxRelay:
                 continue
             except Exception as exc:
                 FAILED.labels(row.destination).inc()
+                self._publish_failures += 1
+                self._health.failing(f"publish to {row.destination}: {exc!r}")
                 log.warning("outbox row %d: publish to %s failed: %r", row.id, row.destination, exc)
                 return  # later rows of this order wait, so they never overtake it
             PUBLISHED.labels(row.destination).inc()

@@ -43,6 +43,7 @@ from redis.asyncio import Redis
 from trading.common.v1 import market_pb2
 from trading.marketdata.v1 import events_pb2 as md_events
 
+from runtime.health import HealthMonitor, default_monitor
 from runtime.market_cache import is_known_instrument, quote_key
 from runtime.messaging import EnvelopeError, decode_envelope
 from runtime.messaging.envelope import uuid7
@@ -180,6 +181,7 @@ class Matcher:
         *,
         sweep_interval_s: float = 1.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        health: HealthMonitor | None = None,
     ) -> None:
         self._store = store
         self._venue = venue
@@ -195,6 +197,8 @@ class Matcher:
         self._dirty = asyncio.Event()
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
+        # runtime.health: a round that sweeps without an error is progress.
+        self._health = (health or default_monitor()).register("matcher:execution-paper")
 
     async def start(self) -> None:
         self._sub = await self._nats.subscribe(TICKS_SUBJECT, cb=self._on_tick)
@@ -206,6 +210,7 @@ class Matcher:
                 await self._sub.unsubscribe()
             self._sub = None
         task, self._task = self._task, None
+        self._health.close()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -229,20 +234,27 @@ class Matcher:
         loop = asyncio.get_running_loop()
         next_sweep = loop.time()
         while True:
+            swept = False
             try:
                 if loop.time() >= next_sweep:
                     next_sweep = loop.time() + self._sweep_interval_s
                     await self.sweep()
+                    swept = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._dirty.wait(), max(0.0, next_sweep - loop.time()))
                 self._dirty.clear()
                 latest, self._latest = self._latest, {}
                 for quote in latest.values():
                     await self.match(quote)
+                # Only a round with a sweep counts: rounds without one must
+                # not hide a sweep that fails every time.
+                if swept:
+                    self._health.progress()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("matcher: round failed: %r", exc)
+                self._health.failing(f"round: {exc!r}")
                 await asyncio.sleep(0.2)
 
     def note(self, events: Sequence[OrderEvent]) -> None:

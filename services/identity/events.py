@@ -20,6 +20,7 @@ import asyncpg
 from google.protobuf import message as pb_message
 
 from runtime.context import current_context
+from runtime.health import OUTBOX_BACKLOG, HealthMonitor, default_monitor
 from runtime.messaging import decode_envelope, new_envelope
 from runtime.messaging.kafka import KafkaPublisher
 
@@ -47,12 +48,21 @@ async def record(conn: asyncpg.Connection, tenant_id: str, payload: pb_message.M
 class OutboxRelay:
     """Publishes outbox rows to Kafka (see the module docstring)."""
 
-    def __init__(self, pool: asyncpg.Pool, kafka: KafkaPublisher, *, poll_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        kafka: KafkaPublisher,
+        *,
+        poll_s: float = 1.0,
+        health: HealthMonitor | None = None,
+    ) -> None:
         self._pool = pool
         self._kafka = kafka
         self._poll_s = poll_s
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # runtime.health: a round that publishes (or finds nothing) is progress.
+        self._health = (health or default_monitor()).register("relay:identity-outbox")
 
     def wake(self) -> None:
         """Publish soon (call after committing events)."""
@@ -62,6 +72,7 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name="identity-outbox-relay")
 
     async def stop(self) -> None:
+        self._health.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -76,10 +87,18 @@ class OutboxRelay:
             try:
                 while await self.flush() == BATCH:
                     pass
+                self._health.progress()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("identity outbox relay: %r (retrying)", exc)
+                self._health.failing(f"flush: {exc!r}")
+            # Rows are deleted once published: what is left is the backlog
+            # (counted after failed rounds too: that is when it grows).
+            with contextlib.suppress(asyncpg.PostgresError, OSError, TimeoutError):
+                OUTBOX_BACKLOG.labels(PRODUCER).set(
+                    await self._pool.fetchval("SELECT count(*) FROM identity.outbox")
+                )
 
     async def flush(self) -> int:
         """Publish and delete one batch; returns how many rows it held."""

@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 
 from runtime.config import KafkaSettings
 from runtime.messaging.base import Event, Registry, RetryPolicy
+from runtime.messaging.kafka.liveness import fetch_trouble
 from runtime.messaging.kafka.publisher import KafkaPublisher
 from runtime.messaging.kafka.subscriber import KafkaSubscriber
 
@@ -94,8 +95,15 @@ class BatchingKafkaSubscriber(KafkaSubscriber, ABC):
                 )
             except KafkaError as exc:
                 log.warning("kafka fetch failed for %s: %s", self.name, exc)
+                self._health.failing(f"fetch: {exc!r}")
                 await asyncio.sleep(0.5)
                 continue
+            # An empty poll is idleness only while the broker answers fetches.
+            trouble = None if fetched else fetch_trouble(self._consumer)
+            if trouble is None:
+                self._health.progress()
+            else:
+                self._health.failing(trouble)
             for tp, records in fetched.items():
                 for record in records:
                     await self._process(record)

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from runtime.config import KafkaSettings
+from runtime.health import HealthMonitor, default_monitor
 from runtime.messaging import headers as h
 from runtime.messaging.base import (
     DeadLetterReason,
@@ -30,6 +31,7 @@ from runtime.messaging.deadletter import dead_letter_headers
 from runtime.messaging.envelope import EnvelopeError
 from runtime.messaging.headers import from_kafka, to_kafka
 from runtime.messaging.kafka.admin import dlq_topic
+from runtime.messaging.kafka.liveness import fetch_trouble
 from runtime.messaging.kafka.publisher import KafkaPublisher
 from runtime.messaging.kafka.security import client_security
 from runtime.messaging.telemetry import MessagingMetrics, default_metrics, mark_failed, process_span
@@ -64,6 +66,7 @@ class KafkaSubscriber:
         max_records: int = 500,
         client_id: str = "trading",
         metrics: MessagingMetrics | None = None,
+        health: HealthMonitor | None = None,
     ) -> None:
         wanted = {topic_prefix + t for t in topics}
         for event_type in event_types:
@@ -98,6 +101,8 @@ class KafkaSubscriber:
             **client_security(settings),
         )
         self._task: asyncio.Task[None] | None = None
+        # Reports as "kafka:<name>" (runtime.health): fetches are progress, errors failures.
+        self._health = (health or default_monitor()).register(f"kafka:{self._name}")
 
     @property
     def name(self) -> str:
@@ -116,6 +121,7 @@ class KafkaSubscriber:
         """Stop without committing anything not yet handled: what was in
         flight is delivered again to the group."""
         task, self._task = self._task, None
+        self._health.close()
         if task is not None:
             task.cancel()
             # aiokafka's getmany() can sit out a cancel while a fetch request is
@@ -153,12 +159,25 @@ class KafkaSubscriber:
                 batch = await self._consumer.getmany(timeout_ms=500, max_records=self._max_records)
             except KafkaError as exc:
                 log.warning("kafka fetch failed for %s: %s", self._name, exc)
+                self._health.failing(f"fetch: {exc!r}")
                 await asyncio.sleep(0.5)
                 continue
+            # An empty poll is idleness only while the broker answers fetches.
+            trouble = None if batch else fetch_trouble(self._consumer)
+            if trouble is None:
+                self._health.progress()
+            else:
+                self._health.failing(trouble)
             for tp, records in batch.items():
                 for record in records:
                     await self._process(record)
                 await self._commit(tp, records[-1].offset + 1)
+                self._record_lag(tp, records[-1].offset + 1)
+
+    def _record_lag(self, tp: TopicPartition, position: int) -> None:
+        highwater = self._consumer.highwater(tp)  # as of the fetch that returned these records
+        if highwater is not None:
+            self._metrics.lag(_KAFKA, self._name, f"{tp.topic}/{tp.partition}", max(0, highwater - position))
 
     async def _commit(self, tp: TopicPartition, offset: int) -> None:
         try:
@@ -233,6 +252,7 @@ class KafkaSubscriber:
                 break
             except KafkaError as exc:
                 log.error("dead-lettering %s failed, retrying: %s", delivery.describe(), exc)
+                self._health.failing(f"dead-lettering {delivery.describe()}: {exc!r}")
                 await asyncio.sleep(1.0)
         self._metrics.dead_lettered(_KAFKA, self._name, reason.value)
         log.error(

@@ -11,6 +11,12 @@ low-latency fan-out. Nothing is redelivered, so failures are retried in
 process before dead-lettering.
 
 Dead letters go to the JetStream stream `DLQ`, subject `dlq.<name>`.
+
+A durable consumer reports to the health monitor (runtime.health) as
+"nats:<name>": each fetch, empty ones included, is progress while the
+connection is up; fetch errors and a lost connection are failures. Core
+subscriptions have no loop to watch: the service's readiness already turns
+NOT_SERVING when its NATS connection is down (runtime.resources).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError
 
+from runtime.health import ComponentHealth, HealthMonitor, default_monitor
 from runtime.messaging import headers as h
 from runtime.messaging.base import (
     DeadLetterReason,
@@ -77,6 +84,7 @@ class NatsSubscriber:
         max_ack_pending: int = 1000,
         js_timeout_s: float = 5.0,
         metrics: MessagingMetrics | None = None,
+        health: HealthMonitor | None = None,
     ) -> None:
         wanted = [subject_prefix + s for s in subjects]
         for event_type in event_types:
@@ -107,6 +115,8 @@ class NatsSubscriber:
         self._batch = batch
         self._max_ack_pending = max_ack_pending
         self._metrics = metrics or default_metrics()
+        self._monitor = health or default_monitor()
+        self._health: ComponentHealth | None = None
         self._task: asyncio.Task[None] | None = None
         self._pull: JetStreamContext.PullSubscription | None = None
         self._core: list[Subscription] = []
@@ -149,6 +159,7 @@ class NatsSubscriber:
             # Exists with another config (e.g. other timings): keep using it.
             log.warning("durable %s on %s exists with another config: %s", self._durable, stream, exc)
         self._pull = await self._js.pull_subscribe_bind(durable=self._durable, stream=stream)
+        self._health = self._monitor.register(f"nats:{self._name}")
         self._task = asyncio.create_task(self._pull_loop(), name=f"nats-subscriber-{self._name}")
 
     async def stop(self) -> None:
@@ -159,6 +170,9 @@ class NatsSubscriber:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        health, self._health = self._health, None
+        if health is not None:
+            health.close()
         pull, self._pull = self._pull, None
         if pull is not None:
             with contextlib.suppress(nats.errors.Error):
@@ -210,21 +224,32 @@ class NatsSubscriber:
     # ----------------------------------------------------------------- JetStream
 
     async def _pull_loop(self) -> None:
-        assert self._pull is not None
-        pull = self._pull
+        assert self._pull is not None and self._health is not None
+        pull, health = self._pull, self._health
         while True:
             try:
                 messages = await pull.fetch(self._batch, timeout=1.0)
             except (nats.errors.TimeoutError, TimeoutError):
                 # nats-py raises the builtin TimeoutError too (batch fetches
                 # whose deadline ran out): not an error, and it must not end the loop.
+                # Nothing to read is healthy, unless the connection is down
+                # (fetches then time out as well).
+                if self._nc.is_connected:
+                    health.progress()
+                else:
+                    health.failing("NATS connection lost")
                 continue
             except nats.errors.Error as exc:
                 log.warning("fetch failed for %s: %s", self._name, exc)
+                health.failing(f"fetch: {exc!r}")
                 await asyncio.sleep(0.5)
                 continue
+            health.progress()
             for msg in messages:
                 await self._process_jetstream(msg)
+            if messages:
+                meta = messages[-1].metadata
+                self._metrics.lag(_NATS, self._name, meta.stream, meta.num_pending)
 
     async def _process_jetstream(self, msg: Msg) -> None:
         meta = msg.metadata
