@@ -135,8 +135,7 @@ async def fault_platform(
     settings.marketdata.feed_symbols = list(SYMBOLS)
     settings.marketdata.feed_rate = 20.0
     settings.marketdata.feed_seed = 20261206
-    if hasattr(settings, "health"):  # TEMP until the watchdog lands
-        settings.health.stuck_after_s = STUCK_AFTER_S
+    settings.health.stuck_after_s = STUCK_AFTER_S
     operator_env(monkeypatch)
     # Started here, so the scenario holds the processes; the platform's own
     # LocalInfra finds them answering and reuses them.
@@ -443,18 +442,22 @@ def report(
     name: str,
     trader: Trader,
     outage: tuple[float, float],
-    recovered_at: float | None,
+    recovery_s: float | None,
     r: Reconciled,
     unhealthy: set[str],
 ) -> None:
-    """One line per scenario (pytest -s, and the CI log): what README's fault table is made of."""
-    began, back = outage
+    """One line per scenario (pytest -s, and the CI log): what README's fault table is made of.
+
+    `outage` is (fault began, fault ended) in monotonic seconds; `recovery_s`
+    how long after it ended trading worked again (for a crashed service: from
+    the kill until it was SERVING again)."""
+    began, ended = outage
     line = {
         "fault": name,
-        "outage_s": round(back - began, 2),
-        "trader_saw": dict(trader.seen(began, recovered_at or back)),
+        "outage_s": round(ended - began, 2),
+        "trader_saw": dict(trader.seen(began, ended + (recovery_s or 0.0))),
         "not_serving_during": sorted(unhealthy),
-        "recovered_s_after_restart": None if recovered_at is None else round(recovered_at - back, 2),
+        "recovery_s": None if recovery_s is None else round(recovery_s, 2),
         "orders": r.orders,
         "fills": r.fills,
         "duplicate_deliveries_deduped": r.duplicate_deliveries,
