@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import signal
+import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -121,10 +122,22 @@ class FaultPlatform:
 
 @contextlib.asynccontextmanager
 async def fault_platform(
-    infra_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    infra_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[FaultPlatform]:
     """The platform on servers of its own, a fresh tenant, quotes flowing."""
-    settings = isolated_settings(infra_settings, tmp_path)
+    # Its var dir (the PostgreSQL data among it) not under pytest's basetemp:
+    # any pytest session starting on the machine chmods /tmp/pytest-of-<user>
+    # to 0700, and PostgreSQL's unprivileged user could not restart from there.
+    with tempfile.TemporaryDirectory(prefix="fault-platform-") as var_dir:
+        async with _fault_platform(infra_settings, Path(var_dir), monkeypatch) as p:
+            yield p
+
+
+@contextlib.asynccontextmanager
+async def _fault_platform(
+    infra_settings: Settings, var_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[FaultPlatform]:
+    settings = isolated_settings(infra_settings, var_dir)
     # A PostgreSQL server of its own (isolated_settings shares the session's
     # server), durable: a kill -9 must not lose a commit it acknowledged.
     pg_port = free_port()
@@ -140,7 +153,7 @@ async def fault_platform(
     # Started here, so the scenario holds the processes; the platform's own
     # LocalInfra finds them answering and reuses them.
     async with (
-        LocalInfra(settings, log_dir=tmp_path / "log") as infra,
+        LocalInfra(settings) as infra,
         platform_running(settings, SERVICES, ready_timeout=90.0),
         secure_channel(settings, settings.address_of("marketdata"), "marketdata") as mch,
         secure_channel(settings, settings.address_of("execution"), "execution") as ech,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import pytest
 
@@ -33,10 +32,8 @@ pytestmark = pytest.mark.integration
 OUTAGE_S = STUCK_AFTER_S + 3.0
 
 
-async def test_postgres_kill9_mid_trading(
-    infra_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async with fault_platform(infra_settings, tmp_path, monkeypatch) as p:
+async def test_postgres_kill9_mid_trading(infra_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with fault_platform(infra_settings, monkeypatch) as p:
         health = HealthWatch(p.settings).start()
         trader = Trader(p).start()
         await trader.trading(3.0)
@@ -66,10 +63,8 @@ async def test_postgres_kill9_mid_trading(
         )
 
 
-async def test_nats_kill9_mid_trading(
-    infra_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async with fault_platform(infra_settings, tmp_path, monkeypatch) as p:
+async def test_nats_kill9_mid_trading(infra_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with fault_platform(infra_settings, monkeypatch) as p:
         health = HealthWatch(p.settings).start()
         trader = Trader(p).start()
         await trader.trading(3.0)

@@ -8,7 +8,6 @@ reconciliation at the end covers every crash before it.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
@@ -24,9 +23,9 @@ STATEFUL = ("execution", "portfolio", "risk", "audit", "identity")
 
 
 async def test_each_stateful_service_kill9_mid_trading(
-    infra_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    infra_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with fault_platform(infra_settings, tmp_path, monkeypatch) as p:
+    async with fault_platform(infra_settings, monkeypatch) as p:
         health = HealthWatch(p.settings).start()
         trader = Trader(p).start()
         await trader.trading(2.0)
