@@ -26,7 +26,7 @@ from gateway.handling import CORRELATION_HEADER, IDEMPOTENCY_HEADER, correlation
 from gateway.idempotency import IdempotencyStore
 from gateway.openapi import build_openapi
 from gateway.problems import Problem
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import LoginThrottle, RateLimiter
 from gateway.routes import HTTP_METHODS, RouteTable, build_routes
 from gateway.streams import sse, websocket_stream
 from runtime.config import SERVICE_NAMES, Settings
@@ -77,6 +77,14 @@ def create_app(
         RateLimiter(redis, options.rate_limit_requests, options.rate_limit_window_s),
         options,
         IdempotencyStore(redis),
+        LoginThrottle(
+            redis,
+            free_attempts=options.login_free_attempts,
+            backoff_base_s=options.login_backoff_base_s,
+            backoff_max_s=options.login_backoff_max_s,
+            account_attempts=options.login_account_attempts,
+            account_window_s=options.login_account_window_s,
+        ),
     )
     app = FastAPI(title="AI trading platform API", version="1.0.0")
     app.state.dispatcher = dispatcher
@@ -109,14 +117,16 @@ def create_app(
         # get the same problem+json as every other error.
         code = grpc.StatusCode.NOT_FOUND if exc.status_code == 404 else grpc.StatusCode.INVALID_ARGUMENT
         cid = correlation_id(request.headers)
-        response = Problem(code, str(exc.detail), status=exc.status_code).response(cid)
+        # Its headers too: a 405 must name the allowed methods (Allow).
+        problem = Problem(code, str(exc.detail), status=exc.status_code, headers=dict(exc.headers or {}))
+        response = problem.response(cid)
         response.headers[CORRELATION_RESPONSE_HEADER] = cid
         return response
 
     app.router.add_websocket_route("/{path:path}", contract_websocket)
-    app.router.add_route(
-        "/{path:path}", contract_route, methods=[m.upper() for m in HTTP_METHODS], include_in_schema=False
-    )
+    # Every method (methods=None), so TRACE, OPTIONS, ... reach the route
+    # table, which answers 405 with the Allow header of the path's routes.
+    app.router.add_route("/{path:path}", contract_route, methods=None, include_in_schema=False)
     if options.cors_origins:
         app.add_middleware(
             CORSMiddleware,

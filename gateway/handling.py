@@ -102,9 +102,15 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def _too_large(limit: int) -> Problem:
+    # The rest of the body is left unread: "Connection: close" makes the
+    # server close the connection after this answer (hypercorn/h11 would
+    # otherwise wait for the unread body, and a keep-alive client would hang
+    # waiting for the answer to its next request). Draining could cost
+    # gigabytes of reading for a client that declared them.
     return Problem(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         f"request body larger than {limit} bytes",
         status=413,
         reason="BODY_TOO_LARGE",
+        headers={"Connection": "close"},
     )
