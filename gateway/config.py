@@ -34,8 +34,9 @@ class GatewayOptions(BaseSettings):
     # Login throttle (gateway.ratelimit.LoginThrottle): per (account, source),
     # ``login_free_attempts`` attempts, then a wait doubling from
     # ``login_backoff_base_s`` up to ``login_backoff_max_s``; a success resets
-    # it. Per account (every source): ``login_account_attempts`` per
-    # ``login_account_window_s``, a rate, not a lockout. 0 attempts disables.
+    # it. Per account (every source): ``login_account_attempts`` failed
+    # attempts per ``login_account_window_s``, a rate, not a lockout (a
+    # success gives its attempt back). 0 attempts disables.
     login_free_attempts: int = Field(default=5, ge=0)
     login_backoff_base_s: float = Field(default=1.0, gt=0)
     login_backoff_max_s: float = Field(default=900.0, gt=0)

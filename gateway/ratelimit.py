@@ -145,13 +145,22 @@ if n >= free then
 end
 return {1, 0, 0}
 """
+# A success: the (account, source) starts over, and its attempt is given back
+# to the account (only failures spend the account's budget, so the owner's
+# own logins never throttle them). SET KEEPTTL: DECR is not in the ACL.
+_LOGIN_SUCCESS_SCRIPT = """
+redis.call('DEL', KEYS[1], KEYS[3])
+local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+if used > 0 then redis.call('SET', KEYS[2], used - 1, 'KEEPTTL') end
+return 0
+"""
 
 
 @dataclass(frozen=True, slots=True)
 class LoginAttempt:
     """A login let through: :meth:`LoginThrottle.succeeded` resets its source's backoff."""
 
-    keys: tuple[str, ...]
+    keys: tuple[str, str, str]  # next attempt, account count, (account, source) count
 
 
 class LoginThrottle:
@@ -177,6 +186,7 @@ class LoginThrottle:
     ) -> None:
         self._redis = redis
         self._script = redis.register_script(_LOGIN_SCRIPT)
+        self._success_script = redis.register_script(_LOGIN_SUCCESS_SCRIPT)
         self.free_attempts = free_attempts
         self.backoff_base_ms = int(backoff_base_s * 1000)
         self.backoff_max_ms = int(backoff_max_s * 1000)
@@ -221,7 +231,7 @@ class LoginThrottle:
             log.warning("login throttle unavailable, letting the attempt through: %r", exc)
             return None
         if int(allowed):
-            return LoginAttempt((next_key, count_key))
+            return LoginAttempt((next_key, account_key, count_key))
         raise Problem(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             "too many login attempts from this client; wait before retrying"
@@ -237,6 +247,6 @@ class LoginThrottle:
         if attempt is None:
             return
         try:
-            await self._redis.delete(*attempt.keys)
+            await self._success_script(keys=list(attempt.keys))
         except RedisError as exc:
             log.warning("could not reset a login backoff: %r", exc)

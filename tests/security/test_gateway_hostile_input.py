@@ -28,8 +28,10 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from gateway.config import GatewayOptions
+from gateway.ratelimit import LoginThrottle
 from runtime.config import Settings
 from runtime.security.store_credentials import REDIS_ADMIN, open_redis
+from runtime.storage.redis import tenant_key
 from services.execution.main import SPEC as EXECUTION
 from services.identity.main import make_spec as identity_spec
 from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
@@ -389,6 +391,36 @@ async def test_concurrent_wrong_passwords_do_not_lock_out_the_owner(gw: httpx.As
     mine = await gw.post("/v1/auth/login", json=login_body(), headers=owner)
     assert mine.status_code == 200, mine.text
     assert mine.json()["tokens"]["accessToken"]
+
+
+async def test_per_account_limit_is_a_short_rate_not_a_lockout(stack: Stack) -> None:
+    """Wrong passwords from many sources at once (each source within its own
+    free attempts) meet the looser per-account rate; the owner waits at most
+    the window, and the owner's own successes never spend the budget."""
+    window_s = 2
+    # The demo account's window as another test here may have left it.
+    account = LoginThrottle.account_of(DEMO_SLUG, DEMO_EMAIL)
+    await stack.redis.delete(tenant_key(account, "gateway", "login", "account"))
+    options = OPTIONS.model_copy(update={"login_account_attempts": 4, "login_account_window_s": window_s})
+    async with gateway_client(stack.settings, stack.addresses, options, serve_http=True) as gw:
+        owner = from_client("198.51.100.77")
+        for _ in range(6):  # more successes than the budget: none is counted
+            ok = await gw.post("/v1/auth/login", json=login_body(), headers=owner)
+            assert ok.status_code == 200, ok.text
+        wrong = login_body(password="wrong-" + uuid.uuid4().hex)
+        answers = await asyncio.gather(
+            *(gw.post("/v1/auth/login", json=wrong, headers=from_client(f"203.0.113.{i}")) for i in range(10))
+        )
+        statuses = sorted(r.status_code for r in answers)
+        assert statuses == [401] * 4 + [429] * 6, statuses
+        limited = next(r for r in answers if r.status_code == 429)
+        assert problem(limited, 429, "resource-exhausted")["reason"] == "LOGIN_THROTTLED"
+        assert "account" in limited.json()["detail"]
+        retry_after = int(limited.headers["retry-after"])
+        assert 1 <= retry_after <= window_s
+        await asyncio.sleep(retry_after + 0.2)
+        back = await gw.post("/v1/auth/login", json=login_body(), headers=owner)
+        assert back.status_code == 200, back.text
 
 
 async def test_saturated_password_verification_answers_429_not_504(stack: Stack) -> None:
