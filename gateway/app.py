@@ -16,6 +16,8 @@ from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
+from starlette.routing import Route, request_response
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from gateway.auth import API_KEY_HEADER, Authenticator
@@ -25,7 +27,7 @@ from gateway.handling import CORRELATION_HEADER, IDEMPOTENCY_HEADER, correlation
 from gateway.idempotency import IdempotencyStore
 from gateway.openapi import build_openapi
 from gateway.problems import Problem
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import LoginThrottle, RateLimiter
 from gateway.routes import HTTP_METHODS, RouteTable, build_routes
 from gateway.streams import sse, websocket_stream
 from runtime.config import SERVICE_NAMES, Settings
@@ -34,6 +36,44 @@ from runtime.health import HealthProbe, probe
 from runtime.security.credentials import PrincipalCredentials, credentials_for
 
 DOWNSTREAM = tuple(name for name in SERVICE_NAMES if name != "gateway")
+# Statuses Starlette answers by itself, as gRPC codes of the problem document.
+_FRAMEWORK_CODES = {404: grpc.StatusCode.NOT_FOUND, 405: grpc.StatusCode.UNIMPLEMENTED}
+
+
+def _own_route_methods(app: FastAPI, path: str) -> set[str]:
+    """Methods of the hand-written routes (/healthz, /docs, ...) at ``path``;
+    the catch-all matches any method there first, so it answers their 405."""
+    allowed: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            allowed |= route.methods
+    return allowed
+
+
+def _method_not_allowed(request: Request, allowed: set[str]) -> Response:
+    cid = correlation_id(request.headers)
+    methods = ", ".join(sorted(allowed))
+    problem = Problem(
+        grpc.StatusCode.UNIMPLEMENTED,
+        f"method {request.method} not allowed here; allowed: {methods}",
+        status=405,
+        reason="METHOD_NOT_ALLOWED",
+        headers={"Allow": methods},
+    )
+    response = problem.response(cid)
+    response.headers[CORRELATION_RESPONSE_HEADER] = cid
+    return response
+
+
+class _AnyMethod:
+    """An ASGI app wrapper: as a Route endpoint it is not a function, so the
+    route accepts every HTTP method."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
 
 
 class Downstreams:
@@ -71,6 +111,14 @@ def create_app(
         RateLimiter(redis, options.rate_limit_requests, options.rate_limit_window_s),
         options,
         IdempotencyStore(redis),
+        LoginThrottle(
+            redis,
+            free_attempts=options.login_free_attempts,
+            backoff_base_s=options.login_backoff_base_s,
+            backoff_max_s=options.login_backoff_max_s,
+            account_attempts=options.login_account_attempts,
+            account_window_s=options.login_account_window_s,
+        ),
     )
     app = FastAPI(title="AI trading platform API", version="1.0.0")
     app.state.dispatcher = dispatcher
@@ -97,6 +145,9 @@ def create_app(
         }
 
     async def contract_route(request: Request) -> Any:
+        allowed = _own_route_methods(app, request.url.path)
+        if allowed:  # a hand-written route's path with another method
+            return _method_not_allowed(request, allowed)
         return await handle(dispatcher, request, sse)
 
     async def contract_websocket(websocket: WebSocket) -> None:
@@ -107,15 +158,21 @@ def create_app(
         # Starlette answers by itself only for paths the catch-all cannot match
         # (e.g. a percent-encoded newline, which its path regex excludes); those
         # get the same problem+json as every other error.
-        code = grpc.StatusCode.NOT_FOUND if exc.status_code == 404 else grpc.StatusCode.INVALID_ARGUMENT
+        code = _FRAMEWORK_CODES.get(exc.status_code, grpc.StatusCode.INVALID_ARGUMENT)
         cid = correlation_id(request.headers)
-        response = Problem(code, str(exc.detail), status=exc.status_code).response(cid)
+        # Its headers too: a 405 must name the allowed methods (Allow).
+        problem = Problem(code, str(exc.detail), status=exc.status_code, headers=dict(exc.headers or {}))
+        response = problem.response(cid)
         response.headers[CORRELATION_RESPONSE_HEADER] = cid
         return response
 
     app.router.add_websocket_route("/{path:path}", contract_websocket)
-    app.router.add_route(
-        "/{path:path}", contract_route, methods=[m.upper() for m in HTTP_METHODS], include_in_schema=False
+    # Every method, so TRACE, OPTIONS, ... reach the route table, which answers
+    # 405 with the Allow header of the path's routes. (Starlette restricts a
+    # plain function endpoint to GET when no methods are named; an ASGI app
+    # endpoint with methods=None takes every method.)
+    app.router.routes.append(
+        Route("/{path:path}", _AnyMethod(request_response(contract_route)), include_in_schema=False)
     )
     if options.cors_origins:
         app.add_middleware(

@@ -21,6 +21,27 @@ class GatewayOptions(BaseSettings):
     max_timeout_s: float = Field(default=30.0, gt=0)
     # Largest request body accepted (413 above).
     max_body_bytes: int = Field(default=1 << 20, ge=1)
+    # The input guard (gateway.limits): JSON nesting, digits per number
+    # literal (values that need more are decimal strings), query and path size.
+    max_json_depth: int = Field(default=32, ge=2)
+    max_number_chars: int = Field(default=32, ge=20)  # >= the 20 digits of a uint64
+    max_query_bytes: int = Field(default=8192, ge=64)
+    max_query_params: int = Field(default=64, ge=1)
+    max_path_bytes: int = Field(default=2048, ge=64)
+    # Proxies (CIDRs) whose X-Forwarded-For is believed when they are the peer;
+    # the client's source is then the rightmost address that is not one of them.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Login throttle (gateway.ratelimit.LoginThrottle): per (account, source),
+    # ``login_free_attempts`` attempts, then a wait doubling from
+    # ``login_backoff_base_s`` up to ``login_backoff_max_s``; a success resets
+    # it. Per account (every source): ``login_account_attempts`` failed
+    # attempts per ``login_account_window_s``, a rate, not a lockout (a
+    # success gives its attempt back). 0 attempts disables.
+    login_free_attempts: int = Field(default=5, ge=0)
+    login_backoff_base_s: float = Field(default=1.0, gt=0)
+    login_backoff_max_s: float = Field(default=900.0, gt=0)
+    login_account_attempts: int = Field(default=30, ge=0)
+    login_account_window_s: int = Field(default=60, ge=1)
     # CORS: allowed origins ("*" for any); empty turns CORS off.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_max_age_s: int = 600
@@ -37,7 +58,7 @@ class GatewayOptions(BaseSettings):
     # Server-sent events / WebSocket: heartbeat interval.
     stream_heartbeat_s: float = Field(default=15.0, gt=0)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import quote
 
 import grpc
 import grpc.aio
@@ -26,10 +26,11 @@ from gateway.auth import Authenticator, Principal, authorize
 from gateway.config import GatewayOptions
 from gateway.handling import call_timeout, correlation_id, idempotency_key, read_body
 from gateway.idempotency import IdempotencyStore
-from gateway.problems import Problem, from_rpc_error
-from gateway.ratelimit import RateLimiter
+from gateway.limits import InputLimits, check_path, parse_json_body, parse_query
+from gateway.problems import Problem, bad_request, from_rpc_error, violation
+from gateway.ratelimit import LOGIN_RPC, LoginThrottle, RateLimiter, client_source, trusted_networks
 from gateway.routes import Route, RouteTable
-from gateway.transcode import dumps, parse_body, to_json
+from gateway.transcode import dumps, to_json
 from runtime.context import RequestContext, reset_context, set_context
 from runtime.contracts import METADATA
 from runtime.grpc_client import ClientFactory
@@ -49,6 +50,7 @@ class Prepared:
     metadata: tuple[tuple[str, str], ...]
     timeout: float | None
     principal: Principal | None
+    source: str = ""  # the client's address (gateway.ratelimit.client_source)
 
 
 class Dispatcher:
@@ -62,7 +64,11 @@ class Dispatcher:
         limiter: RateLimiter,
         options: GatewayOptions,
         idempotency: IdempotencyStore,
+        login_throttle: LoginThrottle | None = None,
     ) -> None:
+        self.login_throttle = login_throttle
+        self.limits = InputLimits.of(options)
+        self._trusted_proxies = trusted_networks(options.trusted_proxies)
         self.idempotency = idempotency
         self.table = table
         self.clients = clients
@@ -91,9 +97,12 @@ class Dispatcher:
         come as the ``access_token`` query parameter, browsers cannot set headers)."""
         raw_path = request.scope.get("raw_path")
         path = raw_path.decode("latin-1") if raw_path else quote(request.url.path)
+        check_path(path, self.limits)
         route, path_values = self.table.match(method or request.scope["method"], path)
         headers: Mapping[str, str] = request.headers
-        query = parse_qsl(request.url.query, keep_blank_values=True)
+        query = parse_query(request.scope.get("query_string", b""), self.limits)
+        peer = request.client.host if request.client else None
+        source = client_source(peer, headers.get("x-forwarded-for"), self._trusted_proxies)
         if isinstance(request, WebSocket):
             token = [v for k, v in query if k == "access_token"]
             query = [(k, v) for k, v in query if k != "access_token"]
@@ -103,15 +112,31 @@ class Dispatcher:
         if not route.policy.public:
             principal = await self.authenticator.authenticate(headers)
         # Counted before authorization: refused calls of a tenant count too.
-        await self._rate_limit(principal, request)
+        await self._rate_limit(principal, source)
         authorize(route.policy, principal)
         body: Any = None
         if route.body and isinstance(request, Request):
-            body = parse_body(await read_body(request, self.options.max_body_bytes))
+            body = parse_json_body(await read_body(request, self.options.max_body_bytes), self.limits)
         rpc_request = route.build_request(path_values, query, body)
         timeout = call_timeout(headers, self.options, stream=route.streaming)
         metadata: list[tuple[str, str]] = []
         key = idempotency_key(headers)
+        if key and route.policy.public:
+            # Public routes (login, token refresh, logout, ...) have no principal
+            # to scope a key by: shared per key, one caller would be replayed
+            # another's answer (tokens included); and a fingerprint of the
+            # client (address, user agent) collides behind NAT and proxies.
+            raise bad_request(
+                "Idempotency-Key is not accepted on routes without authentication",
+                [
+                    violation(
+                        "idempotency-key",
+                        "this route has no caller to scope the key to",
+                        "unsupported",
+                        pointer="",
+                    )
+                ],
+            )
         if key and route.mutating:
             metadata.append((METADATA.idempotency_key, key))
         ctx = RequestContext(
@@ -122,14 +147,13 @@ class Dispatcher:
             scopes=principal.scopes if principal else frozenset(),
             roles=principal.roles if principal else frozenset(),
         ).with_deadline_in(timeout)
-        return Prepared(route, rpc_request, ctx, tuple(metadata), timeout, principal)
+        return Prepared(route, rpc_request, ctx, tuple(metadata), timeout, principal, source)
 
-    async def _rate_limit(self, principal: Principal | None, request: HTTPConnection) -> None:
+    async def _rate_limit(self, principal: Principal | None, source: str) -> None:
         if principal is not None:
             bucket = principal.tenant_id
         else:
-            host = request.client.host if request.client else "unknown"
-            bucket = "anon-" + host.replace(":", "_").replace("{", "_").replace("}", "_")
+            bucket = "anon-" + source.replace(":", "_").replace("{", "_").replace("}", "_")
         decision = await self.limiter.hit(bucket)
         if decision is not None and not decision.allowed:
             raise Problem(
@@ -141,11 +165,17 @@ class Dispatcher:
             )
 
     async def unary(self, prepared: Prepared, cid: str) -> Response:
+        if prepared.route.grpc_path == LOGIN_RPC and self.login_throttle is not None:
+            return await self._login(prepared)
         key = prepared.context.idempotency_key
         if not (key and prepared.route.mutating):
             return await self._call(prepared)
         claim = await self.idempotency.begin(
-            prepared.context.tenant_id, prepared.route.grpc_path, key, prepared.request
+            prepared.context.tenant_id,
+            prepared.context.subject,
+            prepared.route.grpc_path,
+            key,
+            prepared.request,
         )
         if isinstance(claim, Response):
             return claim
@@ -158,6 +188,16 @@ class Dispatcher:
             await self.idempotency.release(claim)
             raise
         await self.idempotency.finish(claim, response)
+        return response
+
+    async def _login(self, prepared: Prepared) -> Response:
+        """Login behind the throttle: a throttled attempt never reaches identity."""
+        assert self.login_throttle is not None
+        request: Any = prepared.request
+        account = LoginThrottle.account_of(request.tenant_slug, request.email)
+        attempt = await self.login_throttle.attempt(account, prepared.source)
+        response = await self._call(prepared)  # a failed login raises its Problem
+        await self.login_throttle.succeeded(attempt)
         return response
 
     async def _call(self, prepared: Prepared) -> Response:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Mapping
 
 import grpc
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from gateway.config import GatewayOptions
 from gateway.problems import Problem, bad_request, violation
@@ -81,14 +82,24 @@ async def read_body(request: Request, limit: int) -> bytes:
         except ValueError:
             raise bad_request("malformed Content-Length", []) from None
         if too_big:
+            if int(declared) <= _DRAIN_MAX_BYTES:
+                await _drain(request)
             raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
+            if message.get("more_body", False):
+                await _drain(request)
             raise _too_large(limit)
         chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     body = b"".join(chunks)
     if body.strip():
         ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
@@ -101,10 +112,37 @@ async def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
+# Reading the rest of an oversized body before answering 413, bounded in
+# bytes and time. Closing a socket with unread data in it makes the kernel
+# send a reset, and a client still sending its body then loses the 413 (it
+# sees "connection reset"); read up to these bounds, the close is a clean FIN.
+# Beyond them (a client declaring gigabytes, or one that stalls), the
+# connection is closed anyway.
+_DRAIN_MAX_BYTES = 8 << 20
+_DRAIN_MAX_S = 2.0
+
+
+async def _drain(request: Request) -> None:
+    drained = 0
+    try:
+        async with asyncio.timeout(_DRAIN_MAX_S):
+            while drained <= _DRAIN_MAX_BYTES:
+                message = await request.receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
+                drained += len(message.get("body", b""))
+    except TimeoutError:
+        return
+
+
 def _too_large(limit: int) -> Problem:
+    # "Connection: close": the answer ends the connection (the body may be
+    # partly unread; a keep-alive client must not wait on it for its next
+    # request).
     return Problem(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         f"request body larger than {limit} bytes",
         status=413,
         reason="BODY_TOO_LARGE",
+        headers={"Connection": "close"},
     )

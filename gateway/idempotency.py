@@ -3,7 +3,7 @@
 
 The key is always forwarded as ``idempotency-key`` metadata (services make the
 effect happen once); on top of that the gateway remembers the first answer
-per (tenant, RPC, key) in Redis, so a retry gets the *same body* even when
+per (tenant, subject, RPC, key) in Redis, so a retry gets the *same body* even when
 the resource has moved on since (an order filled between the two calls):
 
 * first request: a short "in progress" marker is set (SET NX), the call is
@@ -56,10 +56,16 @@ class IdempotencyStore:
     def fingerprint(request: message.Message) -> str:
         return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
 
-    async def begin(self, tenant: str, grpc_path: str, key: str, request: message.Message) -> Slot | Response:
-        """Claim the key (a :class:`Slot`), or the stored answer of an earlier call."""
-        digest = hashlib.sha256(f"{grpc_path}\n{key}".encode()).hexdigest()
-        redis_key = tenant_key(tenant or "anonymous", "gateway", "idem", digest)
+    async def begin(
+        self, tenant: str, subject: str, grpc_path: str, key: str, request: message.Message
+    ) -> Slot | Response:
+        """Claim the key of one principal (a :class:`Slot`), or the stored answer
+        of its earlier call. Keys are scoped to (tenant, subject): two callers of
+        one tenant choosing the same key never see each other's answers."""
+        if not tenant or not subject:
+            raise ValueError("idempotency keys need an authenticated principal")
+        digest = hashlib.sha256(f"{subject}\n{grpc_path}\n{key}".encode()).hexdigest()
+        redis_key = tenant_key(tenant, "gateway", "idem", digest)
         fp = self.fingerprint(request)
         try:
             claimed = await self._redis.set(

@@ -1,4 +1,6 @@
-"""Per-tenant rate limiting in Redis: a fixed window counter per tenant.
+"""Rate limits in Redis: per tenant (every route), and the login throttle.
+
+Per tenant: a fixed window counter per tenant.
 
 One atomic Lua step per request (INCR, set the window's expiry on the first
 hit, read the remaining TTL), so every gateway replica shares the same count.
@@ -10,13 +12,23 @@ must not take the API down with it.
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
+import grpc
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from gateway.problems import Problem
 from runtime.storage.redis import tenant_key
+from services.identity.domain import normalize_email
+
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +70,183 @@ class RateLimiter:
             return None
         count, ttl_ms = int(count), int(ttl_ms)
         return Decision(count <= self.limit, self.limit, max(0, self.limit - count), max(ttl_ms, 0) / 1000)
+
+
+# ---- the source of a request ------------------------------------------------------------------
+
+
+def client_source(peer: str | None, forwarded_for: str | None, trusted: Sequence[IPNetwork]) -> str:
+    """The client's address: the peer, or, when the peer is a trusted proxy,
+    the rightmost X-Forwarded-For entry that is not a trusted proxy (the
+    entries left of it are whatever the client wrote, so never believed)."""
+    source = peer or "unknown"
+    if not forwarded_for or not trusted or not _is_trusted(source, trusted):
+        return source
+    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+        if not _is_trusted(hop, trusted):
+            return hop if _is_address(hop) else source
+        source = hop
+    return source
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_trusted(address: str, trusted: Sequence[IPNetwork]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
+def trusted_networks(cidrs: Sequence[str]) -> list[IPNetwork]:
+    return [ipaddress.ip_network(c, strict=False) for c in cidrs]
+
+
+# ---- login throttle ---------------------------------------------------------------------------
+
+LOGIN_RPC = "/trading.identity.v1.IdentityService/Login"
+
+# One atomic step per login attempt (only commands the gateway's Redis ACL
+# user has: GET, SET, INCR, PEXPIRE, PTTL). KEYS[1]: the earliest next attempt
+# (ms) of an (account, source); KEYS[2]: the account's attempts in the current
+# window; KEYS[3]: the (account, source)'s attempts since its last success.
+# The source check runs first, so a source in backoff does not spend the
+# account's budget (an attacker cannot use it up for the owner's other
+# sources). An attempt is counted when let through, before the password is
+# checked, so a burst of concurrent attempts cannot all pass a check made
+# before any of them failed.
+_LOGIN_SCRIPT = """
+local now = tonumber(ARGV[7])
+local nxt = tonumber(redis.call('GET', KEYS[1]) or '0')
+if now < nxt then return {0, nxt - now, 1} end
+local limit = tonumber(ARGV[5])
+if limit > 0 then
+  local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if used >= limit then
+    local ttl = redis.call('PTTL', KEYS[2])
+    if ttl < 0 then ttl = tonumber(ARGV[6]) end
+    return {0, ttl, 2}
+  end
+  if redis.call('INCR', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[6]) end
+end
+local n = redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+local free = tonumber(ARGV[1])
+if n >= free then
+  local delay = math.min(tonumber(ARGV[3]), tonumber(ARGV[2]) * math.pow(2, math.min(n - free, 40)))
+  redis.call('SET', KEYS[1], string.format('%d', now + math.floor(delay)), 'PX', ARGV[4])
+end
+return {1, 0, 0}
+"""
+# A success: the (account, source) starts over, and its attempt is given back
+# to the account (only failures spend the account's budget, so the owner's
+# own logins never throttle them). SET KEEPTTL: DECR is not in the ACL.
+_LOGIN_SUCCESS_SCRIPT = """
+redis.call('DEL', KEYS[1], KEYS[3])
+local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+if used > 0 then redis.call('SET', KEYS[2], used - 1, 'KEEPTTL') end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class LoginAttempt:
+    """A login let through: :meth:`LoginThrottle.succeeded` resets its source's backoff."""
+
+    keys: tuple[str, str, str]  # next attempt, account count, (account, source) count
+
+
+class LoginThrottle:
+    """Exponential backoff per (account, source) and a looser rate per account.
+
+    Neither is a lockout: a source in backoff waits at most ``backoff_max_s``
+    and other sources are unaffected by it; the per-account rate only delays
+    everyone when many sources fail at once. A throttled attempt costs one
+    Redis call and never reaches identity (no argon2), and the answer does not
+    depend on whether the account exists. Redis down: attempts are let
+    through (identity's own bounded verification still protects it).
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        free_attempts: int,
+        backoff_base_s: float,
+        backoff_max_s: float,
+        account_attempts: int,
+        account_window_s: int,
+    ) -> None:
+        self._redis = redis
+        self._script = redis.register_script(_LOGIN_SCRIPT)
+        self._success_script = redis.register_script(_LOGIN_SUCCESS_SCRIPT)
+        self.free_attempts = free_attempts
+        self.backoff_base_ms = int(backoff_base_s * 1000)
+        self.backoff_max_ms = int(backoff_max_s * 1000)
+        self.account_attempts = account_attempts
+        self.account_window_ms = account_window_s * 1000
+        # The (account, source) state outlives the longest wait, then resets.
+        self._source_ttl_ms = self.backoff_max_ms + 3600 * 1000
+
+    @property
+    def enabled(self) -> bool:
+        return self.free_attempts > 0 or self.account_attempts > 0
+
+    @staticmethod
+    def account_of(tenant_slug: str, email: str) -> str:
+        return hashlib.sha256(f"{tenant_slug.strip().lower()}\0{normalize_email(email)}".encode()).hexdigest()
+
+    async def attempt(self, account: str, source: str) -> LoginAttempt | None:
+        """Let one attempt through (None when throttling is off or Redis failed);
+        429 problem with Retry-After when the source or the account must wait."""
+        if not self.enabled:
+            return None
+        # The account hash is the hash tag: all its keys in one cluster slot.
+        src = hashlib.sha256(f"{account}\0{source}".encode()).hexdigest()
+        next_key = tenant_key(account, "gateway", "login", src, "next")
+        count_key = tenant_key(account, "gateway", "login", src, "n")
+        account_key = tenant_key(account, "gateway", "login", "account")
+        free = self.free_attempts if self.free_attempts > 0 else 1 << 30
+        try:
+            allowed, wait_ms, which = await self._script(
+                keys=[next_key, account_key, count_key],
+                args=[
+                    free,
+                    self.backoff_base_ms,
+                    self.backoff_max_ms,
+                    self._source_ttl_ms,
+                    self.account_attempts,
+                    self.account_window_ms,
+                    int(time.time() * 1000),  # the replicas' clocks are NTP-synced
+                ],
+            )
+        except RedisError as exc:
+            log.warning("login throttle unavailable, letting the attempt through: %r", exc)
+            return None
+        if int(allowed):
+            return LoginAttempt((next_key, account_key, count_key))
+        raise Problem(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "too many login attempts from this client; wait before retrying"
+            if int(which) == 1
+            else "too many login attempts for this account; wait before retrying",
+            reason="LOGIN_THROTTLED",
+            domain="trading.gateway",
+            retry_after_s=max(int(wait_ms), 1) / 1000,
+        )
+
+    async def succeeded(self, attempt: LoginAttempt | None) -> None:
+        """The owner got in from this source: its backoff starts over."""
+        if attempt is None:
+            return
+        try:
+            await self._success_script(keys=list(attempt.keys))
+        except RedisError as exc:
+            log.warning("could not reset a login backoff: %r", exc)

@@ -63,15 +63,18 @@ class Route:
     def build_request(
         self, path_values: Mapping[str, str], query: Sequence[tuple[str, str]], body: object
     ) -> message.Message:
-        """The request message: body, then path variables, then query parameters."""
+        """The request message: body, then query parameters, then path variables.
+
+        Path variables win, always: a query parameter naming a bound field, or
+        another member of a bound field's oneof (which would clear it: GET
+        /v1/orders/{order_id}?client_order_id=...), is refused, and the path is
+        applied last so nothing set before can replace it."""
         request = self.request_class()
         if self.body == "*":
             merge_json(body, request)
         elif self.body:
             field = self.request_class.DESCRIPTOR.fields_by_name[self.body]
             merge_json({field.json_name: body}, request)
-        for field_path, value in path_values.items():
-            set_from_text(request, field_path, [value], "path")
         if query:
             if self.body == "*":
                 names = sorted({k for k, _ in query})
@@ -82,7 +85,7 @@ class Route:
             grouped: dict[str, list[str]] = {}
             for key, value in query:
                 grouped.setdefault(key, []).append(value)
-            bound = {v.field_path for v in self.template.variables} | ({self.body} if self.body else set())
+            bound = self._bound_paths()
             for key, values in grouped.items():
                 path = resolve_path(self.request_class.DESCRIPTOR, key)
                 canonical = ".".join(f.name for f in path) if path else key
@@ -92,7 +95,23 @@ class Route:
                         [violation(canonical, "already bound by the path or the body", "duplicate")],
                     )
                 set_from_text(request, key, values, "query")
+        for field_path, value in path_values.items():
+            set_from_text(request, field_path, [value], "path")
         return request
+
+    def _bound_paths(self) -> set[str]:
+        """Field paths the path and the body own: the bound fields and the
+        other members of their (real) oneofs."""
+        bound = {v.field_path for v in self.template.variables} | ({self.body} if self.body else set())
+        for var in self.template.variables:
+            fields = resolve_path(self.request_class.DESCRIPTOR, var.field_path) or []
+            if not fields:
+                continue
+            oneof = fields[-1].containing_oneof
+            if oneof is not None and not oneof.name.startswith("_"):  # "_x": proto3 optional
+                prefix = ".".join(f.name for f in fields[:-1])
+                bound.update(f"{prefix}.{f.name}" if prefix else f.name for f in oneof.fields)
+        return bound
 
     def response_message(self, reply: message.Message) -> message.Message:
         if self.response_body:
@@ -189,10 +208,13 @@ class RouteTable:
                 return route, values
             allowed.add(route.http_method)
         if allowed:
+            if "GET" in allowed:
+                allowed.add("HEAD")  # answered as GET without a body (hypercorn drops it)
             raise Problem(
                 grpc.StatusCode.UNIMPLEMENTED,
                 f"method {http_method} not allowed here; allowed: {', '.join(sorted(allowed))}",
                 status=405,
+                reason="METHOD_NOT_ALLOWED",
                 headers={"Allow": ", ".join(sorted(allowed))},
             )
         raise Problem(grpc.StatusCode.NOT_FOUND, f"no route for {raw_path}", reason="ROUTE_NOT_FOUND")

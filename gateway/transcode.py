@@ -14,6 +14,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -41,6 +42,19 @@ _INT_RANGES: dict[int, tuple[int, int]] = {
     FD.TYPE_FIXED64: (0, 2**64 - 1),
 }
 _FLOATS = {FD.TYPE_FLOAT, FD.TYPE_DOUBLE}
+# Enum numbers are int32 on the wire.
+_ENUM_RANGE = _INT_RANGES[FD.TYPE_INT32]
+# An integer as text: ASCII digits only (int() would also take "1_000",
+# " 12 " and non-ASCII digits), at most 20 of them (a uint64).
+_INTEGER_TEXT = re.compile(r"-?[0-9]{1,20}")
+
+
+def _parse_integer(text: str) -> int:
+    if not _INTEGER_TEXT.fullmatch(text):
+        raise ValueError("expected an integer (up to 20 ASCII digits)")
+    return int(text)
+
+
 # Well-known types whose JSON form is a string.
 _STRING_WKT = {"google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask"}
 # Well-known types whose JSON form is arbitrary: left to json_format.
@@ -169,7 +183,9 @@ def _check_single(value: Any, f: FieldDesc, pointer: str) -> list[dict[str, str]
             names = ", ".join(v.name for v in f.enum_type.values)
             return [_v(pointer, f"unknown value {value!r}; expected one of {names}", "enum")]
         if isinstance(value, int) and not isinstance(value, bool):
-            return []  # proto3 enums are open: numbers are accepted, validation judges them
+            # proto3 enums are open: numbers are accepted, validation judges them
+            low, high = _ENUM_RANGE
+            return [] if low <= value <= high else [_v(pointer, f"out of range [{low}, {high}]", "range")]
         return [_v(pointer, f"expected an enum name, got {_type_name(value)}", "type")]
     if t in _INT_RANGES:
         return _check_int(value, t, pointer)
@@ -198,7 +214,7 @@ def _check_int(value: Any, t: int, pointer: str) -> list[dict[str, str]]:
         number = int(value)
     elif isinstance(value, str):
         try:
-            number = int(value)
+            number = _parse_integer(value)
         except ValueError:
             return [_v(pointer, "expected an integer (a JSON number or a decimal string)", "type")]
     else:
@@ -284,10 +300,7 @@ def scalar_from_text(f: FieldDesc, text: str) -> Any:
             return False
         raise ValueError("expected true or false")
     if t in _INT_RANGES:
-        try:
-            number = int(text)
-        except ValueError:
-            raise ValueError("expected an integer") from None
+        number = _parse_integer(text)
         low, high = _INT_RANGES[t]
         if not low <= number <= high:
             raise ValueError(f"out of range [{low}, {high}]")
@@ -305,10 +318,14 @@ def scalar_from_text(f: FieldDesc, text: str) -> Any:
         if found is not None:
             return found.number
         try:
-            return int(text)
+            number = _parse_integer(text)
         except ValueError:
             names = ", ".join(v.name for v in f.enum_type.values)
             raise ValueError(f"unknown value {text!r}; expected one of {names}") from None
+        low, high = _ENUM_RANGE
+        if not low <= number <= high:
+            raise ValueError(f"out of range [{low}, {high}]")
+        return number
     if t == FD.TYPE_BYTES:
         data = _b64(text)
         if data is None:

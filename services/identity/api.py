@@ -16,10 +16,12 @@ another tenant's rows are invisible (NOT_FOUND), not merely refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -178,6 +180,12 @@ class IdentityApi:
         self._role_scopes = role_scopes
         self._settings = settings
         self._platform_tenant_id = platform_tenant_id
+        # Bounds argon2 work: a burst of logins queues briefly, then gets
+        # RESOURCE_EXHAUSTED with Retry-After instead of piling up in the
+        # thread pool until every caller's deadline passes (504s at the gateway).
+        self._verifications = asyncio.Semaphore(
+            settings.login_max_concurrent_verifications or os.cpu_count() or 1
+        )
 
     # ---- authorization -------------------------------------------------------------------------
 
@@ -289,6 +297,31 @@ class IdentityApi:
             pipe.expire(limiter_key, self._settings.login_failure_window_s, nx=True)
             await pipe.execute()
 
+    @contextlib.asynccontextmanager
+    async def _verification_slot(self) -> AsyncIterator[None]:
+        """One of the bounded password verification slots, or RESOURCE_EXHAUSTED."""
+        wait = self._settings.login_verification_wait_s
+        remaining = current_context().time_remaining()
+        if remaining is not None:
+            wait = min(wait, remaining / 2)  # leave the caller time to hear the answer
+        try:
+            async with asyncio.timeout(max(wait, 0.0)):
+                await self._verifications.acquire()
+        except TimeoutError:
+            raise ServiceError(
+                domain_error(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "LOGIN_BUSY",
+                    DOMAIN,
+                    "too many logins in progress; try again shortly",
+                    retry_after_s=1.0,
+                )
+            ) from None
+        try:
+            yield
+        finally:
+            self._verifications.release()
+
     async def Login(self, request: pb.LoginRequest, context: Ctx) -> pb.LoginResponse:
         email = domain.normalize_email(request.email)
         fingerprint = hashlib.sha256(f"{request.tenant_slug}\0{email}".encode()).hexdigest()[:32]
@@ -304,16 +337,18 @@ class IdentityApi:
             async with storage.tenant_tx(self._pool, found[0]) as conn:
                 user = await storage.get_user_by_email(conn, email)
         stored = user.password_hash if user is not None and user.enabled else None
-        # argon2 takes tens of ms of CPU: off the event loop. Unknown users
-        # verify against a dummy hash, so timing does not tell them apart.
-        if not await asyncio.to_thread(self._passwords.verify, stored, request.password):
-            await self._count_failure(limiter_key)
-            raise _bad_credentials()
-        assert user is not None and found is not None
+        # argon2 takes tens of ms of CPU: off the event loop, a bounded number
+        # at once. Unknown users verify against a dummy hash, so timing does
+        # not tell them apart.
+        async with self._verification_slot():
+            if not await asyncio.to_thread(self._passwords.verify, stored, request.password):
+                await self._count_failure(limiter_key)
+                raise _bad_credentials()
+            assert user is not None and found is not None
+            new_hash = None
+            if self._passwords.needs_rehash(user.password_hash):
+                new_hash = await asyncio.to_thread(self._passwords.hash, request.password)
         await self._redis.delete(limiter_key)
-        new_hash = None
-        if self._passwords.needs_rehash(user.password_hash):
-            new_hash = await asyncio.to_thread(self._passwords.hash, request.password)
         refresh_expires = datetime.now(UTC) + timedelta(seconds=self._settings.refresh_token_ttl_s)
         async with storage.tenant_tx(self._pool, user.tenant_id) as conn:
             if new_hash is not None:

@@ -31,10 +31,17 @@ class IdentitySettings(BaseSettings):
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65536, ge=8)
     argon2_parallelism: int = Field(default=4, ge=1)
-    # Login failures per (tenant slug, e-mail) within the window before
-    # Login answers RESOURCE_EXHAUSTED.
-    login_max_failures: int = Field(default=10, ge=1)
-    login_failure_window_s: int = Field(default=300, ge=1)
+    # Login failures per (tenant slug, e-mail) within the window before Login
+    # answers RESOURCE_EXHAUSTED: a backstop behind the gateway's throttle
+    # (per account and source, gateway.ratelimit.LoginThrottle), so loose and
+    # short: a lockout an attacker can trigger locks the owner out too.
+    login_max_failures: int = Field(default=50, ge=1)
+    login_failure_window_s: int = Field(default=60, ge=1)
+    # Password verifications (argon2: CPU and memory) running at once, and
+    # how long a login waits for a slot before RESOURCE_EXHAUSTED with
+    # Retry-After; 0 concurrent: the number of CPUs.
+    login_max_concurrent_verifications: int = Field(default=0, ge=0)
+    login_verification_wait_s: float = Field(default=0.5, ge=0)
     # Seed the demo tenant "demo" with trader@demo.local / demo-password (local use).
     seed_demo: bool = True
     # Seed a platform operator (tenant "platform", role ADMIN) when a password is set.

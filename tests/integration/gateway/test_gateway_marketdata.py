@@ -88,7 +88,7 @@ async def test_auth_errors_and_routing_problems(
 
         _problem(await gw.get("/v1/no-such-thing"), 404, "NOT_FOUND")
         not_allowed = await gw.delete("/v1/instruments")
-        assert not_allowed.status_code == 405 and not_allowed.headers["allow"] == "GET"
+        assert not_allowed.status_code == 405 and not_allowed.headers["allow"] == "GET, HEAD"
         assert (await gw.get("/healthz")).json() == {"status": "ok"}
 
 

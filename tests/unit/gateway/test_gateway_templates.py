@@ -73,7 +73,7 @@ def test_route_table_covers_every_annotated_rpc_and_prefers_verbs() -> None:
     assert jwks.method.name == "GetJwks" and jwks.policy.public
     with pytest.raises(Problem) as not_allowed:
         table.match("PATCH", "/v1/orders")
-    assert not_allowed.value.http_status == 405 and not_allowed.value.headers["Allow"] == "GET, POST"
+    assert not_allowed.value.http_status == 405 and not_allowed.value.headers["Allow"] == "GET, HEAD, POST"
     with pytest.raises(Problem) as missing:
         table.match("GET", "/v2/nothing")
     assert missing.value.http_status == 404
