@@ -7,14 +7,18 @@ one tenant's rows whoever calls it (API or delivery worker).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
+from runtime.outbox import OutboxRow, OutboxWriter
 from runtime.storage.postgres import tenant_transaction
+
+# Notification's outbox (runtime/outbox.py): WebhookDeliveryFailed, written with its dead letter.
+OUTBOX = OutboxWriter("notification")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +158,11 @@ class WebhookStore:
 
     # ---- dead letters
 
-    async def add_dead_letter(self, tenant_id: str, letter: DeadLetterRow) -> bool:
-        """Store a dead letter; False when its webhook is gone (deleted meanwhile)."""
+    async def add_dead_letter(
+        self, tenant_id: str, letter: DeadLetterRow, *, events: Sequence[OutboxRow] = ()
+    ) -> bool:
+        """Store a dead letter with the outbox rows announcing it; False (and
+        nothing stored) when its webhook is gone (deleted meanwhile)."""
         async with tenant_transaction(self._pool, tenant_id) as conn:
             try:
                 await conn.execute(
@@ -179,6 +186,7 @@ class WebhookStore:
                 )
             except asyncpg.ForeignKeyViolationError:
                 return False
+            await OUTBOX.add_rows(conn, events)
         return True
 
     async def set_dlq_seq(self, tenant_id: str, dead_letter_id: str, seq: int) -> None:

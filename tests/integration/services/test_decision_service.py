@@ -54,6 +54,7 @@ from runtime.grpc_client import ClientFactory
 from runtime.messaging import Delivery, Event, Transport, decode_envelope, new_envelope, uuid7
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
+from runtime.outbox import OutboxRelay
 from runtime.security.delegations import DelegationCache
 from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from runtime.storage.postgres import tenant_transaction
@@ -617,14 +618,17 @@ async def engine_on(
     )
     try:
         async with KafkaPublisher(settings.kafka, registry) as kafka:
+            # The events go through decision's outbox: this engine's own relay publishes them
+            # (on the uncounted pool: the relay's round trips are not the vectors').
+            relay = OutboxRelay(pg_pool, "decision", kafka=kafka, nats=NatsPublisher(platform.nats, registry))
+            await relay.start()
             engine = DecisionEngine(
                 ensemble=ensemble,
                 strategies=cache,
                 signals=signals,
                 execution=clients.stub(exec_grpc.ExecutionServiceStub, "execution"),
                 delegations=DelegationCache(clients),
-                nats=NatsPublisher(platform.nats, registry),
-                kafka=kafka,
+                relay=relay,
                 place_timeout_s=2.0,
                 signal_batch=signal_batch,
                 signal_flush_s=3600,
@@ -635,6 +639,7 @@ async def engine_on(
                 yield Harness(engine, cache, pool)
             finally:
                 await engine.drain()
+                await relay.stop()
     finally:
         await clients.close()
         ensemble.close()
