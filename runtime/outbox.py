@@ -348,8 +348,11 @@ class OutboxRelay:
                 continue  # more is waiting
             if time.monotonic() - self._last_housekeeping >= _HOUSEKEEPING_EVERY_S:
                 await self._housekeeping()
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+            # that arrives as the wake-up does, and stop() would then wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+                async with asyncio.timeout(self._poll_interval_s):
+                    await self._wake.wait()
 
     async def _round(self) -> tuple[int, bool]:
         self._wake.clear()  # a commit after this point wakes the next round
