@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 import zlib
 from collections import defaultdict
 from collections.abc import Sequence
@@ -250,6 +251,16 @@ class _Pending:
     envelope: bytes
 
 
+# The relays running in this process, for health checks (see running_relays).
+_RUNNING: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
+
+
+def running_relays() -> list[OutboxRelay]:
+    """The relays started in this process and not stopped: a health watchdog reads
+    their :meth:`OutboxRelay.backlog`, ``last_progress_at`` and ``last_error``."""
+    return sorted(_RUNNING, key=lambda r: r.service)
+
+
 class OutboxRelay:
     """Publishes ``<schema>.outbox`` rows (see the module docstring); one per service process."""
 
@@ -309,10 +320,12 @@ class OutboxRelay:
             async with self._pool.acquire() as conn:
                 await check_outbox_shape(conn, self.schema)
             self._task = asyncio.create_task(self._run(), name=f"{self.service}-outbox-relay")
+            _RUNNING.add(self)
 
     async def stop(self) -> None:
         """Stop after the batch in flight (an interrupted batch is simply published again later)."""
         task, self._task = self._task, None
+        _RUNNING.discard(self)
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -33,7 +33,15 @@ from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.kafka.admin import ensure_topics, platform_topics
 from runtime.messaging.nats import NatsPublisher
 from runtime.messaging.nats.streams import ensure_streams, platform_streams
-from runtime.outbox import KAFKA, NATS, OutboxRelay, OutboxWriter, check_outbox_shape, outbox_table_sql
+from runtime.outbox import (
+    KAFKA,
+    NATS,
+    OutboxRelay,
+    OutboxWriter,
+    check_outbox_shape,
+    outbox_table_sql,
+    running_relays,
+)
 from runtime.storage.migrations import migrate
 from runtime.storage.postgres import tenant_transaction
 from tests.support.faultproxy import FaultProxy
@@ -214,6 +222,7 @@ async def test_committed_rows_are_published_exactly_once_by_two_racing_relays(
     ]
     for relay in relays:
         await relay.start()
+    assert set(relays) <= set(running_relays())
     try:
         await eventually(lambda: _zero(unsent(pg_pool, schema)), what="every row sent")
     finally:
@@ -233,6 +242,7 @@ async def test_committed_rows_are_published_exactly_once_by_two_racing_relays(
         got = [e.event_id for e in received.envelopes if _order_id(e) == order]
         assert got == wrote
     assert await relays[0].backlog() == 0
+    assert not set(relays) & set(running_relays())  # stopped
     assert REGISTRY.get_sample_value("outbox_backlog", {"service": schema}) == 0
     await sub.unsubscribe()  # type: ignore[attr-defined]
 
