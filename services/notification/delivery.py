@@ -275,12 +275,25 @@ class JobPublisher:
         return delivery_id
 
 
+# How long fanned-out event ids are remembered (the jobs stream keeps jobs 7 days).
+FANNED_OUT_RETENTION = timedelta(days=7)
+# Every this many fanned-out events, the current tenant's old records are pruned.
+_PRUNE_EVERY = 256
+
+
 class FanOut:
-    """Turns one platform event into one delivery job per interested webhook."""
+    """Turns one platform event into one delivery job per interested webhook.
+
+    Idempotent by event id: the jobs' ids (event id + webhook id) let JetStream
+    drop a copy published within its duplicate window, and the event id is
+    recorded once its jobs are out (``notification.fanned_out``), so a copy
+    redelivered later (a producer's outbox relay publishing again after a
+    crash) makes no second delivery either."""
 
     def __init__(self, store: WebhookStore, jobs: JobPublisher) -> None:
         self._store = store
         self._jobs = jobs
+        self._recorded = 0
 
     async def handle(self, event: Event) -> None:
         envelope = event.envelope
@@ -295,7 +308,7 @@ class FanOut:
         )
         webhooks = [
             w
-            for w in await self._store.webhooks_for(tenant, envelope.event_type)
+            for w in await self._store.webhooks_for(tenant, envelope.event_type, event_id=envelope.event_id)
             if domain.after_registration(w.created_at, occurred_at)
         ]
         if not webhooks:
@@ -309,6 +322,14 @@ class FanOut:
                 webhook_id=webhook.webhook_id,
                 msg_id=f"{envelope.event_id}:{webhook.webhook_id}",
             )
+        self._recorded += 1
+        # Now and then, the tenant's records past the retention go (same transaction, no extra trip).
+        prune = self._recorded % _PRUNE_EVERY == 0
+        await self._store.fanned_out(
+            tenant,
+            envelope.event_id,
+            prune_before=datetime.now(UTC) - FANNED_OUT_RETENTION if prune else None,
+        )
 
 
 # ------------------------------------------------------------------------------------ worker
