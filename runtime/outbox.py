@@ -16,7 +16,9 @@ marks them sent. So:
 
 Order: rows sharing a ``partition_key`` (an order id, a tenant) are published
 one after another in id order, and a failed publish holds back the later rows
-of its key, so they never overtake it. Rows of different keys go concurrently.
+of its key, so they never overtake it. Rows of different keys go concurrently;
+consecutive rows of one key and destination go as one batch (one round trip
+for a burst, order kept by the client; a failed batch is published again whole).
 Several replicas may run the relay: each batch runs in one transaction that
 first takes a transaction-level advisory lock for the schema, so one replica
 publishes at a time (the others find the lock taken and try next round) and
@@ -430,35 +432,79 @@ class OutboxRelay:
         set_aside: list[tuple[int, str]],
         errors: list[BaseException],
     ) -> None:
-        for row in group:
+        """One key's rows, in id order. Consecutive rows for one destination go
+        out as one batch (handed to the client in order, acks awaited together:
+        a burst costs one round trip, not one per row); a batch that fails is
+        published again whole next round (at-least-once, order kept)."""
+        for run in _runs(group):
             try:
-                await self._publish(row)
-            except (NotRoutedError, ValueError, pb_message.DecodeError) as exc:
-                # Can never succeed: set aside, keep the rest moving.
+                await self._publish_many(run)
+            except _UNPUBLISHABLE:
+                # Some row can never go out: one by one, to set it aside and keep the others.
+                if not await self._one_by_one(run, sent, set_aside, errors):
+                    return
+                continue
+            except Exception as exc:
+                self._publish_failed(run[0], exc, errors)
+                return  # later rows of this key wait, so they never overtake it
+            OUTBOX_PUBLISHED.labels(self.service, run[0].destination).inc(len(run))
+            sent.extend(row.id for row in run)
+
+    async def _one_by_one(
+        self,
+        run: Sequence[_Pending],
+        sent: list[int],
+        set_aside: list[tuple[int, str]],
+        errors: list[BaseException],
+    ) -> bool:
+        """Publish rows singly; False when one failed (and the rest must wait)."""
+        for row in run:
+            try:
+                await self._publish_many([row])
+            except _UNPUBLISHABLE as exc:
                 log.error("%s outbox row %d cannot be published: %r", self.service, row.id, exc)
                 OUTBOX_SET_ASIDE.labels(self.service).inc()
                 set_aside.append((row.id, repr(exc)))
                 continue
             except Exception as exc:
-                OUTBOX_FAILURES.labels(self.service, row.destination).inc()
-                log.warning(
-                    "%s outbox row %d: publish to %s failed: %r", self.service, row.id, row.destination, exc
-                )
-                errors.append(exc)
-                return  # later rows of this key wait, so they never overtake it
+                self._publish_failed(row, exc, errors)
+                return False
             OUTBOX_PUBLISHED.labels(self.service, row.destination).inc()
             sent.append(row.id)
+        return True
 
-    async def _publish(self, row: _Pending) -> None:
-        envelope = event_pb2.EventEnvelope.FromString(row.envelope)
-        if row.destination == KAFKA:
+    def _publish_failed(self, row: _Pending, exc: Exception, errors: list[BaseException]) -> None:
+        OUTBOX_FAILURES.labels(self.service, row.destination).inc()
+        log.warning("%s outbox row %d: publish to %s failed: %r", self.service, row.id, row.destination, exc)
+        errors.append(exc)
+
+    async def _publish_many(self, rows: Sequence[_Pending]) -> None:
+        """Rows of one destination, in order."""
+        events = [(event_pb2.EventEnvelope.FromString(row.envelope), None) for row in rows]
+        destination = rows[0].destination
+        if destination == KAFKA:
             if self._kafka is None:
                 # A wiring bug, not a bad row: keep it and retry (last_error shows it).
                 raise RuntimeError(f"{self.service} outbox relay has no Kafka publisher")
-            await self._kafka.publish(envelope)
-        elif row.destination == NATS:
+            await self._kafka.publish_many(events)
+        elif destination == NATS:
             if self._nats is None:
                 raise RuntimeError(f"{self.service} outbox relay has no NATS publisher")
-            await self._nats.publish(envelope)
+            await self._nats.publish_many(events)
         else:
-            raise ValueError(f"unknown outbox destination {row.destination!r}")
+            raise ValueError(f"unknown outbox destination {destination!r}")
+
+
+# Errors no retry can cure: the row is set aside (failed_at, last_error).
+_UNPUBLISHABLE = (NotRoutedError, ValueError, pb_message.DecodeError)
+
+
+def _runs(group: Sequence[_Pending]) -> list[list[_Pending]]:
+    """The group cut into runs of consecutive rows with the same destination."""
+    runs: list[list[_Pending]] = []
+    for row in group:
+        if runs and runs[-1][0].destination == row.destination:
+            runs[-1].append(row)
+        else:
+            runs.append([row])
+    return runs
