@@ -60,11 +60,6 @@ COMPONENT_SECONDS_SINCE_PROGRESS = Gauge(
     ("component",),
 )
 
-# Set by the outbox relays (services/*/relay): rows committed but not yet
-# published. Grows while a relay is stuck; the first thing to look at after
-# component_stuck{component="relay:..."}.
-OUTBOX_BACKLOG = Gauge("outbox_backlog", "Outbox rows not yet published, per service.", ("service",))
-
 
 @dataclass(frozen=True, slots=True)
 class ComponentStatus:

@@ -23,7 +23,7 @@ from runtime.context import current_context, require_tenant
 from runtime.errors import FieldViolation, ServiceError, domain_error, invalid_argument
 from runtime.market_cache import INSTRUMENTS_KEY
 from runtime.messaging import new_envelope
-from runtime.messaging.kafka import KafkaPublisher
+from runtime.outbox import KAFKA, OutboxRelay, OutboxRow, outbox_row
 from services.decision.engine import PRODUCER
 from services.decision.inference import Ensemble
 from services.decision.models import LoadedModel
@@ -110,6 +110,20 @@ def _version_mismatch(strategy_id: str, expected: int, stored: int) -> ServiceEr
     )
 
 
+def strategy_updated_rows(row: StrategyRow, previous_version: int) -> list[OutboxRow]:
+    """StrategyUpdated of a stored change, for the outbox (StrategyStore's `announce`)."""
+    payload = events_pb2.StrategyUpdated(
+        strategy_id=row.strategy_id,
+        strategy=strategy_message(row),
+        previous_version=previous_version,
+        actor_id=row.updated_by,
+    )
+    envelope = new_envelope(
+        payload, tenant_id=row.tenant_id, correlation_id=current_context().correlation_id, producer=PRODUCER
+    )
+    return [outbox_row(envelope, KAFKA)]
+
+
 class DecisionApi:
     """The DecisionService servicer."""
 
@@ -118,15 +132,15 @@ class DecisionApi:
         strategies: StrategyStore,
         signals: SignalStore,
         ensemble: Ensemble,
-        kafka: KafkaPublisher,
         redis: Redis,
         on_change: Callable[[str], Awaitable[None]],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        relay: OutboxRelay | None = None,
     ) -> None:
         self._strategies = strategies
         self._signals = signals
         self._ensemble = ensemble
-        self._kafka = kafka
+        self._relay = relay
         self._redis = redis
         self._on_change = on_change
         self._clock = clock
@@ -235,21 +249,10 @@ class DecisionApi:
         return pb.SetStrategyEnabledResponse(strategy=strategy_message(stored))
 
     async def _changed(self, tenant: str, row: StrategyRow, previous_version: int) -> None:
+        """The change and its StrategyUpdated committed together (see strategy_updated_rows)."""
         await self._on_change(tenant)
-        payload = events_pb2.StrategyUpdated(
-            strategy_id=row.strategy_id,
-            strategy=strategy_message(row),
-            previous_version=previous_version,
-            actor_id=row.updated_by,
-        )
-        ctx = current_context()
-        envelope = new_envelope(
-            payload, tenant_id=tenant, correlation_id=ctx.correlation_id, producer=PRODUCER
-        )
-        try:
-            await self._kafka.publish(envelope, payload=payload)
-        except Exception as exc:  # the change is stored; the event is best effort (no outbox yet)
-            log.warning("publishing StrategyUpdated failed: %r", exc)
+        if self._relay is not None:
+            self._relay.wake()
 
     # ------------------------------------------------------------ models and signals
 

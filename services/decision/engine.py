@@ -29,16 +29,17 @@ Per vector:
 4. a signal without an intent (HOLD, or an intent blocked by the cooldown or
    the position limit) costs no PostgreSQL round trip: it is queued for
    :class:`SignalWriter`, which inserts such signals in batches (the unique
-   vector key skips one recorded before, e.g. by a replica) and then
-   publishes SignalGenerated (NATS + Kafka) for those it inserted;
+   vector key skips one recorded before, e.g. by a replica) together with
+   the outbox rows of SignalGenerated (NATS + Kafka) of those it inserted;
 5. a signal with an intent costs the lane no round trip either: its
    cooldown is reserved and its order counted as if filled (for the
    position limit, :meth:`SymbolBook.position_for`) in memory at once, so
    the symbol's next vector is decided against them, and a task of its own
    does the rest: it records the signal (per tenant in one transaction),
    where the unique vector key in PostgreSQL decides whether it is new (a
-   key seen before makes no second signal and no second intent); publishes
-   SignalGenerated (NATS + Kafka) and OrderIntentCreated (Kafka); places the
+   key seen before makes no second signal and no second intent), in the same
+   transaction as the outbox rows of SignalGenerated (NATS + Kafka) and
+   OrderIntentCreated (Kafka), which the shared relay publishes (runtime/outbox.py); places the
    order as MARKET IOC with the deterministic client order id, so execution
    places it at most once; and moves the strategy's position by the fill in
    the answer, once (guarded by the signal row). A vector counts as handled
@@ -74,7 +75,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.protobuf import duration_pb2
@@ -91,8 +92,7 @@ from runtime import decimals
 from runtime.context import RequestContext, use_context
 from runtime.errors import error_details
 from runtime.messaging import Event, new_envelope, uuid7
-from runtime.messaging.kafka import KafkaPublisher
-from runtime.messaging.nats import NatsPublisher
+from runtime.outbox import KAFKA, NATS, OutboxRelay, OutboxRow, outbox_row
 from runtime.security.delegations import PURPOSES, DelegationSource
 from services.decision.book import FLAT, PositionBook, RecentKeys, SymbolBook
 from services.decision.domain import (
@@ -301,9 +301,8 @@ class DecisionEngine:
         signals: SignalStore,
         execution: object,  # ExecutionServiceAsyncStub (typed loosely: generated stubs are dynamic)
         delegations: DelegationSource,
-        nats: NatsPublisher,
-        kafka: KafkaPublisher,
         place_timeout_s: float,
+        relay: OutboxRelay | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         signal_batch: int = 500,
         signal_flush_s: float = 0.05,
@@ -314,17 +313,16 @@ class DecisionEngine:
         self._signals = signals
         self._execution = execution
         self._delegations = delegations
-        self._nats = nats
-        self._kafka = kafka
+        # Publishes the events the stores write into decision's outbox; woken after each commit.
+        self._relay = relay
         self._place_timeout_s = place_timeout_s
         self._clock = clock
-        self._background: set[asyncio.Task[None]] = set()
         self._placements: set[asyncio.Task[None]] = set()
         self._lanes: SymbolLanes[tuple[Event, float]] = SymbolLanes(self._decide_arrived)
         self.books = PositionBook(signals)
         self.recent = RecentKeys(recent_keys)
         self.writer = SignalWriter(
-            signals, self._publish_recorded, max_batch=signal_batch, max_delay_s=signal_flush_s
+            signals, self._recorded, max_batch=signal_batch, max_delay_s=signal_flush_s
         )
         strategies.on_reload(self.books.invalidate)
         self.vectors = 0
@@ -432,6 +430,7 @@ class DecisionEngine:
                 side=int(intent.side) if intent else 0,
                 quantity=intent.quantity if intent else None,
                 payload=message.SerializeToString(),
+                outbox=tuple(self._signal_outbox(tenant, message, intent, correlation, causation)),
             )
             waiting = book.pending.get(key)
             if intent is None and waiting is None:
@@ -479,12 +478,13 @@ class DecisionEngine:
             for s in signals:
                 if s.signal_id not in new_or_waiting and s.vector_key not in new_or_waiting:
                     self.recent.add(s.vector_key)  # recorded before, nothing left to place
+            if fresh:
+                self._wake_relay()
             for s in fresh:
-                message, intent = messages[s.signal_id]
+                message, _ = messages[s.signal_id]
                 SIGNALS.labels(Direction(message.direction).name.lower()).inc()
                 if message.fallback:
                     FALLBACKS.inc()
-                await self._publish_signal(tenant, message, intent, correlation, causation)
             for p in pending:
                 book.pending[p.client_order_id] = p
             if pending:
@@ -496,40 +496,27 @@ class DecisionEngine:
             for s in signals:
                 book.placing.pop(s.vector_key, None)
 
-    async def _publish_recorded(self, recorded: Sequence[QueuedSignal]) -> None:
-        """SignalGenerated of the signals the batch writer inserted (no intents)."""
-        nats_events: list[tuple[Any, Any]] = []
+    async def _recorded(self, recorded: Sequence[QueuedSignal]) -> None:
+        """The batch writer committed these signals (and their events' outbox rows)."""
         for q in recorded:
             SIGNALS.labels(Direction(q.message.direction).name.lower()).inc()
             if q.message.fallback:
                 FALLBACKS.inc()
-            payload = events_pb2.SignalGenerated(symbol=q.message.symbol, signal=q.message)
-            envelope = new_envelope(
-                payload,
-                tenant_id=q.tenant,
-                correlation_id=q.correlation,
-                causation_id=q.causation,
-                producer=PRODUCER,
-            )
-            nats_events.append((envelope, payload))
-        try:
-            await self._nats.publish_many(nats_events)
-        except Exception as exc:
-            log.warning("publishing %d SignalGenerated on NATS failed: %r", len(nats_events), exc)
-        self._in_background(self._kafka.publish_many(nats_events))
+        if recorded:
+            self._wake_relay()
 
-    async def _publish_signal(
+    def _signal_outbox(
         self, tenant: str, signal: pb.Signal, intent: Intent | None, correlation: str, causation: str
-    ) -> None:
+    ) -> list[OutboxRow]:
+        """The events of a signal, as outbox rows written only if the signal is
+        inserted: SignalGenerated (NATS and Kafka, one envelope) and, with an
+        intent, OrderIntentCreated (Kafka). Keyed by symbol, as the topics are."""
         payload = events_pb2.SignalGenerated(symbol=signal.symbol, signal=signal)
         envelope = new_envelope(
             payload, tenant_id=tenant, correlation_id=correlation, causation_id=causation, producer=PRODUCER
         )
-        try:
-            await self._nats.publish(envelope, payload=payload)
-        except Exception as exc:
-            log.warning("publishing SignalGenerated on NATS failed: %r", exc)
-        self._in_background(self._kafka.publish(envelope, payload=payload))
+        key = f"{tenant}/{signal.symbol}"
+        rows = [outbox_row(envelope, NATS, partition_key=key), outbox_row(envelope, KAFKA, partition_key=key)]
         if intent is not None:
             created = events_pb2.OrderIntentCreated(
                 intent_id=str(uuid7()),
@@ -550,20 +537,12 @@ class DecisionEngine:
                 causation_id=envelope.event_id,
                 producer=PRODUCER,
             )
-            self._in_background(self._kafka.publish(intent_envelope, payload=created))
+            rows.append(outbox_row(intent_envelope, KAFKA, partition_key=key))
+        return rows
 
-    def _in_background(self, coro: Awaitable[None]) -> None:
-        """Kafka publishes leave the hot path: awaited at shutdown, failures logged."""
-
-        async def run() -> None:
-            try:
-                await coro
-            except Exception as exc:
-                log.warning("publishing a decision event to Kafka failed: %r", exc)
-
-        task = asyncio.create_task(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def _wake_relay(self) -> None:
+        if self._relay is not None:
+            self._relay.wake()
 
     async def _place(
         self, tenant: str, book: SymbolBook, order: PendingOrder, correlation: str, received: float
@@ -633,13 +612,33 @@ class DecisionEngine:
             await asyncio.wait(list(self._placements), timeout=timeout_s)
 
     async def drain(self, timeout_s: float = 5.0) -> None:
-        """Finish the vectors in hand and their placements, write the queued
-        signals, then wait (bounded) for background Kafka publishes."""
+        """Finish the vectors in hand and their placements, then write the queued
+        signals (their events are in the outbox: the relay publishes them, now or after a restart)."""
         await self._lanes.stop(timeout_s)
         await self.settle(timeout_s)
         await self.writer.stop(timeout_s)
-        if self._background:
-            await asyncio.wait(list(self._background), timeout=timeout_s)
+
+
+def expired_rows(tenant: str, intents: Sequence[ExpiredIntent]) -> list[OutboxRow]:
+    """The outbox rows announcing `intents` expired: OrderIntentExpired on
+    Kafka, keyed like the intent's other events (tenant/symbol)."""
+    rows = []
+    for intent in intents:
+        payload = events_pb2.OrderIntentExpired(
+            strategy_id=intent.strategy_id,
+            signal_id=intent.signal_id,
+            client_order_id=intent.client_order_id,
+            symbol=intent.symbol,
+            side=intent.side,  # type: ignore[arg-type]
+            quantity=decimals.to_proto(intent.quantity),
+            previous_status=pb.INTENT_STATUS_PENDING,
+        )
+        payload.created_at.FromDatetime(intent.created_at)
+        payload.expired_at.FromDatetime(intent.expired_at)
+        # Correlated by the signal: the vector's correlation id is not kept.
+        envelope = new_envelope(payload, tenant_id=tenant, correlation_id=intent.signal_id, producer=PRODUCER)
+        rows.append(outbox_row(envelope, KAFKA, partition_key=f"{tenant}/{intent.symbol}"))
+    return rows
 
 
 class IntentSweeper:
@@ -647,27 +646,26 @@ class IntentSweeper:
 
     Every `every_s`, per tenant (RLS), one guarded UPDATE ... RETURNING moves
     the due intents to EXPIRED (SignalStore.expire_due: once each, also with
-    several replicas sweeping), then OrderIntentExpired is published for each
-    the way OrderIntentCreated is (Kafka, ``trading.decision.intents``), and
-    this process drops them from its books (other replicas drop them at their
-    next book reload). The event goes out after the commit: a crash in between
-    loses it, as for the other intent events until they move to the outbox.
+    several replicas sweeping) and writes an OrderIntentExpired for each into
+    decision's outbox in the same transaction (Kafka, ``trading.decision.intents``,
+    published by the relay), and this process drops them from its books
+    (other replicas drop them at their next book reload).
     """
 
     def __init__(
         self,
         strategies: StrategyStore,
         signals: SignalStore,
-        kafka: KafkaPublisher,
         *,
         every_s: float,
+        relay: OutboxRelay | None = None,
         on_expired: Callable[[str, Sequence[ExpiredIntent]], None] = lambda tenant, intents: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._strategies = strategies
         self._signals = signals
-        self._kafka = kafka
         self._every_s = every_s
+        self._relay = relay
         self._on_expired = on_expired
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
@@ -683,37 +681,14 @@ class IntentSweeper:
         """Expire the tenant's due intents (in batches); returns how many this sweeper expired."""
         expired = 0
         while True:
-            batch = await self._signals.expire_due(tenant, self._clock())
+            batch = await self._signals.expire_due(tenant, self._clock(), expired_rows)
             if not batch:
                 return expired
             expired += len(batch)
             INTENTS_EXPIRED.inc(len(batch))
             self._on_expired(tenant, batch)
-            await self._publish(tenant, batch)
-
-    async def _publish(self, tenant: str, intents: Sequence[ExpiredIntent]) -> None:
-        events = []
-        for intent in intents:
-            payload = events_pb2.OrderIntentExpired(
-                strategy_id=intent.strategy_id,
-                signal_id=intent.signal_id,
-                client_order_id=intent.client_order_id,
-                symbol=intent.symbol,
-                side=intent.side,  # type: ignore[arg-type]
-                quantity=decimals.to_proto(intent.quantity),
-                previous_status=pb.INTENT_STATUS_PENDING,
-            )
-            payload.created_at.FromDatetime(intent.created_at)
-            payload.expired_at.FromDatetime(intent.expired_at)
-            # Correlated by the signal: the vector's correlation id is not kept.
-            envelope = new_envelope(
-                payload, tenant_id=tenant, correlation_id=intent.signal_id, producer=PRODUCER
-            )
-            events.append((envelope, payload))
-        try:
-            await self._kafka.publish_many(events)
-        except Exception as exc:  # the expiry is stored; the event is best effort (no outbox yet)
-            log.warning("publishing %d OrderIntentExpired failed: %r", len(events), exc)
+            if self._relay is not None:
+                self._relay.wake()
 
     async def _loop(self) -> None:
         while True:

@@ -18,11 +18,12 @@ from runtime.contracts import event_registry
 from runtime.grpc_client import ClientFactory
 from runtime.messaging import RetryPolicy
 from runtime.messaging.nats import NatsSubscriber
+from runtime.outbox import OutboxRelay
 from runtime.resources import Resources
 from runtime.security.delegations import DelegationCache
 from runtime.service import ServiceSpec
 from services.decision import models, train
-from services.decision.api import DecisionApi
+from services.decision.api import DecisionApi, strategy_updated_rows
 from services.decision.engine import (
     VECTOR_SUBJECT_PREFIX,
     DecisionEngine,
@@ -67,7 +68,13 @@ async def build(
     ensemble = Ensemble(loaded, budget_s=settings.inference_budget_ms / 1e3, threads=True)
     resources.on_close(_async(ensemble.close))
 
-    strategies = StrategyStore(resources.postgres)
+    # Strategy changes, signals, intents and their expiry are announced through decision's outbox.
+    relay = OutboxRelay(
+        resources.postgres, "decision", kafka=resources.kafka_publisher, nats=resources.nats_publisher
+    )
+    await relay.start()
+    resources.on_close(relay.stop)
+    strategies = StrategyStore(resources.postgres, announce=strategy_updated_rows)
     signals = SignalStore(
         resources.postgres,
         intent_ttl=timedelta(seconds=settings.intent_ttl_s),
@@ -85,8 +92,7 @@ async def build(
         signals=signals,
         execution=clients.stub(exec_grpc.ExecutionServiceStub, "execution"),
         delegations=DelegationCache(clients),
-        nats=resources.nats_publisher,
-        kafka=resources.kafka_publisher,
+        relay=relay,
         place_timeout_s=settings.place_order_timeout_s,
         signal_batch=settings.signal_batch_size,
         signal_flush_s=settings.signal_flush_ms / 1e3,
@@ -97,8 +103,8 @@ async def build(
     sweeper = IntentSweeper(
         strategies,
         signals,
-        resources.kafka_publisher,
         every_s=settings.intent_sweep_s,
+        relay=relay,
         on_expired=engine.forget_expired,
     )
     sweeper.start()
@@ -126,9 +132,7 @@ async def build(
         await subscriber.follow(vector_subject(s) for s in symbols)
 
     await cache.follow(follow)
-    api = DecisionApi(
-        strategies, signals, ensemble, resources.kafka_publisher, resources.redis, cache.reload_tenant
-    )
+    api = DecisionApi(strategies, signals, ensemble, resources.redis, cache.reload_tenant, relay=relay)
     return {DECISION_SERVICE: api}
 
 

@@ -1,5 +1,5 @@
 """The batch writer of signals without an intent: off the hot path, one
-multi-row insert per tenant and batch, events published for the new ones."""
+multi-row insert per tenant and batch, with the outbox rows of the new ones."""
 
 from __future__ import annotations
 
@@ -51,20 +51,20 @@ class QueuedSignal:
 
 
 class SignalWriter:
-    """Inserts signals without an intent in batches, then publishes them.
+    """Inserts signals without an intent in batches, with their events.
 
     A batch is written once ``max_batch`` signals wait or ``max_delay_s``
     after the first of them arrived, per tenant as one multi-row insert that
-    skips vector keys recorded before; the events of the signals inserted go
-    out afterwards (so a signal recorded before, by another replica or before
-    a restart, is not announced twice). A failed batch is retried (up to
+    skips vector keys recorded before and writes the outbox rows of the
+    signals it inserted (so a signal recorded before, by another replica or
+    before a restart, is not announced twice); `recorded` is told afterwards. A failed batch is retried (up to
     ``max_attempts`` writes per signal); beyond ``max_queued`` waiting signals
     the oldest are dropped. :meth:`stop` writes what is left."""
 
     def __init__(
         self,
         store: SignalStore,
-        publish: Callable[[Sequence[QueuedSignal]], Awaitable[None]],
+        recorded: Callable[[Sequence[QueuedSignal]], Awaitable[None]],
         *,
         max_batch: int = 500,
         max_delay_s: float = 0.05,
@@ -73,7 +73,7 @@ class SignalWriter:
         retry_after_s: float = 0.5,
     ) -> None:
         self._store = store
-        self._publish = publish
+        self._recorded = recorded
         self._max_batch = max_batch
         self._max_delay_s = max_delay_s
         self._max_queued = max_queued
@@ -109,7 +109,7 @@ class SignalWriter:
                 await asyncio.sleep(self._retry_after_s)
 
     async def flush(self) -> bool:
-        """Write (and publish) everything queued now; False when a write failed."""
+        """Write everything queued now (with its events); False when a write failed."""
         async with self._writing:
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
@@ -128,9 +128,9 @@ class SignalWriter:
                 DUPLICATE_VECTORS.inc(len(batch) - len(inserted))
                 if inserted:
                     try:
-                        await self._publish(inserted)
-                    except Exception as exc:  # recorded; the events are best effort
-                        log.warning("publishing %d signals failed: %r", len(inserted), exc)
+                        await self._recorded(inserted)
+                    except Exception as exc:  # recorded with their events: only the hook failed
+                        log.warning("after recording %d signals: %r", len(inserted), exc)
             self._queued.clear()
             self._full.clear()
             return True

@@ -7,7 +7,7 @@ that have strategies, which the feature-vector consumer walks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from runtime.outbox import OutboxRow, OutboxWriter
 from runtime.storage.postgres import tenant_transaction
 from services.decision.domain import (
     IntentStatus,
@@ -117,11 +118,24 @@ class VersionMismatchError(Exception):
         self.stored = stored
 
 
-class StrategyStore:
-    """Strategies per tenant."""
+# Decision's outbox (runtime/outbox.py): StrategyUpdated, SignalGenerated, OrderIntentCreated.
+OUTBOX = OutboxWriter("decision")
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+# The outbox rows announcing a strategy change: (stored, previous version) -> rows.
+AnnounceStrategy = Callable[[StrategyRow, int], Sequence[OutboxRow]]
+
+
+class StrategyStore:
+    """Strategies per tenant. With `announce`, every change that makes a new
+    version writes its event into the outbox in the same transaction."""
+
+    def __init__(self, pool: asyncpg.Pool, announce: AnnounceStrategy | None = None) -> None:
         self._pool = pool
+        self._announce = announce
+
+    async def _announced(self, conn: asyncpg.Connection, stored: StrategyRow, previous_version: int) -> None:
+        if self._announce is not None:
+            await OUTBOX.add_rows(conn, self._announce(stored, previous_version))
 
     async def get(self, tenant_id: str, strategy_id: str) -> StrategyRow | None:
         async with tenant_transaction(self._pool, tenant_id) as conn:
@@ -202,7 +216,9 @@ class StrategyStore:
                 new.updated_by,
             )
             assert r is not None
-            return _row(new.tenant_id, r), previous
+            stored = _row(new.tenant_id, r)
+            await self._announced(conn, stored, stored_version)
+            return stored, previous
 
     async def set_enabled(
         self, tenant_id: str, strategy_id: str, enabled: bool, expected_version: int, at: datetime, by: str
@@ -228,7 +244,9 @@ class StrategyStore:
                 by,
             )
             assert r is not None
-            return _row(tenant_id, r), previous
+            stored = _row(tenant_id, r)
+            await self._announced(conn, stored, previous.version)
+            return stored, previous
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +269,9 @@ class NewSignal:
     side: int
     quantity: Decimal | None
     payload: bytes
+    # Its events (SignalGenerated, OrderIntentCreated), written to the outbox
+    # in the transaction that inserts the signal, and only if it does.
+    outbox: tuple[OutboxRow, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,16 +399,28 @@ class SignalStore:
         return positions, pending
 
     async def record_batch(self, tenant_id: str, signals: Sequence[NewSignal]) -> set[str]:
-        """Insert signals without an intent in one statement; returns the
-        vector keys inserted (a key recorded before, or twice in the batch,
-        is skipped: the unique vector key decides)."""
+        """Insert signals without an intent in one statement, with the outbox
+        rows of those inserted; returns the vector keys inserted (a key
+        recorded before, or twice in the batch, is skipped: the unique vector
+        key decides, and the first of a batch's copies is the one inserted)."""
+        announced: dict[str, tuple[OutboxRow, ...]] = {}
+        for x in signals:
+            announced.setdefault(x.vector_key, x.outbox)
+        events = [(key, row) for key, rows in announced.items() for row in rows]
         async with tenant_transaction(self._pool, tenant_id) as conn:
             rows = await conn.fetch(
-                "INSERT INTO decision.signals (tenant_id, signal_id, vector_key, strategy_id, symbol,"
-                " direction, generated_at, payload)"
+                "WITH inserted AS (INSERT INTO decision.signals (tenant_id, signal_id, vector_key,"
+                " strategy_id, symbol, direction, generated_at, payload)"
                 " SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::smallint[],"
                 " $7::timestamptz[], $8::bytea[])"
-                " ON CONFLICT (tenant_id, vector_key) DO NOTHING RETURNING vector_key",
+                " ON CONFLICT (tenant_id, vector_key) DO NOTHING RETURNING vector_key),"
+                " events AS (INSERT INTO decision.outbox (tenant_id, event_id, event_type, destination,"
+                " partition_key, envelope)"
+                " SELECT $1, e.event_id, e.event_type, e.destination, e.partition_key, e.envelope"
+                " FROM unnest($9::text[], $10::uuid[], $11::text[], $12::text[], $13::text[], $14::bytea[])"
+                " AS e(vector_key, event_id, event_type, destination, partition_key, envelope)"
+                " JOIN inserted USING (vector_key))"
+                " SELECT vector_key FROM inserted",
                 tenant_id,
                 [x.signal_id for x in signals],
                 [x.vector_key for x in signals],
@@ -396,6 +429,12 @@ class SignalStore:
                 [x.direction for x in signals],
                 [x.generated_at for x in signals],
                 [x.payload for x in signals],
+                [key for key, _ in events],
+                [r.event_id for _, r in events],
+                [r.event_type for _, r in events],
+                [r.destination for _, r in events],
+                [r.partition_key for _, r in events],
+                [r.envelope for _, r in events],
             )
         return {r["vector_key"] for r in rows}
 
@@ -438,6 +477,7 @@ class SignalStore:
                     s.payload,
                 )
                 if inserted:
+                    await OUTBOX.add_rows(conn, s.outbox)
                     fresh.append(s)
                     if s.client_order_id and s.quantity is not None:
                         pending.append(
@@ -496,9 +536,16 @@ class SignalStore:
                 error[:1000],
             )
 
-    async def expire_due(self, tenant_id: str, now: datetime, limit: int = 500) -> list[ExpiredIntent]:
+    async def expire_due(
+        self,
+        tenant_id: str,
+        now: datetime,
+        announce: Callable[[str, Sequence[ExpiredIntent]], Sequence[OutboxRow]] = lambda t, i: (),
+        limit: int = 500,
+    ) -> list[ExpiredIntent]:
         """Move the tenant's pending intents older than the time-to-live to
-        EXPIRED (oldest first, at most `limit`) and return them.
+        EXPIRED (oldest first, at most `limit`) and return them; `announce`
+        gives their events, written to the outbox in the same transaction.
 
         Safe with replicas: FOR UPDATE SKIP LOCKED lets two sweepers take
         disjoint rows, and the pending guard, re-checked under the row lock,
@@ -517,19 +564,22 @@ class SignalStore:
                 intent_expiry_cutoff(now, self._intent_ttl),
                 limit,
             )
-        return [
-            ExpiredIntent(
-                r["signal_id"],
-                r["strategy_id"],
-                r["symbol"],
-                r["client_order_id"],
-                r["side"],
-                r["quantity"],
-                r["generated_at"],
-                r["intent_expired_at"],
-            )
-            for r in rows
-        ]
+            expired = [
+                ExpiredIntent(
+                    r["signal_id"],
+                    r["strategy_id"],
+                    r["symbol"],
+                    r["client_order_id"],
+                    r["side"],
+                    r["quantity"],
+                    r["generated_at"],
+                    r["intent_expired_at"],
+                )
+                for r in rows
+            ]
+            if expired:
+                await OUTBOX.add_rows(conn, announce(tenant_id, expired))
+        return expired
 
     async def page(
         self, tenant_id: str, *, where: SignalFilter, before: tuple[datetime, str] | None, limit: int

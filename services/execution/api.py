@@ -76,7 +76,7 @@ from services.execution.domain import (
     new_order,
     order_to_proto,
 )
-from services.execution.relay import outbox_rows
+from services.execution.outbox import outbox_rows
 from services.execution.storage import Cursor, OrderFilter, OrderStore, StoredOrder, encode_filter
 from services.execution.venue import Venue
 

@@ -13,11 +13,12 @@ from trading.execution.v1 import execution_service_pb2_grpc as pb_grpc
 from trading.risk.v1 import risk_service_pb2_grpc as risk_grpc
 
 from runtime.grpc_client import ClientFactory
+from runtime.outbox import OutboxRelay
 from runtime.resources import Resources
 from runtime.service import ServiceSpec
 from services.execution.api import ExecutionApi
 from services.execution.domain import OrderEvent
-from services.execution.relay import OutboxRelay, outbox_rows
+from services.execution.outbox import outbox_rows
 from services.execution.storage import OrderStore
 from services.execution.venue import Matcher, PaperVenue
 
@@ -32,7 +33,7 @@ async def build(resources: Resources) -> Mapping[str, Any]:
 
     store = OrderStore(pool)
     venue = PaperVenue(redis)
-    relay = OutboxRelay(pool, kafka, nats_publisher)
+    relay = OutboxRelay(pool, "execution", kafka=kafka, nats=nats_publisher)
 
     def changed(events: Sequence[OrderEvent]) -> None:
         relay.wake()

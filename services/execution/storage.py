@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 
+from runtime.outbox import OutboxRow, insert_outbox_sql, outbox_columns
 from runtime.storage.postgres import tenant_transaction
 from services.execution.domain import (
     CancelReason,
@@ -33,18 +34,6 @@ from services.execution.domain import (
     TimeInForce,
     apply_all,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    """One envelope to publish, written with the change it reports."""
-
-    tenant_id: str
-    event_id: str
-    event_type: str
-    destination: str  # "kafka" | "nats"
-    partition_key: str
-    envelope: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +126,7 @@ INSERT INTO execution.executions (tenant_id, execution_id, order_id, price, quan
     fee_currency, venue_execution_id, executed_at)
 VALUES ($1, $2::uuid, $3::uuid, $4, $5, $6, $7, $8, $9, $10)"""
 
-_INSERT_OUTBOX = """
-INSERT INTO execution.outbox (tenant_id, event_id, event_type, destination, partition_key, envelope)
-SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[])"""
+_INSERT_OUTBOX = insert_outbox_sql("execution")
 
 
 def _by(order_id: str | None, client_order_id: str | None) -> tuple[str, str | None, str]:
@@ -204,15 +191,7 @@ async def _write_effects(
             ],
         )
     if outbox:
-        await conn.execute(
-            _INSERT_OUTBOX,
-            [r.tenant_id for r in outbox],
-            [r.event_id for r in outbox],
-            [r.event_type for r in outbox],
-            [r.destination for r in outbox],
-            [r.partition_key for r in outbox],
-            [r.envelope for r in outbox],
-        )
+        await conn.execute(_INSERT_OUTBOX, *outbox_columns(outbox))
 
 
 class OrderStore:

@@ -39,11 +39,12 @@ from runtime.context import RequestContext, current_context
 from runtime.contracts import method_policy
 from runtime.errors import FieldViolation, ServiceError, domain_error, invalid_argument
 from runtime.messaging import uuid7
+from runtime.outbox import OutboxRelay
 from runtime.security.delegations import PURPOSES
 from runtime.security.tokens import ContextTokens
 from services.identity import apikeys, domain, storage
 from services.identity.domain import ADMIN, ADMIN_SCOPE, Passwords, RoleScopes
-from services.identity.events import OutboxRelay, record
+from services.identity.events import record
 from services.identity.keys import KeyRing
 from services.identity.settings import IdentitySettings
 from services.identity.storage import AlreadyExists, ApiKeyRow, TenantRow, UserRow

@@ -16,13 +16,13 @@ from redis.asyncio import Redis
 from trading.identity.v1 import identity_service_pb2_grpc as pb_grpc
 
 from runtime.contracts import method_policy, services
+from runtime.outbox import OutboxRelay
 from runtime.resources import Resources
 from runtime.security.credentials import credentials_for
 from runtime.service import ServiceSpec
 from services.identity import apikeys, storage
 from services.identity.api import IDENTITY_SERVICE, IdentityApi
 from services.identity.domain import PasswordPolicy, Passwords, RoleScopes
-from services.identity.events import OutboxRelay
 from services.identity.keys import KeyRing, KeyStore, key_encryption_key
 from services.identity.seed import seed
 from services.identity.settings import IdentitySettings
@@ -85,8 +85,8 @@ async def build(resources: Resources, identity_settings: IdentitySettings | None
     platform_tenant = await seed(pool, passwords, settings)
     kept = await rebuild_api_key_cache(pool, redis, role_scopes)
     log.info("identity: %d active API keys in the cache", kept)
-    relay = OutboxRelay(pool, resources.kafka_publisher)
-    relay.start()
+    relay = OutboxRelay(pool, "identity", kafka=resources.kafka_publisher)
+    await relay.start()
     relay.wake()
     resources.on_close(relay.stop)
     api = IdentityApi(

@@ -15,8 +15,11 @@ The path, durable at every step:
    loads the webhook (a deleted one gets nothing), re-checks the target's
    addresses (DNS rebinding) and POSTs the signed envelope JSON, retrying with
    exponential backoff and jitter (tenacity) until a 2xx answer or the last
-   attempt. The outcome is reported on Kafka (WebhookDelivered /
-   WebhookDeliveryFailed).
+   attempt. The outcome is reported on Kafka: WebhookDeliveryFailed through
+   notification's outbox, in the transaction that stores the dead letter
+   (runtime/outbox.py; the shared relay publishes it); WebhookDelivered
+   directly and best effort (nothing of ours changed: it reports the HTTP
+   answer of a POST that already happened).
 3. A delivery that failed every attempt becomes a dead letter twice over: a
    row in PostgreSQL (tenant-scoped; ListDeadLetters/RedriveDeadLetter) and
    an entry in the platform's NATS `DLQ` stream under
@@ -58,6 +61,7 @@ from runtime.messaging import headers as h
 from runtime.messaging.deadletter import dead_letter_headers, describe_error
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats.streams import DLQ_STREAM, DLQ_SUBJECT_PREFIX, StreamSpec
+from runtime.outbox import KAFKA, OutboxRelay, outbox_row
 from services.notification import domain, signing
 from services.notification.settings import NotificationSettings
 from services.notification.storage import DeadLetterRow, WebhookRow, WebhookStore
@@ -271,12 +275,25 @@ class JobPublisher:
         return delivery_id
 
 
+# How long fanned-out event ids are remembered (the jobs stream keeps jobs 7 days).
+FANNED_OUT_RETENTION = timedelta(days=7)
+# Every this many fanned-out events, the current tenant's old records are pruned.
+_PRUNE_EVERY = 256
+
+
 class FanOut:
-    """Turns one platform event into one delivery job per interested webhook."""
+    """Turns one platform event into one delivery job per interested webhook.
+
+    Idempotent by event id: the jobs' ids (event id + webhook id) let JetStream
+    drop a copy published within its duplicate window, and the event id is
+    recorded once its jobs are out (``notification.fanned_out``), so a copy
+    redelivered later (a producer's outbox relay publishing again after a
+    crash) makes no second delivery either."""
 
     def __init__(self, store: WebhookStore, jobs: JobPublisher) -> None:
         self._store = store
         self._jobs = jobs
+        self._recorded = 0
 
     async def handle(self, event: Event) -> None:
         envelope = event.envelope
@@ -291,7 +308,7 @@ class FanOut:
         )
         webhooks = [
             w
-            for w in await self._store.webhooks_for(tenant, envelope.event_type)
+            for w in await self._store.webhooks_for(tenant, envelope.event_type, event_id=envelope.event_id)
             if domain.after_registration(w.created_at, occurred_at)
         ]
         if not webhooks:
@@ -305,6 +322,14 @@ class FanOut:
                 webhook_id=webhook.webhook_id,
                 msg_id=f"{envelope.event_id}:{webhook.webhook_id}",
             )
+        self._recorded += 1
+        # Now and then, the tenant's records past the retention go (same transaction, no extra trip).
+        prune = self._recorded % _PRUNE_EVERY == 0
+        await self._store.fanned_out(
+            tenant,
+            envelope.event_id,
+            prune_before=datetime.now(UTC) - FANNED_OUT_RETENTION if prune else None,
+        )
 
 
 # ------------------------------------------------------------------------------------ worker
@@ -323,12 +348,14 @@ class DeliveryWorker:
         *,
         consumer: str = WORKER_CONSUMER,
         dlq_stream: str = DLQ_STREAM,
+        relay: OutboxRelay | None = None,
     ) -> None:
         self._store = store
         self._box = box
         self._sender = sender
         self._js = js
         self._kafka = kafka
+        self._relay = relay
         self._consumer = consumer
         self._dlq_stream = dlq_stream
         self._dlq_subject = DLQ_SUBJECT_PREFIX + consumer
@@ -398,8 +425,22 @@ class DeliveryWorker:
             dead_lettered_at=datetime.now(UTC),
             envelope=envelope.SerializeToString(),
         )
-        if not await self._store.add_dead_letter(tenant, letter):
+        failed = events_pb2.WebhookDeliveryFailed(
+            webhook_id=webhook.webhook_id, delivery_id=delivery_id, dead_letter=dead_letter_message(letter)
+        )
+        announced = new_envelope(
+            failed,
+            tenant_id=tenant,
+            correlation_id=envelope.correlation_id,
+            causation_id=envelope.event_id,
+            producer=PRODUCER,
+        )
+        if not await self._store.add_dead_letter(
+            tenant, letter, events=[outbox_row(announced, KAFKA, partition_key=webhook.webhook_id)]
+        ):
             return  # the webhook was deleted during the attempts
+        if self._relay is not None:
+            self._relay.wake()
         dlq_seq = await self._to_dlq_stream(event, letter)
         if dlq_seq is not None:
             await self._store.set_dlq_seq(tenant, letter.dead_letter_id, dlq_seq)
@@ -407,10 +448,6 @@ class DeliveryWorker:
             "webhook %s: event %s dead-lettered as %s after %d attempts: %s",
             webhook.webhook_id, envelope.event_id, letter.dead_letter_id, letter.attempts, letter.last_error,
         )  # fmt: skip
-        failed = events_pb2.WebhookDeliveryFailed(
-            webhook_id=webhook.webhook_id, delivery_id=delivery_id, dead_letter=dead_letter_message(letter)
-        )
-        await self._report(envelope, failed)
 
     async def _to_dlq_stream(self, event: Event, letter: DeadLetterRow) -> int | None:
         """The platform DLQ entry (what `tradingctl deadletters` lists); its

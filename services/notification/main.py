@@ -30,6 +30,7 @@ from runtime.messaging import RetryPolicy
 from runtime.messaging.kafka import KafkaSubscriber
 from runtime.messaging.nats import NatsSubscriber
 from runtime.messaging.nats.streams import ensure_streams
+from runtime.outbox import OutboxRelay
 from runtime.resources import Resources
 from runtime.security.secrets import get_secret
 from runtime.service import ServiceSpec
@@ -86,8 +87,12 @@ async def build(
     resources.on_close(sender.close)
     jobs = JobPublisher(js)
     fan_out = FanOut(store, jobs)
+    # WebhookDeliveryFailed goes through notification's outbox (closed after the workers stopped).
+    relay = OutboxRelay(resources.postgres, "notification", kafka=resources.kafka_publisher)
+    await relay.start()
+    resources.on_close(relay.stop)
     worker = DeliveryWorker(
-        store, box, sender, js, resources.kafka_publisher, consumer=names.webhooks_durable
+        store, box, sender, js, resources.kafka_publisher, consumer=names.webhooks_durable, relay=relay
     )
 
     # A delivery holds its job through every attempt: the ack wait covers them all.

@@ -7,14 +7,18 @@ one tenant's rows whoever calls it (API or delivery worker).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
+from runtime.outbox import OutboxRow, OutboxWriter
 from runtime.storage.postgres import tenant_transaction
+
+# Notification's outbox (runtime/outbox.py): WebhookDeliveryFailed, written with its dead letter.
+OUTBOX = OutboxWriter("notification")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,13 +130,19 @@ class WebhookStore:
             )
         return _webhook(row) if row is not None else None
 
-    async def webhooks_for(self, tenant_id: str, event_type: str) -> list[WebhookRow]:
-        """The tenant's webhooks subscribed to `event_type` (or to every type)."""
+    async def webhooks_for(self, tenant_id: str, event_type: str, *, event_id: str = "") -> list[WebhookRow]:
+        """The tenant's webhooks subscribed to `event_type` (or to every type);
+        none when `event_id` was fanned out before (see :meth:`fanned_out`)."""
         async with tenant_transaction(self._pool, tenant_id) as conn:
             rows = await conn.fetch(
                 f"SELECT {_WEBHOOK_COLUMNS} FROM notification.webhooks "
-                "WHERE event_types = '{}' OR $1 = ANY(event_types) ORDER BY webhook_id",
+                "WHERE (event_types = '{}' OR $1 = ANY(event_types))"
+                " AND NOT EXISTS (SELECT 1 FROM notification.fanned_out f"
+                " WHERE f.tenant_id = $3 AND f.event_id = $2)"
+                " ORDER BY webhook_id",
                 event_type,
+                event_id,
+                tenant_id,
             )
         return [_webhook(r) for r in rows]
 
@@ -152,10 +162,33 @@ class WebhookStore:
             return None
         return [r["dlq_seq"] for r in seqs]
 
+    async def fanned_out(
+        self, tenant_id: str, event_id: str, *, prune_before: datetime | None = None
+    ) -> None:
+        """Record that `event_id`'s delivery jobs were published (after they were:
+        a crash in between re-publishes them, and JetStream drops those copies
+        by job id); with `prune_before`, forget the tenant's older records."""
+        async with tenant_transaction(self._pool, tenant_id) as conn:
+            await conn.execute(
+                "INSERT INTO notification.fanned_out (tenant_id, event_id) VALUES ($1, $2)"
+                " ON CONFLICT DO NOTHING",
+                tenant_id,
+                event_id,
+            )
+            if prune_before is not None:
+                await conn.execute(
+                    "DELETE FROM notification.fanned_out WHERE tenant_id = $1 AND fanned_out_at < $2",
+                    tenant_id,
+                    prune_before,
+                )
+
     # ---- dead letters
 
-    async def add_dead_letter(self, tenant_id: str, letter: DeadLetterRow) -> bool:
-        """Store a dead letter; False when its webhook is gone (deleted meanwhile)."""
+    async def add_dead_letter(
+        self, tenant_id: str, letter: DeadLetterRow, *, events: Sequence[OutboxRow] = ()
+    ) -> bool:
+        """Store a dead letter with the outbox rows announcing it; False (and
+        nothing stored) when its webhook is gone (deleted meanwhile)."""
         async with tenant_transaction(self._pool, tenant_id) as conn:
             try:
                 await conn.execute(
@@ -179,6 +212,7 @@ class WebhookStore:
                 )
             except asyncpg.ForeignKeyViolationError:
                 return False
+            await OUTBOX.add_rows(conn, events)
         return True
 
     async def set_dlq_seq(self, tenant_id: str, dead_letter_id: str, seq: int) -> None:

@@ -11,12 +11,13 @@ not the fill's fault: they are retried in the handler for up to a minute
 before the subscriber's own attempts (and then the DLQ, from which
 `tradingctl deadletters` re-drives) take over.
 
-After a fill committed, `PositionChanged` goes out at once and a
-`PortfolioSnapshot` at most once per second per tenant (both on NATS core
-`portfolio.*.{tenant}` for live streams, and on Kafka). These publishes are
-best effort: a failure is logged, the books are already right, and the next
-fill's snapshot carries the whole portfolio again. (A guaranteed Kafka record
-of them would need an outbox table; see the service README/issue notes.)
+`PositionChanged` (NATS core `portfolio.positions.{tenant}` for live streams,
+and Kafka) is written into portfolio's outbox in the fill's transaction and
+published by the shared relay (runtime/outbox.py), woken after the commit:
+a fill applied is announced, at least once, whatever crashes in between.
+A `PortfolioSnapshot` follows at most once per second per tenant, published
+directly and best effort: it is no state change but a view of the books,
+and the next one carries the whole portfolio again.
 
 Fills of one order stay in order (the topic is keyed by order_id); fills of
 different orders of one symbol may be applied in another order than they
@@ -42,6 +43,7 @@ from runtime.context import RequestContext, use_context
 from runtime.messaging import Event, new_envelope
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
+from runtime.outbox import KAFKA, NATS, OutboxRelay, OutboxRow, outbox_row
 from runtime.storage.postgres import retry_transient
 from services.portfolio import domain
 from services.portfolio.storage import AppliedFill, FillRecord, PortfolioStore, QuoteCache
@@ -182,8 +184,7 @@ class FillConsumer:
         self,
         store: PortfolioStore,
         quotes: QuoteCache,
-        nats: NatsPublisher,
-        kafka: KafkaPublisher | None,
+        relay: OutboxRelay | None,
         snapshots: SnapshotPublisher,
         *,
         transient_retry_s: float = TRANSIENT_RETRY_S,
@@ -191,8 +192,7 @@ class FillConsumer:
         self._transient_retry_s = transient_retry_s
         self._store = store
         self._quotes = quotes
-        self._nats = nats
-        self._kafka = kafka
+        self._relay = relay
         self._snapshots = snapshots
 
     async def handle(self, event: Event) -> None:
@@ -200,8 +200,18 @@ class FillConsumer:
         envelope = event.envelope
         context = RequestContext(tenant_id=tenant, correlation_id=envelope.correlation_id)
         with use_context(context):
+            # The mark is read before the transaction: PositionChanged is built inside it.
+            try:
+                marks = await self._quotes.marks([fill.symbol])
+            except Exception:
+                log.exception("quotes unavailable: PositionChanged of %s marked at cost", fill.symbol)
+                marks = {}
+
+            def announce(applied: AppliedFill) -> list[OutboxRow]:
+                return self._position_changed(tenant, event, record, applied, marks)
+
             applied = await retry_transient(
-                lambda: self._store.apply_fill(tenant, record, fill),
+                lambda: self._store.apply_fill(tenant, record, fill, announce=announce),
                 within_s=self._transient_retry_s,
                 what="applying a fill",
             )
@@ -210,21 +220,24 @@ class FillConsumer:
                 log.info("fill %s (event %s) already applied: skipped", record.execution_id, record.event_id)
                 return
             FILLS.labels("applied").inc()
-            await self._position_changed(tenant, event, record, applied)
+            if self._relay is not None:
+                self._relay.wake()
             self._snapshots.notify(tenant, envelope.correlation_id)
 
-    async def _position_changed(
-        self, tenant: str, event: Event, record: FillRecord, applied: AppliedFill
-    ) -> None:
+    def _position_changed(
+        self,
+        tenant: str,
+        event: Event,
+        record: FillRecord,
+        applied: AppliedFill,
+        marks: dict[str, domain.Mark],
+    ) -> list[OutboxRow]:
+        """PositionChanged of an applied fill, for NATS and Kafka (one envelope), keyed by symbol."""
         outcome = applied.outcome
         position = outcome.position
         currency = applied.account.currency
-        try:
-            marks = await self._quotes.marks([position.symbol] if position.is_open else [])
-        except Exception:
-            log.exception("quotes unavailable: PositionChanged of %s marked at cost", position.symbol)
-            marks = {}
-        valued = domain.value_position(position, marks.get(position.symbol))
+        mark = marks.get(position.symbol) if position.is_open else None
+        valued = domain.value_position(position, mark)
         payload = portfolio_events.PositionChanged(
             symbol=position.symbol,
             position=position_message(valued, currency, applied.updated_at),
@@ -241,4 +254,5 @@ class FillConsumer:
             causation_id=event.envelope.event_id,
             producer=PRODUCER,
         )
-        await _publish(self._nats, self._kafka, envelope, payload)
+        key = f"{tenant}/{position.symbol}"
+        return [outbox_row(envelope, NATS, partition_key=key), outbox_row(envelope, KAFKA, partition_key=key)]

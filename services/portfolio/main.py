@@ -18,6 +18,7 @@ from trading.portfolio.v1 import portfolio_service_pb2_grpc as pb_grpc
 from runtime.contracts import event_registry
 from runtime.messaging import RetryPolicy
 from runtime.messaging.kafka import KafkaSubscriber
+from runtime.outbox import OutboxRelay
 from runtime.resources import Resources
 from runtime.service import ServiceSpec
 from services.portfolio import domain
@@ -48,7 +49,13 @@ async def build(
         views, resources.nats_publisher, resources.kafka_publisher, interval_s=SNAPSHOT_INTERVAL_S
     )
     resources.on_close(snapshots.close)
-    consumer = FillConsumer(store, quotes, resources.nats_publisher, resources.kafka_publisher, snapshots)
+    # PositionChanged goes through portfolio's outbox; closed after the consumer stopped.
+    relay = OutboxRelay(
+        resources.postgres, "portfolio", kafka=resources.kafka_publisher, nats=resources.nats_publisher
+    )
+    await relay.start()
+    resources.on_close(relay.stop)
+    consumer = FillConsumer(store, quotes, relay, snapshots)
     subscriber = KafkaSubscriber(
         resources.settings.kafka,
         event_registry(),

@@ -8,7 +8,7 @@ wrong.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,6 +20,7 @@ from trading.common.v1 import market_pb2
 
 from runtime import decimals
 from runtime.market_cache import quote_key
+from runtime.outbox import OutboxRow, OutboxWriter
 from runtime.storage.postgres import tenant_transaction
 from services.portfolio import domain
 
@@ -74,6 +75,10 @@ def _position(row: asyncpg.Record) -> domain.Position:
     )
 
 
+# Portfolio's outbox (runtime/outbox.py): PositionChanged, written with the fill it reports.
+OUTBOX = OutboxWriter("portfolio")
+
+
 class PortfolioStore:
     """Positions, cash and processed fill events of every tenant."""
 
@@ -86,11 +91,17 @@ class PortfolioStore:
         return self._starting_cash
 
     async def apply_fill(
-        self, tenant_id: str, record: FillRecord, fill: domain.Fill, *, now: datetime | None = None
+        self,
+        tenant_id: str,
+        record: FillRecord,
+        fill: domain.Fill,
+        *,
+        now: datetime | None = None,
+        announce: Callable[[AppliedFill], Sequence[OutboxRow]] | None = None,
     ) -> AppliedFill | None:
         """Apply one fill in one transaction: record the event, update the
-        position and the cash. Returns None, changing nothing, when the event
-        id or the execution id was applied before."""
+        position and the cash, and add `announce`'s outbox rows. Returns None,
+        changing nothing, when the event id or the execution id was applied before."""
         now = now or datetime.now(UTC)
         async with tenant_transaction(self._pool, tenant_id) as conn:
             fresh = await conn.fetchval(
@@ -150,9 +161,12 @@ class PortfolioStore:
                 now,
             )
             assert updated is not None
-            return AppliedFill(
+            applied = AppliedFill(
                 outcome, Account(updated["currency"], updated["cash"], updated["version"]), now
             )
+            if announce is not None:
+                await OUTBOX.add_rows(conn, announce(applied))
+            return applied
 
     async def books(self, tenant_id: str, *, symbol: str | None = None) -> Books:
         """The tenant's account (the starting one before any fill) and positions,

@@ -56,6 +56,7 @@ from runtime.messaging import Delivery, Event, Transport, decode_envelope, new_e
 from runtime.messaging.envelope import unpack
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
+from runtime.outbox import OutboxRelay
 from runtime.security.delegations import DelegationCache
 from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from runtime.storage.postgres import tenant_transaction
@@ -619,14 +620,17 @@ async def engine_on(
     )
     try:
         async with KafkaPublisher(settings.kafka, registry) as kafka:
+            # The events go through decision's outbox: this engine's own relay publishes them
+            # (on the uncounted pool: the relay's round trips are not the vectors').
+            relay = OutboxRelay(pg_pool, "decision", kafka=kafka, nats=NatsPublisher(platform.nats, registry))
+            await relay.start()
             engine = DecisionEngine(
                 ensemble=ensemble,
                 strategies=cache,
                 signals=signals,
                 execution=clients.stub(exec_grpc.ExecutionServiceStub, "execution"),
                 delegations=DelegationCache(clients),
-                nats=NatsPublisher(platform.nats, registry),
-                kafka=kafka,
+                relay=relay,
                 place_timeout_s=2.0,
                 signal_batch=signal_batch,
                 signal_flush_s=3600,
@@ -637,6 +641,7 @@ async def engine_on(
                 yield Harness(engine, cache, pool)
             finally:
                 await engine.drain()
+                await relay.stop()
     finally:
         await clients.close()
         ensemble.close()
@@ -881,21 +886,21 @@ async def test_an_unanswered_intent_expires_once_with_two_sweepers_and_is_never_
     # Eleven minutes on, two replicas sweep at once: exactly one expires it.
     later = datetime.now(UTC) + timedelta(minutes=11)
     forgotten: list[str] = []
-    async with KafkaPublisher(infra_settings.kafka, event_registry()) as kafka:
-        sweepers = [
-            IntentSweeper(
-                StrategyStore(pg_pool),
-                store,
-                kafka,
-                every_s=3600,
-                clock=lambda: later,
-                on_expired=lambda _t, batch: forgotten.extend(i.client_order_id for i in batch),
-            )
-            for _ in range(2)
-        ]
-        counts = await asyncio.gather(*(s.sweep_tenant(tenant) for s in sweepers))
-        assert sorted(counts) == [0, 1] and forgotten == [intent["client_order_id"]]
-        assert [await s.sweep_tenant(tenant) for s in sweepers] == [0, 0]  # idempotent
+    # The expiry events go into decision's outbox with the expiry; the
+    # running decision service's relay publishes them.
+    sweepers = [
+        IntentSweeper(
+            StrategyStore(pg_pool),
+            store,
+            every_s=3600,
+            clock=lambda: later,
+            on_expired=lambda _t, batch: forgotten.extend(i.client_order_id for i in batch),
+        )
+        for _ in range(2)
+    ]
+    counts = await asyncio.gather(*(s.sweep_tenant(tenant) for s in sweepers))
+    assert sorted(counts) == [0, 1] and forgotten == [intent["client_order_id"]]
+    assert [await s.sweep_tenant(tenant) for s in sweepers] == [0, 0]  # idempotent
 
     [event] = await _expired_events(infra_settings, tenant)
     assert (event.client_order_id, event.signal_id, event.symbol) == (

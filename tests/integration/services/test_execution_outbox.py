@@ -27,6 +27,7 @@ from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.kafka.admin import ensure_topics, platform_topics
 from runtime.messaging.nats import NatsPublisher
 from runtime.messaging.nats.streams import ensure_streams, platform_streams
+from runtime.outbox import OutboxRelay
 from runtime.storage.migrations import migrate_pool
 from runtime.storage.postgres import tenant_transaction
 from services.execution.domain import (
@@ -39,7 +40,7 @@ from services.execution.domain import (
     apply_all,
     new_order,
 )
-from services.execution.relay import OutboxRelay, outbox_rows
+from services.execution.outbox import outbox_rows
 from services.execution.storage import OrderStore
 from tests.support.nats import connect_harness
 
@@ -156,7 +157,7 @@ async def test_relay_republishes_after_a_crash_and_consumers_deduplicate(
     assert (len(kafka_ids), len(nats_ids)) == (3, 3)
 
     # 1. The relay publishes everything, then dies before the commit.
-    crashing = CrashingRelay(pg_pool, kafka, nats_publisher, batch_size=1000)
+    crashing = CrashingRelay(pg_pool, "execution", kafka=kafka, nats=nats_publisher, batch_size=1000)
     try:
         await crashing.run_once()
         raise AssertionError("the crashing relay should have crashed")
@@ -166,7 +167,7 @@ async def test_relay_republishes_after_a_crash_and_consumers_deduplicate(
         assert await conn.fetchval("SELECT count(*) FROM execution.outbox WHERE sent_at IS NULL") == 6
 
     # 2. After a restart, the same envelopes go out again and are marked sent.
-    relay = OutboxRelay(pg_pool, kafka, nats_publisher, batch_size=1000)
+    relay = OutboxRelay(pg_pool, "execution", kafka=kafka, nats=nats_publisher, batch_size=1000)
     assert await relay.run_once() >= 6
     assert await relay.run_once() == 0  # nothing left: no event invented
     async with tenant_transaction(pg_pool, tenant) as conn:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
+import asyncpg
 import grpc
 import nats
 import nats.errors
@@ -42,15 +43,17 @@ from trading.risk.v1 import risk_service_pb2 as risk_types
 
 from runtime.config import Settings
 from runtime.contracts import event_registry
-from runtime.messaging import new_envelope, uuid7
+from runtime.messaging import Delivery, Event, Transport, new_envelope, uuid7
 from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber
 from runtime.messaging.nats import NatsPublisher
 from runtime.messaging.nats.deadletter import NatsDeadLetters
 from runtime.messaging.testing import EventCollector
 from runtime.resources import Resources
 from services.notification.api import NotificationApi
+from services.notification.delivery import FanOut, JobPublisher
 from services.notification.main import NOTIFICATION_SERVICE, ConsumerNames, make_spec
 from services.notification.settings import NotificationSettings
+from services.notification.storage import WebhookStore
 from tests.support.nats import connect_harness
 from tests.support.polling import eventually
 from tests.support.security import service_channel, user_md
@@ -482,6 +485,52 @@ async def test_risk_and_portfolio_events_reach_webhooks_through_kafka(
     assert document["eventType"] == "trading.portfolio.v1.PositionChanged"  # not subscribed to risk
     await asyncio.sleep(0.5)
     assert len(receiver.received()) == 1
+
+
+class CountingJobs(JobPublisher):
+    """The real job publisher, counting the jobs it is asked to publish."""
+
+    def __init__(self, js: Any) -> None:
+        super().__init__(js)
+        self.published = 0
+
+    async def publish(self, *args: Any, **kwargs: Any) -> str:
+        self.published += 1
+        return await super().publish(*args, **kwargs)
+
+
+async def test_an_event_seen_again_after_the_duplicate_window_makes_no_second_job(
+    notification: Harness, receiver: Receiver, pg_pool: asyncpg.Pool
+) -> None:
+    """Producers publish at least once (their outbox relays); JetStream drops a
+    copy within two minutes by job id, and the fan-out's record of event ids
+    drops one that comes later."""
+    h, tenant = notification, new_tenant()
+    position = "trading.portfolio.v1.PositionChanged"
+    await register(h, tenant, receiver.url, (position,))
+    envelope, payload = position_opened(tenant)
+    await h.kafka.publish(envelope, payload=payload)
+    await receiver.wait_for(1)
+    store = WebhookStore(pg_pool)
+
+    async def recorded() -> bool:
+        return await store.webhooks_for(tenant, position, event_id=envelope.event_id) == []
+
+    await eventually(recorded, what="the event id recorded after its jobs were published")
+    assert len(await store.webhooks_for(tenant, position, event_id=str(uuid7()))) == 1  # another event: yes
+
+    # The same event handled again (a redelivery long after the first): no job at all,
+    # so nothing depends on JetStream's duplicate window.
+    jobs = CountingJobs(h.nc.jetstream())
+    delivery = Delivery(Transport.KAFKA, "trading.portfolio.events")
+    await FanOut(store, jobs).handle(Event(envelope, payload, {}, delivery))
+    assert jobs.published == 0
+    another, another_payload = position_opened(tenant)
+    await FanOut(store, jobs).handle(Event(another, another_payload, {}, delivery))
+    assert jobs.published == 1
+    await receiver.wait_for(2)
+    await asyncio.sleep(0.5)
+    assert len(receiver.received()) == 2
 
 
 async def test_deleted_webhook_gets_nothing_and_drops_its_dead_letters(

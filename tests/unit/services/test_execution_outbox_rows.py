@@ -12,7 +12,7 @@ from trading.execution.v1 import events_pb2, types_pb2
 
 from runtime.storage.postgres import tenant_rls_sql
 from services.execution.domain import Accept, OrderType, ReportFill, Side, TimeInForce, apply_all, new_order
-from services.execution.relay import outbox_rows
+from services.execution.outbox import outbox_rows
 
 MIGRATION = Path(__file__).parents[3] / "services/execution/migrations/0001_orders.sql"
 

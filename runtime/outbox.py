@@ -1,0 +1,526 @@
+"""The transactional outbox every service announces its state changes through.
+
+A service writes, in the same PostgreSQL transaction as the change it
+reports, one row per event envelope and destination into ``<schema>.outbox``
+(:class:`OutboxWriter`); one background :class:`OutboxRelay` per service
+publishes committed rows to Kafka (the event type's topic) or NATS (its
+subject), both routed by the event registry as any direct publish is, and
+marks them sent. So:
+
+- nothing is published that was not committed (a rolled-back transaction
+  takes its rows with it), and nothing committed is lost (a crash between
+  commit and publish leaves the row for the next round);
+- delivery is at-least-once: a crash between the broker's ack and the mark
+  publishes the same envelope (same event id) again. Consumers drop
+  duplicates by event id (JetStream also drops a repeated ``Nats-Msg-Id``).
+
+Order: rows sharing a ``partition_key`` (an order id, a tenant) are published
+one after another in id order, and a failed publish holds back the later rows
+of its key, so they never overtake it. Rows of different keys go concurrently;
+consecutive rows of one key and destination go as one batch (one round trip
+for a burst, order kept by the client; a failed batch is published again whole).
+Several replicas may run the relay: each batch runs in one transaction that
+first takes a transaction-level advisory lock for the schema, so one replica
+publishes at a time (the others find the lock taken and try next round) and
+per-key order holds across replicas; rows are claimed FOR UPDATE SKIP LOCKED.
+
+Latency: the writer's caller calls :meth:`OutboxRelay.wake` after commit, so
+the relay looks at once instead of at its next poll (``poll_interval_s``, the
+safety net for rows left by a crash, a broker outage or another replica).
+
+One table shape for every service: :func:`outbox_table_sql` is the DDL a
+service's migration contains verbatim (a unit test pins it), and the relay
+checks the live table's columns at start (:func:`check_outbox_shape`).
+Rows are kept for ``retention`` after they were sent (operators and tests
+can see what went out) and then pruned by the relay. A row that can never
+be published (no route, invalid subject) gets ``failed_at`` and
+``last_error`` and is set aside rather than blocking the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+import zlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+import asyncpg
+from google.protobuf import message as pb_message
+from prometheus_client import Counter, Gauge
+from trading.common.v1 import event_pb2
+
+from runtime.health import ComponentHealth, HealthMonitor, default_monitor
+from runtime.messaging import NotRoutedError
+from runtime.messaging.kafka import KafkaPublisher
+from runtime.messaging.nats import NatsPublisher
+from runtime.storage.postgres import quote_ident
+
+log = logging.getLogger(__name__)
+
+Destination = Literal["kafka", "nats"]
+KAFKA: Destination = "kafka"
+NATS: Destination = "nats"
+DESTINATIONS: tuple[Destination, ...] = (KAFKA, NATS)
+
+# How often the relay refreshes the outbox_backlog gauge (one cheap count).
+_HOUSEKEEPING_EVERY_S = 1.0
+# First key of the relay's two-int advisory lock ("outb" in ASCII); the second is the schema's crc32.
+_LOCK_NAMESPACE = 0x6F757462
+
+OUTBOX_BACKLOG = Gauge(
+    "outbox_backlog", "Outbox rows committed but not yet published, per service.", ("service",)
+)
+OUTBOX_PUBLISHED = Counter(
+    "outbox_published_total",
+    "Outbox rows published, per service and destination.",
+    ("service", "destination"),
+)
+OUTBOX_FAILURES = Counter(
+    "outbox_publish_failures_total",
+    "Failed outbox publishes (retried later), per service and destination.",
+    ("service", "destination"),
+)
+OUTBOX_SET_ASIDE = Counter(
+    "outbox_set_aside_total", "Outbox rows that can never be published (failed_at set).", ("service",)
+)
+
+# The columns of every service's outbox: name -> information_schema data_type.
+OUTBOX_COLUMNS: dict[str, str] = {
+    "id": "bigint",
+    "tenant_id": "text",
+    "event_id": "uuid",
+    "event_type": "text",
+    "destination": "text",
+    "partition_key": "text",
+    "envelope": "bytea",
+    "created_at": "timestamp with time zone",
+    "sent_at": "timestamp with time zone",
+    "failed_at": "timestamp with time zone",
+    "last_error": "text",
+}
+
+
+def outbox_table_sql(app_role: str) -> str:
+    """The DDL of a service's outbox, for its migrations (run with the service's
+    schema first on the search path). `app_role` is the service's login role
+    (``trading_<svc>_app``): the relay runs as it outside tenant transactions and
+    must see every tenant's rows; tenant transactions add their own tenant's."""
+    role = quote_ident(app_role)
+    return f"""\
+-- The transactional outbox (runtime/outbox.py; this text is outbox_table_sql()).
+-- One row per event envelope and destination, written in the transaction of
+-- the change it reports; the relay publishes rows in id order (one key after
+-- another) and sets sent_at.
+CREATE TABLE outbox (
+    id             bigserial   PRIMARY KEY,
+    tenant_id      text        NOT NULL,
+    event_id       uuid        NOT NULL,
+    event_type     text        NOT NULL,
+    destination    text        NOT NULL CHECK (destination IN ('kafka', 'nats')),
+    -- Rows with the same key are published one after another, in id order.
+    partition_key  text        NOT NULL,
+    envelope       bytea       NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    sent_at        timestamptz,
+    -- Set for a row that can never be published (no route, invalid subject).
+    failed_at      timestamptz,
+    last_error     text        NOT NULL DEFAULT '',
+    -- One envelope may go to both transports, once each.
+    CONSTRAINT outbox_event_destination UNIQUE (event_id, destination)
+);
+CREATE INDEX outbox_pending ON outbox (id) WHERE sent_at IS NULL AND failed_at IS NULL;
+CREATE INDEX outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT NULL;
+ALTER TABLE outbox ENABLE ROW LEVEL SECURITY;
+ALTER TABLE outbox FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON outbox
+    USING (tenant_id = current_setting('app.tenant_id'))
+    WITH CHECK (tenant_id = current_setting('app.tenant_id'));
+CREATE POLICY service_role ON outbox TO {role} USING (true) WITH CHECK (true);
+"""
+
+
+class OutboxShapeError(RuntimeError):
+    """A service's outbox table is not the shared shape."""
+
+
+async def check_outbox_shape(conn: asyncpg.Connection, schema: str) -> None:
+    """Raise :class:`OutboxShapeError` unless ``<schema>.outbox`` has exactly :data:`OUTBOX_COLUMNS`."""
+    rows = await conn.fetch(
+        "SELECT column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema = $1 AND table_name = 'outbox'",
+        schema,
+    )
+    found = {r["column_name"]: r["data_type"] for r in rows}
+    if found != OUTBOX_COLUMNS:
+        raise OutboxShapeError(
+            f"{schema}.outbox is not the shared outbox shape: has {sorted(found.items())},"
+            f" expected {sorted(OUTBOX_COLUMNS.items())} (see runtime/outbox.py)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One envelope to publish to one destination, written with the change it reports."""
+
+    tenant_id: str
+    event_id: str
+    event_type: str
+    destination: Destination
+    partition_key: str
+    envelope: bytes
+
+
+def outbox_row(
+    envelope: event_pb2.EventEnvelope, destination: Destination, *, partition_key: str | None = None
+) -> OutboxRow:
+    """The row of `envelope` for `destination`; `partition_key` orders rows
+    among themselves (default: the tenant, i.e. the tenant's events in order)."""
+    if destination not in DESTINATIONS:
+        raise ValueError(f"outbox destination must be one of {DESTINATIONS}, not {destination!r}")
+    return OutboxRow(
+        tenant_id=envelope.tenant_id,
+        event_id=envelope.event_id,
+        event_type=envelope.event_type,
+        destination=destination,
+        partition_key=partition_key if partition_key is not None else envelope.tenant_id,
+        envelope=envelope.SerializeToString(),
+    )
+
+
+def insert_outbox_sql(schema: str) -> str:
+    """One statement adding rows from six arrays (tenant, event id, type, destination, key, envelope)."""
+    return (
+        f"INSERT INTO {quote_ident(schema)}.outbox"
+        " (tenant_id, event_id, event_type, destination, partition_key, envelope)"
+        " SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[])"
+    )
+
+
+def outbox_columns(
+    rows: Sequence[OutboxRow],
+) -> tuple[list[str], list[str], list[str], list[str], list[str], list[bytes]]:
+    """The six arrays :func:`insert_outbox_sql` takes, for statements that fuse the insert with others."""
+    return (
+        [r.tenant_id for r in rows],
+        [r.event_id for r in rows],
+        [r.event_type for r in rows],
+        [r.destination for r in rows],
+        [r.partition_key for r in rows],
+        [r.envelope for r in rows],
+    )
+
+
+class OutboxWriter:
+    """Adds rows to ``<schema>.outbox`` inside the caller's transaction.
+
+    Call the relay's :meth:`OutboxRelay.wake` after the transaction committed.
+    """
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        self._insert = insert_outbox_sql(schema)
+
+    async def add(
+        self,
+        conn: asyncpg.Connection,
+        destination: Destination,
+        envelope: event_pb2.EventEnvelope,
+        *,
+        partition_key: str | None = None,
+    ) -> None:
+        """Add one envelope for one destination (`conn` must be in a transaction)."""
+        await self.add_rows(conn, [outbox_row(envelope, destination, partition_key=partition_key)])
+
+    async def add_rows(self, conn: asyncpg.Connection, rows: Sequence[OutboxRow]) -> None:
+        """Add rows in one statement (`conn` must be in a transaction)."""
+        if not conn.is_in_transaction():
+            # Outside a transaction the row would commit on its own: not an outbox any more.
+            raise RuntimeError("OutboxWriter.add needs the transaction of the change it reports")
+        if rows:
+            await conn.execute(self._insert, *outbox_columns(rows))
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    id: int
+    destination: str
+    envelope: bytes
+
+
+# The relays running in this process, for health checks (see running_relays).
+_RUNNING: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
+
+
+def running_relays() -> list[OutboxRelay]:
+    """The relays started in this process and not stopped: a health watchdog reads
+    their :meth:`OutboxRelay.backlog`, ``last_progress_at`` and ``last_error``."""
+    return sorted(_RUNNING, key=lambda r: r.service)
+
+
+class OutboxRelay:
+    """Publishes ``<schema>.outbox`` rows (see the module docstring); one per service process."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        schema: str,
+        *,
+        kafka: KafkaPublisher | None = None,
+        nats: NatsPublisher | None = None,
+        service: str | None = None,
+        batch_size: int = 200,
+        poll_interval_s: float = 0.25,
+        retry_delay_s: float = 0.2,
+        max_retry_delay_s: float = 5.0,
+        retention: timedelta = timedelta(days=1),
+        prune_every_s: float = 300.0,
+        health: HealthMonitor | None = None,
+    ) -> None:
+        self._pool = pool
+        self._monitor = health
+        self.schema = schema
+        self.service = service or schema
+        self._kafka = kafka
+        self._nats = nats
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._retry_delay_s = retry_delay_s
+        self._max_retry_delay_s = max_retry_delay_s
+        self._retention = retention
+        self._prune_every_s = prune_every_s
+        self._lock_key = zlib.crc32(schema.encode()) - (1 << 31)  # signed 32-bit
+        table = f"{quote_ident(schema)}.outbox"
+        self._claim_sql = f"""SELECT id, destination, partition_key, envelope FROM {table}
+            WHERE sent_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"""
+        self._mark_sql = f"UPDATE {table} SET sent_at = now() WHERE id = ANY($1::bigint[])"
+        self._set_aside_sql = f"UPDATE {table} SET failed_at = now(), last_error = $2 WHERE id = $1"
+        self._backlog_sql = f"SELECT count(*) FROM {table} WHERE sent_at IS NULL AND failed_at IS NULL"
+        self._prune_sql = f"""DELETE FROM {table} WHERE id IN (SELECT id FROM {table}
+            WHERE sent_at < now() - $1::interval LIMIT 10000)"""
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failures_in_a_row = 0
+        self._last_prune = time.monotonic()
+        self._last_housekeeping = 0.0
+        # For a health watchdog: when the relay last finished a round without error
+        # (wall clock, time.time()), and the last error seen (cleared by a clean round).
+        self.last_progress_at: float = time.time()
+        self.last_error: str | None = None
+        self.last_round_failed = False
+        # runtime.health: a clean round is progress, a failed one failing;
+        # registered while running (stuck past the threshold: NOT_SERVING).
+        self._health: ComponentHealth | None = None
+
+    def wake(self) -> None:
+        """Something was committed: look now instead of at the next poll."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Check the table's shape, then run in the background."""
+        if self._task is None:
+            async with self._pool.acquire() as conn:
+                await check_outbox_shape(conn, self.schema)
+            self._health = (self._monitor or default_monitor()).register(f"relay:{self.service}-outbox")
+            self._task = asyncio.create_task(self._run(), name=f"{self.service}-outbox-relay")
+            _RUNNING.add(self)
+
+    async def stop(self) -> None:
+        """Stop after the batch in flight (an interrupted batch is simply published again later)."""
+        task, self._task = self._task, None
+        _RUNNING.discard(self)
+        if self._health is not None:
+            self._health.close()
+            self._health = None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def backlog(self) -> int:
+        """Rows committed and not yet published (partial index: cheap while small)."""
+        count: int = await self._pool.fetchval(self._backlog_sql)
+        OUTBOX_BACKLOG.labels(self.service).set(count)
+        return count
+
+    def retry_delay(self) -> float:
+        """Capped exponential backoff after consecutive failed rounds."""
+        if self._failures_in_a_row == 0:
+            return 0.0
+        return float(min(self._max_retry_delay_s, self._retry_delay_s * 2 ** (self._failures_in_a_row - 1)))
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                published, failed = await self._round()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._failed(exc)
+                log.warning("%s outbox relay: round failed, retrying: %r", self.service, exc)
+                await asyncio.sleep(self.retry_delay())
+                continue
+            if failed:
+                await asyncio.sleep(self.retry_delay())
+                continue
+            if published >= self._batch_size:
+                continue  # more is waiting
+            if time.monotonic() - self._last_housekeeping >= _HOUSEKEEPING_EVERY_S:
+                await self._housekeeping()
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+            # that arrives as the wake-up does, and stop() would then wait forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_interval_s):
+                    await self._wake.wait()
+
+    async def _round(self) -> tuple[int, bool]:
+        self._wake.clear()  # a commit after this point wakes the next round
+        published = await self.run_once()
+        failed = self.last_round_failed
+        if not failed:
+            self._failures_in_a_row = 0
+            self.last_error = None
+            self.last_progress_at = time.time()
+            if self._health is not None:
+                self._health.progress()
+        elif self._health is not None:
+            self._health.failing(self.last_error or "publishing failed")
+        return published, failed
+
+    def _failed(self, exc: BaseException) -> None:
+        self._failures_in_a_row += 1
+        self.last_error = repr(exc)
+        if self._health is not None:
+            self._health.failing(exc)
+
+    async def _housekeeping(self) -> None:
+        """Refresh the backlog gauge; prune sent rows past the retention now and then."""
+        self._last_housekeeping = time.monotonic()
+        try:
+            await self.backlog()
+            if time.monotonic() - self._last_prune >= self._prune_every_s:
+                self._last_prune = time.monotonic()
+                await self._pool.execute(self._prune_sql, self._retention)
+        except Exception as exc:
+            log.warning("%s outbox relay: housekeeping failed: %r", self.service, exc)
+
+    async def run_once(self) -> int:
+        """Publish one batch; returns how many rows were marked sent
+        (:attr:`last_round_failed` says whether a publish failed)."""
+        self.last_round_failed = False
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock($1, $2)", _LOCK_NAMESPACE, self._lock_key
+            ):
+                return 0  # another replica is publishing
+            rows = await conn.fetch(self._claim_sql, self._batch_size)
+            if not rows:
+                return 0
+            groups: dict[str, list[_Pending]] = defaultdict(list)
+            for r in rows:
+                groups[r["partition_key"]].append(_Pending(r["id"], r["destination"], bytes(r["envelope"])))
+            sent: list[int] = []
+            set_aside: list[tuple[int, str]] = []
+            errors: list[BaseException] = []
+            await asyncio.gather(*(self._publish_group(g, sent, set_aside, errors) for g in groups.values()))
+            await self._mark_sent(conn, sent)
+            if set_aside:
+                await conn.executemany(self._set_aside_sql, set_aside)
+        if errors:
+            self.last_round_failed = True
+            self._failed(errors[0])
+        return len(sent)
+
+    async def _mark_sent(self, conn: asyncpg.Connection, ids: list[int]) -> None:
+        if ids:
+            await conn.execute(self._mark_sql, ids)
+
+    async def _publish_group(
+        self,
+        group: Sequence[_Pending],
+        sent: list[int],
+        set_aside: list[tuple[int, str]],
+        errors: list[BaseException],
+    ) -> None:
+        """One key's rows, in id order. Consecutive rows for one destination go
+        out as one batch (handed to the client in order, acks awaited together:
+        a burst costs one round trip, not one per row); a batch that fails is
+        published again whole next round (at-least-once, order kept)."""
+        for run in _runs(group):
+            try:
+                await self._publish_many(run)
+            except _UNPUBLISHABLE:
+                # Some row can never go out: one by one, to set it aside and keep the others.
+                if not await self._one_by_one(run, sent, set_aside, errors):
+                    return
+                continue
+            except Exception as exc:
+                self._publish_failed(run[0], exc, errors)
+                return  # later rows of this key wait, so they never overtake it
+            OUTBOX_PUBLISHED.labels(self.service, run[0].destination).inc(len(run))
+            sent.extend(row.id for row in run)
+
+    async def _one_by_one(
+        self,
+        run: Sequence[_Pending],
+        sent: list[int],
+        set_aside: list[tuple[int, str]],
+        errors: list[BaseException],
+    ) -> bool:
+        """Publish rows singly; False when one failed (and the rest must wait)."""
+        for row in run:
+            try:
+                await self._publish_many([row])
+            except _UNPUBLISHABLE as exc:
+                log.error("%s outbox row %d cannot be published: %r", self.service, row.id, exc)
+                OUTBOX_SET_ASIDE.labels(self.service).inc()
+                set_aside.append((row.id, repr(exc)))
+                continue
+            except Exception as exc:
+                self._publish_failed(row, exc, errors)
+                return False
+            OUTBOX_PUBLISHED.labels(self.service, row.destination).inc()
+            sent.append(row.id)
+        return True
+
+    def _publish_failed(self, row: _Pending, exc: Exception, errors: list[BaseException]) -> None:
+        OUTBOX_FAILURES.labels(self.service, row.destination).inc()
+        log.warning("%s outbox row %d: publish to %s failed: %r", self.service, row.id, row.destination, exc)
+        errors.append(exc)
+
+    async def _publish_many(self, rows: Sequence[_Pending]) -> None:
+        """Rows of one destination, in order."""
+        events = [(event_pb2.EventEnvelope.FromString(row.envelope), None) for row in rows]
+        destination = rows[0].destination
+        if destination == KAFKA:
+            if self._kafka is None:
+                # A wiring bug, not a bad row: keep it and retry (last_error shows it).
+                raise RuntimeError(f"{self.service} outbox relay has no Kafka publisher")
+            await self._kafka.publish_many(events)
+        elif destination == NATS:
+            if self._nats is None:
+                raise RuntimeError(f"{self.service} outbox relay has no NATS publisher")
+            await self._nats.publish_many(events)
+        else:
+            raise ValueError(f"unknown outbox destination {destination!r}")
+
+
+# Errors no retry can cure: the row is set aside (failed_at, last_error).
+_UNPUBLISHABLE = (NotRoutedError, ValueError, pb_message.DecodeError)
+
+
+def _runs(group: Sequence[_Pending]) -> list[list[_Pending]]:
+    """The group cut into runs of consecutive rows with the same destination."""
+    runs: list[list[_Pending]] = []
+    for row in group:
+        if runs and runs[-1][0].destination == row.destination:
+            runs[-1].append(row)
+        else:
+            runs.append([row])
+    return runs

@@ -1,0 +1,336 @@
+"""The shared transactional outbox (runtime/outbox.py) on real PostgreSQL,
+tansu and NATS: a rolled-back change publishes nothing; a committed one is
+published once even with two relays racing; a failed publish is retried and
+not lost; rows of one key go out in the order they were written.
+
+Each test gets its own schema, created by the real migration runner from
+outbox_table_sql(): the same DDL every service's migrations contain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from prometheus_client import REGISTRY
+from trading.common.v1 import event_pb2
+from trading.execution.v1 import events_pb2 as execution_events
+from trading.execution.v1 import types_pb2 as execution_types
+
+from runtime.config import Settings
+from runtime.contracts import event_registry
+from runtime.messaging import new_envelope
+from runtime.messaging.kafka import KafkaPublisher
+from runtime.messaging.kafka.admin import ensure_topics, platform_topics
+from runtime.messaging.nats import NatsPublisher
+from runtime.messaging.nats.streams import ensure_streams, platform_streams
+from runtime.outbox import (
+    KAFKA,
+    NATS,
+    OutboxRelay,
+    OutboxWriter,
+    check_outbox_shape,
+    outbox_table_sql,
+    running_relays,
+)
+from runtime.storage.migrations import migrate
+from runtime.storage.postgres import tenant_transaction
+from tests.support.faultproxy import FaultProxy
+from tests.support.nats import connect_harness
+from tests.support.polling import eventually
+
+ORDERS_TOPIC = "trading.execution.orders"
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def schema(pg_pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh schema holding nothing but an outbox made by the migration runner."""
+    name = f"outbox_{uuid.uuid4().hex[:10]}"
+    async with pg_pool.acquire() as conn:
+        user = await conn.fetchval("SELECT current_user")
+        (tmp_path / "0001_outbox.sql").write_text(outbox_table_sql(user))
+        await migrate(conn, name, tmp_path)
+        await check_outbox_shape(conn, name)
+    yield name
+    await pg_pool.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def brokers(infra_settings: Settings) -> AsyncIterator[tuple[KafkaPublisher, NatsClient]]:
+    registry = event_registry()
+    await ensure_topics(infra_settings.kafka, platform_topics(registry))
+    nc = await connect_harness(infra_settings)
+    await ensure_streams(nc.jetstream(), platform_streams(registry))
+    async with KafkaPublisher(infra_settings.kafka, registry, client_id="test-shared-outbox") as kafka:
+        yield kafka, nc
+    await nc.close()
+
+
+def status_changed(tenant: str, order_id: str) -> event_pb2.EventEnvelope:
+    """OrderStatusChanged: NATS only, through JetStream (Nats-Msg-Id = event id)."""
+    payload = execution_events.OrderStatusChanged(
+        order_id=order_id,
+        symbol="BTC-USD",
+        order=execution_types.Order(order_id=order_id, symbol="BTC-USD"),
+    )
+    return new_envelope(payload, tenant_id=tenant, correlation_id="test", producer="execution")
+
+
+def accepted(tenant: str, order_id: str) -> event_pb2.EventEnvelope:
+    """OrderAccepted: Kafka only."""
+    payload = execution_events.OrderAccepted(
+        order_id=order_id, order=execution_types.Order(order_id=order_id, symbol="BTC-USD")
+    )
+    return new_envelope(payload, tenant_id=tenant, correlation_id="test", producer="execution")
+
+
+class Received:
+    """Every NATS envelope of a tenant, in arrival order (core subscription: the stored ones arrive too)."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[event_pb2.EventEnvelope] = []
+
+    async def on_msg(self, msg: Msg) -> None:
+        self.envelopes.append(event_pb2.EventEnvelope.FromString(msg.data))
+
+    def ids(self) -> list[str]:
+        return [e.event_id for e in self.envelopes]
+
+
+async def subscribe(nc: NatsClient, tenant: str) -> tuple[Received, object]:
+    received = Received()
+    sub = await nc.subscribe(f"execution.orders.{tenant}.>", cb=received.on_msg)
+    await nc.flush()
+    return received, sub
+
+
+async def write(
+    pool: asyncpg.Pool,
+    writer: OutboxWriter,
+    tenant: str,
+    rows: Sequence[tuple[str, event_pb2.EventEnvelope, str]],
+) -> None:
+    """One committed tenant transaction adding (destination, envelope, key) rows."""
+    async with tenant_transaction(pool, tenant) as conn:
+        for destination, envelope, key in rows:
+            await writer.add(conn, destination, envelope, partition_key=key)  # type: ignore[arg-type]
+
+
+async def unsent(pool: asyncpg.Pool, schema: str) -> int:
+    count: int = await pool.fetchval(f'SELECT count(*) FROM "{schema}".outbox WHERE sent_at IS NULL')
+    return count
+
+
+def published_total(service: str, destination: str) -> float:
+    labels = {"service": service, "destination": destination}
+    return REGISTRY.get_sample_value("outbox_published_total", labels) or 0.0
+
+
+async def kafka_envelopes(settings: Settings, tenant: str, want: int, timeout: float = 20) -> list[str]:
+    """Event ids of `tenant` on the orders topic once `want` arrived, then another second for extras."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        parts = [TopicPartition(ORDERS_TOPIC, p) for p in consumer.partitions_for_topic(ORDERS_TOPIC) or {0}]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        found: list[str] = []
+        deadline = time.monotonic() + timeout
+        settle_until: float | None = None
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    envelope = event_pb2.EventEnvelope.FromString(record.value)
+                    if envelope.tenant_id == tenant:
+                        found.append(envelope.event_id)
+            if len(found) >= want:
+                # Enough: read a little longer, so a duplicate would be seen too.
+                settle_until = settle_until or time.monotonic() + 1.0
+                if time.monotonic() >= settle_until:
+                    break
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def test_a_rolled_back_change_publishes_nothing(
+    pg_pool: asyncpg.Pool, schema: str, brokers: tuple[KafkaPublisher, NatsClient]
+) -> None:
+    kafka, nc = brokers
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    writer = OutboxWriter(schema)
+    received, sub = await subscribe(nc, tenant)
+    relay = OutboxRelay(pg_pool, schema, kafka=kafka, nats=NatsPublisher(nc, event_registry()))
+
+    class Abort(Exception):
+        pass
+
+    with pytest.raises(Abort):
+        async with tenant_transaction(pg_pool, tenant) as conn:
+            await writer.add(conn, NATS, status_changed(tenant, str(uuid.uuid4())))
+            await writer.add(conn, KAFKA, accepted(tenant, str(uuid.uuid4())))
+            raise Abort  # the change fails after its events were added
+    assert await relay.run_once() == 0
+    assert await relay.backlog() == 0
+    assert await pg_pool.fetchval(f'SELECT count(*) FROM "{schema}".outbox') == 0
+    await nc.flush()
+    await asyncio.sleep(0.3)
+    assert received.envelopes == []
+
+    # Outside a transaction the writer refuses: the row would commit on its own.
+    async with pg_pool.acquire() as conn:
+        with pytest.raises(RuntimeError, match="transaction"):
+            await writer.add(conn, NATS, status_changed(tenant, str(uuid.uuid4())))
+    await sub.unsubscribe()  # type: ignore[attr-defined]
+
+
+async def test_committed_rows_are_published_exactly_once_by_two_racing_relays(
+    infra_settings: Settings, pg_pool: asyncpg.Pool, schema: str, brokers: tuple[KafkaPublisher, NatsClient]
+) -> None:
+    kafka, nc = brokers
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    writer = OutboxWriter(schema)
+    received, sub = await subscribe(nc, tenant)
+    orders = [str(uuid.uuid4()) for _ in range(6)]
+    written: list[tuple[str, event_pb2.EventEnvelope, str]] = []
+    for _ in range(5):
+        rows = [(KAFKA, accepted(tenant, o), o) for o in orders] + [
+            (NATS, status_changed(tenant, o), o) for o in orders
+        ]
+        await write(pg_pool, writer, tenant, rows)
+        written.extend(rows)
+    kafka_ids = [e.event_id for d, e, _ in written if d == KAFKA]
+    nats_ids = [e.event_id for d, e, _ in written if d == NATS]
+    before = {d: published_total(schema, d) for d in (KAFKA, NATS)}
+
+    nats_publisher = NatsPublisher(nc, event_registry())
+    # Small batches, so the two relays take turns over several rounds.
+    relays = [
+        OutboxRelay(pg_pool, schema, kafka=kafka, nats=nats_publisher, batch_size=7, poll_interval_s=0.01)
+        for _ in range(2)
+    ]
+    for relay in relays:
+        await relay.start()
+    assert set(relays) <= set(running_relays())
+    try:
+        await eventually(lambda: _zero(unsent(pg_pool, schema)), what="every row sent")
+    finally:
+        for relay in relays:
+            await relay.stop()
+
+    # Every row was published by exactly one relay, once.
+    assert published_total(schema, KAFKA) - before[KAFKA] == len(kafka_ids)
+    assert published_total(schema, NATS) - before[NATS] == len(nats_ids)
+    on_kafka = await kafka_envelopes(infra_settings, tenant, want=len(kafka_ids))
+    assert sorted(on_kafka) == sorted(kafka_ids)  # no loss, no duplicate
+    await eventually(lambda: _true(len(received.envelopes) >= len(nats_ids)), what="every NATS event")
+    assert sorted(received.ids()) == sorted(nats_ids)
+    # Per key (order), the events arrived in the order they were written.
+    for order in orders:
+        wrote = [e.event_id for d, e, k in written if d == NATS and k == order]
+        got = [e.event_id for e in received.envelopes if _order_id(e) == order]
+        assert got == wrote
+    assert await relays[0].backlog() == 0
+    assert not set(relays) & set(running_relays())  # stopped
+    assert REGISTRY.get_sample_value("outbox_backlog", {"service": schema}) == 0
+    await sub.unsubscribe()  # type: ignore[attr-defined]
+
+
+async def test_a_failed_publish_is_retried_in_order_and_not_lost(
+    infra_settings: Settings, pg_pool: asyncpg.Pool, schema: str, brokers: tuple[KafkaPublisher, NatsClient]
+) -> None:
+    kafka, nc = brokers
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    writer = OutboxWriter(schema)
+    received, sub = await subscribe(nc, tenant)
+    scheme, address = infra_settings.nats.url.split("://", 1)
+    host, port = address.rsplit(":", 1)
+    async with FaultProxy(host, int(port)) as proxy:
+        # The relay's own connection goes through the proxy; the test's subscription does not.
+        proxied = infra_settings.nats.model_copy(update={"url": f"{scheme}://{proxy.address}"})
+        relay_nc = await connect_harness(infra_settings.model_copy(update={"nats": proxied}))
+        try:
+            publisher = NatsPublisher(relay_nc, event_registry(), js_timeout_s=0.3)
+            relay = OutboxRelay(
+                pg_pool,
+                schema,
+                kafka=kafka,
+                nats=publisher,
+                poll_interval_s=0.05,
+                retry_delay_s=0.05,
+                max_retry_delay_s=0.2,
+            )
+            keys = [str(uuid.uuid4()) for _ in range(2)]
+            written = [(NATS, status_changed(tenant, k), k) for _ in range(4) for k in keys]
+            proxy.hold()  # the broker stops answering: every publish times out
+            await relay.start()
+            try:
+                await write(pg_pool, writer, tenant, written[:4])
+                relay.wake()
+                await eventually(lambda: _true(relay.last_error is not None), what="a failed publish")
+                assert relay.retry_delay() > 0
+                await write(pg_pool, writer, tenant, written[4:])  # more arrives during the outage
+                assert await relay.backlog() == len(written)  # nothing lost, nothing marked
+                proxy.release()
+                await eventually(
+                    lambda: _zero(unsent(pg_pool, schema)), what="every row sent after the outage"
+                )
+                await eventually(lambda: _true(relay.last_error is None), what="the relay healthy again")
+            finally:
+                await relay.stop()
+        finally:
+            await relay_nc.close()
+    await eventually(lambda: _true(len(set(received.ids())) >= len(written)), what="every event")
+    # JetStream dropped the retried copies (same Nats-Msg-Id), so each arrived once, in order per key.
+    first_seen = list(dict.fromkeys(received.ids()))
+    assert sorted(first_seen) == sorted(e.event_id for _, e, _ in written)
+    for key in keys:
+        wrote = [e.event_id for _, e, k in written if k == key]
+        assert [i for i in first_seen if i in set(wrote)] == wrote
+    await sub.unsubscribe()  # type: ignore[attr-defined]
+
+
+async def test_an_unpublishable_row_is_set_aside_without_blocking_the_rest(
+    pg_pool: asyncpg.Pool, schema: str, brokers: tuple[KafkaPublisher, NatsClient]
+) -> None:
+    kafka, nc = brokers
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    writer = OutboxWriter(schema)
+    received, sub = await subscribe(nc, tenant)
+    order = str(uuid.uuid4())
+    good = status_changed(tenant, order)
+    # OrderAccepted has no NATS subject: it can never go there.
+    await write(pg_pool, writer, tenant, [(NATS, accepted(tenant, order), "k"), (NATS, good, "k")])
+    relay = OutboxRelay(pg_pool, schema, kafka=kafka, nats=NatsPublisher(nc, event_registry()))
+    assert await relay.run_once() == 1
+    assert not relay.last_round_failed
+    row = await pg_pool.fetchrow(f'SELECT failed_at, last_error FROM "{schema}".outbox WHERE sent_at IS NULL')
+    assert row is not None and row["failed_at"] is not None and "nats_subject" in row["last_error"]
+    assert await relay.backlog() == 0
+    await eventually(lambda: _true(received.ids() == [good.event_id]), what="the good row published")
+    await sub.unsubscribe()  # type: ignore[attr-defined]
+
+
+def _order_id(envelope: event_pb2.EventEnvelope) -> str:
+    payload = execution_events.OrderStatusChanged()
+    envelope.payload.Unpack(payload)
+    return payload.order_id
+
+
+async def _zero(count: Awaitable[int]) -> bool:
+    return await count == 0
+
+
+async def _true(value: bool) -> bool:
+    return value
