@@ -189,7 +189,7 @@ def prepare_pki(settings: Settings) -> None:
 def isolated_settings(base: Settings, var_dir: Path) -> Settings:
     """`base` made private to one test or benchmark platform: every service and
     the gateway on spare ports, a database of its own on the same PostgreSQL
-    server, and its own Redis, NATS and tansu on spare ports (LocalInfra starts
+    server, and its own Redis, NATS and tansu (on its own S3 server) on spare ports (LocalInfra starts
     them, since nothing answers there), so its services never see another
     platform's or test's keys, subjects, topics or rows."""
     settings = base.model_copy(deep=True)
@@ -201,6 +201,9 @@ def isolated_settings(base: Settings, var_dir: Path) -> Settings:
     settings.nats.url = f"nats://127.0.0.1:{free_port()}"
     settings.kafka.bootstrap_servers = ""  # LocalInfra starts tansu on local_port
     settings.kafka.local_port = free_port()
+    # ...storing on its own SeaweedFS (in var_dir) on a spare S3 port.
+    settings.kafka.s3_endpoint = ""
+    settings.kafka.s3_port = free_port()
     settings.clickhouse.url = ""
     # The services' own chdb folder (one engine path per process).
     settings.clickhouse.chdb_path = var_dir / "chdb-services"

@@ -22,7 +22,7 @@ from functools import cache
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from trading.common.v1 import event_pb2
 
 from runtime.messaging.headers import extract_trace, inject_trace
@@ -83,6 +83,12 @@ class MessagingMetrics:
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
+        self._consumer_lag = Gauge(
+            "trading_messaging_consumer_lag",
+            "Records behind the partition's high watermark (Kafka consumer groups).",
+            ["topic", "partition", "group"],
+            registry=reg,
+        )
         # Labelled children by label values: `.labels()` takes a lock and
         # builds a tuple each call; a dict hit is cheaper.
         self._counters: dict[tuple[str, ...], Counter] = {}
@@ -121,6 +127,9 @@ class MessagingMetrics:
 
     def dead_lettered(self, transport: str, consumer: str, reason: str) -> None:
         self._count(self._dead_lettered, transport, consumer, reason)
+
+    def consumer_lag(self, topic: str, partition: int, group: str, lag: int) -> None:
+        self._consumer_lag.labels(topic, str(partition), group).set(lag)
 
 
 @cache

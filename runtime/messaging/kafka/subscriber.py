@@ -1,15 +1,25 @@
 """Kafka subscriber: a consumer group member that hands each event to a
 handler and commits offsets only after the handler is done with it
 (at-least-once). Failing handlers are retried in process with backoff, then
-the message goes to `<topic>.dlq` and consumption goes on."""
+the message goes to `<topic>.dlq` and consumption goes on.
+
+It heals itself: a broker restart, lost topic metadata or a fetch that keeps
+failing leaves it "stalled" (`stalled_reason`); after
+`settings.consumer_heal_after_s` it refreshes metadata, recreates missing
+topics and replaces its consumer, which rejoins the group and resumes from
+the committed offsets. `last_progress_monotonic` and `stalled_reason` are for
+health checks; consumer lag per partition goes to a Prometheus gauge."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -29,7 +39,7 @@ from runtime.messaging.consuming import attempt, decode, reason_of
 from runtime.messaging.deadletter import dead_letter_headers
 from runtime.messaging.envelope import EnvelopeError
 from runtime.messaging.headers import from_kafka, to_kafka
-from runtime.messaging.kafka.admin import dlq_topic
+from runtime.messaging.kafka.admin import dlq_topic, ensure_topics
 from runtime.messaging.kafka.publisher import KafkaPublisher
 from runtime.messaging.kafka.security import client_security
 from runtime.messaging.telemetry import MessagingMetrics, default_metrics, mark_failed, process_span
@@ -37,6 +47,14 @@ from runtime.messaging.telemetry import MessagingMetrics, default_metrics, mark_
 log = logging.getLogger(__name__)
 
 _KAFKA = Transport.KAFKA.value
+
+
+def _in_group(consumer: AIOKafkaConsumer) -> bool:
+    """True when the consumer joined its group (a member may rightly hold no
+    partitions: more members than partitions)."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    generation = getattr(coordinator, "generation", -1)
+    return isinstance(generation, int) and generation >= 0
 
 
 class KafkaSubscriber:
@@ -83,8 +101,8 @@ class KafkaSubscriber:
         self._retry = retry or RetryPolicy()
         self._max_records = max_records
         self._metrics = metrics or default_metrics()
-        self._consumer = AIOKafkaConsumer(
-            *self._topics,
+        self._settings = settings
+        self._consumer_args: dict[str, Any] = dict(
             bootstrap_servers=settings.servers,
             client_id=client_id,
             group_id=group,
@@ -95,9 +113,39 @@ class KafkaSubscriber:
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             rebalance_timeout_ms=settings.rebalance_timeout_ms,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            # Refresh metadata often enough to notice a broker that came back.
+            metadata_max_age_ms=settings.consumer_metadata_max_age_ms,
             **client_security(settings),
         )
+        self._consumer = self._new_consumer()
         self._task: asyncio.Task[None] | None = None
+        # Health: when it last was known to consume (or to have nothing to
+        # consume), why not since, and how often it replaced its consumer.
+        self._last_progress = time.monotonic()
+        self._stalled_reason: str | None = None
+        self._stalled_since: float | None = None
+        self._heals = 0
+        self._failed_heals = 0
+        self._next_offsets: dict[TopicPartition, int] = {}
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(*self._topics, **self._consumer_args)
+
+    @property
+    def last_progress_monotonic(self) -> float:
+        """time.monotonic() of the last poll that found the subscriber healthy:
+        partitions assigned, its topics known, records fetched or none waiting."""
+        return self._last_progress
+
+    @property
+    def stalled_reason(self) -> str | None:
+        """Why it is not consuming right now (None when healthy)."""
+        return self._stalled_reason
+
+    @property
+    def heals(self) -> int:
+        """How many times it replaced its consumer to recover."""
+        return self._heals
 
     @property
     def name(self) -> str:
@@ -153,12 +201,92 @@ class KafkaSubscriber:
                 batch = await self._consumer.getmany(timeout_ms=500, max_records=self._max_records)
             except KafkaError as exc:
                 log.warning("kafka fetch failed for %s: %s", self._name, exc)
+                self._stall(f"fetch failed: {exc!r}")
+                await self._heal_if_due()
                 await asyncio.sleep(0.5)
                 continue
             for tp, records in batch.items():
                 for record in records:
                     await self._process(record)
                 await self._commit(tp, records[-1].offset + 1)
+                self._next_offsets[tp] = records[-1].offset + 1
+            self._observe(fetched=bool(batch))
+            await self._heal_if_due()
+
+    def _observe(self, *, fetched: bool) -> None:
+        """Update the health state and the lag gauge after a poll."""
+        consumer = self._consumer
+        assigned: set[TopicPartition] = consumer.assignment()
+        cluster = consumer._client.cluster  # aiokafka has no public view of its metadata
+        unknown = [t for t in self._topics if not cluster.partitions_for_topic(t)]
+        behind = False
+        for tp in assigned:
+            high = consumer.highwater(tp)
+            position = self._next_offsets.get(tp)
+            if high is None or position is None:
+                continue
+            lag = max(high - position, 0)
+            behind |= lag > 0
+            self._metrics.consumer_lag(tp.topic, tp.partition, self._group, lag)
+        if unknown:
+            self._stall(f"topics unknown to the broker: {', '.join(unknown)}")
+        elif not assigned and not _in_group(consumer):
+            self._stall("no partitions assigned (not in the group)")
+        elif behind and not fetched and self._stalled_since is not None:
+            # Records wait but none came: keep the stall that began before.
+            pass
+        elif behind and not fetched:
+            self._stall("records wait but none were fetched")
+        else:
+            self._healthy()
+
+    def _stall(self, reason: str) -> None:
+        if self._stalled_reason is None:
+            log.warning("subscriber %s stalled: %s", self._name, reason)
+        self._stalled_reason = reason
+        if self._stalled_since is None:
+            self._stalled_since = time.monotonic()
+
+    def _healthy(self) -> None:
+        if self._stalled_reason is not None:
+            log.info("subscriber %s consumes again (was: %s)", self._name, self._stalled_reason)
+        self._stalled_reason = None
+        self._stalled_since = None
+        self._failed_heals = 0
+        self._last_progress = time.monotonic()
+
+    async def _heal_if_due(self) -> None:
+        since = self._stalled_since
+        # Back off when healing did not help (a broker still away, a slow group join).
+        wait = self._settings.consumer_heal_after_s * min(2**self._failed_heals, 6)
+        if since is None or time.monotonic() - since < wait:
+            return
+        log.warning(
+            "subscriber %s stalled for %.1fs (%s): recreating its topics if missing and its consumer",
+            self._name, time.monotonic() - since, self._stalled_reason,
+        )  # fmt: skip
+        self._heals += 1
+        self._failed_heals += 1
+        # The stall clock restarts: the next heal comes after another full wait.
+        self._stalled_since = time.monotonic()
+        try:
+            # Lost metadata (a broker that forgot its topics): create them again
+            # (idempotent), with their dead-letter topics.
+            await ensure_topics(self._settings, [*self._topics, *(dlq_topic(t) for t in self._topics)])
+        except (KafkaError, OSError) as exc:
+            log.warning("subscriber %s: ensuring topics failed: %s", self._name, exc)
+            return  # the broker is still away: try again after the next wait
+        old, self._consumer = self._consumer, self._new_consumer()
+        with contextlib.suppress(Exception):
+            # Leaving the group may hang on a broker that went away: bounded.
+            await asyncio.wait_for(old.stop(), 5.0)
+        self._next_offsets.clear()
+        try:
+            # A fresh consumer: new metadata, joins the group again and starts
+            # at the committed offsets (earliest where none, or out of range).
+            await self._consumer.start()
+        except (KafkaError, OSError) as exc:
+            log.warning("subscriber %s: restarting its consumer failed: %s", self._name, exc)
 
     async def _commit(self, tp: TopicPartition, offset: int) -> None:
         try:
