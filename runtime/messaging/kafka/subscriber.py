@@ -23,6 +23,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.protocol.group import LeaveGroupRequest
 
 from runtime.config import KafkaSettings
 from runtime.messaging import headers as h
@@ -47,6 +48,27 @@ from runtime.messaging.telemetry import MessagingMetrics, default_metrics, mark_
 log = logging.getLogger(__name__)
 
 _KAFKA = Transport.KAFKA.value
+
+
+async def _leave_group(consumer: AIOKafkaConsumer) -> None:
+    """Leave the group now, so its partitions go to the others at once.
+
+    aiokafka leaves only from generation 1 on, but tansu numbers generations
+    from 0: without this, the group waits a whole session timeout for a member
+    that is gone (a heal took 11 s instead of about one)."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None or getattr(coordinator, "generation", -1) != 0 or not coordinator.member_id:
+        return  # aiokafka leaves on its own (or never joined)
+    with contextlib.suppress(Exception):  # best effort, as aiokafka's own attempt
+        await asyncio.wait_for(
+            coordinator._send_req(LeaveGroupRequest(coordinator.group_id, coordinator.member_id)), 2.0
+        )
+
+
+def _has_coordinator(consumer: AIOKafkaConsumer) -> bool:
+    """False while the consumer knows no group coordinator (it lost the broker)."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    return coordinator is None or getattr(coordinator, "coordinator_id", 0) is not None
 
 
 def _in_group(consumer: AIOKafkaConsumer) -> bool:
@@ -126,6 +148,7 @@ class KafkaSubscriber:
         self._stalled_since: float | None = None
         self._heals = 0
         self._failed_heals = 0
+        self._heal_requests: list[asyncio.Future[bool]] = []
         self._next_offsets: dict[TopicPartition, int] = {}
 
     def _new_consumer(self) -> AIOKafkaConsumer:
@@ -171,6 +194,7 @@ class KafkaSubscriber:
             # minutes). Give the loop a moment, then stop the consumer, which
             # tears down the fetcher and releases the task.
             await asyncio.wait({task}, timeout=2.0)
+            await _leave_group(self._consumer)
             await self._consumer.stop()
             if not task.done():
                 await asyncio.wait({task}, timeout=5.0)
@@ -197,12 +221,28 @@ class KafkaSubscriber:
 
     async def _run(self) -> None:
         while True:
+            if self._heal_requests:
+                # Healing happens here, between polls: never stop a consumer
+                # under a pending getmany (aiokafka can break or hang there).
+                healed = await self._replace_consumer()
+                requests, self._heal_requests = self._heal_requests, []
+                for request in requests:
+                    if not request.done():
+                        request.set_result(healed)
             try:
                 batch = await self._consumer.getmany(timeout_ms=500, max_records=self._max_records)
             except KafkaError as exc:
                 log.warning("kafka fetch failed for %s: %s", self._name, exc)
                 self._stall(f"fetch failed: {exc!r}")
-                await self._heal_if_due()
+                self._heal_if_due()
+                await asyncio.sleep(0.5)
+                continue
+            except Exception as exc:
+                # Anything else from the client must not end consumption for
+                # good: report it, back off, let the heal replace the consumer.
+                log.exception("kafka consumer of %s failed", self._name)
+                self._stall(f"consumer failed: {exc!r}")
+                self._heal_if_due()
                 await asyncio.sleep(0.5)
                 continue
             for tp, records in batch.items():
@@ -211,7 +251,7 @@ class KafkaSubscriber:
                 await self._commit(tp, records[-1].offset + 1)
                 self._next_offsets[tp] = records[-1].offset + 1
             self._observe(fetched=bool(batch))
-            await self._heal_if_due()
+            self._heal_if_due()
 
     def _observe(self, *, fetched: bool) -> None:
         """Update the health state and the lag gauge after a poll."""
@@ -220,16 +260,27 @@ class KafkaSubscriber:
         cluster = consumer._client.cluster  # aiokafka has no public view of its metadata
         unknown = [t for t in self._topics if not cluster.partitions_for_topic(t)]
         behind = False
+        past_end: list[str] = []
         for tp in assigned:
             high = consumer.highwater(tp)
             position = self._next_offsets.get(tp)
             if high is None or position is None:
                 continue
-            lag = max(high - position, 0)
+            if position > high:
+                # The log is shorter than what was consumed: the broker lost
+                # data (a restart on memory storage). Fetching there waits
+                # for offsets that were already handed out once.
+                past_end.append(f"{tp.topic}[{tp.partition}] at {position} > end {high}")
+                continue
+            lag = high - position
             behind |= lag > 0
             self._metrics.consumer_lag(tp.topic, tp.partition, self._group, lag)
-        if unknown:
+        if past_end:
+            self._stall(f"consumed past the end of the log (broker lost data?): {', '.join(past_end)}")
+        elif unknown:
             self._stall(f"topics unknown to the broker: {', '.join(unknown)}")
+        elif not _has_coordinator(consumer):
+            self._stall("group coordinator unavailable (broker unreachable or restarting)")
         elif not assigned and not _in_group(consumer):
             self._stall("no partitions assigned (not in the group)")
         elif behind and not fetched and self._stalled_since is not None:
@@ -242,7 +293,9 @@ class KafkaSubscriber:
 
     def _stall(self, reason: str) -> None:
         if self._stalled_reason is None:
-            log.warning("subscriber %s stalled: %s", self._name, reason)
+            # Info: a group join or a broker restart stalls briefly; a stall
+            # that lasts is logged as a warning when it is healed.
+            log.info("subscriber %s stalled: %s", self._name, reason)
         self._stalled_reason = reason
         if self._stalled_since is None:
             self._stalled_since = time.monotonic()
@@ -255,38 +308,56 @@ class KafkaSubscriber:
         self._failed_heals = 0
         self._last_progress = time.monotonic()
 
-    async def _heal_if_due(self) -> None:
+    def _heal_if_due(self) -> None:
         since = self._stalled_since
         # Back off when healing did not help (a broker still away, a slow group join).
         wait = self._settings.consumer_heal_after_s * min(2**self._failed_heals, 6)
-        if since is None or time.monotonic() - since < wait:
+        if since is None or time.monotonic() - since < wait or self._heal_requests:
             return
         log.warning(
             "subscriber %s stalled for %.1fs (%s): recreating its topics if missing and its consumer",
             self._name, time.monotonic() - since, self._stalled_reason,
         )  # fmt: skip
-        self._heals += 1
         self._failed_heals += 1
         # The stall clock restarts: the next heal comes after another full wait.
         self._stalled_since = time.monotonic()
+        self._heal_requests.append(asyncio.get_running_loop().create_future())
+
+    async def heal(self) -> bool:
+        """Recreate missing topics (with their dead-letter topics) and replace
+        the consumer with a fresh one: new metadata, a new group membership,
+        consumption resumed at the committed offsets (earliest where none or
+        out of range). Done on its own after a stall; a watchdog may call it
+        too. Returns once done (within a poll, ~0.5 s, plus the work); False
+        when the broker could not be reached (it is tried again later)."""
+        if self._task is None or self._task.done():
+            raise RuntimeError(f"subscriber {self._name} is not running")
+        request: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._heal_requests.append(request)
+        return await request
+
+    async def _replace_consumer(self) -> bool:
+        self._heals += 1
         try:
-            # Lost metadata (a broker that forgot its topics): create them again
-            # (idempotent), with their dead-letter topics.
+            # Lost metadata (a broker that forgot its topics): create them
+            # again. Idempotent: existing topics are left alone.
             await ensure_topics(self._settings, [*self._topics, *(dlq_topic(t) for t in self._topics)])
         except (KafkaError, OSError) as exc:
             log.warning("subscriber %s: ensuring topics failed: %s", self._name, exc)
-            return  # the broker is still away: try again after the next wait
+            return False
         old, self._consumer = self._consumer, self._new_consumer()
+        await _leave_group(old)
         with contextlib.suppress(Exception):
-            # Leaving the group may hang on a broker that went away: bounded.
+            # Stopping may hang on a broker that went away: bounded.
             await asyncio.wait_for(old.stop(), 5.0)
         self._next_offsets.clear()
         try:
-            # A fresh consumer: new metadata, joins the group again and starts
-            # at the committed offsets (earliest where none, or out of range).
             await self._consumer.start()
         except (KafkaError, OSError) as exc:
             log.warning("subscriber %s: restarting its consumer failed: %s", self._name, exc)
+            return False
+        log.info("subscriber %s: consumer replaced, rejoining group %s", self._name, self._group)
+        return True
 
     async def _commit(self, tp: TopicPartition, offset: int) -> None:
         try:
