@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 import pwd
@@ -448,8 +449,6 @@ def seaweedfs_dir(settings: Settings) -> Path:
 
 def write_s3_config(path: Path, storage: S3Storage) -> Path:
     """SeaweedFS's S3 identities file (mode 0600: it holds the secret key)."""
-    import json
-
     identities = {
         "identities": [
             {
@@ -466,6 +465,27 @@ def write_s3_config(path: Path, storage: S3Storage) -> Path:
         json.dump(identities, fh)
     tmp.replace(path)
     return path
+
+
+_SEAWEEDFS_INNER = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3_grpc")
+
+
+def _seaweedfs_inner_ports(data_dir: Path, host: str) -> dict[str, int]:
+    """The ports of SeaweedFS's inner servers: those of the last start (its
+    master keeps its state under a folder named by its port, and the volume
+    server knows the master by address), new spare ones on the first start or
+    when one is taken now."""
+    path = data_dir / "ports.json"
+    try:
+        ports = {k: int(v) for k, v in json.loads(path.read_text()).items()}
+        if set(ports) == set(_SEAWEEDFS_INNER) and all(_bindable(host, p) for p in ports.values()):
+            _handed_out.update(ports.values())
+            return ports
+    except (OSError, ValueError, AttributeError):
+        pass
+    ports = {name: free_port(host) for name in _SEAWEEDFS_INNER}
+    path.write_text(json.dumps(ports))
+    return ports
 
 
 def start_seaweedfs(
@@ -485,7 +505,8 @@ def start_seaweedfs(
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     config = write_s3_config(data_dir / "s3.json", storage)
-    master, volume, filer = free_port(host), free_port(host), free_port(host)
+    ports = _seaweedfs_inner_ports(data_dir, host)
+    master, volume, filer = ports["master"], ports["volume"], ports["filer"]
     argv = [
         str(find_weed_binary()),
         "server",
@@ -493,18 +514,21 @@ def start_seaweedfs(
         f"-ip={host}",
         f"-ip.bind={host}",
         f"-master.port={master}",
-        f"-master.port.grpc={free_port(host)}",
+        f"-master.port.grpc={ports['master_grpc']}",
         # One small volume size: the default (30 GB preallocation hints) is for servers.
         "-master.volumeSizeLimitMB=256",
         "-master.telemetry=false",
+        # A lone master restarting on its raft state waits an election
+        # timeout (10 s by default) before it leads again: there is nobody to wait for.
+        "-master.electionTimeout=1s",
         f"-volume.port={volume}",
-        f"-volume.port.grpc={free_port(host)}",
+        f"-volume.port.grpc={ports['volume_grpc']}",
         "-filer",
         f"-filer.port={filer}",
-        f"-filer.port.grpc={free_port(host)}",
+        f"-filer.port.grpc={ports['filer_grpc']}",
         "-s3",
         f"-s3.port={s3_port}",
-        f"-s3.port.grpc={free_port(host)}",
+        f"-s3.port.grpc={ports['s3_grpc']}",
         f"-s3.config={config}",
         # No Iceberg / Lance catalogs (they would take fixed ports 8181 and 9101).
         "-s3.port.iceberg=0",
@@ -523,7 +547,7 @@ def start_seaweedfs(
         try:
             if not bucket_made:
                 reply = httpx.post(f"http://{host}:{filer}/buckets/{storage.bucket}/", timeout=1.0)
-                if reply.status_code >= 300:
+                if reply.status_code >= 300 and reply.status_code != 409:  # 409: made before a restart
                     return False
                 bucket_made = True
             probe = httpx.get(f"http://{host}:{s3_port}/{storage.bucket}", timeout=1.0)
