@@ -10,8 +10,9 @@ Nothing here runs unless a test asks for it, so unit tests need no server.
   platform's users and permissions (secrets in the session's var dir) plus the
   test harness user (``tests.support.nats.connect_harness``); tests still use
   unique subjects and stream names. Kafka: a tansu broker started for the
-  session on a spare port, storing on the session's own SeaweedFS (S3). ClickHouse: chdb in a temp dir. If a shared server
-  does not answer (a bare machine), an embedded one is started in its place.
+  session on a spare port, storing on the session's own SeaweedFS (S3).
+  ClickHouse: chdb in a temp dir. If a shared server does not answer (a bare
+  machine), an embedded one is started in its place.
 - chdb opens one engine path per process: every test in the session must use
   ``infra_settings.clickhouse`` (or the ``clickhouse`` fixture), never its own path.
 - Tests under ``tests/integration``, ``tests/security`` and ``tests/faults`` get the ``integration``

@@ -264,7 +264,9 @@ class ManagedProcess:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 level = logging.DEBUG if self.kill_after_stop_is_normal else logging.WARNING
-                log.log(level, "%s: no exit %.0fs after %s, killing", self.name, timeout, self.stop_signal.name)
+                log.log(
+                    level, "%s: no exit %.0fs after %s, killing", self.name, timeout, self.stop_signal.name
+                )
                 self.kill()
         return proc.returncode
 

@@ -463,7 +463,9 @@ async def test_trading_across_kill_9_of_the_broker_loses_and_doubles_nothing(pla
 
     async def positions() -> dict[str, tuple[Decimal, int]]:
         reply = await platform.portfolio.GetPositions(
-            ppb.GetPositionsRequest(include_closed=True), metadata=platform.md("portfolio", tenant), timeout=10
+            ppb.GetPositionsRequest(include_closed=True),
+            metadata=platform.md("portfolio", tenant),
+            timeout=10,
         )
         return {p.symbol: (from_proto(p.quantity), p.version) for p in reply.positions}
 
