@@ -194,6 +194,10 @@ class KafkaSubscriber:
             # minutes). Give the loop a moment, then stop the consumer, which
             # tears down the fetcher and releases the task.
             await asyncio.wait({task}, timeout=2.0)
+            for request in self._heal_requests:
+                if not request.done():
+                    request.set_result(False)
+            self._heal_requests.clear()
             await _leave_group(self._consumer)
             await self._consumer.stop()
             if not task.done():
@@ -352,8 +356,10 @@ class KafkaSubscriber:
             await asyncio.wait_for(old.stop(), 5.0)
         self._next_offsets.clear()
         try:
-            await self._consumer.start()
-        except (KafkaError, OSError) as exc:
+            # start() returns once the group assigned partitions; a join that
+            # takes longer goes on in the background (getmany drives it).
+            await asyncio.wait_for(self._consumer.start(), 30.0)
+        except (KafkaError, OSError, TimeoutError) as exc:
             log.warning("subscriber %s: restarting its consumer failed: %s", self._name, exc)
             return False
         log.info("subscriber %s: consumer replaced, rejoining group %s", self._name, self._group)
