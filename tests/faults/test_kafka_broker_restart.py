@@ -29,6 +29,7 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client import REGISTRY
 from trading.common.v1 import decimal_pb2, event_pb2, market_pb2
 from trading.common.v1 import types_pb2 as common
 from trading.execution.v1 import execution_service_pb2 as epb
@@ -245,6 +246,16 @@ async def test_subscriber_resumes_from_commits_after_kill_9_of_broker(
                     await asyncio.sleep(0.1)
             assert time.monotonic() - subscriber.last_progress_monotonic < 5
             heals = subscriber.heals
+            # Caught up: the lag gauge says 0 for every partition it consumed.
+            lags = {
+                tp.partition: REGISTRY.get_sample_value(
+                    "trading_messaging_consumer_lag",
+                    {"topic": tp.topic, "partition": str(tp.partition), "group": "faults"},
+                )
+                for tp in subscriber._consumer.assignment()
+            }
+            assert lags and all(lag in (0.0, None) for lag in lags.values()), lags
+            assert any(lag == 0.0 for lag in lags.values()), lags
             # A forced heal (what a watchdog may do): a new consumer resumes at
             # the committed offsets, so nothing is lost and nothing comes again.
             seen = len(consumed.ids)
