@@ -863,12 +863,24 @@ class LocalInfra:
     ``stop()``. `settings` may be changed by the caller beforehand (ports, paths).
     """
 
-    def __init__(self, settings: Settings, *, log_dir: Path | None = None, fast: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        log_dir: Path | None = None,
+        fast: bool = False,
+        kafka_in_background: bool = False,
+    ) -> None:
         self.settings = settings
         self.log_dir = log_dir or settings.var_dir / "log"
         self.fast = fast
+        # start() returns before Kafka is up (await kafka_ready()): services
+        # wait for their dependencies anyway, and tansu on S3 needs SeaweedFS
+        # first (~4 s) while the services import their code.
+        self.kafka_in_background = kafka_in_background
         self.started: dict[str, ManagedProcess] = {}
         self.lines: list[str] = []
+        self._kafka: asyncio.Task[None] | None = None
 
     def _say(self, line: str) -> None:
         self.lines.append(line)
@@ -888,19 +900,37 @@ class LocalInfra:
 
     async def start(self) -> LocalInfra:
         s = self.settings
+        # tansu on S3 waits for SeaweedFS (a few seconds): both start
+        # alongside the other servers, not after them.
+        self._kafka = asyncio.create_task(asyncio.to_thread(self._start_kafka))
         try:
-            # tansu on S3 waits for SeaweedFS (a few seconds): start both
-            # alongside the other servers, not after them.
-            await asyncio.gather(asyncio.to_thread(self._start_servers), asyncio.to_thread(self._start_kafka))
+            await asyncio.to_thread(self._start_servers)
             admin = endpoint_of(s.postgres.admin_dsn, 5432)
             await wait_for_port(admin.host, admin.port, 30)
             name = database_of(s.postgres.dsn)
             if await ensure_database(s.postgres.admin_dsn, name):
                 self._say(f"postgres: created database {name}")
+            if not self.kafka_in_background:
+                await self.kafka_ready()
         except BaseException:
+            await self._settle_kafka()
             self.stop()
             raise
         return self
+
+    async def kafka_ready(self) -> None:
+        """Wait until Kafka is up (raises what starting it raised)."""
+        if self._kafka is not None:
+            await asyncio.shield(self._kafka)
+
+    async def _settle_kafka(self) -> None:
+        """Let a Kafka start in progress finish (a thread cannot be cancelled),
+        so that stop() finds what it started."""
+        task = self._kafka
+        if task is not None:
+            await asyncio.wait({task})
+            if not task.cancelled():
+                task.exception()  # retrieved: it was raised to kafka_ready()'s caller, if any
 
     def _start_servers(self) -> None:
         s = self.settings
@@ -988,6 +1018,7 @@ class LocalInfra:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self._settle_kafka()
         await asyncio.to_thread(self.stop)
 
 

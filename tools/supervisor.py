@@ -143,12 +143,23 @@ async def run_platform(
         loop.add_signal_handler(sig, stop.set)
     began = time.monotonic()
     await asyncio.to_thread(prepare_pki, settings)
-    async with LocalInfra(settings):
+    # Services start while Kafka (tansu on S3, after SeaweedFS) is still coming
+    # up: they import their code meanwhile and wait for their dependencies.
+    async with LocalInfra(settings, kafka_in_background=True) as infra:
         procs = await start_services(settings, names)
         try:
             waiter = asyncio.create_task(wait_serving(settings, names, ready_timeout))
             died = asyncio.create_task(_first_exit(procs))
-            done, _ = await asyncio.wait({waiter, died}, return_when=asyncio.FIRST_COMPLETED)
+            kafka = asyncio.create_task(infra.kafka_ready())
+            done, _ = await asyncio.wait({waiter, died, kafka}, return_when=asyncio.FIRST_COMPLETED)
+            if kafka in done and kafka.exception() is None:
+                done, _ = await asyncio.wait({waiter, died}, return_when=asyncio.FIRST_COMPLETED)
+            if kafka.done() and kafka.exception() is not None:
+                waiter.cancel()
+                died.cancel()
+                print(f"platform: Kafka did not start: {kafka.exception()}", file=sys.stderr)
+                return 1
+            kafka.cancel()
             if died in done:
                 waiter.cancel()
                 print(f"platform: {died.result()} exited during start-up", file=sys.stderr)
