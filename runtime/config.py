@@ -88,6 +88,20 @@ class KafkaSettings(BaseModel):
     # Empty means: the infra command starts tansu on `local_port`.
     bootstrap_servers: str = ""
     local_port: int = 9092
+    # Where the local tansu keeps its log. "s3": on an S3-compatible store (a
+    # local SeaweedFS the infra command starts on `s3_port`, unless
+    # `s3_endpoint` names one), so acked records survive a broker restart or
+    # kill -9. "memory" loses everything on a restart: only for throwaway test
+    # brokers where that is the point.
+    storage: Literal["s3", "memory"] = "s3"
+    s3_endpoint: str = ""
+    s3_port: int = 18333
+    s3_bucket: str = "tansu"
+    s3_region: str = "us-east-1"
+    # Topics created at start-up (admin.ensure_topics): a real cluster wants 3
+    # replicas and min.insync.replicas 2, so an acks=all write survives a broker.
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
     # Idempotent producers need InitProducerId, which tansu does not support.
     # Turn on against a real Kafka.
     enable_idempotence: bool = False
@@ -100,6 +114,12 @@ class KafkaSettings(BaseModel):
     # runs out (not when data arrives), so it bounds consumer latency there;
     # real Kafka answers as soon as data arrives, and a longer wait saves CPU.
     fetch_max_wait_ms: int = 10
+    # Self-healing consumers (runtime.messaging.kafka.subscriber): stalled this
+    # long (topics unknown, fetch failing, out of the group), a subscriber
+    # recreates missing topics and replaces its consumer; metadata is
+    # refreshed at least this often.
+    consumer_heal_after_s: float = 10.0
+    consumer_metadata_max_age_ms: int = 30_000
     # The same for batch sinks (analytics, audit), which gain nothing from
     # 10 ms: every idle fetch round costs the broker CPU (tansu at ~80% of a
     # core with the sinks polling every 10 ms, seen in the benchmark).
@@ -119,6 +139,11 @@ class KafkaSettings(BaseModel):
     @property
     def servers(self) -> str:
         return self.bootstrap_servers or f"127.0.0.1:{self.local_port}"
+
+    @property
+    def s3_url(self) -> str:
+        """The S3 endpoint tansu stores on (the local SeaweedFS unless configured)."""
+        return self.s3_endpoint or f"http://127.0.0.1:{self.s3_port}"
 
     def for_batch_sink(self) -> KafkaSettings:
         """These settings with the batch sinks' longer fetch wait."""

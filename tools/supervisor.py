@@ -277,7 +277,9 @@ async def run_platform(
     stop_on_signals(stop)
     began = time.monotonic()
     await asyncio.to_thread(prepare_pki, settings)
-    async with LocalInfra(settings):
+    # Services start while Kafka (tansu on S3, after SeaweedFS) is still coming
+    # up: they import their code meanwhile and wait for their dependencies.
+    async with LocalInfra(settings, kafka_in_background=True) as infra:
         start = service_spawner(settings, names)
         procs = [await start(name) for name in names]
         supervisor = Supervisor(start, procs, restart_policy)
@@ -285,7 +287,16 @@ async def run_platform(
             # Start-up: any exit fails fast (see the module docstring).
             waiter = asyncio.create_task(wait_serving(settings, names, ready_timeout))
             died = asyncio.create_task(_first_exit(procs))
-            done, _ = await asyncio.wait({waiter, died}, return_when=asyncio.FIRST_COMPLETED)
+            kafka = asyncio.create_task(infra.kafka_ready())
+            done, _ = await asyncio.wait({waiter, died, kafka}, return_when=asyncio.FIRST_COMPLETED)
+            if kafka in done and kafka.exception() is None:
+                done, _ = await asyncio.wait({waiter, died}, return_when=asyncio.FIRST_COMPLETED)
+            if kafka.done() and kafka.exception() is not None:
+                waiter.cancel()
+                died.cancel()
+                print(f"platform: Kafka did not start: {kafka.exception()}", file=sys.stderr)
+                return 1
+            kafka.cancel()
             if died in done:
                 waiter.cancel()
                 print(f"platform: {died.result()} exited during start-up", file=sys.stderr)
@@ -331,7 +342,7 @@ def prepare_pki(settings: Settings) -> None:
 def isolated_settings(base: Settings, var_dir: Path) -> Settings:
     """`base` made private to one test or benchmark platform: every service and
     the gateway on spare ports, a database of its own on the same PostgreSQL
-    server, and its own Redis, NATS and tansu on spare ports (LocalInfra starts
+    server, and its own Redis, NATS and tansu (on its own S3 server) on spare ports (LocalInfra starts
     them, since nothing answers there), so its services never see another
     platform's or test's keys, subjects, topics or rows."""
     settings = base.model_copy(deep=True)
@@ -343,6 +354,9 @@ def isolated_settings(base: Settings, var_dir: Path) -> Settings:
     settings.nats.url = f"nats://127.0.0.1:{free_port()}"
     settings.kafka.bootstrap_servers = ""  # LocalInfra starts tansu on local_port
     settings.kafka.local_port = free_port()
+    # ...storing on its own SeaweedFS (in var_dir) on a spare S3 port.
+    settings.kafka.s3_endpoint = ""
+    settings.kafka.s3_port = free_port()
     settings.clickhouse.url = ""
     # The services' own chdb folder (one engine path per process).
     settings.clickhouse.chdb_path = var_dir / "chdb-services"

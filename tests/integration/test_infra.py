@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import nats
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio import Redis
 
@@ -161,7 +161,7 @@ def _isolated_settings(tmp_path: Path) -> Settings:
         ),
         redis=RedisSettings(url=f"redis://127.0.0.1:{rd}/0"),
         nats=NatsSettings(url=f"nats://127.0.0.1:{nt}"),
-        kafka=KafkaSettings(local_port=kf),
+        kafka=KafkaSettings(local_port=kf, s3_port=free_port()),
         clickhouse=ClickHouseSettings(chdb_path=tmp_path / "var" / "chdb"),
     )
 
@@ -171,8 +171,12 @@ async def test_local_infra_starts_what_is_missing_and_stops_only_that(tmp_path: 
     first = LocalInfra(settings, fast=True)
     await first.start()
     try:
-        assert set(first.started) == {"postgres", "redis", "nats", "kafka"}
-        assert any(line.startswith("kafka: started tansu on 127.0.0.1:") for line in first.lines)
+        assert set(first.started) == {"postgres", "redis", "nats", "s3", "kafka"}
+        assert any(line.startswith("s3: started SeaweedFS on 127.0.0.1:") for line in first.lines)
+        assert any(
+            line.startswith("kafka: started tansu on 127.0.0.1:") and "storing on http://" in line
+            for line in first.lines
+        )
         assert settings.clickhouse.chdb_path.is_dir()
         conn = await asyncpg.connect(settings.postgres.dsn)  # the app database was created
         await conn.close()
@@ -194,6 +198,52 @@ async def test_local_infra_starts_what_is_missing_and_stops_only_that(tmp_path: 
         await asyncio.to_thread(first.stop)
     assert not any(p.alive for p in procs)
     assert not any(ok for name, (_, ok) in infra.status(settings).items() if name != "clickhouse")
+
+
+async def test_local_infra_kafka_keeps_acked_records_across_a_restart(tmp_path: Path) -> None:
+    """tansu as `./dev run` starts it stores on S3 (SeaweedFS in var_dir, keys
+    from the secrets there): records acked before a stop are there after the
+    next start."""
+    settings = _isolated_settings(tmp_path)
+    settings.kafka.bootstrap_servers = ""
+    values = [f"v{i}".encode() for i in range(50)]
+    kafka_only = ("s3", "kafka")
+
+    async def up() -> LocalInfra:
+        local = LocalInfra(settings, fast=True)
+        await asyncio.to_thread(local._start_kafka)  # only Kafka: the other servers play no part
+        assert set(local.started) == set(kafka_only)
+        return local
+
+    local = await up()
+    try:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.servers, acks="all")
+        await producer.start()
+        try:
+            for v in values:
+                await producer.send_and_wait("kept", v, partition=0)
+        finally:
+            await producer.stop()
+    finally:
+        await asyncio.to_thread(local.stop)
+    local = await up()
+    try:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.servers, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition("kept", 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            got: list[bytes] = []
+            async with asyncio.timeout(30):
+                while len(got) < len(values):
+                    for records in (await consumer.getmany(timeout_ms=300)).values():
+                        got.extend(r.value or b"" for r in records)
+        finally:
+            await consumer.stop()
+    finally:
+        await asyncio.to_thread(local.stop)
+    assert got == values
 
 
 async def test_local_infra_reuses_shared_servers(infra_settings: Settings, tansu: ManagedProcess) -> None:

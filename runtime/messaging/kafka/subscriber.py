@@ -1,18 +1,29 @@
 """Kafka subscriber: a consumer group member that hands each event to a
 handler and commits offsets only after the handler is done with it
 (at-least-once). Failing handlers are retried in process with backoff, then
-the message goes to `<topic>.dlq` and consumption goes on."""
+the message goes to `<topic>.dlq` and consumption goes on.
+
+It heals itself: a broker restart, lost topic metadata or a fetch that keeps
+failing leaves it "stalled" (`stalled_reason`); after
+`settings.consumer_heal_after_s` it refreshes metadata, recreates missing
+topics and replaces its consumer, which rejoins the group and resumes from
+the committed offsets. `last_progress_monotonic` and `stalled_reason` are for
+health checks; consumer lag per partition goes to a Prometheus gauge."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.protocol.group import LeaveGroupRequest
 
 from runtime.config import KafkaSettings
 from runtime.health import HealthMonitor, default_monitor
@@ -30,8 +41,7 @@ from runtime.messaging.consuming import attempt, decode, reason_of
 from runtime.messaging.deadletter import dead_letter_headers
 from runtime.messaging.envelope import EnvelopeError
 from runtime.messaging.headers import from_kafka, to_kafka
-from runtime.messaging.kafka.admin import dlq_topic
-from runtime.messaging.kafka.liveness import fetch_trouble
+from runtime.messaging.kafka.admin import dlq_topic, ensure_topics
 from runtime.messaging.kafka.publisher import KafkaPublisher
 from runtime.messaging.kafka.security import client_security
 from runtime.messaging.telemetry import MessagingMetrics, default_metrics, mark_failed, process_span
@@ -39,6 +49,35 @@ from runtime.messaging.telemetry import MessagingMetrics, default_metrics, mark_
 log = logging.getLogger(__name__)
 
 _KAFKA = Transport.KAFKA.value
+
+
+async def _leave_group(consumer: AIOKafkaConsumer) -> None:
+    """Leave the group now, so its partitions go to the others at once.
+
+    aiokafka leaves only from generation 1 on, but tansu numbers generations
+    from 0: without this, the group waits a whole session timeout for a member
+    that is gone (a heal took 11 s instead of about one)."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None or getattr(coordinator, "generation", -1) != 0 or not coordinator.member_id:
+        return  # aiokafka leaves on its own (or never joined)
+    with contextlib.suppress(Exception):  # best effort, as aiokafka's own attempt
+        await asyncio.wait_for(
+            coordinator._send_req(LeaveGroupRequest(coordinator.group_id, coordinator.member_id)), 2.0
+        )
+
+
+def _has_coordinator(consumer: AIOKafkaConsumer) -> bool:
+    """False while the consumer knows no group coordinator (it lost the broker)."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    return coordinator is None or getattr(coordinator, "coordinator_id", 0) is not None
+
+
+def _in_group(consumer: AIOKafkaConsumer) -> bool:
+    """True when the consumer joined its group (a member may rightly hold no
+    partitions: more members than partitions)."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    generation = getattr(coordinator, "generation", -1)
+    return isinstance(generation, int) and generation >= 0
 
 
 class KafkaSubscriber:
@@ -86,8 +125,8 @@ class KafkaSubscriber:
         self._retry = retry or RetryPolicy()
         self._max_records = max_records
         self._metrics = metrics or default_metrics()
-        self._consumer = AIOKafkaConsumer(
-            *self._topics,
+        self._settings = settings
+        self._consumer_args: dict[str, Any] = dict(
             bootstrap_servers=settings.servers,
             client_id=client_id,
             group_id=group,
@@ -98,11 +137,42 @@ class KafkaSubscriber:
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             rebalance_timeout_ms=settings.rebalance_timeout_ms,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            # Refresh metadata often enough to notice a broker that came back.
+            metadata_max_age_ms=settings.consumer_metadata_max_age_ms,
             **client_security(settings),
         )
+        self._consumer = self._new_consumer()
         self._task: asyncio.Task[None] | None = None
         # Reports as "kafka:<name>" (runtime.health): fetches are progress, errors failures.
         self._health = (health or default_monitor()).register(f"kafka:{self._name}")
+        # Health: when it last was known to consume (or to have nothing to
+        # consume), why not since, and how often it replaced its consumer.
+        self._last_progress = time.monotonic()
+        self._stalled_reason: str | None = None
+        self._stalled_since: float | None = None
+        self._heals = 0
+        self._failed_heals = 0
+        self._heal_requests: list[asyncio.Future[bool]] = []
+        self._next_offsets: dict[TopicPartition, int] = {}
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(*self._topics, **self._consumer_args)
+
+    @property
+    def last_progress_monotonic(self) -> float:
+        """time.monotonic() of the last poll that found the subscriber healthy:
+        partitions assigned, its topics known, records fetched or none waiting."""
+        return self._last_progress
+
+    @property
+    def stalled_reason(self) -> str | None:
+        """Why it is not consuming right now (None when healthy)."""
+        return self._stalled_reason
+
+    @property
+    def heals(self) -> int:
+        """How many times it replaced its consumer to recover."""
+        return self._heals
 
     @property
     def name(self) -> str:
@@ -129,6 +199,11 @@ class KafkaSubscriber:
             # minutes). Give the loop a moment, then stop the consumer, which
             # tears down the fetcher and releases the task.
             await asyncio.wait({task}, timeout=2.0)
+            for request in self._heal_requests:
+                if not request.done():
+                    request.set_result(False)
+            self._heal_requests.clear()
+            await _leave_group(self._consumer)
             await self._consumer.stop()
             if not task.done():
                 await asyncio.wait({task}, timeout=5.0)
@@ -155,29 +230,147 @@ class KafkaSubscriber:
 
     async def _run(self) -> None:
         while True:
+            if self._heal_requests:
+                # Healing happens here, between polls: never stop a consumer
+                # under a pending getmany (aiokafka can break or hang there).
+                healed = await self._replace_consumer()
+                requests, self._heal_requests = self._heal_requests, []
+                for request in requests:
+                    if not request.done():
+                        request.set_result(healed)
             try:
                 batch = await self._consumer.getmany(timeout_ms=500, max_records=self._max_records)
             except KafkaError as exc:
                 log.warning("kafka fetch failed for %s: %s", self._name, exc)
-                self._health.failing(f"fetch: {exc!r}")
+                self._stall(f"fetch failed: {exc!r}")
+                self._heal_if_due()
                 await asyncio.sleep(0.5)
                 continue
-            # An empty poll is idleness only while the broker answers fetches.
-            trouble = None if batch else fetch_trouble(self._consumer)
-            if trouble is None:
-                self._health.progress()
-            else:
-                self._health.failing(trouble)
+            except Exception as exc:
+                # Anything else from the client must not end consumption for
+                # good: report it, back off, let the heal replace the consumer.
+                log.exception("kafka consumer of %s failed", self._name)
+                self._stall(f"consumer failed: {exc!r}")
+                self._heal_if_due()
+                await asyncio.sleep(0.5)
+                continue
             for tp, records in batch.items():
                 for record in records:
                     await self._process(record)
                 await self._commit(tp, records[-1].offset + 1)
-                self._record_lag(tp, records[-1].offset + 1)
+                self._next_offsets[tp] = records[-1].offset + 1
+            self._observe(fetched=bool(batch))
+            self._heal_if_due()
 
-    def _record_lag(self, tp: TopicPartition, position: int) -> None:
-        highwater = self._consumer.highwater(tp)  # as of the fetch that returned these records
-        if highwater is not None:
-            self._metrics.lag(_KAFKA, self._name, f"{tp.topic}/{tp.partition}", max(0, highwater - position))
+    def _observe(self, *, fetched: bool) -> None:
+        """Update the health state and the lag gauge after a poll."""
+        consumer = self._consumer
+        assigned: set[TopicPartition] = consumer.assignment()
+        cluster = consumer._client.cluster  # aiokafka has no public view of its metadata
+        unknown = [t for t in self._topics if not cluster.partitions_for_topic(t)]
+        behind = False
+        past_end: list[str] = []
+        for tp in assigned:
+            high = consumer.highwater(tp)
+            position = self._next_offsets.get(tp)
+            if high is None or position is None:
+                continue
+            if position > high:
+                # The log is shorter than what was consumed: the broker lost
+                # data (a restart on memory storage). Fetching there waits
+                # for offsets that were already handed out once.
+                past_end.append(f"{tp.topic}[{tp.partition}] at {position} > end {high}")
+                continue
+            lag = high - position
+            behind |= lag > 0
+            self._metrics.lag(_KAFKA, self._name, f"{tp.topic}/{tp.partition}", lag)
+        if past_end:
+            self._stall(f"consumed past the end of the log (broker lost data?): {', '.join(past_end)}")
+        elif unknown:
+            self._stall(f"topics unknown to the broker: {', '.join(unknown)}")
+        elif not _has_coordinator(consumer):
+            self._stall("group coordinator unavailable (broker unreachable or restarting)")
+        elif not assigned and not _in_group(consumer):
+            self._stall("no partitions assigned (not in the group)")
+        elif behind and not fetched and self._stalled_since is not None:
+            # Records wait but none came: keep the stall that began before.
+            pass
+        elif behind and not fetched:
+            self._stall("records wait but none were fetched")
+        else:
+            self._healthy()
+
+    def _stall(self, reason: str) -> None:
+        if self._stalled_reason is None:
+            # Info: a group join or a broker restart stalls briefly; a stall
+            # that lasts is logged as a warning when it is healed.
+            log.info("subscriber %s stalled: %s", self._name, reason)
+        self._stalled_reason = reason
+        if self._stalled_since is None:
+            self._stalled_since = time.monotonic()
+        self._health.failing(reason)
+
+    def _healthy(self) -> None:
+        if self._stalled_reason is not None:
+            log.info("subscriber %s consumes again (was: %s)", self._name, self._stalled_reason)
+        self._stalled_reason = None
+        self._stalled_since = None
+        self._failed_heals = 0
+        self._last_progress = time.monotonic()
+        self._health.progress()
+
+    def _heal_if_due(self) -> None:
+        since = self._stalled_since
+        # Back off when healing did not help (a broker still away, a slow group join).
+        wait = self._settings.consumer_heal_after_s * min(2**self._failed_heals, 6)
+        if since is None or time.monotonic() - since < wait or self._heal_requests:
+            return
+        log.warning(
+            "subscriber %s stalled for %.1fs (%s): recreating its topics if missing and its consumer",
+            self._name, time.monotonic() - since, self._stalled_reason,
+        )  # fmt: skip
+        self._failed_heals += 1
+        # The stall clock restarts: the next heal comes after another full wait.
+        self._stalled_since = time.monotonic()
+        self._heal_requests.append(asyncio.get_running_loop().create_future())
+
+    async def heal(self) -> bool:
+        """Recreate missing topics (with their dead-letter topics) and replace
+        the consumer with a fresh one: new metadata, a new group membership,
+        consumption resumed at the committed offsets (earliest where none or
+        out of range). Done on its own after a stall; a watchdog may call it
+        too. Returns once done (within a poll, ~0.5 s, plus the work); False
+        when the broker could not be reached (it is tried again later)."""
+        if self._task is None or self._task.done():
+            raise RuntimeError(f"subscriber {self._name} is not running")
+        request: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._heal_requests.append(request)
+        return await request
+
+    async def _replace_consumer(self) -> bool:
+        self._heals += 1
+        try:
+            # Lost metadata (a broker that forgot its topics): create them
+            # again. Idempotent: existing topics are left alone.
+            await ensure_topics(self._settings, [*self._topics, *(dlq_topic(t) for t in self._topics)])
+        except (KafkaError, OSError) as exc:
+            log.warning("subscriber %s: ensuring topics failed: %s", self._name, exc)
+            return False
+        old, self._consumer = self._consumer, self._new_consumer()
+        await _leave_group(old)
+        with contextlib.suppress(Exception):
+            # Stopping may hang on a broker that went away: bounded.
+            await asyncio.wait_for(old.stop(), 5.0)
+        self._next_offsets.clear()
+        try:
+            # start() returns once the group assigned partitions; a join that
+            # takes longer goes on in the background (getmany drives it).
+            await asyncio.wait_for(self._consumer.start(), 30.0)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("subscriber %s: restarting its consumer failed: %s", self._name, exc)
+            return False
+        log.info("subscriber %s: consumer replaced, rejoining group %s", self._name, self._group)
+        return True
 
     async def _commit(self, tp: TopicPartition, offset: int) -> None:
         try:
