@@ -375,8 +375,14 @@ async def list_orders(p: FaultPlatform) -> list[exec_types.Order]:
             return orders
 
 
-async def reconcile(p: FaultPlatform, trader: Trader) -> Reconciled:
-    assert not trader.refused, f"definitive refusals: {trader.refused}"
+async def reconcile(
+    p: FaultPlatform, trader: Trader, refusals_allowed: frozenset[str] = frozenset()
+) -> Reconciled:
+    """`refusals_allowed`: the status codes a definitive refusal may carry in
+    this scenario (a refusal the trader sees is not a loss: the order was
+    never accepted, and nothing may be stored for it but a rejection)."""
+    unexpected = {c: r for c, r in trader.refused.items() if r.split(":", 1)[0] not in refusals_allowed}
+    assert not unexpected, f"definitive refusals: {unexpected}"
     assert trader.accepted, "the trader placed nothing"
 
     async def settled() -> list[exec_types.Order] | None:
@@ -386,7 +392,13 @@ async def reconcile(p: FaultPlatform, trader: Trader) -> Reconciled:
     orders = await eventually(settled, 60.0, "every order in a final state")
     by_client = Counter(o.client_order_id for o in orders)
     assert max(by_client.values()) == 1, [c for c, n in by_client.items() if n > 1]
-    assert set(by_client) == set(trader.accepted), (
+    refused_but_stored = [
+        o.client_order_id
+        for o in orders
+        if o.client_order_id in trader.refused and o.status != exec_types.ORDER_STATUS_REJECTED
+    ]
+    assert not refused_but_stored, f"refused, yet stored as live orders: {refused_but_stored}"
+    assert set(by_client) - set(trader.refused) == set(trader.accepted), (
         f"accepted but missing: {sorted(set(trader.accepted) - set(by_client))}; "
         f"never sent: {sorted(set(by_client) - set(trader.accepted))}"
     )
@@ -469,6 +481,7 @@ def report(
         "fault": name,
         "outage_s": round(ended - began, 2),
         "trader_saw": dict(trader.seen(began, ended + (recovery_s or 0.0))),
+        "refused": len(trader.refused),
         "not_serving_during": sorted(unhealthy),
         "recovery_s": None if recovery_s is None else round(recovery_s, 2),
         "orders": r.orders,

@@ -8,10 +8,8 @@ its own SeaweedFS (S3) and tansu on spare ports:
 - a KafkaSubscriber resumes by itself after the broker comes back, from its
   committed offsets, and even after a broker that lost every topic (memory
   storage: it recreates them and rejoins);
-- the trading platform (execution, risk, portfolio as their own processes)
-  keeps trading across a kill -9 of the broker; afterwards every accepted
-  order has its fills and the positions equal the sum of the fills, with no
-  fill lost or booked twice.
+- the platform trading across a kill -9 of the broker is a scenario of
+  test_server_faults.py (reconciled like every fault scenario: harness.py).
 """
 
 from __future__ import annotations
@@ -19,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -30,27 +26,16 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import REGISTRY
-from trading.common.v1 import decimal_pb2, event_pb2, market_pb2
-from trading.common.v1 import types_pb2 as common
-from trading.execution.v1 import execution_service_pb2 as epb
-from trading.execution.v1 import execution_service_pb2_grpc as epb_grpc
-from trading.execution.v1 import types_pb2 as exec_types
+from trading.common.v1 import decimal_pb2, event_pb2
 from trading.marketdata.v1 import events_pb2 as md_events
-from trading.portfolio.v1 import portfolio_service_pb2 as ppb
-from trading.portfolio.v1 import portfolio_service_pb2_grpc as ppb_grpc
 
-from runtime.config import KafkaSettings, Settings
+from runtime.config import KafkaSettings
 from runtime.contracts import event_registry
-from runtime.decimals import from_proto
-from runtime.messaging import Event, new_envelope, unpack
+from runtime.messaging import Event, new_envelope
 from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber, ensure_topics
-from runtime.security.store_credentials import REDIS_ADMIN, open_redis
-from tests.support.security import as_user, secure_channel
 from tools.infra import ManagedProcess, S3Storage, free_port, start_seaweedfs, start_tansu
-from tools.supervisor import isolated_settings, platform_running
 
 TICK = "trading.marketdata.v1.Tick"
-FILLS_TOPIC = "trading.execution.fills"
 
 
 @dataclass
@@ -317,211 +302,3 @@ async def test_subscriber_heals_when_broker_lost_its_log(
                     await asyncio.sleep(0.05)
     assert set(consumed.ids) == set(before) | set(after)
     print(f"\nsubscriber (broker lost its log): healed {healed_s:.1f}s after the broker came back")
-
-
-# --------------------------------------------------------------- the platform
-
-# The fills' path: execution (orders, risk check, paper fills, outbox relay to
-# Kafka), risk, portfolio (books the fills it consumes from Kafka).
-SERVICES = ("risk", "execution", "portfolio")
-SYMBOLS = ("BTC-USD", "ETH-USD")
-SCOPES = ("orders:read", "orders:write", "portfolio:read")
-PHASE_S = 4.0  # trading before the kill, while the broker is down, after the restart
-
-
-def _dec(value: str) -> decimal_pb2.Decimal:
-    return decimal_pb2.Decimal(value=value)
-
-
-@dataclass
-class Platform:
-    settings: Settings
-    broker: Broker
-    startup_s: float
-    execution: epb_grpc.ExecutionServiceAsyncStub
-    portfolio: ppb_grpc.PortfolioServiceAsyncStub
-
-    def md(self, service: str, tenant: str) -> tuple[tuple[str, str], ...]:
-        return as_user(self.settings, service, tenant, subject="trader", scopes=SCOPES)
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def platform(infra_settings: Settings, tmp_path: Path) -> AsyncIterator[Platform]:
-    broker = _start_broker(tmp_path / "kafka")
-    try:
-        settings = isolated_settings(infra_settings, tmp_path / "var")
-        settings.telemetry.log_level = "WARNING"
-        # The test's broker, which it kills; the services start nothing for Kafka.
-        settings.kafka.bootstrap_servers = broker.address
-        async with (
-            platform_running(settings, SERVICES, ready_timeout=90.0) as startup_s,
-            secure_channel(settings, settings.address_of("execution"), "execution") as ech,
-            secure_channel(settings, settings.address_of("portfolio"), "portfolio") as pch,
-        ):
-            yield Platform(
-                settings,
-                broker,
-                startup_s,
-                epb_grpc.ExecutionServiceStub(ech),
-                ppb_grpc.PortfolioServiceStub(pch),
-            )
-    finally:
-        broker.tansu.stop()
-        if broker.seaweedfs is not None:
-            broker.seaweedfs.stop()
-
-
-async def _fresh_quotes(settings: Settings) -> None:
-    """marketdata's part: the last quote of each symbol in Redis."""
-    redis = open_redis(settings, REDIS_ADMIN)
-    try:
-        for symbol in SYMBOLS:
-            quote = market_pb2.Quote(
-                symbol=symbol,
-                bid_price=_dec("99.5"),
-                bid_size=_dec("1000"),
-                ask_price=_dec("100"),
-                ask_size=_dec("1000"),
-            )
-            quote.receive_time.FromDatetime(datetime.now(UTC))
-            await redis.set(f"md:quote:{symbol}", quote.SerializeToString(), ex=600)
-    finally:
-        await redis.aclose()
-
-
-@dataclass
-class Trader:
-    """Places market IOC orders one after another until told to stop."""
-
-    platform: Platform
-    tenant: str
-    accepted: dict[str, exec_types.Order]
-    failed: int = 0
-    placed: int = 0
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self.placed += 1
-            n = self.placed
-            if n % 20 == 1:
-                await _fresh_quotes(self.platform.settings)
-            try:
-                reply = await self.platform.execution.PlaceOrder(
-                    epb.PlaceOrderRequest(
-                        client_order_id=f"f{n}",
-                        symbol=SYMBOLS[n % 2],
-                        side=common.SIDE_SELL if n % 3 == 0 else common.SIDE_BUY,
-                        type=market_pb2.ORDER_TYPE_MARKET,
-                        time_in_force=exec_types.TIME_IN_FORCE_IOC,
-                        quantity=_dec(f"0.{n % 9 + 1}"),
-                    ),
-                    metadata=self.platform.md("execution", self.tenant),
-                    timeout=10,
-                )
-            except Exception:
-                self.failed += 1  # not accepted: nothing to reconcile for it
-                await asyncio.sleep(0.1)
-                continue
-            self.accepted[reply.order.order_id] = reply.order
-            await asyncio.sleep(0.02)
-
-
-async def _fills_in_kafka(servers: str, tenant: str) -> dict[str, list[exec_types.Fill]]:
-    """Every copy of the tenant's fill events on Kafka, by event id (read to the end offsets)."""
-    registry = event_registry()
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        parts = [TopicPartition(FILLS_TOPIC, p) for p in consumer.partitions_for_topic(FILLS_TOPIC) or ()]
-        assert parts, "no fills topic"
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        copies: dict[str, list[exec_types.Fill]] = {}
-        async with asyncio.timeout(30):
-            while any([await consumer.position(p) < ends[p] for p in parts]):
-                for records in (await consumer.getmany(timeout_ms=200)).values():
-                    for record in records:
-                        envelope = event_pb2.EventEnvelope.FromString(record.value or b"")
-                        if envelope.tenant_id == tenant:
-                            payload = unpack(envelope, registry)
-                            copies.setdefault(envelope.event_id, []).append(payload.fill)  # type: ignore[attr-defined]
-        return copies
-    finally:
-        await consumer.stop()
-
-
-def _signed(fill: exec_types.Fill) -> Decimal:
-    qty = from_proto(fill.quantity)
-    return qty if fill.side == common.SIDE_BUY else -qty
-
-
-async def test_trading_across_kill_9_of_the_broker_loses_and_doubles_nothing(platform: Platform) -> None:
-    tenant = f"kafka-fault-{secrets.token_hex(4)}"
-    trader = Trader(platform, tenant, {})
-    stop = asyncio.Event()
-    trading = asyncio.create_task(trader.run(stop))
-    try:
-        await asyncio.sleep(PHASE_S)
-        before_kill = len(trader.accepted)
-        platform.broker.tansu.kill()
-        await asyncio.sleep(PHASE_S)  # orders go on: execution's outbox holds their events
-        during_outage = len(trader.accepted) - before_kill
-        platform.broker.tansu.start().wait_ready(30.0)
-        restarted = time.monotonic()
-        await asyncio.sleep(PHASE_S)
-    finally:
-        stop.set()
-        await trading
-    assert before_kill > 0 and during_outage > 0, (before_kill, during_outage)
-
-    async def positions() -> dict[str, tuple[Decimal, int]]:
-        reply = await platform.portfolio.GetPositions(
-            ppb.GetPositionsRequest(include_closed=True),
-            metadata=platform.md("portfolio", tenant),
-            timeout=10,
-        )
-        return {p.symbol: (from_proto(p.quantity), p.version) for p in reply.positions}
-
-    # Settled: every accepted order's fills are in Kafka and booked.
-    orders = trader.accepted
-    want_fills = {o.order_id for o in orders.values() if from_proto(o.filled_quantity) > 0}
-    async with asyncio.timeout(60):
-        while True:
-            copies = await _fills_in_kafka(platform.broker.address, tenant)
-            fills = {event_id: cs[0] for event_id, cs in copies.items()}
-            booked = sum(version for _, version in (await positions()).values())
-            if {f.order_id for f in fills.values()} >= want_fills and booked >= len(fills):
-                break
-            await asyncio.sleep(0.5)
-    settled_s = time.monotonic() - restarted
-
-    # ---- Kafka: each fill once (a re-published copy carries the same event id and bytes)
-    for event_id, cs in copies.items():
-        assert all(c == cs[0] for c in cs), f"copies of {event_id} differ"
-    assert len({f.execution_id for f in fills.values()}) == len(fills), "a fill has two event ids"
-    # ---- every accepted order has its fills, adding up to its filled quantity
-    by_order: dict[str, list[exec_types.Fill]] = {}
-    for f in fills.values():
-        by_order.setdefault(f.order_id, []).append(f)
-    assert set(by_order) <= set(orders), "fills of orders nobody placed"
-    for order_id, order in orders.items():
-        got = sum((from_proto(f.quantity) for f in by_order.get(order_id, [])), Decimal(0))
-        assert got == from_proto(order.filled_quantity), (order_id, got, order.filled_quantity)
-    # ---- positions: the sum of the fills per instrument, each fill booked once
-    final = await positions()
-    for symbol in SYMBOLS:
-        of_symbol = [f for f in fills.values() if f.symbol == symbol]
-        if not of_symbol:
-            continue
-        quantity, version = final[symbol]
-        assert quantity == sum((_signed(f) for f in of_symbol), Decimal(0)), symbol
-        assert version == len(of_symbol), f"{symbol}: {version} bookings of {len(of_symbol)} fills"
-    duplicates = sum(len(cs) - 1 for cs in copies.values())
-    print(
-        f"\nplatform ({', '.join(SERVICES)}) SERVING after {platform.startup_s:.1f}s; "
-        f"{len(orders)} orders accepted ({before_kill} before the kill, {during_outage} while the broker "
-        f"was down, {trader.failed} refused), {len(fills)} fills; all in Kafka and booked "
-        f"{settled_s:.1f}s after the restart; {duplicates} duplicate copies in Kafka (deduplicated)"
-    )

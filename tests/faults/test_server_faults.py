@@ -1,5 +1,6 @@
 """kill -9 of a server the platform stands on, with trading running: the
-PostgreSQL server (every service's state and outbox) and the NATS server
+PostgreSQL server (every service's state and outbox), the Kafka broker
+(tansu on S3: the durable record of orders and fills) and the NATS server
 (live fan-out, JetStream). Each scenario has servers of its own (harness).
 
 The trader keeps placing orders through the outage with its idempotent
@@ -87,3 +88,37 @@ async def test_nats_kill9_mid_trading(infra_settings: Settings, monkeypatch: pyt
         assert during, "no service reported the NATS outage"
         assert recovered is not None
         report("nats kill -9", trader, (began, back), recovered - back, await reconcile(p, trader), during)
+
+
+async def test_kafka_broker_kill9_mid_trading(
+    infra_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with fault_platform(infra_settings, monkeypatch) as p:
+        health = HealthWatch(p.settings).start()
+        trader = Trader(p).start()
+        await trader.trading(3.0)
+
+        began = time.monotonic()
+        crash(p.server("kafka"))  # tansu; its S3 store (SeaweedFS) stays
+        await trader.trading(OUTAGE_S)
+        during = health.not_serving(began, time.monotonic())
+        await asyncio.to_thread(revive, p.server("kafka"))
+        back = time.monotonic()
+
+        serving_at = await health.all_serving()
+        await trader.trading(3.0)
+        await trader.stop()
+        await health.stop()
+
+        # Orders are accepted through the outage (execution's outbox holds
+        # their events) until risk's quotes (a Kafka stream) go stale: then
+        # risk refuses them outright (FAILED_PRECONDITION, nothing stored)
+        # rather than price an order on an old quote. What cannot be
+        # published is reported in health, not hidden.
+        assert trader.seen(began, back)["OK"] > 0
+        assert "execution" in during, during
+        # Recovered: every service SERVING again (the relay drained, the
+        # consumers resumed); the reconciliation proves nothing was lost.
+        reconciled = await reconcile(p, trader, frozenset({"FAILED_PRECONDITION"}))
+        assert all("quote" in reason for reason in trader.refused.values()), trader.refused
+        report("kafka broker kill -9", trader, (began, back), serving_at - back, reconciled, during)
