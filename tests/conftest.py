@@ -22,7 +22,6 @@ Nothing here runs unless a test asks for it, so unit tests need no server.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -42,10 +41,8 @@ from tests.support.security import use_session_settings
 from tools.infra import (
     LocalInfra,
     ManagedProcess,
-    S3Storage,
     drop_database,
     free_port,
-    start_seaweedfs,
     start_tansu,
 )
 
@@ -65,25 +62,16 @@ def _with_database(dsn: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def s3_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Storage]:
-    """The session's SeaweedFS (S3), with keys made up for the session; tansu stores on it."""
-    port = free_port()
-    storage = S3Storage(
-        endpoint=f"http://127.0.0.1:{port}",
-        bucket="tansu",
-        access_key=secrets.token_urlsafe(9),
-        secret_key=secrets.token_urlsafe(24),
-    )
-    data = tmp_path_factory.mktemp("seaweedfs")
-    proc = start_seaweedfs(port, data, storage, log_path=data / "seaweedfs.log")
-    yield storage
-    proc.stop()
+def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
+    """The session's shared tansu broker; ``tansu.address`` is the bootstrap string.
 
-
-@pytest.fixture(scope="session")
-def tansu(s3_storage: S3Storage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
-    """A tansu broker for the session, on S3; ``tansu.address`` is the bootstrap string."""
-    proc = start_tansu(free_port(), log_path=tmp_path_factory.mktemp("tansu") / "tansu.log", s3=s3_storage)
+    On memory storage on purpose: it is a throwaway broker that hundreds of
+    messaging tests share, where durability is not under test and S3's write
+    and read-after-write latency only slows them and makes them flaky.
+    Durability is: every platform a test starts (isolated_settings, the
+    fault scenarios, the benchmark) runs tansu on S3, and tests/faults kills
+    it and counts every record."""
+    proc = start_tansu(free_port(), log_path=tmp_path_factory.mktemp("tansu") / "tansu.log")
     yield proc
     proc.stop()
 

@@ -34,6 +34,7 @@ from runtime.security.credentials import credentials_for
 from runtime.security.tls import target_name_option
 from runtime.service import fill_unimplemented
 from tests.contract.conftest import RunningPlatform
+from tests.support.processes import pid_listening_on
 from tests.support.security import as_user, secure_channel
 from tools.supervisor import check_health, isolated_settings, run_platform, wait_serving
 
@@ -212,25 +213,6 @@ async def test_stopping_the_platform_stops_every_process_cleanly(
     assert set(statuses) == {0}, "a service still answers after the platform stopped"
 
 
-def _service_children(module: str) -> list[int]:
-    """PIDs of this process' children running ``python -m <module>`` (the
-    supervisor's service processes; nobody else's)."""
-    me = str(os.getpid())
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        ppid = stat.rsplit(")", 1)[1].split()[1]
-        if ppid == me and module.encode() in argv:
-            found.append(int(entry.name))
-    return found
-
-
 async def test_a_service_crashing_after_start_up_is_restarted_alone(
     infra_settings: Settings, tmp_path: Path
 ) -> None:
@@ -238,19 +220,20 @@ async def test_a_service_crashing_after_start_up_is_restarted_alone(
     comes back (same port, SERVING again), the others never stopped."""
     settings = isolated_settings(infra_settings, tmp_path)
     names = ["risk", "features"]
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_platform(settings, names, stop_event=stop, ready_timeout=60))
+    stop, up = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_platform(settings, names, stop_event=stop, ready_timeout=60, up_event=up))
     try:
-        assert await wait_serving(settings, names, timeout=60) == []
-        [risk] = _service_children("services.risk")
-        [features] = _service_children("services.features")
+        # Up as the supervisor sees it (a crash before that fails the start).
+        await asyncio.wait_for(up.wait(), 90)
+        risk = pid_listening_on(settings.address_of("risk"))
+        features = pid_listening_on(settings.address_of("features"))
         os.kill(risk, signal.SIGKILL)
         await asyncio.sleep(0.3)
         assert not task.done(), "the platform stopped because one service crashed"
         assert await wait_serving(settings, ["risk"], timeout=60) == []
-        [restarted] = _service_children("services.risk")
+        restarted = pid_listening_on(settings.address_of("risk"))
         assert restarted != risk
-        assert _service_children("services.features") == [features]
+        assert pid_listening_on(settings.address_of("features")) == features
         assert not task.done()
     finally:
         stop.set()

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
-import psutil
 import pytest
 from grpc_health.v1 import health_pb2
 from trading.audit.v1 import audit_service_pb2 as apb
@@ -59,6 +58,7 @@ from runtime.config import Settings
 from runtime.decimals import from_proto, to_proto
 from tests.integration.test_hot_path_e2e import new_tenant, operator_env, read_topics
 from tests.support.polling import eventually
+from tests.support.processes import pid_listening_on
 from tests.support.security import as_user, secure_channel
 from tools.infra import LocalInfra, ManagedProcess, free_port
 from tools.supervisor import check_health, isolated_settings, platform_running
@@ -203,15 +203,6 @@ def crash(server: ManagedProcess) -> None:
 def revive(server: ManagedProcess, timeout: float = 60.0) -> None:
     """Start the crashed server again on the same port and the same storage."""
     server.start().wait_ready(timeout)
-
-
-def pid_listening_on(address: str) -> int:
-    """The process serving `address` ("host:port"): a service the supervisor started."""
-    port = int(address.rsplit(":", 1)[1])
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-            return int(conn.pid)
-    raise AssertionError(f"nothing listens on {address}")
 
 
 def crash_service(p: FaultPlatform, name: str) -> int:

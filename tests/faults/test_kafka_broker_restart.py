@@ -231,20 +231,27 @@ async def test_subscriber_resumes_from_commits_after_kill_9_of_broker(
                     await asyncio.sleep(0.1)
             assert time.monotonic() - subscriber.last_progress_monotonic < 5
             heals = subscriber.heals
-            # Caught up: the lag gauge says 0 for every partition it consumed.
-            lags = {
-                tp.partition: REGISTRY.get_sample_value(
-                    "trading_messaging_consumer_lag",
-                    {
-                        "transport": "kafka",
-                        "consumer": subscriber.name,
-                        "source": f"{tp.topic}/{tp.partition}",
-                    },
-                )
-                for tp in subscriber._consumer.assignment()
-            }
-            assert lags and all(lag in (0.0, None) for lag in lags.values()), lags
-            assert any(lag == 0.0 for lag in lags.values()), lags
+
+            # Caught up: the lag gauge says 0 for every partition it consumed
+            # (it is set after each poll: the one after the last records may
+            # still be in flight).
+            def lags() -> dict[int, float | None]:
+                return {
+                    tp.partition: REGISTRY.get_sample_value(
+                        "trading_messaging_consumer_lag",
+                        {
+                            "transport": "kafka",
+                            "consumer": subscriber.name,
+                            "source": f"{tp.topic}/{tp.partition}",
+                        },
+                    )
+                    for tp in subscriber._consumer.assignment()
+                }
+
+            async with asyncio.timeout(10):
+                while not (lags() and all(lag in (0.0, None) for lag in lags().values())):  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+            assert any(lag == 0.0 for lag in lags().values()), lags()
             # A forced heal (what a watchdog may do): a new consumer resumes at
             # the committed offsets, so nothing is lost and nothing comes again.
             seen = len(consumed.ids)
