@@ -68,9 +68,8 @@ def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
     On memory storage on purpose: it is a throwaway broker that hundreds of
     messaging tests share, where durability is not under test and S3's write
     and read-after-write latency only slows them and makes them flaky.
-    Durability is: every platform a test starts (isolated_settings, the
-    fault scenarios, the benchmark) runs tansu on S3, and tests/faults kills
-    it and counts every record."""
+    Durability is: the fault scenarios (tests/faults) run tansu on S3, kill
+    it and count every record, as do `./dev run` and the benchmark."""
     proc = start_tansu(free_port(), log_path=tmp_path_factory.mktemp("tansu") / "tansu.log")
     yield proc
     proc.stop()
@@ -90,8 +89,13 @@ async def infra_settings(
             "postgres": base.postgres.model_copy(update={"dsn": _with_database(base.postgres.dsn, db_name)}),
             # The session's own redis-server (ACL users from this session's secrets).
             "redis": base.redis.model_copy(update={"url": f"redis://127.0.0.1:{free_port()}/0"}),
+            # Platforms the tests start (isolated_settings) inherit memory
+            # storage for their own tansu: throwaway brokers, and SeaweedFS
+            # per platform would double the suite's CPU on 2 cores. The fault
+            # scenarios (tests/faults) and every `./dev run` and benchmark
+            # platform store on S3.
             "kafka": base.kafka.model_copy(
-                update={"bootstrap_servers": tansu.address, "local_port": tansu.port}
+                update={"bootstrap_servers": tansu.address, "local_port": tansu.port, "storage": "memory"}
             ),
             # The session's own nats-server (LocalInfra starts it, nothing
             # answers there), with its users from the session's var dir, plus

@@ -149,6 +149,8 @@ async def _fault_platform(
     settings.marketdata.feed_rate = 20.0
     settings.marketdata.feed_seed = 20261206
     settings.health.stuck_after_s = STUCK_AFTER_S
+    # Durable, as in production: the broker's kill -9 must not lose a record.
+    settings.kafka.storage = "s3"
     operator_env(monkeypatch)
     # Started here, so the scenario holds the processes; the platform's own
     # LocalInfra finds them answering and reuses them.

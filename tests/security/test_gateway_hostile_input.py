@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -373,12 +375,18 @@ async def test_path_parameter_wins_over_the_query(stack: Stack, gw: httpx.AsyncC
 async def test_concurrent_wrong_passwords_do_not_lock_out_the_owner(gw: httpx.AsyncClient) -> None:
     attacker, owner = from_client("203.0.113.7"), from_client("198.51.100.23")
     wrong = login_body(password="wrong-" + uuid.uuid4().hex)
+    began = time.monotonic()
     answers = await asyncio.gather(
         *(gw.post("/v1/auth/login", json=wrong, headers=attacker) for _ in range(60))
     )
+    took = time.monotonic() - began
     statuses = [r.status_code for r in answers]
     assert all(s in (401, 429) for s in statuses), statuses
-    assert statuses.count(401) <= OPTIONS.login_free_attempts, statuses  # the rest never reached argon2
+    # The rest never reached argon2: the free attempts, plus at most one per
+    # backoff that ran out while the burst lasted (1 s, doubling), which a
+    # loaded machine can take several seconds to serve.
+    expired_backoffs = math.ceil(math.log2(took + 1))
+    assert statuses.count(401) <= OPTIONS.login_free_attempts + expired_backoffs, (took, statuses)
     throttled = [r for r in answers if r.status_code == 429]
     assert throttled, statuses
     for r in throttled[:5]:
