@@ -48,10 +48,21 @@ class RiskEvents:
         envelope = new_envelope(
             payload, tenant_id=tenant, correlation_id=ctx.correlation_id, producer=PRODUCER
         )
-        if self._kafka is not None:
-            await self._kafka.publish(envelope, payload=payload)
-        if self._nats is not None:
-            await self._nats.publish(envelope, payload=payload)
+        # Each transport on its own: a Kafka failure must not also cost the
+        # live NATS fan-out (and vice versa). The first error is raised after
+        # both were tried. Not durable yet: risk's state is in Redis, outside
+        # the PostgreSQL outbox (see the issue 12 note).
+        failures: list[Exception] = []
+        for transport in (self._kafka, self._nats):
+            if transport is None:
+                continue
+            try:
+                await transport.publish(envelope, payload=payload)
+            except Exception as exc:
+                log.warning("risk event %s not published: %r", envelope.event_type, exc)
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` off the caller's path; failures are logged."""
