@@ -641,7 +641,40 @@ def expired_rows(tenant: str, intents: Sequence[ExpiredIntent]) -> list[OutboxRo
     return rows
 
 
-class IntentSweeper:
+class _Periodic:
+    """A background task running :meth:`run_once` every `every_s` seconds
+    (errors logged, the next round still comes); the sweeper and the pruner."""
+
+    task_name = "decision-periodic"
+    what = "a periodic round"
+
+    def __init__(self, every_s: float) -> None:
+        self._every_s = every_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def run_once(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name=self.task_name)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception as exc:
+                log.warning("%s failed: %r", self.what, exc)
+            await asyncio.sleep(self._every_s)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class IntentSweeper(_Periodic):
     """Expires order intents that stayed pending past the time-to-live.
 
     Every `every_s`, per tenant (RLS), one guarded UPDATE ... RETURNING moves
@@ -662,16 +695,18 @@ class IntentSweeper:
         on_expired: Callable[[str, Sequence[ExpiredIntent]], None] = lambda tenant, intents: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        super().__init__(every_s)
         self._strategies = strategies
         self._signals = signals
-        self._every_s = every_s
         self._relay = relay
         self._on_expired = on_expired
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="decision-intent-sweeper")
+    task_name = "decision-intent-sweeper"
+    what = "expiring intents"
+
+    async def run_once(self) -> None:
+        await self.sweep()
 
     async def sweep(self) -> int:
         """One pass over every tenant; returns how many intents expired."""
@@ -690,50 +725,22 @@ class IntentSweeper:
             if self._relay is not None:
                 self._relay.wake()
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception as exc:
-                log.warning("expiring intents failed: %r", exc)
-            await asyncio.sleep(self._every_s)
 
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
-class SignalPruner:
+class SignalPruner(_Periodic):
     """Deletes signals past the retention, per tenant, every few minutes."""
 
     def __init__(
         self, strategies: StrategyStore, signals: SignalStore, retention: timedelta, every_s: float = 300.0
     ) -> None:
+        super().__init__(every_s)
         self._strategies = strategies
         self._signals = signals
         self._retention = retention
-        self._every_s = every_s
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="decision-signal-pruner")
+    task_name = "decision-signal-pruner"
+    what = "pruning signals"
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                cutoff = datetime.now(UTC) - self._retention
-                for tenant in await self._strategies.tenants():
-                    await self._signals.prune(tenant, cutoff)
-            except Exception as exc:
-                log.warning("pruning signals failed: %r", exc)
-            await asyncio.sleep(self._every_s)
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def run_once(self) -> None:
+        cutoff = datetime.now(UTC) - self._retention
+        for tenant in await self._strategies.tenants():
+            await self._signals.prune(tenant, cutoff)
