@@ -19,10 +19,16 @@ one after another in id order, and a failed publish holds back the later rows
 of its key, so they never overtake it. Rows of different keys go concurrently;
 consecutive rows of one key and destination go as one batch (one round trip
 for a burst, order kept by the client; a failed batch is published again whole).
-Several replicas may run the relay: each batch runs in one transaction that
-first takes a transaction-level advisory lock for the schema, so one replica
-publishes at a time (the others find the lock taken and try next round) and
-per-key order holds across replicas; rows are claimed FOR UPDATE SKIP LOCKED.
+Several replicas may run the relay: a store hands a batch to one replica at
+a time (PostgreSQL: an advisory lock in the claim's transaction), so per-key
+order holds across replicas.
+
+Where the rows live is the store's business (:class:`OutboxStore`): a
+``<schema>.outbox`` table for the services whose state is in PostgreSQL
+(:class:`PostgresOutbox`), per-tenant Redis streams for risk, whose state is
+in Redis and whose "transaction" is a Lua script
+(:class:`runtime.outbox_redis.RedisOutbox`). The relay, its ordering,
+batching, set-aside, health and metrics are the same for both.
 
 Latency: the writer's caller calls :meth:`OutboxRelay.wake` after commit, so
 the relay looks at once instead of at its next poll (``poll_interval_s``, the
@@ -46,10 +52,11 @@ import time
 import weakref
 import zlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Hashable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 import asyncpg
 from google.protobuf import message as pb_message
@@ -248,10 +255,119 @@ class OutboxWriter:
 
 
 @dataclass(frozen=True, slots=True)
-class _Pending:
-    id: int
+class PendingRow:
+    """A committed row not yet published, as a store hands it to the relay.
+    `handle` is the store's own reference (a bigint id, a stream entry)."""
+
+    handle: Hashable
     destination: str
+    partition_key: str
     envelope: bytes
+
+
+class OutboxClaim(Protocol):
+    """Rows claimed for one relay round, and how the round reports back."""
+
+    rows: Sequence[PendingRow]
+
+    async def mark_sent(self, handles: Sequence[Hashable]) -> None: ...
+
+    async def set_aside(self, failures: Sequence[tuple[Hashable, str]]) -> None: ...
+
+
+class OutboxStore(Protocol):
+    """Where a service's outbox lives: PostgreSQL (:class:`PostgresOutbox`, a
+    table written in the change's transaction) or Redis
+    (:class:`runtime.outbox_redis.RedisOutbox`, a stream written in the
+    change's Lua script). One relay publishes from either."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def check(self) -> None:
+        """Fail at start when the storage is not the expected shape."""
+        ...
+
+    def claim(self, limit: int) -> AbstractAsyncContextManager[OutboxClaim | None]:
+        """Up to `limit` pending rows, oldest first, held against other
+        replicas until the context ends (None: none, or another replica holds them)."""
+        ...
+
+    async def backlog(self) -> int: ...
+
+    async def prune(self, retention: timedelta) -> None: ...
+
+
+class PostgresOutbox:
+    """``<schema>.outbox`` (the table :func:`outbox_table_sql` creates).
+
+    Each claim runs in one transaction that first takes a transaction-level
+    advisory lock for the schema, so one replica publishes at a time (the
+    others find the lock taken and try next round) and per-key order holds
+    across replicas; rows are claimed FOR UPDATE SKIP LOCKED."""
+
+    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
+        self._pool = pool
+        self.schema = schema
+        self._lock_key = zlib.crc32(schema.encode()) - (1 << 31)  # signed 32-bit
+        table = f"{quote_ident(schema)}.outbox"
+        self._claim_sql = f"""SELECT id, destination, partition_key, envelope FROM {table}
+            WHERE sent_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"""
+        self._mark_sql = f"UPDATE {table} SET sent_at = now() WHERE id = ANY($1::bigint[])"
+        self._set_aside_sql = f"UPDATE {table} SET failed_at = now(), last_error = $2 WHERE id = $1"
+        self._backlog_sql = f"SELECT count(*) FROM {table} WHERE sent_at IS NULL AND failed_at IS NULL"
+        self._prune_sql = f"""DELETE FROM {table} WHERE id IN (SELECT id FROM {table}
+            WHERE sent_at < now() - $1::interval LIMIT 10000)"""
+
+    @property
+    def name(self) -> str:
+        return self.schema
+
+    async def check(self) -> None:
+        async with self._pool.acquire() as conn:
+            await check_outbox_shape(conn, self.schema)
+
+    @asynccontextmanager
+    async def claim(self, limit: int) -> AsyncIterator[OutboxClaim | None]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock($1, $2)", _LOCK_NAMESPACE, self._lock_key
+            ):
+                yield None  # another replica is publishing
+                return
+            rows = await conn.fetch(self._claim_sql, limit)
+            pending = [
+                PendingRow(r["id"], r["destination"], r["partition_key"], bytes(r["envelope"])) for r in rows
+            ]
+            yield _PostgresClaim(self, conn, pending) if pending else None
+
+    async def mark_sent(self, conn: asyncpg.Connection, ids: Sequence[Hashable]) -> None:
+        """Inside the claim's transaction (a test crashes here on purpose)."""
+        await conn.execute(self._mark_sql, list(ids))
+
+    async def set_aside(self, conn: asyncpg.Connection, failures: Sequence[tuple[Hashable, str]]) -> None:
+        await conn.executemany(self._set_aside_sql, failures)
+
+    async def backlog(self) -> int:
+        """Rows committed and not yet published (partial index: cheap while small)."""
+        count: int = await self._pool.fetchval(self._backlog_sql)
+        return count
+
+    async def prune(self, retention: timedelta) -> None:
+        await self._pool.execute(self._prune_sql, retention)
+
+
+@dataclass(slots=True)
+class _PostgresClaim:
+    store: PostgresOutbox
+    conn: asyncpg.Connection
+    rows: Sequence[PendingRow]
+
+    async def mark_sent(self, handles: Sequence[Hashable]) -> None:
+        await self.store.mark_sent(self.conn, handles)
+
+    async def set_aside(self, failures: Sequence[tuple[Hashable, str]]) -> None:
+        await self.store.set_aside(self.conn, failures)
 
 
 # The relays running in this process, for health checks (see running_relays).
@@ -265,12 +381,11 @@ def running_relays() -> list[OutboxRelay]:
 
 
 class OutboxRelay:
-    """Publishes ``<schema>.outbox`` rows (see the module docstring); one per service process."""
+    """Publishes an :class:`OutboxStore`'s rows (see the module docstring); one per service process."""
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
-        schema: str,
+        store: OutboxStore,
         *,
         kafka: KafkaPublisher | None = None,
         nats: NatsPublisher | None = None,
@@ -283,10 +398,9 @@ class OutboxRelay:
         prune_every_s: float = 300.0,
         health: HealthMonitor | None = None,
     ) -> None:
-        self._pool = pool
+        self._store = store
         self._monitor = health
-        self.schema = schema
-        self.service = service or schema
+        self.service = service or store.name
         self._kafka = kafka
         self._nats = nats
         self._batch_size = batch_size
@@ -295,15 +409,6 @@ class OutboxRelay:
         self._max_retry_delay_s = max_retry_delay_s
         self._retention = retention
         self._prune_every_s = prune_every_s
-        self._lock_key = zlib.crc32(schema.encode()) - (1 << 31)  # signed 32-bit
-        table = f"{quote_ident(schema)}.outbox"
-        self._claim_sql = f"""SELECT id, destination, partition_key, envelope FROM {table}
-            WHERE sent_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"""
-        self._mark_sql = f"UPDATE {table} SET sent_at = now() WHERE id = ANY($1::bigint[])"
-        self._set_aside_sql = f"UPDATE {table} SET failed_at = now(), last_error = $2 WHERE id = $1"
-        self._backlog_sql = f"SELECT count(*) FROM {table} WHERE sent_at IS NULL AND failed_at IS NULL"
-        self._prune_sql = f"""DELETE FROM {table} WHERE id IN (SELECT id FROM {table}
-            WHERE sent_at < now() - $1::interval LIMIT 10000)"""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failures_in_a_row = 0
@@ -318,6 +423,10 @@ class OutboxRelay:
         # registered while running (stuck past the threshold: NOT_SERVING).
         self._health: ComponentHealth | None = None
 
+    @property
+    def store(self) -> OutboxStore:
+        return self._store
+
     def wake(self) -> None:
         """Something was committed: look now instead of at the next poll."""
         self._wake.set()
@@ -325,8 +434,7 @@ class OutboxRelay:
     async def start(self) -> None:
         """Check the table's shape, then run in the background."""
         if self._task is None:
-            async with self._pool.acquire() as conn:
-                await check_outbox_shape(conn, self.schema)
+            await self._store.check()
             self._health = (self._monitor or default_monitor()).register(f"relay:{self.service}-outbox")
             self._task = asyncio.create_task(self._run(), name=f"{self.service}-outbox-relay")
             _RUNNING.add(self)
@@ -344,8 +452,8 @@ class OutboxRelay:
                 await task
 
     async def backlog(self) -> int:
-        """Rows committed and not yet published (partial index: cheap while small)."""
-        count: int = await self._pool.fetchval(self._backlog_sql)
+        """Rows committed and not yet published."""
+        count = await self._store.backlog()
         OUTBOX_BACKLOG.labels(self.service).set(count)
         return count
 
@@ -406,7 +514,7 @@ class OutboxRelay:
             await self.backlog()
             if time.monotonic() - self._last_prune >= self._prune_every_s:
                 self._last_prune = time.monotonic()
-                await self._pool.execute(self._prune_sql, self._retention)
+                await self._store.prune(self._retention)
         except Exception as exc:
             log.warning("%s outbox relay: housekeeping failed: %r", self.service, exc)
 
@@ -414,38 +522,30 @@ class OutboxRelay:
         """Publish one batch; returns how many rows were marked sent
         (:attr:`last_round_failed` says whether a publish failed)."""
         self.last_round_failed = False
-        async with self._pool.acquire() as conn, conn.transaction():
-            if not await conn.fetchval(
-                "SELECT pg_try_advisory_xact_lock($1, $2)", _LOCK_NAMESPACE, self._lock_key
-            ):
-                return 0  # another replica is publishing
-            rows = await conn.fetch(self._claim_sql, self._batch_size)
-            if not rows:
+        async with self._store.claim(self._batch_size) as claim:
+            if claim is None:
                 return 0
-            groups: dict[str, list[_Pending]] = defaultdict(list)
-            for r in rows:
-                groups[r["partition_key"]].append(_Pending(r["id"], r["destination"], bytes(r["envelope"])))
-            sent: list[int] = []
-            set_aside: list[tuple[int, str]] = []
+            groups: dict[str, list[PendingRow]] = defaultdict(list)
+            for row in claim.rows:
+                groups[row.partition_key].append(row)
+            sent: list[Hashable] = []
+            set_aside: list[tuple[Hashable, str]] = []
             errors: list[BaseException] = []
             await asyncio.gather(*(self._publish_group(g, sent, set_aside, errors) for g in groups.values()))
-            await self._mark_sent(conn, sent)
+            if sent:
+                await claim.mark_sent(sent)
             if set_aside:
-                await conn.executemany(self._set_aside_sql, set_aside)
+                await claim.set_aside(set_aside)
         if errors:
             self.last_round_failed = True
             self._failed(errors[0])
         return len(sent)
 
-    async def _mark_sent(self, conn: asyncpg.Connection, ids: list[int]) -> None:
-        if ids:
-            await conn.execute(self._mark_sql, ids)
-
     async def _publish_group(
         self,
-        group: Sequence[_Pending],
-        sent: list[int],
-        set_aside: list[tuple[int, str]],
+        group: Sequence[PendingRow],
+        sent: list[Hashable],
+        set_aside: list[tuple[Hashable, str]],
         errors: list[BaseException],
     ) -> None:
         """One key's rows, in id order. Consecutive rows for one destination go
@@ -464,13 +564,13 @@ class OutboxRelay:
                 self._publish_failed(run[0], exc, errors)
                 return  # later rows of this key wait, so they never overtake it
             OUTBOX_PUBLISHED.labels(self.service, run[0].destination).inc(len(run))
-            sent.extend(row.id for row in run)
+            sent.extend(row.handle for row in run)
 
     async def _one_by_one(
         self,
-        run: Sequence[_Pending],
-        sent: list[int],
-        set_aside: list[tuple[int, str]],
+        run: Sequence[PendingRow],
+        sent: list[Hashable],
+        set_aside: list[tuple[Hashable, str]],
         errors: list[BaseException],
     ) -> bool:
         """Publish rows singly; False when one failed (and the rest must wait)."""
@@ -478,23 +578,25 @@ class OutboxRelay:
             try:
                 await self._publish_many([row])
             except _UNPUBLISHABLE as exc:
-                log.error("%s outbox row %d cannot be published: %r", self.service, row.id, exc)
+                log.error("%s outbox row %s cannot be published: %r", self.service, row.handle, exc)
                 OUTBOX_SET_ASIDE.labels(self.service).inc()
-                set_aside.append((row.id, repr(exc)))
+                set_aside.append((row.handle, repr(exc)))
                 continue
             except Exception as exc:
                 self._publish_failed(row, exc, errors)
                 return False
             OUTBOX_PUBLISHED.labels(self.service, row.destination).inc()
-            sent.append(row.id)
+            sent.append(row.handle)
         return True
 
-    def _publish_failed(self, row: _Pending, exc: Exception, errors: list[BaseException]) -> None:
+    def _publish_failed(self, row: PendingRow, exc: Exception, errors: list[BaseException]) -> None:
         OUTBOX_FAILURES.labels(self.service, row.destination).inc()
-        log.warning("%s outbox row %d: publish to %s failed: %r", self.service, row.id, row.destination, exc)
+        log.warning(
+            "%s outbox row %s: publish to %s failed: %r", self.service, row.handle, row.destination, exc
+        )
         errors.append(exc)
 
-    async def _publish_many(self, rows: Sequence[_Pending]) -> None:
+    async def _publish_many(self, rows: Sequence[PendingRow]) -> None:
         """Rows of one destination, in order."""
         events = [(event_pb2.EventEnvelope.FromString(row.envelope), None) for row in rows]
         destination = rows[0].destination
@@ -515,9 +617,9 @@ class OutboxRelay:
 _UNPUBLISHABLE = (NotRoutedError, ValueError, pb_message.DecodeError)
 
 
-def _runs(group: Sequence[_Pending]) -> list[list[_Pending]]:
+def _runs(group: Sequence[PendingRow]) -> list[list[PendingRow]]:
     """The group cut into runs of consecutive rows with the same destination."""
-    runs: list[list[_Pending]] = []
+    runs: list[list[PendingRow]] = []
     for row in group:
         if runs and runs[-1][0].destination == row.destination:
             runs[-1].append(row)

@@ -6,7 +6,7 @@ the commands it uses, only on its own key patterns. The ``default`` user is
 off, so a connection without credentials can do nothing but AUTH. Key shapes:
 
 - ``t:{<tenant>}:<service>:...``: tenant data (``runtime.storage.redis.tenant_key``);
-  risk owns ``t:{*}:risk:*``, the gateway ``t:{*}:gateway:*``.
+  risk owns ``t:{*}:risk:*`` (and its outbox's ``risk:outbox:*``), the gateway ``t:{*}:gateway:*``.
 - ``md:*``: marketdata's shared cache (``runtime.market_cache``: instrument set, last quotes).
 - ``features:*``: features' latest vectors (``services.features.consumer.vector_key``).
 - ``identity:*``: identity's API key cache, key use times and login failure counters.
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.config import Settings
+from runtime.outbox_redis import REDIS_OUTBOX_COMMANDS
 from runtime.security.files import write_atomic
 from runtime.security.principals import check_principal
 from runtime.security.secrets import get_secret
@@ -120,8 +121,10 @@ REDIS_USERS: dict[str, RedisUser] = _users(
             "zrangebyscore",
             "zremrangebyscore",
             "pexpire",
+            *REDIS_OUTBOX_COMMANDS,
         ),
-        read_write=("t:{*}:risk:*",),
+        # risk:outbox:*: its outbox's tenant index, relay lock and set-aside rows.
+        read_write=("t:{*}:risk:*", "risk:outbox:*"),
         read_only=("md:*",),
     ),
     RedisUser("execution", commands=_MARKET_READ, read_only=("md:*",)),

@@ -18,7 +18,7 @@ from runtime.contracts import event_registry
 from runtime.grpc_client import ClientFactory
 from runtime.messaging import RetryPolicy
 from runtime.messaging.nats import NatsSubscriber
-from runtime.outbox import OutboxRelay
+from runtime.outbox import OutboxRelay, PostgresOutbox
 from runtime.resources import Resources
 from runtime.security.delegations import DelegationCache
 from runtime.service import ServiceSpec
@@ -70,7 +70,9 @@ async def build(
 
     # Strategy changes, signals, intents and their expiry are announced through decision's outbox.
     relay = OutboxRelay(
-        resources.postgres, "decision", kafka=resources.kafka_publisher, nats=resources.nats_publisher
+        PostgresOutbox(resources.postgres, "decision"),
+        kafka=resources.kafka_publisher,
+        nats=resources.nats_publisher,
     )
     await relay.start()
     resources.on_close(relay.stop)

@@ -13,7 +13,7 @@ from trading.execution.v1 import execution_service_pb2_grpc as pb_grpc
 from trading.risk.v1 import risk_service_pb2_grpc as risk_grpc
 
 from runtime.grpc_client import ClientFactory
-from runtime.outbox import OutboxRelay
+from runtime.outbox import OutboxRelay, PostgresOutbox
 from runtime.resources import Resources
 from runtime.service import ServiceSpec
 from services.execution.api import ExecutionApi
@@ -33,7 +33,7 @@ async def build(resources: Resources) -> Mapping[str, Any]:
 
     store = OrderStore(pool)
     venue = PaperVenue(redis)
-    relay = OutboxRelay(pool, "execution", kafka=kafka, nats=nats_publisher)
+    relay = OutboxRelay(PostgresOutbox(pool, "execution"), kafka=kafka, nats=nats_publisher)
 
     def changed(events: Sequence[OrderEvent]) -> None:
         relay.wake()

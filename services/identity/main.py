@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from trading.identity.v1 import identity_service_pb2_grpc as pb_grpc
 
 from runtime.contracts import method_policy, services
-from runtime.outbox import OutboxRelay
+from runtime.outbox import OutboxRelay, PostgresOutbox
 from runtime.resources import Resources
 from runtime.security.credentials import credentials_for
 from runtime.service import ServiceSpec
@@ -85,7 +85,7 @@ async def build(resources: Resources, identity_settings: IdentitySettings | None
     platform_tenant = await seed(pool, passwords, settings)
     kept = await rebuild_api_key_cache(pool, redis, role_scopes)
     log.info("identity: %d active API keys in the cache", kept)
-    relay = OutboxRelay(pool, "identity", kafka=resources.kafka_publisher)
+    relay = OutboxRelay(PostgresOutbox(pool, "identity"), kafka=resources.kafka_publisher)
     await relay.start()
     relay.wake()
     resources.on_close(relay.stop)

@@ -30,7 +30,7 @@ from runtime.messaging import RetryPolicy
 from runtime.messaging.kafka import KafkaSubscriber
 from runtime.messaging.nats import NatsSubscriber
 from runtime.messaging.nats.streams import ensure_streams
-from runtime.outbox import OutboxRelay
+from runtime.outbox import OutboxRelay, PostgresOutbox
 from runtime.resources import Resources
 from runtime.security.secrets import get_secret
 from runtime.service import ServiceSpec
@@ -88,7 +88,7 @@ async def build(
     jobs = JobPublisher(js)
     fan_out = FanOut(store, jobs)
     # WebhookDeliveryFailed goes through notification's outbox (closed after the workers stopped).
-    relay = OutboxRelay(resources.postgres, "notification", kafka=resources.kafka_publisher)
+    relay = OutboxRelay(PostgresOutbox(resources.postgres, "notification"), kafka=resources.kafka_publisher)
     await relay.start()
     resources.on_close(relay.stop)
     worker = DeliveryWorker(

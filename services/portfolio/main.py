@@ -18,7 +18,7 @@ from trading.portfolio.v1 import portfolio_service_pb2_grpc as pb_grpc
 from runtime.contracts import event_registry
 from runtime.messaging import RetryPolicy
 from runtime.messaging.kafka import KafkaSubscriber
-from runtime.outbox import OutboxRelay
+from runtime.outbox import OutboxRelay, PostgresOutbox
 from runtime.resources import Resources
 from runtime.service import ServiceSpec
 from services.portfolio import domain
@@ -51,7 +51,9 @@ async def build(
     resources.on_close(snapshots.close)
     # PositionChanged goes through portfolio's outbox; closed after the consumer stopped.
     relay = OutboxRelay(
-        resources.postgres, "portfolio", kafka=resources.kafka_publisher, nats=resources.nats_publisher
+        PostgresOutbox(resources.postgres, "portfolio"),
+        kafka=resources.kafka_publisher,
+        nats=resources.nats_publisher,
     )
     await relay.start()
     resources.on_close(relay.stop)

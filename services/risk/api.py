@@ -25,7 +25,6 @@ from services.risk.storage import (
     CheckRead,
     LimitsConflictError,
     RiskStore,
-    StoredLimits,
     canonical_limits,
     limits_to_domain,
     limits_to_proto,
@@ -160,7 +159,7 @@ class RiskApi:
             if request.HasField("limit_price"):
                 rejected.limit_price.CopyFrom(request.limit_price)
             rejected.rejected_at.CopyFrom(response.checked_at)
-            self._events.spawn(self._events.publish(tenant, rejected))
+            self._events.spawn(self._events.record(tenant, rejected))
         if domain.loss_level(pnl, limits.daily_loss_limit) is not domain.LossLevel.OK:
             self._events.spawn(self._events.on_daily_pnl(tenant, pnl, limits))
         if domain.DenialReason.ORDER_RATE in reasons:
@@ -220,7 +219,7 @@ class RiskApi:
         actor = current_context().subject
         limits = canonical_limits(request.limits)
         try:
-            stored = await self._store.set_limits(
+            stored = await self._events.set_limits(
                 tenant, limits, expected_version=request.expected_version, actor=actor
             )
         except LimitsConflictError as exc:
@@ -234,8 +233,6 @@ class RiskApi:
                     {"stored_version": str(exc.stored_version)},
                 )
             ) from None
-        if stored.changed:
-            await self._limits_changed(tenant, stored)
         response = pb.SetLimitsResponse(
             limits=stored.limits if stored.changed else (stored.previous or limits),
             version=stored.version,
@@ -243,13 +240,6 @@ class RiskApi:
         )
         response.updated_at.FromNanoseconds(stored.updated_at_ns)
         return response
-
-    async def _limits_changed(self, tenant: str, stored: StoredLimits) -> None:
-        changed = ev.LimitsChanged(limits=stored.limits, version=stored.version, actor_id=stored.updated_by)
-        if stored.previous is not None:
-            changed.previous_limits.CopyFrom(stored.previous)
-        changed.changed_at.FromNanoseconds(stored.updated_at_ns)
-        await self._events.publish(tenant, changed)
 
     # ---------------------------------------------------------------- trading state
 
@@ -269,9 +259,8 @@ class RiskApi:
             state=request.state, reason=request.reason, automatic=False, changed_by=current_context().subject
         )
         status.changed_at.FromNanoseconds(time.time_ns())
-        outcome, before = await self._store.set_status(tenant, status)
+        outcome, before = await self._events.set_state(tenant, status)
         previous = before or _default_status()
         if outcome != "changed":
             return pb.SetTradingStateResponse(status=previous, previous_state=previous.state)
-        await self._events.state_changed(tenant, status, domain.TradingState(previous.state))
         return pb.SetTradingStateResponse(status=status, previous_state=previous.state)

@@ -58,7 +58,10 @@ class FillHandler:
             day=datetime.fromtimestamp(executed.ToNanoseconds() / 1e9 or time.time(), UTC).date(),
         )
         if not applied:
-            return
+            # A delivery again: maybe of a fill whose evaluation a crash cut
+            # short. Evaluating is idempotent (the state switch happens once,
+            # alerts are throttled), so evaluate anyway.
+            log.debug("fill %s already applied", fill.execution_id or event.envelope.event_id)
         stored = await self._store.get_limits(tenant)
         limits = limits_to_domain(stored.limits) if stored is not None else domain.DEFAULT_LIMITS
         await self._events.evaluate_daily_loss(tenant, limits)

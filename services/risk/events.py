@@ -1,11 +1,15 @@
 """Risk events out (Kafka `trading.risk.events` + NATS `risk.events.{tenant}`),
 alerts, and the automatic switch to REDUCING when the daily loss limit is hit.
 
-Events of operator actions (limits, kill switch) are published before the
-call returns. Events raised on the CheckOrder hot path (rejections, alerts)
-are published by background tasks so the check's latency does not include a
-broker round trip; they are drained at shutdown. A process dying in between
-loses them: they are notifications, the order's own record is execution's.
+Every event goes through risk's Redis outbox (:mod:`runtime.outbox_redis`):
+a change and its event are stored by one Lua script, and the shared
+:class:`runtime.outbox.OutboxRelay` publishes them, woken at once. Operator
+actions (limits, kill switch) store theirs before the call returns. What the
+CheckOrder hot path causes (rejections, alerts, the daily-loss switch) is
+stored by background tasks, so a check's latency does not include it; they
+are drained at shutdown. A rejection is appended after the check that made
+it: a process dying in between loses that notification (the trader had the
+denial in the reply; the order's own record is execution's).
 """
 
 from __future__ import annotations
@@ -24,10 +28,9 @@ from trading.risk.v1 import risk_service_pb2 as pb
 from runtime import decimals
 from runtime.context import current_context
 from runtime.messaging.envelope import new_envelope, uuid7
-from runtime.messaging.kafka import KafkaPublisher
-from runtime.messaging.nats import NatsPublisher
+from runtime.outbox import KAFKA, NATS, OutboxRelay, OutboxRow, outbox_row
 from services.risk import domain
-from services.risk.storage import RiskStore, quote_view
+from services.risk.storage import RiskStore, StoredLimits, quote_view
 
 log = logging.getLogger(__name__)
 
@@ -35,34 +38,30 @@ PRODUCER = "risk"
 
 
 class RiskEvents:
-    """Publishes risk events on both transports and owns the background tasks."""
+    """Stores risk events in the outbox (with the change they report) and owns the background tasks."""
 
-    def __init__(self, store: RiskStore, kafka: KafkaPublisher | None, nats: NatsPublisher | None) -> None:
+    def __init__(self, store: RiskStore, relay: OutboxRelay | None) -> None:
         self._store = store
-        self._kafka = kafka
-        self._nats = nats
+        self._relay = relay
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def publish(self, tenant: str, payload: pb_message.Message) -> None:
+    def rows(self, tenant: str, payload: pb_message.Message) -> list[OutboxRow]:
+        """The outbox rows of one event: its envelope for both transports, in tenant order."""
         ctx = current_context()
         envelope = new_envelope(
             payload, tenant_id=tenant, correlation_id=ctx.correlation_id, producer=PRODUCER
         )
-        # Each transport on its own: a Kafka failure must not also cost the
-        # live NATS fan-out (and vice versa). The first error is raised after
-        # both were tried. Not durable yet: risk's state is in Redis, outside
-        # the PostgreSQL outbox (see the issue 12 note).
-        failures: list[Exception] = []
-        for transport in (self._kafka, self._nats):
-            if transport is None:
-                continue
-            try:
-                await transport.publish(envelope, payload=payload)
-            except Exception as exc:
-                log.warning("risk event %s not published: %r", envelope.event_type, exc)
-                failures.append(exc)
-        if failures:
-            raise failures[0]
+        return [outbox_row(envelope, KAFKA), outbox_row(envelope, NATS)]
+
+    def stored(self) -> None:
+        """Outbox rows were stored: the relay looks now rather than at its next poll."""
+        if self._relay is not None:
+            self._relay.wake()
+
+    async def record(self, tenant: str, payload: pb_message.Message) -> None:
+        """An event that is itself the fact (a rejection): appended on its own."""
+        await self._store.outbox.append(tenant, self.rows(tenant, payload))
+        self.stored()
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` off the caller's path; failures are logged."""
@@ -96,8 +95,6 @@ class RiskEvents:
         threshold: Decimal | None = None,
     ) -> bool:
         """Raise an alert unless the same kind and symbol was raised in the last minute."""
-        if not await self._store.alert_once(tenant, ev.RiskAlertKind.Name(kind), symbol):
-            return False
         alert = ev.RiskAlert(
             alert_id=str(uuid7()), kind=kind, severity=severity, symbol=symbol, message=message
         )
@@ -106,21 +103,55 @@ class RiskEvents:
         if threshold is not None:
             alert.threshold.CopyFrom(decimals.to_proto(threshold))
         alert.raised_at.FromNanoseconds(time.time_ns())
-        await self.publish(tenant, alert)
-        return True
-
-    async def state_changed(
-        self, tenant: str, status: pb.TradingStatus, previous: domain.TradingState
-    ) -> None:
-        changed = ev.TradingStateChanged(
-            previous_state=pb.TradingState.ValueType(previous),
-            state=status.state,
-            reason=status.reason,
-            automatic=status.automatic,
-            actor_id=status.changed_by,
+        raised = await self._store.alert_once(
+            tenant, ev.RiskAlertKind.Name(kind), symbol, self.rows(tenant, alert)
         )
-        changed.changed_at.CopyFrom(status.changed_at)
-        await self.publish(tenant, changed)
+        if raised:
+            self.stored()
+        return raised
+
+    async def set_state(
+        self, tenant: str, status: pb.TradingStatus, *, only_from: domain.TradingState | None = None
+    ) -> tuple[str, pb.TradingStatus | None]:
+        """Switch the trading state, with its TradingStateChanged in the outbox
+        (see :meth:`RiskStore.set_status`)."""
+
+        def announce(previous: domain.TradingState) -> list[OutboxRow]:
+            changed = ev.TradingStateChanged(
+                previous_state=pb.TradingState.ValueType(previous),
+                state=status.state,
+                reason=status.reason,
+                automatic=status.automatic,
+                actor_id=status.changed_by,
+            )
+            changed.changed_at.CopyFrom(status.changed_at)
+            return self.rows(tenant, changed)
+
+        outcome, before = await self._store.set_status(tenant, status, announce=announce, only_from=only_from)
+        if outcome == "changed":
+            self.stored()
+        return outcome, before
+
+    async def set_limits(
+        self, tenant: str, limits: pb.RiskLimits, *, expected_version: int, actor: str
+    ) -> StoredLimits:
+        """Store limits, with their LimitsChanged in the outbox (see :meth:`RiskStore.set_limits`)."""
+
+        def announce(stored: StoredLimits) -> list[OutboxRow]:
+            changed = ev.LimitsChanged(
+                limits=stored.limits, version=stored.version, actor_id=stored.updated_by
+            )
+            if stored.previous is not None:
+                changed.previous_limits.CopyFrom(stored.previous)
+            changed.changed_at.FromNanoseconds(stored.updated_at_ns)
+            return self.rows(tenant, changed)
+
+        stored = await self._store.set_limits(
+            tenant, limits, expected_version=expected_version, actor=actor, announce=announce
+        )
+        if stored.changed:
+            self.stored()
+        return stored
 
     async def on_daily_pnl(self, tenant: str, pnl: Decimal, limits: domain.Limits) -> None:
         """Warn at 80% of the daily loss limit; at 100% switch an ACTIVE tenant
@@ -142,9 +173,7 @@ class RiskEvents:
                 state=pb.TRADING_STATE_REDUCING, reason="daily loss limit reached", automatic=True
             )
             status.changed_at.FromNanoseconds(time.time_ns())
-            outcome, _ = await self._store.set_status(tenant, status, only_from=domain.TradingState.ACTIVE)
-            if outcome == "changed":
-                await self.state_changed(tenant, status, domain.TradingState.ACTIVE)
+            await self.set_state(tenant, status, only_from=domain.TradingState.ACTIVE)
             await self.alert(
                 tenant,
                 ev.RISK_ALERT_KIND_DAILY_LOSS_BREACHED,

@@ -7,6 +7,8 @@ from typing import Any
 
 from trading.risk.v1 import risk_service_pb2_grpc as pb_grpc
 
+from runtime.outbox import OutboxRelay
+from runtime.outbox_redis import RedisOutbox
 from runtime.resources import Resources
 from runtime.service import ServiceSpec
 from services.risk.api import RiskApi
@@ -21,17 +23,26 @@ RISK_SERVICE = "trading.risk.v1.RiskService"
 async def build(resources: Resources, *, fills_group: str = FILLS_GROUP) -> Mapping[str, Any]:
     assert resources.redis is not None and resources.kafka_publisher is not None
     risk = resources.settings.risk
+    outbox = RedisOutbox(resources.redis, "risk")
     store = RiskStore(
         resources.redis,
+        outbox,
         time_bound=SubmissionTimeBound(risk.submitted_at_max_back_s, risk.submitted_at_max_ahead_s),
     )
     await store.load_scripts()
-    events = RiskEvents(store, resources.kafka_publisher, resources.nats_publisher)
+    relay = OutboxRelay(
+        outbox, kafka=resources.kafka_publisher, nats=resources.nats_publisher, service="risk"
+    )
+    await relay.start()
+    relay.wake()  # rows a previous process stored but did not publish
+    events = RiskEvents(store, relay)
     subscriber = fill_subscriber(
         resources.settings, store, events, resources.kafka_publisher, group=fills_group
     )
     await subscriber.start()
-    # Last added runs first: stop consuming, then let pending publishes finish.
+    # Last added runs first: stop consuming, let background work store its
+    # events, then stop the relay (what it did not publish waits in Redis).
+    resources.on_close(relay.stop)
     resources.on_close(events.drain)
     resources.on_close(subscriber.stop)
     return {RISK_SERVICE: RiskApi(store, events)}

@@ -14,8 +14,16 @@ cluster mode):
 | ``risk:pnl:{YYYYMMDD}`` | string | realised PnL of that UTC day, net of fees |
 | ``risk:fill:{execution_id}`` | string | marker: that fill was applied (7 days) |
 | ``risk:alert:{kind}:{symbol}`` | string | marker: that alert was raised in the last minute |
+| ``risk:outbox`` | stream | events of this tenant's changes, until the relay published them |
 
 The last quote is marketdata's global ``md:quote:{symbol}`` (Quote bytes).
+
+Every change that is announced (limits, trading state, alerts) appends its
+event envelopes to the tenant's outbox stream in the same Lua script
+(:mod:`runtime.outbox_redis`): stored and announced, or neither. Events
+carry what was there before (previous limits and state), so they are built
+from a read of the current value, and the script applies the change only if
+that value is still there (compare-and-set; on a race the method reads again).
 
 One check is one round trip: a non-transactional pipeline of the CHECK
 script (tenant keys, atomic) and an MGET of the quotes (another slot, so not
@@ -25,7 +33,7 @@ inside the script).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -38,6 +46,8 @@ from trading.risk.v1 import risk_service_pb2 as pb
 
 from runtime import decimals
 from runtime.market_cache import quote_key
+from runtime.outbox import OutboxRow
+from runtime.outbox_redis import OUTBOX_APPEND_LUA, RedisOutbox, outbox_args
 from runtime.storage.redis import tenant_key
 from services.risk import domain
 
@@ -99,29 +109,54 @@ return 1
 """
 
 # Compare-and-set of the limits: a conflict when expected_version (non-zero)
-# differs; nothing changes (same version) when the limits are equal.
-_SET_LIMITS = """
+# differs; nothing changes (same version) when the limits are equal; "moved"
+# when the version is not the one the caller read (its event would be wrong:
+# it reads again). Otherwise store and append the outbox rows (ARGV[7]...).
+_SET_LIMITS = (
+    OUTBOX_APPEND_LUA
+    + """
 local cur = redis.call('HMGET', KEYS[1], 'pb', 'version', 'at', 'by')
 local version = tonumber(cur[2] or '0')
 local expected = tonumber(ARGV[2])
 if expected ~= 0 and expected ~= version then return {'conflict', version} end
 if cur[1] == ARGV[1] then return {'same', version, cur[3], cur[4], cur[1]} end
+if version ~= tonumber(ARGV[6]) then return {'moved', version} end
 version = version + 1
 redis.call('HSET', KEYS[1], 'pb', ARGV[1], 'version', version, 'at', ARGV[3], 'by', ARGV[4], 'rate', ARGV[5])
+outbox_append(KEYS[2], 7)
 return {'changed', version, ARGV[3], ARGV[4], cur[1]}
 """
+)
 
 # Switch the trading state unless it already is the target (then nothing
 # changes). ARGV[3], when not empty, is the only current state the switch may
 # start from (the automatic switch to REDUCING must not lift a HALTED).
-_SET_STATE = """
+# ARGV[4] is the status the caller read ("" for none): "moved" when another
+# change came first. Otherwise store and append the outbox rows (ARGV[5]...).
+_SET_STATE = (
+    OUTBOX_APPEND_LUA
+    + """
 local cur = redis.call('HMGET', KEYS[1], 'pb', 'state')
 local state = cur[2] or '1'
 if state == ARGV[2] then return {'same', cur[1]} end
 if ARGV[3] ~= '' and state ~= ARGV[3] then return {'skipped', cur[1]} end
+if (cur[1] or '') ~= ARGV[4] then return {'moved', cur[1]} end
 redis.call('HSET', KEYS[1], 'pb', ARGV[1], 'state', ARGV[2])
+outbox_append(KEYS[2], 5)
 return {'changed', cur[1]}
 """
+)
+
+# An alert at most once per kind and symbol per interval: the marker and the
+# alert's outbox rows (ARGV[2]...) together.
+_ALERT = (
+    OUTBOX_APPEND_LUA
+    + """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+outbox_append(KEYS[2], 2)
+return 1
+"""
+)
 
 
 class LimitsConflictError(Exception):
@@ -243,14 +278,22 @@ class RiskStore:
     def __init__(
         self,
         redis: Redis,
+        outbox: RedisOutbox,
         *,
         default_rate: int = domain.DEFAULT_LIMITS.max_orders_per_second,
         time_bound: domain.SubmissionTimeBound | None = None,
     ) -> None:
         self._redis = redis
+        self.outbox = outbox
         self._default_rate = default_rate
         self._time_bound = time_bound or domain.SubmissionTimeBound()
-        self._sources = {"check": _CHECK, "release": _RELEASE, "limits": _SET_LIMITS, "state": _SET_STATE}
+        self._sources = {
+            "check": _CHECK,
+            "release": _RELEASE,
+            "limits": _SET_LIMITS,
+            "state": _SET_STATE,
+            "alert": _ALERT,
+        }
         self._shas: dict[str, str] = {}
         # Per tenant, the symbols it held at its last check: their quotes are
         # fetched in the check's one round trip to mark positions to market.
@@ -370,21 +413,47 @@ class RiskStore:
         )
 
     async def set_limits(
-        self, tenant: str, limits: pb.RiskLimits, *, expected_version: int, actor: str
+        self,
+        tenant: str,
+        limits: pb.RiskLimits,
+        *,
+        expected_version: int,
+        actor: str,
+        announce: Callable[[StoredLimits], Sequence[OutboxRow]],
     ) -> StoredLimits:
+        """Store `limits` (compare-and-set on `expected_version` when non-zero)
+        with the outbox rows `announce` makes of the change."""
         data = limits.SerializeToString(deterministic=True)
-        reply = await self._eval(
-            "limits",
-            (tenant_key(tenant, "risk", "limits"),),
-            (data, expected_version, time.time_ns(), actor, limits.max_orders_per_second),
-        )
-        outcome = reply[0].decode()
-        if outcome == "conflict":
-            raise LimitsConflictError(int(reply[1]))
-        previous = pb.RiskLimits.FromString(reply[4]) if reply[4] else None
-        return StoredLimits(
-            limits, int(reply[1]), int(reply[2]), reply[3].decode(), previous, changed=outcome == "changed"
-        )
+        await self.outbox.enlist(tenant)
+        while True:
+            current = await self.get_limits(tenant)
+            now_ns = time.time_ns()
+            version = current.version if current is not None else 0
+            change = StoredLimits(
+                limits, version + 1, now_ns, actor, current.limits if current else None, changed=True
+            )
+            reply = await self._eval(
+                "limits",
+                (tenant_key(tenant, "risk", "limits"), self.outbox.stream(tenant)),
+                (
+                    data,
+                    expected_version,
+                    now_ns,
+                    actor,
+                    limits.max_orders_per_second,
+                    version,
+                    *outbox_args(announce(change)),
+                ),
+            )
+            outcome = reply[0].decode()
+            if outcome == "conflict":
+                raise LimitsConflictError(int(reply[1]))
+            if outcome == "moved":
+                continue  # changed since it was read: the event would name the wrong previous limits
+            if outcome == "changed":
+                return change
+            previous = pb.RiskLimits.FromString(reply[4]) if reply[4] else None
+            return StoredLimits(limits, int(reply[1]), int(reply[2]), reply[3].decode(), previous)
 
     # ---------------------------------------------------------------- trading state
 
@@ -393,16 +462,36 @@ class RiskStore:
         return pb.TradingStatus.FromString(raw) if raw else None
 
     async def set_status(
-        self, tenant: str, status: pb.TradingStatus, *, only_from: domain.TradingState | None = None
+        self,
+        tenant: str,
+        status: pb.TradingStatus,
+        *,
+        announce: Callable[[domain.TradingState], Sequence[OutboxRow]],
+        only_from: domain.TradingState | None = None,
     ) -> tuple[str, pb.TradingStatus | None]:
-        """("changed" | "same" | "skipped", the status before)."""
-        reply = await self._eval(
-            "state",
-            (tenant_key(tenant, "risk", "state"),),
-            (status.SerializeToString(), int(status.state), "" if only_from is None else int(only_from)),
-        )
-        before = pb.TradingStatus.FromString(reply[1]) if reply[1] else None
-        return reply[0].decode(), before
+        """("changed" | "same" | "skipped", the status before). A change is
+        stored with the outbox rows `announce` makes of the state before it."""
+        key = tenant_key(tenant, "risk", "state")
+        await self.outbox.enlist(tenant)
+        while True:
+            raw = _opt_bytes(await self._redis.hget(key, "pb")) or b""
+            seen = pb.TradingStatus.FromString(raw).state if raw else domain.TradingState.ACTIVE
+            reply = await self._eval(
+                "state",
+                (key, self.outbox.stream(tenant)),
+                (
+                    status.SerializeToString(),
+                    int(status.state),
+                    "" if only_from is None else int(only_from),
+                    raw,
+                    *outbox_args(announce(domain.TradingState(seen))),
+                ),
+            )
+            outcome = reply[0].decode()
+            if outcome == "moved":
+                continue
+            before = pb.TradingStatus.FromString(reply[1]) if reply[1] else None
+            return outcome, before
 
     # ---------------------------------------------------------------- positions and PnL
 
@@ -468,7 +557,12 @@ class RiskStore:
         values = await self._redis.mget([quote_key(s) for s in symbols])
         return {s: _opt_bytes(v) for s, v in zip(symbols, values, strict=True)}
 
-    async def alert_once(self, tenant: str, kind: str, symbol: str) -> bool:
-        """True at most once per kind and symbol per minute (the contract's throttle)."""
+    async def alert_once(self, tenant: str, kind: str, symbol: str, rows: Sequence[OutboxRow]) -> bool:
+        """Store the alert's outbox rows, at most once per kind and symbol per
+        minute (the contract's throttle); False when throttled."""
         key = tenant_key(tenant, "risk", "alert", kind, symbol or "-")
-        return bool(await self._redis.set(key, b"1", nx=True, ex=ALERT_INTERVAL_S))
+        await self.outbox.enlist(tenant)
+        raised = await self._eval(
+            "alert", (key, self.outbox.stream(tenant)), (ALERT_INTERVAL_S, *outbox_args(rows))
+        )
+        return bool(raised)

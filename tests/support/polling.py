@@ -14,7 +14,7 @@ T = TypeVar("T")
 async def eventually(
     probe: Callable[[], Awaitable[T | None]],
     timeout: float = 20.0,
-    what: str = "the condition",
+    what: str | Callable[[], str] = "the condition",
     *,
     interval: float = 0.1,
 ) -> T:
@@ -25,5 +25,6 @@ async def eventually(
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout:g}s: {what}")
+            described = what() if callable(what) else what  # a callable: the state at the deadline
+            raise AssertionError(f"not reached within {timeout:g}s: {described}")
         await asyncio.sleep(interval)

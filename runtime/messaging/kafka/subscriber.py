@@ -143,6 +143,12 @@ class KafkaSubscriber:
         )
         self._consumer = self._new_consumer()
         self._task: asyncio.Task[None] | None = None
+        # Set by stop(): the loop ends at its next turn and never heals. A
+        # cancel alone is not enough: aiokafka's getmany() can swallow it, and
+        # a loop that lived on would replace the stopped consumer and keep
+        # consuming with its service's publishers closed (a zombie member
+        # that applied fills it could no longer announce).
+        self._stopping = False
         # Reports as "kafka:<name>" (runtime.health): fetches are progress, errors failures.
         self._health = (health or default_monitor()).register(f"kafka:{self._name}")
         # Health: when it last was known to consume (or to have nothing to
@@ -184,6 +190,7 @@ class KafkaSubscriber:
 
     async def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             await self._consumer.start()
             self._task = asyncio.create_task(self._run(), name=f"kafka-subscriber-{self._name}")
 
@@ -191,6 +198,7 @@ class KafkaSubscriber:
         """Stop without committing anything not yet handled: what was in
         flight is delivered again to the group."""
         task, self._task = self._task, None
+        self._stopping = True
         self._health.close()
         if task is not None:
             task.cancel()
@@ -207,7 +215,9 @@ class KafkaSubscriber:
             await self._consumer.stop()
             if not task.done():
                 await asyncio.wait({task}, timeout=5.0)
-            if task.done() and not task.cancelled() and task.exception() is not None:
+            if not task.done():
+                log.warning("subscriber %s: its loop did not end within 7 s of stop()", self._name)
+            elif not task.cancelled() and task.exception() is not None:
                 log.warning("subscriber %s ended with %r", self._name, task.exception())
 
     async def __aenter__(self) -> KafkaSubscriber:
@@ -229,7 +239,7 @@ class KafkaSubscriber:
         return assigned
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             if self._heal_requests:
                 # Healing happens here, between polls: never stop a consumer
                 # under a pending getmany (aiokafka can break or hang there).
@@ -255,6 +265,8 @@ class KafkaSubscriber:
                 await asyncio.sleep(0.5)
                 continue
             for tp, records in batch.items():
+                if self._stopping:
+                    return  # not handled: delivered again to the group
                 for record in records:
                     await self._process(record)
                 await self._commit(tp, records[-1].offset + 1)
@@ -323,7 +335,7 @@ class KafkaSubscriber:
         since = self._stalled_since
         # Back off when healing did not help (a broker still away, a slow group join).
         wait = self._settings.consumer_heal_after_s * min(2**self._failed_heals, 6)
-        if since is None or time.monotonic() - since < wait or self._heal_requests:
+        if since is None or time.monotonic() - since < wait or self._heal_requests or self._stopping:
             return
         log.warning(
             "subscriber %s stalled for %.1fs (%s): recreating its topics if missing and its consumer",
@@ -348,6 +360,8 @@ class KafkaSubscriber:
         return await request
 
     async def _replace_consumer(self) -> bool:
+        if self._stopping:
+            return False
         self._heals += 1
         try:
             # Lost metadata (a broker that forgot its topics): create them
@@ -368,6 +382,11 @@ class KafkaSubscriber:
             await asyncio.wait_for(self._consumer.start(), 30.0)
         except (KafkaError, OSError, TimeoutError) as exc:
             log.warning("subscriber %s: restarting its consumer failed: %s", self._name, exc)
+            return False
+        if self._stopping:
+            # stop() ran meanwhile and stopped the consumer it saw, not this one.
+            await _leave_group(self._consumer)
+            await self._consumer.stop()
             return False
         log.info("subscriber %s: consumer replaced, rejoining group %s", self._name, self._group)
         return True
@@ -407,6 +426,10 @@ class KafkaSubscriber:
                     "handler %s failed on %s (attempt %d/%d): %r",
                     self._name, delivery.describe(), number, max_attempts, error,
                 )  # fmt: skip
+                if self._stopping:
+                    # Stopped between attempts: leave the record uncommitted
+                    # for the group's next member instead of dead-lettering it.
+                    raise asyncio.CancelledError
                 if number < max_attempts:
                     await asyncio.sleep(self._retry.backoff(number))
             mark_failed(span, DeadLetterReason.HANDLER_FAILED.value, error)

@@ -56,7 +56,7 @@ from runtime.messaging import Delivery, Event, Transport, decode_envelope, new_e
 from runtime.messaging.envelope import unpack
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
-from runtime.outbox import OutboxRelay
+from runtime.outbox import OutboxRelay, PostgresOutbox
 from runtime.security.delegations import DelegationCache
 from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from runtime.storage.postgres import tenant_transaction
@@ -174,6 +174,16 @@ async def _true(condition: bool) -> bool | None:
 async def _counted(metric: str, at_least: float) -> bool | None:
     """True once the in-process Prometheus counter reached `at_least`."""
     return (REGISTRY.get_sample_value(metric) or 0.0) >= at_least or None
+
+
+def _decision_counters() -> str:
+    """Where vectors went, for a failure message."""
+    names = (
+        DUPLICATES,
+        "trading_decision_shed_vectors_total",
+        "trading_decision_vector_failures_total",
+    )
+    return ", ".join(f"{n}={REGISTRY.get_sample_value(n) or 0:g}" for n in names)
 
 
 @dataclass
@@ -501,7 +511,13 @@ async def test_an_enabled_strategy_places_one_order_per_vector(
     duplicates = REGISTRY.get_sample_value(DUPLICATES) or 0.0
     await platform.publish(vector, envelope)
     await platform.publish(vector)
-    await eventually(lambda: _counted(DUPLICATES, duplicates + 2))
+    # Generous: on a loaded CI machine the second decision waits for the
+    # first's database round trips; the message names what did happen.
+    await eventually(
+        lambda: _counted(DUPLICATES, duplicates + 2),
+        timeout=45,
+        what=lambda: f"two duplicates counted (from {duplicates}; now {_decision_counters()})",
+    )
     assert [o.order_id for o in await _orders(platform, tenant, symbol)] == [order.order_id]
     assert await position() == sign * Decimal(1)
     again = await platform.decision.GetSignals(pb.GetSignalsRequest(symbol=symbol), metadata=md(tenant))
@@ -622,7 +638,9 @@ async def engine_on(
         async with KafkaPublisher(settings.kafka, registry) as kafka:
             # The events go through decision's outbox: this engine's own relay publishes them
             # (on the uncounted pool: the relay's round trips are not the vectors').
-            relay = OutboxRelay(pg_pool, "decision", kafka=kafka, nats=NatsPublisher(platform.nats, registry))
+            relay = OutboxRelay(
+                PostgresOutbox(pg_pool, "decision"), kafka=kafka, nats=NatsPublisher(platform.nats, registry)
+            )
             await relay.start()
             engine = DecisionEngine(
                 ensemble=ensemble,

@@ -10,7 +10,7 @@ import asyncio
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -27,7 +27,7 @@ from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.kafka.admin import ensure_topics, platform_topics
 from runtime.messaging.nats import NatsPublisher
 from runtime.messaging.nats.streams import ensure_streams, platform_streams
-from runtime.outbox import OutboxRelay
+from runtime.outbox import OutboxRelay, PostgresOutbox
 from runtime.storage.migrations import migrate_pool
 from runtime.storage.postgres import tenant_transaction
 from services.execution.domain import (
@@ -51,10 +51,10 @@ class Crash(Exception):
     """Stands for the process dying between the broker's ack and the commit."""
 
 
-class CrashingRelay(OutboxRelay):
-    """The real relay, except that it dies right before marking rows sent."""
+class CrashingOutbox(PostgresOutbox):
+    """The real outbox, except that the relay dies right before marking rows sent."""
 
-    async def _mark_sent(self, conn: asyncpg.Connection, ids: list[int]) -> None:
+    async def mark_sent(self, conn: asyncpg.Connection, ids: Sequence[Hashable]) -> None:
         raise Crash(f"died before marking {len(ids)} rows sent")
 
 
@@ -157,7 +157,9 @@ async def test_relay_republishes_after_a_crash_and_consumers_deduplicate(
     assert (len(kafka_ids), len(nats_ids)) == (3, 3)
 
     # 1. The relay publishes everything, then dies before the commit.
-    crashing = CrashingRelay(pg_pool, "execution", kafka=kafka, nats=nats_publisher, batch_size=1000)
+    crashing = OutboxRelay(
+        CrashingOutbox(pg_pool, "execution"), kafka=kafka, nats=nats_publisher, batch_size=1000
+    )
     try:
         await crashing.run_once()
         raise AssertionError("the crashing relay should have crashed")
@@ -167,7 +169,9 @@ async def test_relay_republishes_after_a_crash_and_consumers_deduplicate(
         assert await conn.fetchval("SELECT count(*) FROM execution.outbox WHERE sent_at IS NULL") == 6
 
     # 2. After a restart, the same envelopes go out again and are marked sent.
-    relay = OutboxRelay(pg_pool, "execution", kafka=kafka, nats=nats_publisher, batch_size=1000)
+    relay = OutboxRelay(
+        PostgresOutbox(pg_pool, "execution"), kafka=kafka, nats=nats_publisher, batch_size=1000
+    )
     assert await relay.run_once() >= 6
     assert await relay.run_once() == 0  # nothing left: no event invented
     async with tenant_transaction(pg_pool, tenant) as conn:

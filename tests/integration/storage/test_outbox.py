@@ -1,10 +1,13 @@
-"""The shared transactional outbox (runtime/outbox.py) on real PostgreSQL,
-tansu and NATS: a rolled-back change publishes nothing; a committed one is
-published once even with two relays racing; a failed publish is retried and
-not lost; rows of one key go out in the order they were written.
+"""The shared transactional outbox (runtime/outbox.py, runtime/outbox_redis.py)
+on real PostgreSQL, Redis, tansu and NATS: a rolled-back change publishes
+nothing; a committed one is published once even with two relays racing; a
+failed publish is retried and not lost; rows of one key go out in the order
+they were written; an unpublishable row is set aside.
 
-Each test gets its own schema, created by the real migration runner from
-outbox_table_sql(): the same DDL every service's migrations contain.
+The relay tests run against both stores (the `outbox` fixture): the
+PostgreSQL table, in its own schema created by the real migration runner from
+outbox_table_sql() (the DDL every service's migrations contain), and the
+Redis streams risk uses, under their own service name.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -22,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from prometheus_client import REGISTRY
+from redis.asyncio import Redis
 from trading.common.v1 import event_pb2
 from trading.execution.v1 import events_pb2 as execution_events
 from trading.execution.v1 import types_pb2 as execution_types
@@ -37,11 +42,15 @@ from runtime.outbox import (
     KAFKA,
     NATS,
     OutboxRelay,
+    OutboxStore,
     OutboxWriter,
+    PostgresOutbox,
     check_outbox_shape,
+    outbox_row,
     outbox_table_sql,
     running_relays,
 )
+from runtime.outbox_redis import RedisOutbox
 from runtime.storage.migrations import migrate
 from runtime.storage.postgres import tenant_transaction
 from tests.support.faultproxy import FaultProxy
@@ -62,6 +71,58 @@ async def schema(pg_pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[str]:
         await check_outbox_shape(conn, name)
     yield name
     await pg_pool.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+@dataclass
+class OutboxUnderTest:
+    """One outbox store and how a test writes to it and looks into it: the
+    relay tests below run against both (the PostgreSQL table and the Redis
+    streams must behave alike)."""
+
+    store: OutboxStore
+    write: Callable[[str, Sequence[tuple[str, event_pb2.EventEnvelope, str]]], Awaitable[None]]
+    unsent: Callable[[], Awaitable[int]]
+    set_aside_errors: Callable[[], Awaitable[list[str]]]
+
+
+@pytest_asyncio.fixture(loop_scope="session", params=["postgres", "redis"])
+async def outbox(
+    request: pytest.FixtureRequest, pg_pool: asyncpg.Pool, redis_client: Redis, tmp_path: Path
+) -> AsyncIterator[OutboxUnderTest]:
+    name = f"outbox_{uuid.uuid4().hex[:10]}"
+    if request.param == "postgres":
+        async with pg_pool.acquire() as conn:
+            user = await conn.fetchval("SELECT current_user")
+            (tmp_path / "0001_outbox.sql").write_text(outbox_table_sql(user))
+            await migrate(conn, name, tmp_path)
+        writer = OutboxWriter(name)
+
+        async def pg_unsent() -> int:
+            return await unsent(pg_pool, name)
+
+        async def pg_set_aside() -> list[str]:
+            rows = await pg_pool.fetch(f'SELECT last_error FROM "{name}".outbox WHERE failed_at IS NOT NULL')
+            return [r["last_error"] for r in rows]
+
+        async def pg_write(tenant: str, rows: Sequence[tuple[str, event_pb2.EventEnvelope, str]]) -> None:
+            await write(pg_pool, writer, tenant, rows)
+
+        yield OutboxUnderTest(PostgresOutbox(pg_pool, name), pg_write, pg_unsent, pg_set_aside)
+        await pg_pool.execute(f'DROP SCHEMA "{name}" CASCADE')
+        return
+    store = RedisOutbox(redis_client, name, quiet_s=0.5)
+
+    async def redis_write(tenant: str, rows: Sequence[tuple[str, event_pb2.EventEnvelope, str]]) -> None:
+        await store.append(tenant, [outbox_row(e, d, partition_key=k) for d, e, k in rows])  # type: ignore[arg-type]
+
+    async def redis_set_aside() -> list[str]:
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = await redis_client.xrange(store.failed_key)  # type: ignore[assignment]
+        return [fields[b"error"].decode() for _, fields in entries]
+
+    yield OutboxUnderTest(store, redis_write, store.backlog, redis_set_aside)
+    keys = [k async for k in redis_client.scan_iter(match=f"*{name}*")]
+    if keys:
+        await redis_client.delete(*keys)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -171,7 +232,9 @@ async def test_a_rolled_back_change_publishes_nothing(
     tenant = f"t-{uuid.uuid4().hex[:10]}"
     writer = OutboxWriter(schema)
     received, sub = await subscribe(nc, tenant)
-    relay = OutboxRelay(pg_pool, schema, kafka=kafka, nats=NatsPublisher(nc, event_registry()))
+    relay = OutboxRelay(
+        PostgresOutbox(pg_pool, schema), kafka=kafka, nats=NatsPublisher(nc, event_registry())
+    )
 
     class Abort(Exception):
         pass
@@ -196,11 +259,11 @@ async def test_a_rolled_back_change_publishes_nothing(
 
 
 async def test_committed_rows_are_published_exactly_once_by_two_racing_relays(
-    infra_settings: Settings, pg_pool: asyncpg.Pool, schema: str, brokers: tuple[KafkaPublisher, NatsClient]
+    infra_settings: Settings, outbox: OutboxUnderTest, brokers: tuple[KafkaPublisher, NatsClient]
 ) -> None:
     kafka, nc = brokers
     tenant = f"t-{uuid.uuid4().hex[:10]}"
-    writer = OutboxWriter(schema)
+    schema = outbox.store.name
     received, sub = await subscribe(nc, tenant)
     orders = [str(uuid.uuid4()) for _ in range(6)]
     written: list[tuple[str, event_pb2.EventEnvelope, str]] = []
@@ -208,7 +271,7 @@ async def test_committed_rows_are_published_exactly_once_by_two_racing_relays(
         rows = [(KAFKA, accepted(tenant, o), o) for o in orders] + [
             (NATS, status_changed(tenant, o), o) for o in orders
         ]
-        await write(pg_pool, writer, tenant, rows)
+        await outbox.write(tenant, rows)
         written.extend(rows)
     kafka_ids = [e.event_id for d, e, _ in written if d == KAFKA]
     nats_ids = [e.event_id for d, e, _ in written if d == NATS]
@@ -217,14 +280,20 @@ async def test_committed_rows_are_published_exactly_once_by_two_racing_relays(
     nats_publisher = NatsPublisher(nc, event_registry())
     # Small batches, so the two relays take turns over several rounds.
     relays = [
-        OutboxRelay(pg_pool, schema, kafka=kafka, nats=nats_publisher, batch_size=7, poll_interval_s=0.01)
+        OutboxRelay(
+            outbox.store,
+            kafka=kafka,
+            nats=nats_publisher,
+            batch_size=7,
+            poll_interval_s=0.01,
+        )
         for _ in range(2)
     ]
     for relay in relays:
         await relay.start()
     assert set(relays) <= set(running_relays())
     try:
-        await eventually(lambda: _zero(unsent(pg_pool, schema)), what="every row sent")
+        await eventually(lambda: _zero(outbox.unsent()), what="every row sent")
     finally:
         for relay in relays:
             await relay.stop()
@@ -248,11 +317,10 @@ async def test_committed_rows_are_published_exactly_once_by_two_racing_relays(
 
 
 async def test_a_failed_publish_is_retried_in_order_and_not_lost(
-    infra_settings: Settings, pg_pool: asyncpg.Pool, schema: str, brokers: tuple[KafkaPublisher, NatsClient]
+    infra_settings: Settings, outbox: OutboxUnderTest, brokers: tuple[KafkaPublisher, NatsClient]
 ) -> None:
     kafka, nc = brokers
     tenant = f"t-{uuid.uuid4().hex[:10]}"
-    writer = OutboxWriter(schema)
     received, sub = await subscribe(nc, tenant)
     scheme, address = infra_settings.nats.url.split("://", 1)
     host, port = address.rsplit(":", 1)
@@ -263,8 +331,7 @@ async def test_a_failed_publish_is_retried_in_order_and_not_lost(
         try:
             publisher = NatsPublisher(relay_nc, event_registry(), js_timeout_s=0.3)
             relay = OutboxRelay(
-                pg_pool,
-                schema,
+                outbox.store,
                 kafka=kafka,
                 nats=publisher,
                 poll_interval_s=0.05,
@@ -276,16 +343,14 @@ async def test_a_failed_publish_is_retried_in_order_and_not_lost(
             proxy.hold()  # the broker stops answering: every publish times out
             await relay.start()
             try:
-                await write(pg_pool, writer, tenant, written[:4])
+                await outbox.write(tenant, written[:4])
                 relay.wake()
                 await eventually(lambda: _true(relay.last_error is not None), what="a failed publish")
                 assert relay.retry_delay() > 0
-                await write(pg_pool, writer, tenant, written[4:])  # more arrives during the outage
+                await outbox.write(tenant, written[4:])  # more arrives during the outage
                 assert await relay.backlog() == len(written)  # nothing lost, nothing marked
                 proxy.release()
-                await eventually(
-                    lambda: _zero(unsent(pg_pool, schema)), what="every row sent after the outage"
-                )
+                await eventually(lambda: _zero(outbox.unsent()), what="every row sent after the outage")
                 await eventually(lambda: _true(relay.last_error is None), what="the relay healthy again")
             finally:
                 await relay.stop()
@@ -302,22 +367,22 @@ async def test_a_failed_publish_is_retried_in_order_and_not_lost(
 
 
 async def test_an_unpublishable_row_is_set_aside_without_blocking_the_rest(
-    pg_pool: asyncpg.Pool, schema: str, brokers: tuple[KafkaPublisher, NatsClient]
+    outbox: OutboxUnderTest, brokers: tuple[KafkaPublisher, NatsClient]
 ) -> None:
     kafka, nc = brokers
     tenant = f"t-{uuid.uuid4().hex[:10]}"
-    writer = OutboxWriter(schema)
     received, sub = await subscribe(nc, tenant)
     order = str(uuid.uuid4())
     good = status_changed(tenant, order)
     # OrderAccepted has no NATS subject: it can never go there.
-    await write(pg_pool, writer, tenant, [(NATS, accepted(tenant, order), "k"), (NATS, good, "k")])
-    relay = OutboxRelay(pg_pool, schema, kafka=kafka, nats=NatsPublisher(nc, event_registry()))
+    await outbox.write(tenant, [(NATS, accepted(tenant, order), "k"), (NATS, good, "k")])
+    relay = OutboxRelay(outbox.store, kafka=kafka, nats=NatsPublisher(nc, event_registry()))
     assert await relay.run_once() == 1
     assert not relay.last_round_failed
-    row = await pg_pool.fetchrow(f'SELECT failed_at, last_error FROM "{schema}".outbox WHERE sent_at IS NULL')
-    assert row is not None and row["failed_at"] is not None and "nats_subject" in row["last_error"]
+    errors = await outbox.set_aside_errors()
+    assert len(errors) == 1 and "nats_subject" in errors[0]
     assert await relay.backlog() == 0
+    assert await relay.run_once() == 0  # set aside: not tried again
     await eventually(lambda: _true(received.ids() == [good.event_id]), what="the good row published")
     await sub.unsubscribe()  # type: ignore[attr-defined]
 
@@ -334,3 +399,29 @@ async def _zero(count: Awaitable[int]) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_the_redis_index_forgets_a_quiet_drained_tenant_but_not_one_about_to_write(
+    redis_client: Redis, brokers: tuple[KafkaPublisher, NatsClient]
+) -> None:
+    kafka, nc = brokers
+    name = f"outbox_{uuid.uuid4().hex[:10]}"
+    store = RedisOutbox(redis_client, name, quiet_s=0.3)
+    relay = OutboxRelay(store, kafka=kafka, nats=NatsPublisher(nc, event_registry()))
+    quiet, busy = f"t-{uuid.uuid4().hex[:10]}", f"t-{uuid.uuid4().hex[:10]}"
+    try:
+        await store.append(quiet, [outbox_row(status_changed(quiet, "o1"), NATS)])
+        assert await relay.run_once() == 1
+        await asyncio.sleep(0.4)
+        await store.enlist(busy)  # a writer about to run its script
+        assert await relay.run_once() == 0
+        members: list[bytes] = await redis_client.zrange(f"{name}:outbox:tenants", 0, -1)  # type: ignore[assignment]
+        enlisted = {t.decode() for t in members}
+        assert enlisted == {busy}  # the drained, quiet tenant is gone; the writer's is kept
+        await store.append(busy, [outbox_row(status_changed(busy, "o2"), NATS)])
+        assert await relay.backlog() == 1
+        assert await relay.run_once() == 1
+    finally:
+        keys = [k async for k in redis_client.scan_iter(match=f"*{name}*")]
+        if keys:
+            await redis_client.delete(*keys)

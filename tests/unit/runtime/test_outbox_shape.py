@@ -9,7 +9,7 @@ import pytest
 from trading.execution.v1 import events_pb2
 
 from runtime.messaging import new_envelope
-from runtime.outbox import KAFKA, NATS, OutboxRelay, outbox_row, outbox_table_sql
+from runtime.outbox import KAFKA, NATS, OutboxRelay, PostgresOutbox, outbox_row, outbox_table_sql
 from runtime.security.postgres_roles import app_role
 
 SERVICES = Path(__file__).parents[3] / "services"
@@ -56,7 +56,7 @@ def test_a_row_carries_the_envelope_and_defaults_its_key_to_the_tenant() -> None
 
 
 def test_the_retry_delay_backs_off_and_is_capped() -> None:
-    relay = OutboxRelay(None, "x", retry_delay_s=0.1, max_retry_delay_s=1.0)
+    relay = OutboxRelay(PostgresOutbox(None, "x"), retry_delay_s=0.1, max_retry_delay_s=1.0)
     assert relay.retry_delay() == 0.0
     delays = []
     for _ in range(6):

@@ -70,7 +70,7 @@ def test_acl_file_turns_the_default_user_off_and_holds_no_plaintext_password() -
 _OWNED_SAMPLES = {
     "marketdata": ["md:quote:BTC-USD", "md:instruments"],
     "features": ["features:vector:BTC-USD"],
-    "risk": ["t:{t-1}:risk:limits", "t:{t-1}:risk:check:c-1"],
+    "risk": ["t:{t-1}:risk:limits", "t:{t-1}:risk:check:c-1", "t:{t-1}:risk:outbox", "risk:outbox:lock"],
     "gateway": ["t:{t-1}:gateway:ratelimit", "t:{t-1}:gateway:idem:ab12"],
     "identity": ["identity:apikey:ab12", "identity:login_failures:ab12"],
 }
@@ -86,9 +86,10 @@ def test_a_redis_user_may_write_its_own_keys_only(principal: str) -> None:
 
 def test_tenant_key_patterns_cannot_be_forged_across_services() -> None:
     # tenant_key() refuses ':', '{' and '}' in a tenant id, so no gateway key can match risk's pattern.
-    (risk,) = REDIS_USERS["risk"].read_write
-    assert not fnmatchcase("t:{a}:gateway:idem:x", risk)
-    assert fnmatchcase("t:{a}:risk:pos", risk)
+    patterns = REDIS_USERS["risk"].read_write
+    assert not any(fnmatchcase("t:{a}:gateway:idem:x", p) for p in patterns)
+    assert any(fnmatchcase("t:{a}:risk:pos", p) for p in patterns)
+    assert any(fnmatchcase("risk:outbox:tenants", p) for p in patterns)  # its outbox's index
 
 
 def test_redis_auth_is_the_principals_own_user(tmp_path: Path) -> None:
