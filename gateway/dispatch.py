@@ -206,7 +206,7 @@ class Dispatcher:
         try:
             reply = await call(prepared.request, timeout=prepared.timeout, metadata=prepared.metadata)
         except grpc.aio.AioRpcError as err:
-            raise from_rpc_error(err) from None
+            raise from_rpc_error(err, prepared.route.request_class.DESCRIPTOR) from None
         finally:
             reset_context(token)
         doc = to_json(prepared.route.response_message(reply))

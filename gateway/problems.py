@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import grpc.aio
+from google.protobuf.descriptor import FieldDescriptor
 from starlette.responses import Response
 
 from runtime.errors import CircuitOpenError, error_details
@@ -60,6 +61,9 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
 
 assert set(HTTP_STATUS) == set(grpc.StatusCode), "every gRPC code needs an HTTP status"
 
+# A message descriptor (the pure-Python and the upb ones have no common static type).
+Descriptor: TypeAlias = Any
+
 
 def http_status(code: grpc.StatusCode) -> int:
     """The HTTP status of a gRPC code (see :data:`HTTP_STATUS`)."""
@@ -70,37 +74,69 @@ def _title(code: grpc.StatusCode) -> str:
     return code.name.replace("_", " ").title()
 
 
-def json_pointer(field_path: str) -> str:
-    """RFC 6901 pointer of a protovalidate/google.rpc field path:
-    ``legs[0].quantity`` -> ``/legs/0/quantity``, ``labels["a/b"]`` -> ``/labels/a~1b``."""
-    if not field_path:
-        return ""
-    tokens: list[str] = []
+def _tokens(field_path: str) -> list[tuple[str, bool]]:
+    """``legs[0].quantity`` -> [("legs", False), ("0", True), ("quantity", False)]
+    (True: a subscript, an index or a map key)."""
+    tokens: list[tuple[str, bool]] = []
     i = 0
     current = ""
     while i < len(field_path):
         ch = field_path[i]
         if ch == ".":
             if current:
-                tokens.append(current)
+                tokens.append((current, False))
             current = ""
         elif ch == "[":
             if current:
-                tokens.append(current)
+                tokens.append((current, False))
             current = ""
             end = field_path.find("]", i)
             end = len(field_path) if end < 0 else end
             key = field_path[i + 1 : end]
             if len(key) >= 2 and key[0] == key[-1] == '"':
                 key = key[1:-1]
-            tokens.append(key)
+            tokens.append((key, True))
             i = end
         else:
             current += ch
         i += 1
     if current:
-        tokens.append(current)
-    return "".join("/" + t.replace("~", "~0").replace("/", "~1") for t in tokens)
+        tokens.append((current, False))
+    return tokens
+
+
+def _json_names(tokens: list[tuple[str, bool]], message: Descriptor) -> list[str]:
+    """Field names as the JSON body spells them (proto3 JSON: ``clientOrderId``),
+    walking the message's fields; what the descriptor does not know is kept."""
+    names: list[str] = []
+    current: Descriptor | None = message
+    for token, subscript in tokens:
+        if subscript:
+            names.append(token)
+            continue
+        f = current.fields_by_name.get(token) if current is not None else None
+        if f is None:
+            names.append(token)
+            current = None
+            continue
+        names.append(f.json_name)
+        current = f.message_type if f.type == FieldDescriptor.TYPE_MESSAGE else None
+        if current is not None and current.GetOptions().map_entry:
+            value = current.fields_by_name["value"]
+            current = value.message_type if value.type == FieldDescriptor.TYPE_MESSAGE else None
+    return names
+
+
+def json_pointer(field_path: str, message: Descriptor | None = None) -> str:
+    """RFC 6901 pointer of a protovalidate/google.rpc field path:
+    ``legs[0].quantity`` -> ``/legs/0/quantity``, ``labels["a/b"]`` -> ``/labels/a~1b``.
+    With the request's `message`, names are the JSON ones the client sent
+    (``client_order_id`` -> ``/clientOrderId``)."""
+    if not field_path:
+        return ""
+    tokens = _tokens(field_path)
+    names = _json_names(tokens, message) if message is not None else [t for t, _ in tokens]
+    return "".join("/" + t.replace("~", "~0").replace("/", "~1") for t in names)
 
 
 @dataclass(slots=True)
@@ -152,12 +188,19 @@ class Problem(Exception):
 
 
 def violation(
-    field_path: str, description: str, reason: str = "", pointer: str | None = None
+    field_path: str,
+    description: str,
+    reason: str = "",
+    pointer: str | None = None,
+    *,
+    message: Descriptor | None = None,
 ) -> dict[str, str]:
-    """One entry of ``fieldViolations``."""
+    """One entry of ``fieldViolations``: `field` is the contract's path
+    (proto names, as gRPC clients see it), `pointer` the JSON body's (JSON
+    names when the request's `message` is given)."""
     return {
         "field": field_path,
-        "pointer": json_pointer(field_path) if pointer is None else pointer,
+        "pointer": json_pointer(field_path, message) if pointer is None else pointer,
         "description": description,
         "reason": reason,
     }
@@ -177,8 +220,9 @@ _GENERIC = {
 _TRANSPORT_CODES = frozenset(_GENERIC)
 
 
-def from_rpc_error(err: grpc.aio.AioRpcError) -> Problem:
-    """The problem a failed downstream call becomes, with its google.rpc details."""
+def from_rpc_error(err: grpc.aio.AioRpcError, request: Descriptor | None = None) -> Problem:
+    """The problem a failed downstream call becomes, with its google.rpc details
+    (field pointers in the JSON names of `request`, the call's request message)."""
     details = error_details(err)
     info = details.error_info
     message = details.message or _title(details.code)
@@ -192,7 +236,9 @@ def from_rpc_error(err: grpc.aio.AioRpcError) -> Problem:
         detail=message,
         reason=info.reason if info is not None else "",
         domain=info.domain if info is not None else "",
-        field_violations=[violation(v.field, v.description, v.reason) for v in details.field_violations],
+        field_violations=[
+            violation(v.field, v.description, v.reason, message=request) for v in details.field_violations
+        ],
         retry_after_s=details.retry_delay_s,
     )
 

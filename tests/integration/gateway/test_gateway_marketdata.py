@@ -57,7 +57,7 @@ async def test_reads_bind_path_and_query_and_map_errors(
         # The service's field violations come back with pointers.
         forged = await gw.get("/v1/instruments", params={"page_token": "not-a-token!"}, headers=auth)
         doc = _problem(forged, 400, "INVALID_ARGUMENT")
-        assert [v["pointer"] for v in doc["fieldViolations"]] == ["/page_token"]  # type: ignore[attr-defined]
+        assert [v["pointer"] for v in doc["fieldViolations"]] == ["/pageToken"]  # type: ignore[attr-defined]
 
         # Wrong type in the query string: caught by the gateway with a pointer.
         bad = await gw.get("/v1/instruments", params={"page_size": "many"}, headers=auth)

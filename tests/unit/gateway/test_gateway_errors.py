@@ -7,6 +7,8 @@ import json
 import grpc
 import grpc.aio
 import pytest
+from trading.execution.v1 import execution_service_pb2 as execution_pb2
+from trading.risk.v1 import risk_service_pb2 as risk_pb2
 
 from gateway.config import GatewayOptions
 from gateway.handling import call_timeout, correlation_id, idempotency_key, parse_timeout
@@ -156,3 +158,22 @@ def test_correlation_and_idempotency_headers() -> None:
     assert idempotency_key({"idempotency-key": "k-1"}) == "k-1"
     with pytest.raises(Problem):
         idempotency_key({"idempotency-key": "x" * 200})
+
+
+@pytest.mark.parametrize(
+    ("path", "pointer"),
+    [
+        ("client_order_id", "/clientOrderId"),
+        ("limit_price.value", "/limitPrice/value"),
+        ("no_such_field.x", "/no_such_field/x"),  # unknown to the descriptor: kept as sent
+    ],
+)
+def test_json_pointers_use_the_request_messages_json_names(path: str, pointer: str) -> None:
+    assert json_pointer(path, execution_pb2.PlaceOrderRequest.DESCRIPTOR) == pointer
+
+
+def test_json_pointers_walk_maps_and_repeated_messages() -> None:
+    limits = risk_pb2.SetLimitsRequest.DESCRIPTOR
+    assert json_pointer('limits.max_position_by_symbol["BTC-USD"].value', limits) == (
+        "/limits/maxPositionBySymbol/BTC-USD/value"
+    )
