@@ -6,16 +6,34 @@ rules turned into JSON Schema constraints where the mapping is direct
 (string length/pattern/uuid/email, numeric bounds, repeated item counts,
 enum values allowed). CEL rules are not translated (the service still
 enforces them and answers 400 with field violations).
+
+Required: a field is required exactly when the server refuses its absence.
+proto3 JSON reads a missing field as its zero value, so a field is required
+when protovalidate rejects the zero value of that field (``required``, a
+pattern "" does not match, an enum's ``not_in: [0]``, ...): found by
+validating an empty message with the validator the services use, not by
+re-implementing the rules. A field that a path parameter binds is not part
+of the body (the server refuses it there), so such bodies get their own
+schema without it.
+
+Descriptions are the contract's comments (gen/python/src/trading/contract_docs.json,
+written by `./dev gen`).
 """
 
 from __future__ import annotations
 
+import functools
+import json
+from importlib import resources
 from typing import Any
 
+import protovalidate
 from buf.validate import validate_pb2
+from google.protobuf import message_factory
 
-from gateway.problems import PROBLEM_CONTENT_TYPE, PROBLEM_SCHEMA
+from gateway.problems import HTTP_STATUS, PROBLEM_CONTENT_TYPE, PROBLEM_SCHEMA
 from gateway.routes import Route
+from gateway.streams import LAST_EVENT_ID, resumable
 from gateway.templates import openapi_path
 from gateway.transcode import FD, FieldDesc, MessageDesc
 
@@ -56,6 +74,40 @@ _WKT: dict[str, dict[str, Any]] = {
 }
 
 
+@functools.cache
+def contract_docs() -> dict[str, str]:
+    """The contract's comments by full name (empty when the file is missing)."""
+    try:
+        text = resources.files("trading").joinpath("contract_docs.json").read_text()
+    except (FileNotFoundError, ModuleNotFoundError):
+        return {}
+    docs: dict[str, str] = json.loads(text)
+    return docs
+
+
+_VALIDATOR = protovalidate.Validator()
+
+
+@functools.cache
+def zero_refused(desc: MessageDesc) -> frozenset[str]:
+    """Names of the fields whose zero value (what a missing JSON member reads
+    as) protovalidate refuses: the fields a request must carry."""
+    empty = message_factory.GetMessageClass(desc)()
+    names: set[str] = set()
+    for violation in _VALIDATOR.collect_violations(empty):
+        path = violation.proto.field
+        if path is not None and len(path.elements) == 1:
+            names.add(path.elements[0].field_name)
+    return frozenset(names)
+
+
+def _described(schema: dict[str, Any], full_name: str) -> dict[str, Any]:
+    text = contract_docs().get(full_name)
+    if text:
+        schema["description"] = text
+    return schema
+
+
 def _rules(f: FieldDesc) -> validate_pb2.FieldRules | None:
     options = f.GetOptions()
     if not options.HasExtension(validate_pb2.field):
@@ -82,18 +134,39 @@ class SchemaBuilder:
             self.schemas[desc.full_name] = self._message(desc)
         return _ref(desc.full_name)
 
-    def _message(self, desc: MessageDesc) -> dict[str, Any]:
+    def body_ref(self, desc: MessageDesc, bound: frozenset[str]) -> dict[str, Any]:
+        """The request message as a body: without the fields path parameters bind."""
+        if not bound:
+            return self.message_ref(desc)
+        # One per set of bound fields (CancelOrder's body differs by route).
+        name = f"{desc.full_name}.BodyWithout.{'.'.join(sorted(bound))}"
+        if name not in self.schemas:
+            self.schemas[name] = self._message(desc, leave_out=bound)
+            self.schemas[name]["title"] = f"{desc.name} (body; {', '.join(sorted(bound))} in the path)"
+        return _ref(name)
+
+    def _message(self, desc: MessageDesc, leave_out: frozenset[str] = frozenset()) -> dict[str, Any]:
         properties: dict[str, Any] = {}
         required: list[str] = []
+        refused = zero_refused(desc)
         for f in desc.fields:
-            properties[f.json_name] = self.field_schema(f)
-            rules = _rules(f)
-            if rules is not None and rules.required:
+            if f.name in leave_out:
+                continue
+            properties[f.json_name] = _described(self.field_schema(f), f.full_name)
+            if f.name in refused:
                 required.append(f.json_name)
-        schema: dict[str, Any] = {"type": "object", "title": desc.name, "properties": properties}
+        # Closed: the server refuses a member it does not know (400 unknown_field).
+        # (It also takes the proto field names, as proto3 JSON parsers must;
+        # the document names the JSON ones only, which is what it sends back.)
+        schema: dict[str, Any] = {
+            "type": "object",
+            "title": desc.name,
+            "properties": properties,
+            "additionalProperties": False,
+        }
         if required:
             schema["required"] = required
-        return schema
+        return _described(schema, desc.full_name)
 
     def field_schema(self, f: FieldDesc) -> dict[str, Any]:
         rules = _rules(f)
@@ -197,7 +270,10 @@ def _query_parameters(route: Route, builder: SchemaBuilder) -> list[dict[str, An
                 add(name + ".", sub, depth + 1)
             return
         schema = builder.field_schema(f)
-        param: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": schema}
+        # Only top-level fields can be required (a nested one is checked only when its message is sent).
+        required = depth == 0 and f.name in zero_refused(f.containing_type)
+        param: dict[str, Any] = {"name": name, "in": "query", "required": required, "schema": schema}
+        _described(param, f.full_name)
         if f.is_repeated:
             param["style"] = "form"
             param["explode"] = True
@@ -206,6 +282,37 @@ def _query_parameters(route: Route, builder: SchemaBuilder) -> list[dict[str, An
     for f in route.query_fields():
         add("", f, 0)
     return params
+
+
+# What each error status means here; which gRPC codes lead to it is
+# gateway.problems.HTTP_STATUS (the one table), the rest the gateway answers itself.
+_ERROR_STATUSES: dict[int, str] = {
+    400: "Invalid input (INVALID_ARGUMENT, OUT_OF_RANGE): fieldViolations point at what to fix",
+    401: "Missing or invalid credentials (UNAUTHENTICATED)",
+    403: "Authenticated, but a scope or the tenant does not allow it (PERMISSION_DENIED)",
+    404: "No such resource in the caller's tenant (NOT_FOUND)",
+    409: "Conflicts with the current state (ALREADY_EXISTS, FAILED_PRECONDITION, ABORTED)",
+    413: "Request body over the size limit",
+    415: "Request body is not application/json",
+    422: "Idempotency-Key reused with a different request",
+    429: "Rate limited or a quota exhausted (RESOURCE_EXHAUSTED); see Retry-After",
+    500: "Internal error (INTERNAL, UNKNOWN, DATA_LOSS)",
+    501: "Not built yet (UNIMPLEMENTED)",
+    503: "A dependency is unavailable (UNAVAILABLE); see Retry-After",
+    504: "The call did not finish within its deadline (DEADLINE_EXCEEDED)",
+}
+
+
+def error_statuses(route: Route) -> list[tuple[int, str]]:
+    """Every error status this operation can answer with (problem+json): the
+    HTTP statuses of every gRPC code a service may return, and those the
+    gateway itself answers for this route (body checks, credentials, idempotency)."""
+    statuses = {status for code, status in HTTP_STATUS.items() if 400 <= status < 600 and status != 499}
+    if route.body:
+        statuses |= {413, 415}
+    if route.mutating and not route.policy.public:
+        statuses.add(422)  # public routes refuse an Idempotency-Key outright (400)
+    return sorted((s, _ERROR_STATUSES[s]) for s in statuses)
 
 
 def _operation(route: Route, builder: SchemaBuilder) -> dict[str, Any]:
@@ -218,14 +325,13 @@ def _operation(route: Route, builder: SchemaBuilder) -> dict[str, Any]:
             field = f.fields_by_name[part]
             f = field.message_type if field.type == FD.TYPE_MESSAGE else f
         assert field is not None
-        params.append(
-            {
-                "name": var.field_path,
-                "in": "path",
-                "required": True,
-                "schema": builder.single(field, _rules(field)),
-            }
-        )
+        param = {
+            "name": var.field_path,
+            "in": "path",
+            "required": True,
+            "schema": builder.single(field, _rules(field)),
+        }
+        params.append(_described(param, field.full_name))
     params.extend(_query_parameters(route, builder))
     params.append(
         {
@@ -235,6 +341,16 @@ def _operation(route: Route, builder: SchemaBuilder) -> dict[str, Any]:
             "schema": {"type": "string", "pattern": r"^[A-Za-z0-9._:/+=-]{1,128}$"},
         }
     )
+    if route.streaming and resumable(route.request_class, route.response_class):
+        params.append(
+            {
+                "name": LAST_EVENT_ID,
+                "in": "header",
+                "required": False,
+                "description": "Resume after this event id (the `id:` of an event of this stream).",
+                "schema": {"type": "string", "pattern": "^[0-9]{1,20}$"},
+            }
+        )
     if route.mutating:
         params.append(
             {
@@ -255,17 +371,30 @@ def _operation(route: Route, builder: SchemaBuilder) -> dict[str, Any]:
         ok = {
             "description": "Server-sent events: one `data:` event per message (proto3 JSON of "
             + reply.full_name
-            + "), `: heartbeat` comments, `event: error` (problem+json) and `event: end`.",
+            + "), `: heartbeat` comments, `event: error` (problem+json) and `event: end`."
+            + (
+                " Events carry `id:` (the position in the tenant's stream); reconnecting with"
+                " `Last-Event-ID` resumes right after it."
+                if resumable(route.request_class, route.response_class)
+                else " Live only: no event ids; each connection starts with a snapshot."
+            ),
             "content": {"text/event-stream": {"schema": {"type": "string"}, "x-item-schema": ok_schema}},
         }
     else:
         ok = {"description": "OK", "content": {"application/json": {"schema": ok_schema}}}
-    responses: dict[str, Any] = {"200": ok, "400": {"description": "Bad request", "content": problem}}
-    if not route.policy.public:
-        responses["401"] = {"description": "Missing or invalid credentials", "content": problem}
-        responses["403"] = {"description": "Missing scope", "content": problem}
-    responses["429"] = {"description": "Rate limited", "content": problem}
-    responses["default"] = {"description": "Error (RFC 9457 problem details)", "content": problem}
+    responses: dict[str, Any] = {"200": ok}
+    if route.streaming:
+        # OpenAPI has no WebSocket operations: the upgrade is this response,
+        # and x-websocket says what flows (the same messages as the SSE events).
+        responses["101"] = {
+            "description": "WebSocket: the same GET with `Upgrade: websocket`. One text frame per "
+            'message (the SSE `data:` JSON), `{"heartbeat":true}` frames when idle; on an error '
+            "a problem+json frame, then close 1008 (400/401/403/404/501), 1013 (429/503) or "
+            "1011; close 1000 when the service ends the stream. Frames from the client are ignored.",
+            "x-websocket": {"message": ok_schema, "error": _ref("Problem")},
+        }
+    for status, description in error_statuses(route):
+        responses[str(status)] = {"description": description, "content": problem}
     op: dict[str, Any] = {
         "operationId": route.operation_id,
         "summary": f"{route.method.containing_service.name}.{route.method.name}",
@@ -277,9 +406,10 @@ def _operation(route: Route, builder: SchemaBuilder) -> dict[str, Any]:
         else [{"bearerAuth": list(route.policy.scopes)}, {"apiKey": list(route.policy.scopes)}],
         "x-grpc-method": route.grpc_path,
     }
+    _described(op, route.method.full_name)
     if route.body:
         if route.body == "*":
-            body_schema = builder.message_ref(req)
+            body_schema = builder.body_ref(req, route.path_bound_fields())
         else:
             body_schema = builder.field_schema(req.fields_by_name[route.body])
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body_schema}}}

@@ -71,6 +71,7 @@ class Route:
         applied last so nothing set before can replace it."""
         request = self.request_class()
         if self.body == "*":
+            self._refuse_path_fields_in(body)
             merge_json(body, request)
         elif self.body:
             field = self.request_class.DESCRIPTOR.fields_by_name[self.body]
@@ -85,7 +86,7 @@ class Route:
             grouped: dict[str, list[str]] = {}
             for key, value in query:
                 grouped.setdefault(key, []).append(value)
-            bound = self._bound_paths()
+            bound = self.bound_paths()
             for key, values in grouped.items():
                 path = resolve_path(self.request_class.DESCRIPTOR, key)
                 canonical = ".".join(f.name for f in path) if path else key
@@ -99,9 +100,32 @@ class Route:
             set_from_text(request, field_path, [value], "path")
         return request
 
-    def _bound_paths(self) -> set[str]:
+    def path_bound_fields(self) -> frozenset[str]:
+        """Top-level fields the path binds, with the other members of their oneofs."""
+        return frozenset(p for p in self.bound_paths() - {self.body} if "." not in p)
+
+    def _refuse_path_fields_in(self, body: object) -> None:
+        """A body member the path binds (or one in its oneof) would be
+        overruled by the path or would clear it: refused, as in the query."""
+        bound = self.path_bound_fields()
+        if not bound or not isinstance(body, dict):
+            return
+        fields = self.request_class.DESCRIPTOR.fields
+        by_key = {f.json_name: f.name for f in fields} | {f.name: f.name for f in fields}
+        repeated = sorted(k for k in body if by_key.get(k) in bound)
+        if repeated:
+            raise bad_request(
+                f"body member {repeated[0]!r} repeats a path parameter",
+                [
+                    violation(by_key[k], "already bound by the path", "duplicate", pointer=f"/{k}")
+                    for k in repeated
+                ],
+            )
+
+    def bound_paths(self) -> set[str]:
         """Field paths the path and the body own: the bound fields and the
-        other members of their (real) oneofs."""
+        other members of their (real) oneofs (the OpenAPI body schemas leave
+        the path's out)."""
         bound = {v.field_path for v in self.template.variables} | ({self.body} if self.body else set())
         for var in self.template.variables:
             fields = resolve_path(self.request_class.DESCRIPTOR, var.field_path) or []

@@ -309,5 +309,70 @@ def grpc_python_plugin() -> None:
     sys.stdout.buffer.write(response.SerializeToString())
 
 
+# Field numbers in descriptor.proto of the paths source_code_info uses.
+_MESSAGE_TYPE, _ENUM_TYPE, _SERVICE = 4, 5, 6  # in FileDescriptorProto
+_FIELD, _NESTED_TYPE, _NESTED_ENUM = 2, 3, 4  # in DescriptorProto
+_ENUM_VALUE = 2  # in EnumDescriptorProto
+_METHOD = 2  # in ServiceDescriptorProto
+
+DOCS_FILE = "trading/contract_docs.json"
+
+
+def contract_docs(files: Iterable[descriptor_pb2.FileDescriptorProto]) -> dict[str, str]:
+    """Leading comments of every message, field, enum, enum value, service
+    and method, by full name (``trading.execution.v1.PlaceOrderRequest.symbol``)."""
+    docs: dict[str, str] = {}
+    for file in files:
+        names: dict[tuple[int, ...], str] = {}
+
+        def message(path: tuple[int, ...], proto: descriptor_pb2.DescriptorProto, full: str) -> None:
+            names[path] = full
+            for i, f in enumerate(proto.field):
+                names[(*path, _FIELD, i)] = f"{full}.{f.name}"
+            for i, nested in enumerate(proto.nested_type):
+                message((*path, _NESTED_TYPE, i), nested, f"{full}.{nested.name}")
+            for i, e in enumerate(proto.enum_type):
+                enum((*path, _NESTED_ENUM, i), e, f"{full}.{e.name}")
+
+        def enum(path: tuple[int, ...], proto: descriptor_pb2.EnumDescriptorProto, full: str) -> None:
+            names[path] = full
+            # Enum values are scoped to the enum's parent in protobuf, but named here under the enum.
+            for i, v in enumerate(proto.value):
+                names[(*path, _ENUM_VALUE, i)] = f"{full}.{v.name}"
+
+        prefix = f"{file.package}." if file.package else ""
+        for i, m in enumerate(file.message_type):
+            message((_MESSAGE_TYPE, i), m, prefix + m.name)
+        for i, e in enumerate(file.enum_type):
+            enum((_ENUM_TYPE, i), e, prefix + e.name)
+        for i, svc in enumerate(file.service):
+            names[(_SERVICE, i)] = prefix + svc.name
+            for j, method in enumerate(svc.method):
+                names[(_SERVICE, i, _METHOD, j)] = f"{prefix}{svc.name}.{method.name}"
+        for location in file.source_code_info.location:
+            name = names.get(tuple(location.path))
+            text = location.leading_comments.strip()
+            if name is not None and text:
+                lines = [line.strip() for line in text.splitlines()]
+                docs[name] = "\n".join(lines)
+    return dict(sorted(docs.items()))
+
+
+def docs_plugin() -> None:
+    """protoc-gen-trading_docs: writes :data:`DOCS_FILE`, the contract's comments
+    by full name, for what is generated from the descriptors at run time (the
+    gateway's OpenAPI descriptions); the pb2 modules carry no source info."""
+    import json
+
+    request = plugin_pb2.CodeGeneratorRequest.FromString(sys.stdin.buffer.read())
+    wanted = set(request.file_to_generate)
+    docs = contract_docs(f for f in request.proto_file if f.name in wanted)
+    response = plugin_pb2.CodeGeneratorResponse(
+        supported_features=plugin_pb2.CodeGeneratorResponse.FEATURE_PROTO3_OPTIONAL
+    )
+    response.file.add(name=DOCS_FILE, content=json.dumps(docs, indent=1, sort_keys=True) + "\n")
+    sys.stdout.buffer.write(response.SerializeToString())
+
+
 if __name__ == "__main__":
     stage_third_party()

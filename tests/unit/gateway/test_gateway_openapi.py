@@ -27,9 +27,14 @@ def test_every_route_is_documented_with_security_and_errors(document: dict[str, 
     for route in build_routes():
         op = document["paths"][openapi_path(route.template)][route.http_method.lower()]
         assert op["x-grpc-method"] == route.grpc_path
-        assert op["responses"]["default"]["content"]["application/problem+json"]["schema"] == {
-            "$ref": "#/components/schemas/Problem"
-        }
+        errors = {int(k): v for k, v in op["responses"].items() if k.isdigit() and int(k) >= 400}
+        # Every status a gRPC code maps to, each with the problem+json schema; no catch-all.
+        assert {400, 404, 409, 429, 500, 503, 504} <= set(errors) and "default" not in op["responses"]
+        for response in errors.values():
+            assert response["content"]["application/problem+json"]["schema"] == {
+                "$ref": "#/components/schemas/Problem"
+            }
+        assert (413 in errors) == bool(route.body)
         if route.policy.public:
             assert op["security"] == []
         else:
@@ -57,3 +62,44 @@ def test_protovalidate_rules_become_json_schema_constraints(document: dict[str, 
     assert cancel["parameters"][0]["schema"]["format"] == "uuid"
     stream = document["paths"]["/v1/orders:stream"]["get"]["responses"]["200"]["content"]
     assert "text/event-stream" in stream
+
+
+def test_a_field_is_required_exactly_when_the_server_refuses_its_zero_value(
+    document: dict[str, Any],
+) -> None:
+    schemas = document["components"]["schemas"]
+    place = schemas["trading.execution.v1.PlaceOrderRequest"]
+    # Patterns "" does not match, enums with not_in [0], a required message;
+    # limitPrice (CEL at message level) and strategyId (ignored when empty) are optional.
+    assert place["required"] == ["clientOrderId", "symbol", "side", "type", "timeInForce", "quantity"]
+    assert place["additionalProperties"] is False  # unknown members are refused
+    listing = {p["name"]: p for p in document["paths"]["/v1/orders"]["get"]["parameters"]}
+    assert listing["page_size"]["required"] is False
+
+
+def test_bodies_leave_out_what_the_path_binds(document: dict[str, Any]) -> None:
+    cancel = document["paths"]["/v1/orders/{order_id}:cancel"]["post"]["requestBody"]
+    ref = cancel["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    body = document["components"]["schemas"][ref]
+    # order_id is in the path; client_order_id shares its oneof (it would replace it).
+    assert body["properties"] == {} and "orderId" not in body.get("required", [])
+    roles = document["paths"]["/v1/users/{user_id}/roles"]["put"]["requestBody"]
+    ref = roles["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert list(document["components"]["schemas"][ref]["properties"]) == ["roles"]
+
+
+def test_descriptions_come_from_the_contract_comments(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    place = schemas["trading.execution.v1.PlaceOrderRequest"]
+    assert "idempotency key" in place["properties"]["clientOrderId"]["description"]
+    assert place["properties"]["quantity"]["description"].startswith("Quantity to trade")
+    assert document["paths"]["/v1/orders"]["post"]["description"]
+
+
+def test_streams_document_sse_resuming_and_the_websocket_variant(document: dict[str, Any]) -> None:
+    orders = document["paths"]["/v1/orders:stream"]["get"]
+    assert "Last-Event-ID" in {p["name"] for p in orders["parameters"]}
+    assert "101" in orders["responses"] and "x-websocket" in orders["responses"]["101"]
+    quotes = document["paths"]["/v1/quotes:stream"]["get"]
+    assert "Last-Event-ID" not in {p["name"] for p in quotes["parameters"]}  # live only
+    assert "no event ids" in quotes["responses"]["200"]["description"]

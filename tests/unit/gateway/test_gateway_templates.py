@@ -156,3 +156,23 @@ def test_body_routes_refuse_query_parameters() -> None:
     with pytest.raises(Problem) as bad:
         place.build_request({}, [("symbol", "X")], {})
     assert bad.value.http_status == 400
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"orderId": "4f1c1d1e-0000-4000-8000-000000000000"},  # the path's own field
+        {"order_id": "4f1c1d1e-0000-4000-8000-000000000000"},  # by its proto name
+        {"clientOrderId": "c-1"},  # its oneof sibling: would replace the path's id
+    ],
+)
+def test_a_body_member_the_path_binds_is_refused(body: dict[str, str]) -> None:
+    cancel, values = RouteTable(build_routes()).match(
+        "POST", "/v1/orders/4f1c1d1e-0000-4000-8000-00000000000a:cancel"
+    )
+    with pytest.raises(Problem) as bad:
+        cancel.build_request(values, [], body)
+    assert bad.value.http_status == 400
+    (only,) = bad.value.field_violations
+    assert only["reason"] == "duplicate" and only["pointer"] == "/" + next(iter(body))
+    assert cancel.build_request(values, [], {}).order_id.endswith("0a")  # type: ignore[attr-defined]
