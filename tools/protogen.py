@@ -318,33 +318,42 @@ _METHOD = 2  # in ServiceDescriptorProto
 DOCS_FILE = "trading/contract_docs.json"
 
 
+def _name_message(
+    names: dict[tuple[int, ...], str], path: tuple[int, ...], proto: descriptor_pb2.DescriptorProto, full: str
+) -> None:
+    names[path] = full
+    for i, f in enumerate(proto.field):
+        names[(*path, _FIELD, i)] = f"{full}.{f.name}"
+    for i, nested in enumerate(proto.nested_type):
+        _name_message(names, (*path, _NESTED_TYPE, i), nested, f"{full}.{nested.name}")
+    for i, e in enumerate(proto.enum_type):
+        _name_enum(names, (*path, _NESTED_ENUM, i), e, f"{full}.{e.name}")
+
+
+def _name_enum(
+    names: dict[tuple[int, ...], str],
+    path: tuple[int, ...],
+    proto: descriptor_pb2.EnumDescriptorProto,
+    full: str,
+) -> None:
+    names[path] = full
+    # Enum values are scoped to the enum's parent in protobuf, but named here under the enum.
+    for i, v in enumerate(proto.value):
+        names[(*path, _ENUM_VALUE, i)] = f"{full}.{v.name}"
+
+
 def contract_docs(files: Iterable[descriptor_pb2.FileDescriptorProto]) -> dict[str, str]:
     """Leading comments of every message, field, enum, enum value, service
     and method, by full name (``trading.execution.v1.PlaceOrderRequest.symbol``)."""
     docs: dict[str, str] = {}
     for file in files:
+        # source_code_info addresses elements by path (field numbers and indexes).
         names: dict[tuple[int, ...], str] = {}
-
-        def message(path: tuple[int, ...], proto: descriptor_pb2.DescriptorProto, full: str) -> None:
-            names[path] = full
-            for i, f in enumerate(proto.field):
-                names[(*path, _FIELD, i)] = f"{full}.{f.name}"
-            for i, nested in enumerate(proto.nested_type):
-                message((*path, _NESTED_TYPE, i), nested, f"{full}.{nested.name}")
-            for i, e in enumerate(proto.enum_type):
-                enum((*path, _NESTED_ENUM, i), e, f"{full}.{e.name}")
-
-        def enum(path: tuple[int, ...], proto: descriptor_pb2.EnumDescriptorProto, full: str) -> None:
-            names[path] = full
-            # Enum values are scoped to the enum's parent in protobuf, but named here under the enum.
-            for i, v in enumerate(proto.value):
-                names[(*path, _ENUM_VALUE, i)] = f"{full}.{v.name}"
-
         prefix = f"{file.package}." if file.package else ""
         for i, m in enumerate(file.message_type):
-            message((_MESSAGE_TYPE, i), m, prefix + m.name)
+            _name_message(names, (_MESSAGE_TYPE, i), m, prefix + m.name)
         for i, e in enumerate(file.enum_type):
-            enum((_ENUM_TYPE, i), e, prefix + e.name)
+            _name_enum(names, (_ENUM_TYPE, i), e, prefix + e.name)
         for i, svc in enumerate(file.service):
             names[(_SERVICE, i)] = prefix + svc.name
             for j, method in enumerate(svc.method):
@@ -353,8 +362,7 @@ def contract_docs(files: Iterable[descriptor_pb2.FileDescriptorProto]) -> dict[s
             name = names.get(tuple(location.path))
             text = location.leading_comments.strip()
             if name is not None and text:
-                lines = [line.strip() for line in text.splitlines()]
-                docs[name] = "\n".join(lines)
+                docs[name] = "\n".join(line.strip() for line in text.splitlines())
     return dict(sorted(docs.items()))
 
 
