@@ -416,14 +416,58 @@ def _operation(route: Route, builder: SchemaBuilder) -> dict[str, Any]:
     return op
 
 
+def _id_pointers(desc: MessageDesc, prefix: str = "", depth: int = 0) -> dict[str, str]:
+    """Where a reply carries ids: field name -> JSON pointer of every string
+    field ending in ``_id`` at the top or one message down (``/order/orderId``)."""
+    found: dict[str, str] = {}
+    for f in desc.fields:
+        if f.is_repeated:
+            continue
+        pointer = f"{prefix}/{f.json_name}"
+        # tenant_id is the caller's context, not a resource the reply names
+        # (CreateTenant's new tenant is not the caller's to read).
+        if f.type == FD.TYPE_STRING and f.name.endswith("_id") and f.name != "tenant_id":
+            found.setdefault(f.name, pointer)
+        elif f.type == FD.TYPE_MESSAGE and depth == 0 and f.message_type.full_name not in _WKT:
+            for name, sub in _id_pointers(f.message_type, pointer, depth + 1).items():
+                found.setdefault(name, sub)
+    return found
+
+
+def links(route: Route, routes: list[Route]) -> dict[str, Any]:
+    """OpenAPI links from a mutating operation to the operations of the same
+    service that its reply's ids address (PlaceOrder -> GetOrder, CancelOrder
+    by `/order/orderId`): what a client (and schemathesis' stateful phase)
+    follows. Derived from field names, so a new RPC gets its links too."""
+    if not route.mutating:
+        return {}
+    reply = route.response_class.DESCRIPTOR
+    if route.response_body:
+        return {}
+    ids = _id_pointers(reply)
+    found: dict[str, Any] = {}
+    for target in routes:
+        variables = [v.field_path for v in target.template.variables]
+        if target is route or target.target != route.target or target.streaming or not variables:
+            continue
+        if all(v in ids for v in variables):
+            found[target.operation_id] = {
+                "operationId": target.operation_id,
+                "parameters": {v: f"$response.body#{ids[v]}" for v in variables},
+            }
+    return dict(sorted(found.items()))
+
+
 def build_openapi(routes: list[Route], *, title: str, version: str) -> dict[str, Any]:
     """The whole document (computed once at start-up)."""
     builder = SchemaBuilder()
     paths: dict[str, dict[str, Any]] = {}
     for route in sorted(routes, key=lambda r: (openapi_path(r.template), r.http_method)):
-        paths.setdefault(openapi_path(route.template), {})[route.http_method.lower()] = _operation(
-            route, builder
-        )
+        operation = _operation(route, builder)
+        follow = links(route, routes)
+        if follow:
+            operation["responses"]["200"]["links"] = follow
+        paths.setdefault(openapi_path(route.template), {})[route.http_method.lower()] = operation
     health = {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]}
     for path, summary in (
         ("/healthz", "Liveness (no dependencies)"),

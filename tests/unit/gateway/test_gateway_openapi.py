@@ -103,3 +103,23 @@ def test_streams_document_sse_resuming_and_the_websocket_variant(document: dict[
     quotes = document["paths"]["/v1/quotes:stream"]["get"]
     assert "Last-Event-ID" not in {p["name"] for p in quotes["parameters"]}  # live only
     assert "no event ids" in quotes["responses"]["200"]["description"]
+
+
+def test_links_follow_the_ids_a_reply_carries(document: dict[str, Any]) -> None:
+    place = document["paths"]["/v1/orders"]["post"]["responses"]["200"]["links"]
+    assert place["ExecutionService_GetOrder"] == {
+        "operationId": "ExecutionService_GetOrder",
+        "parameters": {"order_id": "$response.body#/order/orderId"},
+    }
+    assert "ExecutionService_CancelOrder" in place
+    webhook = document["paths"]["/v1/webhooks"]["post"]["responses"]["200"]["links"]
+    assert webhook["NotificationService_DeleteWebhook"]["parameters"] == {
+        "webhook_id": "$response.body#/webhook/webhookId"
+    }
+    tenants = document["paths"]["/v1/tenants"]["post"]["responses"]["200"].get("links", {})
+    assert "IdentityService_GetTenant" not in tenants  # not the caller's tenant
+    operation_ids = {op["operationId"] for ops in document["paths"].values() for op in ops.values()}
+    for ops in document["paths"].values():
+        for op in ops.values():
+            for link in op["responses"].get("200", {}).get("links", {}).values():
+                assert link["operationId"] in operation_ids
