@@ -14,6 +14,7 @@ WORKDIR /app
 COPY constraints.txt pyproject.toml ./
 COPY gen/python ./gen/python
 COPY runtime ./runtime
+COPY domain ./domain
 COPY services ./services
 COPY gateway ./gateway
 COPY tools ./tools

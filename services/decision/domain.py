@@ -26,6 +26,8 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Final
 
+from domain.positions import Side as Side  # the shared vocabulary, re-exported
+
 # Dimensionless FeatureVector fields the models read, in input order. Price
 # levels (mid, EMAs, VWAP) are left out: they do not carry over between
 # instruments or price regimes.
@@ -66,13 +68,6 @@ class Direction(enum.IntEnum):
     BUY = 1
     SELL = 2
     HOLD = 3
-
-
-class Side(enum.IntEnum):
-    """trading.common.v1.Side (same numbers)."""
-
-    BUY = 1
-    SELL = 2
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from trading.common.v1 import decimal_pb2, market_pb2
 from trading.common.v1 import types_pb2 as common_types_pb2
 from trading.execution.v1 import events_pb2, types_pb2
 
+from domain.positions import Side as Side  # the shared vocabulary, re-exported
 from runtime.decimals import from_proto as decimal_from_proto
 from runtime.decimals import to_proto as decimal_to_proto
 
@@ -45,13 +46,6 @@ from runtime.decimals import to_proto as decimal_to_proto
 # Mirrors of the contract's enums with the same numbers, so domain code reads
 # ``OrderStatus.FILLED`` instead of protobuf ints; a unit test pins them to the
 # contract.
-
-
-class Side(enum.IntEnum):
-    """trading.common.v1.Side."""
-
-    BUY = 1
-    SELL = 2
 
 
 class OrderType(enum.IntEnum):

@@ -2,16 +2,12 @@
 
 Rules (one position per tenant and symbol, one cash balance per tenant):
 
-- Quantity is signed: a BUY adds, a SELL subtracts; positive is long,
-  negative short, zero flat.
-- Average price is the quantity-weighted entry price of the open quantity.
-  Fills that open or add to a position re-weight it; fills that reduce it
-  leave it unchanged; a fill that flips the position (long to short or back)
-  closes the old side and opens the rest at the fill price.
-- Realised PnL (gross, fees apart as the contract says) is booked on the
-  closed quantity only: ``(fill price - average price) x closed quantity``,
-  sign-adjusted for shorts. It accumulates over the life of the position,
-  across closes and re-opens.
+- Quantity, average price and realised PnL of one fill follow the position
+  arithmetic every service shares (:mod:`domain.positions`: signed quantity,
+  re-weighted average entry price, PnL booked on the closed quantity, a flip
+  opens the rest at the fill price). Realised PnL (gross, fees apart as the
+  contract says) accumulates over the life of the position, across closes
+  and re-opens.
 - Cash moves by ``-signed quantity x price - fee`` per fill: buys cost, sells
   bring cash, fees always cost. A tenant starts with :data:`DEFAULT_STARTING_CASH`
   (1,000,000 USD) unless the service is configured otherwise.
@@ -31,47 +27,31 @@ equity) is exact, hence independent of the order of the fills.
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
+from decimal import Decimal
 from typing import Final
+
+# The shared vocabulary, re-exported (the books' modules read it from here).
+from domain.positions import EXACT as _EXACT
+from domain.positions import WIRE_QUANTUM as WIRE_QUANTUM
+from domain.positions import ZERO as ZERO
+from domain.positions import Side as Side
+from domain.positions import after_fill
+from domain.positions import wire as wire
 
 # The portfolio's base currency (v1: instruments are quoted in it too).
 BASE_CURRENCY: Final = "USD"
 # What a tenant's cash starts at before its first fill.
 DEFAULT_STARTING_CASH: Final = Decimal("1000000")
-# The contract's Decimal carries at most 12 fractional digits.
-WIRE_QUANTUM: Final = Decimal("1e-12")
-ZERO: Final = Decimal(0)
-
 SYMBOL_RE: Final = re.compile(r"^[A-Z0-9]{1,12}(-[A-Z0-9]{1,12})?$")
-
-# Contract numbers have <= 30 significant digits: their sums and products fit
-# in 100 digits, and a trapped Inexact turns any silent rounding into an error.
-_EXACT: Final = Context(prec=100, traps=[Inexact, InvalidOperation, DivisionByZero, Overflow])
-_DIVIDE: Final = Context(
-    prec=100, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow]
-)
-
-
-class Side(enum.IntEnum):
-    """trading.common.v1.Side (same numbers)."""
-
-    BUY = 1
-    SELL = 2
 
 
 class InvalidFillError(ValueError):
     """A fill the books cannot take (non-positive quantity or price, negative
     fee, fee in another currency, bad symbol). Retrying cannot fix it."""
-
-
-def wire(value: Decimal) -> Decimal:
-    """`value` rounded (half-even) to the contract's 12 fractional digits."""
-    return value.quantize(WIRE_QUANTUM, rounding=ROUND_HALF_EVEN, context=_DIVIDE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +81,7 @@ class Fill:
 
     @property
     def signed_quantity(self) -> Decimal:
-        return self.quantity if self.side is Side.BUY else _EXACT.minus(self.quantity)
+        return self.side.signed(self.quantity)
 
     @property
     def cash_change(self) -> Decimal:
@@ -144,52 +124,20 @@ class FillOutcome:
     cash_change: Decimal
 
 
-def _sign(value: Decimal) -> int:
-    return (value > 0) - (value < 0)
-
-
 def apply_fill(position: Position, fill: Fill) -> FillOutcome:
-    """The position after `fill` (see the module doc for the rules)."""
+    """The position after `fill` (the arithmetic is :func:`domain.positions.after_fill`)."""
     if fill.symbol != position.symbol:
         raise InvalidFillError(f"fill of {fill.symbol} applied to position in {position.symbol}")
-    old_qty = position.quantity
-    delta = fill.signed_quantity
-    new_qty = _EXACT.add(old_qty, delta)
-    realized = ZERO
-    average = position.average_price
-
-    if old_qty == 0 or _sign(delta) == _sign(old_qty):
-        # Opening or adding: re-weight the average entry price.
-        if average is None or old_qty == 0:
-            average = fill.price
-        else:
-            cost = _EXACT.add(
-                _EXACT.multiply(_EXACT.abs(old_qty), average), _EXACT.multiply(fill.quantity, fill.price)
-            )
-            average = wire(_DIVIDE.divide(cost, _EXACT.abs(new_qty)))
-    else:
-        # Reducing, closing or flipping: book PnL on the closed quantity.
-        assert average is not None  # an open position always has an average price
-        closed = min(_EXACT.abs(old_qty), fill.quantity)
-        per_unit = (
-            _EXACT.subtract(fill.price, average) if old_qty > 0 else _EXACT.subtract(average, fill.price)
-        )
-        realized = _EXACT.multiply(per_unit, closed)
-        if new_qty == 0:
-            average = None
-        elif _sign(new_qty) != _sign(old_qty):
-            average = fill.price  # flipped: the rest opened at the fill price
-        # else: a plain reduction keeps the average price.
-
+    change = after_fill(position.quantity, position.average_price, fill.side, fill.quantity, fill.price)
     after = replace(
         position,
-        quantity=new_qty,
-        average_price=average,
-        realized_pnl=_EXACT.add(position.realized_pnl, realized),
+        quantity=change.quantity,
+        average_price=change.average_price,
+        realized_pnl=_EXACT.add(position.realized_pnl, change.realized),
         fees_paid=_EXACT.add(position.fees_paid, fill.fee),
         version=position.version + 1,
     )
-    return FillOutcome(after, old_qty, realized, fill.fee, fill.cash_change)
+    return FillOutcome(after, position.quantity, change.realized, fill.fee, fill.cash_change)
 
 
 def apply_fills(position: Position, fills: Iterable[Fill]) -> Position:

@@ -32,17 +32,11 @@ from decimal import ROUND_CEILING, Decimal
 from types import MappingProxyType
 from typing import Final
 
+from domain.positions import Side as Side  # the shared vocabulary, re-exported
+from domain.positions import after_fill
+
 ZERO: Final = Decimal(0)
 BPS: Final = Decimal(10_000)
-# The contract's Decimal carries at most 12 fractional digits.
-_WIRE_QUANTUM: Final = Decimal("1e-12")
-
-
-class Side(enum.IntEnum):
-    """trading.common.v1.Side (same numbers)."""
-
-    BUY = 1
-    SELL = 2
 
 
 class OrderType(enum.IntEnum):
@@ -414,27 +408,13 @@ class Position:
 
 
 def apply_fill(position: Position, side: Side, quantity: Decimal, price: Decimal) -> tuple[Position, Decimal]:
-    """The position after a fill and the PnL it realised (before fees).
-
-    Adding to a position averages the entry price; reducing realises
-    (price - average) x closed quantity (sign-adjusted for shorts); a flip
-    closes the old position and opens the rest at the fill price.
-    """
-    signed = quantity if side is Side.BUY else -quantity
-    old = position.quantity
-    new = old + signed
-    if old == 0 or (old > 0) == (signed > 0):
-        total = abs(old) * position.average_price + quantity * price
-        average = (total / abs(new)).quantize(_WIRE_QUANTUM).normalize()
-        return Position(new, average), ZERO
-    closed = min(quantity, abs(old))
-    direction = Decimal(1) if old > 0 else Decimal(-1)
-    realized = (price - position.average_price) * closed * direction
-    if new == 0:
-        return Position(ZERO, ZERO), realized
-    if (new > 0) != (old > 0):
-        return Position(new, price), realized
-    return Position(new, position.average_price), realized
+    """The position after a fill and the PnL it realised (before fees), by the
+    shared arithmetic (:func:`domain.positions.after_fill`); flat is (0, 0) here."""
+    average = position.average_price if position.quantity != 0 else None
+    change = after_fill(position.quantity, average, side, quantity, price)
+    if change.average_price is None:
+        return Position(ZERO, ZERO), change.realized
+    return Position(change.quantity, change.average_price.normalize()), change.realized
 
 
 def daily_pnl(
