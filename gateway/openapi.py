@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -120,6 +121,69 @@ def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+# CEL rules of the contract that JSON Schema can state exactly, by rule id
+# (the ids are part of the contract: tests pin each translation against the
+# validator). Rules comparing fields with each other (time_range.ordered,
+# verify_chain.range_ordered, pnl_series.max_points,
+# query_events.aggregate_id_needs_type) have no JSON Schema form; the server
+# still answers 400 for them.
+_UNSIGNED_DECIMAL = r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,12})?$"
+_POSITIVE_DECIMAL = r"^(?=[0-9.]*[1-9])(0|[1-9][0-9]{0,17})(\.[0-9]{1,12})?$"
+
+
+def _decimal(pattern: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def schema(_: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "title": "Decimal",
+            "properties": {"value": {"type": "string", "pattern": pattern}},
+            "required": ["value"],
+            "additionalProperties": False,
+        }
+
+    return schema
+
+
+def _http_url(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"allOf": [schema, {"type": "string", "pattern": "^https?://"}]}
+
+
+def _bounded(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"allOf": [schema, {"required": ["start", "end"]}]}
+
+
+_FIELD_CEL: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "decimal.positive": _decimal(_POSITIVE_DECIMAL),
+    "decimal.non_negative": _decimal(_UNSIGNED_DECIMAL),
+    "webhook.url_scheme": _http_url,
+    "time_range.bounded": _bounded,
+}
+
+
+def _limit_price_by_type(type_field: str) -> dict[str, Any]:
+    """A limit price exactly for LIMIT orders (absent for MARKET; anything without a type)."""
+    return {
+        "allOf": [
+            {
+                "if": {"properties": {type_field: {"const": "ORDER_TYPE_LIMIT"}}, "required": [type_field]},
+                "then": {"required": ["limitPrice"]},
+            },
+            {
+                "if": {"properties": {type_field: {"const": "ORDER_TYPE_MARKET"}}, "required": [type_field]},
+                "then": {"not": {"required": ["limitPrice"]}},
+            },
+        ]
+    }
+
+
+_MESSAGE_CEL: dict[str, dict[str, Any]] = {
+    # Both of PlaceOrder's rules in one: the second id adds the same statement.
+    "place_order.limit_price_required": _limit_price_by_type("type"),
+    "place_order.limit_price_forbidden": {},
+    "check_order.limit_price": _limit_price_by_type("orderType"),
+}
+
+
 class SchemaBuilder:
     """Collects component schemas of every message reachable from the routes."""
 
@@ -166,15 +230,37 @@ class SchemaBuilder:
         }
         if required:
             schema["required"] = required
+        options = desc.GetOptions()
+        if options.HasExtension(validate_pb2.message):
+            extra = [
+                _MESSAGE_CEL[rule.id]
+                for rule in options.Extensions[validate_pb2.message].cel
+                if _MESSAGE_CEL.get(rule.id)
+            ]
+            if extra:
+                schema["allOf"] = extra
         return _described(schema, desc.full_name)
 
     def field_schema(self, f: FieldDesc) -> dict[str, Any]:
         rules = _rules(f)
         if f.type == FD.TYPE_MESSAGE and f.message_type.GetOptions().map_entry:
-            value = f.message_type.fields_by_name["value"]
-            return {"type": "object", "additionalProperties": self.single(value, None)}
+            key, value = f.message_type.fields_by_name["key"], f.message_type.fields_by_name["value"]
+            on_map = rules.map if rules is not None and rules.WhichOneof("type") == "map" else None
+            key_rules = on_map.keys if on_map is not None and on_map.HasField("keys") else None
+            value_rules = on_map.values if on_map is not None and on_map.HasField("values") else None
+            schema: dict[str, Any] = {
+                "type": "object",
+                "additionalProperties": self.single(value, value_rules),
+            }
+            if key_rules is not None:
+                schema["propertyNames"] = self.single(key, key_rules)
+            if on_map is not None and on_map.HasField("min_pairs"):
+                schema["minProperties"] = on_map.min_pairs
+            if on_map is not None and on_map.HasField("max_pairs"):
+                schema["maxProperties"] = on_map.max_pairs
+            return schema
         if f.is_repeated:
-            schema: dict[str, Any] = {"type": "array"}
+            schema = {"type": "array"}
             items_rules = None
             if rules is not None and rules.WhichOneof("type") == "repeated":
                 rep = rules.repeated
@@ -190,6 +276,14 @@ class SchemaBuilder:
         return self.single(f, rules)
 
     def single(self, f: FieldDesc, rules: validate_pb2.FieldRules | None) -> dict[str, Any]:
+        schema = self._single(f, rules)
+        for rule in rules.cel if rules is not None else ():
+            translate = _FIELD_CEL.get(rule.id)
+            if translate is not None:
+                schema = translate(schema)
+        return schema
+
+    def _single(self, f: FieldDesc, rules: validate_pb2.FieldRules | None) -> dict[str, Any]:
         t = f.type
         kind = rules.WhichOneof("type") if rules is not None else None
         if t == FD.TYPE_MESSAGE:
@@ -261,17 +355,21 @@ class SchemaBuilder:
 def _query_parameters(route: Route, builder: SchemaBuilder) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = []
 
-    def add(prefix: str, f: FieldDesc, depth: int) -> None:
+    def add(prefix: str, f: FieldDesc, depth: int, must: frozenset[str] = frozenset()) -> None:
         name = prefix + f.name
         if f.type == FD.TYPE_MESSAGE and f.message_type.full_name not in _WKT:
             if f.is_repeated or f.message_type.GetOptions().map_entry or depth >= 2:
                 return
+            rules = _rules(f)
+            # time_range.bounded: a required range needs both of its ends.
+            bounded = rules is not None and any(r.id == "time_range.bounded" for r in rules.cel)
             for sub in f.message_type.fields:
-                add(name + ".", sub, depth + 1)
+                add(name + ".", sub, depth + 1, frozenset({"start", "end"}) if bounded else frozenset())
             return
         schema = builder.field_schema(f)
-        # Only top-level fields can be required (a nested one is checked only when its message is sent).
-        required = depth == 0 and f.name in zero_refused(f.containing_type)
+        # A nested field is checked only when its message is sent: required
+        # only where a rule of the parent says so.
+        required = f.name in must or (depth == 0 and f.name in zero_refused(f.containing_type))
         param: dict[str, Any] = {"name": name, "in": "query", "required": required, "schema": schema}
         _described(param, f.full_name)
         if f.is_repeated:

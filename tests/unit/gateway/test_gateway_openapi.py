@@ -123,3 +123,77 @@ def test_links_follow_the_ids_a_reply_carries(document: dict[str, Any]) -> None:
         for op in ops.values():
             for link in op["responses"].get("200", {}).get("links", {}).values():
                 assert link["operationId"] in operation_ids
+
+
+def _schema_accepts(document: dict[str, Any], name: str, body: dict[str, Any]) -> bool:
+    import jsonschema
+
+    root = {"$ref": f"#/components/schemas/{name}", "components": document["components"]}
+    return jsonschema.Draft202012Validator(root).is_valid(body)
+
+
+def _server_accepts(message: type[Any], body: dict[str, Any]) -> bool:
+    import protovalidate
+    from google.protobuf import json_format
+
+    try:
+        parsed = json_format.ParseDict(body, message())
+    except json_format.ParseError:
+        return False
+    return not protovalidate.Validator().collect_violations(parsed)
+
+
+_ORDER = {
+    "clientOrderId": "c-1",
+    "symbol": "BTC-USD",
+    "side": "SIDE_BUY",
+    "type": "ORDER_TYPE_MARKET",
+    "timeInForce": "TIME_IN_FORCE_IOC",
+    "quantity": {"value": "1"},
+}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"quantity": {"value": "0"}},
+        {"quantity": {"value": "0.000"}},
+        {"quantity": {"value": "-1"}},
+        {"quantity": {"value": "0.5"}},
+        {"quantity": {"value": "0.10"}},
+        {"quantity": {"value": "01"}},
+        {"quantity": {}},
+        {"type": "ORDER_TYPE_LIMIT"},
+        {"type": "ORDER_TYPE_LIMIT", "limitPrice": {"value": "10"}},
+        {"type": "ORDER_TYPE_LIMIT", "limitPrice": {"value": "-10"}},
+        {"limitPrice": {"value": "10"}},
+        {"symbol": ""},
+        {"side": "SIDE_UNSPECIFIED"},
+        {"strategyId": ""},
+        {"strategyId": "bad id"},
+    ],
+)
+def test_the_schema_and_the_validator_agree_on_orders(
+    document: dict[str, Any], change: dict[str, Any]
+) -> None:
+    """The translated CEL rules (decimal.positive, the limit price by order
+    type) and the derived required fields say what the server's validator says."""
+    from trading.execution.v1 import execution_service_pb2 as pb
+
+    body = {**_ORDER, **change}
+    assert _schema_accepts(document, "trading.execution.v1.PlaceOrderRequest", body) == _server_accepts(
+        pb.PlaceOrderRequest, body
+    ), body
+
+
+@pytest.mark.parametrize(
+    "url", ["https://hooks.example.com/x", "http://hooks.example.com/x", "ftp://hooks.example.com/x", "hooks"]
+)
+def test_the_schema_and_the_validator_agree_on_webhook_urls(document: dict[str, Any], url: str) -> None:
+    from trading.notification.v1 import notification_service_pb2 as pb
+
+    body = {"url": url}
+    assert _schema_accepts(
+        document, "trading.notification.v1.RegisterWebhookRequest", body
+    ) == _server_accepts(pb.RegisterWebhookRequest, body), body
