@@ -129,7 +129,7 @@ def _schema_accepts(document: dict[str, Any], name: str, body: dict[str, Any]) -
     import jsonschema  # type: ignore[import-untyped]  # no stubs pinned; used here only
 
     root = {"$ref": f"#/components/schemas/{name}", "components": document["components"]}
-    return jsonschema.Draft202012Validator(root).is_valid(body)
+    return bool(jsonschema.Draft202012Validator(root).is_valid(body))
 
 
 def _server_accepts(message: type[Any], body: dict[str, Any]) -> bool:
