@@ -239,7 +239,11 @@ def from_rpc_error(err: grpc.aio.AioRpcError, request: Descriptor | None = None)
         field_violations=[
             violation(v.field, v.description, v.reason, message=request) for v in details.field_violations
         ],
-        retry_after_s=details.retry_delay_s,
+        # Every 503 says when to come back: the service's RetryInfo, else a
+        # second (a channel reconnecting, a breaker probing again).
+        retry_after_s=details.retry_delay_s
+        if details.retry_delay_s is not None or details.code is not grpc.StatusCode.UNAVAILABLE
+        else 1.0,
     )
 
 

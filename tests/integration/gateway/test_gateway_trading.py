@@ -182,6 +182,20 @@ def _order(symbol: str, client_order_id: str) -> dict[str, Any]:
     }
 
 
+async def _post_retrying_unavailable(
+    gw: httpx.AsyncClient, path: str, body: dict[str, Any], headers: dict[str, str], attempts: int = 4
+) -> httpx.Response:
+    """What a client does with a 503 (a first call on a loaded machine can meet
+    a channel still connecting): wait Retry-After and send the same request,
+    same Idempotency-Key, again. A 5xx is never stored under the key."""
+    for _ in range(attempts - 1):
+        response = await gw.post(path, json=body, headers=headers)
+        if response.status_code != 503:
+            return response
+        await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+    return await gw.post(path, json=body, headers=headers)
+
+
 async def test_same_idempotency_key_places_one_order_and_returns_the_same_body(
     stack: Stack, gateway: Any
 ) -> None:
@@ -191,7 +205,7 @@ async def test_same_idempotency_key_places_one_order_and_returns_the_same_body(
         auth = bearer(await login(gw))
         headers = {**auth, "Idempotency-Key": f"idem-{uuid.uuid4().hex}"}
         body = _order(symbol, uuid.uuid4().hex)
-        first = await gw.post("/v1/orders", json=body, headers=headers)
+        first = await _post_retrying_unavailable(gw, "/v1/orders", body, headers)
         assert first.status_code == 200, first.text
         second = await gw.post("/v1/orders", json=body, headers=headers)
         assert second.status_code == 200 and second.content == first.content

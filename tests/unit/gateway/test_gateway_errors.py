@@ -177,3 +177,15 @@ def test_json_pointers_walk_maps_and_repeated_messages() -> None:
     assert json_pointer('limits.max_position_by_symbol["BTC-USD"].value', limits) == (
         "/limits/maxPositionBySymbol/BTC-USD/value"
     )
+
+
+def test_every_503_says_when_to_come_back() -> None:
+    """A transport-level UNAVAILABLE (a channel still connecting, no RetryInfo)
+    still gets Retry-After: clients retry with the same Idempotency-Key."""
+    plain = grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details="failed to connect"
+    )
+    response = from_rpc_error(plain).response("c")
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    not_found = grpc.aio.AioRpcError(grpc.StatusCode.NOT_FOUND, grpc.aio.Metadata(), grpc.aio.Metadata())
+    assert "retry-after" not in from_rpc_error(not_found).response("c").headers
