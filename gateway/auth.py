@@ -98,8 +98,13 @@ class Authenticator:
     async def authenticate(self, headers: Mapping[str, str]) -> Principal | None:
         """The caller, None without credentials; 401 problem for bad ones."""
         api_key = headers.get(API_KEY_HEADER)
-        authorization = headers.get("authorization", "")
-        if authorization:
+        authorization = headers.get("authorization")
+        if authorization is not None and api_key is not None:
+            # Two credentials: which one would decide is a guess; a bad one
+            # must never be ignored because the other happens to be good.
+            raise unauthenticated("send one credential: Authorization or X-Api-Key", "AMBIGUOUS_CREDENTIALS")
+        if authorization is not None:
+            # Present, even empty, is checked (an empty header is not "no credentials").
             scheme, _, credential = authorization.partition(" ")
             if scheme.lower() != "bearer" or not credential.strip():
                 raise unauthenticated("Authorization must be 'Bearer <token>'", "MALFORMED_CREDENTIALS")

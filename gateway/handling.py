@@ -64,8 +64,11 @@ def call_timeout(headers: Mapping[str, str], options: GatewayOptions, *, stream:
 
 
 def idempotency_key(headers: Mapping[str, str]) -> str:
-    key = headers.get(IDEMPOTENCY_HEADER, "")
-    if key and not _SAFE_ID.match(key):
+    key = headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return ""
+    # Present means checked, even empty: a key the client thinks it sent must not be ignored.
+    if not _SAFE_ID.match(key):
         raise bad_request(
             "malformed Idempotency-Key header",
             [violation("idempotency-key", "1-128 of A-Z a-z 0-9 . _ : / + = -", "format", pointer="")],

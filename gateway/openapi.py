@@ -36,7 +36,7 @@ from gateway.problems import HTTP_STATUS, PROBLEM_CONTENT_TYPE, PROBLEM_SCHEMA
 from gateway.routes import Route
 from gateway.streams import LAST_EVENT_ID, resumable
 from gateway.templates import openapi_path
-from gateway.transcode import FD, FieldDesc, MessageDesc
+from gateway.transcode import FD, FLOAT_SPECIALS, INT_RANGES, FieldDesc, MessageDesc
 
 _INT32 = {FD.TYPE_INT32, FD.TYPE_SINT32, FD.TYPE_SFIXED32, FD.TYPE_UINT32, FD.TYPE_FIXED32}
 _INT64 = {FD.TYPE_INT64, FD.TYPE_SINT64, FD.TYPE_SFIXED64, FD.TYPE_UINT64, FD.TYPE_FIXED64}
@@ -127,6 +127,7 @@ def _ref(name: str) -> dict[str, Any]:
 # verify_chain.range_ordered, pnl_series.max_points,
 # query_events.aggregate_id_needs_type) have no JSON Schema form; the server
 # still answers 400 for them.
+_NO_NUL = r"^[^\x00]*$"
 _UNSIGNED_DECIMAL = r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,12})?$"
 _POSITIVE_DECIMAL = r"^(?=[0-9.]*[1-9])(0|[1-9][0-9]{0,17})(\.[0-9]{1,12})?$"
 
@@ -182,6 +183,102 @@ _MESSAGE_CEL: dict[str, dict[str, Any]] = {
     "place_order.limit_price_forbidden": {},
     "check_order.limit_price": _limit_price_by_type("orderType"),
 }
+
+
+def _bounded_range(numeric: Any, low: int, high: int) -> tuple[int, int]:
+    """[low, high] narrowed by protovalidate's integer bounds."""
+    if numeric.HasField("const"):
+        return numeric.const, numeric.const
+    if numeric.HasField("gte"):
+        low = max(low, numeric.gte)
+    if numeric.HasField("gt"):
+        low = max(low, numeric.gt + 1)
+    if numeric.HasField("lte"):
+        high = min(high, numeric.lte)
+    if numeric.HasField("lt"):
+        high = min(high, numeric.lt - 1)
+    return low, high
+
+
+def _same_length(lo: str, hi: str) -> list[str]:
+    """Alternatives matching every digit string from `lo` to `hi` (same length)."""
+    if lo == hi:
+        return [lo]
+    if len(lo) == 1:
+        return [f"[{lo}-{hi}]"]
+    rest = len(lo) - 1
+    if lo[1:] == "0" * rest and hi[1:] == "9" * rest:
+        return [f"[{lo[0]}-{hi[0]}][0-9]{{{rest}}}"]
+    if lo[0] == hi[0]:
+        return [lo[0] + p for p in _same_length(lo[1:], hi[1:])]
+    parts = [lo[0] + p for p in _same_length(lo[1:], "9" * rest)]
+    if int(hi[0]) - int(lo[0]) > 1:
+        parts.append(f"[{int(lo[0]) + 1}-{int(hi[0]) - 1}][0-9]{{{rest}}}")
+    parts += [hi[0] + p for p in _same_length("0" * rest, hi[1:])]
+    return parts
+
+
+def _non_negative(lo: int, hi: int) -> list[str]:
+    """Alternatives matching the canonical decimals of lo..hi (0 <= lo <= hi)."""
+    parts: list[str] = []
+    for digits in range(len(str(lo)), len(str(hi)) + 1):
+        start = max(lo, 10 ** (digits - 1) if digits > 1 else 0)
+        end = min(hi, 10**digits - 1)
+        if start <= end:
+            parts += _same_length(str(start), str(end))
+    return parts
+
+
+def integer_pattern(low: int, high: int) -> str:
+    """A regular expression matching exactly the canonical decimal texts of
+    the integers low..high (no leading zeros; "-0" is 0), as the gateway reads them."""
+    parts: list[str] = []
+    if low < 0:
+        parts += ["-" + p for p in _non_negative(max(1, -high), -low)]
+    if high >= 0:
+        parts += _non_negative(max(0, low), high)
+    if low <= 0 <= high:
+        parts.append("-0")
+    return "^(" + "|".join(parts) + ")$"
+
+
+# Rules a service applies beyond its request's protovalidate rules, by RPC:
+# they depend on server state or deployment policy, so no schema can state
+# them (a schema-valid request can still be refused with 400 for these).
+_SERVER_RULES: dict[str, tuple[str, ...]] = {
+    "trading.decision.v1.DecisionService.SetStrategy": (
+        "spec.model_ids: models loaded by the service (ListModels)",
+        "spec.symbols: instruments the platform lists (ListInstruments)",
+    ),
+    "trading.notification.v1.NotificationService.RegisterWebhook": (
+        "url: resolves to a public address; http only where the deployment allows it",
+    ),
+}
+# Every list RPC: a page token is one the server issued (nextPageToken).
+_PAGE_TOKEN_RULE = "page_token: a nextPageToken this server issued for the same query"
+
+
+def untranslated_rules(desc: MessageDesc, seen: frozenset[str] = frozenset()) -> list[str]:
+    """Rule ids of `desc` (and the messages it holds) that the schema does not
+    state: CEL comparing fields with each other or with the clock, and the
+    rules on durations and timestamps."""
+    if desc.full_name in seen or desc.full_name in _WKT:
+        return []
+    seen = seen | {desc.full_name}
+    found: list[str] = []
+    options = desc.GetOptions()
+    if options.HasExtension(validate_pb2.message):
+        found += [r.id for r in options.Extensions[validate_pb2.message].cel if r.id not in _MESSAGE_CEL]
+    for f in desc.fields:
+        rules = _rules(f)
+        if rules is not None:
+            found += [r.id for r in rules.cel if r.id not in _FIELD_CEL]
+            kind = rules.WhichOneof("type")
+            if kind in ("duration", "timestamp"):
+                found.append(f"{f.name}: {kind} rules")
+        if f.type == FD.TYPE_MESSAGE and not f.message_type.GetOptions().map_entry:
+            found += untranslated_rules(f.message_type, seen)
+    return sorted(set(found))
 
 
 class SchemaBuilder:
@@ -241,7 +338,7 @@ class SchemaBuilder:
                 schema["allOf"] = extra
         return _described(schema, desc.full_name)
 
-    def field_schema(self, f: FieldDesc) -> dict[str, Any]:
+    def field_schema(self, f: FieldDesc, *, text: bool = False) -> dict[str, Any]:
         rules = _rules(f)
         if f.type == FD.TYPE_MESSAGE and f.message_type.GetOptions().map_entry:
             key, value = f.message_type.fields_by_name["key"], f.message_type.fields_by_name["value"]
@@ -271,19 +368,22 @@ class SchemaBuilder:
                 if rep.unique:
                     schema["uniqueItems"] = True
                 items_rules = rep.items if rep.HasField("items") else None
-            schema["items"] = self.single(f, items_rules)
+            schema["items"] = self.single(f, items_rules, text=text)
             return schema
-        return self.single(f, rules)
+        return self.single(f, rules, text=text)
 
-    def single(self, f: FieldDesc, rules: validate_pb2.FieldRules | None) -> dict[str, Any]:
-        schema = self._single(f, rules)
+    def single(
+        self, f: FieldDesc, rules: validate_pb2.FieldRules | None, *, text: bool = False
+    ) -> dict[str, Any]:
+        """One value of `f`; `text`: as a path or query parameter (numbers as text)."""
+        schema = self._single(f, rules, text)
         for rule in rules.cel if rules is not None else ():
             translate = _FIELD_CEL.get(rule.id)
             if translate is not None:
                 schema = translate(schema)
         return schema
 
-    def _single(self, f: FieldDesc, rules: validate_pb2.FieldRules | None) -> dict[str, Any]:
+    def _single(self, f: FieldDesc, rules: validate_pb2.FieldRules | None, text: bool) -> dict[str, Any]:
         t = f.type
         kind = rules.WhichOneof("type") if rules is not None else None
         if t == FD.TYPE_MESSAGE:
@@ -303,15 +403,34 @@ class SchemaBuilder:
             return {"type": "string", "contentEncoding": "base64"}
         if t == FD.TYPE_BOOL:
             return {"type": "boolean"}
-        if t in _INT32:
-            schema: dict[str, Any] = {"type": "integer", "format": "int32"}
-        elif t in _INT64:
-            # proto3 JSON writes 64-bit integers as strings; numbers are accepted on input.
-            schema = {"type": ["string", "integer"], "format": "int64"}
-        else:
-            schema = {"type": "number"}
-        if rules is not None and kind is not None and kind == _RULES_BY_TYPE.get(t) and t not in _INT64:
-            numeric = getattr(rules, kind)
+        numeric = (
+            getattr(rules, kind)
+            if rules is not None and kind is not None and kind == _RULES_BY_TYPE.get(t)
+            else None
+        )
+        if t in _INT32 or t in _INT64:
+            low, high = INT_RANGES[t]
+            if numeric is not None:
+                low, high = _bounded_range(numeric, low, high)
+            number: dict[str, Any] = {
+                "type": "integer",
+                "format": "int32" if t in _INT32 else "int64",
+                "minimum": low,
+                "maximum": high,
+            }
+            if text:
+                return number
+            # proto3 JSON: a number or the same integer as a string (how int64 is written back).
+            either = {"anyOf": [number, {"type": "string", "pattern": integer_pattern(low, high)}]}
+            if (low, high) != INT_RANGES[t]:
+                return either
+            # The full range of a type: one shared component (the int64 pattern is long).
+            name = ("Int" if low < 0 else "UInt") + ("32" if t in _INT32 else "64")
+            self.schemas.setdefault(name, {"title": name, **either})
+            return _ref(name)
+        schema: dict[str, Any] = {"type": "number"}
+        bounded = False
+        if numeric is not None:
             for proto_name, json_name in (
                 ("gte", "minimum"),
                 ("gt", "exclusiveMinimum"),
@@ -320,13 +439,17 @@ class SchemaBuilder:
             ):
                 if numeric.HasField(proto_name):
                     schema[json_name] = getattr(numeric, proto_name)
-        return schema
+                    bounded = True
+        if bounded or text:
+            return schema  # a bound refuses NaN and the infinities
+        return {"anyOf": [schema, {"type": "string", "enum": list(FLOAT_SPECIALS)}]}
 
     @staticmethod
     def _string(
         rules: validate_pb2.FieldRules | None, field_rules: validate_pb2.FieldRules | None
     ) -> dict[str, Any]:
-        schema: dict[str, Any] = {"type": "string"}
+        # The gateway refuses NUL in any string (PostgreSQL text cannot hold it).
+        schema: dict[str, Any] = {"type": "string", "pattern": _NO_NUL}
         if rules is None:
             return schema
         s = rules.string
@@ -366,7 +489,7 @@ def _query_parameters(route: Route, builder: SchemaBuilder) -> list[dict[str, An
             for sub in f.message_type.fields:
                 add(name + ".", sub, depth + 1, frozenset({"start", "end"}) if bounded else frozenset())
             return
-        schema = builder.field_schema(f)
+        schema = builder.field_schema(f, text=True)
         # A nested field is checked only when its message is sent: required
         # only where a rule of the parent says so.
         required = f.name in must or (depth == 0 and f.name in zero_refused(f.containing_type))
@@ -427,7 +550,7 @@ def _operation(route: Route, builder: SchemaBuilder) -> dict[str, Any]:
             "name": var.field_path,
             "in": "path",
             "required": True,
-            "schema": builder.single(field, _rules(field)),
+            "schema": builder.single(field, _rules(field), text=True),
         }
         params.append(_described(param, field.full_name))
     params.extend(_query_parameters(route, builder))
@@ -436,7 +559,11 @@ def _operation(route: Route, builder: SchemaBuilder) -> dict[str, Any]:
             "name": "X-Correlation-Id",
             "in": "header",
             "required": False,
-            "schema": {"type": "string", "pattern": r"^[A-Za-z0-9._:/+=-]{1,128}$"},
+            # Any value is taken: one that is not 1-128 of A-Z a-z 0-9 . _ : / + = -
+            # is replaced by a generated id (tracing must never refuse a request).
+            "description": "Echoed in the response and in every log line and event of the request;"
+            " a value that is not 1-128 of `A-Z a-z 0-9 . _ : / + = -` is replaced by a generated id.",
+            "schema": {"type": "string"},
         }
     )
     if route.streaming and resumable(route.request_class, route.response_class):
@@ -449,7 +576,7 @@ def _operation(route: Route, builder: SchemaBuilder) -> dict[str, Any]:
                 "schema": {"type": "string", "pattern": "^[0-9]{1,20}$"},
             }
         )
-    if route.mutating:
+    if route.mutating and not route.policy.public:  # public routes refuse a key (no caller to scope it to)
         params.append(
             {
                 "name": "Idempotency-Key",
@@ -505,6 +632,13 @@ def _operation(route: Route, builder: SchemaBuilder) -> dict[str, Any]:
         "x-grpc-method": route.grpc_path,
     }
     _described(op, route.method.full_name)
+    beyond = untranslated_rules(req) + list(_SERVER_RULES.get(route.method.full_name, ()))
+    if "page_token" in req.fields_by_name:
+        beyond.append(_PAGE_TOKEN_RULE)
+    if beyond:
+        # What the server checks that this schema cannot say: a request the
+        # schema allows may still get 400 for one of these.
+        op["x-constraints"] = beyond
     if route.body:
         if route.body == "*":
             body_schema = builder.body_ref(req, route.path_bound_fields())

@@ -55,7 +55,9 @@ class Route:
         """Top-level request fields a client may send in the query string."""
         if self.body == "*":
             return []
-        bound = {v.field_path.split(".")[0] for v in self.template.variables}
+        # Not the path's fields, nor the other members of their oneofs (the
+        # server refuses those in the query: they would replace the path's).
+        bound = {v.field_path.split(".")[0] for v in self.template.variables} | self.path_bound_fields()
         return [
             f for f in self.request_class.DESCRIPTOR.fields if f.name not in bound and f.name != self.body
         ]
@@ -223,11 +225,15 @@ class RouteTable:
             self._seen.add(key)
 
     def match(self, http_method: str, raw_path: str) -> tuple[Route, dict[str, str]]:
+        matching = [(r, v) for r in self.routes if (v := r.template.match(raw_path)) is not None]
+        # A custom verb wins (google.api.http): /v1/orders/{id}:cancel is the
+        # cancel route's, never GetOrder's with "{id}:cancel" as the id, so a
+        # GET there is 405 (Allow: POST), not a lookup of a strange id.
+        verbs = {r.template.verb for r, _ in matching if r.template.verb}
+        if verbs:
+            matching = [(r, v) for r, v in matching if r.template.verb in verbs]
         allowed: set[str] = set()
-        for route in self.routes:
-            values = route.template.match(raw_path)
-            if values is None:
-                continue
+        for route, values in matching:
             if route.http_method == http_method or (http_method == "HEAD" and route.http_method == "GET"):
                 return route, values
             allowed.add(route.http_method)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
@@ -29,7 +28,7 @@ FD = descriptor.FieldDescriptor
 FieldDesc: TypeAlias = Any
 MessageDesc: TypeAlias = Any
 
-_INT_RANGES: dict[int, tuple[int, int]] = {
+INT_RANGES: dict[int, tuple[int, int]] = {
     FD.TYPE_INT32: (-(2**31), 2**31 - 1),
     FD.TYPE_SINT32: (-(2**31), 2**31 - 1),
     FD.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
@@ -42,11 +41,15 @@ _INT_RANGES: dict[int, tuple[int, int]] = {
     FD.TYPE_FIXED64: (0, 2**64 - 1),
 }
 _FLOATS = {FD.TYPE_FLOAT, FD.TYPE_DOUBLE}
-# Enum numbers are int32 on the wire.
-_ENUM_RANGE = _INT_RANGES[FD.TYPE_INT32]
-# An integer as text: ASCII digits only (int() would also take "1_000",
-# " 12 " and non-ASCII digits), at most 20 of them (a uint64).
-_INTEGER_TEXT = re.compile(r"-?[0-9]{1,20}")
+# An integer as text, in canonical decimal form: ASCII digits without
+# leading zeros (int() would also take "007", "1_000", " 12 " and non-ASCII
+# digits), at most 20 of them (a uint64). The OpenAPI document states exactly
+# this form (gateway.openapi), so what it allows is what is taken.
+_INTEGER_TEXT = re.compile(r"-?(0|[1-9][0-9]{0,19})")
+# A JSON number as text (RFC 8259 grammar).
+_NUMBER_TEXT = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+# The non-finite numbers proto3 JSON writes as strings.
+FLOAT_SPECIALS = ("NaN", "Infinity", "-Infinity")
 
 
 def _parse_integer(text: str) -> int:
@@ -93,6 +96,16 @@ def _type_name(value: Any) -> str:
     return "object"
 
 
+def _nullable(f: FieldDesc) -> bool:
+    """Fields where JSON null means something: google.protobuf.Value, NullValue and the wrappers."""
+    if f.type == FD.TYPE_ENUM:
+        return bool(f.enum_type.full_name == "google.protobuf.NullValue")
+    if f.type != FD.TYPE_MESSAGE:
+        return False
+    name: str = f.message_type.full_name
+    return name.startswith("google.protobuf.") and name.endswith("Value")
+
+
 def check_json(value: Any, desc: MessageDesc, pointer: str = "") -> list[dict[str, str]]:
     """Violations of a JSON object against a message type (empty when json_format can parse it)."""
     if desc.full_name in _FREE_WKT:
@@ -118,6 +131,10 @@ def check_json(value: Any, desc: MessageDesc, pointer: str = "") -> list[dict[st
             continue
         seen[f.name] = key
         if item is None:
+            # proto3 JSON reads null as "unset"; the REST document does not
+            # allow it (omit the member), except where null is a value.
+            if not _nullable(f):
+                out.append(_v(ptr, "null is not a value here; leave the member out", "type"))
             continue
         oneof = f.containing_oneof
         if oneof is not None and not oneof.name.startswith("_"):
@@ -182,22 +199,19 @@ def _check_single(value: Any, f: FieldDesc, pointer: str) -> list[dict[str, str]
                 return []
             names = ", ".join(v.name for v in f.enum_type.values)
             return [_v(pointer, f"unknown value {value!r}; expected one of {names}", "enum")]
-        if isinstance(value, int) and not isinstance(value, bool):
-            # proto3 enums are open: numbers are accepted, validation judges them
-            low, high = _ENUM_RANGE
-            return [] if low <= value <= high else [_v(pointer, f"out of range [{low}, {high}]", "range")]
+        # Names only: proto3 JSON parsers also take numbers, but the REST
+        # edge takes what its document states (the names it also writes).
         return [_v(pointer, f"expected an enum name, got {_type_name(value)}", "type")]
-    if t in _INT_RANGES:
+    if t in INT_RANGES:
         return _check_int(value, t, pointer)
     if t in _FLOATS:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return []
         if isinstance(value, str):
-            try:
-                float(value)
-            except ValueError:
-                return [_v(pointer, "expected a number", "type")]
-            return []
+            # Strings only for what JSON numbers cannot say (float() would take " 1e3 " and "nan").
+            if value in FLOAT_SPECIALS:
+                return []
+            return [_v(pointer, f"expected a number (or one of {', '.join(FLOAT_SPECIALS)})", "type")]
         return [_v(pointer, f"expected a number, got {_type_name(value)}", "type")]
     return []
 
@@ -219,7 +233,7 @@ def _check_int(value: Any, t: int, pointer: str) -> list[dict[str, str]]:
             return [_v(pointer, "expected an integer (a JSON number or a decimal string)", "type")]
     else:
         return [_v(pointer, f"expected an integer, got {_type_name(value)}", "type")]
-    low, high = _INT_RANGES[t]
+    low, high = INT_RANGES[t]
     if not low <= number <= high:
         return [_v(pointer, f"out of range [{low}, {high}]", "range")]
     return []
@@ -294,38 +308,30 @@ def scalar_from_text(f: FieldDesc, text: str) -> Any:
     if t == FD.TYPE_STRING:
         return text
     if t == FD.TYPE_BOOL:
-        if text in ("true", "1"):
+        if text == "true":
             return True
-        if text in ("false", "0"):
+        if text == "false":
             return False
         raise ValueError("expected true or false")
-    if t in _INT_RANGES:
+    if t in INT_RANGES:
         number = _parse_integer(text)
-        low, high = _INT_RANGES[t]
+        low, high = INT_RANGES[t]
         if not low <= number <= high:
             raise ValueError(f"out of range [{low}, {high}]")
         return number
     if t in _FLOATS:
-        try:
-            value = float(text)
-        except ValueError:
-            raise ValueError("expected a number") from None
-        if math.isnan(value) and text not in ("NaN",):
+        # A JSON number's text, or a special (float() would take " 1e3 " and "nan").
+        if text in FLOAT_SPECIALS:
+            return float(text)
+        if not _NUMBER_TEXT.fullmatch(text):
             raise ValueError("expected a number")
-        return value
+        return float(text)
     if t == FD.TYPE_ENUM:
         found = f.enum_type.values_by_name.get(text)
         if found is not None:
             return found.number
-        try:
-            number = _parse_integer(text)
-        except ValueError:
-            names = ", ".join(v.name for v in f.enum_type.values)
-            raise ValueError(f"unknown value {text!r}; expected one of {names}") from None
-        low, high = _ENUM_RANGE
-        if not low <= number <= high:
-            raise ValueError(f"out of range [{low}, {high}]")
-        return number
+        names = ", ".join(v.name for v in f.enum_type.values)
+        raise ValueError(f"unknown value {text!r}; expected one of {names}")
     if t == FD.TYPE_BYTES:
         data = _b64(text)
         if data is None:

@@ -7,15 +7,25 @@ Python code uses decimal.Decimal.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 
 from trading.common.v1 import decimal_pb2
 
+# The contract's Decimal carries at most 12 fractional digits.
+_WIRE_QUANTUM = Decimal("1e-12")
+_ROUNDING = Context(prec=100, rounding=ROUND_HALF_EVEN)
+
 
 def to_proto(value: Decimal | int | str) -> decimal_pb2.Decimal:
-    """The contract form of a number: canonical string, no exponent, no trailing zeros."""
+    """The contract form of a number: canonical string, no exponent, no
+    trailing zeros, at most 12 fractional digits (a computed value such as a
+    notional, quantity x price, is rounded half-even to them: more would not
+    be a contract decimal)."""
     number = Decimal(value)
-    text = format(number.normalize(), "f") if number != 0 else "0"
+    exponent = number.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -12:
+        number = number.quantize(_WIRE_QUANTUM, context=_ROUNDING)
+    text = format(number.normalize(context=_ROUNDING), "f") if number != 0 else "0"
     return decimal_pb2.Decimal(value=text)
 
 

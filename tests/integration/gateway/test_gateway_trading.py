@@ -458,3 +458,19 @@ async def test_order_updates_resume_exactly_after_last_event_id(
             async with gw.stream("GET", path, params=params, headers=other) as stream:
                 assert stream.status_code == 200
                 assert await _sse_until_idle(stream, at_least=0, idle_s=1.5) == []
+
+
+async def test_a_credential_that_is_sent_is_checked(stack: Stack, gateway: Any) -> None:
+    """An empty Authorization header is a bad credential, not "none"; and two
+    credentials are refused (a bad one never hides behind a good one)."""
+    async with gateway(stack.settings, stack.addresses) as gw:
+        auth = bearer(await login(gw))
+        assert (
+            problem(await gw.get("/v1/orders", headers={"Authorization": ""}), 401)["code"]
+            == "UNAUTHENTICATED"
+        )
+        both = await gw.get("/v1/orders", headers={**auth, "X-Api-Key": "tk_live_not-a-key"})
+        assert problem(both, 401)["reason"] == "AMBIGUOUS_CREDENTIALS"
+        assert (await gw.get("/v1/orders", headers=auth)).status_code == 200
+        empty_key = await gw.post("/v1/orders", json={}, headers={**auth, "Idempotency-Key": ""})
+        assert problem(empty_key, 400)["fieldViolations"][0]["field"] == "idempotency-key"

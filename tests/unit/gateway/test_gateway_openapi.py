@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.openapi import build_openapi
 from gateway.routes import build_routes
@@ -197,3 +199,15 @@ def test_the_schema_and_the_validator_agree_on_webhook_urls(document: dict[str, 
     assert _schema_accepts(
         document, "trading.notification.v1.RegisterWebhookRequest", body
     ) == _server_accepts(pb.RegisterWebhookRequest, body), body
+
+
+@given(st.integers(min_value=-(2**65), max_value=2**65), st.integers(min_value=-(2**64), max_value=2**64))
+def test_integer_patterns_match_exactly_the_range(value: int, bound: int) -> None:
+    import re
+
+    from gateway.openapi import integer_pattern
+
+    for low, high in ((min(0, bound), max(0, bound)), (-(2**63), 2**63 - 1), (0, 2**64 - 1), (1, 500)):
+        pattern = re.compile(integer_pattern(low, high))
+        assert bool(pattern.fullmatch(str(value))) == (low <= value <= high)
+        assert not pattern.fullmatch(f"0{abs(value)}")  # never a leading zero
