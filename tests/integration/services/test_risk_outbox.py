@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 from google.protobuf import message as pb_message
-from nats.aio.msg import Msg
 from redis.asyncio import Redis
 from trading.common.v1 import decimal_pb2, event_pb2
 from trading.risk.v1 import events_pb2 as ev
@@ -20,7 +19,7 @@ from trading.risk.v1 import risk_service_pb2 as pb
 
 from runtime.config import Settings
 from runtime.contracts import event_registry
-from runtime.messaging.envelope import decode_envelope, unpack
+from runtime.messaging.envelope import unpack
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
 from runtime.messaging.nats.connect import connect_nats
@@ -29,6 +28,7 @@ from runtime.outbox_redis import RedisOutbox
 from services.risk import domain
 from services.risk.events import RiskEvents
 from services.risk.storage import RiskStore, canonical_limits
+from tests.support.nats import received_events
 from tests.support.polling import eventually
 
 D = decimal_pb2.Decimal
@@ -104,26 +104,18 @@ async def test_changes_stored_while_nothing_publishes_are_announced_later_in_ord
     assert await outbox.backlog() == 8  # four events, each for Kafka and NATS
 
     # A relay comes up: the events go out, in the order the changes were made.
-    received: list[pb_message.Message] = []
-    nc = await connect_nats(infra_settings, "notification")
-
-    async def on_message(msg: Msg) -> None:
-        received.append(unpack(decode_envelope(msg.data), event_registry()))
-
-    await nc.subscribe(f"risk.events.{tenant}", cb=on_message)
-    await nc.flush()
     publisher_nc = await connect_nats(infra_settings, "risk")
     try:
-        async with KafkaPublisher(
-            infra_settings.kafka, event_registry(), client_id="risk-outbox-test"
-        ) as kafka:
+        async with (
+            received_events(infra_settings, "notification", f"risk.events.{tenant}") as received,
+            KafkaPublisher(infra_settings.kafka, event_registry(), client_id="risk-outbox-test") as kafka,
+        ):
             relay = OutboxRelay(outbox, kafka=kafka, nats=NatsPublisher(publisher_nc, event_registry()))
             assert await relay.run_once() == 8
-        await eventually(lambda: _true(len(received) >= 4), what="the stored events on NATS")
-        assert [type(e).__name__ for e in received] == [type(e).__name__ for e in waiting]
+            await eventually(lambda: _true(len(received) >= 4), what="the stored events on NATS")
+            assert [type(e).__name__ for e in received] == [type(e).__name__ for e in waiting]
         assert await outbox.backlog() == 0
     finally:
-        await nc.close()
         await publisher_nc.close()
 
 

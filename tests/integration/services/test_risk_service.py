@@ -8,8 +8,8 @@ import functools
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 from typing import TypeVar
 
@@ -17,7 +17,6 @@ import grpc
 import pytest
 from google.protobuf import message as pb_message
 from google.protobuf.duration_pb2 import Duration
-from nats.aio.msg import Msg
 from redis.asyncio import Redis
 from trading.common.v1 import decimal_pb2, market_pb2, types_pb2
 from trading.execution.v1 import events_pb2 as exec_events
@@ -29,11 +28,11 @@ from trading.risk.v1 import risk_service_pb2_grpc as pb_grpc
 from runtime.config import Settings
 from runtime.contracts import event_registry
 from runtime.errors import error_details
-from runtime.messaging.envelope import decode_envelope, new_envelope, unpack, uuid7
+from runtime.messaging.envelope import new_envelope, uuid7
 from runtime.messaging.kafka import KafkaPublisher
-from runtime.messaging.nats.connect import connect_nats
 from runtime.service import ServiceSpec
 from services.risk.main import SPEC, build
+from tests.support.nats import received_events
 from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 
@@ -97,21 +96,9 @@ def order(
     return request
 
 
-@asynccontextmanager
-async def risk_events(settings: Settings, tenant: str) -> AsyncIterator[list[pb_message.Message]]:
-    """Collects the risk events of `tenant` from NATS `risk.events.{tenant}`."""
-    received: list[pb_message.Message] = []
-    nc = await connect_nats(settings, "notification")
-
-    async def on_message(msg: Msg) -> None:
-        received.append(unpack(decode_envelope(msg.data), event_registry()))
-
-    await nc.subscribe(f"risk.events.{tenant}", cb=on_message)
-    await nc.flush()
-    try:
-        yield received
-    finally:
-        await nc.close()
+def risk_events(settings: Settings, tenant: str) -> AbstractAsyncContextManager[list[pb_message.Message]]:
+    """Collects the risk events of `tenant` from NATS `risk.events.{tenant}` (as notification)."""
+    return received_events(settings, "notification", f"risk.events.{tenant}")
 
 
 async def eventually(predicate: Callable[[], object], timeout: float = 20.0) -> None:

@@ -13,15 +13,9 @@ from trading.execution.v1 import execution_service_pb2 as pb
 from gateway.problems import Problem
 from gateway.routes import RouteTable, build_routes
 from gateway.transcode import merge_json
+from tests.support.rest import market_order
 
-ORDER: dict[str, Any] = {
-    "clientOrderId": "c-1",
-    "symbol": "BTC-USD",
-    "side": "SIDE_BUY",
-    "type": "ORDER_TYPE_MARKET",
-    "timeInForce": "TIME_IN_FORCE_IOC",
-    "quantity": {"value": "1"},
-}
+ORDER = market_order()
 
 
 @pytest.mark.parametrize(

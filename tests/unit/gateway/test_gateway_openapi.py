@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from gateway.openapi import build_openapi
 from gateway.routes import build_routes
 from gateway.templates import openapi_path
+from tests.support.rest import market_order
 
 
 @pytest.fixture(scope="module")
@@ -145,14 +146,7 @@ def _server_accepts(message: type[Any], body: dict[str, Any]) -> bool:
     return not protovalidate.Validator().collect_violations(parsed)
 
 
-_ORDER = {
-    "clientOrderId": "c-1",
-    "symbol": "BTC-USD",
-    "side": "SIDE_BUY",
-    "type": "ORDER_TYPE_MARKET",
-    "timeInForce": "TIME_IN_FORCE_IOC",
-    "quantity": {"value": "1"},
-}
+_ORDER = market_order()
 
 
 @pytest.mark.parametrize(
