@@ -18,6 +18,8 @@ from urllib.parse import quote
 import grpc
 import grpc.aio
 from google.protobuf import message
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
@@ -34,8 +36,10 @@ from gateway.transcode import dumps, to_json
 from runtime.context import RequestContext, reset_context, set_context
 from runtime.contracts import METADATA
 from runtime.grpc_client import ClientFactory
+from runtime.messaging.headers import extract_trace
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("gateway")
 
 CORRELATION_RESPONSE_HEADER = "X-Correlation-Id"
 
@@ -218,18 +222,34 @@ async def handle(
     request: Request,
     stream: Callable[[Dispatcher, Prepared, Request, str], Awaitable[Response]],
 ) -> Response:
-    """The endpoint of every contract route."""
+    """The endpoint of every contract route, in one SERVER span: named by the
+    route's template once matched (``POST /v1/orders/{order_id}:cancel``),
+    the child of the client's ``traceparent`` if it sent one; the calls to the
+    services, and the events they make, continue its trace."""
     cid = correlation_id(request.headers)
-    try:
-        prepared = await dispatcher.prepare(request, cid)
-        if prepared.route.streaming:
-            response = await stream(dispatcher, prepared, request, cid)
-        else:
-            response = await dispatcher.unary(prepared, cid)
-    except Problem as problem:
-        response = problem.response(cid)
-    except Exception:
-        log.exception("gateway: unhandled error (correlation id %s)", cid)
-        response = Problem(grpc.StatusCode.INTERNAL, "internal error").response(cid)
+    method = request.scope["method"]
+    with _tracer.start_as_current_span(
+        f"{method}",
+        context=extract_trace(request.headers),
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": method, "trading.correlation_id": cid},
+    ) as span:
+        try:
+            prepared = await dispatcher.prepare(request, cid)
+            template = prepared.route.template.template
+            span.update_name(f"{method} {template}")
+            span.set_attribute("http.route", template)
+            if prepared.route.streaming:
+                response = await stream(dispatcher, prepared, request, cid)
+            else:
+                response = await dispatcher.unary(prepared, cid)
+        except Problem as problem:
+            response = problem.response(cid)
+        except Exception:
+            log.exception("gateway: unhandled error (correlation id %s)", cid)
+            response = Problem(grpc.StatusCode.INTERNAL, "internal error").response(cid)
+        span.set_attribute("http.response.status_code", response.status_code)
+        if response.status_code >= 500:
+            span.set_status(Status(StatusCode.ERROR))
     response.headers[CORRELATION_RESPONSE_HEADER] = cid
     return response

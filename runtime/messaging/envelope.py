@@ -21,6 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from trading.common.v1 import event_pb2, options_pb2
 
 from runtime.messaging.base import Registry
+from runtime.messaging.headers import inject_trace
 
 EventEnvelope = event_pb2.EventEnvelope
 
@@ -121,6 +122,9 @@ def new_envelope(
     else:
         envelope.occurred_at.CopyFrom(occurred_at)
     envelope.payload.Pack(payload)
+    # The span the event is made in: its publish and consumers continue that
+    # trace, even when an outbox relay publishes it later (no-op without a span).
+    inject_trace(envelope.trace_context)
     return envelope
 
 

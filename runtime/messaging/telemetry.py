@@ -10,18 +10,23 @@ and an add.
 OpenTelemetry: a PRODUCER span around each publish whose context travels in
 the `traceparent`/`tracestate` headers, and a CONSUMER span around each
 handling, started as a child of the extracted context so one trace spans
-producer and consumers. Without an SDK configured both are no-op spans.
+producer and consumers. An envelope made inside a span carries that span's
+context (``trace_context``): its publish continues that trace even when an
+outbox relay publishes it later, outside any request (a batch's span is the
+child of its first event's origin and links the others; each message carries
+its own event's origin). Without an SDK configured all spans are no-ops.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from trading.common.v1 import event_pb2
 
@@ -140,14 +145,37 @@ def default_metrics() -> MessagingMetrics:
     return MessagingMetrics()
 
 
+def origin_of(envelope: event_pb2.EventEnvelope) -> otel_context.Context | None:
+    """The trace context the event was made in (None when it carries none)."""
+    return extract_trace(envelope.trace_context) if envelope.trace_context else None
+
+
+def message_trace(envelope: event_pb2.EventEnvelope, batch: dict[str, str]) -> dict[str, str]:
+    """The trace headers of one message of a batch: its own origin, else the batch span's."""
+    return dict(envelope.trace_context) if envelope.trace_context else batch
+
+
 @contextmanager
 def publish_span(
-    transport: str, destination: str, envelope: event_pb2.EventEnvelope, headers: dict[str, str]
+    transport: str,
+    destination: str,
+    envelope: event_pb2.EventEnvelope,
+    headers: dict[str, str],
+    batch: Sequence[event_pb2.EventEnvelope] = (),
 ) -> Iterator[Span]:
-    """A PRODUCER span; its context is injected into `headers`."""
+    """A PRODUCER span, child of `envelope`'s origin (else of the current
+    span), linked to the origins of the rest of a `batch`; its context is
+    injected into `headers`."""
+    links = [
+        Link(trace.get_current_span(parent).get_span_context())
+        for other in batch[1:]
+        if (parent := origin_of(other)) is not None
+    ]
     with _tracer.start_as_current_span(
         f"publish {destination}",
+        context=origin_of(envelope),
         kind=SpanKind.PRODUCER,
+        links=links,
         attributes={
             "messaging.system": transport,
             "messaging.operation.type": "send",

@@ -14,6 +14,7 @@ import pytest_asyncio
 from runtime.config import Settings
 from services.decision import train
 from services.decision.settings import TrainingSettings
+from tests.support.otlp import Collector, otlp_collector
 from tools.supervisor import isolated_settings, platform_running
 
 
@@ -21,6 +22,8 @@ from tools.supervisor import isolated_settings, platform_running
 class RunningPlatform:
     settings: Settings
     startup_s: float
+    # Every span the platform's processes export (OTLP/gRPC, as to an operator's backend).
+    traces: Collector
     stopped: bool = False
 
 
@@ -35,7 +38,10 @@ async def platform(
     await asyncio.to_thread(
         train.train, settings.var_dir / "models", TrainingSettings(ticks_per_symbol=2500, seed=5)
     )
-    # 120 s: a generous bound for a loaded machine; the README's 60 s claim is
-    # checked by test_all_eleven_services_serving_within_60s on the start-up time.
-    async with platform_running(settings, ready_timeout=120) as startup_s:
-        yield RunningPlatform(settings, startup_s)
+    async with otlp_collector() as collector:
+        telemetry = settings.telemetry.model_copy(update={"otlp_endpoint": collector.endpoint})
+        settings = settings.model_copy(update={"telemetry": telemetry})
+        # 120 s: a generous bound for a loaded machine; the README's 60 s claim is
+        # checked by test_all_eleven_services_serving_within_60s on the start-up time.
+        async with platform_running(settings, ready_timeout=120) as startup_s:
+            yield RunningPlatform(settings, startup_s, collector)

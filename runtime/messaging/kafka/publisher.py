@@ -18,7 +18,7 @@ from runtime.messaging.base import NotRoutedError, Registry, Transport
 from runtime.messaging.envelope import unpack
 from runtime.messaging.headers import envelope_headers, to_kafka
 from runtime.messaging.kafka.security import client_security
-from runtime.messaging.telemetry import MessagingMetrics, default_metrics, publish_span
+from runtime.messaging.telemetry import MessagingMetrics, default_metrics, message_trace, publish_span
 
 _KAFKA = Transport.KAFKA.value
 
@@ -111,12 +111,12 @@ class KafkaPublisher:
             return
         start = time.perf_counter()
         first, _ = events[0]
-        trace: dict[str, str] = {}  # the batch span's context, copied into every message
-        with publish_span(_KAFKA, f"batch of {len(events)}", first, trace):
+        trace: dict[str, str] = {}  # the batch span's context, for messages without an origin
+        with publish_span(_KAFKA, f"batch of {len(events)}", first, trace, [e for e, _ in events]):
             acks = []
             for envelope, payload in events:
                 topic, key = self._route(envelope, payload)
-                headers = envelope_headers(envelope) | trace
+                headers = envelope_headers(envelope) | message_trace(envelope, trace)
                 acks.append(
                     await self._producer.send(
                         topic, value=envelope.SerializeToString(), key=key, headers=to_kafka(headers)

@@ -20,7 +20,7 @@ from runtime.messaging.base import NotRoutedError, Registry, Transport
 from runtime.messaging.envelope import unpack
 from runtime.messaging.headers import NATS_MSG_ID, envelope_headers
 from runtime.messaging.nats.streams import uses_jetstream
-from runtime.messaging.telemetry import MessagingMetrics, default_metrics, publish_span
+from runtime.messaging.telemetry import MessagingMetrics, default_metrics, message_trace, publish_span
 
 _NATS = Transport.NATS.value
 # Tokens of a publishable subject: no wildcards, no whitespace, no empty tokens.
@@ -123,12 +123,12 @@ class NatsPublisher:
             return
         start = time.perf_counter()
         first, _ = events[0]
-        trace: dict[str, str] = {}  # the batch span's context, copied into every message
-        with publish_span(_NATS, f"batch of {len(events)}", first, trace):
+        trace: dict[str, str] = {}  # the batch span's context, for messages without an origin
+        with publish_span(_NATS, f"batch of {len(events)}", first, trace, [e for e, _ in events]):
             acks = []
             for envelope, payload in events:
                 _, _, durable = self._route(envelope.event_type)
-                headers = envelope_headers(envelope) | trace
+                headers = envelope_headers(envelope) | message_trace(envelope, trace)
                 subject = self.subject_of(envelope, payload)
                 data = envelope.SerializeToString()
                 if durable:

@@ -43,3 +43,29 @@ def test_metrics_count_and_observe() -> None:
     assert value("trading_messaging_handler_seconds_count", transport="kafka", consumer="audit") == 1
     e2e = value("trading_messaging_end_to_end_seconds_sum", transport="kafka", consumer="audit")
     assert e2e is not None and 0 <= e2e < 5
+
+
+def test_an_envelope_carries_the_trace_it_was_made_in() -> None:
+    """What lets a relay's later publish, and every consumer, continue the
+    trace of the request that made the event."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from runtime.messaging.telemetry import message_trace, origin_of
+
+    outside = new_envelope(md_events.Tick(symbol="A"), tenant_id="", correlation_id="c", producer="p")
+    assert dict(outside.trace_context) == {} and origin_of(outside) is None
+    assert message_trace(outside, {"traceparent": "batch"}) == {"traceparent": "batch"}
+
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("PlaceOrder") as span:
+        inside = new_envelope(md_events.Tick(symbol="A"), tenant_id="", correlation_id="c", producer="p")
+    made_in = span.get_span_context()
+    assert inside.trace_context["traceparent"].split("-")[1:3] == [
+        f"{made_in.trace_id:032x}",
+        f"{made_in.span_id:016x}",
+    ]
+    origin = origin_of(inside)
+    assert origin is not None
+    assert trace.get_current_span(origin).get_span_context().trace_id == made_in.trace_id
+    assert message_trace(inside, {"traceparent": "batch"}) == dict(inside.trace_context)

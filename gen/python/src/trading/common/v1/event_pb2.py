@@ -26,13 +26,17 @@ from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtrading/common/v1/event.proto\x12\x11trading.common.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe0\x02\n\rEventEnvelope\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\x12\x1d\n\nevent_type\x18\x02 \x01(\tR\teventType\x12\x1b\n\ttenant_id\x18\x03 \x01(\tR\x08tenantId\x12%\n\x0e\x63orrelation_id\x18\x04 \x01(\tR\rcorrelationId\x12!\n\x0c\x63\x61usation_id\x18\x05 \x01(\tR\x0b\x63\x61usationId\x12;\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\noccurredAt\x12%\n\x0eschema_version\x18\x07 \x01(\rR\rschemaVersion\x12.\n\x07payload\x18\x08 \x01(\x0b\x32\x14.google.protobuf.AnyR\x07payload\x12\x1a\n\x08producer\x18\t \x01(\tR\x08producerb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtrading/common/v1/event.proto\x12\x11trading.common.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfa\x03\n\rEventEnvelope\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\x12\x1d\n\nevent_type\x18\x02 \x01(\tR\teventType\x12\x1b\n\ttenant_id\x18\x03 \x01(\tR\x08tenantId\x12%\n\x0e\x63orrelation_id\x18\x04 \x01(\tR\rcorrelationId\x12!\n\x0c\x63\x61usation_id\x18\x05 \x01(\tR\x0b\x63\x61usationId\x12;\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\noccurredAt\x12%\n\x0eschema_version\x18\x07 \x01(\rR\rschemaVersion\x12.\n\x07payload\x18\x08 \x01(\x0b\x32\x14.google.protobuf.AnyR\x07payload\x12\x1a\n\x08producer\x18\t \x01(\tR\x08producer\x12W\n\rtrace_context\x18\n \x03(\x0b\x32\x32.trading.common.v1.EventEnvelope.TraceContextEntryR\x0ctraceContext\x1a?\n\x11TraceContextEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trading.common.v1.event_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_EVENTENVELOPE_TRACECONTEXTENTRY']._loaded_options = None
+  _globals['_EVENTENVELOPE_TRACECONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_EVENTENVELOPE']._serialized_start=113
-  _globals['_EVENTENVELOPE']._serialized_end=465
+  _globals['_EVENTENVELOPE']._serialized_end=619
+  _globals['_EVENTENVELOPE_TRACECONTEXTENTRY']._serialized_start=556
+  _globals['_EVENTENVELOPE_TRACECONTEXTENTRY']._serialized_end=619
 # @@protoc_insertion_point(module_scope)

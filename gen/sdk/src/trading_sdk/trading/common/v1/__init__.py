@@ -266,6 +266,17 @@ class EventEnvelope(betterproto2.Message):
     Name of the service that produced the event.
     """
 
+    trace_context: "dict[str, str]" = betterproto2.field(
+        10,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
+    )
+    """
+    W3C trace context (`traceparent`, `tracestate`) of the span in which the
+    event was made. A consumer continues that trace even when the event was
+    published later, by an outbox relay: one user action, one trace.
+    """
+
 
 default_message_pool.register_message("trading.common.v1", "EventEnvelope", EventEnvelope)
 
