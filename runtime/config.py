@@ -207,6 +207,9 @@ class TelemetrySettings(BaseModel):
     log_json: bool = False
     # OTLP/gRPC endpoint for traces; empty disables export (spans still carry context).
     otlp_endpoint: str = ""
+    # Share of new traces exported (parent-based: a trace is kept or left out
+    # whole); spans ending in error are exported whatever the ratio.
+    trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     # Port of the Prometheus /metrics endpoint; 0 picks (grpc_port + 1000).
     metrics_port: int = 0
 

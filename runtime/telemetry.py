@@ -10,21 +10,29 @@ trace id when a span is active.
 Traces: a ``TracerProvider`` with a ``service.name`` resource, exporting over
 OTLP/gRPC only when ``telemetry.otlp_endpoint`` is set (otherwise spans still
 propagate W3C trace context between services but are not exported).
+Sampling is parent-based with a ratio for new traces
+(``telemetry.trace_sample_ratio``); a trace the ratio leaves out is still
+recorded, not exported, except its spans that end in error: those are
+always exported (:class:`KeepErrorsSampler`, :class:`ErrorKeepingBatchProcessor`).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult, TraceIdRatioBased
+from opentelemetry.trace import Link, SpanKind, StatusCode
+from opentelemetry.util.types import Attributes
 
 from runtime.config import TelemetrySettings
 from runtime.context import current_context
@@ -104,17 +112,79 @@ def configure_logging(settings: TelemetrySettings, service_name: str) -> None:
     )
 
 
-def configure_tracing(settings: TelemetrySettings, service_name: str) -> TracerProvider:
-    """Install the global tracer provider (OTLP export only with an endpoint)."""
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    if settings.otlp_endpoint:
+class KeepErrorsSampler(Sampler):
+    """Parent-based ratio sampling that never drops a span outright: a span
+    follows its parent's decision; a new trace is sampled with `ratio` (by
+    trace id, so every process agrees). Spans left out are RECORD_ONLY
+    (recorded, not exported), so one that ends in error can still be
+    exported by :class:`ErrorKeepingBatchProcessor`."""
+
+    def __init__(self, ratio: float) -> None:
+        self._ratio = TraceIdRatioBased(ratio)
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: trace.TraceState | None = None,
+    ) -> SamplingResult:
+        parent = trace.get_current_span(parent_context).get_span_context()
+        state: trace.TraceState | None = trace_state
+        if parent.is_valid:
+            sampled = parent.trace_flags.sampled
+            state = parent.trace_state
+        else:
+            decision = self._ratio.should_sample(parent_context, trace_id, name).decision
+            sampled = decision is Decision.RECORD_AND_SAMPLE
+        decision = Decision.RECORD_AND_SAMPLE if sampled else Decision.RECORD_ONLY
+        return SamplingResult(decision, attributes, state)
+
+    def get_description(self) -> str:
+        return f"KeepErrorsSampler{{{self._ratio.get_description()}}}"
+
+
+class ErrorKeepingBatchProcessor(BatchSpanProcessor):
+    """A BatchSpanProcessor that also exports unsampled spans ending in error."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.context is not None and not span.context.trace_flags.sampled:
+            if span.status.status_code is StatusCode.ERROR:
+                # The SDK's processor drops unsampled spans before its queue;
+                # this is that queue (pinned by tests/unit/runtime/test_tracing.py).
+                self._batch_processor.emit(span)
+            return
+        super().on_end(span)
+
+
+def configure_tracing(
+    settings: TelemetrySettings, service_name: str, exporter: SpanExporter | None = None
+) -> TracerProvider:
+    """Install the global tracer provider (OTLP export only with an endpoint,
+    or to `exporter`) and return it."""
+    provider = tracer_provider(settings, service_name, exporter)
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def tracer_provider(
+    settings: TelemetrySettings, service_name: str, exporter: SpanExporter | None = None
+) -> TracerProvider:
+    """The process' tracer provider, not installed (tests use it directly)."""
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_name}),
+        sampler=KeepErrorsSampler(settings.trace_sample_ratio),
+    )
+    if exporter is None and settings.otlp_endpoint:
         # Imported lazily: the exporter pulls in its own gRPC stack.
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True))
-        )
-    trace.set_tracer_provider(provider)
+        exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True)
+    if exporter is not None:
+        provider.add_span_processor(ErrorKeepingBatchProcessor(exporter))
     return provider
 
 
