@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 from fastapi import FastAPI, Response
+from fastapi_offline import FastAPIOffline
 from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
@@ -120,7 +121,9 @@ def create_app(
             account_window_s=options.login_account_window_s,
         ),
     )
-    app = FastAPI(title="AI trading platform API", version="1.0.0")
+    # /docs and /redoc from the assets fastapi-offline packages (FastAPI's
+    # default pages load Swagger UI and ReDoc from a CDN: blank offline).
+    app = FastAPIOffline(title="AI trading platform API", version="1.0.0")
     app.state.dispatcher = dispatcher
     document = build_openapi(table.routes, title=app.title, version=app.version)
     app.openapi = lambda: document  # type: ignore[method-assign]
