@@ -15,6 +15,8 @@ class GatewayOptions(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TRADING_GATEWAY__", extra="ignore")
 
+    # One INFO line per request (method, route, status, duration, correlation id, tenant).
+    access_log: bool = True
     # Deadline of a call when the client names none, and the most it may ask
     # for (grpc-timeout / X-Request-Timeout).
     default_timeout_s: float = Field(default=5.0, gt=0)

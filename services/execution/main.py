@@ -6,6 +6,7 @@ registered first): the outbox relay, then the paper venue's matcher.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,6 +26,28 @@ from services.execution.venue import Matcher, PaperVenue
 EXECUTION_SERVICE = "trading.execution.v1.ExecutionService"
 
 
+lifecycle_log = logging.getLogger("execution.orders")
+
+
+def log_lifecycle(events: Sequence[OrderEvent]) -> None:
+    """One INFO line per committed step of an order (its status change, and the
+    fill that caused it): what an operator greps for first."""
+    if not lifecycle_log.isEnabledFor(logging.INFO):
+        return
+    for event in events:
+        order = event.order
+        fill = event.fill
+        lifecycle_log.info(
+            "order %s %s: %s -> %s%s",
+            order.order_id,
+            order.client_order_id,
+            event.previous_status.name,
+            order.status.name,
+            f" (fill {fill.quantity} @ {fill.price})" if fill is not None else "",
+            extra={"tenant_id": order.tenant_id, "order_id": order.order_id, "event": event.kind.name},
+        )
+
+
 async def build(resources: Resources) -> Mapping[str, Any]:
     pool, redis, nats = resources.postgres, resources.redis, resources.nats
     kafka, nats_publisher = resources.kafka_publisher, resources.nats_publisher
@@ -38,6 +61,7 @@ async def build(resources: Resources) -> Mapping[str, Any]:
     def changed(events: Sequence[OrderEvent]) -> None:
         relay.wake()
         matcher.note(events)
+        log_lifecycle(events)
 
     clients = ClientFactory(resources.settings, principal=resources.service)
     resources.on_close(clients.close)

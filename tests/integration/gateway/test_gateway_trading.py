@@ -474,3 +474,19 @@ async def test_a_credential_that_is_sent_is_checked(stack: Stack, gateway: Any) 
         assert (await gw.get("/v1/orders", headers=auth)).status_code == 200
         empty_key = await gw.post("/v1/orders", json={}, headers={**auth, "Idempotency-Key": ""})
         assert problem(empty_key, 400)["fieldViolations"][0]["field"] == "idempotency-key"
+
+
+async def test_every_request_leaves_one_access_line_by_route_template(
+    stack: Stack, gateway: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="gateway.access")
+    order_id = str(uuid.uuid4())
+    async with gateway(stack.settings, stack.addresses) as gw:
+        auth = bearer(await login(gw))
+        caplog.clear()
+        r = await gw.get(f"/v1/orders/{order_id}", headers={**auth, "X-Correlation-Id": "access-1"})
+        assert r.status_code == 404
+    (line,) = [rec for rec in caplog.records if rec.name == "gateway.access"]
+    assert line.getMessage().startswith("GET /v1/orders/{order_id} 404 ")
+    assert order_id not in line.getMessage()  # ids stay out of the log
+    assert line.correlation_id == "access-1" and line.tenant_id  # type: ignore[attr-defined]

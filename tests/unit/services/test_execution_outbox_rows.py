@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from trading.common.v1 import event_pb2
 from trading.execution.v1 import events_pb2, types_pb2
 
@@ -63,3 +64,35 @@ def test_each_event_goes_to_kafka_and_as_status_change_to_nats() -> None:
     assert second.previous_status == types_pb2.ORDER_STATUS_ACCEPTED
     assert second.fill.execution_id == fill.execution_id
     assert envelopes[1].causation_id == envelopes[0].event_id
+
+
+def test_each_committed_step_is_one_info_line(caplog: pytest.LogCaptureFixture) -> None:
+    from services.execution.main import log_lifecycle
+
+    now = datetime(2024, 5, 1, 12, tzinfo=UTC)
+    order = new_order(
+        order_id="0190a4c2-0000-7000-8000-000000000002",
+        tenant_id="acme",
+        client_order_id="c2",
+        symbol="BTC-USD",
+        side=Side.BUY,
+        type=OrderType.MARKET,
+        time_in_force=TimeInForce.IOC,
+        quantity=Decimal("2"),
+        limit_price=None,
+        created_at=now,
+    )
+    fill = ReportFill(
+        at=now,
+        execution_id="0190a4c2-0000-7000-8000-0000000000f2",
+        price=Decimal("10"),
+        quantity=Decimal("2"),
+    )
+    _, events = apply_all(order, (Accept(at=now, venue="paper"), fill))
+    caplog.set_level("INFO", logger="execution.orders")
+    log_lifecycle(events)
+    lines = [r.getMessage() for r in caplog.records if r.name == "execution.orders"]
+    assert lines == [
+        "order 0190a4c2-0000-7000-8000-000000000002 c2: NEW -> ACCEPTED",
+        "order 0190a4c2-0000-7000-8000-000000000002 c2: ACCEPTED -> FILLED (fill 2 @ 10)",
+    ]
