@@ -17,7 +17,17 @@ from pydantic import BaseModel
 from runtime.config import DEFAULT_GRPC_PORTS, SERVICE_NAMES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-INFRA = ("kafka", "nats", "postgres", "clickhouse", "dragonfly", "weaviate", "arangodb", "jaeger")
+INFRA = (
+    "kafka",
+    "nats",
+    "postgres",
+    "clickhouse",
+    "dragonfly",
+    "weaviate",
+    "arangodb",
+    "jaeger",
+    "prometheus",
+)
 # One-shot jobs of the platform image: `tradingctl security init` (files), then
 # the PostgreSQL roles, migrations and passwords.
 JOBS = ("init", "init-db")
