@@ -400,7 +400,7 @@ class AuditStore:
             async with self._chain(tenant_id) as conn:
                 rows = await conn.fetch(
                     f"""SELECT {_COLUMNS} FROM audit.events
-                        WHERE tenant_id = $1 AND sequence > $2 AND ($3 = 0 OR sequence <= $3)
+                        WHERE tenant_id = $1 AND sequence > $2::bigint AND ($3::bigint = 0 OR sequence <= $3::bigint)
                         ORDER BY sequence LIMIT $4""",
                     tenant_id,
                     after,

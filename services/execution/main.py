@@ -44,7 +44,7 @@ def log_lifecycle(events: Sequence[OrderEvent]) -> None:
             event.previous_status.name,
             order.status.name,
             f" (fill {fill.quantity} @ {fill.price})" if fill is not None else "",
-            extra={"tenant_id": order.tenant_id, "order_id": order.order_id, "event": event.kind.name},
+            extra={"tenant_id": order.tenant_id, "order_id": order.order_id, "event_kind": event.kind.name},
         )
 
 

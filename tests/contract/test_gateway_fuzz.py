@@ -28,8 +28,7 @@ from gateway.templates import openapi_path
 from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from services.identity.apikeys import ApiKeyPrincipal, new_secret, publish, withdraw
 from services.identity.domain import token_hash
-from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
-from tests.contract.conftest import RunningPlatform
+from tests.contract.conftest import RunningPlatform, create_tenant
 from tests.support.services import unbuilt_methods
 
 pytestmark = pytest.mark.integration
@@ -74,6 +73,12 @@ def schemathesis_config(document: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _principal(tenant_id: str, user_id: str, scopes: frozenset[str]) -> ApiKeyPrincipal:
+    return ApiKeyPrincipal(
+        str(uuid.uuid4()), tenant_id, user_id, scopes, frozenset({"ADMIN", "TRADER"}), None
+    )
+
+
 async def test_fuzzing_finds_no_server_error_and_no_schema_violation(
     platform: RunningPlatform, tmp_path: Path
 ) -> None:
@@ -81,22 +86,19 @@ async def test_fuzzing_finds_no_server_error_and_no_schema_violation(
     base = f"http://127.0.0.1:{platform.settings.gateway.http_port}"
     routes = build_routes()
     async with httpx.AsyncClient(base_url=base, timeout=20) as gw:
-        login = await gw.post(
-            "/v1/auth/login", json={"tenantSlug": DEMO_SLUG, "email": DEMO_EMAIL, "password": DEMO_PASSWORD}
-        )
-        assert login.status_code == 200, login.text
         redis = open_redis(platform.settings, REDIS_ADMIN)
-        secret = new_secret()
         scopes = frozenset({s for r in routes for s in r.policy.scopes} | {"admin"})
-        principal = ApiKeyPrincipal(
-            str(uuid.uuid4()),
-            login.json()["tenantId"],
-            login.json()["userId"],
-            scopes,
-            frozenset({"ADMIN", "TRADER"}),
-            None,
+        # The fuzzer gets a tenant of its own: it changes limits, the trading
+        # state and users' roles at random, which must not reach the tenants
+        # the other tests trade in.
+        tenant = await create_tenant(platform, "fuzz")
+        secret = new_secret()
+        await publish(
+            redis,
+            token_hash(secret),
+            _principal(tenant.tenant_id, tenant.admin_user_id, scopes),
+            now=time.time(),
         )
-        await publish(redis, token_hash(secret), principal, now=time.time())
         unbuilt = unbuilt_methods()
         served = (await gw.get("/openapi.json")).json()
     config = tmp_path / "schemathesis.toml"

@@ -15,8 +15,7 @@ import uuid
 import httpx
 import pytest
 
-from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
-from tests.contract.conftest import RunningPlatform
+from tests.contract.conftest import RunningPlatform, create_tenant
 from tests.support.otlp import CollectedSpan
 from tests.support.polling import eventually
 from tests.support.rest import market_order
@@ -31,16 +30,11 @@ async def test_one_rest_order_is_one_trace_across_every_hop(platform: RunningPla
     base = f"http://127.0.0.1:{platform.settings.gateway.http_port}"
     cid = f"trace-{uuid.uuid4().hex[:12]}"
     async with httpx.AsyncClient(base_url=base, timeout=20) as gw:
-        login = await gw.post(
-            "/v1/auth/login", json={"tenantSlug": DEMO_SLUG, "email": DEMO_EMAIL, "password": DEMO_PASSWORD}
-        )
+        # A tenant of its own: default limits, whatever earlier tests set elsewhere.
+        tenant = await create_tenant(platform, "trace")
+        login = await gw.post("/v1/auth/login", json=tenant.login_body())
         assert login.status_code == 200, login.text
         auth = {"Authorization": f"Bearer {login.json()['tokens']['accessToken']}"}
-        await gw.put(
-            "/v1/risk/trading-state",
-            json={"state": "TRADING_STATE_ACTIVE", "reason": "trace test"},
-            headers=auth,
-        )
         placed = await gw.post(
             "/v1/orders",
             json=market_order(f"trace-{uuid.uuid4().hex[:12]}", quantity="0.001"),

@@ -18,13 +18,11 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
 from gateway.openapi import build_openapi
 from gateway.routes import build_routes
-from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
-from tests.contract.conftest import RunningPlatform
+from tests.contract.conftest import RunningPlatform, create_tenant
 
 CLIENT = Path(__file__).resolve().parents[2] / "clients" / "typescript"
 
@@ -68,45 +66,20 @@ def test_the_generated_types_enforce_what_the_server_requires(generated_client: 
     assert flow.count("@ts-expect-error") >= 5
 
 
-async def _trading_allowed(base: str) -> None:
-    """The demo tenant may trade a small market order: the session's fuzzer
-    (schemathesis) may have left its risk limits and trading state anywhere."""
-    async with httpx.AsyncClient(base_url=base, timeout=20) as gw:
-        login = await gw.post(
-            "/v1/auth/login", json={"tenantSlug": DEMO_SLUG, "email": DEMO_EMAIL, "password": DEMO_PASSWORD}
-        )
-        assert login.status_code == 200, login.text
-        auth = {"Authorization": f"Bearer {login.json()['tokens']['accessToken']}"}
-        state = await gw.put(
-            "/v1/risk/trading-state",
-            json={"state": "TRADING_STATE_ACTIVE", "reason": "ts client test"},
-            headers=auth,
-        )
-        assert state.status_code == 200, state.text
-        limits = {
-            "maxOrdersPerSecond": 50,
-            "maxOrderNotional": {"value": "1000000"},
-            "defaultMaxPosition": {"value": "1000"},
-            "priceCollarBps": 500,
-            "dailyLossLimit": {"value": "1000000"},
-        }
-        updated = await gw.put("/v1/risk/limits", json={"limits": limits}, headers=auth)
-        assert updated.status_code == 200, updated.text
-
-
 @pytest.mark.integration
 async def test_the_typescript_order_flow_runs_against_the_gateway(
     generated_client: Path, platform: RunningPlatform
 ) -> None:
-    await _trading_allowed(f"http://127.0.0.1:{platform.settings.gateway.http_port}")
+    # A tenant of its own: default limits, whatever earlier tests set elsewhere.
+    tenant = await create_tenant(platform, "ts-client")
     built = await asyncio.to_thread(_npx, "tsc", "-p", ".", "--noEmit", "false")
     assert built.returncode == 0, built.stdout[-4000:]
     env = {
         **os.environ,
         "TRADING_BASE_URL": f"http://127.0.0.1:{platform.settings.gateway.http_port}",
-        "TRADING_TENANT": DEMO_SLUG,
-        "TRADING_EMAIL": DEMO_EMAIL,
-        "TRADING_PASSWORD": DEMO_PASSWORD,
+        "TRADING_TENANT": tenant.slug,
+        "TRADING_EMAIL": tenant.email,
+        "TRADING_PASSWORD": tenant.password,
         "TRADING_CLIENT_ORDER_ID": f"ts-{uuid.uuid4().hex[:12]}",
     }
     proc = await asyncio.create_subprocess_exec(
