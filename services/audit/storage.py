@@ -400,7 +400,9 @@ class AuditStore:
             async with self._chain(tenant_id) as conn:
                 rows = await conn.fetch(
                     f"""SELECT {_COLUMNS} FROM audit.events
-                        WHERE tenant_id = $1 AND sequence > $2::bigint AND ($3::bigint = 0 OR sequence <= $3::bigint)
+                        WHERE tenant_id = $1 AND sequence > $2::bigint
+                          -- bigint: "$3 = 0" alone would make PostgreSQL infer int4 (a uint64 bound fails)
+                          AND ($3::bigint = 0 OR sequence <= $3::bigint)
                         ORDER BY sequence LIMIT $4""",
                     tenant_id,
                     after,
