@@ -18,7 +18,6 @@ Per batch, in this order:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -158,15 +157,22 @@ class FeedRunner:
         self._feed = feed
         self._pipeline = pipeline
         self._task: asyncio.Task[None] | None = None
+        # Set by stop(): the loop ends at its next batch. A cancel alone is not
+        # enough: a client library can swallow it (seen in CI: a Redis read),
+        # and the feed would then run on after its service stopped.
+        self._stopping = False
         self.finished = asyncio.Event()
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._run(), name=f"feed-{self._feed.name}")
 
     async def _run(self) -> None:
         try:
             async for batch in self._feed.batches():
+                if self._stopping:
+                    return
                 await self._pipeline.publish(batch)
             await self._pipeline.drain()
             log.info("feed %s ended", self._feed.name)
@@ -177,10 +183,19 @@ class FeedRunner:
         finally:
             self.finished.set()
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the feed; bounded, so a stuck publish cannot hold the service's shutdown."""
         task, self._task = self._task, None
+        self._stopping = True
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self._pipeline.drain()
+            done, _ = await asyncio.wait({task}, timeout=timeout_s)
+            if not done:
+                log.warning("feed %s did not end within %.0fs of its cancel", self._feed.name, timeout_s)
+            elif not task.cancelled() and task.exception() is not None:
+                log.warning("feed %s ended with %r", self._feed.name, task.exception())
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._pipeline.drain()
+        except TimeoutError:
+            log.warning("feed %s: Kafka sends still in flight after %.0fs", self._feed.name, timeout_s)
