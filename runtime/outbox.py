@@ -68,6 +68,7 @@ from runtime.messaging import NotRoutedError
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
 from runtime.storage.postgres import quote_ident
+from runtime.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -411,6 +412,9 @@ class OutboxRelay:
         self._prune_every_s = prune_every_s
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Set by stop(): the loop ends at its next turn even if a cancel was
+        # swallowed inside a client (runtime.tasks).
+        self._stopping = False
         self._failures_in_a_row = 0
         self._last_prune = time.monotonic()
         self._last_housekeeping = 0.0
@@ -434,6 +438,7 @@ class OutboxRelay:
     async def start(self) -> None:
         """Check the table's shape, then run in the background."""
         if self._task is None:
+            self._stopping = False
             await self._store.check()
             self._health = (self._monitor or default_monitor()).register(f"relay:{self.service}-outbox")
             self._task = asyncio.create_task(self._run(), name=f"{self.service}-outbox-relay")
@@ -446,10 +451,8 @@ class OutboxRelay:
         if self._health is not None:
             self._health.close()
             self._health = None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._stopping = True
+        await stop_task(task, name=f"{self.service} outbox relay")
 
     async def backlog(self) -> int:
         """Rows committed and not yet published."""
@@ -464,7 +467,7 @@ class OutboxRelay:
         return float(min(self._max_retry_delay_s, self._retry_delay_s * 2 ** (self._failures_in_a_row - 1)))
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 published, failed = await self._round()
             except asyncio.CancelledError:

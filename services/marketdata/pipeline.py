@@ -33,6 +33,7 @@ from runtime.market_cache import quote_key
 from runtime.messaging import new_envelope
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
+from runtime.tasks import stop_task
 from services.marketdata.domain import Normalizer, RawTick, Rejection, RejectReason
 from services.marketdata.feeds import Feed
 
@@ -187,13 +188,7 @@ class FeedRunner:
         """Stop the feed; bounded, so a stuck publish cannot hold the service's shutdown."""
         task, self._task = self._task, None
         self._stopping = True
-        if task is not None:
-            task.cancel()
-            done, _ = await asyncio.wait({task}, timeout=timeout_s)
-            if not done:
-                log.warning("feed %s did not end within %.0fs of its cancel", self._feed.name, timeout_s)
-            elif not task.cancelled() and task.exception() is not None:
-                log.warning("feed %s ended with %r", self._feed.name, task.exception())
+        await stop_task(task, name=f"feed {self._feed.name}", timeout_s=timeout_s)
         try:
             async with asyncio.timeout(timeout_s):
                 await self._pipeline.drain()
