@@ -68,7 +68,6 @@ replica, a restart) is still caught by the unique vector key in PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -94,6 +93,7 @@ from runtime.errors import error_details
 from runtime.messaging import Event, new_envelope, uuid7
 from runtime.outbox import KAFKA, NATS, OutboxRelay, OutboxRow, outbox_row
 from runtime.security.delegations import PURPOSES, DelegationSource
+from runtime.tasks import stop_task
 from services.decision.book import FLAT, PositionBook, RecentKeys, SymbolBook
 from services.decision.domain import (
     Combined,
@@ -239,10 +239,7 @@ class StrategyCache:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task, name="the strategy reloader")
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -668,10 +665,7 @@ class _Periodic:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task, name=self.what)
 
 
 class IntentSweeper(_Periodic):

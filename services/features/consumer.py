@@ -26,6 +26,7 @@ from trading.marketdata.v1 import events_pb2 as marketdata_events_pb2
 from runtime.messaging import Event, new_envelope
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
+from runtime.tasks import stop_task
 from services.features.domain import FeatureEngine, tick_from_quote
 
 log = logging.getLogger(__name__)
@@ -169,9 +170,6 @@ class FeatureProcessor:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task, name="the features flusher")
         with contextlib.suppress(Exception):
             await self.flush()
