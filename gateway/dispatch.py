@@ -118,7 +118,7 @@ class Dispatcher:
         if not route.policy.public:
             principal = await self.authenticator.authenticate(headers)
         # Counted before authorization: refused calls of a tenant count too.
-        await self._rate_limit(principal, source)
+        await self.rate_limit(principal, source)
         authorize(route.policy, principal)
         body: Any = None
         if route.body and isinstance(request, Request):
@@ -155,7 +155,7 @@ class Dispatcher:
         ).with_deadline_in(timeout)
         return Prepared(route, rpc_request, ctx, tuple(metadata), timeout, principal, source)
 
-    async def _rate_limit(self, principal: Principal | None, source: str) -> None:
+    async def rate_limit(self, principal: Principal | None, source: str) -> None:
         if principal is not None:
             bucket = principal.tenant_id
         else:

@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf import message
@@ -62,9 +63,25 @@ class IdempotencyStore:
         """Claim the key of one principal (a :class:`Slot`), or the stored answer
         of its earlier call. Keys are scoped to (tenant, subject): two callers of
         one tenant choosing the same key never see each other's answers."""
+        claimed = await self.claim(tenant, subject, grpc_path, key, request)
+        if isinstance(claimed, Slot):
+            return claimed
+        return Response(
+            claimed["body"].encode(),
+            status_code=int(claimed["status"]),
+            media_type=str(claimed["media_type"]),
+            headers={REPLAYED_HEADER: "true"},
+        )
+
+    async def claim(
+        self, tenant: str, subject: str, scope: str, key: str, request: message.Message
+    ) -> Slot | dict[str, Any]:
+        """The protocol-neutral half of :meth:`begin`: a :class:`Slot`, or the
+        document :meth:`store` kept for the first call. ``scope`` names the RPC
+        (and, for the gRPC edge, the protocol: the two store different answers)."""
         if not tenant or not subject:
             raise ValueError("idempotency keys need an authenticated principal")
-        digest = hashlib.sha256(f"{subject}\n{grpc_path}\n{key}".encode()).hexdigest()
+        digest = hashlib.sha256(f"{subject}\n{scope}\n{key}".encode()).hexdigest()
         redis_key = tenant_key(tenant, "gateway", "idem", digest)
         fp = self.fingerprint(request)
         try:
@@ -79,7 +96,7 @@ class IdempotencyStore:
             return Slot("", fp)
         if raw is None:  # expired between SET and GET: treat as new, unguarded
             return Slot("", fp)
-        stored = json.loads(raw)
+        stored: dict[str, Any] = json.loads(raw)
         if stored["fp"] != fp:
             raise Problem(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -96,29 +113,29 @@ class IdempotencyStore:
                 domain="trading.gateway",
                 retry_after_s=1.0,
             )
-        return Response(
-            stored["body"].encode(),
-            status_code=int(stored["status"]),
-            media_type=str(stored["media_type"]),
-            headers={REPLAYED_HEADER: "true"},
-        )
+        return stored
 
     async def finish(self, slot: Slot, response: Response) -> None:
         """Store a final outcome, or release the key when retrying may help."""
-        if not slot.key:
-            return
         status = response.status_code
-        try:
-            if status >= 500 or status in (408, 429):
-                await self._redis.delete(slot.key)
-                return
-            doc = {
-                "fp": slot.fingerprint,
-                "state": "done",
+        if status >= 500 or status in (408, 429):
+            await self.release(slot)
+            return
+        await self.store(
+            slot,
+            {
                 "status": status,
                 "media_type": response.media_type or "application/json",
                 "body": bytes(response.body).decode(),
-            }
+            },
+        )
+
+    async def store(self, slot: Slot, outcome: dict[str, Any]) -> None:
+        """Keep ``outcome`` (JSON-serializable) as the answer to every retry."""
+        if not slot.key:
+            return
+        try:
+            doc = {**outcome, "fp": slot.fingerprint, "state": "done"}
             await self._redis.set(slot.key, json.dumps(doc), px=self._ttl_ms)
         except RedisError as exc:
             log.warning("could not store the idempotent outcome: %r", exc)

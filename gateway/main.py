@@ -1,8 +1,9 @@
 """Entry point of the gateway: `python -m gateway`.
 
-One process serves the REST API (hypercorn: HTTP/1.1 and h2c) and the
-standard grpc.health.v1 service on the gateway's gRPC port, so it is probed
-like every other service. Readiness: Redis (rate limits) answers.
+One process serves the REST API (hypercorn: HTTP/1.1 and h2c), the public
+gRPC edge (gateway.edge: the same RPCs over TLS, for the SDKs) and the
+standard grpc.health.v1 service on the gateway's internal gRPC port, so it is
+probed like every other service. Readiness: Redis (rate limits) answers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from hypercorn.config import Config
 
 from gateway.app import Downstreams, create_app
 from gateway.config import GatewayOptions
+from gateway.edge import start_edge
 from runtime.config import Settings, get_settings
 from runtime.grpc_client import ClientFactory
 from runtime.grpc_server import ServiceRunner
@@ -63,10 +65,12 @@ async def run(settings: Settings) -> None:
     )  # an ASGI app; hypercorn's protocol types are narrower than FastAPI's
     http = asyncio.create_task(serve_http(app, http_config(settings), shutdown_trigger=stop_http.wait))
     log.info("gateway: REST on http://%s:%d", settings.gateway.host, settings.gateway.http_port)
+    stop_edge = await start_edge(settings, app.state.dispatcher, settings.shutdown_grace_s)
     try:
         await runner.run_until_signal()
     finally:
         stop_http.set()
+        await stop_edge()
         await http
 
 

@@ -240,10 +240,18 @@ class HealthSettings(BaseModel):
 
 
 class GatewaySettings(BaseModel):
-    """The public REST gateway."""
+    """The public edge: REST (HTTP/1.1 and h2c) and gRPC over TLS (gateway.edge)."""
 
     host: str = "127.0.0.1"
     http_port: int = 8080
+    # The public gRPC edge (TLS, user credentials; the same RPCs as REST).
+    grpc_port: int = 8443
+    # The edge's public certificate and key (PEM files, reloaded when they
+    # change, e.g. mounted by cert-manager). Unset: the gateway's own service
+    # certificate, signed by the platform CA (development; clients then trust
+    # that CA's ca.crt).
+    edge_cert_file: Path | None = None
+    edge_key_file: Path | None = None
 
 
 # Environments that count as development: generated secrets and certificates

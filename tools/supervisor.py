@@ -312,7 +312,8 @@ async def run_platform(
                 return 1
             print(
                 f"platform: all {len(names)} services SERVING after {time.monotonic() - began:.1f}s; "
-                f"gateway on http://{settings.gateway.host}:{settings.gateway.http_port} (Ctrl-C stops)",
+                f"gateway on http://{settings.gateway.host}:{settings.gateway.http_port}, "
+                f"gRPC edge on {settings.gateway.host}:{settings.gateway.grpc_port} (TLS) (Ctrl-C stops)",
                 flush=True,
             )
             # Up: a crash restarts that service only. `up_event` tells a caller
@@ -353,6 +354,7 @@ def isolated_settings(base: Settings, var_dir: Path) -> Settings:
     settings = base.model_copy(deep=True)
     settings.service_addresses = {name: f"127.0.0.1:{free_port()}" for name in SERVICE_NAMES}
     settings.gateway.http_port = free_port()
+    settings.gateway.grpc_port = free_port()
     settings.var_dir = var_dir
     settings.postgres.dsn = with_database(base.postgres.dsn, f"platform_{uuid.uuid4().hex[:12]}")
     settings.redis.url = f"redis://127.0.0.1:{free_port()}/0"

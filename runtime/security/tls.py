@@ -138,17 +138,18 @@ class TlsIdentity:
 
     # -- gRPC credentials ------------------------------------------------------------------
 
-    def server_credentials(self) -> grpc.ServerCredentials:
-        """Server credentials requiring a client certificate from our CA; the
-        configuration is fetched again at every handshake, so rotated files apply
-        to new connections without a restart."""
+    def server_credentials(self, *, require_client_certificate: bool = True) -> grpc.ServerCredentials:
+        """Server credentials requiring a client certificate from our CA (the
+        internal ports), or none (the public edge, whose callers authenticate
+        with tokens); the configuration is fetched again at every handshake, so
+        rotated files apply to new connections without a restart."""
         served: list[int] = [-1]
 
         def config() -> Any:
             m = self._current()
             served[0] = self.generation
             return grpc.ssl_server_certificate_configuration(
-                [(m.key_pem, m.cert_pem)], root_certificates=m.ca_pem
+                [(m.key_pem, m.cert_pem)], root_certificates=m.ca_pem if require_client_certificate else None
             )
 
         initial = config()
@@ -159,7 +160,9 @@ class TlsIdentity:
                 return None
             return config()
 
-        return grpc.dynamic_ssl_server_credentials(initial, fetch, require_client_authentication=True)
+        return grpc.dynamic_ssl_server_credentials(
+            initial, fetch, require_client_authentication=require_client_certificate
+        )
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
         """Client credentials: our certificate, and the CA the server must chain to."""
