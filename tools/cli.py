@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import filecmp
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,9 @@ BIN = Path(sys.executable).parent
 # explicit, reviewable act of releasing.
 RELEASED_IMAGE = ROOT / "contracts" / "released.binpb"
 RELEASE_NOTE = ROOT / "contracts" / "RELEASED.md"
+# The TypeScript SDK, relative to a workspace root: its own buf template, run
+# from the root with protoc-gen-es from its node_modules (pinned by its lock).
+TS_SDK = Path("clients") / "typescript-sdk"
 
 
 def _env() -> dict[str, str]:
@@ -62,18 +66,33 @@ def breaking_ok(root: Path = ROOT) -> bool:
 
 
 def cmd_gen(_: argparse.Namespace) -> int:
-    """Stage third-party protos and regenerate gen/ from proto/."""
+    """Stage third-party protos and regenerate gen/ (and the TypeScript SDK's src/gen) from proto/."""
     from tools import protogen
 
     protogen.stage_third_party()
     rc = _buf("generate", quiet=True)
     if rc == 0:
         protogen.finish_generated_tree(ROOT / "gen")
+        rc = _generate_ts(ROOT)
     return rc
 
 
+def _generate_ts(root: Path, *args: str) -> int:
+    """Generate the TypeScript SDK's src/gen (`args`: e.g. `-o DIR`), after
+    `npm ci` when its toolchain is not installed yet."""
+    sdk = root / TS_SDK
+    if not (sdk / "node_modules" / ".bin" / "protoc-gen-es").exists():
+        if shutil.which("npm") is None:
+            print(f"npm is needed to generate {TS_SDK} (node 20+)", file=sys.stderr)
+            return 1
+        if _run(["npm", "ci", "--no-audit", "--no-fund"], quiet=True, cwd=sdk) != 0:
+            return 1
+    return _buf("generate", "--template", str(TS_SDK / "buf.gen.yaml"), *args, quiet=True, cwd=root)
+
+
 def generated_is_fresh(root: Path = ROOT) -> bool:
-    """Regenerate into a scratch directory and compare with the committed gen/."""
+    """Regenerate into a scratch directory and compare with the committed gen/
+    (and the TypeScript SDK's src/gen)."""
     from tools import protogen
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,6 +102,11 @@ def generated_is_fresh(root: Path = ROOT) -> bool:
         stale: list[str] = []
         for sub in ("python/src", "sdk/src"):
             _diff_trees(Path(tmp) / "gen" / sub, root / "gen" / sub, stale)
+        # A workspace copy without the TypeScript SDK has none of it to check.
+        if (root / TS_SDK).is_dir():
+            if _generate_ts(root, "-o", tmp) != 0:
+                return False
+            _diff_trees(Path(tmp) / TS_SDK / "src" / "gen", root / TS_SDK / "src" / "gen", stale)
         for line in stale[:20]:
             print(f"  stale: {line}", file=sys.stderr)
         return not stale
@@ -281,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tradingctl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("gen", help="regenerate gen/ from proto/").set_defaults(func=cmd_gen)
+    sub.add_parser("gen", help="regenerate gen/ and the TS SDK from proto/").set_defaults(func=cmd_gen)
 
     check = sub.add_parser("check", help="contract checks, ruff and mypy")
     check.add_argument("--contracts-only", action="store_true", help="only the buf and gen/ checks")

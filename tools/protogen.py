@@ -4,8 +4,8 @@ Third-party .proto files are not ours to commit, and buf cannot fetch remote
 modules here, so `stage_third_party()` assembles them into the git-ignored
 `build/third_party/` module from installed packages:
 
-* `google/api/{annotations,http}.proto` are copied from the
-  googleapis-common-protos wheel, which ships them as sources.
+* `google/api/{annotations,http}.proto` and `google/rpc/{status,error_details}.proto`
+  are copied from the googleapis-common-protos wheel, which ships them as sources.
 * `buf/validate/validate.proto` ships in no reachable package as a source.
   The protovalidate wheel carries its compiled FileDescriptorProto, so we
   print the .proto back from that descriptor (`print_proto`). The result is
@@ -42,7 +42,14 @@ from google.protobuf.compiler import plugin_pb2
 ROOT = Path(__file__).resolve().parent.parent
 THIRD_PARTY = ROOT / "build" / "third_party"
 
-_GOOGLEAPIS_FILES = ("google/api/annotations.proto", "google/api/http.proto")
+_GOOGLEAPIS_FILES = (
+    "google/api/annotations.proto",
+    "google/api/http.proto",
+    # The rich error model (google.rpc.Status and its details), for the
+    # TypeScript SDK's typed errors (clients/typescript-sdk/buf.gen.yaml).
+    "google/rpc/status.proto",
+    "google/rpc/error_details.proto",
+)
 
 
 def _package_dir(module: str) -> Path:
