@@ -18,7 +18,10 @@ always exported (:class:`KeepErrorsSampler`, :class:`ErrorKeepingBatchProcessor`
 
 from __future__ import annotations
 
+import atexit
 import logging
+import logging.handlers
+import queue
 import sys
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
@@ -91,13 +94,57 @@ def log_formatter(settings: TelemetrySettings, service_name: str) -> logging.For
     )
 
 
+class _DeferredRecords(logging.handlers.QueueHandler):
+    """Hands records to the writer thread: a log call on the hot path costs a
+    queue put, never a render or a blocking write to a full stderr pipe.
+
+    What lives in context variables (the call's tenant, correlation id, trace
+    id) is read here, in the caller, and travels on the record as attributes
+    (structlog's ExtraAdder turns them into fields); the message is merged
+    with its arguments now, while the arguments still hold their values."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        ctx = current_context()
+        if ctx.correlation_id and not hasattr(record, "correlation_id"):
+            record.correlation_id = ctx.correlation_id
+        if ctx.tenant_id and not hasattr(record, "tenant_id"):
+            record.tenant_id = ctx.tenant_id
+        span_ctx = trace.get_current_span().get_span_context()
+        if span_ctx.is_valid and not hasattr(record, "trace_id"):
+            record.trace_id = format(span_ctx.trace_id, "032x")
+        record.msg = record.getMessage()
+        record.args = None
+        return record
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
+def flush_logs() -> None:
+    """Write out every record queued so far and end the writer thread (at
+    exit; configure_logging starts a new one)."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()  # drains the queue, then ends the thread
+        _listener = None
+
+
+atexit.register(flush_logs)
+
+
 def configure_logging(settings: TelemetrySettings, service_name: str) -> None:
-    """Route stdlib logging and structlog through one formatter on stderr."""
+    """Route stdlib logging and structlog through one formatter on stderr,
+    rendered and written by a background thread (:class:`_DeferredRecords`)."""
+    global _listener
+    flush_logs()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(log_formatter(settings, service_name))
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _listener = logging.handlers.QueueListener(records, handler, respect_handler_level=True)
+    _listener.start()
     shared = _shared_processors(service_name)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_DeferredRecords(records)]
     root.setLevel(settings.log_level.upper())
     structlog.configure(
         processors=[

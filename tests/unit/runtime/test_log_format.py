@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
 from runtime.config import TelemetrySettings
 from runtime.context import RequestContext, use_context
-from runtime.telemetry import log_formatter
+from runtime.telemetry import configure_logging, flush_logs, log_formatter
 
 
 def _record(message: str, **extra: object) -> logging.LogRecord:
@@ -34,3 +37,32 @@ def test_lines_outside_a_call_have_no_request_fields() -> None:
     formatter = log_formatter(TelemetrySettings(log_json=False), "risk")
     line = formatter.format(_record("started"))
     assert "started" in line and "correlation_id" not in line and "risk" in line
+
+
+def test_records_are_rendered_off_the_callers_thread_with_the_callers_context(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The writer thread has no request context of its own: the tenant,
+    # correlation id and trace id must be taken in the caller, and the message
+    # merged with its arguments before they change.
+    configure_logging(TelemetrySettings(log_json=True), "execution")
+    try:
+        tracer = TracerProvider().get_tracer("test")
+        args = ["v1"]
+        with (
+            use_context(RequestContext(tenant_id="t-9", correlation_id="c-9")),
+            tracer.start_as_current_span("call") as span,
+        ):
+            logging.getLogger("execution.orders").info("order %s accepted", args, extra={"step": 2})
+            trace_id = format(span.get_span_context().trace_id, "032x")
+        args.append("changed later")
+        logging.getLogger("x").error("failed", exc_info=ValueError("boom"))
+        flush_logs()
+    finally:
+        logging.getLogger().handlers[:] = []
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    first, second = lines
+    assert first["event"] == "order ['v1'] accepted"
+    assert (first["tenant_id"], first["correlation_id"], first["trace_id"]) == ("t-9", "c-9", trace_id)
+    assert (first["service"], first["step"]) == ("execution", 2)
+    assert "tenant_id" not in second and "ValueError: boom" in second["exception"]
