@@ -104,6 +104,8 @@ class _DeferredRecords(logging.handlers.QueueHandler):
     with its arguments now, while the arguments still hold their values."""
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        if isinstance(record.msg, dict):  # from structlog: its processors already ran here
+            return record
         ctx = current_context()
         if ctx.correlation_id and not hasattr(record, "correlation_id"):
             record.correlation_id = ctx.correlation_id

@@ -6,6 +6,7 @@ import json
 import logging
 
 import pytest
+import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
 from runtime.config import TelemetrySettings
@@ -57,12 +58,15 @@ def test_records_are_rendered_off_the_callers_thread_with_the_callers_context(
             trace_id = format(span.get_span_context().trace_id, "032x")
         args.append("changed later")
         logging.getLogger("x").error("failed", exc_info=ValueError("boom"))
+        with use_context(RequestContext(tenant_id="t-8")):
+            structlog.get_logger("y").info("structured", size=3)
         flush_logs()
     finally:
         logging.getLogger().handlers[:] = []
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
-    first, second = lines
+    first, second, third = lines
     assert first["event"] == "order ['v1'] accepted"
     assert (first["tenant_id"], first["correlation_id"], first["trace_id"]) == ("t-9", "c-9", trace_id)
     assert (first["service"], first["step"]) == ("execution", 2)
     assert "tenant_id" not in second and "ValueError: boom" in second["exception"]
+    assert (third["event"], third["size"], third["tenant_id"]) == ("structured", 3, "t-8")
