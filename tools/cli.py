@@ -100,8 +100,7 @@ def generated_is_fresh(root: Path = ROOT) -> bool:
             return False
         protogen.finish_generated_tree(Path(tmp) / "gen")
         stale: list[str] = []
-        for sub in ("python/src", "sdk/src"):
-            _diff_trees(Path(tmp) / "gen" / sub, root / "gen" / sub, stale)
+        _diff_trees(Path(tmp) / "gen" / "python" / "src", root / "gen" / "python" / "src", stale)
         # A workspace copy without the TypeScript SDK has none of it to check.
         if (root / TS_SDK).is_dir():
             if _generate_ts(root, "-o", tmp) != 0:
@@ -113,9 +112,7 @@ def generated_is_fresh(root: Path = ROOT) -> bool:
 
 
 def _diff_trees(fresh: Path, committed: Path, out: list[str]) -> None:
-    cmp = filecmp.dircmp(
-        fresh, committed, ignore=["__pycache__", "trading_contracts.egg-info", "trading_sdk.egg-info"]
-    )
+    cmp = filecmp.dircmp(fresh, committed, ignore=["__pycache__", "trading_contracts.egg-info"])
     out += [f"missing {committed / n}" for n in cmp.left_only]
     out += [f"not generated {committed / n}" for n in cmp.right_only]
     out += [f"differs {committed / n}" for n in cmp.diff_files]

@@ -18,15 +18,15 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of everything the gates read."""
     protogen.stage_third_party()
     root = tmp_path_factory.mktemp("workspace")
-    # pyproject.toml too: betterproto2 formats its output with ruff, which reads it.
-    for name in ("buf.yaml", "buf.gen.yaml", "pyproject.toml"):
+    for name in ("buf.yaml", "buf.gen.yaml"):
         shutil.copy(cli.ROOT / name, root / name)
     for name in ("proto", "contracts", "build/third_party"):
         shutil.copytree(cli.ROOT / name, root / name)
-    for name in ("gen/python/src", "gen/sdk/src"):
-        shutil.copytree(
-            cli.ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-        )
+    shutil.copytree(
+        cli.ROOT / "gen/python/src",
+        root / "gen/python/src",
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+    )
     return root
 
 

@@ -1,7 +1,7 @@
 """Contract tests against the running platform: every service declared in
 proto/ runs and is registered, health and reflection answer, bad input is
-rejected with field violations, unbuilt RPCs say so, and the generated SDK
-drives a running service.
+rejected with field violations, unbuilt RPCs say so. (The Python client SDK
+is driven through the public edge by tests/contract/test_python_sdk.py.)
 
 Every gRPC port is mutual TLS and every call needs a context token
 (docs/security.md): these tests dial as real principals with the session's
@@ -11,10 +11,8 @@ operator for health and reflection."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +28,6 @@ from runtime import contracts
 from runtime.config import SERVICE_NAMES, Settings
 from runtime.errors import error_details
 from runtime.grpc_server import ServiceRunner
-from runtime.security.credentials import credentials_for
-from runtime.security.tls import target_name_option
 from runtime.service import fill_unimplemented
 from tests.contract.conftest import RunningPlatform
 from tests.support.processes import pid_listening_on
@@ -137,55 +133,6 @@ async def test_correlation_id_is_echoed(platform: RunningPlatform) -> None:
         await call
         sent_back = {**dict(await call.initial_metadata()), **dict(await call.trailing_metadata())}
     assert sent_back.get("x-correlation-id") == "corr-123"
-
-
-class _Metadata(grpc.UnaryUnaryClientInterceptor):
-    """How a client team adds its credentials to every SDK call: the generated
-    sync stubs take only the message (no ``metadata=``), so a channel
-    interceptor adds the context token."""
-
-    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
-        self._metadata = metadata
-
-    def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        details = details._replace(metadata=(*(details.metadata or ()), *self._metadata))
-        return continuation(details, request)
-
-
-def _sdk_calls(settings: Settings, address: str) -> tuple[list[str], str, Any]:
-    from trading_sdk.trading.marketdata import v1 as sdk
-
-    # The SDK's sync stubs take any grpc.Channel: here a mutual-TLS one with
-    # the gateway's certificate, verifying the server is marketdata.
-    credentials = credentials_for(settings, "gateway").tls.channel_credentials()
-    token = as_user(settings, "marketdata", TENANT)
-    with grpc.secure_channel(address, credentials, options=[target_name_option("marketdata")]) as raw:
-        channel = grpc.intercept_channel(raw, _Metadata(token))
-        stub = sdk.MarketDataServiceStub(channel)
-        first = stub.list_instruments(sdk.ListInstrumentsRequest(page_size=3))
-        second = stub.list_instruments(
-            sdk.ListInstrumentsRequest(page_size=3, page_token=first.next_page_token)
-        )
-        one = stub.get_instrument(sdk.GetInstrumentRequest(symbol="BTC-USD"))
-        try:
-            stub.get_instrument(sdk.GetInstrumentRequest(symbol="NOPE-USD"))
-        except grpc.RpcError as exc:
-            missing = exc
-        else:  # pragma: no cover
-            raise AssertionError("unknown instrument was found")
-    symbols = [i.symbol for i in [*first.instruments, *second.instruments]]
-    assert one.instrument is not None
-    return symbols, one.instrument.to_json(), missing
-
-
-async def test_generated_sdk_drives_a_running_service(platform: RunningPlatform) -> None:
-    symbols, btc_json, missing = await asyncio.to_thread(
-        _sdk_calls, platform.settings, platform.settings.address_of("marketdata")
-    )
-    assert symbols == sorted(symbols) and len(symbols) == 6, symbols
-    assert {"BTC-USD", "ETH-USD"} <= set(symbols)
-    assert json.loads(btc_json)["tickSize"] == {"value": "0.01"}
-    assert missing.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_gateway_liveness_and_readiness(platform: RunningPlatform) -> None:
