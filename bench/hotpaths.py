@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import grpc
-import grpc.aio
 import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -43,9 +41,9 @@ from trading.execution.v1 import execution_service_pb2_grpc as epb_grpc
 from trading.execution.v1 import types_pb2 as exec_types
 from trading.features.v1 import events_pb2 as features_events
 from trading.marketdata.v1 import marketdata_service_pb2 as md_pb
-from trading.marketdata.v1 import marketdata_service_pb2_grpc as md_grpc
 from trading.risk.v1 import risk_service_pb2 as rpb
 from trading.risk.v1 import risk_service_pb2_grpc as rpb_grpc
+from trading_client import AsyncTradingClient
 
 from bench.context import Context as Ctx
 from bench.context import as_execution_for_user, as_user, channel
@@ -177,7 +175,7 @@ async def gateway_call(ctx: Ctx) -> list[Result]:
             )
         )  # fmt: skip
 
-        results.append(await _edge_get_quote(ctx, token))
+        results.append(await _edge_get_quote(ctx))
 
         run_id = ctx.run_id
         tracker = OpenLoopTracker(warmup=min(20, ctx.mode.post_count // 5))
@@ -234,28 +232,30 @@ async def gateway_call(ctx: Ctx) -> list[Result]:
     return results
 
 
-async def _edge_get_quote(ctx: Ctx, token: str) -> Result:
-    """marketdata.GetQuote through the public gRPC edge, as an SDK calls it
-    (TLS, bearer token, one HTTP/2 connection), beside REST and the floor."""
+async def _edge_get_quote(ctx: Ctx) -> Result:
+    """marketdata.GetQuote through the public gRPC edge with the Python SDK
+    (clients/python: TLS, bearer token from its login, one HTTP/2 connection),
+    beside REST and the floor."""
     settings = ctx.stack.settings
-    credentials = grpc.ssl_channel_credentials(edge_ca_file(settings).read_bytes())
     symbols = itertools.cycle(QUOTE_SYMBOLS)
-    auth = (("authorization", f"Bearer {token}"),)
     started = time.monotonic()
-    async with grpc.aio.secure_channel(edge_target(settings), credentials) as channel:
-        get_quote = md_grpc.MarketDataServiceStub(channel).GetQuote
+    async with AsyncTradingClient(
+        edge_target(settings), ca_file=edge_ca_file(settings), login=(DEMO_SLUG, DEMO_EMAIL, DEMO_PASSWORD)
+    ) as client:
+        get_quote = client.marketdata.GetQuote
 
         async def call() -> None:
-            await get_quote(md_pb.GetQuoteRequest(symbol=next(symbols)), metadata=auth, timeout=10)
+            await get_quote(md_pb.GetQuoteRequest(symbol=next(symbols)))
 
         rec = await closed_loop(call, samples=ctx.mode.api_samples, warmup=ctx.mode.warmup)
     return measured(
         "edge_get_quote", "gateway_call",
-        "marketdata.GetQuote through the public gRPC edge (TLS, JWT, rate limit), as the SDKs call it", rec,
-        method="closed loop, 1 HTTP/2 connection (grpc.aio, generated stubs)", floor="floor_grpc",
+        "marketdata.GetQuote through the public gRPC edge with the Python SDK (TLS, JWT, rate limit)", rec,
+        method="closed loop, 1 HTTP/2 connection (trading_client.AsyncTradingClient)", floor="floor_grpc",
         duration_s=_timed(started),
         notes="The same gateway work as GET /v1/quotes/{symbol} (token check, rate limit, method policy) "
-        "without JSON: the request is parsed once, the reply's bytes are passed through unparsed.",
+        "without JSON: the edge parses the request once and passes the reply's bytes through; the SDK adds "
+        "its credential and deadline per call.",
     )  # fmt: skip
 
 
