@@ -31,6 +31,7 @@ from bench.floors import measure_floors
 from bench.model import Result, Run, Status
 from bench.modes import MODES, Mode
 from bench.paths import all_paths, run_path
+from bench.progress import say, steps
 from bench.report import fmt_ms, read_json, verdict, write_report
 from bench.security import measure as measure_security
 from bench.stack import Stack, platform
@@ -47,7 +48,7 @@ _LIBRARIES = (
 
 
 def _say(text: str) -> None:
-    print(f"bench: {text}", file=sys.stderr, flush=True)
+    say(f"bench: {text}")
 
 
 def _git() -> dict[str, Any]:
@@ -152,23 +153,36 @@ async def _run(mode: Mode, out_dir: Path, only: list[str], keep: bool, profile: 
     machine = machine_facts()
     floors: list[Result] = []
     paths: list[Result] = []
-    _say(f"{mode.name} mode; bringing the platform up on spare ports")
-    async with platform() as stack:
-        machine["platform_startup_s"] = round(stack.startup_s, 1)
-        _say("floors")
-        floors = await measure_floors(stack.settings, f"bench{stack.run_id}.floor", mode.samples, mode.warmup)
-        _say("trust boundary per hop (plaintext / mTLS / mTLS + caller check + context token)")
-        floors.extend(await measure_security(mode.samples, mode.warmup, stack.var_dir / "security-bench"))
-        ctx = Context(stack, mode, stack.var_dir)
-        for name, fn in all_paths():
-            if only and not any(o in name or o in fn.__name__ for o in only):
-                continue
-            t0 = time.monotonic()
-            async with _profiling(stack, profile, out_dir / "profiles", fn.__name__):
-                rows = await run_path(name, fn, ctx)
-            paths.extend(rows)
-            _say(f"{name}: {', '.join(_short(r) for r in rows)} ({time.monotonic() - t0:.1f}s)")
-        var_dir, log_path = stack.var_dir, stack.log_path
+    selected = [
+        (name, fn) for name, fn in all_paths() if not only or any(o in name or o in fn.__name__ for o in only)
+    ]
+    # A bar on a terminal: the platform, the two floor steps, then each path.
+    with steps(3 + len(selected), f"bench {mode.name}") as bar:
+        _say(f"{mode.name} mode; bringing the platform up on spare ports")
+        bar.set_postfix_str("platform up")
+        async with platform() as stack:
+            machine["platform_startup_s"] = round(stack.startup_s, 1)
+            bar.update()
+            _say("floors")
+            bar.set_postfix_str("floors")
+            floors = await measure_floors(
+                stack.settings, f"bench{stack.run_id}.floor", mode.samples, mode.warmup
+            )
+            bar.update()
+            _say("trust boundary per hop (plaintext / mTLS / mTLS + caller check + context token)")
+            bar.set_postfix_str("trust boundary")
+            floors.extend(await measure_security(mode.samples, mode.warmup, stack.var_dir / "security-bench"))
+            bar.update()
+            ctx = Context(stack, mode, stack.var_dir)
+            for name, fn in selected:
+                bar.set_postfix_str(name)
+                t0 = time.monotonic()
+                async with _profiling(stack, profile, out_dir / "profiles", fn.__name__):
+                    rows = await run_path(name, fn, ctx)
+                paths.extend(rows)
+                bar.update()
+                _say(f"{name}: {', '.join(_short(r) for r in rows)} ({time.monotonic() - t0:.1f}s)")
+            var_dir, log_path = stack.var_dir, stack.log_path
     machine["load_average_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     machine["servers"] = _server_facts(paths)
     run = Run(

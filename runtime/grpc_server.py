@@ -18,7 +18,11 @@ What it sets up:
   (``runtime.health.HEALTH_REASON_KEY``);
 * server reflection for every registered service;
 * a Prometheus ``/metrics`` endpoint (``telemetry.metrics_port``, 0 meaning
-  gRPC port + 1000);
+  gRPC port + 1000) on the default registry: the platform's metrics, the
+  process' own (``process_cpu_seconds_total``, ``process_resident_memory_bytes``,
+  ``process_open_fds``, ...; Linux), the Python GC's (``python_gc_*``) and
+  ``trading_service_info{service}`` = 1, which names the service of every
+  series scraped from the same target (``* on(instance) group_left(service)``);
 * graceful shutdown on SIGTERM/SIGINT: health NOT_SERVING first (load
   balancers stop sending), then ``server.stop(grace)`` lets in-flight calls
   finish, then the cleanup callbacks close resources (last registered first).
@@ -38,7 +42,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.trace import TracerProvider
-from prometheus_client import start_http_server
+from prometheus_client import Gauge, start_http_server
 
 from runtime.config import Settings
 from runtime.contracts import services
@@ -70,6 +74,13 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
 _HEALTH = health_pb2.HealthCheckResponse
 _INFRA_SERVICES = (health.SERVICE_NAME, reflection.SERVICE_NAME)
 _INFRA_PREFIXES = tuple(f"/{name}/" for name in _INFRA_SERVICES)
+
+SERVICE_INFO = Gauge(
+    "trading_service_info",
+    "1 for the platform service this process serves: join on instance to name the"
+    " service of series without the label (process_*, python_gc_*).",
+    ("service",),
+)
 
 
 def _traced(details: grpc.HandlerCallDetails) -> bool:
@@ -222,6 +233,7 @@ class ServiceRunner:
         http_server, _thread = start_http_server(port, addr=host)
         self._metrics_http = http_server
         self.metrics_port = int(http_server.server_port)
+        SERVICE_INFO.labels(self.service).set(1)
 
     async def _set_all(self, status: int) -> None:
         for name in ("", *self.service_names):

@@ -130,7 +130,7 @@ class Resources:
                 raise
             self.kafka_publisher = publisher
         elif dep == "clickhouse":
-            self.clickhouse = await create_clickhouse(s.clickhouse)
+            self.clickhouse = await create_clickhouse(s.clickhouse, service=self.service)
 
     async def ready(self) -> bool:
         """True when every needed dependency answers now (cheap pings)."""

@@ -11,15 +11,22 @@ orders and positions from the stored events alone and compares them with
 execution and portfolio; it prints every difference and exits 0 when there is
 none, 1 when there are differences (2 on errors). `verify` checks the
 tenant's hash chain and exits 1 when it is broken.
+
+Both can take a while on a long history: while the call runs, a line on
+stderr shows the time elapsed (on a terminal only; the service reports no
+finer progress).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
+from collections.abc import AsyncIterator
 
 import grpc
+from tqdm import tqdm
 from trading.audit.v1 import audit_service_pb2 as pb
 from trading.audit.v1 import audit_service_pb2_grpc as pb_grpc
 from trading.audit.v1 import types_pb2 as types
@@ -45,6 +52,31 @@ def _metadata(credentials: PrincipalCredentials, tenant: str) -> tuple[tuple[str
     return ((METADATA.context_token, credentials.tokens.mint(AUDIENCE, ctx)),)
 
 
+@contextlib.asynccontextmanager
+async def elapsed(desc: str, *, tick_s: float = 0.5) -> AsyncIterator[None]:
+    """While the block runs, `desc` and the time elapsed on stderr, redrawn
+    every `tick_s`; nothing when stderr is not a terminal (tqdm's
+    ``disable=None``), and the line is cleared at the end."""
+    bar = tqdm(desc=desc, bar_format="{desc}: {elapsed}", file=sys.stderr, disable=None, leave=False)
+    ticker: asyncio.Task[None] | None = None
+    if not bar.disable:
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(tick_s)
+                bar.refresh()
+
+        ticker = asyncio.create_task(tick())
+    try:
+        yield
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+        bar.close()
+
+
 def _print_replay(tenant: str, reply: pb.ReplayTenantResponse) -> None:
     verdict = "consistent" if reply.consistent else f"{len(reply.differences)} difference(s)"
     print(
@@ -66,7 +98,8 @@ async def _replay(
     request = pb.ReplayTenantRequest(
         aggregates=[_AGGREGATES[a] for a in args.aggregate or ()], max_differences=args.max_differences
     )
-    reply: pb.ReplayTenantResponse = await stub.ReplayTenant(request, metadata=md, timeout=args.timeout)
+    async with elapsed(f"replaying tenant {args.tenant}"):
+        reply: pb.ReplayTenantResponse = await stub.ReplayTenant(request, metadata=md, timeout=args.timeout)
     _print_replay(args.tenant, reply)
     return 0 if reply.consistent else 1
 
@@ -75,7 +108,8 @@ async def _verify(
     stub: pb_grpc.AuditServiceAsyncStub, md: tuple[tuple[str, str], ...], args: argparse.Namespace
 ) -> int:
     request = pb.VerifyChainRequest(from_sequence=args.from_sequence, to_sequence=args.to_sequence)
-    reply: pb.VerifyChainResponse = await stub.VerifyChain(request, metadata=md, timeout=args.timeout)
+    async with elapsed(f"verifying tenant {args.tenant}"):
+        reply: pb.VerifyChainResponse = await stub.VerifyChain(request, metadata=md, timeout=args.timeout)
     print(
         f"tenant {args.tenant}: {'ok' if reply.ok else 'BROKEN'}; {reply.records_checked} records checked "
         f"({reply.first_sequence}..{reply.last_sequence}), last hash {reply.last_hash.hex() or '-'}"

@@ -1,11 +1,13 @@
 """Metrics and traces of messaging.
 
-Prometheus: counters of published, consumed, failed and dead-lettered events,
-histograms of publish latency (until the broker acked), handler latency and
-end-to-end latency (now minus the envelope's occurred_at). Label values are
-bounded (transport, consumer name, event type, reason: never subjects, keys or
-tenants) and labelled children are cached, so the hot path does a dict lookup
-and an add.
+Prometheus: counters of published, consumed, failed and dead-lettered events
+and of failed publishes, histograms of publish latency (until the broker
+acked, per destination), handler latency and end-to-end latency (now minus
+the envelope's occurred_at), and the consumer lag gauge. Label values are
+bounded (transport, destination, consumer name, event type, reason; a
+destination is the Kafka topic without its test prefix or the NATS subject
+*template*: never concrete subjects, keys or tenants) and labelled children
+are cached, so the hot path does a dict lookup and an add.
 
 OpenTelemetry: a PRODUCER span around each publish whose context travels in
 the `traceparent`/`tracestate` headers, and a CONSUMER span around each
@@ -51,9 +53,16 @@ class MessagingMetrics:
         )
         self._publish_seconds = Histogram(
             "trading_messaging_publish_seconds",
-            "Time from publish call to broker acknowledgement.",
-            ["transport"],
+            "Time from publish call to broker acknowledgement (core NATS: until buffered),"
+            " per destination (Kafka topic, NATS subject template).",
+            ["transport", "destination"],
             buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self._publish_failures = Counter(
+            "trading_messaging_publish_failures",
+            "Publish calls that raised (the broker did not take the event).",
+            ["transport", "destination"],
             registry=reg,
         )
         self._consumed = Counter(
@@ -114,9 +123,19 @@ class MessagingMetrics:
             child = self._histograms[key] = metric.labels(*labels)
         child.observe(value)
 
-    def published(self, transport: str, event_type: str, seconds: float) -> None:
+    def published(self, transport: str, event_type: str, seconds: float, destination: str = "") -> None:
+        """One event taken by the broker after `seconds`; `destination` is the
+        topic or subject template (a bounded label)."""
         self._count(self._published, transport, event_type)
-        self._observe(self._publish_seconds, seconds, transport)
+        self._observe(self._publish_seconds, seconds, transport, destination)
+
+    def publish_failed(self, transport: str, destination: str, events: int = 1) -> None:
+        """A publish of `events` events to `destination` raised."""
+        key = (self._publish_failures._name, transport, destination)
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = self._publish_failures.labels(transport, destination)
+        child.inc(events)
 
     def consumed(
         self, transport: str, consumer: str, envelope: event_pb2.EventEnvelope, handler_seconds: float

@@ -63,7 +63,15 @@ def redis_auth(settings: Settings, principal: str) -> dict[str, str]:
 
 def open_redis(settings: Settings, principal: str, *, decode_responses: bool = False) -> Redis:
     """A client of ``settings.redis`` authenticated as `principal`."""
-    return create_redis(settings.redis, decode_responses=decode_responses, **redis_auth(settings, principal))
+    auth = redis_auth(settings, principal)
+    # Its commands are timed with service=principal (runtime.storage.metrics).
+    return create_redis(
+        settings.redis,
+        decode_responses=decode_responses,
+        username=auth["username"],
+        password=auth["password"],
+        service=principal,
+    )
 
 
 def kafka_settings_for(settings: Settings, principal: str) -> KafkaSettings:

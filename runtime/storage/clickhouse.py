@@ -8,12 +8,16 @@ is synchronous, so each call runs in a worker thread.
 
 chdb can open only one engine path per process; :func:`create_clickhouse`
 refuses a second, different path with a clear error instead of chdb's.
+
+Every call is timed, worker thread and (chdb) lock wait included, into
+``trading_clickhouse_client_seconds`` (runtime.storage.metrics).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +26,7 @@ from typing import Any, Protocol
 import clickhouse_connect
 
 from runtime.config import ClickHouseSettings
+from runtime.storage.metrics import CLICKHOUSE, ClientObserver, StoreClientMetrics, default_store_metrics
 
 
 @dataclass(frozen=True)
@@ -66,11 +71,23 @@ class ClickHouseClient(Protocol):
 class ConnectClickHouse:
     """:class:`ClickHouseClient` over a clickhouse-connect client (HTTP or chdb)."""
 
-    def __init__(self, client: Any, *, serialize: bool) -> None:
+    def __init__(self, client: Any, *, serialize: bool, observer: ClientObserver | None = None) -> None:
         self._client = client
         # The chdb engine is one in-process session: run its calls one at a time.
         # HTTP calls are independent requests and may overlap.
         self._lock: threading.Lock | None = threading.Lock() if serialize else None
+        self._observer = observer or default_store_metrics().observer(CLICKHOUSE, "trading")
+
+    async def _timed(self, operation: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """`fn(*args, **kwargs)` in a worker thread, timed as `operation`."""
+        start = time.perf_counter()
+        try:
+            result = await asyncio.to_thread(self._call, fn, *args, **kwargs)
+        except BaseException:
+            self._observer.observe(operation, False, time.perf_counter() - start)
+            raise
+        self._observer.observe(operation, True, time.perf_counter() - start)
+        return result
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if self._lock is None:
@@ -84,11 +101,11 @@ class ConnectClickHouse:
 
     async def command(self, sql: str, parameters: Mapping[str, Any] | None = None) -> Any:
         params = dict(parameters) if parameters is not None else None
-        return await asyncio.to_thread(self._call, self._client.command, sql, parameters=params)
+        return await self._timed("command", self._client.command, sql, parameters=params)
 
     async def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> QueryRows:
         params = dict(parameters) if parameters is not None else None
-        result = await asyncio.to_thread(self._call, self._client.query, sql, parameters=params)
+        result = await self._timed("query", self._client.query, sql, parameters=params)
         return QueryRows(tuple(result.column_names), [tuple(r) for r in result.result_rows])
 
     async def insert(
@@ -100,8 +117,8 @@ class ConnectClickHouse:
     ) -> int:
         if not rows:
             return 0
-        summary = await asyncio.to_thread(
-            self._call,
+        summary = await self._timed(
+            "insert",
             self._client.insert,
             table,
             rows,
@@ -111,7 +128,7 @@ class ConnectClickHouse:
         return int(summary.written_rows)
 
     async def ping(self) -> bool:
-        return bool(await asyncio.to_thread(self._call, self._client.ping))
+        return bool(await self._timed("ping", self._client.ping))
 
     async def close(self) -> None:
         await asyncio.to_thread(self._call, self._client.close)
@@ -144,18 +161,24 @@ def _open(settings: ClickHouseSettings) -> tuple[Any, bool]:
 
 
 async def create_clickhouse(
-    settings: ClickHouseSettings, *, database: str | None = None
+    settings: ClickHouseSettings,
+    *,
+    database: str | None = None,
+    service: str = "trading",
+    metrics: StoreClientMetrics | None = None,
 ) -> ConnectClickHouse:
     """A client for `settings.url`, or for chdb at `settings.chdb_path` when the url is empty.
 
     The database (`database`, default `settings.database`) is created if
-    missing and used for unqualified table names.
+    missing and used for unqualified table names. Calls are timed with
+    ``service`` = `service`; `metrics` replaces the default registry's.
     """
     db = database or settings.database
     if not db.replace("_", "").isalnum():
         raise ValueError(f"invalid ClickHouse database name {db!r}")
     client, serialize = await asyncio.to_thread(_open, settings)
-    adapter = ConnectClickHouse(client, serialize=serialize)
+    observer = (metrics or default_store_metrics()).observer(CLICKHOUSE, service)
+    adapter = ConnectClickHouse(client, serialize=serialize, observer=observer)
     await adapter.command(f"CREATE DATABASE IF NOT EXISTS `{db}`")
     client.database = db
     return adapter

@@ -38,6 +38,7 @@ from tenacity import (
 )
 
 from runtime.config import PostgresSettings
+from runtime.storage.metrics import POSTGRES, StoreClientMetrics, default_store_metrics, statement_kind
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ async def create_pool(
     init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
     password: str | Callable[[], str] | None = None,
     tenant_role: str | None = None,
+    metrics: StoreClientMetrics | None = None,
 ) -> asyncpg.Pool:
     """An asyncpg pool for `settings.dsn` (or `dsn`), ready to use.
 
@@ -83,12 +85,22 @@ async def create_pool(
     on every new connection (a rotated secret is picked up without a
     restart). `tenant_role` is the role :func:`tenant_transaction` switches
     to on this pool (default :data:`TENANT_ROLE`).
+
+    Every statement on the pool's connections is timed by asyncpg's query
+    logger into ``trading_postgres_client_seconds`` (runtime.storage.metrics;
+    ``service`` = `application_name`); `metrics` replaces the default registry's.
     """
+    observer = (metrics or default_store_metrics()).observer(POSTGRES, application_name)
+
+    def log_query(record: Any) -> None:
+        # An asyncpg LoggedQuery, handed over by loop.call_soon once the statement ended.
+        observer.observe(statement_kind(record.query), record.exception is None, record.elapsed)
 
     async def setup(conn: asyncpg.Connection) -> None:
         await _init_connection(conn)
         if init is not None:
             await init(conn)
+        conn.add_query_logger(log_query)
 
     async def keep_session(_conn: asyncpg.Connection) -> None:
         # asyncpg's default reset sends "advisory unlock all; CLOSE ALL;

@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+from prometheus_client import Counter
 
 from runtime.outbox import OutboxRow, insert_outbox_sql, outbox_columns
 from runtime.storage.postgres import tenant_transaction
@@ -34,6 +35,23 @@ from services.execution.domain import (
     TimeInForce,
     apply_all,
 )
+
+ORDER_STATUS_CHANGES = Counter(
+    "trading_execution_order_status_changes",
+    "Orders that entered a status (committed: placement's own steps and every later one), by status.",
+    ("status",),
+)
+FILLS = Counter("trading_execution_fills", "Fills (executions) committed with their order.")
+_ENTERED = {status: ORDER_STATUS_CHANGES.labels(status.name) for status in OrderStatus}
+
+
+def _count_committed(events: Sequence[OrderEvent]) -> None:
+    """Metrics of the steps of one committed change."""
+    for event in events:
+        if event.order.status != event.previous_status:
+            _ENTERED[event.order.status].inc()
+        if event.fill is not None:
+            FILLS.inc()
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +278,7 @@ class OrderStore:
             )
         if not inserted:
             return None
+        _count_committed(events)
         return StoredOrder(order, request_hash, expires_at)
 
     async def get(
@@ -323,6 +342,7 @@ class OrderStore:
                 stored.order.version,
             )
             await _write_effects(conn, tenant_id, events, to_outbox(events))
+        _count_committed(events)
         return new, events
 
     async def page(

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import grpc
+from prometheus_client import Counter
 from trading.risk.v1 import events_pb2 as ev
 from trading.risk.v1 import risk_service_pb2 as pb
 
@@ -33,6 +34,13 @@ from services.risk.storage import (
 
 DOMAIN = "trading.risk"
 Context = grpc.aio.ServicerContext[Any, Any]
+
+CHECKS = Counter("trading_risk_checks", "Pre-trade checks (dry runs excluded), by result.", ("result",))
+DENIALS = Counter(
+    "trading_risk_denials", "Reasons of denied pre-trade checks (one check may have several).", ("reason",)
+)
+_APPROVED, _DENIED = CHECKS.labels("approved"), CHECKS.labels("denied")
+_DENIAL_REASONS = {reason: DENIALS.labels(reason.code) for reason in domain.DenialReason}
 
 
 def _denial(denial: domain.Denial) -> pb.Denial:
@@ -129,6 +137,12 @@ class RiskApi:
             response.notional.CopyFrom(decimals.to_proto(result.notional))
         response.checked_at.FromNanoseconds(now_ns)
         if not request.dry_run:
+            if result.approved:
+                _APPROVED.inc()
+            else:
+                _DENIED.inc()
+                for reason in result.reasons:
+                    _DENIAL_REASONS[reason].inc()
             self._after_check(tenant, request, response, result, read, limits, pnl)
         return response
 

@@ -27,6 +27,7 @@ INFRA = (
     "arangodb",
     "jaeger",
     "prometheus",
+    "grafana",
 )
 # One-shot jobs of the platform image: `tradingctl security init` (files), then
 # the PostgreSQL roles, migrations and passwords.

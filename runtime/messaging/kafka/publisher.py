@@ -94,11 +94,16 @@ class KafkaPublisher:
         """Publish to the event type's topic and wait for the broker's ack.
         Pass `payload` when you have it, to skip unpacking it for the key."""
         topic, key = self._route(envelope, payload)
+        destination = topic[len(self._prefix) :]
         headers = envelope_headers(envelope)
         start = time.perf_counter()
-        with publish_span(_KAFKA, topic, envelope, headers):
-            await self.send_raw(topic, envelope.SerializeToString(), key=key, headers=to_kafka(headers))
-        self._metrics.published(_KAFKA, envelope.event_type, time.perf_counter() - start)
+        try:
+            with publish_span(_KAFKA, topic, envelope, headers):
+                await self.send_raw(topic, envelope.SerializeToString(), key=key, headers=to_kafka(headers))
+        except Exception:
+            self._metrics.publish_failed(_KAFKA, destination)
+            raise
+        self._metrics.published(_KAFKA, envelope.event_type, time.perf_counter() - start, destination)
 
     async def publish_many(
         self, events: Sequence[tuple[event_pb2.EventEnvelope, pb_message.Message | None]]
@@ -112,20 +117,27 @@ class KafkaPublisher:
         start = time.perf_counter()
         first, _ = events[0]
         trace: dict[str, str] = {}  # the batch span's context, for messages without an origin
-        with publish_span(_KAFKA, f"batch of {len(events)}", first, trace, [e for e, _ in events]):
-            acks = []
-            for envelope, payload in events:
-                topic, key = self._route(envelope, payload)
-                headers = envelope_headers(envelope) | message_trace(envelope, trace)
-                acks.append(
-                    await self._producer.send(
-                        topic, value=envelope.SerializeToString(), key=key, headers=to_kafka(headers)
+        destinations: list[str] = []
+        try:
+            with publish_span(_KAFKA, f"batch of {len(events)}", first, trace, [e for e, _ in events]):
+                acks = []
+                for envelope, payload in events:
+                    topic, key = self._route(envelope, payload)
+                    destinations.append(topic[len(self._prefix) :])
+                    headers = envelope_headers(envelope) | message_trace(envelope, trace)
+                    acks.append(
+                        await self._producer.send(
+                            topic, value=envelope.SerializeToString(), key=key, headers=to_kafka(headers)
+                        )
                     )
-                )
-            await asyncio.gather(*acks)
+                await asyncio.gather(*acks)
+        except Exception:
+            for destination in set(destinations):
+                self._metrics.publish_failed(_KAFKA, destination, destinations.count(destination))
+            raise
         per_event = (time.perf_counter() - start) / len(events)
-        for envelope, _ in events:
-            self._metrics.published(_KAFKA, envelope.event_type, per_event)
+        for (envelope, _), destination in zip(events, destinations, strict=True):
+            self._metrics.published(_KAFKA, envelope.event_type, per_event, destination)
 
     def _route(
         self, envelope: event_pb2.EventEnvelope, payload: pb_message.Message | None

@@ -105,13 +105,17 @@ class NatsPublisher:
         headers = envelope_headers(envelope)
         data = envelope.SerializeToString()
         start = time.perf_counter()
-        with publish_span(_NATS, template, envelope, headers):
-            if default_durable if durable is None else durable:
-                headers[NATS_MSG_ID] = envelope.event_id
-                await self._js.publish(subject, data, headers=headers)
-            else:
-                await self._nc.publish(subject, data, headers=headers)
-        self._metrics.published(_NATS, envelope.event_type, time.perf_counter() - start)
+        try:
+            with publish_span(_NATS, template, envelope, headers):
+                if default_durable if durable is None else durable:
+                    headers[NATS_MSG_ID] = envelope.event_id
+                    await self._js.publish(subject, data, headers=headers)
+                else:
+                    await self._nc.publish(subject, data, headers=headers)
+        except Exception:
+            self._metrics.publish_failed(_NATS, template)
+            raise
+        self._metrics.published(_NATS, envelope.event_type, time.perf_counter() - start, template)
 
     async def publish_many(
         self, events: Sequence[tuple[event_pb2.EventEnvelope, pb_message.Message | None]]
@@ -124,23 +128,30 @@ class NatsPublisher:
         start = time.perf_counter()
         first, _ = events[0]
         trace: dict[str, str] = {}  # the batch span's context, for messages without an origin
-        with publish_span(_NATS, f"batch of {len(events)}", first, trace, [e for e, _ in events]):
-            acks = []
-            for envelope, payload in events:
-                _, _, durable = self._route(envelope.event_type)
-                headers = envelope_headers(envelope) | message_trace(envelope, trace)
-                subject = self.subject_of(envelope, payload)
-                data = envelope.SerializeToString()
-                if durable:
-                    headers[NATS_MSG_ID] = envelope.event_id
-                    acks.append(self._js.publish(subject, data, headers=headers))
-                else:
-                    await self._nc.publish(subject, data, headers=headers)
-            if acks:
-                await asyncio.gather(*acks)
+        templates: list[str] = []
+        try:
+            with publish_span(_NATS, f"batch of {len(events)}", first, trace, [e for e, _ in events]):
+                acks = []
+                for envelope, payload in events:
+                    template, _, durable = self._route(envelope.event_type)
+                    templates.append(template)
+                    headers = envelope_headers(envelope) | message_trace(envelope, trace)
+                    subject = self.subject_of(envelope, payload)
+                    data = envelope.SerializeToString()
+                    if durable:
+                        headers[NATS_MSG_ID] = envelope.event_id
+                        acks.append(self._js.publish(subject, data, headers=headers))
+                    else:
+                        await self._nc.publish(subject, data, headers=headers)
+                if acks:
+                    await asyncio.gather(*acks)
+        except Exception:
+            for template in set(templates):
+                self._metrics.publish_failed(_NATS, template, templates.count(template))
+            raise
         per_event = (time.perf_counter() - start) / len(events)
-        for envelope, _ in events:
-            self._metrics.published(_NATS, envelope.event_type, per_event)
+        for (envelope, _), template in zip(events, templates, strict=True):
+            self._metrics.published(_NATS, envelope.event_type, per_event, template)
 
     async def publish_raw(
         self, subject: str, data: bytes, headers: dict[str, str], *, stream: str | None = None

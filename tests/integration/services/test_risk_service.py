@@ -17,6 +17,7 @@ import grpc
 import pytest
 from google.protobuf import message as pb_message
 from google.protobuf.duration_pb2 import Duration
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from trading.common.v1 import decimal_pb2, market_pb2, types_pb2
 from trading.execution.v1 import events_pb2 as exec_events
@@ -214,11 +215,17 @@ async def test_check_order_approves_and_denies_each_reason(
             (order(stale_sym, BUY, "1"), pb.DENIAL_REASON_NO_QUOTE, "RISK_NO_QUOTE"),
             (order(none_sym, SELL, "1", "100"), pb.DENIAL_REASON_NO_QUOTE, "RISK_NO_QUOTE"),
         ]
+
+        def denials(code: str) -> float:  # the trading dashboard's denials by reason
+            return REGISTRY.get_sample_value("trading_risk_denials_total", {"reason": code}) or 0.0
+
+        no_quote = denials("RISK_NO_QUOTE")
         for request, reason, code in expectations:
             denied = await check(request)
             assert not denied.approved
             assert [(d.reason, d.code) for d in denied.denials] == [(reason, code)], request
             assert denied.denials[0].message
+        assert denials("RISK_NO_QUOTE") - no_quote == 2
         notional = (await check(order(sym, BUY, "99.5", "101"))).denials[0]
         assert (notional.limit.value, notional.actual.value) == ("10000", "10049.5")
 

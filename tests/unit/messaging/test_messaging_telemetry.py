@@ -14,8 +14,9 @@ def test_metrics_count_and_observe() -> None:
     metrics = MessagingMetrics(registry)
     env = new_envelope(md_events.Tick(symbol="A"), tenant_id="", correlation_id="c", producer="p")
     tick = "trading.marketdata.v1.Tick"
-    metrics.published("kafka", tick, 0.001)
-    metrics.published("kafka", tick, 0.002)
+    metrics.published("kafka", tick, 0.001, "marketdata.ticks")
+    metrics.published("kafka", tick, 0.002, "marketdata.ticks")
+    metrics.publish_failed("nats", "md.ticks.{symbol}", 3)
     metrics.consumed("kafka", "audit", env, 0.0005)
     metrics.failed("kafka", "audit", tick)
     metrics.dead_lettered("nats", "audit", "undecodable")
@@ -24,7 +25,14 @@ def test_metrics_count_and_observe() -> None:
         return registry.get_sample_value(name, labels)
 
     assert value("trading_messaging_published_total", transport="kafka", event_type=tick) == 2
-    assert value("trading_messaging_publish_seconds_count", transport="kafka") == 2
+    assert (
+        value("trading_messaging_publish_seconds_count", transport="kafka", destination="marketdata.ticks")
+        == 2
+    )
+    assert (
+        value("trading_messaging_publish_failures_total", transport="nats", destination="md.ticks.{symbol}")
+        == 3
+    )
     assert (
         value("trading_messaging_consumed_total", transport="kafka", consumer="audit", event_type=tick) == 1
     )
