@@ -58,6 +58,7 @@ CONSUMERS: tuple[Consumer, ...] = (
             "trading.execution.v1.OrderFillReported",
             "trading.portfolio.v1.PositionChanged",
             "trading.portfolio.v1.PortfolioSnapshot",
+            "trading.decision.v1.SignalGenerated",
         ),
     ),
     Consumer("audit", "audit.events", None),

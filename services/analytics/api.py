@@ -1,6 +1,7 @@
 """gRPC API of the analytics service (trading.analytics.v1.AnalyticsService).
 
-Read-only, over the ClickHouse tables the Kafka sink fills (storage.py).
+Read-only, over the ClickHouse tables the Kafka sink fills (storage.py);
+model and strategy performance as defined in performance.py.
 Requests are validated by the server's protovalidate interceptor (unknown
 interval, missing or inverted range, too many PnL steps: INVALID_ARGUMENT with
 field violations) before they get here. Tenant data is scoped to the caller's
@@ -25,7 +26,8 @@ from trading.common.v1 import decimal_pb2
 from runtime.context import current_context, require_tenant
 from runtime.decimals import to_proto
 from runtime.errors import FieldViolation, ServiceError, domain_error, invalid_argument
-from services.analytics import domain
+from services.analytics import domain, performance
+from services.analytics.settings import AnalyticsSettings
 from services.analytics.storage import AnalyticsStore, StoreUnavailableError
 
 DOMAIN = "trading.analytics"
@@ -51,11 +53,50 @@ def _unavailable(exc: StoreUnavailableError) -> ServiceError:
     )
 
 
+def _quality(q: performance.Quality) -> pb.PredictionQuality:
+    out = pb.PredictionQuality(
+        prediction_count=q.prediction_count,
+        scored_count=q.scored_count,
+        tie_count=q.tie_count,
+        unresolved_count=q.unresolved_count,
+        directional_count=q.directional_count,
+        hit_count=q.hit_count,
+        calibration=[
+            pb.CalibrationBucket(
+                lower=_decimal(b.lower),
+                upper=_decimal(b.upper),
+                count=b.count,
+                mean_predicted=_decimal(b.mean_predicted),
+                realized_frequency=_decimal(b.realized_frequency),
+            )
+            for b in q.calibration
+        ],
+    )
+    for name, value in (("hit_rate", q.hit_rate), ("brier_score", q.brier_score), ("base_rate", q.base_rate)):
+        if value is not None:
+            getattr(out, name).CopyFrom(_decimal(value))
+    return out
+
+
+def _strategy_pnl(pnl: performance.StrategyPnl) -> pb.StrategyPnl:
+    currency = pnl.currency or DEFAULT_CURRENCY
+    return pb.StrategyPnl(
+        fill_count=pnl.fill_count,
+        turnover=_money(pnl.turnover, currency),
+        realized_pnl=_money(pnl.realized_pnl, currency),
+        fees=_money(pnl.fees, currency),
+        net_realized_pnl=_money(pnl.net_realized_pnl, currency),
+        unrealized_pnl=_money(pnl.unrealized_pnl, currency),
+        max_drawdown=_money(pnl.max_drawdown, currency),
+    )
+
+
 class AnalyticsApi:
     """The AnalyticsService servicer."""
 
-    def __init__(self, store: AnalyticsStore) -> None:
+    def __init__(self, store: AnalyticsStore, settings: AnalyticsSettings | None = None) -> None:
         self._store = store
+        self._settings = settings or AnalyticsSettings()
 
     def _budget(self) -> float:
         return self._store.budget(current_context().time_remaining())
@@ -164,3 +205,77 @@ class AnalyticsApi:
             out.max_drawdown_ratio.CopyFrom(_decimal(stats.max_drawdown_ratio))
         as_of = min(end_ns, time.time_ns())
         return pb.GetTradeStatsResponse(stats=out, as_of=domain.timestamp_of(as_of))
+
+    async def GetModelPerformance(
+        self, request: pb.GetModelPerformanceRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetModelPerformanceResponse:
+        tenant = require_tenant()
+        start_ns = domain.query_ns(request.time_range.start)
+        end_ns = domain.query_ns(request.time_range.end)
+        horizon = request.horizon_ticks or performance.DEFAULT_HORIZON_TICKS
+        try:
+            cells = await self._store.model_cells(
+                tenant, request.model_id, start_ns, end_ns, horizon, self._budget()
+            )
+        except StoreUnavailableError as exc:
+            raise _unavailable(exc) from None
+        by_model = performance.qualities(cells)
+        return pb.GetModelPerformanceResponse(
+            models=[
+                pb.ModelPerformance(model_id=model_id, model_version=version, quality=_quality(q))
+                for (model_id, version), q in sorted(by_model.items())
+            ],
+            horizon_ticks=horizon,
+            as_of=domain.timestamp_of(min(end_ns, time.time_ns())),
+        )
+
+    async def GetStrategyPerformance(
+        self, request: pb.GetStrategyPerformanceRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetStrategyPerformanceResponse:
+        tenant = require_tenant()
+        start_ns = domain.query_ns(request.time_range.start)
+        end_ns = domain.query_ns(request.time_range.end)
+        horizon = request.horizon_ticks or performance.DEFAULT_HORIZON_TICKS
+        strategy = request.strategy_id
+        limit = self._settings.performance_max_fills
+        deadline = time.monotonic() + self._budget()
+
+        def left() -> float:
+            return max(0.01, deadline - time.monotonic())
+
+        try:
+            cells = await self._store.strategy_cells(tenant, strategy, start_ns, end_ns, horizon, left())
+            fills = await self._store.strategy_fills(tenant, strategy, start_ns, end_ns, limit, left())
+            if len(fills) > limit:
+                raise ServiceError(
+                    invalid_argument(
+                        [FieldViolation("time_range", f"the range holds more than {limit} fills; narrow it")]
+                    )
+                )
+            openings = await self._store.strategy_openings(tenant, strategy, start_ns, left())
+            held = {symbol for book in openings.values() for symbol in book}
+            start_marks = await self._store.marks(held, start_ns, left())
+            end_marks = await self._store.marks(held | {f.symbol for _, f in fills}, end_ns, left())
+        except StoreUnavailableError as exc:
+            raise _unavailable(exc) from None
+        by_strategy = performance.qualities(cells)
+        fills_of: dict[str, list[performance.StrategyFill]] = {}
+        for strategy_id, fill in fills:
+            fills_of.setdefault(strategy_id, []).append(fill)
+        out = []
+        for strategy_id in sorted(set(by_strategy) | set(fills_of) | set(openings)):
+            pnl = performance.strategy_pnl(
+                openings.get(strategy_id, {}), fills_of.get(strategy_id, []), start_marks, end_marks
+            )
+            out.append(
+                pb.StrategyPerformance(
+                    strategy_id=strategy_id,
+                    quality=_quality(by_strategy.get(strategy_id, performance.Quality())),
+                    pnl=_strategy_pnl(pnl),
+                )
+            )
+        return pb.GetStrategyPerformanceResponse(
+            strategies=out,
+            horizon_ticks=horizon,
+            as_of=domain.timestamp_of(min(end_ns, time.time_ns())),
+        )

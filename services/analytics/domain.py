@@ -1,6 +1,6 @@
 """Pure logic of the analytics service: events to rows, bar windows, PnL
-sampling and trade statistics. No I/O here; storage.py runs the SQL, api.py
-speaks gRPC.
+sampling and trade statistics (model and strategy performance: performance.py).
+No I/O here; storage.py runs the SQL, api.py speaks gRPC.
 
 Amounts stay exact (decimal.Decimal, ClickHouse Decimal columns); the only
 roundings are the quotients the contract asks for (VWAP, win rate, profit
@@ -10,6 +10,7 @@ factor, drawdown ratio, time-weighted exposure), half-even to the contract's
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal
@@ -19,6 +20,8 @@ from google.protobuf import message as pb_message
 from google.protobuf.timestamp_pb2 import Timestamp
 from trading.analytics.v1 import analytics_service_pb2 as pb
 from trading.common.v1 import types_pb2 as common_types
+from trading.decision.v1 import decision_service_pb2 as decision_pb
+from trading.decision.v1 import events_pb2 as decision_events
 from trading.execution.v1 import events_pb2 as execution_events
 from trading.marketdata.v1 import events_pb2 as marketdata_events
 from trading.portfolio.v1 import events_pb2 as portfolio_events
@@ -36,7 +39,8 @@ TICK_EVENT: Final = marketdata_events.Tick.DESCRIPTOR.full_name
 FILL_EVENT: Final = execution_events.OrderFillReported.DESCRIPTOR.full_name
 POSITION_EVENT: Final = portfolio_events.PositionChanged.DESCRIPTOR.full_name
 SNAPSHOT_EVENT: Final = portfolio_events.PortfolioSnapshot.DESCRIPTOR.full_name
-SUNK_EVENTS: Final = (TICK_EVENT, FILL_EVENT, POSITION_EVENT, SNAPSHOT_EVENT)
+SIGNAL_EVENT: Final = decision_events.SignalGenerated.DESCRIPTOR.full_name
+SUNK_EVENTS: Final = (TICK_EVENT, FILL_EVENT, POSITION_EVENT, SNAPSHOT_EVENT, SIGNAL_EVENT)
 
 
 class InvalidEventError(ValueError):
@@ -156,6 +160,8 @@ class FillRow:
     fee: Decimal
     currency: str
     executed_at_ns: int
+    # The order's strategy; empty for orders placed without one.
+    strategy_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +201,32 @@ class SnapshotRow:
     position_unrealized: tuple[Decimal, ...]
 
 
-Row = TickRow | FillRow | PositionChangeRow | SnapshotRow
+@dataclass(frozen=True, slots=True)
+class SignalRow:
+    """One SignalGenerated, with its models' scores as parallel tuples."""
+
+    tenant_id: str
+    event_id: str
+    signal_id: str
+    strategy_id: str
+    symbol: str
+    direction: str  # "BUY" | "SELL" | "HOLD"
+    strength: float
+    confidence: float
+    fallback: bool
+    # When the market was as the signal saw it: the feature vector's as_of
+    # (the signal's generated_at when the vector time is missing).
+    feature_as_of_ns: int
+    feature_tick_sequence: int
+    generated_at_ns: int
+    model_ids: tuple[str, ...]
+    model_versions: tuple[str, ...]
+    model_outcomes: tuple[int, ...]  # trading.decision.v1.ModelOutcome numbers
+    model_scores: tuple[float, ...]
+    model_weights: tuple[float, ...]
+
+
+Row = TickRow | FillRow | PositionChangeRow | SnapshotRow | SignalRow
 
 
 def _decimal(value: Decimal | str, what: str) -> Decimal:
@@ -228,6 +259,8 @@ def row_of(event_type: str, event_id: str, tenant_id: str, payload: pb_message.M
         return position_row(event_id, _tenant(tenant_id), payload)
     if event_type == SNAPSHOT_EVENT and isinstance(payload, portfolio_events.PortfolioSnapshot):
         return snapshot_row(event_id, _tenant(tenant_id), payload)
+    if event_type == SIGNAL_EVENT and isinstance(payload, decision_events.SignalGenerated):
+        return signal_row(event_id, _tenant(tenant_id), payload)
     raise InvalidEventError(f"analytics does not store {event_type} ({type(payload).__name__})")
 
 
@@ -288,6 +321,7 @@ def fill_row(event_id: str, tenant_id: str, event: execution_events.OrderFillRep
         fee=_dec(fill.fee.amount, "fee"),
         currency=fill.fee.currency,
         executed_at_ns=timestamp_ns(fill.executed_at),
+        strategy_id=event.order.strategy_id,
     )
 
 
@@ -345,6 +379,55 @@ def snapshot_row(event_id: str, tenant_id: str, event: portfolio_events.Portfoli
         position_market_values=tuple(values),
         position_realized_net=tuple(realized_net),
         position_unrealized=tuple(unrealized),
+    )
+
+
+_DIRECTIONS: Final = {
+    decision_pb.SIGNAL_DIRECTION_BUY: "BUY",
+    decision_pb.SIGNAL_DIRECTION_SELL: "SELL",
+    decision_pb.SIGNAL_DIRECTION_HOLD: "HOLD",
+}
+
+
+def _unit_score(value: float, what: str) -> float:
+    """A score in [-1, 1]: anything else cannot be read as 2 * P(up) - 1."""
+    if not math.isfinite(value) or not -1.0 <= value <= 1.0:
+        raise InvalidEventError(f"{what} {value!r} is not within [-1, 1]")
+    return value
+
+
+def signal_row(event_id: str, tenant_id: str, event: decision_events.SignalGenerated) -> SignalRow:
+    signal = event.signal
+    if not signal.signal_id or not signal.symbol:
+        raise InvalidEventError("signal without signal_id or symbol")
+    direction = _DIRECTIONS.get(signal.direction)
+    if direction is None:
+        raise InvalidEventError(f"signal with direction {signal.direction}")
+    if signal.HasField("feature_as_of"):
+        as_of_ns = timestamp_ns(signal.feature_as_of)
+    elif signal.HasField("generated_at"):
+        as_of_ns = timestamp_ns(signal.generated_at)
+    else:
+        raise InvalidEventError("signal without feature_as_of or generated_at")
+    scores = signal.model_scores
+    return SignalRow(
+        tenant_id=tenant_id,
+        event_id=event_id,
+        signal_id=signal.signal_id,
+        strategy_id=signal.strategy_id,
+        symbol=signal.symbol,
+        direction=direction,
+        strength=_unit_score(signal.strength, "strength"),
+        confidence=signal.confidence if math.isfinite(signal.confidence) else 0.0,
+        fallback=signal.fallback,
+        feature_as_of_ns=as_of_ns,
+        feature_tick_sequence=signal.feature_tick_sequence,
+        generated_at_ns=timestamp_ns(signal.generated_at) if signal.HasField("generated_at") else as_of_ns,
+        model_ids=tuple(m.model_id for m in scores),
+        model_versions=tuple(m.model_version for m in scores),
+        model_outcomes=tuple(int(m.outcome) for m in scores),
+        model_scores=tuple(_unit_score(m.score, f"score of {m.model_id}") for m in scores),
+        model_weights=tuple(m.weight if math.isfinite(m.weight) else 0.0 for m in scores),
     )
 
 

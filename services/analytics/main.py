@@ -3,8 +3,9 @@
 build() creates the ClickHouse store (chdb by default, a server when
 `TRADING_CLICKHOUSE__URL` is set; opened lazily, so the service starts and
 answers UNAVAILABLE while ClickHouse is down), starts the Kafka sink (group
-`analytics.sink` on the tick, fill, position and snapshot topics) and
-registers their stops with `resources.on_close`. `make_spec` lets tests choose
+`analytics.sink` on the tick, fill, position, snapshot and signal topics) and
+the model evaluator (evaluator.py: the trading_model_* gauges), and registers
+their stops with `resources.on_close`. `make_spec` lets tests choose
 the consumer group, the database and the settings; `SPEC` is the standard one.
 """
 
@@ -21,6 +22,7 @@ from runtime.service import ServiceSpec
 from services.analytics import domain
 from services.analytics.api import AnalyticsApi
 from services.analytics.consumers import AnalyticsSink
+from services.analytics.evaluator import ModelEvaluator
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.storage import AnalyticsStore
 
@@ -47,7 +49,10 @@ async def build(
     await sink.start()
     # Closed last-registered-first: the sink stops before the store closes.
     resources.on_close(sink.stop)
-    return {ANALYTICS_SERVICE: AnalyticsApi(store)}
+    evaluator = ModelEvaluator(store, settings)
+    evaluator.start()
+    resources.on_close(evaluator.stop)
+    return {ANALYTICS_SERVICE: AnalyticsApi(store, settings)}
 
 
 def make_spec(*, settings: AnalyticsSettings | None = None, database: str | None = None) -> ServiceSpec:

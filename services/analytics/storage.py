@@ -12,7 +12,12 @@ Tables (all partitioned by day of their event time, except hourly bars by month)
   fed by materialized views on `analytics_ticks` (trades only: last_size > 0).
   5 and 15 minute bars are re-aggregated from minute bars, days from hours.
 - `analytics_fills`, `analytics_position_changes`, `analytics_portfolio_snapshots`:
-  per tenant, ordered by (tenant_id, ..., time, id).
+  per tenant, ordered by (tenant_id, ..., time, id). Fills carry their
+  order's strategy id (empty for fills stored before it was kept).
+- `analytics_signals`: decision's signals per tenant, one row per signal with
+  its models' scores as parallel arrays, ordered by (tenant_id, feature time,
+  event id); evaluated against the ticks by the performance queries below
+  (definitions: performance.py).
 
 Redelivery never double-counts, by three layers:
 
@@ -44,6 +49,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
+from domain.positions import Side
 from runtime.circuit_breaker import CircuitBreaker
 from runtime.config import ClickHouseSettings
 from runtime.storage.clickhouse import ConnectClickHouse, QueryRows, create_clickhouse
@@ -54,9 +60,11 @@ from services.analytics.domain import (
     PnlSample,
     PositionChangeRow,
     Row,
+    SignalRow,
     SnapshotRow,
     TickRow,
 )
+from services.analytics.performance import MODEL_OUTCOME_OK, Call, Cell, Outcome, StrategyFill
 from services.analytics.settings import AnalyticsSettings
 
 log = logging.getLogger(__name__)
@@ -67,6 +75,7 @@ TICKS: Final = "analytics_ticks"
 FILLS: Final = "analytics_fills"
 POSITION_CHANGES: Final = "analytics_position_changes"
 SNAPSHOTS: Final = "analytics_portfolio_snapshots"
+SIGNALS: Final = "analytics_signals"
 BAR_TABLES: Final = {"1s": "analytics_bars_1s", "1m": "analytics_bars_1m", "1h": "analytics_bars_1h"}
 
 _DEC: Final = "Decimal(38, 12)"
@@ -143,11 +152,14 @@ ORDER BY (symbol, exchange_time, event_id)
     fee {_DEC},
     currency LowCardinality(String),
     executed_at {_TIME},
-    inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)
+    inserted_at DateTime64(3, 'UTC') DEFAULT now64(3),
+    strategy_id LowCardinality(String) DEFAULT ''
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toDate(executed_at)
 ORDER BY (tenant_id, symbol, executed_at, execution_id)
 {_DEDUP}""",
+    # Tables made before fills kept their strategy get the column (empty).
+    f"ALTER TABLE {FILLS} ADD COLUMN IF NOT EXISTS strategy_id LowCardinality(String) DEFAULT ''",
     f"""CREATE TABLE IF NOT EXISTS {POSITION_CHANGES} (
     tenant_id LowCardinality(String),
     event_id String,
@@ -186,6 +198,29 @@ ORDER BY (tenant_id, symbol, execution_id)
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toDate(as_of)
 ORDER BY (tenant_id, as_of, event_id)
+{_DEDUP}""",
+    f"""CREATE TABLE IF NOT EXISTS {SIGNALS} (
+    tenant_id LowCardinality(String),
+    event_id String,
+    signal_id String,
+    strategy_id LowCardinality(String),
+    symbol LowCardinality(String),
+    direction Enum8('BUY' = 1, 'SELL' = 2, 'HOLD' = 3),
+    strength Float64,
+    confidence Float64,
+    fallback Bool,
+    feature_as_of {_TIME},
+    feature_tick_sequence UInt64,
+    generated_at {_TIME},
+    model_ids Array(LowCardinality(String)),
+    model_versions Array(LowCardinality(String)),
+    model_outcomes Array(UInt8),
+    model_scores Array(Float64),
+    model_weights Array(Float64),
+    inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toDate(feature_as_of)
+ORDER BY (tenant_id, feature_as_of, event_id)
 {_DEDUP}""",
 )
 
@@ -273,7 +308,7 @@ class AnalyticsStore:
             read_timeout = max(10.0, self._settings.query_timeout_s * 2)
             dsn = server_dsn(ch.url, self._settings.connect_timeout_s, read_timeout)
             ch = ch.model_copy(update={"url": dsn})
-        client = await create_clickhouse(ch, database=self._database)
+        client = await create_clickhouse(ch, database=self._database, service="analytics")
         try:
             for ddl in SCHEMA:
                 await client.command(ddl)
@@ -358,6 +393,7 @@ class AnalyticsStore:
         fills: dict[str, FillRow] = {}
         changes: dict[str, PositionChangeRow] = {}
         snapshots: dict[str, SnapshotRow] = {}
+        signals: dict[str, SignalRow] = {}
         for row in rows:
             if isinstance(row, TickRow):
                 ticks.setdefault(row.event_id, row)
@@ -365,6 +401,8 @@ class AnalyticsStore:
                 fills.setdefault(f"{row.tenant_id}/{row.execution_id}", row)
             elif isinstance(row, PositionChangeRow):
                 changes.setdefault(f"{row.tenant_id}/{row.execution_id}", row)
+            elif isinstance(row, SignalRow):
+                signals.setdefault(f"{row.tenant_id}/{row.event_id}", row)
             else:
                 snapshots.setdefault(f"{row.tenant_id}/{row.event_id}", row)
         written = {
@@ -372,6 +410,7 @@ class AnalyticsStore:
             FILLS: await self._write_fills(ch, fills),
             POSITION_CHANGES: await self._write_changes(ch, changes),
             SNAPSHOTS: await self._write_snapshots(ch, snapshots),
+            SIGNALS: await self._write_signals(ch, signals),
         }
         return written
 
@@ -426,9 +465,9 @@ WHERE tenant_id IN {{tenants:Array(String)}} AND execution_id IN {{ids:Array(Str
         return await self._insert(
             ch, FILLS, rows,
             ("tenant_id", "event_id", "execution_id", "order_id", "symbol", "side", "price", "quantity",
-             "fee", "currency", "executed_at"),
+             "fee", "currency", "executed_at", "strategy_id"),
             lambda r: (r.tenant_id, r.event_id, r.execution_id, r.order_id, r.symbol, r.side, r.price,
-                       r.quantity, r.fee, r.currency, r.executed_at_ns),
+                       r.quantity, r.fee, r.currency, r.executed_at_ns, r.strategy_id),
         )  # fmt: skip
 
     async def _write_changes(self, ch: ConnectClickHouse, rows: dict[str, PositionChangeRow]) -> int:
@@ -461,6 +500,31 @@ WHERE tenant_id IN {{tenants:Array(String)}} AND event_id IN {{ids:Array(String)
                        r.market_value, r.gross_exposure, r.realized_pnl, r.unrealized_pnl, r.fees,
                        list(r.position_symbols), list(r.position_market_values),
                        list(r.position_realized_net), list(r.position_unrealized)),
+        )  # fmt: skip
+
+    async def _write_signals(self, ch: ConnectClickHouse, rows: dict[str, SignalRow]) -> int:
+        if rows:
+            times = [r.feature_as_of_ns for r in rows.values()]
+            found = await ch.query(
+                f"""SELECT tenant_id, event_id FROM {SIGNALS}
+WHERE tenant_id IN {{tenants:Array(String)}}
+  AND feature_as_of BETWEEN fromUnixTimestamp64Nano({{lo:Int64}}, 'UTC')
+                        AND fromUnixTimestamp64Nano({{hi:Int64}}, 'UTC')
+  AND event_id IN {{ids:Array(String)}}""",
+                {"tenants": sorted({r.tenant_id for r in rows.values()}), "lo": min(times), "hi": max(times),
+                 "ids": sorted({r.event_id for r in rows.values()})},
+            )  # fmt: skip
+            for tenant, event_id in found.rows:
+                rows.pop(f"{tenant}/{event_id}", None)
+        return await self._insert(
+            ch, SIGNALS, rows,
+            ("tenant_id", "event_id", "signal_id", "strategy_id", "symbol", "direction", "strength",
+             "confidence", "fallback", "feature_as_of", "feature_tick_sequence", "generated_at", "model_ids",
+             "model_versions", "model_outcomes", "model_scores", "model_weights"),
+            lambda r: (r.tenant_id, r.event_id, r.signal_id, r.strategy_id, r.symbol, r.direction, r.strength,
+                       r.confidence, r.fallback, r.feature_as_of_ns, r.feature_tick_sequence,
+                       r.generated_at_ns, list(r.model_ids), list(r.model_versions), list(r.model_outcomes),
+                       list(r.model_scores), list(r.model_weights)),
         )  # fmt: skip
 
     # ------------------------------------------------------------------ queries
@@ -583,6 +647,214 @@ ORDER BY as_of, version""",
              [_dec(v) for v in r[5]], [_dec(v) for v in r[6]])
             for r in result.rows
         ]  # fmt: skip
+
+    # ------------------------------------------------------------------ performance
+
+    def _outcome_params(self, start_ns: int, end_ns: int, horizon_ticks: int) -> dict[str, Any]:
+        """The signals' range and the ticks that decide their outcomes: from
+        `outcome_lookback_s` before the range (the reference ticks) to
+        `outcome_lookahead_s` after it (the ticks N later)."""
+        lookback = int(self._settings.outcome_lookback_s * domain.NS_PER_S)
+        lookahead = int(self._settings.outcome_lookahead_s * domain.NS_PER_S)
+        return {
+            "start": start_ns,
+            "end": end_ns,
+            "lo": max(start_ns - lookback, domain.QUERY_NS_MIN),
+            "hi": min(end_ns + lookahead, domain.QUERY_NS_MAX),
+            "horizon": horizon_ticks,
+        }
+
+    async def model_cells(
+        self,
+        tenant: str | None,
+        model_id: str,
+        start_ns: int,
+        end_ns: int,
+        horizon_ticks: int,
+        budget_s: float,
+    ) -> list[Cell[tuple[str, str]]]:
+        """The predictions of every model version (of `model_id` only, when
+        set) on signals in [start, end), aggregated into cells keyed by
+        (model id, version). A model's score on one feature vector counts
+        once, however many strategies (or, with `tenant` None, tenants) used
+        it. `tenant` None means every tenant: the evaluator's platform-wide
+        figures, never an RPC's answer."""
+        params = {**self._outcome_params(start_ns, end_ns, horizon_ticks), "model": model_id}
+        where = _signals_in_range(tenant)
+        if tenant is not None:
+            params["tenant"] = tenant
+        result = await self._query(model_cells_sql(where), params, budget_s)
+        return [
+            Cell((str(r[0]), str(r[1])), int(r[2]), Call(int(r[3])), Outcome(int(r[4])), int(r[5]),
+                 float(r[6]), float(r[7]))
+            for r in result.rows
+        ]  # fmt: skip
+
+    async def strategy_cells(
+        self, tenant: str, strategy_id: str, start_ns: int, end_ns: int, horizon_ticks: int, budget_s: float
+    ) -> list[Cell[str]]:
+        """The tenant's signals in [start, end) (of `strategy_id` only, when
+        set) that some model answered, aggregated into cells by strategy."""
+        params = {
+            **self._outcome_params(start_ns, end_ns, horizon_ticks),
+            "tenant": tenant,
+            "strategy": strategy_id,
+        }
+        result = await self._query(strategy_cells_sql(_signals_in_range(tenant)), params, budget_s)
+        return [
+            Cell(str(r[0]), int(r[1]), Call(int(r[2])), Outcome(int(r[3])), int(r[4]), float(r[5]),
+                 float(r[6]))
+            for r in result.rows
+        ]  # fmt: skip
+
+    async def strategy_openings(
+        self, tenant: str, strategy_id: str, start_ns: int, budget_s: float
+    ) -> dict[str, dict[str, Decimal]]:
+        """Quantity held per strategy and symbol before `start`: the sum of
+        its earlier fills (non-zero ones only)."""
+        result = await self._query(
+            f"""SELECT strategy_id, symbol, sum(if(side = 'BUY', quantity, -quantity)) AS held
+FROM {FILLS} FINAL
+WHERE tenant_id = {{tenant:String}}
+  AND executed_at < fromUnixTimestamp64Nano({{start:Int64}}, 'UTC')
+  AND ({{strategy:String}} = '' OR strategy_id = {{strategy:String}})
+GROUP BY strategy_id, symbol
+HAVING held != 0""",
+            {"tenant": tenant, "start": start_ns, "strategy": strategy_id},
+            budget_s,
+        )
+        out: dict[str, dict[str, Decimal]] = {}
+        for strategy, symbol, held in result.rows:
+            out.setdefault(str(strategy), {})[str(symbol)] = _dec(held)
+        return out
+
+    async def strategy_fills(
+        self, tenant: str, strategy_id: str, start_ns: int, end_ns: int, limit: int, budget_s: float
+    ) -> list[tuple[str, StrategyFill]]:
+        """(strategy id, fill) of the tenant's fills in [start, end) in
+        execution order, at most `limit` + 1 (one more tells the range holds
+        too many)."""
+        result = await self._query(
+            f"""SELECT strategy_id, symbol, side, price, quantity, fee, currency,
+       toUnixTimestamp64Nano(executed_at)
+FROM {FILLS} FINAL
+WHERE tenant_id = {{tenant:String}}
+  AND executed_at >= fromUnixTimestamp64Nano({{start:Int64}}, 'UTC')
+  AND executed_at < fromUnixTimestamp64Nano({{end:Int64}}, 'UTC')
+  AND ({{strategy:String}} = '' OR strategy_id = {{strategy:String}})
+ORDER BY executed_at, execution_id
+LIMIT {{fetch:UInt64}}""",
+            {"tenant": tenant, "start": start_ns, "end": end_ns, "strategy": strategy_id, "fetch": limit + 1},
+            budget_s,
+        )
+        return [
+            (str(r[0]), StrategyFill(str(r[1]), Side.BUY if r[2] == "BUY" else Side.SELL, _dec(r[3]),
+                                     _dec(r[4]), _dec(r[5]), str(r[6]), int(r[7])))
+            for r in result.rows
+        ]  # fmt: skip
+
+    async def marks(self, symbols: Iterable[str], before_ns: int, budget_s: float) -> dict[str, Decimal]:
+        """The price (mid, or last trade without a two-sided quote) of each
+        symbol's last tick before `before_ns`, looking back at most
+        `mark_lookback_s`; symbols without such a tick are left out."""
+        wanted = sorted(set(symbols))
+        if not wanted:
+            return {}
+        lookback = int(self._settings.mark_lookback_s * domain.NS_PER_S)
+        # No FINAL: a duplicate tick has the same price, and the newest row per
+        # symbol is read from the end of the sorted key.
+        result = await self._query(
+            f"""SELECT symbol, {_TICK_PRICE} AS price
+FROM {TICKS}
+WHERE symbol IN {{symbols:Array(String)}}
+  AND exchange_time >= fromUnixTimestamp64Nano({{lo:Int64}}, 'UTC')
+  AND exchange_time < fromUnixTimestamp64Nano({{before:Int64}}, 'UTC')
+  AND price > 0
+ORDER BY symbol, exchange_time DESC, sequence DESC
+LIMIT 1 BY symbol""",
+            {"symbols": wanted, "before": before_ns, "lo": max(before_ns - lookback, domain.QUERY_NS_MIN)},
+            budget_s,
+        )
+        return {str(symbol): _dec(price) for symbol, price in result.rows}
+
+
+# A tick's price for outcomes and marks: the mid of a two-sided quote, else
+# the last trade price (0 when neither: such ticks are skipped).
+_TICK_PRICE: Final = "if(bid_price > 0 AND ask_price > 0, (bid_price + ask_price) / 2, last_price)"
+
+
+def _signals_in_range(tenant: str | None) -> str:
+    in_range = """feature_as_of >= fromUnixTimestamp64Nano({start:Int64}, 'UTC')
+  AND feature_as_of < fromUnixTimestamp64Nano({end:Int64}, 'UTC')"""
+    return in_range if tenant is None else f"tenant_id = {{tenant:String}}\n  AND {in_range}"
+
+
+def _outcomes_sql(where: str) -> str:
+    """Per tick of the symbols signalled in the range (`where` on the signals
+    table): its time and the outcome code (performance.Outcome) of a
+    prediction made at it: the price `horizon` ticks later against its own.
+    Ticks without a price are skipped, duplicates read once (FINAL)."""
+    return f"""SELECT symbol, exchange_time,
+       toUInt8(if(future = 0, {Outcome.UNRESOLVED:d}, {Outcome.TIE:d} + sign(future - price))) AS outcome
+FROM (
+    SELECT symbol, exchange_time, price,
+           leadInFrame(price, {{horizon:UInt32}}) OVER (
+               PARTITION BY symbol ORDER BY exchange_time, sequence, event_id
+               ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) AS future
+    FROM (
+        SELECT symbol, exchange_time, sequence, event_id, {_TICK_PRICE} AS price
+        FROM {TICKS} FINAL
+        WHERE symbol IN (SELECT DISTINCT symbol FROM {SIGNALS} WHERE {where})
+          AND exchange_time >= fromUnixTimestamp64Nano({{lo:Int64}}, 'UTC')
+          AND exchange_time < fromUnixTimestamp64Nano({{hi:Int64}}, 'UTC')
+          AND price > 0
+    )
+)"""
+
+
+def _bucket(p: str) -> str:
+    """performance.bucket_of in SQL."""
+    return f"toUInt8(least(greatest(floor({p} * 10), 0), 9))"
+
+
+def model_cells_sql(where: str) -> str:
+    """One prediction per model version and feature vector (ARRAY JOIN of the
+    scores of the models that answered), its reference tick found by ASOF
+    JOIN (the last at or before the vector's time; none: outcome 0,
+    unresolved), aggregated into cells."""
+    return f"""SELECT model_id, model_version, {_bucket("p")} AS bucket,
+       if(p >= 0.5, {Call.UP:d}, {Call.DOWN:d}) AS call, px.outcome AS outcome,
+       count(), sum(p), sum(p * p)
+FROM (
+    SELECT symbol, feature_as_of AS at, m.1 AS model_id, m.2 AS model_version, (m.4 + 1) / 2 AS p
+    FROM {SIGNALS} FINAL
+    ARRAY JOIN arrayZip(model_ids, model_versions, model_outcomes, model_scores) AS m
+    WHERE {where}
+      AND m.3 = {MODEL_OUTCOME_OK:d}
+      AND ({{model:String}} = '' OR m.1 = {{model:String}})
+    LIMIT 1 BY symbol, at, model_id, model_version
+) AS preds
+ASOF LEFT JOIN ({_outcomes_sql(where)}) AS px ON preds.symbol = px.symbol AND preds.at >= px.exchange_time
+GROUP BY model_id, model_version, bucket, call, outcome
+ORDER BY model_id, model_version, bucket, call, outcome"""
+
+
+def strategy_cells_sql(where: str) -> str:
+    """Each signal of a strategy that some model answered, p from its
+    strength, its call from its direction, aggregated into cells."""
+    return f"""SELECT strategy_id, {_bucket("p")} AS bucket, call, px.outcome AS outcome,
+       count(), sum(p), sum(p * p)
+FROM (
+    SELECT symbol, feature_as_of AS at, strategy_id, (strength + 1) / 2 AS p,
+           multiIf(direction = 'BUY', {Call.UP:d}, direction = 'SELL', {Call.DOWN:d}, {Call.NONE:d}) AS call
+    FROM {SIGNALS} FINAL
+    WHERE {where}
+      AND has(model_outcomes, {MODEL_OUTCOME_OK:d})
+      AND ({{strategy:String}} = '' OR strategy_id = {{strategy:String}})
+) AS preds
+ASOF LEFT JOIN ({_outcomes_sql(where)}) AS px ON preds.symbol = px.symbol AND preds.at >= px.exchange_time
+GROUP BY strategy_id, bucket, call, outcome
+ORDER BY strategy_id, bucket, call, outcome"""
 
 
 # The last second a ClickHouse DateTime (UInt32 seconds) can hold: 2106-02-07T06:28:15Z.

@@ -499,6 +499,8 @@ QUERIES: dict[str, list[tuple[str, str]]] = {
     "GetBars": [("interval", "BAR_INTERVAL_ONE_MINUTE"), *_HOUR],
     "GetPnlSeries": [("step", "60s"), *_HOUR],
     "GetTradeStats": [*_HOUR],
+    "GetModelPerformance": [*_HOUR],
+    "GetStrategyPerformance": [*_HOUR],
 }
 
 

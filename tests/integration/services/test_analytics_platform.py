@@ -10,7 +10,9 @@ orders under identity's delegation), then:
 - GetTradeStats equals the statistics recomputed from the tenant's fills read
   back from `trading.execution.fills` (count, turnover, fees) and from
   replaying them in the order portfolio booked them (trades, wins, losses,
-  gross and net PnL, win rate, profit factor).
+  gross and net PnL, win rate, profit factor);
+- GetStrategyPerformance and GetModelPerformance see decision's real signals
+  and the strategy's fills (its own book realises what portfolio did).
 """
 
 from __future__ import annotations
@@ -97,7 +99,8 @@ async def platform(
     await asyncio.to_thread(
         train.train,
         settings.var_dir / "models",
-        TrainingSettings(ticks_per_symbol=2500, symbols=list(SYMBOLS), seed=5),
+        # Small and fast; both models must exist whatever the quality gate says of so few ticks.
+        TrainingSettings(ticks_per_symbol=2500, symbols=list(SYMBOLS), seed=5, promote_without_gate=True),
     )
     monkeypatch.setenv("TRADING_DECISION_INFERENCE_BUDGET_MS", "2000")
     monkeypatch.setenv("TRADING_DECISION_PLACE_ORDER_TIMEOUT_S", "5")
@@ -317,6 +320,29 @@ async def test_bars_and_trade_stats_match_the_raw_ticks_and_fills(
     else:
         assert not stats.HasField("profit_factor")
     assert dec(stats.max_exposure.amount) >= 0 and dec(stats.max_drawdown.amount) >= 0
+
+    # ---- performance: decision's real signals stored and scored; the strategy's
+    # own book (one strategy, flat at the start) realises what portfolio did
+    perf_request = apb.GetStrategyPerformanceRequest(time_range=stats_request.time_range)
+
+    async def perf_ready() -> apb.StrategyPerformance | None:
+        reply = await analytics.GetStrategyPerformance(
+            perf_request, metadata=_md(hot, "analytics", tenant), timeout=10
+        )
+        found = {s.strategy_id: s for s in reply.strategies}.get("an-e2e")
+        ready = found is not None and found.pnl.fill_count == len(fills) and found.quality.prediction_count
+        return found if ready else None
+
+    perf = await eventually(perf_ready, 30.0, "the strategy's signals and fills in analytics")
+    assert dec(perf.pnl.turnover.amount) == wire(turnover)
+    assert dec(perf.pnl.fees.amount) == wire(fees)
+    assert dec(perf.pnl.realized_pnl.amount) == gross
+    models = await analytics.GetModelPerformance(
+        apb.GetModelPerformanceRequest(time_range=stats_request.time_range),
+        metadata=_md(hot, "analytics", tenant),
+        timeout=10,
+    )
+    assert {m.model_id for m in models.models if m.quality.prediction_count} == {"gbt-trend", "logreg-trend"}
     print(
         f"\nanalytics e2e: {len(ticks)} ticks, {len(fills)} fills, "
         f"{trades} trades ({wins} won, {losses} lost), "

@@ -89,3 +89,43 @@ def test_trade_stats_request() -> None:
     request.symbol = "aapl"
     assert violations(request) == {("symbol", "string.pattern")}
     assert violations(pb.GetTradeStatsRequest()) == {("time_range", "required")}
+
+
+PerformanceRequest = pb.GetModelPerformanceRequest | pb.GetStrategyPerformanceRequest
+
+
+@pytest.mark.parametrize("kind", [pb.GetModelPerformanceRequest, pb.GetStrategyPerformanceRequest])
+def test_performance_requests(kind: type[PerformanceRequest]) -> None:
+    def request(days: int = 7) -> PerformanceRequest:
+        out = kind()
+        out.time_range.start.FromSeconds(START)
+        out.time_range.end.FromSeconds(START + days * DAY)
+        return out
+
+    assert violations(request()) == set()  # horizon 0 (the default) and every model or strategy
+    assert violations(request(days=8)) == {("", "performance.max_range")}
+    assert violations(kind()) == {("time_range", "required")}
+    open_ended = request()
+    open_ended.time_range.ClearField("end")
+    assert violations(open_ended) == {("time_range", "time_range.bounded")}
+    horizon = request()
+    horizon.horizon_ticks = 1000
+    assert violations(horizon) == set()
+    horizon.horizon_ticks = 1001
+    assert violations(horizon) == {("horizon_ticks", "int32.gte_lte")}
+    horizon.horizon_ticks = -1
+    assert violations(horizon) == {("horizon_ticks", "int32.gte_lte")}
+
+
+def test_performance_filters() -> None:
+    models = pb.GetModelPerformanceRequest(model_id="gbt-trend")
+    models.time_range.start.FromSeconds(START)
+    models.time_range.end.FromSeconds(START + DAY)
+    assert violations(models) == set()
+    models.model_id = "GBT trend"
+    assert violations(models) == {("model_id", "string.pattern")}
+    strategies = pb.GetStrategyPerformanceRequest(strategy_id="btc-momentum")
+    strategies.time_range.CopyFrom(models.time_range)
+    assert violations(strategies) == set()
+    strategies.strategy_id = "btc.momentum"
+    assert violations(strategies) == {("strategy_id", "string.pattern")}

@@ -479,3 +479,437 @@ class GetTradeStatsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetTradeStatsResponse: _TypeAlias = GetTradeStatsResponse  # noqa: Y015
+
+@_typing.final
+class CalibrationBucket(_message.Message):
+    """One bucket of predicted probabilities: how often the price rose after the
+    predictions that fell into it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOWER_FIELD_NUMBER: _builtins.int
+    UPPER_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    MEAN_PREDICTED_FIELD_NUMBER: _builtins.int
+    REALIZED_FREQUENCY_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """Scored predictions in the bucket."""
+    @_builtins.property
+    def lower(self) -> _decimal_pb2.Decimal:
+        """Lowest predicted probability of a rise in the bucket (inclusive), from
+        "0" to "0.9" in steps of "0.1".
+        """
+
+    @_builtins.property
+    def upper(self) -> _decimal_pb2.Decimal:
+        """Highest predicted probability of the bucket (exclusive; "1" is included
+        in the last bucket).
+        """
+
+    @_builtins.property
+    def mean_predicted(self) -> _decimal_pb2.Decimal:
+        """Mean predicted probability of a rise in the bucket, rounded to 12
+        fractional digits.
+        """
+
+    @_builtins.property
+    def realized_frequency(self) -> _decimal_pb2.Decimal:
+        """Share of the bucket's predictions after which the price rose (the
+        realised frequency), from "0" to "1".
+        """
+
+    def __init__(
+        self,
+        *,
+        lower: _decimal_pb2.Decimal | None = ...,
+        upper: _decimal_pb2.Decimal | None = ...,
+        count: _builtins.int = ...,
+        mean_predicted: _decimal_pb2.Decimal | None = ...,
+        realized_frequency: _decimal_pb2.Decimal | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lower", b"lower", "mean_predicted", b"mean_predicted", "realized_frequency", b"realized_frequency", "upper", b"upper"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "lower", b"lower", "mean_predicted", b"mean_predicted", "realized_frequency", b"realized_frequency", "upper", b"upper"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CalibrationBucket: _TypeAlias = CalibrationBucket  # noqa: Y015
+
+@_typing.final
+class PredictionQuality(_message.Message):
+    """How a set of predictions fared against the market. A prediction is a
+    probability p that the symbol's price rises: (score + 1) / 2 of a model's
+    score, or of a strategy's ensemble strength. Its outcome compares the
+    reference price (the mid of the last tick at or before the signal's
+    feature time; the last trade price when the tick has no two-sided quote)
+    with the same price `horizon_ticks` ticks of the symbol later: up, down,
+    or a tie (unchanged; left out, as in training).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREDICTION_COUNT_FIELD_NUMBER: _builtins.int
+    SCORED_COUNT_FIELD_NUMBER: _builtins.int
+    TIE_COUNT_FIELD_NUMBER: _builtins.int
+    UNRESOLVED_COUNT_FIELD_NUMBER: _builtins.int
+    DIRECTIONAL_COUNT_FIELD_NUMBER: _builtins.int
+    HIT_COUNT_FIELD_NUMBER: _builtins.int
+    HIT_RATE_FIELD_NUMBER: _builtins.int
+    BRIER_SCORE_FIELD_NUMBER: _builtins.int
+    BASE_RATE_FIELD_NUMBER: _builtins.int
+    CALIBRATION_FIELD_NUMBER: _builtins.int
+    prediction_count: _builtins.int
+    """Predictions in the time range."""
+    scored_count: _builtins.int
+    """Predictions with an outcome of up or down."""
+    tie_count: _builtins.int
+    """Predictions after which the price was unchanged (not scored)."""
+    unresolved_count: _builtins.int
+    """Predictions without an outcome yet: the tick `horizon_ticks` later is
+    not stored (yet), or no tick preceded the signal (not scored).
+    """
+    directional_count: _builtins.int
+    """Scored predictions that called a direction: every scored prediction of a
+    model (p >= 0.5 calls a rise, p < 0.5 a fall); the scored BUY and SELL
+    signals of a strategy (HOLD calls none).
+    """
+    hit_count: _builtins.int
+    """Directional predictions whose call matched the outcome."""
+    @_builtins.property
+    def hit_rate(self) -> _decimal_pb2.Decimal:
+        """hit_count / directional_count, from "0" to "1"; unset without
+        directional predictions.
+        """
+
+    @_builtins.property
+    def brier_score(self) -> _decimal_pb2.Decimal:
+        """Mean of (p - y)^2 over the scored predictions, y being 1 after a rise
+        and 0 after a fall, rounded to 12 fractional digits: 0 is perfect, 0.25
+        is a constant guess of 0.5. Unset without scored predictions.
+        """
+
+    @_builtins.property
+    def base_rate(self) -> _decimal_pb2.Decimal:
+        """Share of the scored predictions after which the price rose, from "0" to
+        "1"; unset without scored predictions.
+        """
+
+    @_builtins.property
+    def calibration(self) -> _containers.RepeatedCompositeFieldContainer[Global___CalibrationBucket]:
+        """Calibration: ten buckets of p of width 0.1, lowest first; buckets
+        without a scored prediction are left out.
+        """
+
+    def __init__(
+        self,
+        *,
+        prediction_count: _builtins.int = ...,
+        scored_count: _builtins.int = ...,
+        tie_count: _builtins.int = ...,
+        unresolved_count: _builtins.int = ...,
+        directional_count: _builtins.int = ...,
+        hit_count: _builtins.int = ...,
+        hit_rate: _decimal_pb2.Decimal | None = ...,
+        brier_score: _decimal_pb2.Decimal | None = ...,
+        base_rate: _decimal_pb2.Decimal | None = ...,
+        calibration: _abc.Iterable[Global___CalibrationBucket] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["base_rate", b"base_rate", "brier_score", b"brier_score", "hit_rate", b"hit_rate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_rate", b"base_rate", "brier_score", b"brier_score", "calibration", b"calibration", "directional_count", b"directional_count", "hit_count", b"hit_count", "hit_rate", b"hit_rate", "prediction_count", b"prediction_count", "scored_count", b"scored_count", "tie_count", b"tie_count", "unresolved_count", b"unresolved_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PredictionQuality: _TypeAlias = PredictionQuality  # noqa: Y015
+
+@_typing.final
+class ModelPerformance(_message.Message):
+    """How one version of one model predicted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """Model id, e.g. "gbt-trend"."""
+    model_version: _builtins.str
+    """Version of the model artifact."""
+    @_builtins.property
+    def quality(self) -> Global___PredictionQuality:
+        """Quality of the model's predictions. A prediction is one model score on
+        one feature vector: a vector scored for several strategies counts once.
+        """
+
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        quality: Global___PredictionQuality | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["quality", b"quality"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id", "model_version", b"model_version", "quality", b"quality"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelPerformance: _TypeAlias = ModelPerformance  # noqa: Y015
+
+@_typing.final
+class GetModelPerformanceRequest(_message.Message):
+    """Request of GetModelPerformance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_RANGE_FIELD_NUMBER: _builtins.int
+    HORIZON_TICKS_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    horizon_ticks: _builtins.int
+    """Horizon of the outcome in ticks of the signal's symbol, 0-1000; 0 means
+    20, the horizon the models were trained to predict.
+    """
+    model_id: _builtins.str
+    """Only this model (every version of it); empty means every model."""
+    @_builtins.property
+    def time_range(self) -> _types_pb2.TimeRange:
+        """Time range of the signals [start, end), by the time of the feature
+        vector they were computed from; at most 7 days. Both bounds are
+        required.
+        """
+
+    def __init__(
+        self,
+        *,
+        time_range: _types_pb2.TimeRange | None = ...,
+        horizon_ticks: _builtins.int = ...,
+        model_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time_range", b"time_range"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["horizon_ticks", b"horizon_ticks", "model_id", b"model_id", "time_range", b"time_range"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelPerformanceRequest: _TypeAlias = GetModelPerformanceRequest  # noqa: Y015
+
+@_typing.final
+class GetModelPerformanceResponse(_message.Message):
+    """Response of GetModelPerformance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    HORIZON_TICKS_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    horizon_ticks: _builtins.int
+    """Horizon the outcomes were measured over, in ticks."""
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelPerformance]:
+        """One entry per model id and version that scored a signal of the tenant in
+        the range, ordered by model id, then version.
+        """
+
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """Moment up to which data was available (at most time_range.end)."""
+
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[Global___ModelPerformance] | None = ...,
+        horizon_ticks: _builtins.int = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "horizon_ticks", b"horizon_ticks", "models", b"models"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelPerformanceResponse: _TypeAlias = GetModelPerformanceResponse  # noqa: Y015
+
+@_typing.final
+class StrategyPnl(_message.Message):
+    """PnL of one strategy's fills, booked on a position of its own per symbol
+    (average entry price, as portfolio books positions). A position the
+    strategy held at the start of the range enters at the market price then
+    (the mid of the last tick before the start; without one, the price of its
+    first fill of the symbol in the range), so the range's figures hold only
+    what happened within it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILL_COUNT_FIELD_NUMBER: _builtins.int
+    TURNOVER_FIELD_NUMBER: _builtins.int
+    REALIZED_PNL_FIELD_NUMBER: _builtins.int
+    FEES_FIELD_NUMBER: _builtins.int
+    NET_REALIZED_PNL_FIELD_NUMBER: _builtins.int
+    UNREALIZED_PNL_FIELD_NUMBER: _builtins.int
+    MAX_DRAWDOWN_FIELD_NUMBER: _builtins.int
+    fill_count: _builtins.int
+    """Fills of the strategy's orders in the range."""
+    @_builtins.property
+    def turnover(self) -> _decimal_pb2.Money:
+        """Traded notional: sum of price x quantity over the fills."""
+
+    @_builtins.property
+    def realized_pnl(self) -> _decimal_pb2.Money:
+        """PnL realised by the fills that reduced or closed a position, fees not
+        deducted.
+        """
+
+    @_builtins.property
+    def fees(self) -> _decimal_pb2.Money:
+        """Fees paid on the fills."""
+
+    @_builtins.property
+    def net_realized_pnl(self) -> _decimal_pb2.Money:
+        """realized_pnl - fees."""
+
+    @_builtins.property
+    def unrealized_pnl(self) -> _decimal_pb2.Money:
+        """PnL of the positions still open at the end of the range, marked to the
+        mid of the last tick before the end (without one, to the last fill
+        price).
+        """
+
+    @_builtins.property
+    def max_drawdown(self) -> _decimal_pb2.Money:
+        """Largest fall of the cumulative net realised PnL (fill by fill, from 0 at
+        the start) from a previous peak, as a positive amount ("0" when it never
+        fell).
+        """
+
+    def __init__(
+        self,
+        *,
+        fill_count: _builtins.int = ...,
+        turnover: _decimal_pb2.Money | None = ...,
+        realized_pnl: _decimal_pb2.Money | None = ...,
+        fees: _decimal_pb2.Money | None = ...,
+        net_realized_pnl: _decimal_pb2.Money | None = ...,
+        unrealized_pnl: _decimal_pb2.Money | None = ...,
+        max_drawdown: _decimal_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fees", b"fees", "max_drawdown", b"max_drawdown", "net_realized_pnl", b"net_realized_pnl", "realized_pnl", b"realized_pnl", "turnover", b"turnover", "unrealized_pnl", b"unrealized_pnl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fees", b"fees", "fill_count", b"fill_count", "max_drawdown", b"max_drawdown", "net_realized_pnl", b"net_realized_pnl", "realized_pnl", b"realized_pnl", "turnover", b"turnover", "unrealized_pnl", b"unrealized_pnl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StrategyPnl: _TypeAlias = StrategyPnl  # noqa: Y015
+
+@_typing.final
+class StrategyPerformance(_message.Message):
+    """How one strategy did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    PNL_FIELD_NUMBER: _builtins.int
+    strategy_id: _builtins.str
+    """Id of the strategy; empty for orders placed without a strategy (PnL
+    only; fills stored before analytics kept their strategy count here too).
+    """
+    @_builtins.property
+    def quality(self) -> Global___PredictionQuality:
+        """Quality of the strategy's signals: p is (strength + 1) / 2, hits count
+        BUY and SELL signals. Signals no model answered (strength 0 by rule) are
+        left out.
+        """
+
+    @_builtins.property
+    def pnl(self) -> Global___StrategyPnl:
+        """PnL of the strategy's fills in the range."""
+
+    def __init__(
+        self,
+        *,
+        strategy_id: _builtins.str = ...,
+        quality: Global___PredictionQuality | None = ...,
+        pnl: Global___StrategyPnl | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pnl", b"pnl", "quality", b"quality"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pnl", b"pnl", "quality", b"quality", "strategy_id", b"strategy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StrategyPerformance: _TypeAlias = StrategyPerformance  # noqa: Y015
+
+@_typing.final
+class GetStrategyPerformanceRequest(_message.Message):
+    """Request of GetStrategyPerformance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_RANGE_FIELD_NUMBER: _builtins.int
+    HORIZON_TICKS_FIELD_NUMBER: _builtins.int
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    horizon_ticks: _builtins.int
+    """Horizon of the signals' outcome in ticks of their symbol, 0-1000; 0
+    means 20, the horizon the models were trained to predict.
+    """
+    strategy_id: _builtins.str
+    """Only this strategy; empty means every strategy."""
+    @_builtins.property
+    def time_range(self) -> _types_pb2.TimeRange:
+        """Time range [start, end) of the signals (by the time of their feature
+        vector) and of the fills (by execution time); at most 7 days. Both
+        bounds are required.
+        """
+
+    def __init__(
+        self,
+        *,
+        time_range: _types_pb2.TimeRange | None = ...,
+        horizon_ticks: _builtins.int = ...,
+        strategy_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time_range", b"time_range"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["horizon_ticks", b"horizon_ticks", "strategy_id", b"strategy_id", "time_range", b"time_range"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStrategyPerformanceRequest: _TypeAlias = GetStrategyPerformanceRequest  # noqa: Y015
+
+@_typing.final
+class GetStrategyPerformanceResponse(_message.Message):
+    """Response of GetStrategyPerformance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGIES_FIELD_NUMBER: _builtins.int
+    HORIZON_TICKS_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    horizon_ticks: _builtins.int
+    """Horizon the outcomes were measured over, in ticks."""
+    @_builtins.property
+    def strategies(self) -> _containers.RepeatedCompositeFieldContainer[Global___StrategyPerformance]:
+        """One entry per strategy with a signal or a fill in the range, or a
+        position held into it, ordered by strategy id.
+        """
+
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """Moment up to which data was available (at most time_range.end)."""
+
+    def __init__(
+        self,
+        *,
+        strategies: _abc.Iterable[Global___StrategyPerformance] | None = ...,
+        horizon_ticks: _builtins.int = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "horizon_ticks", b"horizon_ticks", "strategies", b"strategies"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStrategyPerformanceResponse: _TypeAlias = GetStrategyPerformanceResponse  # noqa: Y015

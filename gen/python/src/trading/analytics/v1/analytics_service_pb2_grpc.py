@@ -53,6 +53,16 @@ class AnalyticsServiceStub:
                 request_serializer=trading_dot_analytics_dot_v1_dot_analytics__service__pb2.GetTradeStatsRequest.SerializeToString,
                 response_deserializer=trading_dot_analytics_dot_v1_dot_analytics__service__pb2.GetTradeStatsResponse.FromString,
                 _registered_method=True)
+        self.GetModelPerformance = channel.unary_unary(
+                '/trading.analytics.v1.AnalyticsService/GetModelPerformance',
+                request_serializer=trading_dot_analytics_dot_v1_dot_analytics__service__pb2.GetModelPerformanceRequest.SerializeToString,
+                response_deserializer=trading_dot_analytics_dot_v1_dot_analytics__service__pb2.GetModelPerformanceResponse.FromString,
+                _registered_method=True)
+        self.GetStrategyPerformance = channel.unary_unary(
+                '/trading.analytics.v1.AnalyticsService/GetStrategyPerformance',
+                request_serializer=trading_dot_analytics_dot_v1_dot_analytics__service__pb2.GetStrategyPerformanceRequest.SerializeToString,
+                response_deserializer=trading_dot_analytics_dot_v1_dot_analytics__service__pb2.GetStrategyPerformanceResponse.FromString,
+                _registered_method=True)
 
 
 class AnalyticsServiceServicer:
@@ -87,6 +97,23 @@ class AnalyticsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetModelPerformance(self, request, context):
+        """Returns how the tenant's AI models predicted the market over a time
+        range, per model id and version: hit rate, calibration and Brier score
+        of their predictions against the price `horizon_ticks` ticks later.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStrategyPerformance(self, request, context):
+        """Returns, per strategy of the tenant over a time range, how its signals
+        predicted the market and the PnL of its fills.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalyticsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -104,6 +131,16 @@ def add_AnalyticsServiceServicer_to_server(servicer, server):
                     servicer.GetTradeStats,
                     request_deserializer=trading_dot_analytics_dot_v1_dot_analytics__service__pb2.GetTradeStatsRequest.FromString,
                     response_serializer=trading_dot_analytics_dot_v1_dot_analytics__service__pb2.GetTradeStatsResponse.SerializeToString,
+            ),
+            'GetModelPerformance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelPerformance,
+                    request_deserializer=trading_dot_analytics_dot_v1_dot_analytics__service__pb2.GetModelPerformanceRequest.FromString,
+                    response_serializer=trading_dot_analytics_dot_v1_dot_analytics__service__pb2.GetModelPerformanceResponse.SerializeToString,
+            ),
+            'GetStrategyPerformance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStrategyPerformance,
+                    request_deserializer=trading_dot_analytics_dot_v1_dot_analytics__service__pb2.GetStrategyPerformanceRequest.FromString,
+                    response_serializer=trading_dot_analytics_dot_v1_dot_analytics__service__pb2.GetStrategyPerformanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -191,6 +228,60 @@ class AnalyticsService:
             '/trading.analytics.v1.AnalyticsService/GetTradeStats',
             trading_dot_analytics_dot_v1_dot_analytics__service__pb2.GetTradeStatsRequest.SerializeToString,
             trading_dot_analytics_dot_v1_dot_analytics__service__pb2.GetTradeStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelPerformance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trading.analytics.v1.AnalyticsService/GetModelPerformance',
+            trading_dot_analytics_dot_v1_dot_analytics__service__pb2.GetModelPerformanceRequest.SerializeToString,
+            trading_dot_analytics_dot_v1_dot_analytics__service__pb2.GetModelPerformanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStrategyPerformance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trading.analytics.v1.AnalyticsService/GetStrategyPerformance',
+            trading_dot_analytics_dot_v1_dot_analytics__service__pb2.GetStrategyPerformanceRequest.SerializeToString,
+            trading_dot_analytics_dot_v1_dot_analytics__service__pb2.GetStrategyPerformanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,15 @@ class AnalyticsServiceStub:
     """Returns trading statistics of the tenant over a time range, for all
     symbols or one.
     """
+    GetModelPerformance: _grpc.UnaryUnaryMultiCallable[_analytics_service_pb2.GetModelPerformanceRequest, _analytics_service_pb2.GetModelPerformanceResponse]
+    """Returns how the tenant's AI models predicted the market over a time
+    range, per model id and version: hit rate, calibration and Brier score
+    of their predictions against the price `horizon_ticks` ticks later.
+    """
+    GetStrategyPerformance: _grpc.UnaryUnaryMultiCallable[_analytics_service_pb2.GetStrategyPerformanceRequest, _analytics_service_pb2.GetStrategyPerformanceResponse]
+    """Returns, per strategy of the tenant over a time range, how its signals
+    predicted the market and the PnL of its fills.
+    """
 
 @_typing.type_check_only
 class AnalyticsServiceAsyncStub(AnalyticsServiceStub):
@@ -72,6 +81,15 @@ class AnalyticsServiceAsyncStub(AnalyticsServiceStub):
     GetTradeStats: _aio.UnaryUnaryMultiCallable[_analytics_service_pb2.GetTradeStatsRequest, _analytics_service_pb2.GetTradeStatsResponse]  # type: ignore[assignment]
     """Returns trading statistics of the tenant over a time range, for all
     symbols or one.
+    """
+    GetModelPerformance: _aio.UnaryUnaryMultiCallable[_analytics_service_pb2.GetModelPerformanceRequest, _analytics_service_pb2.GetModelPerformanceResponse]  # type: ignore[assignment]
+    """Returns how the tenant's AI models predicted the market over a time
+    range, per model id and version: hit rate, calibration and Brier score
+    of their predictions against the price `horizon_ticks` ticks later.
+    """
+    GetStrategyPerformance: _aio.UnaryUnaryMultiCallable[_analytics_service_pb2.GetStrategyPerformanceRequest, _analytics_service_pb2.GetStrategyPerformanceResponse]  # type: ignore[assignment]
+    """Returns, per strategy of the tenant over a time range, how its signals
+    predicted the market and the PnL of its fills.
     """
 
 class AnalyticsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -110,6 +128,27 @@ class AnalyticsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_analytics_service_pb2.GetTradeStatsResponse, _abc.Awaitable[_analytics_service_pb2.GetTradeStatsResponse]]:
         """Returns trading statistics of the tenant over a time range, for all
         symbols or one.
+        """
+
+    @_abc_1.abstractmethod
+    def GetModelPerformance(
+        self,
+        request: _analytics_service_pb2.GetModelPerformanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_service_pb2.GetModelPerformanceResponse, _abc.Awaitable[_analytics_service_pb2.GetModelPerformanceResponse]]:
+        """Returns how the tenant's AI models predicted the market over a time
+        range, per model id and version: hit rate, calibration and Brier score
+        of their predictions against the price `horizon_ticks` ticks later.
+        """
+
+    @_abc_1.abstractmethod
+    def GetStrategyPerformance(
+        self,
+        request: _analytics_service_pb2.GetStrategyPerformanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_service_pb2.GetStrategyPerformanceResponse, _abc.Awaitable[_analytics_service_pb2.GetStrategyPerformanceResponse]]:
+        """Returns, per strategy of the tenant over a time range, how its signals
+        predicted the market and the PnL of its fills.
         """
 
 def add_AnalyticsServiceServicer_to_server(servicer: AnalyticsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file trading/analytics/v1/analytics_service.proto.
  */
 export const file_trading_analytics_v1_analytics_service: GenFile = /*@__PURE__*/
-  fileDesc("Cix0cmFkaW5nL2FuYWx5dGljcy92MS9hbmFseXRpY3Nfc2VydmljZS5wcm90bxIUdHJhZGluZy5hbmFseXRpY3MudjEi9QIKA0JhchIuCgpzdGFydF90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKAoEb3BlbhgDIAEoCzIaLnRyYWRpbmcuY29tbW9uLnYxLkRlY2ltYWwSKAoEaGlnaBgEIAEoCzIaLnRyYWRpbmcuY29tbW9uLnYxLkRlY2ltYWwSJwoDbG93GAUgASgLMhoudHJhZGluZy5jb21tb24udjEuRGVjaW1hbBIpCgVjbG9zZRgGIAEoCzIaLnRyYWRpbmcuY29tbW9uLnYxLkRlY2ltYWwSKgoGdm9sdW1lGAcgASgLMhoudHJhZGluZy5jb21tb24udjEuRGVjaW1hbBIoCgR2d2FwGAggASgLMhoudHJhZGluZy5jb21tb24udjEuRGVjaW1hbBISCgp0aWNrX2NvdW50GAkgASgDIrwCCg5HZXRCYXJzUmVxdWVzdBI5CgZzeW1ib2wYASABKAlCKbpIJnIkMiJeW0EtWjAtOV17MSwxMn0oLVtBLVowLTldezEsMTJ9KT8kEj8KCGludGVydmFsGAIgASgOMiEudHJhZGluZy5hbmFseXRpY3MudjEuQmFySW50ZXJ2YWxCCrpIB4IBBBABIAASkgEKCnRpbWVfcmFuZ2UYAyABKAsyHC50cmFkaW5nLmNvbW1vbi52MS5UaW1lUmFuZ2VCYLpIXboBVwoSdGltZV9yYW5nZS5ib3VuZGVkEh9zdGFydCBhbmQgZW5kIGFyZSBib3RoIHJlcXVpcmVkGiBoYXModGhpcy5zdGFydCkgJiYgaGFzKHRoaXMuZW5kKcgBARIZCgVsaW1pdBgEIAEoBUIKukgHGgUYkE4oACKSAQoPR2V0QmFyc1Jlc3BvbnNlEg4KBnN5bWJvbBgBIAEoCRIzCghpbnRlcnZhbBgCIAEoDjIhLnRyYWRpbmcuYW5hbHl0aWNzLnYxLkJhckludGVydmFsEicKBGJhcnMYAyADKAsyGS50cmFkaW5nLmFuYWx5dGljcy52MS5CYXISEQoJdHJ1bmNhdGVkGAQgASgIIugBCghQbmxQb2ludBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIoCgZlcXVpdHkYAiABKAsyGC50cmFkaW5nLmNvbW1vbi52MS5Nb25leRIuCgxyZWFsaXplZF9wbmwYAyABKAsyGC50cmFkaW5nLmNvbW1vbi52MS5Nb25leRIwCg51bnJlYWxpemVkX3BubBgEIAEoCzIYLnRyYWRpbmcuY29tbW9uLnYxLk1vbmV5EiYKBGZlZXMYBSABKAsyGC50cmFkaW5nLmNvbW1vbi52MS5Nb25leSLxAwoTR2V0UG5sU2VyaWVzUmVxdWVzdBKSAQoKdGltZV9yYW5nZRgBIAEoCzIcLnRyYWRpbmcuY29tbW9uLnYxLlRpbWVSYW5nZUJgukhdugFXChJ0aW1lX3JhbmdlLmJvdW5kZWQSH3N0YXJ0IGFuZCBlbmQgYXJlIGJvdGggcmVxdWlyZWQaIGhhcyh0aGlzLnN0YXJ0KSAmJiBoYXModGhpcy5lbmQpyAEBEjwKBHN0ZXAYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CE7pIEMgBAaoBCiIECICjBTICCAE6hgK6SIICGv8BChVwbmxfc2VyaWVzLm1heF9wb2ludHMSOHRoZSByYW5nZSBob2xkcyBtb3JlIHRoYW4gMTAwMDAgc3RlcHM7IHVzZSBhIGxhcmdlciBzdGVwGqsBIWhhcyh0aGlzLnN0ZXApIHx8ICFoYXModGhpcy50aW1lX3JhbmdlLnN0YXJ0KSB8fCAhaGFzKHRoaXMudGltZV9yYW5nZS5lbmQpIHx8ICh0aGlzLnRpbWVfcmFuZ2UuZW5kIC0gdGhpcy50aW1lX3JhbmdlLnN0YXJ0KS5nZXRTZWNvbmRzKCkgPD0gdGhpcy5zdGVwLmdldFNlY29uZHMoKSAqIDEwMDAwIkYKFEdldFBubFNlcmllc1Jlc3BvbnNlEi4KBnBvaW50cxgBIAMoCzIeLnRyYWRpbmcuYW5hbHl0aWNzLnYxLlBubFBvaW50Ir0ECgpUcmFkZVN0YXRzEhIKCmZpbGxfY291bnQYASABKAMSEwoLdHJhZGVfY291bnQYAiABKAMSFgoOd2lubmluZ190cmFkZXMYAyABKAMSFQoNbG9zaW5nX3RyYWRlcxgEIAEoAxIsCgh3aW5fcmF0ZRgFIAEoCzIaLnRyYWRpbmcuY29tbW9uLnYxLkRlY2ltYWwSMQoNcHJvZml0X2ZhY3RvchgGIAEoCzIaLnRyYWRpbmcuY29tbW9uLnYxLkRlY2ltYWwSKgoIdHVybm92ZXIYByABKAsyGC50cmFkaW5nLmNvbW1vbi52MS5Nb25leRIrCglncm9zc19wbmwYCCABKAsyGC50cmFkaW5nLmNvbW1vbi52MS5Nb25leRImCgRmZWVzGAkgASgLMhgudHJhZGluZy5jb21tb24udjEuTW9uZXkSKQoHbmV0X3BubBgKIAEoCzIYLnRyYWRpbmcuY29tbW9uLnYxLk1vbmV5EjIKEGF2ZXJhZ2VfZXhwb3N1cmUYCyABKAsyGC50cmFkaW5nLmNvbW1vbi52MS5Nb25leRIuCgxtYXhfZXhwb3N1cmUYDCABKAsyGC50cmFkaW5nLmNvbW1vbi52MS5Nb25leRIuCgxtYXhfZHJhd2Rvd24YDSABKAsyGC50cmFkaW5nLmNvbW1vbi52MS5Nb25leRI2ChJtYXhfZHJhd2Rvd25fcmF0aW8YDiABKAsyGi50cmFkaW5nLmNvbW1vbi52MS5EZWNpbWFsIukBChRHZXRUcmFkZVN0YXRzUmVxdWVzdBKSAQoKdGltZV9yYW5nZRgBIAEoCzIcLnRyYWRpbmcuY29tbW9uLnYxLlRpbWVSYW5nZUJgukhdugFXChJ0aW1lX3JhbmdlLmJvdW5kZWQSH3N0YXJ0IGFuZCBlbmQgYXJlIGJvdGggcmVxdWlyZWQaIGhhcyh0aGlzLnN0YXJ0KSAmJiBoYXModGhpcy5lbmQpyAEBEjwKBnN5bWJvbBgCIAEoCUIsukgp2AEBciQyIl5bQS1aMC05XXsxLDEyfSgtW0EtWjAtOV17MSwxMn0pPyQicwoVR2V0VHJhZGVTdGF0c1Jlc3BvbnNlEi8KBXN0YXRzGAEgASgLMiAudHJhZGluZy5hbmFseXRpY3MudjEuVHJhZGVTdGF0cxIpCgVhc19vZhgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAq2wEKC0JhckludGVydmFsEhwKGEJBUl9JTlRFUlZBTF9VTlNQRUNJRklFRBAAEhsKF0JBUl9JTlRFUlZBTF9PTkVfU0VDT05EEAESGwoXQkFSX0lOVEVSVkFMX09ORV9NSU5VVEUQAhIdChlCQVJfSU5URVJWQUxfRklWRV9NSU5VVEVTEAMSIAocQkFSX0lOVEVSVkFMX0ZJRlRFRU5fTUlOVVRFUxAEEhkKFUJBUl9JTlRFUlZBTF9PTkVfSE9VUhAFEhgKFEJBUl9JTlRFUlZBTF9PTkVfREFZEAYy/gMKEEFuYWx5dGljc1NlcnZpY2USmgEKB0dldEJhcnMSJC50cmFkaW5nLmFuYWx5dGljcy52MS5HZXRCYXJzUmVxdWVzdBolLnRyYWRpbmcuYW5hbHl0aWNzLnYxLkdldEJhcnNSZXNwb25zZSJCyvMYGwgBEg5hbmFseXRpY3M6cmVhZCIHZ2F0ZXdheYLT5JMCHRIbL3YxL2FuYWx5dGljcy9iYXJzL3tzeW1ib2x9Ep8BCgxHZXRQbmxTZXJpZXMSKS50cmFkaW5nLmFuYWx5dGljcy52MS5HZXRQbmxTZXJpZXNSZXF1ZXN0GioudHJhZGluZy5hbmFseXRpY3MudjEuR2V0UG5sU2VyaWVzUmVzcG9uc2UiOMrzGBsIARIOYW5hbHl0aWNzOnJlYWQiB2dhdGV3YXmC0+STAhMSES92MS9hbmFseXRpY3MvcG5sEqoBCg1HZXRUcmFkZVN0YXRzEioudHJhZGluZy5hbmFseXRpY3MudjEuR2V0VHJhZGVTdGF0c1JlcXVlc3QaKy50cmFkaW5nLmFuYWx5dGljcy52MS5HZXRUcmFkZVN0YXRzUmVzcG9uc2UiQMrzGBsIARIOYW5hbHl0aWNzOnJlYWQiB2dhdGV3YXmC0+STAhsSGS92MS9hbmFseXRpY3MvdHJhZGUtc3RhdHNiBnByb3RvMw", [file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp, file_trading_common_v1_decimal, file_trading_common_v1_options, file_trading_common_v1_types]);
+  fileDesc("Cix0cmFkaW5nL2FuYWx5dGljcy92MS9hbmFseXRpY3Nfc2VydmljZS5wcm90bxIUdHJhZGluZy5hbmFseXRpY3MudjEi9QIKA0JhchIuCgpzdGFydF90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKAoEb3BlbhgDIAEoCzIaLnRyYWRpbmcuY29tbW9uLnYxLkRlY2ltYWwSKAoEaGlnaBgEIAEoCzIaLnRyYWRpbmcuY29tbW9uLnYxLkRlY2ltYWwSJwoDbG93GAUgASgLMhoudHJhZGluZy5jb21tb24udjEuRGVjaW1hbBIpCgVjbG9zZRgGIAEoCzIaLnRyYWRpbmcuY29tbW9uLnYxLkRlY2ltYWwSKgoGdm9sdW1lGAcgASgLMhoudHJhZGluZy5jb21tb24udjEuRGVjaW1hbBIoCgR2d2FwGAggASgLMhoudHJhZGluZy5jb21tb24udjEuRGVjaW1hbBISCgp0aWNrX2NvdW50GAkgASgDIrwCCg5HZXRCYXJzUmVxdWVzdBI5CgZzeW1ib2wYASABKAlCKbpIJnIkMiJeW0EtWjAtOV17MSwxMn0oLVtBLVowLTldezEsMTJ9KT8kEj8KCGludGVydmFsGAIgASgOMiEudHJhZGluZy5hbmFseXRpY3MudjEuQmFySW50ZXJ2YWxCCrpIB4IBBBABIAASkgEKCnRpbWVfcmFuZ2UYAyABKAsyHC50cmFkaW5nLmNvbW1vbi52MS5UaW1lUmFuZ2VCYLpIXboBVwoSdGltZV9yYW5nZS5ib3VuZGVkEh9zdGFydCBhbmQgZW5kIGFyZSBib3RoIHJlcXVpcmVkGiBoYXModGhpcy5zdGFydCkgJiYgaGFzKHRoaXMuZW5kKcgBARIZCgVsaW1pdBgEIAEoBUIKukgHGgUYkE4oACKSAQoPR2V0QmFyc1Jlc3BvbnNlEg4KBnN5bWJvbBgBIAEoCRIzCghpbnRlcnZhbBgCIAEoDjIhLnRyYWRpbmcuYW5hbHl0aWNzLnYxLkJhckludGVydmFsEicKBGJhcnMYAyADKAsyGS50cmFkaW5nLmFuYWx5dGljcy52MS5CYXISEQoJdHJ1bmNhdGVkGAQgASgIIugBCghQbmxQb2ludBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIoCgZlcXVpdHkYAiABKAsyGC50cmFkaW5nLmNvbW1vbi52MS5Nb25leRIuCgxyZWFsaXplZF9wbmwYAyABKAsyGC50cmFkaW5nLmNvbW1vbi52MS5Nb25leRIwCg51bnJlYWxpemVkX3BubBgEIAEoCzIYLnRyYWRpbmcuY29tbW9uLnYxLk1vbmV5EiYKBGZlZXMYBSABKAsyGC50cmFkaW5nLmNvbW1vbi52MS5Nb25leSLxAwoTR2V0UG5sU2VyaWVzUmVxdWVzdBKSAQoKdGltZV9yYW5nZRgBIAEoCzIcLnRyYWRpbmcuY29tbW9uLnYxLlRpbWVSYW5nZUJgukhdugFXChJ0aW1lX3JhbmdlLmJvdW5kZWQSH3N0YXJ0IGFuZCBlbmQgYXJlIGJvdGggcmVxdWlyZWQaIGhhcyh0aGlzLnN0YXJ0KSAmJiBoYXModGhpcy5lbmQpyAEBEjwKBHN0ZXAYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CE7pIEMgBAaoBCiIECICjBTICCAE6hgK6SIICGv8BChVwbmxfc2VyaWVzLm1heF9wb2ludHMSOHRoZSByYW5nZSBob2xkcyBtb3JlIHRoYW4gMTAwMDAgc3RlcHM7IHVzZSBhIGxhcmdlciBzdGVwGqsBIWhhcyh0aGlzLnN0ZXApIHx8ICFoYXModGhpcy50aW1lX3JhbmdlLnN0YXJ0KSB8fCAhaGFzKHRoaXMudGltZV9yYW5nZS5lbmQpIHx8ICh0aGlzLnRpbWVfcmFuZ2UuZW5kIC0gdGhpcy50aW1lX3JhbmdlLnN0YXJ0KS5nZXRTZWNvbmRzKCkgPD0gdGhpcy5zdGVwLmdldFNlY29uZHMoKSAqIDEwMDAwIkYKFEdldFBubFNlcmllc1Jlc3BvbnNlEi4KBnBvaW50cxgBIAMoCzIeLnRyYWRpbmcuYW5hbHl0aWNzLnYxLlBubFBvaW50Ir0ECgpUcmFkZVN0YXRzEhIKCmZpbGxfY291bnQYASABKAMSEwoLdHJhZGVfY291bnQYAiABKAMSFgoOd2lubmluZ190cmFkZXMYAyABKAMSFQoNbG9zaW5nX3RyYWRlcxgEIAEoAxIsCgh3aW5fcmF0ZRgFIAEoCzIaLnRyYWRpbmcuY29tbW9uLnYxLkRlY2ltYWwSMQoNcHJvZml0X2ZhY3RvchgGIAEoCzIaLnRyYWRpbmcuY29tbW9uLnYxLkRlY2ltYWwSKgoIdHVybm92ZXIYByABKAsyGC50cmFkaW5nLmNvbW1vbi52MS5Nb25leRIrCglncm9zc19wbmwYCCABKAsyGC50cmFkaW5nLmNvbW1vbi52MS5Nb25leRImCgRmZWVzGAkgASgLMhgudHJhZGluZy5jb21tb24udjEuTW9uZXkSKQoHbmV0X3BubBgKIAEoCzIYLnRyYWRpbmcuY29tbW9uLnYxLk1vbmV5EjIKEGF2ZXJhZ2VfZXhwb3N1cmUYCyABKAsyGC50cmFkaW5nLmNvbW1vbi52MS5Nb25leRIuCgxtYXhfZXhwb3N1cmUYDCABKAsyGC50cmFkaW5nLmNvbW1vbi52MS5Nb25leRIuCgxtYXhfZHJhd2Rvd24YDSABKAsyGC50cmFkaW5nLmNvbW1vbi52MS5Nb25leRI2ChJtYXhfZHJhd2Rvd25fcmF0aW8YDiABKAsyGi50cmFkaW5nLmNvbW1vbi52MS5EZWNpbWFsIukBChRHZXRUcmFkZVN0YXRzUmVxdWVzdBKSAQoKdGltZV9yYW5nZRgBIAEoCzIcLnRyYWRpbmcuY29tbW9uLnYxLlRpbWVSYW5nZUJgukhdugFXChJ0aW1lX3JhbmdlLmJvdW5kZWQSH3N0YXJ0IGFuZCBlbmQgYXJlIGJvdGggcmVxdWlyZWQaIGhhcyh0aGlzLnN0YXJ0KSAmJiBoYXModGhpcy5lbmQpyAEBEjwKBnN5bWJvbBgCIAEoCUIsukgp2AEBciQyIl5bQS1aMC05XXsxLDEyfSgtW0EtWjAtOV17MSwxMn0pPyQicwoVR2V0VHJhZGVTdGF0c1Jlc3BvbnNlEi8KBXN0YXRzGAEgASgLMiAudHJhZGluZy5hbmFseXRpY3MudjEuVHJhZGVTdGF0cxIpCgVhc19vZhgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi5AEKEUNhbGlicmF0aW9uQnVja2V0EikKBWxvd2VyGAEgASgLMhoudHJhZGluZy5jb21tb24udjEuRGVjaW1hbBIpCgV1cHBlchgCIAEoCzIaLnRyYWRpbmcuY29tbW9uLnYxLkRlY2ltYWwSDQoFY291bnQYAyABKAMSMgoObWVhbl9wcmVkaWN0ZWQYBCABKAsyGi50cmFkaW5nLmNvbW1vbi52MS5EZWNpbWFsEjYKEnJlYWxpemVkX2ZyZXF1ZW5jeRgFIAEoCzIaLnRyYWRpbmcuY29tbW9uLnYxLkRlY2ltYWwi6gIKEVByZWRpY3Rpb25RdWFsaXR5EhgKEHByZWRpY3Rpb25fY291bnQYASABKAMSFAoMc2NvcmVkX2NvdW50GAIgASgDEhEKCXRpZV9jb3VudBgDIAEoAxIYChB1bnJlc29sdmVkX2NvdW50GAQgASgDEhkKEWRpcmVjdGlvbmFsX2NvdW50GAUgASgDEhEKCWhpdF9jb3VudBgGIAEoAxIsCghoaXRfcmF0ZRgHIAEoCzIaLnRyYWRpbmcuY29tbW9uLnYxLkRlY2ltYWwSLwoLYnJpZXJfc2NvcmUYCCABKAsyGi50cmFkaW5nLmNvbW1vbi52MS5EZWNpbWFsEi0KCWJhc2VfcmF0ZRgJIAEoCzIaLnRyYWRpbmcuY29tbW9uLnYxLkRlY2ltYWwSPAoLY2FsaWJyYXRpb24YCiADKAsyJy50cmFkaW5nLmFuYWx5dGljcy52MS5DYWxpYnJhdGlvbkJ1Y2tldCJ1ChBNb2RlbFBlcmZvcm1hbmNlEhAKCG1vZGVsX2lkGAEgASgJEhUKDW1vZGVsX3ZlcnNpb24YAiABKAkSOAoHcXVhbGl0eRgDIAEoCzInLnRyYWRpbmcuYW5hbHl0aWNzLnYxLlByZWRpY3Rpb25RdWFsaXR5ItgDChpHZXRNb2RlbFBlcmZvcm1hbmNlUmVxdWVzdBKSAQoKdGltZV9yYW5nZRgBIAEoCzIcLnRyYWRpbmcuY29tbW9uLnYxLlRpbWVSYW5nZUJgukhdugFXChJ0aW1lX3JhbmdlLmJvdW5kZWQSH3N0YXJ0IGFuZCBlbmQgYXJlIGJvdGggcmVxdWlyZWQaIGhhcyh0aGlzLnN0YXJ0KSAmJiBoYXModGhpcy5lbmQpyAEBEiEKDWhvcml6b25fdGlja3MYAiABKAVCCrpIBxoFGOgHKAASNwoIbW9kZWxfaWQYAyABKAlCJbpIItgBAXIdMhteW2EtejAtOV1bYS16MC05Ll8tXXswLDYzfSQ6yAG6SMQBGsEBChVwZXJmb3JtYW5jZS5tYXhfcmFuZ2USJXRoZSB0aW1lIHJhbmdlIG11c3Qgbm90IGV4Y2VlZCA3IGRheXMagAEhaGFzKHRoaXMudGltZV9yYW5nZS5zdGFydCkgfHwgIWhhcyh0aGlzLnRpbWVfcmFuZ2UuZW5kKSB8fCAodGhpcy50aW1lX3JhbmdlLmVuZCAtIHRoaXMudGltZV9yYW5nZS5zdGFydCkuZ2V0U2Vjb25kcygpIDw9IDYwNDgwMCKXAQobR2V0TW9kZWxQZXJmb3JtYW5jZVJlc3BvbnNlEjYKBm1vZGVscxgBIAMoCzImLnRyYWRpbmcuYW5hbHl0aWNzLnYxLk1vZGVsUGVyZm9ybWFuY2USFQoNaG9yaXpvbl90aWNrcxgCIAEoBRIpCgVhc19vZhgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiuwIKC1N0cmF0ZWd5UG5sEhIKCmZpbGxfY291bnQYASABKAMSKgoIdHVybm92ZXIYAiABKAsyGC50cmFkaW5nLmNvbW1vbi52MS5Nb25leRIuCgxyZWFsaXplZF9wbmwYAyABKAsyGC50cmFkaW5nLmNvbW1vbi52MS5Nb25leRImCgRmZWVzGAQgASgLMhgudHJhZGluZy5jb21tb24udjEuTW9uZXkSMgoQbmV0X3JlYWxpemVkX3BubBgFIAEoCzIYLnRyYWRpbmcuY29tbW9uLnYxLk1vbmV5EjAKDnVucmVhbGl6ZWRfcG5sGAYgASgLMhgudHJhZGluZy5jb21tb24udjEuTW9uZXkSLgoMbWF4X2RyYXdkb3duGAcgASgLMhgudHJhZGluZy5jb21tb24udjEuTW9uZXkilAEKE1N0cmF0ZWd5UGVyZm9ybWFuY2USEwoLc3RyYXRlZ3lfaWQYASABKAkSOAoHcXVhbGl0eRgCIAEoCzInLnRyYWRpbmcuYW5hbHl0aWNzLnYxLlByZWRpY3Rpb25RdWFsaXR5Ei4KA3BubBgDIAEoCzIhLnRyYWRpbmcuYW5hbHl0aWNzLnYxLlN0cmF0ZWd5UG5sIt0DCh1HZXRTdHJhdGVneVBlcmZvcm1hbmNlUmVxdWVzdBKSAQoKdGltZV9yYW5nZRgBIAEoCzIcLnRyYWRpbmcuY29tbW9uLnYxLlRpbWVSYW5nZUJgukhdugFXChJ0aW1lX3JhbmdlLmJvdW5kZWQSH3N0YXJ0IGFuZCBlbmQgYXJlIGJvdGggcmVxdWlyZWQaIGhhcyh0aGlzLnN0YXJ0KSAmJiBoYXModGhpcy5lbmQpyAEBEiEKDWhvcml6b25fdGlja3MYAiABKAVCCrpIBxoFGOgHKAASOQoLc3RyYXRlZ3lfaWQYAyABKAlCJLpIIdgBAXIcMhpeW2EtejAtOV1bYS16MC05Xy1dezAsNjN9JDrIAbpIxAEawQEKFXBlcmZvcm1hbmNlLm1heF9yYW5nZRIldGhlIHRpbWUgcmFuZ2UgbXVzdCBub3QgZXhjZWVkIDcgZGF5cxqAASFoYXModGhpcy50aW1lX3JhbmdlLnN0YXJ0KSB8fCAhaGFzKHRoaXMudGltZV9yYW5nZS5lbmQpIHx8ICh0aGlzLnRpbWVfcmFuZ2UuZW5kIC0gdGhpcy50aW1lX3JhbmdlLnN0YXJ0KS5nZXRTZWNvbmRzKCkgPD0gNjA0ODAwIqEBCh5HZXRTdHJhdGVneVBlcmZvcm1hbmNlUmVzcG9uc2USPQoKc3RyYXRlZ2llcxgBIAMoCzIpLnRyYWRpbmcuYW5hbHl0aWNzLnYxLlN0cmF0ZWd5UGVyZm9ybWFuY2USFQoNaG9yaXpvbl90aWNrcxgCIAEoBRIpCgVhc19vZhgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAq2wEKC0JhckludGVydmFsEhwKGEJBUl9JTlRFUlZBTF9VTlNQRUNJRklFRBAAEhsKF0JBUl9JTlRFUlZBTF9PTkVfU0VDT05EEAESGwoXQkFSX0lOVEVSVkFMX09ORV9NSU5VVEUQAhIdChlCQVJfSU5URVJWQUxfRklWRV9NSU5VVEVTEAMSIAocQkFSX0lOVEVSVkFMX0ZJRlRFRU5fTUlOVVRFUxAEEhkKFUJBUl9JTlRFUlZBTF9PTkVfSE9VUhAFEhgKFEJBUl9JTlRFUlZBTF9PTkVfREFZEAYylAcKEEFuYWx5dGljc1NlcnZpY2USmgEKB0dldEJhcnMSJC50cmFkaW5nLmFuYWx5dGljcy52MS5HZXRCYXJzUmVxdWVzdBolLnRyYWRpbmcuYW5hbHl0aWNzLnYxLkdldEJhcnNSZXNwb25zZSJCyvMYGwgBEg5hbmFseXRpY3M6cmVhZCIHZ2F0ZXdheYLT5JMCHRIbL3YxL2FuYWx5dGljcy9iYXJzL3tzeW1ib2x9Ep8BCgxHZXRQbmxTZXJpZXMSKS50cmFkaW5nLmFuYWx5dGljcy52MS5HZXRQbmxTZXJpZXNSZXF1ZXN0GioudHJhZGluZy5hbmFseXRpY3MudjEuR2V0UG5sU2VyaWVzUmVzcG9uc2UiOMrzGBsIARIOYW5hbHl0aWNzOnJlYWQiB2dhdGV3YXmC0+STAhMSES92MS9hbmFseXRpY3MvcG5sEqoBCg1HZXRUcmFkZVN0YXRzEioudHJhZGluZy5hbmFseXRpY3MudjEuR2V0VHJhZGVTdGF0c1JlcXVlc3QaKy50cmFkaW5nLmFuYWx5dGljcy52MS5HZXRUcmFkZVN0YXRzUmVzcG9uc2UiQMrzGBsIARIOYW5hbHl0aWNzOnJlYWQiB2dhdGV3YXmC0+STAhsSGS92MS9hbmFseXRpY3MvdHJhZGUtc3RhdHMSwgEKE0dldE1vZGVsUGVyZm9ybWFuY2USMC50cmFkaW5nLmFuYWx5dGljcy52MS5HZXRNb2RlbFBlcmZvcm1hbmNlUmVxdWVzdBoxLnRyYWRpbmcuYW5hbHl0aWNzLnYxLkdldE1vZGVsUGVyZm9ybWFuY2VSZXNwb25zZSJGyvMYGwgBEg5hbmFseXRpY3M6cmVhZCIHZ2F0ZXdheYLT5JMCIRIfL3YxL2FuYWx5dGljcy9tb2RlbC1wZXJmb3JtYW5jZRLOAQoWR2V0U3RyYXRlZ3lQZXJmb3JtYW5jZRIzLnRyYWRpbmcuYW5hbHl0aWNzLnYxLkdldFN0cmF0ZWd5UGVyZm9ybWFuY2VSZXF1ZXN0GjQudHJhZGluZy5hbmFseXRpY3MudjEuR2V0U3RyYXRlZ3lQZXJmb3JtYW5jZVJlc3BvbnNlIknK8xgbCAESDmFuYWx5dGljczpyZWFkIgdnYXRld2F5gtPkkwIkEiIvdjEvYW5hbHl0aWNzL3N0cmF0ZWd5LXBlcmZvcm1hbmNlYgZwcm90bzM", [file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp, file_trading_common_v1_decimal, file_trading_common_v1_options, file_trading_common_v1_types]);
 
 /**
  * One OHLCV bar: the ticks of one symbol within [start_time, end_time).
@@ -460,6 +460,453 @@ export const GetTradeStatsResponseSchema: GenMessage<GetTradeStatsResponse> = /*
   messageDesc(file_trading_analytics_v1_analytics_service, 8);
 
 /**
+ * One bucket of predicted probabilities: how often the price rose after the
+ * predictions that fell into it.
+ *
+ * @generated from message trading.analytics.v1.CalibrationBucket
+ */
+export type CalibrationBucket = Message<"trading.analytics.v1.CalibrationBucket"> & {
+  /**
+   * Lowest predicted probability of a rise in the bucket (inclusive), from
+   * "0" to "0.9" in steps of "0.1".
+   *
+   * @generated from field: trading.common.v1.Decimal lower = 1;
+   */
+  lower?: Decimal | undefined;
+
+  /**
+   * Highest predicted probability of the bucket (exclusive; "1" is included
+   * in the last bucket).
+   *
+   * @generated from field: trading.common.v1.Decimal upper = 2;
+   */
+  upper?: Decimal | undefined;
+
+  /**
+   * Scored predictions in the bucket.
+   *
+   * @generated from field: int64 count = 3;
+   */
+  count: bigint;
+
+  /**
+   * Mean predicted probability of a rise in the bucket, rounded to 12
+   * fractional digits.
+   *
+   * @generated from field: trading.common.v1.Decimal mean_predicted = 4;
+   */
+  meanPredicted?: Decimal | undefined;
+
+  /**
+   * Share of the bucket's predictions after which the price rose (the
+   * realised frequency), from "0" to "1".
+   *
+   * @generated from field: trading.common.v1.Decimal realized_frequency = 5;
+   */
+  realizedFrequency?: Decimal | undefined;
+};
+
+/**
+ * Describes the message trading.analytics.v1.CalibrationBucket.
+ * Use `create(CalibrationBucketSchema)` to create a new message.
+ */
+export const CalibrationBucketSchema: GenMessage<CalibrationBucket> = /*@__PURE__*/
+  messageDesc(file_trading_analytics_v1_analytics_service, 9);
+
+/**
+ * How a set of predictions fared against the market. A prediction is a
+ * probability p that the symbol's price rises: (score + 1) / 2 of a model's
+ * score, or of a strategy's ensemble strength. Its outcome compares the
+ * reference price (the mid of the last tick at or before the signal's
+ * feature time; the last trade price when the tick has no two-sided quote)
+ * with the same price `horizon_ticks` ticks of the symbol later: up, down,
+ * or a tie (unchanged; left out, as in training).
+ *
+ * @generated from message trading.analytics.v1.PredictionQuality
+ */
+export type PredictionQuality = Message<"trading.analytics.v1.PredictionQuality"> & {
+  /**
+   * Predictions in the time range.
+   *
+   * @generated from field: int64 prediction_count = 1;
+   */
+  predictionCount: bigint;
+
+  /**
+   * Predictions with an outcome of up or down.
+   *
+   * @generated from field: int64 scored_count = 2;
+   */
+  scoredCount: bigint;
+
+  /**
+   * Predictions after which the price was unchanged (not scored).
+   *
+   * @generated from field: int64 tie_count = 3;
+   */
+  tieCount: bigint;
+
+  /**
+   * Predictions without an outcome yet: the tick `horizon_ticks` later is
+   * not stored (yet), or no tick preceded the signal (not scored).
+   *
+   * @generated from field: int64 unresolved_count = 4;
+   */
+  unresolvedCount: bigint;
+
+  /**
+   * Scored predictions that called a direction: every scored prediction of a
+   * model (p >= 0.5 calls a rise, p < 0.5 a fall); the scored BUY and SELL
+   * signals of a strategy (HOLD calls none).
+   *
+   * @generated from field: int64 directional_count = 5;
+   */
+  directionalCount: bigint;
+
+  /**
+   * Directional predictions whose call matched the outcome.
+   *
+   * @generated from field: int64 hit_count = 6;
+   */
+  hitCount: bigint;
+
+  /**
+   * hit_count / directional_count, from "0" to "1"; unset without
+   * directional predictions.
+   *
+   * @generated from field: trading.common.v1.Decimal hit_rate = 7;
+   */
+  hitRate?: Decimal | undefined;
+
+  /**
+   * Mean of (p - y)^2 over the scored predictions, y being 1 after a rise
+   * and 0 after a fall, rounded to 12 fractional digits: 0 is perfect, 0.25
+   * is a constant guess of 0.5. Unset without scored predictions.
+   *
+   * @generated from field: trading.common.v1.Decimal brier_score = 8;
+   */
+  brierScore?: Decimal | undefined;
+
+  /**
+   * Share of the scored predictions after which the price rose, from "0" to
+   * "1"; unset without scored predictions.
+   *
+   * @generated from field: trading.common.v1.Decimal base_rate = 9;
+   */
+  baseRate?: Decimal | undefined;
+
+  /**
+   * Calibration: ten buckets of p of width 0.1, lowest first; buckets
+   * without a scored prediction are left out.
+   *
+   * @generated from field: repeated trading.analytics.v1.CalibrationBucket calibration = 10;
+   */
+  calibration: CalibrationBucket[];
+};
+
+/**
+ * Describes the message trading.analytics.v1.PredictionQuality.
+ * Use `create(PredictionQualitySchema)` to create a new message.
+ */
+export const PredictionQualitySchema: GenMessage<PredictionQuality> = /*@__PURE__*/
+  messageDesc(file_trading_analytics_v1_analytics_service, 10);
+
+/**
+ * How one version of one model predicted.
+ *
+ * @generated from message trading.analytics.v1.ModelPerformance
+ */
+export type ModelPerformance = Message<"trading.analytics.v1.ModelPerformance"> & {
+  /**
+   * Model id, e.g. "gbt-trend".
+   *
+   * @generated from field: string model_id = 1;
+   */
+  modelId: string;
+
+  /**
+   * Version of the model artifact.
+   *
+   * @generated from field: string model_version = 2;
+   */
+  modelVersion: string;
+
+  /**
+   * Quality of the model's predictions. A prediction is one model score on
+   * one feature vector: a vector scored for several strategies counts once.
+   *
+   * @generated from field: trading.analytics.v1.PredictionQuality quality = 3;
+   */
+  quality?: PredictionQuality | undefined;
+};
+
+/**
+ * Describes the message trading.analytics.v1.ModelPerformance.
+ * Use `create(ModelPerformanceSchema)` to create a new message.
+ */
+export const ModelPerformanceSchema: GenMessage<ModelPerformance> = /*@__PURE__*/
+  messageDesc(file_trading_analytics_v1_analytics_service, 11);
+
+/**
+ * Request of GetModelPerformance.
+ *
+ * @generated from message trading.analytics.v1.GetModelPerformanceRequest
+ */
+export type GetModelPerformanceRequest = Message<"trading.analytics.v1.GetModelPerformanceRequest"> & {
+  /**
+   * Time range of the signals [start, end), by the time of the feature
+   * vector they were computed from; at most 7 days. Both bounds are
+   * required.
+   *
+   * @generated from field: trading.common.v1.TimeRange time_range = 1;
+   */
+  timeRange?: TimeRange | undefined;
+
+  /**
+   * Horizon of the outcome in ticks of the signal's symbol, 0-1000; 0 means
+   * 20, the horizon the models were trained to predict.
+   *
+   * @generated from field: int32 horizon_ticks = 2;
+   */
+  horizonTicks: number;
+
+  /**
+   * Only this model (every version of it); empty means every model.
+   *
+   * @generated from field: string model_id = 3;
+   */
+  modelId: string;
+};
+
+/**
+ * Describes the message trading.analytics.v1.GetModelPerformanceRequest.
+ * Use `create(GetModelPerformanceRequestSchema)` to create a new message.
+ */
+export const GetModelPerformanceRequestSchema: GenMessage<GetModelPerformanceRequest> = /*@__PURE__*/
+  messageDesc(file_trading_analytics_v1_analytics_service, 12);
+
+/**
+ * Response of GetModelPerformance.
+ *
+ * @generated from message trading.analytics.v1.GetModelPerformanceResponse
+ */
+export type GetModelPerformanceResponse = Message<"trading.analytics.v1.GetModelPerformanceResponse"> & {
+  /**
+   * One entry per model id and version that scored a signal of the tenant in
+   * the range, ordered by model id, then version.
+   *
+   * @generated from field: repeated trading.analytics.v1.ModelPerformance models = 1;
+   */
+  models: ModelPerformance[];
+
+  /**
+   * Horizon the outcomes were measured over, in ticks.
+   *
+   * @generated from field: int32 horizon_ticks = 2;
+   */
+  horizonTicks: number;
+
+  /**
+   * Moment up to which data was available (at most time_range.end).
+   *
+   * @generated from field: google.protobuf.Timestamp as_of = 3;
+   */
+  asOf?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message trading.analytics.v1.GetModelPerformanceResponse.
+ * Use `create(GetModelPerformanceResponseSchema)` to create a new message.
+ */
+export const GetModelPerformanceResponseSchema: GenMessage<GetModelPerformanceResponse> = /*@__PURE__*/
+  messageDesc(file_trading_analytics_v1_analytics_service, 13);
+
+/**
+ * PnL of one strategy's fills, booked on a position of its own per symbol
+ * (average entry price, as portfolio books positions). A position the
+ * strategy held at the start of the range enters at the market price then
+ * (the mid of the last tick before the start; without one, the price of its
+ * first fill of the symbol in the range), so the range's figures hold only
+ * what happened within it.
+ *
+ * @generated from message trading.analytics.v1.StrategyPnl
+ */
+export type StrategyPnl = Message<"trading.analytics.v1.StrategyPnl"> & {
+  /**
+   * Fills of the strategy's orders in the range.
+   *
+   * @generated from field: int64 fill_count = 1;
+   */
+  fillCount: bigint;
+
+  /**
+   * Traded notional: sum of price x quantity over the fills.
+   *
+   * @generated from field: trading.common.v1.Money turnover = 2;
+   */
+  turnover?: Money | undefined;
+
+  /**
+   * PnL realised by the fills that reduced or closed a position, fees not
+   * deducted.
+   *
+   * @generated from field: trading.common.v1.Money realized_pnl = 3;
+   */
+  realizedPnl?: Money | undefined;
+
+  /**
+   * Fees paid on the fills.
+   *
+   * @generated from field: trading.common.v1.Money fees = 4;
+   */
+  fees?: Money | undefined;
+
+  /**
+   * realized_pnl - fees.
+   *
+   * @generated from field: trading.common.v1.Money net_realized_pnl = 5;
+   */
+  netRealizedPnl?: Money | undefined;
+
+  /**
+   * PnL of the positions still open at the end of the range, marked to the
+   * mid of the last tick before the end (without one, to the last fill
+   * price).
+   *
+   * @generated from field: trading.common.v1.Money unrealized_pnl = 6;
+   */
+  unrealizedPnl?: Money | undefined;
+
+  /**
+   * Largest fall of the cumulative net realised PnL (fill by fill, from 0 at
+   * the start) from a previous peak, as a positive amount ("0" when it never
+   * fell).
+   *
+   * @generated from field: trading.common.v1.Money max_drawdown = 7;
+   */
+  maxDrawdown?: Money | undefined;
+};
+
+/**
+ * Describes the message trading.analytics.v1.StrategyPnl.
+ * Use `create(StrategyPnlSchema)` to create a new message.
+ */
+export const StrategyPnlSchema: GenMessage<StrategyPnl> = /*@__PURE__*/
+  messageDesc(file_trading_analytics_v1_analytics_service, 14);
+
+/**
+ * How one strategy did.
+ *
+ * @generated from message trading.analytics.v1.StrategyPerformance
+ */
+export type StrategyPerformance = Message<"trading.analytics.v1.StrategyPerformance"> & {
+  /**
+   * Id of the strategy; empty for orders placed without a strategy (PnL
+   * only; fills stored before analytics kept their strategy count here too).
+   *
+   * @generated from field: string strategy_id = 1;
+   */
+  strategyId: string;
+
+  /**
+   * Quality of the strategy's signals: p is (strength + 1) / 2, hits count
+   * BUY and SELL signals. Signals no model answered (strength 0 by rule) are
+   * left out.
+   *
+   * @generated from field: trading.analytics.v1.PredictionQuality quality = 2;
+   */
+  quality?: PredictionQuality | undefined;
+
+  /**
+   * PnL of the strategy's fills in the range.
+   *
+   * @generated from field: trading.analytics.v1.StrategyPnl pnl = 3;
+   */
+  pnl?: StrategyPnl | undefined;
+};
+
+/**
+ * Describes the message trading.analytics.v1.StrategyPerformance.
+ * Use `create(StrategyPerformanceSchema)` to create a new message.
+ */
+export const StrategyPerformanceSchema: GenMessage<StrategyPerformance> = /*@__PURE__*/
+  messageDesc(file_trading_analytics_v1_analytics_service, 15);
+
+/**
+ * Request of GetStrategyPerformance.
+ *
+ * @generated from message trading.analytics.v1.GetStrategyPerformanceRequest
+ */
+export type GetStrategyPerformanceRequest = Message<"trading.analytics.v1.GetStrategyPerformanceRequest"> & {
+  /**
+   * Time range [start, end) of the signals (by the time of their feature
+   * vector) and of the fills (by execution time); at most 7 days. Both
+   * bounds are required.
+   *
+   * @generated from field: trading.common.v1.TimeRange time_range = 1;
+   */
+  timeRange?: TimeRange | undefined;
+
+  /**
+   * Horizon of the signals' outcome in ticks of their symbol, 0-1000; 0
+   * means 20, the horizon the models were trained to predict.
+   *
+   * @generated from field: int32 horizon_ticks = 2;
+   */
+  horizonTicks: number;
+
+  /**
+   * Only this strategy; empty means every strategy.
+   *
+   * @generated from field: string strategy_id = 3;
+   */
+  strategyId: string;
+};
+
+/**
+ * Describes the message trading.analytics.v1.GetStrategyPerformanceRequest.
+ * Use `create(GetStrategyPerformanceRequestSchema)` to create a new message.
+ */
+export const GetStrategyPerformanceRequestSchema: GenMessage<GetStrategyPerformanceRequest> = /*@__PURE__*/
+  messageDesc(file_trading_analytics_v1_analytics_service, 16);
+
+/**
+ * Response of GetStrategyPerformance.
+ *
+ * @generated from message trading.analytics.v1.GetStrategyPerformanceResponse
+ */
+export type GetStrategyPerformanceResponse = Message<"trading.analytics.v1.GetStrategyPerformanceResponse"> & {
+  /**
+   * One entry per strategy with a signal or a fill in the range, or a
+   * position held into it, ordered by strategy id.
+   *
+   * @generated from field: repeated trading.analytics.v1.StrategyPerformance strategies = 1;
+   */
+  strategies: StrategyPerformance[];
+
+  /**
+   * Horizon the outcomes were measured over, in ticks.
+   *
+   * @generated from field: int32 horizon_ticks = 2;
+   */
+  horizonTicks: number;
+
+  /**
+   * Moment up to which data was available (at most time_range.end).
+   *
+   * @generated from field: google.protobuf.Timestamp as_of = 3;
+   */
+  asOf?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message trading.analytics.v1.GetStrategyPerformanceResponse.
+ * Use `create(GetStrategyPerformanceResponseSchema)` to create a new message.
+ */
+export const GetStrategyPerformanceResponseSchema: GenMessage<GetStrategyPerformanceResponse> = /*@__PURE__*/
+  messageDesc(file_trading_analytics_v1_analytics_service, 17);
+
+/**
  * Length of one bar.
  *
  * @generated from enum trading.analytics.v1.BarInterval
@@ -563,6 +1010,29 @@ export const AnalyticsService: GenService<{
     methodKind: "unary";
     input: typeof GetTradeStatsRequestSchema;
     output: typeof GetTradeStatsResponseSchema;
+  },
+  /**
+   * Returns how the tenant's AI models predicted the market over a time
+   * range, per model id and version: hit rate, calibration and Brier score
+   * of their predictions against the price `horizon_ticks` ticks later.
+   *
+   * @generated from rpc trading.analytics.v1.AnalyticsService.GetModelPerformance
+   */
+  getModelPerformance: {
+    methodKind: "unary";
+    input: typeof GetModelPerformanceRequestSchema;
+    output: typeof GetModelPerformanceResponseSchema;
+  },
+  /**
+   * Returns, per strategy of the tenant over a time range, how its signals
+   * predicted the market and the PnL of its fills.
+   *
+   * @generated from rpc trading.analytics.v1.AnalyticsService.GetStrategyPerformance
+   */
+  getStrategyPerformance: {
+    methodKind: "unary";
+    input: typeof GetStrategyPerformanceRequestSchema;
+    output: typeof GetStrategyPerformanceResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_trading_analytics_v1_analytics_service, 0);
