@@ -158,12 +158,26 @@ class ClickHouseSettings(BaseModel):
     database: str = "trading"
 
 
-class MarketDataSettings(BaseModel):
-    """The marketdata service's feed (env TRADING_MARKETDATA__FEED=synthetic|replay|none, ...)."""
+class GraphSettings(BaseModel):
+    """The relationship graph (runtime.graph; audit's lineage): PostgreSQL,
+    in its owner's schema, unless `arango_url` names an ArangoDB server
+    (env TRADING_GRAPH__ARANGO_URL). The ArangoDB password is the secret
+    ``arango/<service>`` (runtime.security.secrets)."""
 
-    # synthetic | replay | none, or the name of a registered exchange adapter.
+    arango_url: str = ""
+    arango_database: str = "trading"
+    arango_username: str = "root"
+
+
+class MarketDataSettings(BaseModel):
+    """The marketdata service's feed (env TRADING_MARKETDATA__FEED=synthetic|regime|replay|none, ...)."""
+
+    # synthetic (GBM) | regime (trend / mean reversion / GARCH regimes switched by a
+    # known Markov matrix: services/marketdata/regimes.py, the decision models'
+    # training market; seeded by feed_seed, per symbol) | replay | none, or the
+    # name of a registered exchange adapter.
     feed: str = "synthetic"
-    # Synthetic: ticks per second over all symbols; 0 means as fast as possible.
+    # Synthetic and regime: ticks per second over all symbols; 0 means as fast as possible.
     feed_rate: float = Field(default=50.0, ge=0)
     # Symbols to quote; empty means every instrument in TRADING status.
     feed_symbols: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -315,6 +329,7 @@ class Settings(BaseSettings):
     nats: NatsSettings = Field(default_factory=NatsSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    graph: GraphSettings = Field(default_factory=GraphSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     client: ClientSettings = Field(default_factory=ClientSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)

@@ -43,7 +43,11 @@ Per vector:
    order as MARKET IOC with the deterministic client order id, so execution
    places it at most once; and moves the strategy's position by the fill in
    the answer, once (guarded by the signal row). A vector counts as handled
-   (``trading_decision_vector_seconds``) once its orders are answered.
+   (``trading_decision_vector_seconds``) once its orders are answered;
+6. then, with the orders decided and started, the shadow versions of the
+   models that answered (:class:`ShadowScorer`, models.shadow_version) get
+   the vector on their own threads; their scores are counted and logged,
+   never combined, signalled or traded.
 
 An intent whose placement got no answer (execution down, deadline) stays
 pending in its signal row (and, for ten minutes, in the book); the same
@@ -106,7 +110,7 @@ from services.decision.domain import (
     combine,
     decide_intent,
 )
-from services.decision.inference import Ensemble
+from services.decision.inference import Ensemble, ShadowScorer
 from services.decision.lanes import LANE_FAILURES, SymbolLanes
 from services.decision.signal_writer import DUPLICATE_VECTORS, QueuedSignal, SignalWriter
 from services.decision.storage import ExpiredIntent, NewSignal, PendingOrder, SignalStore, StrategyStore
@@ -304,8 +308,11 @@ class DecisionEngine:
         signal_batch: int = 500,
         signal_flush_s: float = 0.05,
         recent_keys: int = 100_000,
+        shadow: ShadowScorer | None = None,
     ) -> None:
         self._ensemble = ensemble
+        # Candidate versions scored after each vector's orders are decided; never traded.
+        self._shadow = shadow
         self._strategies = strategies
         self._signals = signals
         self._execution = execution
@@ -361,6 +368,9 @@ class DecisionEngine:
                 *(self._tenant(t, group, vector, results, event, received) for t, group in by_tenant.items())
             )
             placements = [task for tasks in per_tenant for task in tasks]
+        if self._shadow is not None:
+            # After the orders are decided and started: off the order path, never awaited.
+            self._shadow.observe(vector, results)
         if not placements:
             EVALUATION_SECONDS.observe(time.perf_counter() - received)
             return

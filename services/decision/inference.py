@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 
 import sklearn
 from prometheus_client import Counter, Histogram
@@ -55,6 +56,18 @@ MODEL_FAILURES = Counter(
     "trading_decision_model_failures_total",
     "Model evaluations whose score was not used, by outcome (error, timeout, skipped).",
     ("model", "outcome"),
+)
+SHADOW_PREDICTIONS = Counter(
+    "trading_decision_shadow_predictions_total",
+    "Shadow-version predictions beside the live model's on the same vector, by result: agree or"
+    " disagree (the direction of the two scores), dropped (shadow busy) or failed. Never traded.",
+    ("model", "shadow_version", "result"),
+)
+SHADOW_SCORE_DIFFERENCE = Histogram(
+    "trading_decision_shadow_score_difference",
+    "Absolute difference between the shadow version's score and the live model's on the same vector.",
+    ("model",),
+    buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
 )
 
 
@@ -296,3 +309,105 @@ class Ensemble:
             latency_s=elapsed,
             error=f"{type(exc).__name__}: {exc}"[:200],
         )
+
+
+def _direction(score: float) -> int:
+    return (score > 0) - (score < 0)
+
+
+class ShadowScorer:
+    """Shadow versions (models.shadow_version) scored beside the live models, never traded.
+
+    :meth:`observe` is called once a vector's orders are decided and started:
+    it hands the vector's row to the shadow of each live model that answered
+    on it and returns at once (a few microseconds); the shadow runs on its own
+    thread (a :class:`_ModelLane`, batching rows like the live models) and its
+    answer is only counted (``trading_decision_shadow_predictions_total``,
+    ``trading_decision_shadow_score_difference``) and logged (every prediction at
+    DEBUG, a summary per model every ``summary_every`` predictions at INFO).
+    Nothing it computes reaches a signal or an order. A busy shadow drops rows
+    rather than queue them: shadows never hold the event loop or memory.
+    """
+
+    def __init__(self, shadows: Mapping[str, LoadedModel], *, summary_every: int = 1000) -> None:
+        self._shadows = dict(shadows)
+        self._lanes = {m: _ModelLane(model) for m, model in self._shadows.items()}
+        self._summary_every = summary_every
+        # Per model: predictions, agreements, sum of |score difference| since the last summary.
+        self._tally: dict[str, list[float]] = {m: [0, 0, 0.0] for m in self._shadows}
+
+    @property
+    def models(self) -> Mapping[str, LoadedModel]:
+        return self._shadows
+
+    def close(self) -> None:
+        for lane in self._lanes.values():
+            lane.close()
+
+    def observe(self, vector: object, live: Mapping[str, ModelResult]) -> int:
+        """Score `vector` with the shadows of the live models that answered it
+        (results in `live`); returns how many rows were handed over."""
+        submitted = 0
+        for model_id, lane in self._lanes.items():
+            result = live.get(model_id)
+            if result is None or result.outcome is not Outcome.OK:
+                continue  # no live answer to compare with
+            shadow = lane.model
+            if getattr(vector, "feature_set_version", "") != shadow.meta.feature_set_version:
+                continue
+            try:
+                row = feature_row(vector, shadow.meta.feature_names or FEATURE_NAMES)
+            except (AttributeError, TypeError, ValueError):
+                continue
+            future = lane.submit(row)
+            if future is None:  # its queue is full: the shadow is behind
+                SHADOW_PREDICTIONS.labels(model_id, shadow.meta.version, "dropped").inc()
+                continue
+            context = (getattr(vector, "symbol", ""), getattr(vector, "tick_sequence", 0))
+            future.add_done_callback(partial(self._record, model_id, shadow, result, context))
+            submitted += 1
+        return submitted
+
+    def _record(
+        self,
+        model_id: str,
+        shadow: LoadedModel,
+        live: ModelResult,
+        context: tuple[str, int],
+        future: asyncio.Future[tuple[float, float]],
+    ) -> None:
+        if future.cancelled() or future.exception() is not None:
+            SHADOW_PREDICTIONS.labels(model_id, shadow.meta.version, "failed").inc()
+            return
+        score, _ = future.result()
+        agree = _direction(score) == _direction(live.score)
+        SHADOW_PREDICTIONS.labels(model_id, shadow.meta.version, "agree" if agree else "disagree").inc()
+        difference = abs(score - live.score)
+        SHADOW_SCORE_DIFFERENCE.labels(model_id).observe(difference)
+        symbol, sequence = context
+        log.debug(
+            "shadow %s %s on %s #%d: score %.4f, live %s %.4f",
+            model_id,
+            shadow.meta.version,
+            symbol,
+            sequence,
+            score,
+            live.version,
+            live.score,
+        )
+        tally = self._tally[model_id]
+        tally[0] += 1
+        tally[1] += agree
+        tally[2] += difference
+        if tally[0] >= self._summary_every:
+            log.info(
+                "shadow %s %s beside live %s: %d predictions, %.1f%% same direction,"
+                " mean |score difference| %.3f",
+                model_id,
+                shadow.meta.version,
+                live.version,
+                tally[0],
+                100 * tally[1] / tally[0],
+                tally[2] / tally[0],
+            )
+            self._tally[model_id] = [0, 0, 0.0]

@@ -1,6 +1,7 @@
 """Wiring of the decision service: what it needs and what it serves, the
-models it loads (training the default set first on a fresh machine) and the
-feature-vector consumer it runs (DecisionSettings, env TRADING_DECISION_*)."""
+models it loads (the promoted versions, training the default set first when
+none is promoted; shadow versions beside them) and the feature-vector
+consumer it runs (DecisionSettings, env TRADING_DECISION_*)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from services.decision.engine import (
     StrategyCache,
     vector_subject,
 )
-from services.decision.inference import Ensemble
+from services.decision.inference import Ensemble, ShadowScorer
 from services.decision.settings import DecisionSettings, TrainingSettings
 from services.decision.storage import SignalStore, StrategyStore
 
@@ -43,15 +44,28 @@ DECISION_SERVICE = "trading.decision.v1.DecisionService"
 
 async def load_models(
     settings: DecisionSettings, var_dir: Any, training: TrainingSettings | None = None
-) -> dict[str, models.LoadedModel]:
+) -> tuple[dict[str, models.LoadedModel], dict[str, models.LoadedModel]]:
+    """The promoted (live) versions and the shadow versions beside them, by model id."""
     model_dir = settings.resolved_model_dir(var_dir)
-    if not models.model_ids(model_dir) and settings.train_if_missing:
-        log.info("decision: no models under %s, training the default set", model_dir)
+    promoted = await asyncio.to_thread(models.load_promoted, model_dir)
+    if not promoted and settings.train_if_missing:
+        # A fresh machine, or a directory of versions none of which passed the gate.
+        log.info("decision: no promoted model under %s, training the default set", model_dir)
         await asyncio.to_thread(train.train, model_dir, training)
-    loaded = await asyncio.to_thread(models.load_latest, model_dir)
-    for m in loaded.values():
-        log.info("decision: loaded %s %s %s", m.model_id, m.meta.version, m.meta.metrics)
-    return loaded
+        promoted = await asyncio.to_thread(models.load_promoted, model_dir)
+    for m in promoted.values():
+        log.info("decision: serving %s %s %s", m.model_id, m.meta.version, m.meta.metrics)
+    refused = sorted(set(models.model_ids(model_dir)) - set(promoted))
+    if refused:
+        log.warning("decision: no promoted version of %s: not served", ", ".join(refused))
+    shadows = await asyncio.to_thread(models.load_shadows, model_dir, promoted)
+    for m in shadows.values():
+        log.info(
+            "decision: shadow %s %s (scored beside the live version, never traded)",
+            m.model_id,
+            m.meta.version,
+        )
+    return promoted, shadows
 
 
 async def build(
@@ -64,9 +78,12 @@ async def build(
     assert resources.nats is not None and resources.nats_publisher is not None
     assert resources.kafka_publisher is not None
     settings = decision_settings or DecisionSettings()
-    loaded = await load_models(settings, resources.settings.var_dir, training)
+    loaded, shadows = await load_models(settings, resources.settings.var_dir, training)
     ensemble = Ensemble(loaded, budget_s=settings.inference_budget_ms / 1e3, threads=True)
     resources.on_close(_async(ensemble.close))
+    shadow = ShadowScorer(shadows) if shadows else None
+    if shadow is not None:
+        resources.on_close(_async(shadow.close))
 
     # Strategy changes, signals, intents and their expiry are announced through decision's outbox.
     relay = OutboxRelay(
@@ -99,6 +116,7 @@ async def build(
         signal_batch=settings.signal_batch_size,
         signal_flush_s=settings.signal_flush_ms / 1e3,
         recent_keys=settings.recent_vector_keys,
+        shadow=shadow,
     )
     engine.start()
     resources.on_close(engine.drain)

@@ -6,6 +6,10 @@ Batches, not single ticks, so a fast feed costs one await per batch.
 
 - :class:`SyntheticFeed`: geometric Brownian motion per symbol, seeded and
   deterministic (:class:`GbmGenerator` holds the pure part), paced to a rate.
+  ``feed="regime"`` paces a :class:`RegimeGenerator` instead: trending,
+  mean-reverting and volatility-clustered regimes switched by a known Markov
+  matrix (services/marketdata/regimes.py), the market the decision models
+  are trained on.
 - :class:`ReplayFeed`: ticks from a CSV or Parquet file, paced by their
   timestamps (optionally sped up) or as fast as possible.
 - Exchange adapters implement the same protocol (connect, translate venue
@@ -21,6 +25,7 @@ import asyncio
 import csv
 import math
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +37,7 @@ import numpy as np
 
 from runtime.config import MarketDataSettings
 from services.marketdata.domain import RawTick
+from services.marketdata.regimes import PROCESS_DRAWS, Regime, RegimeParams, RegimeProcess
 
 SECONDS_PER_YEAR = 365.0 * 24 * 3600
 
@@ -73,6 +79,27 @@ class SymbolSpec:
     lot_size: Decimal
 
 
+# Tick and lot sizes of the seeded instruments (migrations/0001_instruments.sql)
+# that differ from 0.01 and 1.
+_SEEDED_TICK_SIZE: Mapping[str, Decimal] = {"EUR-USD": Decimal("0.00001"), "SOL-USD": Decimal("0.001")}
+_SEEDED_LOT_SIZE: Mapping[str, Decimal] = {
+    "BTC-USD": Decimal("0.00001"),
+    "ETH-USD": Decimal("0.0001"),
+    "SOL-USD": Decimal("0.001"),
+}
+
+
+def seeded_spec(symbol: str) -> SymbolSpec:
+    """A seeded instrument as the synthetic feeds quote it, without the
+    database (training, sample files): starting price, tick and lot size."""
+    return SymbolSpec(
+        symbol,
+        INITIAL_PRICES.get(symbol, DEFAULT_PRICE),
+        _SEEDED_TICK_SIZE.get(symbol, Decimal("0.01")),
+        _SEEDED_LOT_SIZE.get(symbol, Decimal(1)),
+    )
+
+
 # ---------------------------------------------------------------- synthetic
 
 
@@ -80,15 +107,79 @@ def _normal_cdf(z: float) -> float:
     return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
 
 
+class TickGenerator(Protocol):
+    """A deterministic source of synthetic ticks (:class:`GbmGenerator`, :class:`RegimeGenerator`)."""
+
+    def next_batch(self, n: int, now_ns: int) -> list[RawTick]: ...
+
+
+class _Quoter:
+    """The book around a mid, shared by the synthetic generators.
+
+    Bid and ask sit ``spread_bps / 2`` around the mid, rounded outwards to the
+    tick size; sizes are log-normal around ~10,000 quote units, in lots; a
+    share ``trade_probability`` of the ticks carries a trade at the bid or the
+    ask. Five standard normals per tick decide sizes and trades.
+    """
+
+    __slots__ = ("_base_lots", "_half_spread", "_source", "_specs", "_ticks", "_trade_probability")
+
+    def __init__(
+        self, specs: Sequence[SymbolSpec], *, spread_bps: float, source: str, trade_probability: float
+    ) -> None:
+        self._specs = list(specs)
+        self._ticks = [float(s.tick_size) for s in specs]
+        # ~10,000 quote units per level, at least one lot.
+        self._base_lots = [max(1.0, 10_000.0 / (float(s.price) * float(s.lot_size))) for s in specs]
+        self._half_spread = spread_bps / 2.0 / 10_000.0
+        self._trade_probability = trade_probability
+        self._source = source
+
+    def quote(
+        self,
+        j: int,
+        mid: float,
+        draws: Sequence[float],
+        now_ns: int,
+        sequence: int,
+    ) -> RawTick:
+        """The tick of symbol `j` at `mid`; `draws`: z_bid, z_ask, z_trade, z_happens, z_side."""
+        z_bid, z_ask, z_trade, z_happens, z_side = draws
+        exp = math.exp
+        spec = self._specs[j]
+        tick = self._ticks[j]
+        half = max(mid * self._half_spread, tick / 2.0)
+        bid_ticks = max(1, math.floor((mid - half) / tick))
+        ask_ticks = max(bid_ticks + 1, math.ceil((mid + half) / tick))
+        base = self._base_lots[j]
+        lot = spec.lot_size
+        bid = Decimal(bid_ticks) * spec.tick_size
+        ask = Decimal(ask_ticks) * spec.tick_size
+        last_price: Decimal | None = None
+        last_size: Decimal | None = None
+        if _normal_cdf(z_happens) < self._trade_probability:
+            last_price = bid if z_side < 0 else ask
+            last_size = Decimal(max(1, int(base * exp(0.5 * z_trade) / 4))) * lot
+        return RawTick(
+            symbol=spec.symbol,
+            bid_price=bid,
+            bid_size=Decimal(max(1, int(base * exp(0.75 * z_bid)))) * lot,
+            ask_price=ask,
+            ask_size=Decimal(max(1, int(base * exp(0.75 * z_ask)))) * lot,
+            last_price=last_price,
+            last_size=last_size,
+            exchange_time_ns=now_ns,
+            sequence=sequence,
+            source=self._source,
+        )
+
+
 class GbmGenerator:
     """Deterministic GBM quotes: the same seed and specs give the same ticks.
 
     Symbols tick round-robin; each tick of a symbol advances its mid by
     ``exp((drift - vol^2 / 2) dt + vol sqrt(dt) Z)`` with ``dt`` the symbol's
-    nominal tick interval (in years). Bid and ask sit ``spread_bps / 2``
-    around the mid, rounded outwards to the tick size; sizes are log-normal
-    around ~10,000 quote units, in lots; half the ticks carry a trade at the
-    bid or the ask.
+    nominal tick interval (in years). The book around the mid: :class:`_Quoter`.
     """
 
     def __init__(
@@ -109,16 +200,13 @@ class GbmGenerator:
         self._specs = list(specs)
         self._rng = np.random.default_rng(seed)
         self._mids = [float(s.price) for s in specs]
-        self._ticks = [float(s.tick_size) for s in specs]
-        # ~10,000 quote units per level, at least one lot.
-        self._base_lots = [max(1.0, 10_000.0 / (float(s.price) * float(s.lot_size))) for s in specs]
+        self._quoter = _Quoter(
+            specs, spread_bps=spread_bps, source=source, trade_probability=trade_probability
+        )
         per_symbol_rate = (rate if rate > 0 else 1000.0) / len(specs)
         dt = 1.0 / per_symbol_rate / SECONDS_PER_YEAR
         self._drift_dt = (drift - volatility * volatility / 2.0) * dt
         self._vol_sqrt_dt = volatility * math.sqrt(dt)
-        self._half_spread = spread_bps / 2.0 / 10_000.0
-        self._trade_probability = trade_probability
-        self._source = source
         self._next = 0
         # Sequences continue from here (the first tick gets sequence_start + 1).
         self._sequence = sequence_start
@@ -136,50 +224,95 @@ class GbmGenerator:
         count = len(self._specs)
         out: list[RawTick] = []
         exp = math.exp
+        quote = self._quoter.quote
         for i in range(n):
             j = self._next
             self._next = (j + 1) % count
             self._sequence += 1
-            spec = self._specs[j]
-            shock, z_bid, z_ask, z_trade, z_happens, z_side = draws[i]
-            mid = self._mids[j] * exp(self._drift_dt + self._vol_sqrt_dt * shock)
+            row = draws[i]
+            mid = self._mids[j] * exp(self._drift_dt + self._vol_sqrt_dt * row[0])
             self._mids[j] = mid
-            tick = self._ticks[j]
-            half = max(mid * self._half_spread, tick / 2.0)
-            bid_ticks = max(1, math.floor((mid - half) / tick))
-            ask_ticks = max(bid_ticks + 1, math.ceil((mid + half) / tick))
-            base = self._base_lots[j]
-            lot = spec.lot_size
-            bid = Decimal(bid_ticks) * spec.tick_size
-            ask = Decimal(ask_ticks) * spec.tick_size
-            last_price: Decimal | None = None
-            last_size: Decimal | None = None
-            if _normal_cdf(z_happens) < self._trade_probability:
-                last_price = bid if z_side < 0 else ask
-                last_size = Decimal(max(1, int(base * exp(0.5 * z_trade) / 4))) * lot
-            out.append(
-                RawTick(
-                    symbol=spec.symbol,
-                    bid_price=bid,
-                    bid_size=Decimal(max(1, int(base * exp(0.75 * z_bid)))) * lot,
-                    ask_price=ask,
-                    ask_size=Decimal(max(1, int(base * exp(0.75 * z_ask)))) * lot,
-                    last_price=last_price,
-                    last_size=last_size,
-                    exchange_time_ns=now_ns,
-                    sequence=self._sequence,
-                    source=self._source,
-                )
-            )
+            out.append(quote(j, mid, row[1:], now_ns, self._sequence))
+        return out
+
+
+def symbol_seed(seed: int, symbol: str) -> np.random.SeedSequence:
+    """The seed of one symbol's own random stream: its path depends on
+    (seed, symbol) only, not on which other symbols the feed quotes."""
+    return np.random.SeedSequence([seed, zlib.crc32(symbol.encode())])
+
+
+class RegimeGenerator:
+    """Deterministic regime-switching quotes (services/marketdata/regimes.py).
+
+    Symbols tick round-robin, each with its own :class:`RegimeProcess` and
+    random stream (:func:`symbol_seed`): a symbol's ticks are the same whether
+    the feed quotes it alone (as training does) or with others (live), and
+    whatever the batch sizes. Eight normals per tick of a symbol: the
+    process's three, then the book's five (:class:`_Quoter`). ``regimes``
+    holds each symbol's regime after its last tick (for reports and tests).
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[SymbolSpec],
+        *,
+        seed: int,
+        spread_bps: float,
+        params: RegimeParams | None = None,
+        source: str = "regime",
+        trade_probability: float = 0.5,
+        sequence_start: int = 0,
+    ) -> None:
+        if not specs:
+            raise ValueError("the synthetic feed needs at least one symbol")
+        self.params = params or RegimeParams()
+        self._specs = list(specs)
+        self._rngs = [np.random.default_rng(symbol_seed(seed, s.symbol)) for s in specs]
+        self._processes = []
+        for rng in self._rngs:
+            z_regime, z_dir = rng.standard_normal(2).tolist()
+            self._processes.append(RegimeProcess(self.params, z_regime, z_dir))
+        self._mids = [float(s.price) for s in specs]
+        self._quoter = _Quoter(
+            specs, spread_bps=spread_bps, source=source, trade_probability=trade_probability
+        )
+        self._next = 0
+        self._sequence = sequence_start
+
+    @property
+    def regimes(self) -> dict[str, Regime]:
+        return {s.symbol: p.regime for s, p in zip(self._specs, self._processes, strict=True)}
+
+    def next_batch(self, n: int, now_ns: int) -> list[RawTick]:
+        """The next `n` ticks, stamped `now_ns` (never earlier than the last)."""
+        count = len(self._specs)
+        # How many of the n ticks each symbol gets (round-robin from _next).
+        per_symbol = [(n - ((j - self._next) % count) + count - 1) // count for j in range(count)]
+        draws = [
+            iter(rng.standard_normal((m, PROCESS_DRAWS + 5)).tolist()) if m else iter(())
+            for rng, m in zip(self._rngs, per_symbol, strict=True)
+        ]
+        out: list[RawTick] = []
+        exp = math.exp
+        quote = self._quoter.quote
+        for _ in range(n):
+            j = self._next
+            self._next = (j + 1) % count
+            self._sequence += 1
+            row = next(draws[j])
+            mid = self._mids[j] * exp(self._processes[j].step(row[0], row[1], row[2]))
+            self._mids[j] = mid
+            out.append(quote(j, mid, row[PROCESS_DRAWS:], now_ns, self._sequence))
         return out
 
 
 class SyntheticFeed:
-    """Paces a :class:`GbmGenerator` to `rate` ticks/s (0: as fast as possible)."""
+    """Paces a :class:`TickGenerator` to `rate` ticks/s (0: as fast as possible)."""
 
     def __init__(
         self,
-        generator: GbmGenerator,
+        generator: TickGenerator,
         *,
         rate: float,
         max_batch: int = 512,
@@ -306,6 +439,19 @@ def _read_rows(path: Path, chunk: int) -> Iterator[list[dict[str, Any]]]:
             yield rows
 
 
+def replay_ticks(path: Path, *, source: str = "replay", chunk: int = 512) -> Iterator[list[RawTick]]:
+    """The file's rows as RawTicks, in chunks of at most `chunk`, unpaced
+    (ReplayFeed paces them; training reads them as they are)."""
+    counters: dict[str, int] = {}
+    for rows in _read_rows(path, chunk):
+        out: list[RawTick] = []
+        for row in rows:
+            symbol = str(row.get("symbol") or "")
+            counters[symbol] = counters.get(symbol, 0) + 1
+            out.append(raw_tick_from_row(row, counters[symbol], source))
+        yield out
+
+
 class ReplayFeed:
     """Replays a CSV or Parquet file of ticks (columns: REPLAY_COLUMNS;
     `sequence` optional, numbered per symbol from 1 when absent; exchange_time
@@ -337,15 +483,11 @@ class ReplayFeed:
         return self._name
 
     async def batches(self) -> AsyncIterator[Sequence[RawTick]]:
-        counters: dict[str, int] = {}
         first_ns: int | None = None
         start = time.monotonic()
         pending: list[RawTick] = []
-        for rows in _read_rows(self._path, self._max_batch):
-            for row in rows:
-                symbol = str(row.get("symbol") or "")
-                counters[symbol] = counters.get(symbol, 0) + 1
-                raw = raw_tick_from_row(row, counters[symbol], self._name)
+        for chunk in replay_ticks(self._path, source=self._name, chunk=self._max_batch):
+            for raw in chunk:
                 if self._pace == "realtime" and raw.exchange_time_ns > 0:
                     if first_ns is None:
                         first_ns = raw.exchange_time_ns
@@ -383,6 +525,16 @@ def _synthetic(settings: FeedSettings, specs: Sequence[SymbolSpec]) -> Feed:
     return SyntheticFeed(generator, rate=settings.feed_rate, max_batch=settings.feed_max_batch)
 
 
+def _regime(settings: FeedSettings, specs: Sequence[SymbolSpec]) -> Feed:
+    generator = RegimeGenerator(
+        specs,
+        seed=settings.feed_seed,
+        spread_bps=settings.feed_spread_bps,
+        sequence_start=time.time_ns() // 1000,  # as _synthetic: above a previous run's sequences
+    )
+    return SyntheticFeed(generator, rate=settings.feed_rate, max_batch=settings.feed_max_batch, name="regime")
+
+
 def _replay(settings: FeedSettings, specs: Sequence[SymbolSpec]) -> Feed:
     if settings.feed_file is None:
         raise ValueError("the replay feed needs TRADING_MARKETDATA_FEED_FILE")
@@ -395,7 +547,7 @@ def _replay(settings: FeedSettings, specs: Sequence[SymbolSpec]) -> Feed:
 
 
 # Feeds by the name in FeedSettings.feed. Exchange adapters add their factory here.
-FEED_FACTORIES: dict[str, FeedFactory] = {"synthetic": _synthetic, "replay": _replay}
+FEED_FACTORIES: dict[str, FeedFactory] = {"synthetic": _synthetic, "regime": _regime, "replay": _replay}
 
 
 def create_feed(settings: FeedSettings, specs: Sequence[SymbolSpec]) -> Feed | None:

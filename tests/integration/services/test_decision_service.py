@@ -626,7 +626,7 @@ async def engine_on(
     signals = SignalStore(pool)  # the pool's counting stand-in
     cache = StrategyCache(StrategyStore(pool), refresh_s=3600)
     await cache.reload()
-    ensemble = Ensemble(models.load_latest(model_dir), budget_s=0.5, threads=True)
+    ensemble = Ensemble(models.load_promoted(model_dir), budget_s=0.5, threads=True)
     registry = event_registry()
     address = execution_address or platform.execution_address
     # The engine is decision: it dials as decision and holds decision's delegations.
