@@ -9,7 +9,7 @@ where the engine records every signal and keeps them
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,7 +69,8 @@ def strategy_message(row: StrategyRow) -> pb.Strategy:
     return out
 
 
-def model_message(model: LoadedModel) -> pb.Model:
+def model_message(model: LoadedModel, drift: Mapping[str, float] | None = None, window: int = 0) -> pb.Model:
+    """A loaded model as the contract shows it, with its live input drift."""
     meta = model.meta
     out = pb.Model(
         model_id=meta.model_id,
@@ -83,6 +84,8 @@ def model_message(model: LoadedModel) -> pb.Model:
         description=meta.description,
     )
     out.trained_at.FromDatetime(meta.trained_at_dt)
+    for feature, psi in (drift or {}).items():
+        out.feature_drift.add(feature=feature, psi=psi, window_vectors=window)
     return out
 
 
@@ -268,7 +271,7 @@ class DecisionApi:
         ]
         page, more = matching[:limit], len(matching) > limit
         return pb.ListModelsResponse(
-            models=[model_message(m) for m in page],
+            models=[model_message(m, *self._ensemble.drift(m.model_id)) for m in page],
             next_page_token=paging.encode_token({"after": page[-1].model_id}) if more else "",
         )
 

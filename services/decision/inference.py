@@ -32,10 +32,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 
 import sklearn
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from threadpoolctl import threadpool_limits
 
 from services.decision.domain import FEATURE_NAMES, ModelResult, Outcome, feature_row
+from services.decision.drift import DriftMonitor
 from services.decision.models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,13 @@ MODEL_FAILURES = Counter(
     "Model evaluations whose score was not used, by outcome (error, timeout, skipped).",
     ("model", "outcome"),
 )
+FEATURE_DRIFT = Gauge(
+    "trading_decision_feature_drift_psi",
+    "Population stability index of each model input over the model's recent live vectors against its "
+    "training data (services/decision/drift.py): < 0.1 stable, > 0.25 shifted.",
+    ("model", "model_version", "feature"),
+)
+_DRIFT_GAUGE_EVERY = 200  # vectors between gauge updates
 SHADOW_PREDICTIONS = Counter(
     "trading_decision_shadow_predictions_total",
     "Shadow-version predictions beside the live model's on the same vector, by result: agree or"
@@ -171,10 +179,24 @@ class _ModelLane:
 class Ensemble:
     """The loaded models and the machinery to evaluate them."""
 
-    def __init__(self, models: Mapping[str, LoadedModel], *, budget_s: float, threads: bool = True) -> None:
+    def __init__(
+        self,
+        models: Mapping[str, LoadedModel],
+        *,
+        budget_s: float,
+        threads: bool = True,
+        drift_window: int = 5_000,
+    ) -> None:
         self._models = dict(models)
         self._budget_s = budget_s
         self._threads = threads
+        self._drift = {
+            m: DriftMonitor(
+                model.meta.feature_profile, model.meta.feature_names or FEATURE_NAMES, drift_window
+            )
+            for m, model in self._models.items()
+        }
+        self._observed = 0
         self._lanes = {m: _ModelLane(model) for m, model in self._models.items()} if threads else {}
         if not threads:
             _single_threaded_native_code()  # inline: the calling (event loop) thread
@@ -186,6 +208,22 @@ class Ensemble:
     def close(self) -> None:
         for lane in self._lanes.values():
             lane.close()
+
+    def drift(self, model_id: str) -> tuple[dict[str, float], int]:
+        """PSI per input of a model over its recent live rows, and how many rows."""
+        monitor = self._drift.get(model_id)
+        if monitor is None:
+            return {}, 0
+        return monitor.drift(), monitor.size
+
+    def _observe_drift(self, todo: list[LoadedModel], row: list[float]) -> None:
+        for model in todo:
+            self._drift[model.model_id].observe(row)
+        self._observed += 1
+        if self._observed % _DRIFT_GAUGE_EVERY == 0:  # the gauges need not move per vector
+            for model in todo:
+                for feature, value in self._drift[model.model_id].drift().items():
+                    FEATURE_DRIFT.labels(model.model_id, model.meta.version, feature).set(value)
 
     def _skip(self, model: LoadedModel, vector: object) -> str:
         if not getattr(vector, "warmed_up", True):
@@ -220,6 +258,7 @@ class Ensemble:
             todo.append(model)
         if todo:
             assert row is not None
+            self._observe_drift(todo, row)
             if self._threads:
                 results.update(await self._threaded(todo, row))
             else:

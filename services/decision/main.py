@@ -79,7 +79,12 @@ async def build(
     assert resources.kafka_publisher is not None
     settings = decision_settings or DecisionSettings()
     loaded, shadows = await load_models(settings, resources.settings.var_dir, training)
-    ensemble = Ensemble(loaded, budget_s=settings.inference_budget_ms / 1e3, threads=True)
+    ensemble = Ensemble(
+        loaded,
+        budget_s=settings.inference_budget_ms / 1e3,
+        threads=True,
+        drift_window=settings.drift_window_vectors,
+    )
     resources.on_close(_async(ensemble.close))
     shadow = ShadowScorer(shadows) if shadows else None
     if shadow is not None:

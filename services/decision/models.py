@@ -98,6 +98,9 @@ class ModelMetadata:
     # How the data was made: seed, symbols, ticks, horizon, regime parameters.
     data: dict[str, Any] = field(default_factory=dict)
     library: dict[str, str] = field(default_factory=dict)
+    # Per input: training decile edges and shares (services/decision/drift.py),
+    # what live drift is measured against; empty for older versions.
+    feature_profile: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ModelMetadata:

@@ -85,6 +85,9 @@ class DecisionSettings(BaseSettings):
     # Vector keys remembered to skip duplicates without a round trip (the
     # unique key in PostgreSQL catches the ones forgotten).
     recent_vector_keys: int = Field(default=100_000, ge=1)
+    # Feature drift (services/decision/drift.py): the live vectors a model's
+    # input distribution is measured over.
+    drift_window_vectors: int = Field(default=5_000, ge=10)
 
     @model_validator(mode="after")
     def _ttl_outlives_a_placement(self) -> DecisionSettings:

@@ -61,6 +61,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from runtime.config import MarketDataSettings, get_settings
 from services.decision import evaluation, models
 from services.decision.domain import FEATURE_NAMES, feature_row
+from services.decision.drift import training_profile
 from services.decision.settings import DecisionSettings, TrainingSettings
 from services.features.domain import FeatureEngine, Tick
 from services.marketdata.domain import RawTick
@@ -444,6 +445,7 @@ def _train(
                 "numpy": np.__version__,
                 "python": platform.python_version(),
             },
+            feature_profile=training_profile(recipe.columns(data), recipe.features),
         )
         path = models.save(model_dir, meta, estimator, ev)
         if shadow:

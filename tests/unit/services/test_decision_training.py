@@ -42,6 +42,9 @@ def test_good_models_on_the_regime_feed_are_promoted_and_served(
         directory = model_dir / meta.model_id / "2025-03-04.1"
         stored = json.loads((directory / models.METADATA).read_text())
         assert stored["feature_names"] == list(train.MODEL_FEATURES)
+        # What live drift is measured against: each input's training deciles and shares.
+        assert set(stored["feature_profile"]) == set(train.MODEL_FEATURES)
+        assert all(abs(sum(p["shares"]) - 1) < 1e-9 for p in stored["feature_profile"].values())
         assert stored["feature_set_version"] == FeatureConfig().version
         assert stored["data"]["source"] == "regime" and stored["data"]["seed"] == 11
         assert stored["artifact_sha256"] == models.sha256_file(directory / models.ARTIFACT)

@@ -349,6 +349,7 @@ class Model(_message.Message):
     TRAINING_SAMPLES_FIELD_NUMBER: _builtins.int
     ARTIFACT_SHA256_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    FEATURE_DRIFT_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
     """Model id, e.g. "gbm-momentum"."""
     kind: Global___ModelKind.ValueType
@@ -379,6 +380,13 @@ class Model(_message.Message):
     def feature_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Names of the FeatureVector fields the model reads, in input order."""
 
+    @_builtins.property
+    def feature_drift(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureDrift]:
+        """Drift of each input against the training data, measured on the live
+        vectors the model scored most recently. Empty until the model has scored
+        live vectors, and for versions trained before training profiles were kept.
+        """
+
     def __init__(
         self,
         *,
@@ -392,14 +400,54 @@ class Model(_message.Message):
         training_samples: _builtins.int = ...,
         artifact_sha256: _builtins.str = ...,
         description: _builtins.str = ...,
+        feature_drift: _abc.Iterable[Global___FeatureDrift] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["trained_at", b"trained_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_sha256", b"artifact_sha256", "description", b"description", "feature_names", b"feature_names", "feature_set_version", b"feature_set_version", "kind", b"kind", "metrics", b"metrics", "model_id", b"model_id", "trained_at", b"trained_at", "training_samples", b"training_samples", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_sha256", b"artifact_sha256", "description", b"description", "feature_drift", b"feature_drift", "feature_names", b"feature_names", "feature_set_version", b"feature_set_version", "kind", b"kind", "metrics", b"metrics", "model_id", b"model_id", "trained_at", b"trained_at", "training_samples", b"training_samples", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Model: _TypeAlias = Model  # noqa: Y015
+
+@_typing.final
+class FeatureDrift(_message.Message):
+    """How far one input's live distribution has moved from its training
+    distribution.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURE_FIELD_NUMBER: _builtins.int
+    PSI_FIELD_NUMBER: _builtins.int
+    WINDOW_VECTORS_FIELD_NUMBER: _builtins.int
+    feature: _builtins.str
+    """Feature name, one of the model's `feature_names`."""
+    psi: _builtins.float
+    """Population stability index of the live values against the training
+    values, over ten bins cut at the training deciles: sum over bins of
+    (live share - training share) x ln(live share / training share). Read
+    below 0.1 as stable, 0.1 to 0.25 as a moderate shift and above 0.25 as a
+    shift worth retraining for. Dimensionless, hence a double.
+    """
+    window_vectors: _builtins.int
+    """Number of live vectors the live distribution is made of (the most recent
+    ones, up to the service's drift window).
+    """
+    def __init__(
+        self,
+        *,
+        feature: _builtins.str = ...,
+        psi: _builtins.float = ...,
+        window_vectors: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feature", b"feature", "psi", b"psi", "window_vectors", b"window_vectors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeatureDrift: _TypeAlias = FeatureDrift  # noqa: Y015
 
 @_typing.final
 class ModelScore(_message.Message):
