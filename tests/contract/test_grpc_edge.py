@@ -25,7 +25,6 @@ from trading.marketdata.v1 import marketdata_service_pb2_grpc as md_grpc
 
 from gateway.edge import REPLAYED_METADATA, edge_ca_file, edge_target
 from runtime import decimals
-from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
 from tests.contract.conftest import RunningPlatform, create_tenant
 
 pytestmark = pytest.mark.integration
@@ -36,6 +35,14 @@ async def edge(platform: RunningPlatform) -> AsyncIterator[grpc.aio.Channel]:
     credentials = grpc.ssl_channel_credentials(edge_ca_file(platform.settings).read_bytes())
     async with grpc.aio.secure_channel(edge_target(platform.settings), credentials) as channel:
         yield channel
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def trader(platform: RunningPlatform) -> tuple[str, str, str]:
+    """A trader of a tenant of its own: the demo tenant's limits and trading
+    state are whatever earlier contract tests left (the every-RPC walk sets them)."""
+    tenant = await create_tenant(platform, "edge")
+    return tenant.slug, tenant.email, tenant.password
 
 
 async def _login(
@@ -73,8 +80,10 @@ def _details(err: grpc.aio.AioRpcError) -> tuple[error_details_pb2.ErrorInfo | N
     return info, fields
 
 
-async def test_a_trader_quotes_orders_once_and_streams_to_filled(edge: grpc.aio.Channel) -> None:
-    auth = await _login(edge, DEMO_SLUG, DEMO_EMAIL, DEMO_PASSWORD)
+async def test_a_trader_quotes_orders_once_and_streams_to_filled(
+    edge: grpc.aio.Channel, trader: tuple[str, str, str]
+) -> None:
+    auth = await _login(edge, *trader)
     quote = await md_grpc.MarketDataServiceStub(edge).GetQuote(
         md.GetQuoteRequest(symbol="BTC-USD"), metadata=auth, timeout=10
     )
@@ -110,8 +119,10 @@ async def test_a_trader_quotes_orders_once_and_streams_to_filled(edge: grpc.aio.
     assert statuses[-1] == ex_types.ORDER_STATUS_FILLED, statuses
 
 
-async def test_a_key_reused_with_another_request_is_refused(edge: grpc.aio.Channel) -> None:
-    auth = await _login(edge, DEMO_SLUG, DEMO_EMAIL, DEMO_PASSWORD)
+async def test_a_key_reused_with_another_request_is_refused(
+    edge: grpc.aio.Channel, trader: tuple[str, str, str]
+) -> None:
+    auth = await _login(edge, *trader)
     orders = ex_grpc.ExecutionServiceStub(edge)
     key = f"edge-{uuid.uuid4()}"
     await orders.PlaceOrder(
@@ -138,11 +149,13 @@ async def test_calls_without_a_credential_or_with_a_bad_one_are_unauthenticated(
         assert info is not None and info.domain == "trading.gateway", metadata
 
 
-async def test_another_tenants_order_is_not_found(platform: RunningPlatform, edge: grpc.aio.Channel) -> None:
-    auth = await _login(edge, DEMO_SLUG, DEMO_EMAIL, DEMO_PASSWORD)
+async def test_another_tenants_order_is_not_found(
+    platform: RunningPlatform, edge: grpc.aio.Channel, trader: tuple[str, str, str]
+) -> None:
+    auth = await _login(edge, *trader)
     orders = ex_grpc.ExecutionServiceStub(edge)
     placed = await orders.PlaceOrder(_order(f"edge-{uuid.uuid4().hex[:12]}"), metadata=auth, timeout=10)
-    other = await create_tenant(platform, "edge")
+    other = await create_tenant(platform, "edge-other")
     other_auth = await _login(edge, other.slug, other.email, other.password)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await orders.GetOrder(
@@ -151,8 +164,10 @@ async def test_another_tenants_order_is_not_found(platform: RunningPlatform, edg
     assert refused.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED)
 
 
-async def test_bad_input_gets_field_violations_and_places_nothing(edge: grpc.aio.Channel) -> None:
-    auth = await _login(edge, DEMO_SLUG, DEMO_EMAIL, DEMO_PASSWORD)
+async def test_bad_input_gets_field_violations_and_places_nothing(
+    edge: grpc.aio.Channel, trader: tuple[str, str, str]
+) -> None:
+    auth = await _login(edge, *trader)
     orders = ex_grpc.ExecutionServiceStub(edge)
     bad = _order(f"edge-{uuid.uuid4().hex[:12]}", quantity="-1")
     with pytest.raises(grpc.aio.AioRpcError) as refused:

@@ -23,12 +23,10 @@ from trading.portfolio.v1 import types_pb2 as pf_types
 from trading_client import AsyncTradingClient, TradingClient, idempotency_key, replayed
 
 from gateway.edge import edge_ca_file, edge_target
-from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
 from tests.contract.conftest import RunningPlatform, create_tenant
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
-DEMO = (DEMO_SLUG, DEMO_EMAIL, DEMO_PASSWORD)
 
 
 def market_buy(quantity: str = "0.01") -> ex.PlaceOrderRequest:
@@ -42,11 +40,19 @@ def market_buy(quantity: str = "0.01") -> ex.PlaceOrderRequest:
     )
 
 
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def login(platform: RunningPlatform) -> tuple[str, str, str]:
+    """A trader of a tenant of its own: the demo tenant's limits and trading
+    state are whatever earlier contract tests left (the every-RPC walk sets them)."""
+    tenant = await create_tenant(platform, "py-sdk-other")
+    return tenant.slug, tenant.email, tenant.password
+
+
 @pytest_asyncio.fixture(loop_scope="session")
-async def demo(platform: RunningPlatform) -> AsyncIterator[AsyncTradingClient]:
+async def trader(platform: RunningPlatform, login: tuple[str, str, str]) -> AsyncIterator[AsyncTradingClient]:
     settings = platform.settings
     async with AsyncTradingClient(
-        edge_target(settings), ca_file=edge_ca_file(settings), login=DEMO
+        edge_target(settings), ca_file=edge_ca_file(settings), login=login
     ) as client:
         yield client
 
@@ -56,15 +62,15 @@ def _btc_position(reply: pf.GetPortfolioResponse) -> pf_types.Position | None:
 
 
 async def test_a_trader_quotes_orders_once_streams_to_filled_and_reads_the_portfolio(
-    platform: RunningPlatform, demo: AsyncTradingClient
+    platform: RunningPlatform, trader: AsyncTradingClient, login: tuple[str, str, str]
 ) -> None:
-    await demo.authenticate()
-    assert demo.tokens is not None and demo.tokens.tokens is not None
+    await trader.authenticate()
+    assert trader.tokens is not None and trader.tokens.tokens is not None
 
-    quote = await demo.marketdata.GetQuote(md.GetQuoteRequest(symbol="BTC-USD"))
+    quote = await trader.marketdata.GetQuote(md.GetQuoteRequest(symbol="BTC-USD"))
     assert quote.quote.symbol == "BTC-USD"
 
-    stream = demo.execution.StreamOrderUpdates(ex.StreamOrderUpdatesRequest(symbol="BTC-USD"))
+    stream = trader.execution.StreamOrderUpdates(ex.StreamOrderUpdatesRequest(symbol="BTC-USD"))
     order_id = ""
 
     async def until_filled() -> list[int]:
@@ -81,11 +87,11 @@ async def test_a_trader_quotes_orders_once_streams_to_filled_and_reads_the_portf
 
     key = f"py-sdk-{uuid.uuid4()}"
     request = market_buy()
-    first = demo.execution.PlaceOrder(request, metadata=idempotency_key(key), timeout=10)
+    first = trader.execution.PlaceOrder(request, metadata=idempotency_key(key), timeout=10)
     placed = await first
     order_id = placed.order.order_id
     assert order_id and not replayed(await first.initial_metadata())
-    again = demo.execution.PlaceOrder(request, metadata=idempotency_key(key), timeout=10)
+    again = trader.execution.PlaceOrder(request, metadata=idempotency_key(key), timeout=10)
     assert (await again).order.order_id == order_id
     assert replayed(await again.initial_metadata())
 
@@ -96,19 +102,19 @@ async def test_a_trader_quotes_orders_once_streams_to_filled_and_reads_the_portf
     assert statuses and statuses[-1] == ex_types.ORDER_STATUS_FILLED, statuses
 
     # Without a key of its own a mutating call gets one from the client.
-    other = await demo.execution.PlaceOrder(market_buy())
+    other = await trader.execution.PlaceOrder(market_buy())
     assert other.order.order_id not in ("", order_id)
 
     async def long_position() -> pf_types.Position | None:
-        held = _btc_position(await demo.portfolio.GetPortfolio(pf.GetPortfolioRequest()))
+        held = _btc_position(await trader.portfolio.GetPortfolio(pf.GetPortfolioRequest()))
         return held if held is not None and Decimal(held.quantity.value or "0") > 0 else None
 
-    await eventually(long_position, 20, "a long BTC-USD position in the demo portfolio")
+    await eventually(long_position, 20, "a long BTC-USD position in the portfolio")
 
     # The sync client, in a thread (this loop runs the async one).
     def sync_reads() -> tuple[list[str], int, trading_client.TradingError | None]:
         settings = platform.settings
-        with TradingClient(edge_target(settings), ca_file=edge_ca_file(settings), login=DEMO) as client:
+        with TradingClient(edge_target(settings), ca_file=edge_ca_file(settings), login=login) as client:
             page = client.marketdata.ListInstruments(md.ListInstrumentsRequest(page_size=3))
             rest = client.marketdata.ListInstruments(
                 md.ListInstrumentsRequest(page_size=3, page_token=page.next_page_token)
@@ -135,10 +141,10 @@ async def test_a_call_without_credentials_is_unauthenticated(platform: RunningPl
 
 
 async def test_another_tenant_cannot_read_the_order(
-    platform: RunningPlatform, demo: AsyncTradingClient
+    platform: RunningPlatform, trader: AsyncTradingClient
 ) -> None:
-    placed = await demo.execution.PlaceOrder(market_buy())
-    tenant = await create_tenant(platform, "py-sdk")
+    placed = await trader.execution.PlaceOrder(market_buy())
+    tenant = await create_tenant(platform, "py-sdk-other")
     settings = platform.settings
     async with AsyncTradingClient(
         edge_target(settings),

@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from gateway.edge import edge_ca_file, edge_target
-from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
 from tests.contract.conftest import RunningPlatform, create_tenant
 
 SDK = Path(__file__).resolve().parents[2] / "clients" / "typescript-sdk"
@@ -43,16 +42,19 @@ def sdk() -> Path:
 
 @pytest.mark.integration
 async def test_the_typescript_sdk_runs_against_the_grpc_edge(sdk: Path, platform: RunningPlatform) -> None:
-    # A second tenant of its own: its administrator (who also trades) must not
-    # see the demo trader's order, and has no positions for its API key to show.
-    other = await create_tenant(platform, "ts-sdk")
+    # The trader has a tenant of its own: the demo tenant's limits and trading
+    # state are whatever earlier contract tests left (the every-RPC walk sets
+    # them). A second tenant's administrator (who also trades) must not see the
+    # trader's order, and has no positions for its API key to show.
+    trader = await create_tenant(platform, "ts-sdk")
+    other = await create_tenant(platform, "ts-sdk-other")
     env = {
         **os.environ,
         "TRADING_EDGE_URL": f"https://{edge_target(platform.settings)}",
         "TRADING_EDGE_CA": str(edge_ca_file(platform.settings)),
-        "TRADING_DEMO_TENANT": DEMO_SLUG,
-        "TRADING_DEMO_EMAIL": DEMO_EMAIL,
-        "TRADING_DEMO_PASSWORD": DEMO_PASSWORD,
+        "TRADING_TRADER_TENANT": trader.slug,
+        "TRADING_TRADER_EMAIL": trader.email,
+        "TRADING_TRADER_PASSWORD": trader.password,
         "TRADING_OTHER_TENANT": other.slug,
         "TRADING_OTHER_EMAIL": other.email,
         "TRADING_OTHER_PASSWORD": other.password,

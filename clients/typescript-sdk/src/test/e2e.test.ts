@@ -1,7 +1,7 @@
 // End to end against a running platform's public gRPC edge. Reads:
 //   TRADING_EDGE_URL       https://127.0.0.1:PORT
 //   TRADING_EDGE_CA        path of the CA certificate (PEM) that signed the edge's
-//   TRADING_DEMO_TENANT / TRADING_DEMO_EMAIL / TRADING_DEMO_PASSWORD    a trader
+//   TRADING_TRADER_TENANT / TRADING_TRADER_EMAIL / TRADING_TRADER_PASSWORD    a trader
 //   TRADING_OTHER_TENANT / TRADING_OTHER_EMAIL / TRADING_OTHER_PASSWORD  an administrator
 //     (who also trades) of a second tenant
 // Skipped when TRADING_EDGE_URL is unset (tests/contract/test_typescript_sdk.py sets it).
@@ -28,7 +28,7 @@ function env(name: string): string {
   return value;
 }
 
-function credentials(prefix: "DEMO" | "OTHER"): Credentials {
+function credentials(prefix: "TRADER" | "OTHER"): Credentials {
   return {
     tenantSlug: env(`TRADING_${prefix}_TENANT`),
     email: env(`TRADING_${prefix}_EMAIL`),
@@ -77,23 +77,23 @@ async function within<T>(ms: number, what: string, promise: Promise<T>): Promise
 
 describe("the SDK against the public gRPC edge", { skip: edgeUrl ? false : "TRADING_EDGE_URL is not set" }, () => {
   const wire = recorder();
-  let demo: TradingClient;
+  let trader: TradingClient;
   let bid = "";
   let filledOrderId = "";
 
   before(async () => {
-    demo = connect({ interceptors: [wire.interceptor] });
-    const session = await demo.login(credentials("DEMO"));
+    trader = connect({ interceptors: [wire.interceptor] });
+    const session = await trader.login(credentials("TRADER"));
     assert.ok(session.tokens?.accessToken && session.tokens.refreshToken);
   });
 
-  after(() => demo?.close());
+  after(() => trader?.close());
 
   test("reads a quote", async () => {
     // The feed may not have quoted the symbol yet right after start-up.
     for (let attempt = 0; ; attempt++) {
       try {
-        const { quote } = await demo.marketdata.getQuote({ symbol: SYMBOL }, CALL);
+        const { quote } = await trader.marketdata.getQuote({ symbol: SYMBOL }, CALL);
         assert.equal(quote?.symbol, SYMBOL);
         assert.ok(quote.bidPrice?.value && quote.askPrice?.value, "a two-sided quote");
         bid = quote.bidPrice.value;
@@ -111,7 +111,7 @@ describe("the SDK against the public gRPC edge", { skip: edgeUrl ? false : "TRAD
     // A resting buy far below the market: its open-order snapshot, the first
     // message of the stream, proves the subscription is live before the
     // market order is placed (which may fill within milliseconds).
-    const resting = await demo.execution.placeOrder(
+    const resting = await trader.execution.placeOrder(
       {
         clientOrderId: `ts-sdk-rest-${randomUUID().slice(0, 8)}`,
         symbol: SYMBOL,
@@ -126,7 +126,7 @@ describe("the SDK against the public gRPC edge", { skip: edgeUrl ? false : "TRAD
     const restingId = resting.order?.orderId ?? "";
     const updates = new AbortController();
     try {
-      const stream = demo.execution
+      const stream = trader.execution
         .streamOrderUpdates({ symbol: SYMBOL, includeOpenOrders: true }, { signal: updates.signal })
         [Symbol.asyncIterator]();
       const first = await within(15_000, "open-order snapshot", stream.next());
@@ -143,8 +143,8 @@ describe("the SDK against the public gRPC edge", { skip: edgeUrl ? false : "TRAD
       };
       const headers = { [IDEMPOTENCY_KEY]: key };
       let replayed: string | null = null;
-      const placed = await demo.execution.placeOrder(order, { ...CALL, headers });
-      const retried = await demo.execution.placeOrder(order, {
+      const placed = await trader.execution.placeOrder(order, { ...CALL, headers });
+      const retried = await trader.execution.placeOrder(order, {
         ...CALL,
         headers,
         onHeader: (h) => (replayed = h.get(IDEMPOTENT_REPLAYED)),
@@ -169,13 +169,13 @@ describe("the SDK against the public gRPC edge", { skip: edgeUrl ? false : "TRAD
     } finally {
       updates.abort();
       if (restingId) {
-        await demo.execution.cancelOrder({ orderRef: { case: "orderId", value: restingId } }, CALL).catch(() => {});
+        await trader.execution.cancelOrder({ orderRef: { case: "orderId", value: restingId } }, CALL).catch(() => {});
       }
     }
   });
 
   test("gives mutating calls an idempotency key of their own", async () => {
-    const placed = await demo.execution.placeOrder(
+    const placed = await trader.execution.placeOrder(
       {
         clientOrderId: `ts-sdk-auto-${randomUUID().slice(0, 8)}`,
         symbol: SYMBOL,
@@ -186,7 +186,7 @@ describe("the SDK against the public gRPC edge", { skip: edgeUrl ? false : "TRAD
       },
       CALL,
     );
-    await demo.execution.getOrder({ orderRef: { case: "orderId", value: placed.order?.orderId ?? "" } }, CALL);
+    await trader.execution.getOrder({ orderRef: { case: "orderId", value: placed.order?.orderId ?? "" } }, CALL);
     const last = (name: string) => wire.seen.filter((s) => s.method === name).at(-1)?.header;
     assert.match(last("PlaceOrder")?.get(IDEMPOTENCY_KEY) ?? "", /^[0-9a-f-]{36}$/);
     assert.equal(last("GetOrder")?.has(IDEMPOTENCY_KEY), false);
@@ -195,7 +195,7 @@ describe("the SDK against the public gRPC edge", { skip: edgeUrl ? false : "TRAD
 
   test("reads the portfolio with the position bought", { timeout: 60_000 }, async () => {
     for (let attempt = 0; ; attempt++) {
-      const { portfolio } = await demo.portfolio.getPortfolio({}, CALL);
+      const { portfolio } = await trader.portfolio.getPortfolio({}, CALL);
       assert.ok(portfolio?.cash && portfolio.equity);
       if (portfolio.positions.some((p) => p.symbol === SYMBOL) || attempt >= 20) {
         assert.ok(portfolio.positions.some((p) => p.symbol === SYMBOL), `no ${SYMBOL} position`);
@@ -207,7 +207,7 @@ describe("the SDK against the public gRPC edge", { skip: edgeUrl ? false : "TRAD
 
   test("reports bad input with field violations", async () => {
     const error = await expectError(
-      demo.execution.placeOrder(
+      trader.execution.placeOrder(
         {
           clientOrderId: `ts-sdk-bad-${randomUUID().slice(0, 8)}`,
           symbol: SYMBOL,
@@ -232,7 +232,7 @@ describe("the SDK against the public gRPC edge", { skip: edgeUrl ? false : "TRAD
     const seen = recorder();
     const client = connect({ refreshMarginMs: 24 * 3600_000, interceptors: [seen.interceptor] });
     try {
-      const login = await client.login(credentials("DEMO"));
+      const login = await client.login(credentials("TRADER"));
       await client.portfolio.getPortfolio({}, CALL);
       await client.marketdata.getQuote({ symbol: SYMBOL }, CALL);
       const sent = seen.seen.map((s) => s.header.get("authorization"));
