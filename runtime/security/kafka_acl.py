@@ -49,6 +49,7 @@ class Consumer:
 # The one table of consumers (a unit test compares it with the services' own constants).
 CONSUMERS: tuple[Consumer, ...] = (
     Consumer("risk", "risk.fills", ("trading.execution.v1.OrderFillReported",)),
+    Consumer("risk", "risk.correlations", ("trading.analytics.v1.CorrelationClustersComputed",)),
     Consumer("portfolio", "portfolio.fills", ("trading.execution.v1.OrderFillReported",)),
     Consumer(
         "analytics",
@@ -62,6 +63,20 @@ CONSUMERS: tuple[Consumer, ...] = (
         ),
     ),
     Consumer("audit", "audit.events", None),
+    Consumer(
+        "audit",
+        "audit.lineage",
+        (
+            "trading.decision.v1.SignalGenerated",
+            "trading.decision.v1.OrderIntentCreated",
+            "trading.execution.v1.OrderAccepted",
+            "trading.execution.v1.OrderRejected",
+            "trading.execution.v1.OrderCancelRequested",
+            "trading.execution.v1.OrderCanceled",
+            "trading.execution.v1.OrderExpired",
+            "trading.execution.v1.OrderFillReported",
+        ),
+    ),
     Consumer(
         "notification",
         "notification.events",

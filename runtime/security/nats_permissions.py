@@ -16,8 +16,8 @@ this module computes (docs/security.md shows the result):
   prefix, see ``runtime.messaging.nats.connect``): no connection can read
   another's JetStream replies or pulled messages.
 
-Principals without an entry in :data:`NATS_ROLES` (identity, analytics,
-audit, gateway) have no NATS user at all. Nobody connects anonymously.
+Principals without an entry in :data:`NATS_ROLES` (identity, audit,
+gateway) have no NATS user at all. Nobody connects anonymously.
 
 No principal answers NATS requests (services talk gRPC; JetStream's replies
 come from the server), so no user has ``allow_responses``.
@@ -57,6 +57,7 @@ FEATURE_VECTOR = "trading.features.v1.FeatureVectorComputed"
 ORDER_STATUS = "trading.execution.v1.OrderStatusChanged"
 POSITION_CHANGED = "trading.portfolio.v1.PositionChanged"
 PORTFOLIO_SNAPSHOT = "trading.portfolio.v1.PortfolioSnapshot"
+CORRELATION_CLUSTERS = "trading.analytics.v1.CorrelationClustersComputed"
 RISK_EVENTS = (
     "trading.risk.v1.LimitsChanged",
     "trading.risk.v1.OrderRiskRejected",
@@ -112,8 +113,13 @@ NATS_ROLES: Mapping[str, NatsRole] = MappingProxyType(
         "marketdata": NatsRole(reads=(TICK,)),
         # Ticks in (NatsSubscriber "features-ticks"), vectors out.
         "features": NatsRole(reads=(TICK,), declares=(DLQ_STREAM,), dead_letters=("features-ticks",)),
-        # Risk events out; nothing in over NATS (fills come from Kafka).
-        "risk": NatsRole(),
+        # Risk events out; the correlation clusters in (NatsSubscriber
+        # "risk-correlations", queue group; fills come from Kafka).
+        "risk": NatsRole(
+            reads=(CORRELATION_CLUSTERS,), declares=(DLQ_STREAM,), dead_letters=("risk-correlations",)
+        ),
+        # The correlation clusters out (its own events only).
+        "analytics": NatsRole(),
         # Order updates out through its stream; ticks in (paper venue);
         # StreamOrderUpdates reads the caller's tenant's order subjects from
         # its stream with an ordered consumer (resumable by stream sequence).
@@ -144,7 +150,7 @@ NATS_ROLES: Mapping[str, NatsRole] = MappingProxyType(
         OPERATOR: NatsRole(
             dlq_read=True,
             dlq_delete=True,
-            redrives=(TICK, FEATURE_VECTOR, ORDER_STATUS, NOTIFICATION_JOBS),
+            redrives=(TICK, FEATURE_VECTOR, ORDER_STATUS, NOTIFICATION_JOBS, CORRELATION_CLUSTERS),
         ),
     }
 )

@@ -91,7 +91,15 @@ POSTGRES_GRANTS: dict[str, DatabaseGrant] = _grants(
     DatabaseGrant("portfolio"),
     DatabaseGrant("notification"),
     # Append-only: no UPDATE or DELETE for anyone but the owner (and its triggers refuse those too).
-    DatabaseGrant("audit", {"events": ("SELECT", "INSERT")}),
+    # The lineage graph only grows: nodes are upserted (UPDATE), nothing is deleted.
+    DatabaseGrant(
+        "audit",
+        {
+            "events": ("SELECT", "INSERT"),
+            "graph_nodes": ("SELECT", "INSERT", "UPDATE"),
+            "graph_edges": ("SELECT", "INSERT"),
+        },
+    ),
 )
 
 

@@ -6,7 +6,8 @@ the commands it uses, only on its own key patterns. The ``default`` user is
 off, so a connection without credentials can do nothing but AUTH. Key shapes:
 
 - ``t:{<tenant>}:<service>:...``: tenant data (``runtime.storage.redis.tenant_key``);
-  risk owns ``t:{*}:risk:*`` (and its outbox's ``risk:outbox:*``), the gateway ``t:{*}:gateway:*``.
+  risk owns ``t:{*}:risk:*`` (and its outbox's ``risk:outbox:*`` and the
+  market-wide correlation clusters ``risk:corr``), the gateway ``t:{*}:gateway:*``.
 - ``md:*``: marketdata's shared cache (``runtime.market_cache``: instrument set, last quotes).
 - ``features:*``: features' latest vectors (``services.features.consumer.vector_key``).
 - ``identity:*``: identity's API key cache, key use times and login failure counters.
@@ -123,8 +124,9 @@ REDIS_USERS: dict[str, RedisUser] = _users(
             "pexpire",
             *REDIS_OUTBOX_COMMANDS,
         ),
-        # risk:outbox:*: its outbox's tenant index, relay lock and set-aside rows.
-        read_write=("t:{*}:risk:*", "risk:outbox:*"),
+        # risk:outbox:*: its outbox's tenant index, relay lock and set-aside rows;
+        # risk:corr: the correlation clusters (market-wide).
+        read_write=("t:{*}:risk:*", "risk:outbox:*", "risk:corr"),
         read_only=("md:*",),
     ),
     RedisUser("execution", commands=_MARKET_READ, read_only=("md:*",)),

@@ -4,7 +4,8 @@ build() creates the ClickHouse store (chdb by default, a server when
 `TRADING_CLICKHOUSE__URL` is set; opened lazily, so the service starts and
 answers UNAVAILABLE while ClickHouse is down), starts the Kafka sink (group
 `analytics.sink` on the tick, fill, position, snapshot and signal topics) and
-the model evaluator (evaluator.py: the trading_model_* gauges), and registers
+the model evaluator (evaluator.py: the trading_model_* gauges) and the
+correlation clusters (correlations.py, on Kafka and NATS), and registers
 their stops with `resources.on_close`. `make_spec` lets tests choose
 the consumer group, the database and the settings; `SPEC` is the standard one.
 """
@@ -22,6 +23,7 @@ from runtime.service import ServiceSpec
 from services.analytics import domain
 from services.analytics.api import AnalyticsApi
 from services.analytics.consumers import AnalyticsSink
+from services.analytics.correlations import CorrelationTask
 from services.analytics.evaluator import ModelEvaluator
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.storage import AnalyticsStore
@@ -52,6 +54,11 @@ async def build(
     evaluator = ModelEvaluator(store, settings)
     evaluator.start()
     resources.on_close(evaluator.stop)
+    # The instrument correlation clusters risk limits exposure by (correlations.py).
+    assert resources.nats_publisher is not None
+    correlations = CorrelationTask(store, [resources.nats_publisher, resources.kafka_publisher])
+    correlations.start()
+    resources.on_close(correlations.stop)
     return {ANALYTICS_SERVICE: AnalyticsApi(store, settings)}
 
 
@@ -65,8 +72,9 @@ def make_spec(*, settings: AnalyticsSettings | None = None, database: str | None
     return ServiceSpec(
         name="analytics",
         # ClickHouse is not a start-up dependency: the store opens it on first
-        # use and reports UNAVAILABLE per call while it is down.
-        needs=("kafka",),
+        # use and reports UNAVAILABLE per call while it is down. NATS carries
+        # the correlation clusters to risk at once.
+        needs=("kafka", "nats"),
         apis=[(ANALYTICS_SERVICE, pb_grpc.add_AnalyticsServiceServicer_to_server)],
         build=build_with,
     )

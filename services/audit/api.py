@@ -14,12 +14,16 @@ tokens) answers INVALID_ARGUMENT with a field violation here.
 - ReplayTenant: rebuilds orders and positions from the stored events up to
   the chain head at the start of the call and compares them with execution
   and portfolio, read over gRPC afterwards.
+- GetLineage: a page of the tenant's lineage graph (lineage.py) from one
+  entity (runtime.graph.subgraph), keyset-paged by the start's direct
+  neighbours (the token holds the last one and a digest of the request).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -36,9 +40,10 @@ from trading.portfolio.v1 import events_pb2 as portfolio_events
 from runtime import paging
 from runtime.context import current_context, require_tenant, use_context
 from runtime.errors import FieldViolation, ServiceError, domain_error, invalid_argument
+from runtime.graph import Cursor, Direction, Edge, GraphStore, Node, NodeKey
 from runtime.messaging import decode_envelope, new_envelope, unpack
 from runtime.messaging.base import Publisher, Registry
-from services.audit import domain
+from services.audit import domain, lineage
 from services.audit.live import LiveState
 from services.audit.settings import AuditSettings
 from services.audit.storage import AuditStore, EventFilter, Row
@@ -144,6 +149,88 @@ def _difference_message(d: domain.Difference) -> types.ReplayDifference:
     )
 
 
+# GetLineage's defaults: deep enough for every chain from a fill to its tenant.
+DEFAULT_LINEAGE_DEPTH = 8
+_NATURAL_DIRECTION = {
+    lineage.FILL: Direction.UPSTREAM,
+    lineage.ORDER: Direction.UPSTREAM,
+}
+_DIRECTIONS = {
+    pb.LINEAGE_DIRECTION_UPSTREAM: Direction.UPSTREAM,
+    pb.LINEAGE_DIRECTION_DOWNSTREAM: Direction.DOWNSTREAM,
+}
+
+
+_START_KINDS = {
+    "execution_id": lineage.FILL,
+    "order_id": lineage.ORDER,
+    "signal_id": lineage.SIGNAL,
+    "strategy_id": lineage.STRATEGY,
+}
+
+
+def lineage_start(request: pb.GetLineageRequest) -> NodeKey:
+    """The node a GetLineage request starts at (validation requires the oneof)."""
+    field = request.WhichOneof("start")
+    if field == "model_id":
+        return NodeKey(
+            lineage.MODEL_VERSION, lineage.model_version_id(request.model_id, request.model_version)
+        )
+    assert field is not None
+    return NodeKey(_START_KINDS[field], getattr(request, field))
+
+
+def _node_kind(kind: str) -> pb.LineageNodeKind.ValueType:
+    return pb.LineageNodeKind.Value(f"LINEAGE_NODE_KIND_{kind.upper()}")
+
+
+def _lineage_node(node: Node) -> pb.LineageNode:
+    return pb.LineageNode(
+        kind=_node_kind(node.key.kind),
+        id=node.key.id,
+        at=_timestamp(node.at),
+        attributes=dict(node.attrs),
+    )
+
+
+def _lineage_ref(key: NodeKey) -> pb.LineageNodeRef:
+    return pb.LineageNodeRef(kind=_node_kind(key.kind), id=key.id)
+
+
+def _lineage_edge(edge: Edge) -> pb.LineageEdge:
+    # "from" is a Python keyword: set through the constructor's kwargs.
+    fields: dict[str, Any] = {"from": _lineage_ref(edge.src)}
+    return pb.LineageEdge(
+        kind=pb.LineageEdgeKind.Value(f"LINEAGE_EDGE_KIND_{edge.kind.upper()}"),
+        to=_lineage_ref(edge.dst),
+        at=_timestamp(edge.at),
+        **fields,
+    )
+
+
+def _lineage_fingerprint(
+    start: NodeKey, direction: Direction, lo: datetime | None, hi: datetime | None, depth: int
+) -> str:
+    raw = repr((start.kind, start.id, direction.value, lo and lo.isoformat(), hi and hi.isoformat(), depth))
+    return f"{zlib.crc32(raw.encode()):08x}"
+
+
+def _lineage_cursor(token: str, fingerprint: str) -> Cursor | None:
+    """The last neighbour of the previous page, from a page token."""
+    try:
+        cursor = paging.decode_token(token)
+        if not cursor:
+            return None
+        if cursor.get("f") != fingerprint:
+            raise paging.InvalidPageTokenError("page_token was issued for another request")
+        at, kind, id_ = cursor.get("a"), cursor.get("k"), cursor.get("i")
+        if not (isinstance(at, str) and isinstance(kind, str) and isinstance(id_, str)):
+            raise paging.InvalidPageTokenError("page_token is not a token this server issued")
+        return Cursor(datetime.fromisoformat(at), kind, id_)
+    except (paging.InvalidPageTokenError, ValueError) as exc:
+        raise ServiceError(invalid_argument([FieldViolation("page_token", str(exc))])) from None
+
+
 class AuditApi:
     """The AuditService servicer."""
 
@@ -154,12 +241,73 @@ class AuditApi:
         registry: Registry,
         alerts: Publisher | None,
         settings: AuditSettings,
+        graph: GraphStore | None = None,
     ) -> None:
         self._store = store
         self._live = live
         self._registry = registry
         self._alerts = alerts
         self._settings = settings
+        self._graph = graph
+
+    # ---- GetLineage
+
+    async def GetLineage(self, request: pb.GetLineageRequest, context: Context) -> pb.GetLineageResponse:
+        tenant = require_tenant()
+        if self._graph is None:
+            raise ServiceError(
+                domain_error(
+                    grpc.StatusCode.UNAVAILABLE, "AUDIT_LINEAGE_UNAVAILABLE", DOMAIN,
+                    "the lineage graph is not available", retry_after_s=1.0,
+                )
+            )  # fmt: skip
+        start = lineage_start(request)
+        direction = _DIRECTIONS.get(request.direction) or _NATURAL_DIRECTION.get(
+            start.kind, Direction.DOWNSTREAM
+        )
+        lo = hi = None
+        if request.HasField("time_range"):
+            if request.time_range.HasField("start"):
+                lo = request.time_range.start.ToDatetime(tzinfo=UTC)
+            if request.time_range.HasField("end"):
+                hi = request.time_range.end.ToDatetime(tzinfo=UTC)
+        depth = request.max_depth or DEFAULT_LINEAGE_DEPTH
+        fingerprint = _lineage_fingerprint(start, direction, lo, hi, depth)
+        after = _lineage_cursor(request.page_token, fingerprint)
+        page = await self._graph.subgraph(
+            tenant,
+            start,
+            direction=direction,
+            max_depth=depth,
+            start=lo,
+            end=hi,
+            after=after,
+            limit=paging.page_size(request.page_size),
+            max_nodes=self._settings.lineage_max_nodes,
+        )
+        if page.root is None:
+            # As for any read of an entity: unknown here (another tenant's, or
+            # its events not consumed yet) is NOT_FOUND.
+            raise ServiceError(
+                domain_error(
+                    grpc.StatusCode.NOT_FOUND, "AUDIT_LINEAGE_NOT_FOUND", DOMAIN,
+                    f"no {start.kind.replace('_', ' ')} {start.id!r} in the lineage graph",
+                )
+            )  # fmt: skip
+        response = pb.GetLineageResponse(
+            start=_lineage_node(page.root),
+            direction=pb.LINEAGE_DIRECTION_UPSTREAM
+            if direction is Direction.UPSTREAM
+            else pb.LINEAGE_DIRECTION_DOWNSTREAM,
+        )
+        response.nodes.extend(_lineage_node(n) for n in page.nodes)
+        response.edges.extend(_lineage_edge(e) for e in page.edges)
+        response.truncated = page.truncated
+        if page.next is not None:
+            response.next_page_token = paging.encode_token(
+                {"a": page.next.at.isoformat(), "k": page.next.kind, "i": page.next.id, "f": fingerprint}
+            )
+        return response
 
     # ---- QueryEvents
 

@@ -1,5 +1,7 @@
 """The audit store's consumer: every Kafka topic of the event registry, one
 consumer group, each event appended once to its tenant's chain, in batches.
+(The lineage graph has a consumer of its own, :class:`LineageSubscriber`, at
+the end of this module.)
 
 `AuditSubscriber` is the runtime's KafkaSubscriber (consumer group, decoding,
 dead letters, tracing) with a batching loop, the shape of the analytics sink
@@ -34,11 +36,13 @@ from aiokafka import ConsumerRecord
 from prometheus_client import Counter, Histogram
 
 from runtime.config import KafkaSettings
+from runtime.graph import GraphStore
 from runtime.messaging import Event, RetryPolicy
 from runtime.messaging.base import DeadLetterReason, Registry
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.kafka.batching import BatchingKafkaSubscriber
 from runtime.storage.postgres import retry_transient
+from services.audit.lineage import LINEAGE_EVENT_TYPES, Lineage, project
 from services.audit.storage import Appended, AuditStore, NewRecord, new_record
 
 log = logging.getLogger(__name__)
@@ -198,3 +202,115 @@ class AuditSubscriber(BatchingKafkaSubscriber):
     @staticmethod
     def _count(appended: Appended | None) -> None:
         EVENTS.labels("duplicate" if appended is None else "stored").inc()
+
+
+LINEAGE_EVENTS = Counter("audit_lineage_events", "Events handled by the lineage consumer.", ["outcome"])
+
+
+class LineageSubscriber(BatchingKafkaSubscriber):
+    """The lineage graph's consumer (group ``audit.lineage``): the events of
+    :data:`services.audit.lineage.LINEAGE_EVENT_TYPES` become nodes and edges
+    (lineage.project), upserted per tenant in batches; offsets are committed
+    once a batch is stored.
+
+    A group of its own, not a step of the event store's: a graph backend that
+    is down (ArangoDB, say) holds up the lineage only, never the
+    tamper-evident store. Idempotent by event id: an event's nodes and edges
+    are keyed by the ids it carries, so a redelivered event (or one twice in
+    a batch, skipped here) writes the same keys and changes nothing.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        registry: Registry,
+        graph: GraphStore,
+        *,
+        group: str,
+        dead_letters: KafkaPublisher,
+        retry: RetryPolicy,
+        batch_max_events: int,
+        batch_max_interval_s: float,
+        transient_retry_s: float = 60.0,
+        client_id: str = "audit-lineage",
+    ) -> None:
+        super().__init__(
+            settings,
+            registry,
+            group=group,
+            event_types=LINEAGE_EVENT_TYPES,
+            dead_letters=dead_letters,
+            batch_max=batch_max_events,
+            batch_max_interval_s=batch_max_interval_s,
+            client_id=client_id,
+        )
+        self._graph = graph
+        self._append_retry = retry
+        self._transient_retry_s = transient_retry_s
+        self._pending: dict[str, tuple[Lineage, ConsumerRecord[bytes, bytes], Event]] = {}
+        self._source: ConsumerRecord[bytes, bytes] | None = None
+
+    async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        self._source = record
+        try:
+            await super()._process(record)
+        finally:
+            self._source = None
+
+    async def _collect(self, event: Event) -> None:
+        assert self._source is not None
+        lineage = project(event.envelope, event.payload)
+        if lineage is None:
+            LINEAGE_EVENTS.labels("ignored").inc()
+            return
+        # By event id: a second delivery within the batch is the same event.
+        self._pending.setdefault(event.envelope.event_id, (lineage, self._source, event))
+
+    def _pending_count(self) -> int:
+        return len(self._pending)
+
+    async def _flush(self) -> None:
+        pending, self._pending = list(self._pending.values()), {}
+        by_tenant: dict[str, list[tuple[Lineage, ConsumerRecord[bytes, bytes], Event]]] = {}
+        for item in pending:
+            by_tenant.setdefault(item[0].tenant, []).append(item)
+        await asyncio.gather(*(self._write_tenant(tenant, items) for tenant, items in by_tenant.items()))
+
+    async def _write_tenant(
+        self, tenant: str, items: list[tuple[Lineage, ConsumerRecord[bytes, bytes], Event]]
+    ) -> None:
+        nodes = [n for lineage, _, _ in items for n in lineage.nodes]
+        edges = [e for lineage, _, _ in items for e in lineage.edges]
+        try:
+            await retry_transient(
+                lambda: self._graph.upsert(tenant, nodes, edges),
+                within_s=self._transient_retry_s,
+                what="writing the lineage graph",
+            )
+        except Exception as exc:  # find the events to blame, one by one
+            log.warning("lineage of %d events of %r not stored, one by one: %r", len(items), tenant, exc)
+            for item in items:
+                await self._write_one(tenant, *item)
+            return
+        LINEAGE_EVENTS.labels("stored").inc(len(items))
+
+    async def _write_one(
+        self, tenant: str, lineage: Lineage, source: ConsumerRecord[bytes, bytes], event: Event
+    ) -> None:
+        max_attempts = self._append_retry.max_attempts
+        error: Exception | None = None
+        for number in range(1, max_attempts + 1):
+            try:
+                await self._graph.upsert(tenant, lineage.nodes, lineage.edges)
+            except Exception as exc:
+                error = exc
+                if number < max_attempts:
+                    await asyncio.sleep(self._append_retry.backoff(number))
+                continue
+            LINEAGE_EVENTS.labels("stored").inc()
+            return
+        LINEAGE_EVENTS.labels("dead_lettered").inc()
+        await self._dead_letter(
+            source, dict(event.headers), event.delivery, DeadLetterReason.HANDLER_FAILED, error,
+            attempts=max_attempts,
+        )  # fmt: skip

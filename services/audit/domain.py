@@ -120,6 +120,7 @@ AGGREGATES: Final[Mapping[str, tuple[str, str]]] = {
     "trading.notification.v1.WebhookDelivered": ("webhook", "webhook_id"),
     "trading.notification.v1.WebhookDeliveryFailed": ("webhook", "webhook_id"),
     "trading.audit.v1.AuditChainBroken": ("audit_chain", "tenant"),
+    "trading.analytics.v1.CorrelationClustersComputed": ("correlation_clusters", "tenant"),
 }
 
 

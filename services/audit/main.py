@@ -2,9 +2,11 @@
 
 build() secures the event store (the audit role may only SELECT and INSERT),
 starts the consumer (Kafka group `audit.events` on every topic of the event
-registry, appending in batches, dead letters to `<topic>.dlq`) and makes the
-servicer, which reads execution and portfolio through the platform's gRPC
-clients for replays.
+registry, appending in batches, dead letters to `<topic>.dlq`), opens the
+lineage graph (runtime.graph: PostgreSQL tables of this schema, or ArangoDB
+when `TRADING_GRAPH__ARANGO_URL` is set) with its own consumer (group
+`audit.lineage`) and makes the servicer, which reads execution and portfolio
+through the platform's gRPC clients for replays.
 `make_spec` lets tests choose the settings (e.g. their own consumer group).
 """
 
@@ -16,12 +18,13 @@ from typing import Any
 from trading.audit.v1 import audit_service_pb2_grpc as pb_grpc
 
 from runtime.contracts import event_registry
+from runtime.graph import open_graph_store
 from runtime.grpc_client import ClientFactory
 from runtime.messaging import RetryPolicy
 from runtime.resources import Resources
 from runtime.service import ServiceSpec
 from services.audit.api import AuditApi
-from services.audit.consumer import AuditSubscriber
+from services.audit.consumer import AuditSubscriber, LineageSubscriber
 from services.audit.live import GrpcLiveState, LiveState
 from services.audit.settings import AuditSettings
 from services.audit.storage import AuditStore
@@ -62,7 +65,23 @@ async def build(
     )
     await subscriber.start()
     resources.on_close(subscriber.stop)
-    return {AUDIT_SERVICE: AuditApi(store, live, registry, resources.kafka_publisher, settings)}
+    graph = await open_graph_store(resources.settings, "audit", postgres=resources.postgres, schema="audit")
+    resources.on_close(graph.close)
+    lineage = LineageSubscriber(
+        resources.settings.kafka.for_batch_sink(),
+        registry,
+        graph,
+        group=settings.lineage_group,
+        dead_letters=resources.kafka_publisher,
+        retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.05, max_backoff_s=0.5),
+        batch_max_events=settings.lineage_batch_max_events,
+        batch_max_interval_s=settings.batch_max_interval_s,
+        transient_retry_s=settings.transient_retry_s,
+    )
+    await lineage.start()
+    # Closed last-registered-first: the consumer stops before the graph closes.
+    resources.on_close(lineage.stop)
+    return {AUDIT_SERVICE: AuditApi(store, live, registry, resources.kafka_publisher, settings, graph)}
 
 
 def make_spec(settings: AuditSettings | None = None) -> ServiceSpec:

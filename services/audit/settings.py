@@ -30,3 +30,9 @@ class AuditSettings(BaseSettings):
     transient_retry_s: float = Field(default=60.0, gt=0)
     # Deadline of each call to execution and portfolio during a replay.
     live_call_timeout_s: float = Field(default=10.0, gt=0)
+    # Kafka consumer group of the lineage graph's consumer (lineage.py); it
+    # writes a batch at this many events or after batch_max_interval_s.
+    lineage_group: str = "audit.lineage"
+    lineage_batch_max_events: int = Field(default=2000, ge=1)
+    # GetLineage: entities one page may reach (beyond: `truncated`).
+    lineage_max_nodes: int = Field(default=10_000, ge=100)

@@ -8,6 +8,7 @@ The tenant comes only from the call's metadata (require_tenant()).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -52,6 +53,22 @@ def _denial(denial: domain.Denial) -> pb.Denial:
     if denial.actual is not None:
         message.actual.CopyFrom(decimals.to_proto(denial.actual))
     return message
+
+
+def cluster_holdings(
+    read: CheckRead, symbol: str, marks: Mapping[str, Decimal | None]
+) -> domain.ClusterHoldings | None:
+    """The order's correlation cluster with the tenant's positions in its
+    other instruments, each valued at its mark (its entry price without one)."""
+    cluster = read.cluster
+    if cluster is None or symbol not in cluster.symbols:
+        return None
+    holdings: dict[str, tuple[Decimal, Decimal]] = {}
+    for held, position in read.positions.items():
+        if held in cluster.symbols and held != symbol and position.quantity != 0:
+            mark = marks.get(held)
+            holdings[held] = (position.quantity, position.average_price if mark is None else mark)
+    return domain.ClusterHoldings(cluster.cluster_id, cluster.symbols, holdings)
 
 
 def _default_status() -> pb.TradingStatus:
@@ -119,6 +136,7 @@ class RiskApi:
             daily_pnl=pnl,
             quote=quotes.get(order.symbol),
             already_counted=read.prior_check_id is not None,
+            cluster=cluster_holdings(read, order.symbol, marks),
         )
         result = domain.check_order(order, snapshot)
         if not result.approved and read.counted:

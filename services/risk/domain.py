@@ -20,6 +20,13 @@ Decisions worth knowing:
   the ask for buys, the bid for sells (symmetric band of ``price_collar_bps``;
   exactly on the edge passes). Market orders have no collar: their price *is*
   the touch.
+- The cluster limit bounds the gross exposure (sum of |quantity| x price) to
+  the cluster of correlated instruments (analytics' correlation clusters)
+  the order's instrument is in: its own position after a full fill priced as
+  the order, the tenant's other positions in the cluster at their mark (the
+  average entry price without one). Like the position limit it denies only
+  orders that raise the exposure, so one that lowers it always passes. An
+  instrument in no cluster, or a tenant without the limit, is not limited.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ class DenialReason(enum.IntEnum):
     TRADING_HALTED = 6
     REDUCING_ONLY = 7
     NO_QUOTE = 8
+    CLUSTER_EXPOSURE = 9
 
     @property
     def code(self) -> str:
@@ -81,6 +89,7 @@ _CODES: Final[Mapping[DenialReason, str]] = MappingProxyType(
         DenialReason.TRADING_HALTED: "RISK_TRADING_HALTED",
         DenialReason.REDUCING_ONLY: "RISK_REDUCING_ONLY",
         DenialReason.NO_QUOTE: "RISK_NO_QUOTE",
+        DenialReason.CLUSTER_EXPOSURE: "RISK_CLUSTER_EXPOSURE_EXCEEDED",
     }
 )
 
@@ -96,6 +105,7 @@ CHECK_ORDER: Final[tuple[DenialReason, ...]] = (
     DenialReason.PRICE_COLLAR,
     DenialReason.MAX_NOTIONAL,
     DenialReason.MAX_POSITION,
+    DenialReason.CLUSTER_EXPOSURE,
 )
 
 
@@ -110,6 +120,8 @@ class Limits:
     daily_loss_limit: Decimal
     max_quote_age_s: float
     max_position_by_symbol: Mapping[str, Decimal] = field(default_factory=dict)
+    # Gross notional allowed in one correlation cluster; None: no cluster limit.
+    max_cluster_gross_notional: Decimal | None = None
 
     def max_position(self, symbol: str) -> Decimal:
         return self.max_position_by_symbol.get(symbol, self.default_max_position)
@@ -226,6 +238,21 @@ class OrderIntent:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterHoldings:
+    """The correlation cluster of the order's instrument, and the tenant's
+    positions in its *other* instruments: signed quantity and the price each
+    is valued at (its mark, else its average entry price)."""
+
+    cluster_id: str
+    symbols: frozenset[str]
+    holdings: Mapping[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
+
+    def gross_elsewhere(self, symbol: str) -> Decimal:
+        """Gross notional of the cluster's instruments other than `symbol`."""
+        return sum((abs(q) * p for s, (q, p) in self.holdings.items() if s != symbol), ZERO)
+
+
+@dataclass(frozen=True, slots=True)
 class RiskSnapshot:
     """Everything one check reads, taken at one instant.
 
@@ -242,6 +269,8 @@ class RiskSnapshot:
     daily_pnl: Decimal
     quote: QuoteView | None
     already_counted: bool = False
+    # The cluster of the order's instrument; None when it is in none.
+    cluster: ClusterHoldings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,6 +409,21 @@ def check_order(order: OrderIntent, snap: RiskSnapshot) -> CheckResult:
             max_position,
             abs(projected),
         )
+
+    cluster_limit = limits.max_cluster_gross_notional
+    if cluster_limit is not None and snap.cluster is not None and reference is not None:
+        elsewhere = snap.cluster.gross_elsewhere(order.symbol)
+        before = elsewhere + abs(snap.position) * reference
+        after = elsewhere + abs(projected) * reference
+        if after > cluster_limit and after > before:
+            found[DenialReason.CLUSTER_EXPOSURE] = Denial(
+                DenialReason.CLUSTER_EXPOSURE,
+                f"gross exposure to the correlated cluster {snap.cluster.cluster_id} "
+                f"({', '.join(sorted(snap.cluster.symbols))}) would be {_fmt(after)}; "
+                f"at most {_fmt(cluster_limit)}",
+                cluster_limit,
+                after,
+            )
 
     return CheckResult(
         denials=tuple(found[r] for r in CHECK_ORDER if r in found),

@@ -12,7 +12,7 @@ from runtime.outbox_redis import RedisOutbox
 from runtime.resources import Resources
 from runtime.service import ServiceSpec
 from services.risk.api import RiskApi
-from services.risk.consumers import FILLS_GROUP, fill_subscriber
+from services.risk.consumers import CLUSTERS_GROUP, FILLS_GROUP, clusters_subscribers, fill_subscriber
 from services.risk.domain import SubmissionTimeBound
 from services.risk.events import RiskEvents
 from services.risk.storage import RiskStore
@@ -20,8 +20,11 @@ from services.risk.storage import RiskStore
 RISK_SERVICE = "trading.risk.v1.RiskService"
 
 
-async def build(resources: Resources, *, fills_group: str = FILLS_GROUP) -> Mapping[str, Any]:
+async def build(
+    resources: Resources, *, fills_group: str = FILLS_GROUP, clusters_group: str = CLUSTERS_GROUP
+) -> Mapping[str, Any]:
     assert resources.redis is not None and resources.kafka_publisher is not None
+    assert resources.nats is not None
     risk = resources.settings.risk
     outbox = RedisOutbox(resources.redis, "risk")
     store = RiskStore(
@@ -40,11 +43,18 @@ async def build(resources: Resources, *, fills_group: str = FILLS_GROUP) -> Mapp
         resources.settings, store, events, resources.kafka_publisher, group=fills_group
     )
     await subscriber.start()
+    clusters_kafka, clusters_nats = clusters_subscribers(
+        resources.settings, store, resources.nats, resources.kafka_publisher, group=clusters_group
+    )
+    await clusters_kafka.start()
+    await clusters_nats.start()
     # Last added runs first: stop consuming, let background work store its
     # events, then stop the relay (what it did not publish waits in Redis).
     resources.on_close(relay.stop)
     resources.on_close(events.drain)
     resources.on_close(subscriber.stop)
+    resources.on_close(clusters_kafka.stop)
+    resources.on_close(clusters_nats.stop)
     return {RISK_SERVICE: RiskApi(store, events)}
 
 

@@ -17,6 +17,11 @@ cluster mode):
 | ``risk:outbox`` | stream | events of this tenant's changes, until the relay published them |
 
 The last quote is marketdata's global ``md:quote:{symbol}`` (Quote bytes).
+The correlation clusters (analytics' ``CorrelationClustersComputed``) are
+market-wide, so not tenant-scoped: the hash ``risk:corr`` maps each clustered
+symbol to ``"<cluster id> <symbol>,<symbol>,..."`` and ``_at`` to the
+computation time (us) of what it holds; a newer computation replaces it whole
+(the SET_CLUSTERS script), an older or repeated one changes nothing.
 
 Every change that is announced (limits, trading state, alerts) appends its
 event envelopes to the tenant's outbox stream in the same Lua script
@@ -26,8 +31,8 @@ from a read of the current value, and the script applies the change only if
 that value is still there (compare-and-set; on a race the method reads again).
 
 One check is one round trip: a non-transactional pipeline of the CHECK
-script (tenant keys, atomic) and an MGET of the quotes (another slot, so not
-inside the script).
+script (tenant keys, atomic), an MGET of the quotes and an HGET of the
+order's cluster (other slots, so not inside the script).
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ CHECK_MARKER_TTL_MS: Final = 300_000
 FILL_MARKER_TTL_S: Final = 7 * 86_400
 PNL_TTL_S: Final = 3 * 86_400
 ALERT_INTERVAL_S: Final = 60
+# The correlation clusters (market-wide: no tenant).
+CLUSTERS_KEY: Final = "risk:corr"
+_CLUSTERS_AT: Final = "_at"
 
 # The order-rate window, atomically. Reading the count and adding the order in
 # two commands would let two replicas both see "limit - 1" and both add (a
@@ -159,6 +167,19 @@ return 1
 )
 
 
+# Replace the clusters when ARGV[1] (computed at, us) is newer than the
+# stored ones: all fields go, then ARGV[2], ARGV[3], ... are the new
+# field/value pairs. Microseconds stay exact in Lua's doubles (< 2^53).
+_SET_CLUSTERS = """
+local at = tonumber(redis.call('HGET', KEYS[1], '_at') or '0')
+if at >= tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], '_at', ARGV[1])
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+
 class LimitsConflictError(Exception):
     """SetLimits with an expected version that is not the stored one."""
 
@@ -184,6 +205,9 @@ def limits_to_domain(limits: pb.RiskLimits) -> domain.Limits:
         daily_loss_limit=decimals.from_proto(limits.daily_loss_limit),
         max_quote_age_s=age or domain.DEFAULT_MAX_QUOTE_AGE_S,
         max_position_by_symbol={s: decimals.from_proto(v) for s, v in limits.max_position_by_symbol.items()},
+        max_cluster_gross_notional=decimals.from_proto(limits.max_cluster_gross_notional)
+        if limits.HasField("max_cluster_gross_notional")
+        else None,
     )
 
 
@@ -198,6 +222,8 @@ def limits_to_proto(limits: domain.Limits) -> pb.RiskLimits:
     for symbol, value in limits.max_position_by_symbol.items():
         message.max_position_by_symbol[symbol].CopyFrom(decimals.to_proto(value))
     message.max_quote_age.FromNanoseconds(round(limits.max_quote_age_s * 1e9))
+    if limits.max_cluster_gross_notional is not None:
+        message.max_cluster_gross_notional.CopyFrom(decimals.to_proto(limits.max_cluster_gross_notional))
     return message
 
 
@@ -249,6 +275,25 @@ def _position_text(position: domain.Position) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredCluster:
+    """A correlation cluster as risk stores it."""
+
+    cluster_id: str
+    symbols: frozenset[str]
+
+
+def cluster_value(cluster_id: str, symbols: Sequence[str]) -> str:
+    return f"{cluster_id} {','.join(sorted(symbols))}"
+
+
+def parse_cluster(raw: bytes | None) -> StoredCluster | None:
+    if not raw:
+        return None
+    cluster_id, _, members = raw.decode().partition(" ")
+    return StoredCluster(cluster_id, frozenset(m for m in members.split(",") if m))
+
+
+@dataclass(frozen=True, slots=True)
 class CheckRead:
     """What the CHECK round trip returned."""
 
@@ -260,6 +305,8 @@ class CheckRead:
     positions: Mapping[str, domain.Position]
     realized_today: Decimal
     quotes: Mapping[str, bytes | None]
+    # The correlation cluster of the order's symbol; None when it is in none.
+    cluster: StoredCluster | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +340,7 @@ class RiskStore:
             "limits": _SET_LIMITS,
             "state": _SET_STATE,
             "alert": _ALERT,
+            "clusters": _SET_CLUSTERS,
         }
         self._shas: dict[str, str] = {}
         # Per tenant, the symbols it held at its last check: their quotes are
@@ -363,8 +411,9 @@ class RiskStore:
             pipe = self._redis.pipeline(transaction=False)
             pipe.evalsha(self._shas["check"], len(keys), *keys, *args)
             pipe.mget([quote_key(s) for s in wanted])
+            pipe.hget(CLUSTERS_KEY, symbol)
             try:
-                script, quote_values = await pipe.execute()
+                script, quote_values, cluster_raw = await pipe.execute()
                 break
             except NoScriptError:
                 if attempt == 2:
@@ -376,6 +425,7 @@ class RiskStore:
             for i in range(0, len(flat_positions), 2)
         }
         quotes = {s: _opt_bytes(v) for s, v in zip(wanted, quote_values, strict=True)}
+        cluster = parse_cluster(_opt_bytes(cluster_raw))
         held = domain.held_symbols(positions.items())
         missing = [s for s in held if s not in quotes]
         if missing:  # first check of the tenant or a new position: one more trip
@@ -392,6 +442,7 @@ class RiskStore:
             positions=positions,
             realized_today=Decimal(pnl.decode()) if pnl else domain.ZERO,
             quotes=quotes,
+            cluster=cluster,
         )
 
     async def release(self, tenant: str, check_id: str, client_order_id: str) -> None:
@@ -556,6 +607,23 @@ class RiskStore:
             return {}
         values = await self._redis.mget([quote_key(s) for s in symbols])
         return {s: _opt_bytes(v) for s, v in zip(symbols, values, strict=True)}
+
+    # ---------------------------------------------------------------- correlation clusters
+
+    async def set_clusters(self, computed_at_us: int, clusters: Mapping[str, Sequence[str]]) -> bool:
+        """Replace the clusters (cluster id -> its symbols) with those computed
+        at `computed_at_us`, unless newer or the same ones are stored; True
+        when they were replaced."""
+        fields: list[str] = []
+        for cluster_id, symbols in sorted(clusters.items()):
+            value = cluster_value(cluster_id, symbols)
+            for symbol in sorted(symbols):
+                fields += [symbol, value]
+        replaced = await self._eval("clusters", (CLUSTERS_KEY,), (computed_at_us, *fields))
+        return bool(replaced)
+
+    async def cluster_of(self, symbol: str) -> StoredCluster | None:
+        return parse_cluster(_opt_bytes(await self._redis.hget(CLUSTERS_KEY, symbol)))
 
     async def alert_once(self, tenant: str, kind: str, symbol: str, rows: Sequence[OutboxRow]) -> bool:
         """Store the alert's outbox rows, at most once per kind and symbol per

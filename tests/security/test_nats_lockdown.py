@@ -222,7 +222,7 @@ async def test_a_wrong_password_is_refused(infra_settings: Settings, principal: 
 async def test_a_principal_without_a_nats_user_is_refused_even_with_its_secret(
     infra_settings: Settings, principal: str
 ) -> None:
-    # The gateway, identity, analytics and audit never use NATS: no user.
+    # The gateway, identity and audit never use NATS: no user.
     password = get_secret(infra_settings, NATS_SECRET, principal)
     await _refused(infra_settings.nats.url, user=principal, password=password)
 

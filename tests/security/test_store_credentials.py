@@ -313,8 +313,17 @@ async def test_the_app_role_does_not_own_its_tables(
 
 
 async def test_the_audit_role_can_only_append(app_pools: dict[str, asyncpg.Pool]) -> None:
+    # The lineage graph only grows too: nodes are upserted, edges only inserted, nothing deleted.
+    refused = (
+        "UPDATE audit.events SET producer = 'x'",
+        "DELETE FROM audit.events",
+        "UPDATE audit.graph_edges SET at = now()",
+        "DELETE FROM audit.graph_edges",
+        "DELETE FROM audit.graph_nodes",
+        "TRUNCATE audit.graph_nodes",
+    )
     async with app_pools["audit"].acquire() as conn:
-        for sql in ("UPDATE audit.events SET producer = 'x'", "DELETE FROM audit.events"):
+        for sql in refused:
             with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
                 await conn.execute(sql)
 

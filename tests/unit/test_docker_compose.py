@@ -366,8 +366,9 @@ def test_postgres_takes_the_superuser_password_from_the_init_job(services: dict[
 
 # Passwords this file still carries, outside the platform's per-principal
 # credentials (docs/security.md "Deploying with compose", limits): the ClickHouse
-# user analytics logs in as (its URL carries it) and ArangoDB's root (no code
-# uses ArangoDB yet). Listed so that no other one can slip in.
+# user analytics logs in as (its URL carries it) and ArangoDB's root (audit's
+# lineage graph logs in with it, its URL carries it). Listed so that no other
+# one can slip in.
 NOT_YET_FROM_SECRETS = {
     "clickhouse": {"CLICKHOUSE_PASSWORD"},
     "arangodb": {"ARANGO_ROOT_PASSWORD"},
@@ -383,7 +384,7 @@ def test_no_secret_values_in_the_file(services: dict[str, dict[str, Any]], tmp_p
         for key, value in env.items():
             if key.startswith("TRADING_"):
                 assert "ENCRYPTION_KEY" not in key and "PASSWORD" not in key, (name, key)
-                if key != "TRADING_CLICKHOUSE__URL":
+                if key not in ("TRADING_CLICKHOUSE__URL", "TRADING_GRAPH__ARANGO_URL"):
                     # No credentials in a DSN or URL: postgres://user@host, redis://host, nats://host.
                     assert not re.search(r"://[^/@\s]*:[^/@\s]*@", value), (name, key)
             elif re.search(r"PASSWORD|SECRET|TOKEN|_KEY$", key) and not key.endswith("_FILE"):

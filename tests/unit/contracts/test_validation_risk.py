@@ -174,6 +174,7 @@ def test_denial_reasons_cover_every_check() -> None:
         "TRADING_HALTED",
         "REDUCING_ONLY",
         "NO_QUOTE",
+        "CLUSTER_EXPOSURE",
     }
 
 

@@ -104,6 +104,7 @@ def test_the_operator_publishes_only_re_drive_targets_and_its_dlq_requests() -> 
         event_subject("trading.features.v1.FeatureVectorComputed"),  # decision-vectors
         event_subject("trading.execution.v1.OrderStatusChanged"),  # notification-orders (EXECUTION)
         NOTIFICATION_JOBS,  # notification-webhooks (NOTIFICATION)
+        event_subject("trading.analytics.v1.CorrelationClustersComputed"),  # risk-correlations
     }
     dlq_api = {f"$JS.API.STREAM.MSG.GET.{DLQ_STREAM}", f"$JS.API.STREAM.MSG.DELETE.{DLQ_STREAM}"}
     perms = permissions(OPERATOR)
@@ -208,6 +209,7 @@ def test_the_subscription_inventory_below_is_complete() -> None:
         "services/notification/api.py": 1,
         "services/notification/main.py": 2,
         "services/portfolio/api.py": 1,
+        "services/risk/consumers.py": 1,
     }
 
 
@@ -219,6 +221,7 @@ def test_every_subject_a_service_subscribes_in_code_is_covered() -> None:
     from services.marketdata.api import tick_subject
     from services.notification.api import tenant_subjects
     from services.portfolio.api import update_subjects
+    from services.risk.consumers import CLUSTERS_EVENT
 
     tenant, symbol = "tenant-a", "BTC-USD"
     in_code: dict[str, list[str]] = {
@@ -232,6 +235,7 @@ def test_every_subject_a_service_subscribes_in_code_is_covered() -> None:
         "portfolio": update_subjects(tenant),
         "decision": [VECTOR_SUBJECT_PREFIX + "*", vector_subject(symbol)],
         "notification": tenant_subjects(tenant),
+        "risk": [subject_filter(REGISTRY.route(CLUSTERS_EVENT).nats_subject)],
     }
     for principal, subjects in in_code.items():
         sub = permissions(principal).subscribe
@@ -250,6 +254,10 @@ def test_durable_consumers_and_dead_letter_names_in_code_are_covered() -> None:
     assert 'name="decision-vectors"' in decision
     assert allowed(permissions("features").publish, DLQ_SUBJECT_PREFIX + "features-ticks")
     assert allowed(permissions("decision").publish, DLQ_SUBJECT_PREFIX + "decision-vectors")
+    # risk dead-letters the correlation clusters it could not store.
+    from services.risk.consumers import CLUSTERS_NATS_NAME
+
+    assert allowed(permissions("risk").publish, DLQ_SUBJECT_PREFIX + CLUSTERS_NATS_NAME)
     # notification: durables on EXECUTION (order updates) and NOTIFICATION (jobs).
     names = ConsumerNames()
     notification = permissions("notification").publish

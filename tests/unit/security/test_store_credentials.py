@@ -70,7 +70,13 @@ def test_acl_file_turns_the_default_user_off_and_holds_no_plaintext_password() -
 _OWNED_SAMPLES = {
     "marketdata": ["md:quote:BTC-USD", "md:instruments"],
     "features": ["features:vector:BTC-USD"],
-    "risk": ["t:{t-1}:risk:limits", "t:{t-1}:risk:check:c-1", "t:{t-1}:risk:outbox", "risk:outbox:lock"],
+    "risk": [
+        "t:{t-1}:risk:limits",
+        "t:{t-1}:risk:check:c-1",
+        "t:{t-1}:risk:outbox",
+        "risk:outbox:lock",
+        "risk:corr",
+    ],
     "gateway": ["t:{t-1}:gateway:ratelimit", "t:{t-1}:gateway:idem:ab12"],
     "identity": ["identity:apikey:ab12", "identity:login_failures:ab12"],
 }
@@ -151,24 +157,29 @@ def _topics(event_types: tuple[str, ...]) -> set[str]:
 def test_the_consumer_table_is_what_the_services_subscribe() -> None:
     from services.analytics.domain import SUNK_EVENTS
     from services.analytics.settings import AnalyticsSettings
+    from services.audit.lineage import LINEAGE_EVENT_TYPES
     from services.audit.settings import AuditSettings
     from services.notification import domain as notification
     from services.notification.main import ConsumerNames
     from services.portfolio.consumers import FILL_EVENT as PORTFOLIO_FILL
     from services.portfolio.main import FILLS_GROUP as PORTFOLIO_GROUP
+    from services.risk.consumers import CLUSTERS_EVENT, CLUSTERS_GROUP
     from services.risk.consumers import FILL_EVENT as RISK_FILL
     from services.risk.consumers import FILLS_GROUP as RISK_GROUP
 
-    table = {c.principal: (c.group, None if c.event_types is None else set(c.event_types)) for c in CONSUMERS}
+    table = {(c.principal, c.group): None if c.event_types is None else set(c.event_types) for c in CONSUMERS}
+    assert len(table) == len(CONSUMERS)
     assert table == {
-        "risk": (RISK_GROUP, {RISK_FILL}),
-        "portfolio": (PORTFOLIO_GROUP, {PORTFOLIO_FILL}),
-        "analytics": (AnalyticsSettings().consumer_group, set(SUNK_EVENTS)),
-        "audit": (AuditSettings().consumer_group, None),
-        "notification": (
+        ("risk", RISK_GROUP): {RISK_FILL},
+        ("risk", CLUSTERS_GROUP): {CLUSTERS_EVENT},
+        ("portfolio", PORTFOLIO_GROUP): {PORTFOLIO_FILL},
+        ("analytics", AnalyticsSettings().consumer_group): set(SUNK_EVENTS),
+        ("audit", AuditSettings().consumer_group): None,
+        ("audit", AuditSettings().lineage_group): set(LINEAGE_EVENT_TYPES),
+        (
+            "notification",
             ConsumerNames().events_group,
-            set(notification.RISK_EVENT_TYPES + notification.PORTFOLIO_EVENT_TYPES),
-        ),
+        ): set(notification.RISK_EVENT_TYPES + notification.PORTFOLIO_EVENT_TYPES),
     }
 
 

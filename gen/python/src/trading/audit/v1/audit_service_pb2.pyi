@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from trading.audit.v1 import types_pb2 as _types_pb2_1
 from trading.common.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
@@ -20,6 +21,138 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _LineageNodeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LineageNodeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LineageNodeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LINEAGE_NODE_KIND_UNSPECIFIED: _LineageNodeKind.ValueType  # 0
+    """Not set; rejected by validation."""
+    LINEAGE_NODE_KIND_TENANT: _LineageNodeKind.ValueType  # 1
+    """The tenant (id: the tenant id); runs the strategies."""
+    LINEAGE_NODE_KIND_STRATEGY: _LineageNodeKind.ValueType  # 2
+    """A strategy (id: the strategy id); generates signals."""
+    LINEAGE_NODE_KIND_MODEL_VERSION: _LineageNodeKind.ValueType  # 3
+    """One version of a model (id: "<model id>@<model version>"); scores the
+    signals of the strategies that use it.
+    """
+    LINEAGE_NODE_KIND_SIGNAL: _LineageNodeKind.ValueType  # 4
+    """A signal (id: the signal id); may lead to an order intent."""
+    LINEAGE_NODE_KIND_ORDER_INTENT: _LineageNodeKind.ValueType  # 5
+    """An order intent of a strategy (id: its client order id, which names
+    the intent's order one to one); leads to an order.
+    """
+    LINEAGE_NODE_KIND_ORDER: _LineageNodeKind.ValueType  # 6
+    """An order (id: the order id); receives fills."""
+    LINEAGE_NODE_KIND_FILL: _LineageNodeKind.ValueType  # 7
+    """A fill (id: the execution id)."""
+
+class LineageNodeKind(_LineageNodeKind, metaclass=_LineageNodeKindEnumTypeWrapper):
+    """Kind of an entity in the lineage graph."""
+
+LINEAGE_NODE_KIND_UNSPECIFIED: LineageNodeKind.ValueType  # 0
+"""Not set; rejected by validation."""
+LINEAGE_NODE_KIND_TENANT: LineageNodeKind.ValueType  # 1
+"""The tenant (id: the tenant id); runs the strategies."""
+LINEAGE_NODE_KIND_STRATEGY: LineageNodeKind.ValueType  # 2
+"""A strategy (id: the strategy id); generates signals."""
+LINEAGE_NODE_KIND_MODEL_VERSION: LineageNodeKind.ValueType  # 3
+"""One version of a model (id: "<model id>@<model version>"); scores the
+signals of the strategies that use it.
+"""
+LINEAGE_NODE_KIND_SIGNAL: LineageNodeKind.ValueType  # 4
+"""A signal (id: the signal id); may lead to an order intent."""
+LINEAGE_NODE_KIND_ORDER_INTENT: LineageNodeKind.ValueType  # 5
+"""An order intent of a strategy (id: its client order id, which names
+the intent's order one to one); leads to an order.
+"""
+LINEAGE_NODE_KIND_ORDER: LineageNodeKind.ValueType  # 6
+"""An order (id: the order id); receives fills."""
+LINEAGE_NODE_KIND_FILL: LineageNodeKind.ValueType  # 7
+"""A fill (id: the execution id)."""
+Global___LineageNodeKind: _TypeAlias = LineageNodeKind  # noqa: Y015
+
+class _LineageEdgeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LineageEdgeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LineageEdgeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LINEAGE_EDGE_KIND_UNSPECIFIED: _LineageEdgeKind.ValueType  # 0
+    """Not set; never returned."""
+    LINEAGE_EDGE_KIND_RUNS: _LineageEdgeKind.ValueType  # 1
+    """Tenant -> strategy: the tenant runs the strategy."""
+    LINEAGE_EDGE_KIND_GENERATED: _LineageEdgeKind.ValueType  # 2
+    """Strategy -> signal: the strategy's ensemble produced the signal."""
+    LINEAGE_EDGE_KIND_SCORED: _LineageEdgeKind.ValueType  # 3
+    """Model version -> signal: the model's score went into the signal."""
+    LINEAGE_EDGE_KIND_DERIVED: _LineageEdgeKind.ValueType  # 4
+    """Signal -> order intent: the intent was derived from the signal."""
+    LINEAGE_EDGE_KIND_PLACED: _LineageEdgeKind.ValueType  # 5
+    """Order intent -> order: execution placed the intent's order."""
+    LINEAGE_EDGE_KIND_FILLED: _LineageEdgeKind.ValueType  # 6
+    """Order -> fill: the order received the fill."""
+
+class LineageEdgeKind(_LineageEdgeKind, metaclass=_LineageEdgeKindEnumTypeWrapper):
+    """Kind of a link in the lineage graph; every edge points from the cause to
+    its effect.
+    """
+
+LINEAGE_EDGE_KIND_UNSPECIFIED: LineageEdgeKind.ValueType  # 0
+"""Not set; never returned."""
+LINEAGE_EDGE_KIND_RUNS: LineageEdgeKind.ValueType  # 1
+"""Tenant -> strategy: the tenant runs the strategy."""
+LINEAGE_EDGE_KIND_GENERATED: LineageEdgeKind.ValueType  # 2
+"""Strategy -> signal: the strategy's ensemble produced the signal."""
+LINEAGE_EDGE_KIND_SCORED: LineageEdgeKind.ValueType  # 3
+"""Model version -> signal: the model's score went into the signal."""
+LINEAGE_EDGE_KIND_DERIVED: LineageEdgeKind.ValueType  # 4
+"""Signal -> order intent: the intent was derived from the signal."""
+LINEAGE_EDGE_KIND_PLACED: LineageEdgeKind.ValueType  # 5
+"""Order intent -> order: execution placed the intent's order."""
+LINEAGE_EDGE_KIND_FILLED: LineageEdgeKind.ValueType  # 6
+"""Order -> fill: the order received the fill."""
+Global___LineageEdgeKind: _TypeAlias = LineageEdgeKind  # noqa: Y015
+
+class _LineageDirection:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LineageDirectionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LineageDirection.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LINEAGE_DIRECTION_UNSPECIFIED: _LineageDirection.ValueType  # 0
+    """The start's natural direction: UPSTREAM from a fill or an order,
+    DOWNSTREAM from a signal, a strategy or a model version.
+    """
+    LINEAGE_DIRECTION_UPSTREAM: _LineageDirection.ValueType  # 1
+    """Towards the causes: fill -> order -> order intent -> signal -> model
+    versions, strategy and tenant.
+    """
+    LINEAGE_DIRECTION_DOWNSTREAM: _LineageDirection.ValueType  # 2
+    """Towards the effects: strategy -> signals -> order intents -> orders ->
+    fills. Each entity reached also comes with its direct causes (e.g. a
+    signal with its model versions), which are not walked further.
+    """
+
+class LineageDirection(_LineageDirection, metaclass=_LineageDirectionEnumTypeWrapper):
+    """Which way a lineage walk follows the edges."""
+
+LINEAGE_DIRECTION_UNSPECIFIED: LineageDirection.ValueType  # 0
+"""The start's natural direction: UPSTREAM from a fill or an order,
+DOWNSTREAM from a signal, a strategy or a model version.
+"""
+LINEAGE_DIRECTION_UPSTREAM: LineageDirection.ValueType  # 1
+"""Towards the causes: fill -> order -> order intent -> signal -> model
+versions, strategy and tenant.
+"""
+LINEAGE_DIRECTION_DOWNSTREAM: LineageDirection.ValueType  # 2
+"""Towards the effects: strategy -> signals -> order intents -> orders ->
+fills. Each entity reached also comes with its direct causes (e.g. a
+signal with its model versions), which are not walked further.
+"""
+Global___LineageDirection: _TypeAlias = LineageDirection  # noqa: Y015
 
 @_typing.final
 class QueryEventsRequest(_message.Message):
@@ -274,3 +407,259 @@ class ReplayTenantResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReplayTenantResponse: _TypeAlias = ReplayTenantResponse  # noqa: Y015
+
+@_typing.final
+class LineageNode(_message.Message):
+    """One entity of the lineage graph."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class AttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    KIND_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    kind: Global___LineageNodeKind.ValueType
+    """What the entity is."""
+    id: _builtins.str
+    """Its id (see LineageNodeKind for what the id of each kind is)."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When it came to be (a signal's generation, an order's creation, a
+        fill's execution; the first event that named it for the others).
+        """
+
+    @_builtins.property
+    def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Facts about it from the events, e.g. "symbol", "side", "price",
+        "quantity", "direction", "strength"; which keys exist depends on the kind.
+        """
+
+    def __init__(
+        self,
+        *,
+        kind: Global___LineageNodeKind.ValueType = ...,
+        id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "attributes", b"attributes", "id", b"id", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LineageNode: _TypeAlias = LineageNode  # noqa: Y015
+
+@_typing.final
+class LineageNodeRef(_message.Message):
+    """Reference to an entity of the lineage graph."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    kind: Global___LineageNodeKind.ValueType
+    """What the entity is."""
+    id: _builtins.str
+    """Its id."""
+    def __init__(
+        self,
+        *,
+        kind: Global___LineageNodeKind.ValueType = ...,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LineageNodeRef: _TypeAlias = LineageNodeRef  # noqa: Y015
+
+@_typing.final
+class LineageEdge(_message.Message):
+    """One link of the lineage graph, from the cause to its effect."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    FROM_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    kind: Global___LineageEdgeKind.ValueType
+    """What the link means."""
+    @_builtins.property
+    def to(self) -> Global___LineageNodeRef:
+        """The effect."""
+
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When the link came to be (the time of the effect)."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___LineageEdgeKind.ValueType = ...,
+        to: Global___LineageNodeRef | None = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "from", b"from", "to", b"to"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "from", b"from", "kind", b"kind", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LineageEdge: _TypeAlias = LineageEdge  # noqa: Y015
+
+@_typing.final
+class GetLineageRequest(_message.Message):
+    """Request of GetLineage: names the entity to start from by exactly one id
+    (a model version by model_id with model_version).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    SIGNAL_ID_FIELD_NUMBER: _builtins.int
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    TIME_RANGE_FIELD_NUMBER: _builtins.int
+    MAX_DEPTH_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    """A fill (its execution id)."""
+    order_id: _builtins.str
+    """An order."""
+    signal_id: _builtins.str
+    """A signal."""
+    strategy_id: _builtins.str
+    """A strategy."""
+    model_id: _builtins.str
+    """A version of this model (needs model_version)."""
+    model_version: _builtins.str
+    """The model's version, e.g. "2026-11-20.3"; only with model_id."""
+    direction: Global___LineageDirection.ValueType
+    """Which way to walk; unset for the start's natural direction."""
+    max_depth: _builtins.int
+    """How many links deep to walk from the start, 1-12; 0 means 8 (enough
+    for every chain from a fill to its tenant).
+    """
+    page_size: _builtins.int
+    """Maximum number of the start's direct neighbours per page, 0-500; 0
+    means the default of 50.
+    """
+    page_token: _builtins.str
+    """Token from the previous page's next_page_token; empty for the first
+    page. The other fields must be the same as in the call that returned it.
+    """
+    @_builtins.property
+    def time_range(self) -> _types_pb2.TimeRange:
+        """Only the start's direct neighbours linked in [start, end) (e.g. a
+        strategy's signals generated in that range), with everything the walk
+        reaches from them whenever it happened; either bound may be unset.
+        """
+
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        signal_id: _builtins.str = ...,
+        strategy_id: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        direction: Global___LineageDirection.ValueType = ...,
+        time_range: _types_pb2.TimeRange | None = ...,
+        max_depth: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "model_id", b"model_id", "order_id", b"order_id", "signal_id", b"signal_id", "start", b"start", "strategy_id", b"strategy_id", "time_range", b"time_range"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["direction", b"direction", "execution_id", b"execution_id", "max_depth", b"max_depth", "model_id", b"model_id", "model_version", b"model_version", "order_id", b"order_id", "page_size", b"page_size", "page_token", b"page_token", "signal_id", b"signal_id", "start", b"start", "strategy_id", b"strategy_id", "time_range", b"time_range"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_start: _TypeAlias = _typing.Literal["execution_id", "order_id", "signal_id", "strategy_id", "model_id"]  # noqa: Y015
+    _WhichOneofArgType_start: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_start) -> _WhichOneofReturnType_start | None: ...
+
+Global___GetLineageRequest: _TypeAlias = GetLineageRequest  # noqa: Y015
+
+@_typing.final
+class GetLineageResponse(_message.Message):
+    """Response of GetLineage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
+    EDGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    direction: Global___LineageDirection.ValueType
+    """The direction walked (the start's natural one when the request left it
+    unset).
+    """
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
+    truncated: _builtins.bool
+    """True when the walk stopped at the server's limit of entities per page
+    (10000); ask for smaller pages or a shorter time range.
+    """
+    @_builtins.property
+    def start(self) -> Global___LineageNode:
+        """The start."""
+
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineageNode]:
+        """Every entity this page reached, the start excluded, ordered by kind,
+        time and id.
+        """
+
+    @_builtins.property
+    def edges(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineageEdge]:
+        """The links between the start and those entities (and, downstream, to
+        their direct causes), each once.
+        """
+
+    def __init__(
+        self,
+        *,
+        start: Global___LineageNode | None = ...,
+        direction: Global___LineageDirection.ValueType = ...,
+        nodes: _abc.Iterable[Global___LineageNode] | None = ...,
+        edges: _abc.Iterable[Global___LineageEdge] | None = ...,
+        next_page_token: _builtins.str = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["direction", b"direction", "edges", b"edges", "next_page_token", b"next_page_token", "nodes", b"nodes", "start", b"start", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLineageResponse: _TypeAlias = GetLineageResponse  # noqa: Y015

@@ -54,6 +54,11 @@ class AuditServiceStub:
                 request_serializer=trading_dot_audit_dot_v1_dot_audit__service__pb2.ReplayTenantRequest.SerializeToString,
                 response_deserializer=trading_dot_audit_dot_v1_dot_audit__service__pb2.ReplayTenantResponse.FromString,
                 _registered_method=True)
+        self.GetLineage = channel.unary_unary(
+                '/trading.audit.v1.AuditService/GetLineage',
+                request_serializer=trading_dot_audit_dot_v1_dot_audit__service__pb2.GetLineageRequest.SerializeToString,
+                response_deserializer=trading_dot_audit_dot_v1_dot_audit__service__pb2.GetLineageResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -92,6 +97,21 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLineage(self, request, context):
+        """Walks the lineage graph of the caller's tenant from one entity: which
+        signal, model versions and strategy led to a fill or an order
+        (UPSTREAM), or everything a strategy, model version, signal or order
+        led to (DOWNSTREAM), e.g. all signals, order intents, orders and fills
+        of a strategy in a time range. The graph is kept from the event
+        streams, so the last second or two of events may not be in it yet; a
+        start it does not know (yet) is NOT_FOUND.
+        Paged by the start's direct neighbours (in time order), each page with
+        everything the walk reaches from them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +129,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.ReplayTenant,
                     request_deserializer=trading_dot_audit_dot_v1_dot_audit__service__pb2.ReplayTenantRequest.FromString,
                     response_serializer=trading_dot_audit_dot_v1_dot_audit__service__pb2.ReplayTenantResponse.SerializeToString,
+            ),
+            'GetLineage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLineage,
+                    request_deserializer=trading_dot_audit_dot_v1_dot_audit__service__pb2.GetLineageRequest.FromString,
+                    response_serializer=trading_dot_audit_dot_v1_dot_audit__service__pb2.GetLineageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -197,6 +222,33 @@ class AuditService:
             '/trading.audit.v1.AuditService/ReplayTenant',
             trading_dot_audit_dot_v1_dot_audit__service__pb2.ReplayTenantRequest.SerializeToString,
             trading_dot_audit_dot_v1_dot_audit__service__pb2.ReplayTenantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLineage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trading.audit.v1.AuditService/GetLineage',
+            trading_dot_audit_dot_v1_dot_audit__service__pb2.GetLineageRequest.SerializeToString,
+            trading_dot_audit_dot_v1_dot_audit__service__pb2.GetLineageResponse.FromString,
             options,
             channel_credentials,
             insecure,

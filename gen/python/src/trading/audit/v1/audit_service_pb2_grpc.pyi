@@ -54,6 +54,17 @@ class AuditServiceStub:
     replayed, so a change racing the replay can show up as a difference;
     run it again to confirm one.
     """
+    GetLineage: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.GetLineageRequest, _audit_service_pb2.GetLineageResponse]
+    """Walks the lineage graph of the caller's tenant from one entity: which
+    signal, model versions and strategy led to a fill or an order
+    (UPSTREAM), or everything a strategy, model version, signal or order
+    led to (DOWNSTREAM), e.g. all signals, order intents, orders and fills
+    of a strategy in a time range. The graph is kept from the event
+    streams, so the last second or two of events may not be in it yet; a
+    start it does not know (yet) is NOT_FOUND.
+    Paged by the start's direct neighbours (in time order), each page with
+    everything the walk reaches from them.
+    """
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
@@ -80,6 +91,17 @@ class AuditServiceAsyncStub(AuditServiceStub):
     it changes neither. Events stored after the replay started are not
     replayed, so a change racing the replay can show up as a difference;
     run it again to confirm one.
+    """
+    GetLineage: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.GetLineageRequest, _audit_service_pb2.GetLineageResponse]  # type: ignore[assignment]
+    """Walks the lineage graph of the caller's tenant from one entity: which
+    signal, model versions and strategy led to a fill or an order
+    (UPSTREAM), or everything a strategy, model version, signal or order
+    led to (DOWNSTREAM), e.g. all signals, order intents, orders and fills
+    of a strategy in a time range. The graph is kept from the event
+    streams, so the last second or two of events may not be in it yet; a
+    start it does not know (yet) is NOT_FOUND.
+    Paged by the start's direct neighbours (in time order), each page with
+    everything the walk reaches from them.
     """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -122,6 +144,23 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         it changes neither. Events stored after the replay started are not
         replayed, so a change racing the replay can show up as a difference;
         run it again to confirm one.
+        """
+
+    @_abc_1.abstractmethod
+    def GetLineage(
+        self,
+        request: _audit_service_pb2.GetLineageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_service_pb2.GetLineageResponse, _abc.Awaitable[_audit_service_pb2.GetLineageResponse]]:
+        """Walks the lineage graph of the caller's tenant from one entity: which
+        signal, model versions and strategy led to a fill or an order
+        (UPSTREAM), or everything a strategy, model version, signal or order
+        led to (DOWNSTREAM), e.g. all signals, order intents, orders and fills
+        of a strategy in a time range. The graph is kept from the event
+        streams, so the last second or two of events may not be in it yet; a
+        start it does not know (yet) is NOT_FOUND.
+        Paged by the start's direct neighbours (in time order), each page with
+        everything the walk reaches from them.
         """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -94,6 +94,11 @@ class _DenialReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DenialRe
     """No quote, or only a stale one, is available to price the order (code
     "RISK_NO_QUOTE"). Retrying later may help.
     """
+    DENIAL_REASON_CLUSTER_EXPOSURE: _DenialReason.ValueType  # 9
+    """The gross exposure (sum of absolute notionals) to the cluster of
+    correlated instruments the order's instrument belongs to would exceed
+    `max_cluster_gross_notional` (code "RISK_CLUSTER_EXPOSURE_EXCEEDED").
+    """
 
 class DenialReason(_DenialReason, metaclass=_DenialReasonEnumTypeWrapper):
     """Why a check denied an order. Each reason has a stable code string, used
@@ -132,6 +137,11 @@ position (code "RISK_REDUCING_ONLY").
 DENIAL_REASON_NO_QUOTE: DenialReason.ValueType  # 8
 """No quote, or only a stale one, is available to price the order (code
 "RISK_NO_QUOTE"). Retrying later may help.
+"""
+DENIAL_REASON_CLUSTER_EXPOSURE: DenialReason.ValueType  # 9
+"""The gross exposure (sum of absolute notionals) to the cluster of
+correlated instruments the order's instrument belongs to would exceed
+`max_cluster_gross_notional` (code "RISK_CLUSTER_EXPOSURE_EXCEEDED").
 """
 Global___DenialReason: _TypeAlias = DenialReason  # noqa: Y015
 
@@ -215,6 +225,7 @@ class RiskLimits(_message.Message):
     PRICE_COLLAR_BPS_FIELD_NUMBER: _builtins.int
     DAILY_LOSS_LIMIT_FIELD_NUMBER: _builtins.int
     MAX_QUOTE_AGE_FIELD_NUMBER: _builtins.int
+    MAX_CLUSTER_GROSS_NOTIONAL_FIELD_NUMBER: _builtins.int
     max_orders_per_second: _builtins.int
     """Maximum number of orders checked per second (sliding window), 1 to
     10000.
@@ -254,6 +265,17 @@ class RiskLimits(_message.Message):
         minutes.
         """
 
+    @_builtins.property
+    def max_cluster_gross_notional(self) -> _decimal_pb2.Decimal:
+        """Maximum gross exposure to one cluster of correlated instruments: the
+        sum over the cluster's instruments of |position| x price (the order's
+        instrument at its position after a full fill, priced as the order; the
+        others at their mark). Orders that would raise the exposure above it
+        are denied; orders that lower it are not. The clusters come from
+        analytics (CorrelationClustersComputed); an instrument in no cluster is
+        not limited by this. Unset: no cluster limit.
+        """
+
     def __init__(
         self,
         *,
@@ -264,10 +286,11 @@ class RiskLimits(_message.Message):
         price_collar_bps: _builtins.int = ...,
         daily_loss_limit: _decimal_pb2.Decimal | None = ...,
         max_quote_age: _duration_pb2.Duration | None = ...,
+        max_cluster_gross_notional: _decimal_pb2.Decimal | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["daily_loss_limit", b"daily_loss_limit", "default_max_position", b"default_max_position", "max_order_notional", b"max_order_notional", "max_quote_age", b"max_quote_age"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["daily_loss_limit", b"daily_loss_limit", "default_max_position", b"default_max_position", "max_cluster_gross_notional", b"max_cluster_gross_notional", "max_order_notional", b"max_order_notional", "max_quote_age", b"max_quote_age"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["daily_loss_limit", b"daily_loss_limit", "default_max_position", b"default_max_position", "max_order_notional", b"max_order_notional", "max_orders_per_second", b"max_orders_per_second", "max_position_by_symbol", b"max_position_by_symbol", "max_quote_age", b"max_quote_age", "price_collar_bps", b"price_collar_bps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["daily_loss_limit", b"daily_loss_limit", "default_max_position", b"default_max_position", "max_cluster_gross_notional", b"max_cluster_gross_notional", "max_order_notional", b"max_order_notional", "max_orders_per_second", b"max_orders_per_second", "max_position_by_symbol", b"max_position_by_symbol", "max_quote_age", b"max_quote_age", "price_collar_bps", b"price_collar_bps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

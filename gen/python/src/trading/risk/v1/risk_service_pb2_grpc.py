@@ -28,9 +28,10 @@ if _version_not_supported:
 class RiskServiceStub:
     """Pre-trade risk control, per tenant. Execution checks every order with
     CheckOrder before accepting it; the check covers the order rate, the
-    notional of the order, the resulting position, a price collar around the
-    last quote, the daily loss limit and the tenant's trading state (the kill
-    switch). Limits and trading state are configured here.
+    notional of the order, the resulting position, the gross exposure to a
+    cluster of correlated instruments, a price collar around the last quote,
+    the daily loss limit and the tenant's trading state (the kill switch).
+    Limits and trading state are configured here.
 
     Notional amounts and losses are in the instruments' quote currency (the
     platform assumes one quote currency per tenant, "USD" by default);
@@ -73,9 +74,10 @@ class RiskServiceStub:
 class RiskServiceServicer:
     """Pre-trade risk control, per tenant. Execution checks every order with
     CheckOrder before accepting it; the check covers the order rate, the
-    notional of the order, the resulting position, a price collar around the
-    last quote, the daily loss limit and the tenant's trading state (the kill
-    switch). Limits and trading state are configured here.
+    notional of the order, the resulting position, the gross exposure to a
+    cluster of correlated instruments, a price collar around the last quote,
+    the daily loss limit and the tenant's trading state (the kill switch).
+    Limits and trading state are configured here.
 
     Notional amounts and losses are in the instruments' quote currency (the
     platform assumes one quote currency per tenant, "USD" by default);
@@ -166,9 +168,10 @@ def add_RiskServiceServicer_to_server(servicer, server):
 class RiskService:
     """Pre-trade risk control, per tenant. Execution checks every order with
     CheckOrder before accepting it; the check covers the order rate, the
-    notional of the order, the resulting position, a price collar around the
-    last quote, the daily loss limit and the tenant's trading state (the kill
-    switch). Limits and trading state are configured here.
+    notional of the order, the resulting position, the gross exposure to a
+    cluster of correlated instruments, a price collar around the last quote,
+    the daily loss limit and the tenant's trading state (the kill switch).
+    Limits and trading state are configured here.
 
     Notional amounts and losses are in the instruments' quote currency (the
     platform assumes one quote currency per tenant, "USD" by default);

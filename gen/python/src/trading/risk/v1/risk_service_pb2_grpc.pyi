@@ -29,9 +29,10 @@ GRPC_VERSION: str
 class RiskServiceStub:
     """Pre-trade risk control, per tenant. Execution checks every order with
     CheckOrder before accepting it; the check covers the order rate, the
-    notional of the order, the resulting position, a price collar around the
-    last quote, the daily loss limit and the tenant's trading state (the kill
-    switch). Limits and trading state are configured here.
+    notional of the order, the resulting position, the gross exposure to a
+    cluster of correlated instruments, a price collar around the last quote,
+    the daily loss limit and the tenant's trading state (the kill switch).
+    Limits and trading state are configured here.
 
     Notional amounts and losses are in the instruments' quote currency (the
     platform assumes one quote currency per tenant, "USD" by default);
@@ -71,9 +72,10 @@ class RiskServiceStub:
 class RiskServiceAsyncStub(RiskServiceStub):
     """Pre-trade risk control, per tenant. Execution checks every order with
     CheckOrder before accepting it; the check covers the order rate, the
-    notional of the order, the resulting position, a price collar around the
-    last quote, the daily loss limit and the tenant's trading state (the kill
-    switch). Limits and trading state are configured here.
+    notional of the order, the resulting position, the gross exposure to a
+    cluster of correlated instruments, a price collar around the last quote,
+    the daily loss limit and the tenant's trading state (the kill switch).
+    Limits and trading state are configured here.
 
     Notional amounts and losses are in the instruments' quote currency (the
     platform assumes one quote currency per tenant, "USD" by default);
@@ -109,9 +111,10 @@ class RiskServiceAsyncStub(RiskServiceStub):
 class RiskServiceServicer(metaclass=_abc_1.ABCMeta):
     """Pre-trade risk control, per tenant. Execution checks every order with
     CheckOrder before accepting it; the check covers the order rate, the
-    notional of the order, the resulting position, a price collar around the
-    last quote, the daily loss limit and the tenant's trading state (the kill
-    switch). Limits and trading state are configured here.
+    notional of the order, the resulting position, the gross exposure to a
+    cluster of correlated instruments, a price collar around the last quote,
+    the daily loss limit and the tenant's trading state (the kill switch).
+    Limits and trading state are configured here.
 
     Notional amounts and losses are in the instruments' quote currency (the
     platform assumes one quote currency per tenant, "USD" by default);

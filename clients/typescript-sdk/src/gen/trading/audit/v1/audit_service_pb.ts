@@ -2,8 +2,8 @@
 // @generated from file trading/audit/v1/audit_service.proto (package trading.audit.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
 import { file_google_api_annotations } from "../../../google/api/annotations_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file trading/audit/v1/audit_service.proto.
  */
 export const file_trading_audit_v1_audit_service: GenFile = /*@__PURE__*/
-  fileDesc("CiR0cmFkaW5nL2F1ZGl0L3YxL2F1ZGl0X3NlcnZpY2UucHJvdG8SEHRyYWRpbmcuYXVkaXQudjEiqQQKElF1ZXJ5RXZlbnRzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGPQDKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAQSOgoOY29ycmVsYXRpb25faWQYAyABKAlCIrpIH9gBAXIaMhheW0EtWmEtejAtOS5fOi1dezEsMTI4fSQSOAoOYWdncmVnYXRlX3R5cGUYBCABKAlCILpIHdgBAXIYMhZeW2Etel1bYS16MC05X117MCw2M30kEiMKDGFnZ3JlZ2F0ZV9pZBgFIAEoCUINukgK2AEBcgUQARiAARJRCgpldmVudF90eXBlGAYgASgJQj26SDrYAQFyNTIzXlthLXpdW2EtejAtOV9dKihcLlthLXowLTlfXSspKlwuW0EtWl1bQS1aYS16MC05XSokEjAKCnRpbWVfcmFuZ2UYByABKAsyHC50cmFkaW5nLmNvbW1vbi52MS5UaW1lUmFuZ2USFQoNZnJvbV9zZXF1ZW5jZRgIIAEoBBITCgtpbmNsdWRlX3JhdxgJIAEoCDqJAbpIhQEaggEKJHF1ZXJ5X2V2ZW50cy5hZ2dyZWdhdGVfaWRfbmVlZHNfdHlwZRIkYWdncmVnYXRlX2lkIHJlcXVpcmVzIGFnZ3JlZ2F0ZV90eXBlGjR0aGlzLmFnZ3JlZ2F0ZV9pZCA9PSAnJyB8fCB0aGlzLmFnZ3JlZ2F0ZV90eXBlICE9ICcnIl4KE1F1ZXJ5RXZlbnRzUmVzcG9uc2USLgoHcmVjb3JkcxgBIAMoCzIdLnRyYWRpbmcuYXVkaXQudjEuQXVkaXRSZWNvcmQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJItUBChJWZXJpZnlDaGFpblJlcXVlc3QSFQoNZnJvbV9zZXF1ZW5jZRgBIAEoBBITCgt0b19zZXF1ZW5jZRgCIAEoBDqSAbpIjgEaiwEKGnZlcmlmeV9jaGFpbi5yYW5nZV9vcmRlcmVkEitmcm9tX3NlcXVlbmNlIG11c3Qgbm90IGJlIGFmdGVyIHRvX3NlcXVlbmNlGkB0aGlzLnRvX3NlcXVlbmNlID09IDB1IHx8IHRoaXMuZnJvbV9zZXF1ZW5jZSA8PSB0aGlzLnRvX3NlcXVlbmNlIuABChNWZXJpZnlDaGFpblJlc3BvbnNlEgoKAm9rGAEgASgIEhcKD3JlY29yZHNfY2hlY2tlZBgCIAEoBBIWCg5maXJzdF9zZXF1ZW5jZRgDIAEoBBIVCg1sYXN0X3NlcXVlbmNlGAQgASgEEhEKCWxhc3RfaGFzaBgFIAEoDBIxCgtmaXJzdF9icmVhaxgGIAEoCzIcLnRyYWRpbmcuYXVkaXQudjEuQ2hhaW5CcmVhaxIvCgt2ZXJpZmllZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAihgEKE1JlcGxheVRlbmFudFJlcXVlc3QSSgoKYWdncmVnYXRlcxgBIAMoDjIhLnRyYWRpbmcuYXVkaXQudjEuUmVwbGF5QWdncmVnYXRlQhO6SBCSAQ0QAhgBIgeCAQQQASAAEiMKD21heF9kaWZmZXJlbmNlcxgCIAEoBUIKukgHGgUY6AcoACKOAgoUUmVwbGF5VGVuYW50UmVzcG9uc2USEgoKY29uc2lzdGVudBgBIAEoCBIXCg9ldmVudHNfcmVwbGF5ZWQYAiABKAQSFgoOdXBfdG9fc2VxdWVuY2UYAyABKAQSFwoPb3JkZXJzX2NvbXBhcmVkGAQgASgEEhoKEnBvc2l0aW9uc19jb21wYXJlZBgFIAEoBBI3CgtkaWZmZXJlbmNlcxgGIAMoCzIiLnRyYWRpbmcuYXVkaXQudjEuUmVwbGF5RGlmZmVyZW5jZRIRCgl0cnVuY2F0ZWQYByABKAgSMAoMY29tcGxldGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcDLrBAoMQXVkaXRTZXJ2aWNlEowCCgtRdWVyeUV2ZW50cxIkLnRyYWRpbmcuYXVkaXQudjEuUXVlcnlFdmVudHNSZXF1ZXN0GiUudHJhZGluZy5hdWRpdC52MS5RdWVyeUV2ZW50c1Jlc3BvbnNlIq8ByvMYIQgBEgphdWRpdDpyZWFkIgdnYXRld2F5IghvcGVyYXRvcoLT5JMCgwFaMBIuL3YxL2F1ZGl0L2NvcnJlbGF0aW9ucy97Y29ycmVsYXRpb25faWR9L2V2ZW50c1o9EjsvdjEvYXVkaXQvYWdncmVnYXRlcy97YWdncmVnYXRlX3R5cGV9L3thZ2dyZWdhdGVfaWR9L2V2ZW50cxIQL3YxL2F1ZGl0L2V2ZW50cxKiAQoLVmVyaWZ5Q2hhaW4SJC50cmFkaW5nLmF1ZGl0LnYxLlZlcmlmeUNoYWluUmVxdWVzdBolLnRyYWRpbmcuYXVkaXQudjEuVmVyaWZ5Q2hhaW5SZXNwb25zZSJGyvMYIQgBEgphdWRpdDpyZWFkIgdnYXRld2F5IghvcGVyYXRvcoLT5JMCGzoBKiIWL3YxL2F1ZGl0L2NoYWluOnZlcmlmeRKmAQoMUmVwbGF5VGVuYW50EiUudHJhZGluZy5hdWRpdC52MS5SZXBsYXlUZW5hbnRSZXF1ZXN0GiYudHJhZGluZy5hdWRpdC52MS5SZXBsYXlUZW5hbnRSZXNwb25zZSJHyvMYKAgBEgphdWRpdDpyZWFkEgVhZG1pbiIHZ2F0ZXdheSIIb3BlcmF0b3KC0+STAhU6ASoiEC92MS9hdWRpdDpyZXBsYXliBnByb3RvMw", [file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_timestamp, file_trading_audit_v1_types, file_trading_common_v1_options, file_trading_common_v1_types]);
+  fileDesc("CiR0cmFkaW5nL2F1ZGl0L3YxL2F1ZGl0X3NlcnZpY2UucHJvdG8SEHRyYWRpbmcuYXVkaXQudjEiqQQKElF1ZXJ5RXZlbnRzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGPQDKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAQSOgoOY29ycmVsYXRpb25faWQYAyABKAlCIrpIH9gBAXIaMhheW0EtWmEtejAtOS5fOi1dezEsMTI4fSQSOAoOYWdncmVnYXRlX3R5cGUYBCABKAlCILpIHdgBAXIYMhZeW2Etel1bYS16MC05X117MCw2M30kEiMKDGFnZ3JlZ2F0ZV9pZBgFIAEoCUINukgK2AEBcgUQARiAARJRCgpldmVudF90eXBlGAYgASgJQj26SDrYAQFyNTIzXlthLXpdW2EtejAtOV9dKihcLlthLXowLTlfXSspKlwuW0EtWl1bQS1aYS16MC05XSokEjAKCnRpbWVfcmFuZ2UYByABKAsyHC50cmFkaW5nLmNvbW1vbi52MS5UaW1lUmFuZ2USFQoNZnJvbV9zZXF1ZW5jZRgIIAEoBBITCgtpbmNsdWRlX3JhdxgJIAEoCDqJAbpIhQEaggEKJHF1ZXJ5X2V2ZW50cy5hZ2dyZWdhdGVfaWRfbmVlZHNfdHlwZRIkYWdncmVnYXRlX2lkIHJlcXVpcmVzIGFnZ3JlZ2F0ZV90eXBlGjR0aGlzLmFnZ3JlZ2F0ZV9pZCA9PSAnJyB8fCB0aGlzLmFnZ3JlZ2F0ZV90eXBlICE9ICcnIl4KE1F1ZXJ5RXZlbnRzUmVzcG9uc2USLgoHcmVjb3JkcxgBIAMoCzIdLnRyYWRpbmcuYXVkaXQudjEuQXVkaXRSZWNvcmQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJItUBChJWZXJpZnlDaGFpblJlcXVlc3QSFQoNZnJvbV9zZXF1ZW5jZRgBIAEoBBITCgt0b19zZXF1ZW5jZRgCIAEoBDqSAbpIjgEaiwEKGnZlcmlmeV9jaGFpbi5yYW5nZV9vcmRlcmVkEitmcm9tX3NlcXVlbmNlIG11c3Qgbm90IGJlIGFmdGVyIHRvX3NlcXVlbmNlGkB0aGlzLnRvX3NlcXVlbmNlID09IDB1IHx8IHRoaXMuZnJvbV9zZXF1ZW5jZSA8PSB0aGlzLnRvX3NlcXVlbmNlIuABChNWZXJpZnlDaGFpblJlc3BvbnNlEgoKAm9rGAEgASgIEhcKD3JlY29yZHNfY2hlY2tlZBgCIAEoBBIWCg5maXJzdF9zZXF1ZW5jZRgDIAEoBBIVCg1sYXN0X3NlcXVlbmNlGAQgASgEEhEKCWxhc3RfaGFzaBgFIAEoDBIxCgtmaXJzdF9icmVhaxgGIAEoCzIcLnRyYWRpbmcuYXVkaXQudjEuQ2hhaW5CcmVhaxIvCgt2ZXJpZmllZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAihgEKE1JlcGxheVRlbmFudFJlcXVlc3QSSgoKYWdncmVnYXRlcxgBIAMoDjIhLnRyYWRpbmcuYXVkaXQudjEuUmVwbGF5QWdncmVnYXRlQhO6SBCSAQ0QAhgBIgeCAQQQASAAEiMKD21heF9kaWZmZXJlbmNlcxgCIAEoBUIKukgHGgUY6AcoACKOAgoUUmVwbGF5VGVuYW50UmVzcG9uc2USEgoKY29uc2lzdGVudBgBIAEoCBIXCg9ldmVudHNfcmVwbGF5ZWQYAiABKAQSFgoOdXBfdG9fc2VxdWVuY2UYAyABKAQSFwoPb3JkZXJzX2NvbXBhcmVkGAQgASgEEhoKEnBvc2l0aW9uc19jb21wYXJlZBgFIAEoBBI3CgtkaWZmZXJlbmNlcxgGIAMoCzIiLnRyYWRpbmcuYXVkaXQudjEuUmVwbGF5RGlmZmVyZW5jZRIRCgl0cnVuY2F0ZWQYByABKAgSMAoMY29tcGxldGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLoAQoLTGluZWFnZU5vZGUSLwoEa2luZBgBIAEoDjIhLnRyYWRpbmcuYXVkaXQudjEuTGluZWFnZU5vZGVLaW5kEgoKAmlkGAIgASgJEiYKAmF0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBJBCgphdHRyaWJ1dGVzGAQgAygLMi0udHJhZGluZy5hdWRpdC52MS5MaW5lYWdlTm9kZS5BdHRyaWJ1dGVzRW50cnkaMQoPQXR0cmlidXRlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiTQoOTGluZWFnZU5vZGVSZWYSLwoEa2luZBgBIAEoDjIhLnRyYWRpbmcuYXVkaXQudjEuTGluZWFnZU5vZGVLaW5kEgoKAmlkGAIgASgJIsQBCgtMaW5lYWdlRWRnZRIvCgRraW5kGAEgASgOMiEudHJhZGluZy5hdWRpdC52MS5MaW5lYWdlRWRnZUtpbmQSLgoEZnJvbRgCIAEoCzIgLnRyYWRpbmcuYXVkaXQudjEuTGluZWFnZU5vZGVSZWYSLAoCdG8YAyABKAsyIC50cmFkaW5nLmF1ZGl0LnYxLkxpbmVhZ2VOb2RlUmVmEiYKAmF0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKLBQoRR2V0TGluZWFnZVJlcXVlc3QSIAoMZXhlY3V0aW9uX2lkGAEgASgJQgi6SAVyA7ABAUgAEhwKCG9yZGVyX2lkGAIgASgJQgi6SAVyA7ABAUgAEh0KCXNpZ25hbF9pZBgDIAEoCUIIukgFcgOwAQFIABI4CgtzdHJhdGVneV9pZBgEIAEoCUIhukgechwyGl5bYS16MC05XVthLXowLTlfLV17MCw2M30kSAASNgoIbW9kZWxfaWQYBSABKAlCIrpIH3IdMhteW2EtejAtOV1bYS16MC05Ll8tXXswLDYzfSRIABI3Cg1tb2RlbF92ZXJzaW9uGAYgASgJQiC6SB3YAQFyGDIWXltBLVphLXowLTkuXy1dezEsNjR9JBI/CglkaXJlY3Rpb24YByABKA4yIi50cmFkaW5nLmF1ZGl0LnYxLkxpbmVhZ2VEaXJlY3Rpb25CCLpIBYIBAhABEjAKCnRpbWVfcmFuZ2UYCCABKAsyHC50cmFkaW5nLmNvbW1vbi52MS5UaW1lUmFuZ2USHAoJbWF4X2RlcHRoGAkgASgFQgm6SAYaBBgMKAASHQoJcGFnZV9zaXplGAogASgFQgq6SAcaBRj0AygAEhwKCnBhZ2VfdG9rZW4YCyABKAlCCLpIBXIDGIAEOo0BukiJARqGAQonZ2V0X2xpbmVhZ2UubW9kZWxfdmVyc2lvbl93aXRoX21vZGVsX2lkEiZtb2RlbF9pZCBhbmQgbW9kZWxfdmVyc2lvbiBnbyB0b2dldGhlchozKHRoaXMubW9kZWxfaWQgIT0gJycpID09ICh0aGlzLm1vZGVsX3ZlcnNpb24gIT0gJycpQg4KBXN0YXJ0EgW6SAIIASKBAgoSR2V0TGluZWFnZVJlc3BvbnNlEiwKBXN0YXJ0GAEgASgLMh0udHJhZGluZy5hdWRpdC52MS5MaW5lYWdlTm9kZRI1CglkaXJlY3Rpb24YAiABKA4yIi50cmFkaW5nLmF1ZGl0LnYxLkxpbmVhZ2VEaXJlY3Rpb24SLAoFbm9kZXMYAyADKAsyHS50cmFkaW5nLmF1ZGl0LnYxLkxpbmVhZ2VOb2RlEiwKBWVkZ2VzGAQgAygLMh0udHJhZGluZy5hdWRpdC52MS5MaW5lYWdlRWRnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YBSABKAkSEQoJdHJ1bmNhdGVkGAYgASgIKpICCg9MaW5lYWdlTm9kZUtpbmQSIQodTElORUFHRV9OT0RFX0tJTkRfVU5TUEVDSUZJRUQQABIcChhMSU5FQUdFX05PREVfS0lORF9URU5BTlQQARIeChpMSU5FQUdFX05PREVfS0lORF9TVFJBVEVHWRACEiMKH0xJTkVBR0VfTk9ERV9LSU5EX01PREVMX1ZFUlNJT04QAxIcChhMSU5FQUdFX05PREVfS0lORF9TSUdOQUwQBBIiCh5MSU5FQUdFX05PREVfS0lORF9PUkRFUl9JTlRFTlQQBRIbChdMSU5FQUdFX05PREVfS0lORF9PUkRFUhAGEhoKFkxJTkVBR0VfTk9ERV9LSU5EX0ZJTEwQByrqAQoPTGluZWFnZUVkZ2VLaW5kEiEKHUxJTkVBR0VfRURHRV9LSU5EX1VOU1BFQ0lGSUVEEAASGgoWTElORUFHRV9FREdFX0tJTkRfUlVOUxABEh8KG0xJTkVBR0VfRURHRV9LSU5EX0dFTkVSQVRFRBACEhwKGExJTkVBR0VfRURHRV9LSU5EX1NDT1JFRBADEh0KGUxJTkVBR0VfRURHRV9LSU5EX0RFUklWRUQQBBIcChhMSU5FQUdFX0VER0VfS0lORF9QTEFDRUQQBRIcChhMSU5FQUdFX0VER0VfS0lORF9GSUxMRUQQBip3ChBMaW5lYWdlRGlyZWN0aW9uEiEKHUxJTkVBR0VfRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASHgoaTElORUFHRV9ESVJFQ1RJT05fVVBTVFJFQU0QARIgChxMSU5FQUdFX0RJUkVDVElPTl9ET1dOU1RSRUFNEAIysgcKDEF1ZGl0U2VydmljZRKMAgoLUXVlcnlFdmVudHMSJC50cmFkaW5nLmF1ZGl0LnYxLlF1ZXJ5RXZlbnRzUmVxdWVzdBolLnRyYWRpbmcuYXVkaXQudjEuUXVlcnlFdmVudHNSZXNwb25zZSKvAcrzGCEIARIKYXVkaXQ6cmVhZCIHZ2F0ZXdheSIIb3BlcmF0b3KC0+STAoMBWjASLi92MS9hdWRpdC9jb3JyZWxhdGlvbnMve2NvcnJlbGF0aW9uX2lkfS9ldmVudHNaPRI7L3YxL2F1ZGl0L2FnZ3JlZ2F0ZXMve2FnZ3JlZ2F0ZV90eXBlfS97YWdncmVnYXRlX2lkfS9ldmVudHMSEC92MS9hdWRpdC9ldmVudHMSogEKC1ZlcmlmeUNoYWluEiQudHJhZGluZy5hdWRpdC52MS5WZXJpZnlDaGFpblJlcXVlc3QaJS50cmFkaW5nLmF1ZGl0LnYxLlZlcmlmeUNoYWluUmVzcG9uc2UiRsrzGCEIARIKYXVkaXQ6cmVhZCIHZ2F0ZXdheSIIb3BlcmF0b3KC0+STAhs6ASoiFi92MS9hdWRpdC9jaGFpbjp2ZXJpZnkSpgEKDFJlcGxheVRlbmFudBIlLnRyYWRpbmcuYXVkaXQudjEuUmVwbGF5VGVuYW50UmVxdWVzdBomLnRyYWRpbmcuYXVkaXQudjEuUmVwbGF5VGVuYW50UmVzcG9uc2UiR8rzGCgIARIKYXVkaXQ6cmVhZBIFYWRtaW4iB2dhdGV3YXkiCG9wZXJhdG9ygtPkkwIVOgEqIhAvdjEvYXVkaXQ6cmVwbGF5EsQCCgpHZXRMaW5lYWdlEiMudHJhZGluZy5hdWRpdC52MS5HZXRMaW5lYWdlUmVxdWVzdBokLnRyYWRpbmcuYXVkaXQudjEuR2V0TGluZWFnZVJlc3BvbnNlIuoByvMYFwgBEgphdWRpdDpyZWFkIgdnYXRld2F5gtPkkwLIAVofEh0vdjEvbGluZWFnZS9vcmRlcnMve29yZGVyX2lkfVohEh8vdjEvbGluZWFnZS9zaWduYWxzL3tzaWduYWxfaWR9WiYSJC92MS9saW5lYWdlL3N0cmF0ZWdpZXMve3N0cmF0ZWd5X2lkfVo4EjYvdjEvbGluZWFnZS9tb2RlbHMve21vZGVsX2lkfS92ZXJzaW9ucy97bW9kZWxfdmVyc2lvbn0SIC92MS9saW5lYWdlL2ZpbGxzL3tleGVjdXRpb25faWR9YgZwcm90bzM", [file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_timestamp, file_trading_audit_v1_types, file_trading_common_v1_options, file_trading_common_v1_types]);
 
 /**
  * Request of QueryEvents. Every filter is optional.
@@ -322,6 +322,461 @@ export const ReplayTenantResponseSchema: GenMessage<ReplayTenantResponse> = /*@_
   messageDesc(file_trading_audit_v1_audit_service, 5);
 
 /**
+ * One entity of the lineage graph.
+ *
+ * @generated from message trading.audit.v1.LineageNode
+ */
+export type LineageNode = Message<"trading.audit.v1.LineageNode"> & {
+  /**
+   * What the entity is.
+   *
+   * @generated from field: trading.audit.v1.LineageNodeKind kind = 1;
+   */
+  kind: LineageNodeKind;
+
+  /**
+   * Its id (see LineageNodeKind for what the id of each kind is).
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * When it came to be (a signal's generation, an order's creation, a
+   * fill's execution; the first event that named it for the others).
+   *
+   * @generated from field: google.protobuf.Timestamp at = 3;
+   */
+  at?: Timestamp | undefined;
+
+  /**
+   * Facts about it from the events, e.g. "symbol", "side", "price",
+   * "quantity", "direction", "strength"; which keys exist depends on the kind.
+   *
+   * @generated from field: map<string, string> attributes = 4;
+   */
+  attributes: { [key: string]: string };
+};
+
+/**
+ * Describes the message trading.audit.v1.LineageNode.
+ * Use `create(LineageNodeSchema)` to create a new message.
+ */
+export const LineageNodeSchema: GenMessage<LineageNode> = /*@__PURE__*/
+  messageDesc(file_trading_audit_v1_audit_service, 6);
+
+/**
+ * Reference to an entity of the lineage graph.
+ *
+ * @generated from message trading.audit.v1.LineageNodeRef
+ */
+export type LineageNodeRef = Message<"trading.audit.v1.LineageNodeRef"> & {
+  /**
+   * What the entity is.
+   *
+   * @generated from field: trading.audit.v1.LineageNodeKind kind = 1;
+   */
+  kind: LineageNodeKind;
+
+  /**
+   * Its id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message trading.audit.v1.LineageNodeRef.
+ * Use `create(LineageNodeRefSchema)` to create a new message.
+ */
+export const LineageNodeRefSchema: GenMessage<LineageNodeRef> = /*@__PURE__*/
+  messageDesc(file_trading_audit_v1_audit_service, 7);
+
+/**
+ * One link of the lineage graph, from the cause to its effect.
+ *
+ * @generated from message trading.audit.v1.LineageEdge
+ */
+export type LineageEdge = Message<"trading.audit.v1.LineageEdge"> & {
+  /**
+   * What the link means.
+   *
+   * @generated from field: trading.audit.v1.LineageEdgeKind kind = 1;
+   */
+  kind: LineageEdgeKind;
+
+  /**
+   * The cause.
+   *
+   * @generated from field: trading.audit.v1.LineageNodeRef from = 2;
+   */
+  from?: LineageNodeRef | undefined;
+
+  /**
+   * The effect.
+   *
+   * @generated from field: trading.audit.v1.LineageNodeRef to = 3;
+   */
+  to?: LineageNodeRef | undefined;
+
+  /**
+   * When the link came to be (the time of the effect).
+   *
+   * @generated from field: google.protobuf.Timestamp at = 4;
+   */
+  at?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message trading.audit.v1.LineageEdge.
+ * Use `create(LineageEdgeSchema)` to create a new message.
+ */
+export const LineageEdgeSchema: GenMessage<LineageEdge> = /*@__PURE__*/
+  messageDesc(file_trading_audit_v1_audit_service, 8);
+
+/**
+ * Request of GetLineage: names the entity to start from by exactly one id
+ * (a model version by model_id with model_version).
+ *
+ * @generated from message trading.audit.v1.GetLineageRequest
+ */
+export type GetLineageRequest = Message<"trading.audit.v1.GetLineageRequest"> & {
+  /**
+   * The entity to start from.
+   *
+   * @generated from oneof trading.audit.v1.GetLineageRequest.start
+   */
+  start: {
+    /**
+     * A fill (its execution id).
+     *
+     * @generated from field: string execution_id = 1;
+     */
+    value: string;
+    case: "executionId";
+  } | {
+    /**
+     * An order.
+     *
+     * @generated from field: string order_id = 2;
+     */
+    value: string;
+    case: "orderId";
+  } | {
+    /**
+     * A signal.
+     *
+     * @generated from field: string signal_id = 3;
+     */
+    value: string;
+    case: "signalId";
+  } | {
+    /**
+     * A strategy.
+     *
+     * @generated from field: string strategy_id = 4;
+     */
+    value: string;
+    case: "strategyId";
+  } | {
+    /**
+     * A version of this model (needs model_version).
+     *
+     * @generated from field: string model_id = 5;
+     */
+    value: string;
+    case: "modelId";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * The model's version, e.g. "2026-11-20.3"; only with model_id.
+   *
+   * @generated from field: string model_version = 6;
+   */
+  modelVersion: string;
+
+  /**
+   * Which way to walk; unset for the start's natural direction.
+   *
+   * @generated from field: trading.audit.v1.LineageDirection direction = 7;
+   */
+  direction: LineageDirection;
+
+  /**
+   * Only the start's direct neighbours linked in [start, end) (e.g. a
+   * strategy's signals generated in that range), with everything the walk
+   * reaches from them whenever it happened; either bound may be unset.
+   *
+   * @generated from field: trading.common.v1.TimeRange time_range = 8;
+   */
+  timeRange?: TimeRange | undefined;
+
+  /**
+   * How many links deep to walk from the start, 1-12; 0 means 8 (enough
+   * for every chain from a fill to its tenant).
+   *
+   * @generated from field: int32 max_depth = 9;
+   */
+  maxDepth: number;
+
+  /**
+   * Maximum number of the start's direct neighbours per page, 0-500; 0
+   * means the default of 50.
+   *
+   * @generated from field: int32 page_size = 10;
+   */
+  pageSize: number;
+
+  /**
+   * Token from the previous page's next_page_token; empty for the first
+   * page. The other fields must be the same as in the call that returned it.
+   *
+   * @generated from field: string page_token = 11;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message trading.audit.v1.GetLineageRequest.
+ * Use `create(GetLineageRequestSchema)` to create a new message.
+ */
+export const GetLineageRequestSchema: GenMessage<GetLineageRequest> = /*@__PURE__*/
+  messageDesc(file_trading_audit_v1_audit_service, 9);
+
+/**
+ * Response of GetLineage.
+ *
+ * @generated from message trading.audit.v1.GetLineageResponse
+ */
+export type GetLineageResponse = Message<"trading.audit.v1.GetLineageResponse"> & {
+  /**
+   * The start.
+   *
+   * @generated from field: trading.audit.v1.LineageNode start = 1;
+   */
+  start?: LineageNode | undefined;
+
+  /**
+   * The direction walked (the start's natural one when the request left it
+   * unset).
+   *
+   * @generated from field: trading.audit.v1.LineageDirection direction = 2;
+   */
+  direction: LineageDirection;
+
+  /**
+   * Every entity this page reached, the start excluded, ordered by kind,
+   * time and id.
+   *
+   * @generated from field: repeated trading.audit.v1.LineageNode nodes = 3;
+   */
+  nodes: LineageNode[];
+
+  /**
+   * The links between the start and those entities (and, downstream, to
+   * their direct causes), each once.
+   *
+   * @generated from field: repeated trading.audit.v1.LineageEdge edges = 4;
+   */
+  edges: LineageEdge[];
+
+  /**
+   * Token of the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 5;
+   */
+  nextPageToken: string;
+
+  /**
+   * True when the walk stopped at the server's limit of entities per page
+   * (10000); ask for smaller pages or a shorter time range.
+   *
+   * @generated from field: bool truncated = 6;
+   */
+  truncated: boolean;
+};
+
+/**
+ * Describes the message trading.audit.v1.GetLineageResponse.
+ * Use `create(GetLineageResponseSchema)` to create a new message.
+ */
+export const GetLineageResponseSchema: GenMessage<GetLineageResponse> = /*@__PURE__*/
+  messageDesc(file_trading_audit_v1_audit_service, 10);
+
+/**
+ * Kind of an entity in the lineage graph.
+ *
+ * @generated from enum trading.audit.v1.LineageNodeKind
+ */
+export enum LineageNodeKind {
+  /**
+   * Not set; rejected by validation.
+   *
+   * @generated from enum value: LINEAGE_NODE_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The tenant (id: the tenant id); runs the strategies.
+   *
+   * @generated from enum value: LINEAGE_NODE_KIND_TENANT = 1;
+   */
+  TENANT = 1,
+
+  /**
+   * A strategy (id: the strategy id); generates signals.
+   *
+   * @generated from enum value: LINEAGE_NODE_KIND_STRATEGY = 2;
+   */
+  STRATEGY = 2,
+
+  /**
+   * One version of a model (id: "<model id>@<model version>"); scores the
+   * signals of the strategies that use it.
+   *
+   * @generated from enum value: LINEAGE_NODE_KIND_MODEL_VERSION = 3;
+   */
+  MODEL_VERSION = 3,
+
+  /**
+   * A signal (id: the signal id); may lead to an order intent.
+   *
+   * @generated from enum value: LINEAGE_NODE_KIND_SIGNAL = 4;
+   */
+  SIGNAL = 4,
+
+  /**
+   * An order intent of a strategy (id: its client order id, which names
+   * the intent's order one to one); leads to an order.
+   *
+   * @generated from enum value: LINEAGE_NODE_KIND_ORDER_INTENT = 5;
+   */
+  ORDER_INTENT = 5,
+
+  /**
+   * An order (id: the order id); receives fills.
+   *
+   * @generated from enum value: LINEAGE_NODE_KIND_ORDER = 6;
+   */
+  ORDER = 6,
+
+  /**
+   * A fill (id: the execution id).
+   *
+   * @generated from enum value: LINEAGE_NODE_KIND_FILL = 7;
+   */
+  FILL = 7,
+}
+
+/**
+ * Describes the enum trading.audit.v1.LineageNodeKind.
+ */
+export const LineageNodeKindSchema: GenEnum<LineageNodeKind> = /*@__PURE__*/
+  enumDesc(file_trading_audit_v1_audit_service, 0);
+
+/**
+ * Kind of a link in the lineage graph; every edge points from the cause to
+ * its effect.
+ *
+ * @generated from enum trading.audit.v1.LineageEdgeKind
+ */
+export enum LineageEdgeKind {
+  /**
+   * Not set; never returned.
+   *
+   * @generated from enum value: LINEAGE_EDGE_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Tenant -> strategy: the tenant runs the strategy.
+   *
+   * @generated from enum value: LINEAGE_EDGE_KIND_RUNS = 1;
+   */
+  RUNS = 1,
+
+  /**
+   * Strategy -> signal: the strategy's ensemble produced the signal.
+   *
+   * @generated from enum value: LINEAGE_EDGE_KIND_GENERATED = 2;
+   */
+  GENERATED = 2,
+
+  /**
+   * Model version -> signal: the model's score went into the signal.
+   *
+   * @generated from enum value: LINEAGE_EDGE_KIND_SCORED = 3;
+   */
+  SCORED = 3,
+
+  /**
+   * Signal -> order intent: the intent was derived from the signal.
+   *
+   * @generated from enum value: LINEAGE_EDGE_KIND_DERIVED = 4;
+   */
+  DERIVED = 4,
+
+  /**
+   * Order intent -> order: execution placed the intent's order.
+   *
+   * @generated from enum value: LINEAGE_EDGE_KIND_PLACED = 5;
+   */
+  PLACED = 5,
+
+  /**
+   * Order -> fill: the order received the fill.
+   *
+   * @generated from enum value: LINEAGE_EDGE_KIND_FILLED = 6;
+   */
+  FILLED = 6,
+}
+
+/**
+ * Describes the enum trading.audit.v1.LineageEdgeKind.
+ */
+export const LineageEdgeKindSchema: GenEnum<LineageEdgeKind> = /*@__PURE__*/
+  enumDesc(file_trading_audit_v1_audit_service, 1);
+
+/**
+ * Which way a lineage walk follows the edges.
+ *
+ * @generated from enum trading.audit.v1.LineageDirection
+ */
+export enum LineageDirection {
+  /**
+   * The start's natural direction: UPSTREAM from a fill or an order,
+   * DOWNSTREAM from a signal, a strategy or a model version.
+   *
+   * @generated from enum value: LINEAGE_DIRECTION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Towards the causes: fill -> order -> order intent -> signal -> model
+   * versions, strategy and tenant.
+   *
+   * @generated from enum value: LINEAGE_DIRECTION_UPSTREAM = 1;
+   */
+  UPSTREAM = 1,
+
+  /**
+   * Towards the effects: strategy -> signals -> order intents -> orders ->
+   * fills. Each entity reached also comes with its direct causes (e.g. a
+   * signal with its model versions), which are not walked further.
+   *
+   * @generated from enum value: LINEAGE_DIRECTION_DOWNSTREAM = 2;
+   */
+  DOWNSTREAM = 2,
+}
+
+/**
+ * Describes the enum trading.audit.v1.LineageDirection.
+ */
+export const LineageDirectionSchema: GenEnum<LineageDirection> = /*@__PURE__*/
+  enumDesc(file_trading_audit_v1_audit_service, 2);
+
+/**
  * The tamper-evident event store of the caller's tenant: every event of
  * every service, append-only, hash chained per tenant. Lets auditors find
  * what happened (by correlation id, entity or time), prove that the log was
@@ -367,6 +822,24 @@ export const AuditService: GenService<{
     methodKind: "unary";
     input: typeof ReplayTenantRequestSchema;
     output: typeof ReplayTenantResponseSchema;
+  },
+  /**
+   * Walks the lineage graph of the caller's tenant from one entity: which
+   * signal, model versions and strategy led to a fill or an order
+   * (UPSTREAM), or everything a strategy, model version, signal or order
+   * led to (DOWNSTREAM), e.g. all signals, order intents, orders and fills
+   * of a strategy in a time range. The graph is kept from the event
+   * streams, so the last second or two of events may not be in it yet; a
+   * start it does not know (yet) is NOT_FOUND.
+   * Paged by the start's direct neighbours (in time order), each page with
+   * everything the walk reaches from them.
+   *
+   * @generated from rpc trading.audit.v1.AuditService.GetLineage
+   */
+  getLineage: {
+    methodKind: "unary";
+    input: typeof GetLineageRequestSchema;
+    output: typeof GetLineageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_trading_audit_v1_audit_service, 0);
