@@ -15,6 +15,8 @@ Nothing here runs unless a test asks for it, so unit tests need no server.
   machine), an embedded one is started in its place.
 - chdb opens one engine path per process: every test in the session must use
   ``infra_settings.clickhouse`` (or the ``clickhouse`` fixture), never its own path.
+- Vectors (``infra_settings.vectors``): an embedded PostgreSQL 18 with pgvector
+  of the session's own (the shared server has no pgvector), gone with the session.
 - Tests under ``tests/integration``, ``tests/security`` and ``tests/faults`` get the ``integration``
   marker automatically.
 """
@@ -104,6 +106,11 @@ async def infra_settings(
                 update={"url": f"nats://127.0.0.1:{free_port()}", "test_harness": True}
             ),
             "clickhouse": base.clickhouse.model_copy(update={"url": "", "chdb_path": var_dir / "chdb"}),
+            # Vectors need pgvector, which the shared PostgreSQL lacks: the
+            # session's own embedded PostgreSQL 18 (LocalInfra starts it, nothing answers there).
+            "vectors": base.vectors.model_copy(
+                update={"postgres_dsn": f"postgresql://postgres@127.0.0.1:{free_port()}/{db_name}"}
+            ),
         }
     )
     ensure_pki(settings.security.pki_path(var_dir), settings.security.trust_domain)

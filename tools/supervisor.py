@@ -38,7 +38,7 @@ from runtime.health import HealthProbe, probe
 from runtime.security.credentials import credentials_for
 from runtime.security.pki import ensure_pki
 from runtime.security.principals import OPERATOR
-from tools.infra import LocalInfra, database_of, drop_database, free_port
+from tools.infra import LocalInfra, database_of, drop_database, free_port, vector_admin_dsn
 
 log = structlog.get_logger("platform.supervisor")
 
@@ -357,6 +357,10 @@ def isolated_settings(base: Settings, var_dir: Path) -> Settings:
     settings.gateway.grpc_port = free_port()
     settings.var_dir = var_dir
     settings.postgres.dsn = with_database(base.postgres.dsn, f"platform_{uuid.uuid4().hex[:12]}")
+    # ...and on the vectors server (the base's, pgvector), a database of the same name.
+    settings.vectors.postgres_dsn = with_database(
+        base.vectors.postgres_dsn, database_of(settings.postgres.dsn)
+    )
     settings.redis.url = f"redis://127.0.0.1:{free_port()}/0"
     settings.nats.url = f"nats://127.0.0.1:{free_port()}"
     settings.kafka.bootstrap_servers = ""  # LocalInfra starts tansu on local_port
@@ -404,6 +408,9 @@ async def platform_running(
         if name.startswith("platform_"):
             with contextlib.suppress(Exception):
                 await drop_database(settings.postgres.admin_dsn, name)
+            if database_of(settings.vectors.postgres_dsn) == name and not settings.vectors.weaviate_url:
+                with contextlib.suppress(Exception):
+                    await drop_database(vector_admin_dsn(settings.vectors.postgres_dsn), name)
 
 
 async def _first_exit(procs: Sequence[ServiceProcess]) -> str:

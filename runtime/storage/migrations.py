@@ -147,10 +147,15 @@ async def migrate(
     directory: Path | None = None,
     *,
     lock_timeout_s: float = 60.0,
+    record_as: str | None = None,
 ) -> list[Migration]:
     """Apply `service`'s pending migrations on `conn`; returns those applied now.
 
-    `directory` defaults to ``services/<service>/migrations``. Raises
+    `directory` defaults to ``services/<service>/migrations``. `record_as`
+    (default `service`) is the name the files are recorded and locked under:
+    a second set of the same service's schema (decision's vector tables,
+    which need pgvector and may live on another server) keeps its own
+    versions even where both sets share a database. Raises
     :class:`ChecksumMismatch` when an applied file changed, and
     :class:`MigrationError` for other unsafe states (a pending file older
     than the newest applied one).
@@ -160,11 +165,12 @@ async def migrate(
     migrations = discover(directory if directory is not None else service_migrations_dir(service))
     schema = quote_ident(service)
     owned = service in POSTGRES_GRANTS
+    key = record_as or service
     await _bootstrap(conn)
-    await _acquire_lock(conn, service, lock_timeout_s)
+    await _acquire_lock(conn, key, lock_timeout_s)
     try:
         rows = await conn.fetch(
-            "SELECT version, name, checksum FROM public.schema_migrations WHERE service = $1", service
+            "SELECT version, name, checksum FROM public.schema_migrations WHERE service = $1", key
         )
         applied = {r["version"]: r for r in rows}
         on_disk = {m.version: m for m in migrations}
@@ -204,7 +210,7 @@ async def migrate(
                 await conn.execute(
                     "INSERT INTO public.schema_migrations (service, version, name, checksum, duration_ms)"
                     " VALUES ($1, $2, $3, $4, $5)",
-                    service,
+                    key,
                     m.version,
                     m.name,
                     m.checksum,
@@ -217,7 +223,7 @@ async def migrate(
             await _grant_tenant_role(conn, schema)
         return pending
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1, $2)", _LOCK_NAMESPACE, _lock_key(service))
+        await conn.execute("SELECT pg_advisory_unlock($1, $2)", _LOCK_NAMESPACE, _lock_key(key))
 
 
 async def _grant_tenant_role(conn: asyncpg.Connection, schema: str) -> None:

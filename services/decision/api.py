@@ -3,7 +3,8 @@
 Strategies live in PostgreSQL (per tenant, RLS); models are the ones this
 process loaded (ListModels); signals are read from PostgreSQL (GetSignals),
 where the engine records every signal and keeps them
-``signal_retention_hours``.
+``signal_retention_hours``; FindSimilarStates searches the market memory
+(services/decision/memory.py) for the symbol's current state.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from runtime.errors import FieldViolation, ServiceError, domain_error, invalid_a
 from runtime.market_cache import INSTRUMENTS_KEY
 from runtime.messaging import new_envelope
 from runtime.outbox import KAFKA, OutboxRelay, OutboxRow, outbox_row
+from services.decision import embedding
 from services.decision.engine import PRODUCER
 from services.decision.inference import Ensemble
+from services.decision.memory import MarketMemory, MemoryBusy
 from services.decision.models import LoadedModel
 from services.decision.storage import (
     SignalFilter,
@@ -139,7 +142,9 @@ class DecisionApi:
         on_change: Callable[[str], Awaitable[None]],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         relay: OutboxRelay | None = None,
+        memory: MarketMemory | None = None,
     ) -> None:
+        self._memory = memory
         self._strategies = strategies
         self._signals = signals
         self._ensemble = ensemble
@@ -307,3 +312,72 @@ class DecisionApi:
                 signal.intent_status = pb.IntentStatus.ValueType(status)
             signals.append(signal)
         return pb.GetSignalsResponse(signals=signals, next_page_token=token)
+
+    # ------------------------------------------------------------ market memory
+
+    async def FindSimilarStates(
+        self, request: pb.FindSimilarStatesRequest, context: Context
+    ) -> pb.FindSimilarStatesResponse:
+        # Market data, the same for every tenant; the caller's scopes were checked by the guard.
+        symbol = request.symbol
+        state = self._memory.current(symbol) if self._memory is not None else None
+        if state is None:
+            why = (
+                "decision runs without a market memory"
+                if self._memory is None
+                else f"no recent warmed-up feature vector of {symbol}: the memory follows the symbols"
+                " some enabled strategy trades"
+            )
+            raise ServiceError(
+                domain_error(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "MARKET_STATE_UNKNOWN",
+                    DOMAIN,
+                    why,
+                    {"symbol": symbol},
+                )
+            )
+        assert self._memory is not None
+        tr = request.time_range
+        try:
+            found = await self._memory.similar(
+                state,
+                request.limit or DEFAULT_SIMILAR,
+                symbol=symbol if request.same_symbol else None,
+                start=tr.start.ToDatetime(tzinfo=UTC) if tr.HasField("start") else None,
+                end=tr.end.ToDatetime(tzinfo=UTC) if tr.HasField("end") else None,
+            )
+        except MemoryBusy as exc:
+            raise ServiceError(
+                domain_error(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "MARKET_MEMORY_BUSY",
+                    DOMAIN,
+                    str(exc),
+                    {"symbol": symbol},
+                    retry_after_s=0.1,
+                )
+            ) from None
+        response = pb.FindSimilarStatesResponse(current=_state_message(state.id, state.symbol, state.at))
+        response.current.tick_sequence = state.tick_sequence
+        for n in found:
+            similar = response.states.add(
+                similarity=n.similarity,
+                outcome=pb.MarketStateOutcome.ValueType(int(n.payload.get("outcome") or 0)),
+                move_bps=float(n.payload.get("move_bps") or 0.0),
+                horizon_ticks=int(n.payload.get("horizon_ticks") or 0),
+            )
+            similar.state.CopyFrom(_state_message(n.id, n.symbol, n.at))
+            similar.state.tick_sequence = int(n.payload.get("tick_sequence") or 0)
+            similar.state.embedding_version = str(n.payload.get("embedding") or "")
+        return response
+
+
+# Similar states returned when the request does not say how many.
+DEFAULT_SIMILAR = 10
+
+
+def _state_message(state_id: str, symbol: str, at: datetime) -> pb.MarketState:
+    out = pb.MarketState(state_id=state_id, symbol=symbol, embedding_version=embedding.EMBEDDING_VERSION)
+    out.as_of.FromDatetime(at)
+    return out

@@ -81,6 +81,8 @@ class ModelResult:
     weight: float = 1.0
     latency_s: float = 0.0
     error: str = ""
+    # The analog model's: ids of the past market states it voted with.
+    analogs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

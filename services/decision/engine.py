@@ -15,6 +15,10 @@ market, and queueing it would only add latency to every later one.
 
 Per vector:
 
+0. its market state is taken (the symbol's window of recent vectors,
+   :class:`MarketMemory`): the analog model's query, and once its outcome
+   is known ``horizon`` ticks later, a record the memory writes in batches
+   off the order path;
 1. the enabled strategies trading the symbol come from an in-memory cache
    (:class:`StrategyCache`, reloaded every ``strategy_refresh_s`` and at once
    after a local change);
@@ -112,6 +116,7 @@ from services.decision.domain import (
 )
 from services.decision.inference import Ensemble, ShadowScorer
 from services.decision.lanes import LANE_FAILURES, SymbolLanes
+from services.decision.memory import MarketMemory
 from services.decision.signal_writer import DUPLICATE_VECTORS, QueuedSignal, SignalWriter
 from services.decision.storage import ExpiredIntent, NewSignal, PendingOrder, SignalStore, StrategyStore
 
@@ -284,6 +289,7 @@ def signal_message(
                 weight=r.weight if r.outcome == 1 else 0.0,
                 latency=_duration(r.latency_s),
                 error=r.error,
+                analog_ids=r.analogs,
             )
         )
     signal.feature_as_of.CopyFrom(getattr(vector, "as_of"))  # noqa: B009 - proto field
@@ -309,8 +315,11 @@ class DecisionEngine:
         signal_flush_s: float = 0.05,
         recent_keys: int = 100_000,
         shadow: ShadowScorer | None = None,
+        memory: MarketMemory | None = None,
     ) -> None:
         self._ensemble = ensemble
+        # Market states: observed per vector (the analog model's input), written off the order path.
+        self._memory = memory
         # Candidate versions scored after each vector's orders are decided; never traded.
         self._shadow = shadow
         self._strategies = strategies
@@ -352,11 +361,13 @@ class DecisionEngine:
         arrival, perf_counter seconds, for the latency histograms)."""
         assert isinstance(event.payload, features_events.FeatureVectorComputed)
         vector = event.payload.vector
+        # In the symbol's lane, so in order: the window and the outcomes follow the ticks.
+        state = self._memory.observe(vector) if self._memory is not None else None
         strategies = self._strategies.for_symbol(vector.symbol)
         if not strategies:
             return
         model_ids = {m for s in strategies for m in s.model_ids}
-        results = await self._ensemble.evaluate(vector, model_ids)
+        results = await self._ensemble.evaluate(vector, model_ids, state=state)
         by_tenant: dict[str, list[StrategyConfig]] = defaultdict(list)
         for s in strategies:
             by_tenant[s.tenant_id].append(s)

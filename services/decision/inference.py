@@ -14,6 +14,15 @@ returned). A model whose call has run past the budget answers TIMEOUT at once
 one per vector. ``threads=0`` runs the models inline instead (budget judged
 after the call) for benchmarks.
 
+The analog model (kind NEAREST_NEIGHBORS, services/decision/analog.py) has
+no thread: its inference is a k-nearest-neighbour search of the market
+memory (services/decision/memory.py, the vector store) for the vector's
+market state, awaited beside the threaded models under the same budget. A
+search still running at the budget is cancelled and the model answers
+TIMEOUT, like a slow model; with too many searches in flight it answers
+TIMEOUT at once; before the memory holds k states it is SKIPPED. Its
+result carries the ids of the states it voted with.
+
 The model threads run native code single-threaded (OpenMP/BLAS limited to 1
 thread by threadpoolctl in each thread's initializer): scikit-learn's
 gradient boosting otherwise starts an OpenMP team per call, which costs
@@ -29,14 +38,18 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
+from typing import Any
 
 import sklearn
 from prometheus_client import Counter, Gauge, Histogram
 from threadpoolctl import threadpool_limits
 
+from services.decision import analog
 from services.decision.domain import FEATURE_NAMES, ModelResult, Outcome, feature_row
 from services.decision.drift import DriftMonitor
+from services.decision.memory import MarketMemory, MarketState, MemoryBusy
 from services.decision.models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -90,6 +103,11 @@ def _score(model: LoadedModel, rows: list[list[float]]) -> tuple[list[float], fl
 
 def _single_threaded_native_code() -> None:
     threadpool_limits(1)
+
+
+def is_analog(model: LoadedModel) -> bool:
+    """The analog model: answered by the market memory, not by a thread."""
+    return model.meta.kind == analog.KIND
 
 
 # Rows waiting for one model call at most; beyond, callers answer TIMEOUT at once.
@@ -186,10 +204,13 @@ class Ensemble:
         budget_s: float,
         threads: bool = True,
         drift_window: int = 5_000,
+        memory: MarketMemory | None = None,
     ) -> None:
         self._models = dict(models)
         self._budget_s = budget_s
         self._threads = threads
+        # The analog model's memory (None: it answers SKIPPED).
+        self._memory = memory
         self._drift = {
             m: DriftMonitor(
                 model.meta.feature_profile, model.meta.feature_names or FEATURE_NAMES, drift_window
@@ -197,7 +218,11 @@ class Ensemble:
             for m, model in self._models.items()
         }
         self._observed = 0
-        self._lanes = {m: _ModelLane(model) for m, model in self._models.items()} if threads else {}
+        self._lanes = (
+            {m: _ModelLane(model) for m, model in self._models.items() if not is_analog(model)}
+            if threads
+            else {}
+        )
         if not threads:
             _single_threaded_native_code()  # inline: the calling (event loop) thread
 
@@ -233,17 +258,26 @@ class Ensemble:
             return f"feature set {version!r}, model trained on {model.meta.feature_set_version!r}"
         return ""
 
-    async def evaluate(self, vector: object, model_ids: Iterable[str]) -> dict[str, ModelResult]:
-        """The result of every requested model on `vector` (unknown ids: ERROR)."""
+    async def evaluate(
+        self, vector: object, model_ids: Iterable[str], *, state: MarketState | None = None
+    ) -> dict[str, ModelResult]:
+        """The result of every requested model on `vector` (unknown ids:
+        ERROR); `state` is the vector's market state (the analog model's input)."""
         results: dict[str, ModelResult] = {}
         row: list[float] | None = None
         todo: list[LoadedModel] = []
+        lookups: list[LoadedModel] = []
         for model_id in dict.fromkeys(model_ids):
             model = self._models.get(model_id)
             if model is None:
                 results[model_id] = ModelResult(model_id, "", Outcome.ERROR, error="model not loaded")
                 continue
             reason = self._skip(model, vector)
+            if not reason and is_analog(model):
+                if self._memory is None:
+                    reason = "no market memory (vector store) configured"
+                elif state is None:
+                    reason = "no market state for this vector"
             if reason:
                 results[model_id] = ModelResult(model_id, model.meta.version, Outcome.SKIPPED, error=reason)
                 continue
@@ -255,11 +289,24 @@ class Ensemble:
                         model_id, model.meta.version, Outcome.ERROR, error=str(exc)
                     )
                     continue
-            todo.append(model)
-        if todo:
+            (lookups if is_analog(model) else todo).append(model)
+        if todo or lookups:
             assert row is not None
-            self._observe_drift(todo, row)
-            if self._threads:
+            self._observe_drift(todo + lookups, row)
+            if lookups:
+                assert state is not None
+                # Started first: the searches run while the threads score.
+                searches = self._analog(lookups, state)
+                if todo:
+                    scored, found = await asyncio.gather(
+                        self._threaded(todo, row) if self._threads else _ready(self._inline(todo, row)),
+                        searches,
+                    )
+                    results.update(scored)
+                else:
+                    found = await searches
+                results.update(found)
+            elif self._threads:
                 results.update(await self._threaded(todo, row))
             else:
                 results.update(self._inline(todo, row))
@@ -319,6 +366,56 @@ class Ensemble:
                 out[model.model_id] = self._answer(model, score, elapsed)
         return out
 
+    async def _analog(self, todo: list[LoadedModel], state: MarketState) -> dict[str, ModelResult]:
+        """The analog models' searches of the market memory, within the budget."""
+        assert self._memory is not None
+        out: dict[str, ModelResult] = {}
+        searches: dict[asyncio.Task[tuple[list[Any], float]], tuple[LoadedModel, int]] = {}
+        start = time.perf_counter()
+        for model in todo:
+            k = int(getattr(model.estimator, "k", analog.DEFAULT_K))
+            searches[asyncio.create_task(self._search(state, k))] = (model, k)
+        done, _ = await asyncio.wait(searches, timeout=self._budget_s)
+        for task, (model, k) in searches.items():
+            version = model.meta.version
+            if task not in done:
+                task.cancel()  # its query is cancelled on the server; the connection goes back to the pool
+                out[model.model_id] = ModelResult(
+                    model.model_id,
+                    version,
+                    Outcome.TIMEOUT,
+                    latency_s=time.perf_counter() - start,
+                    error=f"no market memory answer within {self._budget_s * 1e3:.0f} ms",
+                )
+                continue
+            exc = task.exception()
+            if isinstance(exc, MemoryBusy):
+                out[model.model_id] = ModelResult(model.model_id, version, Outcome.TIMEOUT, error=str(exc))
+                continue
+            if exc is not None:
+                out[model.model_id] = self._error(model, exc, time.perf_counter() - start)
+                continue
+            neighbours, elapsed = task.result()
+            if len(neighbours) < k:
+                out[model.model_id] = ModelResult(
+                    model.model_id,
+                    version,
+                    Outcome.SKIPPED,
+                    latency_s=elapsed,
+                    error=f"the market memory holds {len(neighbours)} of the {k} states needed",
+                )
+                continue
+            p_up = analog.vote(int(n.payload.get("outcome") or 0) for n in neighbours)
+            answer = self._answer(model, 2.0 * p_up - 1.0, elapsed)
+            out[model.model_id] = replace(answer, analogs=tuple(n.id for n in neighbours))
+        return out
+
+    async def _search(self, state: MarketState, k: int) -> tuple[list[Any], float]:
+        assert self._memory is not None
+        began = time.perf_counter()
+        found = await self._memory.similar(state, k)
+        return found, time.perf_counter() - began
+
     def _answer(self, model: LoadedModel, score: float, elapsed: float) -> ModelResult:
         if not -1.0 <= score <= 1.0:  # NaN fails too
             return ModelResult(
@@ -350,6 +447,10 @@ class Ensemble:
         )
 
 
+async def _ready(value: dict[str, ModelResult]) -> dict[str, ModelResult]:
+    return value
+
+
 def _direction(score: float) -> int:
     return (score > 0) - (score < 0)
 
@@ -369,7 +470,10 @@ class ShadowScorer:
     """
 
     def __init__(self, shadows: Mapping[str, LoadedModel], *, summary_every: int = 1000) -> None:
-        self._shadows = dict(shadows)
+        # An analog shadow would need a memory search per vector: not scored (logged).
+        for m in (m for m, model in shadows.items() if is_analog(model)):
+            log.warning("shadow %s: analog models are not scored as shadows", m)
+        self._shadows = {m: model for m, model in shadows.items() if not is_analog(model)}
         self._lanes = {m: _ModelLane(model) for m, model in self._shadows.items()}
         self._summary_every = summary_every
         # Per model: predictions, agreements, sum of |score difference| since the last summary.

@@ -1,7 +1,9 @@
 """Wiring of the decision service: what it needs and what it serves, the
 models it loads (the promoted versions, training the default set first when
 none is promoted; shadow versions beside them) and the feature-vector
-consumer it runs (DecisionSettings, env TRADING_DECISION_*)."""
+consumer it runs (DecisionSettings, env TRADING_DECISION_*), and its market
+memory on the vector store (runtime.vectors: pgvector, or Weaviate when
+TRADING_VECTORS__WEAVIATE_URL is set)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
+from tenacity import AsyncRetrying, retry_if_not_exception_type, stop_after_delay, wait_exponential_jitter
 from trading.decision.v1 import decision_service_pb2_grpc as pb_grpc
 from trading.execution.v1 import execution_service_pb2_grpc as exec_grpc
 
@@ -23,7 +26,9 @@ from runtime.outbox import OutboxRelay, PostgresOutbox
 from runtime.resources import Resources
 from runtime.security.delegations import DelegationCache
 from runtime.service import ServiceSpec
-from services.decision import models, train
+from runtime.storage.migrations import MigrationError
+from runtime.vectors import VectorStore, open_vector_store
+from services.decision import embedding, models, train
 from services.decision.api import DecisionApi, strategy_updated_rows
 from services.decision.engine import (
     VECTOR_SUBJECT_PREFIX,
@@ -34,8 +39,10 @@ from services.decision.engine import (
     vector_subject,
 )
 from services.decision.inference import Ensemble, ShadowScorer
+from services.decision.memory import MarketMemory
 from services.decision.settings import DecisionSettings, TrainingSettings
 from services.decision.storage import SignalStore, StrategyStore
+from services.features.domain import FeatureConfig
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +86,13 @@ async def build(
     assert resources.kafka_publisher is not None
     settings = decision_settings or DecisionSettings()
     loaded, shadows = await load_models(settings, resources.settings.var_dir, training)
+    memory = await open_memory(resources, settings) if settings.memory_enabled else None
     ensemble = Ensemble(
         loaded,
         budget_s=settings.inference_budget_ms / 1e3,
         threads=True,
         drift_window=settings.drift_window_vectors,
+        memory=memory,
     )
     resources.on_close(_async(ensemble.close))
     shadow = ShadowScorer(shadows) if shadows else None
@@ -122,6 +131,7 @@ async def build(
         signal_flush_s=settings.signal_flush_ms / 1e3,
         recent_keys=settings.recent_vector_keys,
         shadow=shadow,
+        memory=memory,
     )
     engine.start()
     resources.on_close(engine.drain)
@@ -157,8 +167,41 @@ async def build(
         await subscriber.follow(vector_subject(s) for s in symbols)
 
     await cache.follow(follow)
-    api = DecisionApi(strategies, signals, ensemble, resources.redis, cache.reload_tenant, relay=relay)
+    api = DecisionApi(
+        strategies, signals, ensemble, resources.redis, cache.reload_tenant, relay=relay, memory=memory
+    )
     return {DECISION_SERVICE: api}
+
+
+async def open_memory(resources: Resources, settings: DecisionSettings) -> MarketMemory:
+    """The market memory on the vector store the settings select (pgvector or
+    Weaviate, runtime.vectors), retried while the server comes up."""
+    store: VectorStore | None = None
+    async for attempt in AsyncRetrying(
+        wait=wait_exponential_jitter(multiplier=0.05, max=1.0),
+        stop=stop_after_delay(60.0),
+        retry=retry_if_not_exception_type(MigrationError),  # a server still starting is worth waiting for
+        reraise=True,
+    ):
+        with attempt:
+            store = await open_vector_store(
+                resources.settings, "decision", table="market_states", dimension=embedding.DIMENSION
+            )
+    assert store is not None
+    memory = MarketMemory(
+        store,
+        horizon=settings.memory_horizon_ticks,
+        feature_set_version=FeatureConfig().version,
+        batch=settings.memory_batch_size,
+        flush_s=settings.memory_flush_ms / 1e3,
+        retention=timedelta(days=settings.memory_retention_days),
+        max_lookups=settings.memory_max_lookups,
+    )
+    memory.start()
+    resources.on_close(store.close)  # after the memory's last writes (cleanups run last added first)
+    resources.on_close(memory.stop)
+    log.info("decision: market memory on %s", type(store).__name__)
+    return memory
 
 
 def _async(fn: Any) -> Any:

@@ -63,7 +63,14 @@ MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 # Kinds as named by trading.decision.v1.ModelKind (without the prefix).
 KINDS: Final = frozenset(
-    {"GRADIENT_BOOSTING", "LOGISTIC_REGRESSION", "RANDOM_FOREST", "NEURAL_NETWORK", "RULE_BASED"}
+    {
+        "GRADIENT_BOOSTING",
+        "LOGISTIC_REGRESSION",
+        "RANDOM_FOREST",
+        "NEURAL_NETWORK",
+        "RULE_BASED",
+        "NEAREST_NEIGHBORS",
+    }
 )
 
 

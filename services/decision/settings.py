@@ -89,6 +89,18 @@ class DecisionSettings(BaseSettings):
     # input distribution is measured over.
     drift_window_vectors: int = Field(default=5_000, ge=10)
 
+    # The market memory (services/decision/memory.py; the vector store is
+    # runtime.config.VectorSettings, TRADING_VECTORS__*): states are written
+    # once their outcome is known `memory_horizon_ticks` later (the training
+    # label's horizon), in batches, kept `memory_retention_days`.
+    memory_enabled: bool = True
+    memory_horizon_ticks: int = Field(default=20, ge=1)
+    memory_batch_size: int = Field(default=500, ge=1)
+    memory_flush_ms: float = Field(default=500.0, gt=0)
+    memory_retention_days: float = Field(default=30.0, gt=0)
+    # Searches of the memory in flight at most; beyond, the analog model answers TIMEOUT at once.
+    memory_max_lookups: int = Field(default=8, ge=1)
+
     @model_validator(mode="after")
     def _ttl_outlives_a_placement(self) -> DecisionSettings:
         # An intent is retried only while its answer could still come before

@@ -27,7 +27,9 @@ versions, never traded, promoted later by hand
 
 Models: logistic regression (standardised inputs) and histogram gradient
 boosting, scikit-learn, on MODEL_FEATURES (the vector without the book's
-spread and imbalance). The training CLI logs one progress line per symbol
+spread and imbalance); and the analog model (analog.py), a k-nearest-neighbour
+vote over the market states (embedding.py) of the samples before each
+fold, exact offline, the service's market memory live. The training CLI logs one progress line per symbol
 and per model, with the time taken, under a progress bar (tqdm, on a terminal).
 
     python -m services.decision.train [--model-dir DIR] [--source regime|gbm|replay]
@@ -43,7 +45,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -59,7 +61,8 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from runtime.config import MarketDataSettings, get_settings
-from services.decision import evaluation, models
+from services.decision import analog, embedding, evaluation, models
+from services.decision.analog import AnalogClassifier
 from services.decision.domain import FEATURE_NAMES, feature_row
 from services.decision.drift import training_profile
 from services.decision.settings import DecisionSettings, TrainingSettings
@@ -85,6 +88,8 @@ class Dataset:
     label_ends_ns: np.ndarray  # the time of the tick its label looks at
     feature_set_version: str
     description: dict[str, object]
+    # The market state at each sample (embedding.py): the analog model's input.
+    embeddings: np.ndarray = field(default_factory=lambda: np.empty((0, embedding.DIMENSION)))
 
     @property
     def last_return(self) -> np.ndarray:
@@ -170,6 +175,13 @@ def synthetic_ticks(
     return [replace(t, exchange_time_ns=_CLOCK_START_NS + i * step_ns) for i, t in enumerate(out)]
 
 
+def labelled(series: Series, horizon: int) -> list[int]:
+    """Positions of one symbol's warmed-up vectors whose label is defined
+    (the mid `horizon` vectors later differs)."""
+    mids = series.mids
+    return [t for t in range(len(mids) - horizon) if series.rows[t] and mids[t + horizon] != mids[t]]
+
+
 def label(series: Series, horizon: int) -> tuple[list[list[float]], list[int], list[int], list[int]]:
     """Rows, labels, times and label-end times of one symbol's warmed-up vectors."""
     x: list[list[float]] = []
@@ -177,9 +189,7 @@ def label(series: Series, horizon: int) -> tuple[list[list[float]], list[int], l
     times: list[int] = []
     ends: list[int] = []
     mids = series.mids
-    for t in range(len(mids) - horizon):
-        if not series.rows[t] or mids[t + horizon] == mids[t]:
-            continue
+    for t in labelled(series, horizon):
         x.append(series.rows[t])
         y.append(1 if mids[t + horizon] > mids[t] else 0)
         times.append(series.times_ns[t])
@@ -232,10 +242,19 @@ def make_dataset(
     ys: list[int] = []
     times: list[int] = []
     ends: list[int] = []
+    states: list[list[float]] = []
     version = ""
     all_series = series_of(cfg, feed, progress)
     for symbol, series in all_series.items():
         x, y, t, e = label(series, cfg.horizon_ticks)
+        # The market state at each labelled vector, from the symbol's vectors up to it.
+        by_position = embedding.series_embeddings(
+            [embedding.rows_of([r])[0] if r else None for r in series.rows]
+        )
+        for p in labelled(series, cfg.horizon_ticks):
+            state = by_position[p]
+            assert state is not None  # a labelled vector is warmed up, so it has a state
+            states.append(state)
         xs += x
         ys += y
         times += t
@@ -272,6 +291,7 @@ def make_dataset(
         label_ends_ns=np.asarray(ends, dtype=np.int64),
         feature_set_version=version,
         description=description,
+        embeddings=np.asarray(states, dtype=np.float64).reshape(-1, embedding.DIMENSION),
     )
 
 
@@ -292,10 +312,16 @@ class ModelRecipe:
     description: str
     build: Callable[[int], models.Classifier]
     features: tuple[str, ...] = MODEL_FEATURES
+    # Reads the market state (embedding.py) of each sample instead of its row.
+    uses_states: bool = False
+
+    def rows(self, data: Dataset) -> np.ndarray:
+        """The recipe's features among the dataset's columns (FEATURE_NAMES)."""
+        return data.x[:, [FEATURE_NAMES.index(n) for n in self.features]]
 
     def columns(self, data: Dataset) -> np.ndarray:
-        """The recipe's inputs among the dataset's columns (FEATURE_NAMES)."""
-        return data.x[:, [FEATURE_NAMES.index(n) for n in self.features]]
+        """The recipe's inputs: its feature rows, or the market states."""
+        return data.embeddings if self.uses_states else self.rows(data)
 
 
 def _logistic(seed: int) -> models.Classifier:
@@ -313,12 +339,26 @@ def _boosting(seed: int) -> models.Classifier:
     return boosting
 
 
+def _analog(seed: int) -> models.Classifier:
+    # Exact search over the training states offline; live, the market memory (analog.py).
+    return AnalogClassifier(k=analog.DEFAULT_K)
+
+
 DEFAULT_RECIPES: tuple[ModelRecipe, ...] = (
     ModelRecipe(
         "logreg-trend", "LOGISTIC_REGRESSION", "Logistic regression on standardised features", _logistic
     ),
     ModelRecipe(
         "gbt-trend", "GRADIENT_BOOSTING", "Histogram gradient boosting, depth 3, 100 trees", _boosting
+    ),
+    ModelRecipe(
+        "analog-knn",
+        analog.KIND,
+        f"Analog: the {analog.DEFAULT_K} most similar past market states"
+        f" ({embedding.EMBEDDING_VERSION}) vote with what followed them",
+        _analog,
+        features=embedding.EMBEDDING_FEATURES,
+        uses_states=True,
     ),
 )
 
@@ -439,13 +479,17 @@ def _train(
             metrics=summary(ev),
             artifact_sha256="",
             description=recipe.description,
-            data=data.description,
+            data=(
+                {**data.description, "embedding": embedding.EMBEDDING_VERSION, "k": analog.DEFAULT_K}
+                if recipe.uses_states
+                else data.description
+            ),
             library={
                 "scikit-learn": sklearn.__version__,
                 "numpy": np.__version__,
                 "python": platform.python_version(),
             },
-            feature_profile=training_profile(recipe.columns(data), recipe.features),
+            feature_profile=training_profile(recipe.rows(data), recipe.features),
         )
         path = models.save(model_dir, meta, estimator, ev)
         if shadow:

@@ -21,6 +21,7 @@ from runtime.config import (
     PostgresSettings,
     RedisSettings,
     Settings,
+    VectorSettings,
 )
 from tools import infra
 from tools.infra import (
@@ -163,6 +164,7 @@ def _isolated_settings(tmp_path: Path) -> Settings:
         nats=NatsSettings(url=f"nats://127.0.0.1:{nt}"),
         kafka=KafkaSettings(local_port=kf, s3_port=free_port()),
         clickhouse=ClickHouseSettings(chdb_path=tmp_path / "var" / "chdb"),
+        vectors=VectorSettings(postgres_dsn=f"postgresql://postgres@127.0.0.1:{free_port()}/app_db"),
     )
 
 
@@ -171,7 +173,7 @@ async def test_local_infra_starts_what_is_missing_and_stops_only_that(tmp_path: 
     first = LocalInfra(settings, fast=True)
     await first.start()
     try:
-        assert set(first.started) == {"postgres", "redis", "nats", "s3", "kafka"}
+        assert set(first.started) == {"postgres", "vectors", "redis", "nats", "s3", "kafka"}
         assert any(line.startswith("s3: started SeaweedFS on 127.0.0.1:") for line in first.lines)
         assert any(
             line.startswith("kafka: started tansu on 127.0.0.1:") and "storing on http://" in line
@@ -180,6 +182,12 @@ async def test_local_infra_starts_what_is_missing_and_stops_only_that(tmp_path: 
         assert settings.clickhouse.chdb_path.is_dir()
         conn = await asyncpg.connect(settings.postgres.dsn)  # the app database was created
         await conn.close()
+        # ...and on the vectors server (embedded PostgreSQL 18), its database, with pgvector available.
+        conn = await asyncpg.connect(settings.vectors.postgres_dsn)
+        try:
+            assert await conn.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
+        finally:
+            await conn.close()
         assert all(ok for _, ok in infra.status(settings).values())
 
         # A second instance finds everything running: it starts and stops nothing.
@@ -188,6 +196,7 @@ async def test_local_infra_starts_what_is_missing_and_stops_only_that(tmp_path: 
             assert second.started == {}
             assert {line.split(":")[0] for line in second.lines if "reusing" in line} == {
                 "postgres",
+                "vectors",
                 "redis",
                 "nats",
                 "kafka",

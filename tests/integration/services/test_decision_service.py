@@ -376,7 +376,8 @@ async def test_list_models_shows_the_trained_models(platform: Platform) -> None:
     tenant = await platform.tenant()
     reply = await platform.decision.ListModels(pb.ListModelsRequest(), metadata=md(tenant))
     by_id = {m.model_id: m for m in reply.models}
-    assert list(by_id) == ["gbt-trend", "logreg-trend"]
+    assert list(by_id) == ["analog-knn", "gbt-trend", "logreg-trend"]
+    assert by_id["analog-knn"].kind == pb.MODEL_KIND_NEAREST_NEIGHBORS
     assert by_id["gbt-trend"].kind == pb.MODEL_KIND_GRADIENT_BOOSTING
     assert by_id["logreg-trend"].kind == pb.MODEL_KIND_LOGISTIC_REGRESSION
     for m in reply.models:
@@ -938,3 +939,119 @@ async def test_an_unanswered_intent_expires_once_with_two_sweepers_and_is_never_
         book = await up.engine.books.get(tenant, symbol, ["trader"])
         assert book.pending == {}
     assert await _orders(platform, tenant, symbol) == []
+
+
+# ---------------------------------------------------------------------------- market memory
+
+
+async def test_the_market_memory_answers_similar_states_and_signals_name_their_analogs(
+    platform: Platform, infra_settings: Settings
+) -> None:
+    """Decision embeds each vector's market state, stores it once its outcome
+    is known 20 ticks later (the training horizon), finds the most similar
+    past states for FindSimilarStates, and the analog model votes with its
+    nearest states, whose ids its score in the signal names."""
+    tenant, other, symbol = await platform.tenant(), await platform.tenant(), await platform.symbol()
+    ask = pb.FindSimilarStatesRequest(symbol=symbol, limit=5, same_symbol=True)
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:  # no vector of the symbol seen yet
+        await platform.decision.FindSimilarStates(ask, metadata=md(tenant))
+    assert unknown.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    info = error_details(unknown.value).error_info
+    assert info is not None and info.reason == "MARKET_STATE_UNKNOWN"
+    # Threshold 1: never reached, so HOLD signals only and no orders.
+    await platform.set(
+        tenant, "analogs", spec(symbol, model_ids=["analog-knn", "gbt-trend"], signal_threshold=1.0)
+    )
+    batch = vectors(symbol, 95, seed=8)
+
+    async def publish(events: Sequence[features_events.FeatureVectorComputed]) -> pb.Signal:
+        """In groups the symbol's lane takes without shedding, each decided
+        before the next; the newest signal."""
+        newest: list[pb.Signal] = []
+        for start in range(0, len(events), 10):
+            group = events[start : start + 10]
+            for event in group:
+                await platform.publish(event)
+            last = group[-1].vector.tick_sequence
+
+            def decided(signals: list[pb.Signal], last: int = last) -> bool:
+                return bool(signals) and signals[0].feature_tick_sequence == last
+
+            newest = await eventually(
+                lambda: _signals(platform, tenant, symbol, decided),
+                timeout=15,
+                what=f"the signal of tick {last}",
+            )
+        return newest[0]
+
+    await publish(batch[:90])
+
+    async def remembered() -> pb.FindSimilarStatesResponse | None:
+        try:
+            reply = await platform.decision.FindSimilarStates(
+                pb.FindSimilarStatesRequest(symbol=symbol, limit=100, same_symbol=True), metadata=md(tenant)
+            )
+        except grpc.aio.AioRpcError:
+            return None
+        # 90 vectors, horizon 20: the first 70 states have an outcome and are stored.
+        return reply if len(reply.states) == 70 else None
+
+    everything = await eventually(remembered, timeout=30, what="70 states of the symbol stored")
+    last = batch[89].vector
+    assert everything.current.symbol == symbol and everything.current.tick_sequence == last.tick_sequence
+    assert everything.current.as_of == last.as_of and everything.current.embedding_version
+    sequences = sorted(s.state.tick_sequence for s in everything.states)
+    assert sequences == [v.vector.tick_sequence for v in batch[:70]]
+    similarities = [s.similarity for s in everything.states]
+    assert (
+        similarities == sorted(similarities, reverse=True)
+        and -1.0 <= min(similarities) <= max(similarities) <= 1.0
+    )
+    mids = {v.vector.tick_sequence: Decimal(v.vector.mid_price.value) for v in batch}
+    for s in everything.states:
+        seq = s.state.tick_sequence
+        later, then = mids[seq + 20], mids[seq]
+        expected = (
+            pb.MARKET_STATE_OUTCOME_UP
+            if later > then
+            else pb.MARKET_STATE_OUTCOME_DOWN
+            if later < then
+            else pb.MARKET_STATE_OUTCOME_FLAT
+        )
+        assert s.outcome == expected and s.horizon_ticks == 20 and s.state.symbol == symbol
+        assert s.state.as_of.ToDatetime() < everything.current.as_of.ToDatetime()
+    top = await platform.decision.FindSimilarStates(ask, metadata=md(tenant))
+    assert len(top.states) == 5
+    assert {s.state.state_id for s in top.states} <= {s.state.state_id for s in everything.states}
+    # Market data: another tenant (without a strategy) sees the same memory.
+    theirs = await platform.decision.FindSimilarStates(ask, metadata=md(other))
+    assert [s.state.state_id for s in theirs.states] == [s.state.state_id for s in top.states]
+    # A time range that ends before the first state finds nothing.
+    before = pb.FindSimilarStatesRequest(symbol=symbol, same_symbol=True)
+    before.time_range.end.CopyFrom(batch[0].vector.as_of)
+    assert list((await platform.decision.FindSimilarStates(before, metadata=md(tenant))).states) == []
+
+    # The memory now holds at least k=32 states: the next vectors' analog model answers.
+    newest = await publish(batch[90:])
+    assert newest.feature_tick_sequence == batch[-1].vector.tick_sequence
+    (score,) = [m for m in newest.model_scores if m.model_id == "analog-knn"]
+    assert score.outcome == pb.MODEL_OUTCOME_OK, score.error
+    assert len(score.analog_ids) == 32 == len(set(score.analog_ids)) and -1 <= score.score <= 1
+    conn = await asyncpg.connect(infra_settings.vectors.postgres_dsn)
+    try:
+        stored = await conn.fetchval(
+            "SELECT count(*) FROM decision.market_states WHERE scope = 'market' AND id = ANY($1::uuid[])",
+            list(score.analog_ids),
+        )
+    finally:
+        await conn.close()
+    assert stored == 32
+    # The other tenant has no signal of it (signals are the tenant's own).
+    assert (
+        list(
+            (
+                await platform.decision.GetSignals(pb.GetSignalsRequest(symbol=symbol), metadata=md(other))
+            ).signals
+        )
+        == []
+    )

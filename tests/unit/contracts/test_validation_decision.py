@@ -77,6 +77,13 @@ VALID: list[Callable[[], Message]] = [
         direction=pb.SIGNAL_DIRECTION_BUY,
     ),
     intent,
+    lambda: pb.FindSimilarStatesRequest(symbol="BTC-USD"),
+    lambda: pb.FindSimilarStatesRequest(
+        symbol="AAPL",
+        limit=100,
+        same_symbol=True,
+        time_range=types_pb2.TimeRange(start=NOW, end=timestamp_pb2.Timestamp(seconds=NOW.seconds + 60)),
+    ),
 ]
 
 
@@ -135,6 +142,30 @@ BAD: list[tuple[str, Message, tuple[str, str]]] = [
         "undefined model kind",
         pb.ListModelsRequest(kind=pb.ModelKind.ValueType(42)),
         ("kind", "enum.defined_only"),
+    ),
+    ("similar states of no symbol", pb.FindSimilarStatesRequest(), ("symbol", "string.pattern")),
+    (
+        "similar states of a bad symbol",
+        pb.FindSimilarStatesRequest(symbol="btc"),
+        ("symbol", "string.pattern"),
+    ),
+    (
+        "more than 100 similar states",
+        pb.FindSimilarStatesRequest(symbol="BTC-USD", limit=101),
+        ("limit", "int32.gte_lte"),
+    ),
+    (
+        "negative similar states",
+        pb.FindSimilarStatesRequest(symbol="BTC-USD", limit=-1),
+        ("limit", "int32.gte_lte"),
+    ),
+    (
+        "similar states in a reversed time range",
+        pb.FindSimilarStatesRequest(
+            symbol="BTC-USD",
+            time_range=types_pb2.TimeRange(start=NOW, end=timestamp_pb2.Timestamp(seconds=1)),
+        ),
+        ("time_range", "time_range.ordered"),
     ),
 ]
 

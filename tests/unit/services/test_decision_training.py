@@ -37,7 +37,7 @@ def test_good_models_on_the_regime_feed_are_promoted_and_served(
     regime_models: tuple[Path, list[models.ModelMetadata]],
 ) -> None:
     model_dir, written = regime_models
-    assert {m.model_id for m in written} == {"logreg-trend", "gbt-trend"}
+    assert {m.model_id for m in written} == {"logreg-trend", "gbt-trend", "analog-knn"}
     for meta in written:
         directory = model_dir / meta.model_id / "2025-03-04.1"
         stored = json.loads((directory / models.METADATA).read_text())
@@ -95,7 +95,7 @@ def test_a_useless_classifier_is_refused(tmp_path: Path) -> None:
 def test_without_the_gate_every_model_is_promoted_and_says_so(tmp_path: Path) -> None:
     tiny = TrainingSettings(ticks_per_symbol=500, symbols=["BTC-USD"], promote_without_gate=True)
     written = train.train(tmp_path, tiny, FEED)
-    assert set(models.load_promoted(tmp_path)) == {"logreg-trend", "gbt-trend"}
+    assert set(models.load_promoted(tmp_path)) == {"logreg-trend", "gbt-trend", "analog-knn"}
     for meta in written:
         evaluation = models.read_evaluation(tmp_path, meta.model_id, meta.version)
         assert evaluation is not None and evaluation.reason.startswith("promoted without the gate")
@@ -122,11 +122,11 @@ def test_training_from_a_replay_file(tmp_path: Path) -> None:
     assert models.read_evaluation(tmp_path, meta.model_id, meta.version) is not None
 
 
-def test_the_platform_fixtures_training_serves_both_models(tmp_path: Path) -> None:
+def test_the_platform_fixtures_training_serves_every_default_model(tmp_path: Path) -> None:
     """tests/contract/conftest.py trains exactly this before starting the platform,
-    whose strategies name both models: both must pass the gate."""
+    whose strategies name the models: they must pass the gate."""
     train.train(tmp_path, TrainingSettings(ticks_per_symbol=2500, seed=5), FEED)
-    assert set(models.load_promoted(tmp_path)) == {"logreg-trend", "gbt-trend"}
+    assert set(models.load_promoted(tmp_path)) == {"logreg-trend", "gbt-trend", "analog-knn"}
 
 
 def test_training_logs_progress_per_model(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -134,8 +134,9 @@ def test_training_logs_progress_per_model(tmp_path: Path, caplog: pytest.LogCapt
     cfg = TrainingSettings(ticks_per_symbol=800, symbols=["BTC-USD"], promote_without_gate=True)
     train.train(tmp_path, cfg, FEED)
     lines = [r.getMessage() for r in caplog.records]
-    assert any(line.startswith("[1/2] logreg-trend") and "s so far" in line for line in lines)
-    assert any(line.startswith("[2/2] gbt-trend") for line in lines)
+    assert any(line.startswith("[1/3] logreg-trend") and "s so far" in line for line in lines)
+    assert any(line.startswith("[2/3] gbt-trend") for line in lines)
+    assert any(line.startswith("[3/3] analog-knn") for line in lines)
 
 
 def test_a_tampered_artefact_is_refused(

@@ -43,6 +43,11 @@ class _ModelKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ModelKind.V
     """Deterministic rule (e.g. EMA crossover); the ensemble's fallback when
     learned models fail.
     """
+    MODEL_KIND_NEAREST_NEIGHBORS: _ModelKind.ValueType  # 6
+    """k-nearest-neighbour vote over past market states (the analog model):
+    the states most similar to now vote with the direction that followed
+    them (see FindSimilarStates).
+    """
 
 class ModelKind(_ModelKind, metaclass=_ModelKindEnumTypeWrapper):
     """Kind of a decision model."""
@@ -61,7 +66,40 @@ MODEL_KIND_RULE_BASED: ModelKind.ValueType  # 5
 """Deterministic rule (e.g. EMA crossover); the ensemble's fallback when
 learned models fail.
 """
+MODEL_KIND_NEAREST_NEIGHBORS: ModelKind.ValueType  # 6
+"""k-nearest-neighbour vote over past market states (the analog model):
+the states most similar to now vote with the direction that followed
+them (see FindSimilarStates).
+"""
 Global___ModelKind: _TypeAlias = ModelKind  # noqa: Y015
+
+class _MarketStateOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MarketStateOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MarketStateOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MARKET_STATE_OUTCOME_UNSPECIFIED: _MarketStateOutcome.ValueType  # 0
+    """Not set; never produced."""
+    MARKET_STATE_OUTCOME_UP: _MarketStateOutcome.ValueType  # 1
+    """The mid was higher `horizon_ticks` ticks later."""
+    MARKET_STATE_OUTCOME_DOWN: _MarketStateOutcome.ValueType  # 2
+    """The mid was lower."""
+    MARKET_STATE_OUTCOME_FLAT: _MarketStateOutcome.ValueType  # 3
+    """The mid was the same."""
+
+class MarketStateOutcome(_MarketStateOutcome, metaclass=_MarketStateOutcomeEnumTypeWrapper):
+    """What followed a market state over the horizon: the direction of the mid."""
+
+MARKET_STATE_OUTCOME_UNSPECIFIED: MarketStateOutcome.ValueType  # 0
+"""Not set; never produced."""
+MARKET_STATE_OUTCOME_UP: MarketStateOutcome.ValueType  # 1
+"""The mid was higher `horizon_ticks` ticks later."""
+MARKET_STATE_OUTCOME_DOWN: MarketStateOutcome.ValueType  # 2
+"""The mid was lower."""
+MARKET_STATE_OUTCOME_FLAT: MarketStateOutcome.ValueType  # 3
+"""The mid was the same."""
+Global___MarketStateOutcome: _TypeAlias = MarketStateOutcome  # noqa: Y015
 
 class _SignalDirection:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -462,6 +500,7 @@ class ModelScore(_message.Message):
     WEIGHT_FIELD_NUMBER: _builtins.int
     LATENCY_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    ANALOG_IDS_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
     """Model id."""
     model_version: _builtins.str
@@ -480,6 +519,12 @@ class ModelScore(_message.Message):
     def latency(self) -> _duration_pb2.Duration:
         """Time the model took."""
 
+    @_builtins.property
+    def analog_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The analog model's: ids of the past market states it voted with
+        (SimilarState.state_id), most similar first. Empty for other models.
+        """
+
     def __init__(
         self,
         *,
@@ -490,10 +535,11 @@ class ModelScore(_message.Message):
         weight: _builtins.float = ...,
         latency: _duration_pb2.Duration | None = ...,
         error: _builtins.str = ...,
+        analog_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "latency", b"latency", "model_id", b"model_id", "model_version", b"model_version", "outcome", b"outcome", "score", b"score", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analog_ids", b"analog_ids", "error", b"error", "latency", b"latency", "model_id", b"model_id", "model_version", b"model_version", "outcome", b"outcome", "score", b"score", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -951,3 +997,168 @@ class GetSignalsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetSignalsResponse: _TypeAlias = GetSignalsResponse  # noqa: Y015
+
+@_typing.final
+class FindSimilarStatesRequest(_message.Message):
+    """Request of FindSimilarStates. Over REST the time range is given as
+    `?time_range.start=...&time_range.end=...` (RFC 3339).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    SAME_SYMBOL_FIELD_NUMBER: _builtins.int
+    TIME_RANGE_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    """Symbol whose current market state is the query."""
+    limit: _builtins.int
+    """Number of similar states to return, 1 to 100; 0 means the server
+    default (10).
+    """
+    same_symbol: _builtins.bool
+    """True to search the past states of `symbol` only; false to search every
+    symbol's (the states are scale-free, so any instrument's past can be an
+    analog).
+    """
+    @_builtins.property
+    def time_range(self) -> _types_pb2.TimeRange:
+        """Only past states whose time lies in this interval; unset bounds are
+        open.
+        """
+
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        same_symbol: _builtins.bool = ...,
+        time_range: _types_pb2.TimeRange | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time_range", b"time_range"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "same_symbol", b"same_symbol", "symbol", b"symbol", "time_range", b"time_range"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindSimilarStatesRequest: _TypeAlias = FindSimilarStatesRequest  # noqa: Y015
+
+@_typing.final
+class MarketState(_message.Message):
+    """A market state of a symbol at one feature vector."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_ID_FIELD_NUMBER: _builtins.int
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    TICK_SEQUENCE_FIELD_NUMBER: _builtins.int
+    EMBEDDING_VERSION_FIELD_NUMBER: _builtins.int
+    state_id: _builtins.str
+    """Id of the state: the same feature vector always has the same id."""
+    symbol: _builtins.str
+    """Instrument symbol."""
+    tick_sequence: _builtins.int
+    """Tick sequence number of that feature vector."""
+    embedding_version: _builtins.str
+    """Version of the state's definition (window, stride, weights); only
+    states of one version are compared.
+    """
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """`as_of` time of the feature vector the state ends with."""
+
+    def __init__(
+        self,
+        *,
+        state_id: _builtins.str = ...,
+        symbol: _builtins.str = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+        tick_sequence: _builtins.int = ...,
+        embedding_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "embedding_version", b"embedding_version", "state_id", b"state_id", "symbol", b"symbol", "tick_sequence", b"tick_sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarketState: _TypeAlias = MarketState  # noqa: Y015
+
+@_typing.final
+class SimilarState(_message.Message):
+    """A past market state found similar to the query, and what followed it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    SIMILARITY_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    MOVE_BPS_FIELD_NUMBER: _builtins.int
+    HORIZON_TICKS_FIELD_NUMBER: _builtins.int
+    similarity: _builtins.float
+    """Cosine similarity of the two states, from -1 (opposite) to 1 (the same
+    shape). Dimensionless, hence a double.
+    """
+    outcome: Global___MarketStateOutcome.ValueType
+    """Direction of the mid over the horizon that followed the state."""
+    move_bps: _builtins.float
+    """Log return of the mid over that horizon, in basis points. A
+    dimensionless statistic, hence a double.
+    """
+    horizon_ticks: _builtins.int
+    """Length of the horizon in ticks of the symbol."""
+    @_builtins.property
+    def state(self) -> Global___MarketState:
+        """The past state."""
+
+    def __init__(
+        self,
+        *,
+        state: Global___MarketState | None = ...,
+        similarity: _builtins.float = ...,
+        outcome: Global___MarketStateOutcome.ValueType = ...,
+        move_bps: _builtins.float = ...,
+        horizon_ticks: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["horizon_ticks", b"horizon_ticks", "move_bps", b"move_bps", "outcome", b"outcome", "similarity", b"similarity", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimilarState: _TypeAlias = SimilarState  # noqa: Y015
+
+@_typing.final
+class FindSimilarStatesResponse(_message.Message):
+    """Response of FindSimilarStates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENT_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def current(self) -> Global___MarketState:
+        """The query: the symbol's current market state (its outcome is not known
+        yet).
+        """
+
+    @_builtins.property
+    def states(self) -> _containers.RepeatedCompositeFieldContainer[Global___SimilarState]:
+        """The most similar past states, most similar first; fewer than asked for
+        while the memory holds fewer.
+        """
+
+    def __init__(
+        self,
+        *,
+        current: Global___MarketState | None = ...,
+        states: _abc.Iterable[Global___SimilarState] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["current", b"current"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "states", b"states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindSimilarStatesResponse: _TypeAlias = FindSimilarStatesResponse  # noqa: Y015

@@ -73,6 +73,11 @@ class DecisionServiceStub:
                 request_serializer=trading_dot_decision_dot_v1_dot_decision__service__pb2.GetSignalsRequest.SerializeToString,
                 response_deserializer=trading_dot_decision_dot_v1_dot_decision__service__pb2.GetSignalsResponse.FromString,
                 _registered_method=True)
+        self.FindSimilarStates = channel.unary_unary(
+                '/trading.decision.v1.DecisionService/FindSimilarStates',
+                request_serializer=trading_dot_decision_dot_v1_dot_decision__service__pb2.FindSimilarStatesRequest.SerializeToString,
+                response_deserializer=trading_dot_decision_dot_v1_dot_decision__service__pb2.FindSimilarStatesResponse.FromString,
+                _registered_method=True)
 
 
 class DecisionServiceServicer:
@@ -138,6 +143,21 @@ class DecisionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindSimilarStates(self, request, context):
+        """Finds the past market states most similar to the current state of a
+        symbol, with the outcome that followed each: the decision service's
+        market memory, which the analog model votes with. A market state is a
+        normalised window of the symbol's recent feature vectors; its outcome is
+        the direction of the mid over the training label's horizon. The memory
+        is market data, the same for every tenant. It holds the symbols some
+        enabled strategy trades, from when they are traded: a symbol without a
+        recent warmed-up feature vector has no current state
+        (FAILED_PRECONDITION, reason MARKET_STATE_UNKNOWN).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DecisionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +190,11 @@ def add_DecisionServiceServicer_to_server(servicer, server):
                     servicer.GetSignals,
                     request_deserializer=trading_dot_decision_dot_v1_dot_decision__service__pb2.GetSignalsRequest.FromString,
                     response_serializer=trading_dot_decision_dot_v1_dot_decision__service__pb2.GetSignalsResponse.SerializeToString,
+            ),
+            'FindSimilarStates': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindSimilarStates,
+                    request_deserializer=trading_dot_decision_dot_v1_dot_decision__service__pb2.FindSimilarStatesRequest.FromString,
+                    response_serializer=trading_dot_decision_dot_v1_dot_decision__service__pb2.FindSimilarStatesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -343,6 +368,33 @@ class DecisionService:
             '/trading.decision.v1.DecisionService/GetSignals',
             trading_dot_decision_dot_v1_dot_decision__service__pb2.GetSignalsRequest.SerializeToString,
             trading_dot_decision_dot_v1_dot_decision__service__pb2.GetSignalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindSimilarStates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trading.decision.v1.DecisionService/FindSimilarStates',
+            trading_dot_decision_dot_v1_dot_decision__service__pb2.FindSimilarStatesRequest.SerializeToString,
+            trading_dot_decision_dot_v1_dot_decision__service__pb2.FindSimilarStatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -67,6 +67,17 @@ class DecisionServiceStub:
     """Lists the signals generated for the caller's tenant, newest first,
     optionally filtered by symbol, strategy and time.
     """
+    FindSimilarStates: _grpc.UnaryUnaryMultiCallable[_decision_service_pb2.FindSimilarStatesRequest, _decision_service_pb2.FindSimilarStatesResponse]
+    """Finds the past market states most similar to the current state of a
+    symbol, with the outcome that followed each: the decision service's
+    market memory, which the analog model votes with. A market state is a
+    normalised window of the symbol's recent feature vectors; its outcome is
+    the direction of the mid over the training label's horizon. The memory
+    is market data, the same for every tenant. It holds the symbols some
+    enabled strategy trades, from when they are traded: a symbol without a
+    recent warmed-up feature vector has no current state
+    (FAILED_PRECONDITION, reason MARKET_STATE_UNKNOWN).
+    """
 
 @_typing.type_check_only
 class DecisionServiceAsyncStub(DecisionServiceStub):
@@ -106,6 +117,17 @@ class DecisionServiceAsyncStub(DecisionServiceStub):
     GetSignals: _aio.UnaryUnaryMultiCallable[_decision_service_pb2.GetSignalsRequest, _decision_service_pb2.GetSignalsResponse]  # type: ignore[assignment]
     """Lists the signals generated for the caller's tenant, newest first,
     optionally filtered by symbol, strategy and time.
+    """
+    FindSimilarStates: _aio.UnaryUnaryMultiCallable[_decision_service_pb2.FindSimilarStatesRequest, _decision_service_pb2.FindSimilarStatesResponse]  # type: ignore[assignment]
+    """Finds the past market states most similar to the current state of a
+    symbol, with the outcome that followed each: the decision service's
+    market memory, which the analog model votes with. A market state is a
+    normalised window of the symbol's recent feature vectors; its outcome is
+    the direction of the mid over the training label's horizon. The memory
+    is market data, the same for every tenant. It holds the symbols some
+    enabled strategy trades, from when they are traded: a symbol without a
+    recent warmed-up feature vector has no current state
+    (FAILED_PRECONDITION, reason MARKET_STATE_UNKNOWN).
     """
 
 class DecisionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -179,6 +201,23 @@ class DecisionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_decision_service_pb2.GetSignalsResponse, _abc.Awaitable[_decision_service_pb2.GetSignalsResponse]]:
         """Lists the signals generated for the caller's tenant, newest first,
         optionally filtered by symbol, strategy and time.
+        """
+
+    @_abc_1.abstractmethod
+    def FindSimilarStates(
+        self,
+        request: _decision_service_pb2.FindSimilarStatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_decision_service_pb2.FindSimilarStatesResponse, _abc.Awaitable[_decision_service_pb2.FindSimilarStatesResponse]]:
+        """Finds the past market states most similar to the current state of a
+        symbol, with the outcome that followed each: the decision service's
+        market memory, which the analog model votes with. A market state is a
+        normalised window of the symbol's recent feature vectors; its outcome is
+        the direction of the mid over the training label's horizon. The memory
+        is market data, the same for every tenant. It holds the symbols some
+        enabled strategy trades, from when they are traded: a symbol without a
+        recent warmed-up feature vector has no current state
+        (FAILED_PRECONDITION, reason MARKET_STATE_UNKNOWN).
         """
 
 def add_DecisionServiceServicer_to_server(servicer: DecisionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

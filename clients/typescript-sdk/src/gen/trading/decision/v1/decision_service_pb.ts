@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file trading/decision/v1/decision_service.proto.
  */
 export const file_trading_decision_v1_decision_service: GenFile = /*@__PURE__*/
-  fileDesc("Cip0cmFkaW5nL2RlY2lzaW9uL3YxL2RlY2lzaW9uX3NlcnZpY2UucHJvdG8SE3RyYWRpbmcuZGVjaXNpb24udjEixgEKC09yZGVyU2l6aW5nEqUBCg5maXhlZF9xdWFudGl0eRgBIAEoCzIaLnRyYWRpbmcuY29tbW9uLnYxLkRlY2ltYWxCb7pIbLoBaQoQZGVjaW1hbC5wb3NpdGl2ZRIZbXVzdCBiZSBncmVhdGVyIHRoYW4gemVybxo6IXRoaXMudmFsdWUuc3RhcnRzV2l0aCgnLScpICYmIHRoaXMudmFsdWUubWF0Y2hlcygnWzEtOV0nKUgAQg8KBm1ldGhvZBIFukgCCAEisQQKDFN0cmF0ZWd5U3BlYxIYCgRuYW1lGAEgASgJQgq6SAdyBRABGIABEh0KC2Rlc2NyaXB0aW9uGAIgASgJQgi6SAVyAxiACBJFCgdzeW1ib2xzGAMgAygJQjS6SDGSAS4IARAyGAEiJnIkMiJeW0EtWjAtOV17MSwxMn0oLVtBLVowLTldezEsMTJ9KT8kEg8KB2VuYWJsZWQYBCABKAgSpAEKDG1heF9wb3NpdGlvbhgFIAEoCzIaLnRyYWRpbmcuY29tbW9uLnYxLkRlY2ltYWxCcrpIb7oBaQoQZGVjaW1hbC5wb3NpdGl2ZRIZbXVzdCBiZSBncmVhdGVyIHRoYW4gemVybxo6IXRoaXMudmFsdWUuc3RhcnRzV2l0aCgnLScpICYmIHRoaXMudmFsdWUubWF0Y2hlcygnWzEtOV0nKcgBARI4CgZzaXppbmcYBiABKAsyIC50cmFkaW5nLmRlY2lzaW9uLnYxLk9yZGVyU2l6aW5nQga6SAPIAQESQAoJbW9kZWxfaWRzGAcgAygJQi26SCqSAScIARAKGAEiH3IdMhteW2EtejAtOV1bYS16MC05Ll8tXXswLDYzfSQSMQoQc2lnbmFsX3RocmVzaG9sZBgIIAEoAUIXukgUEhIZAAAAAAAA8D8hAAAAAAAAAAASOgoIY29vbGRvd24YCSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CDbpICqoBByIDCJAcMgAi1QEKCFN0cmF0ZWd5EhMKC3N0cmF0ZWd5X2lkGAEgASgJEi8KBHNwZWMYAiABKAsyIS50cmFkaW5nLmRlY2lzaW9uLnYxLlN0cmF0ZWd5U3BlYxIPCgd2ZXJzaW9uGAMgASgDEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnVwZGF0ZWRfYnkYBiABKAkiqAMKBU1vZGVsEhAKCG1vZGVsX2lkGAEgASgJEiwKBGtpbmQYAiABKA4yHi50cmFkaW5nLmRlY2lzaW9uLnYxLk1vZGVsS2luZBIPCgd2ZXJzaW9uGAMgASgJEi4KCnRyYWluZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjgKB21ldHJpY3MYBSADKAsyJy50cmFkaW5nLmRlY2lzaW9uLnYxLk1vZGVsLk1ldHJpY3NFbnRyeRIVCg1mZWF0dXJlX25hbWVzGAYgAygJEhsKE2ZlYXR1cmVfc2V0X3ZlcnNpb24YByABKAkSGAoQdHJhaW5pbmdfc2FtcGxlcxgIIAEoBBIXCg9hcnRpZmFjdF9zaGEyNTYYCSABKAkSEwoLZGVzY3JpcHRpb24YCiABKAkSOAoNZmVhdHVyZV9kcmlmdBgLIAMoCzIhLnRyYWRpbmcuZGVjaXNpb24udjEuRmVhdHVyZURyaWZ0Gi4KDE1ldHJpY3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIkQKDEZlYXR1cmVEcmlmdBIPCgdmZWF0dXJlGAEgASgJEgsKA3BzaRgCIAEoARIWCg53aW5kb3dfdmVjdG9ycxgDIAEoBCLDAQoKTW9kZWxTY29yZRIQCghtb2RlbF9pZBgBIAEoCRIVCg1tb2RlbF92ZXJzaW9uGAIgASgJEjIKB291dGNvbWUYAyABKA4yIS50cmFkaW5nLmRlY2lzaW9uLnYxLk1vZGVsT3V0Y29tZRINCgVzY29yZRgEIAEoARIOCgZ3ZWlnaHQYBSABKAESKgoHbGF0ZW5jeRgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVlcnJvchgHIAEoCSLYAwoGU2lnbmFsEhEKCXNpZ25hbF9pZBgBIAEoCRITCgtzdHJhdGVneV9pZBgCIAEoCRIOCgZzeW1ib2wYAyABKAkSNwoJZGlyZWN0aW9uGAQgASgOMiQudHJhZGluZy5kZWNpc2lvbi52MS5TaWduYWxEaXJlY3Rpb24SEAoIc3RyZW5ndGgYBSABKAESEgoKY29uZmlkZW5jZRgGIAEoARI1Cgxtb2RlbF9zY29yZXMYByADKAsyHy50cmFkaW5nLmRlY2lzaW9uLnYxLk1vZGVsU2NvcmUSEAoIZmFsbGJhY2sYCCABKAgSFwoPZmFsbGJhY2tfcmVhc29uGAkgASgJEjEKDWZlYXR1cmVfYXNfb2YYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEh0KFWZlYXR1cmVfdGlja19zZXF1ZW5jZRgLIAEoBBIwCgxnZW5lcmF0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2NsaWVudF9vcmRlcl9pZBgNIAEoCRI4Cg1pbnRlbnRfc3RhdHVzGA4gASgOMiEudHJhZGluZy5kZWNpc2lvbi52MS5JbnRlbnRTdGF0dXMiTAoSR2V0U3RyYXRlZ3lSZXF1ZXN0EjYKC3N0cmF0ZWd5X2lkGAEgASgJQiG6SB5yHDIaXlthLXowLTldW2EtejAtOV8tXXswLDYzfSQiRgoTR2V0U3RyYXRlZ3lSZXNwb25zZRIvCghzdHJhdGVneRgBIAEoCzIdLnRyYWRpbmcuZGVjaXNpb24udjEuU3RyYXRlZ3kiqAEKFUxpc3RTdHJhdGVnaWVzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGPQDKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAQSPAoGc3ltYm9sGAMgASgJQiy6SCnYAQFyJDIiXltBLVowLTldezEsMTJ9KC1bQS1aMC05XXsxLDEyfSk/JBIUCgxlbmFibGVkX29ubHkYBCABKAgiZAoWTGlzdFN0cmF0ZWdpZXNSZXNwb25zZRIxCgpzdHJhdGVnaWVzGAEgAygLMh0udHJhZGluZy5kZWNpc2lvbi52MS5TdHJhdGVneRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiqAEKElNldFN0cmF0ZWd5UmVxdWVzdBI2CgtzdHJhdGVneV9pZBgBIAEoCUIhukgechwyGl5bYS16MC05XVthLXowLTlfLV17MCw2M30kEjcKBHNwZWMYAiABKAsyIS50cmFkaW5nLmRlY2lzaW9uLnYxLlN0cmF0ZWd5U3BlY0IGukgDyAEBEiEKEGV4cGVjdGVkX3ZlcnNpb24YAyABKANCB7pIBCICKAAiVwoTU2V0U3RyYXRlZ3lSZXNwb25zZRIvCghzdHJhdGVneRgBIAEoCzIdLnRyYWRpbmcuZGVjaXNpb24udjEuU3RyYXRlZ3kSDwoHY3JlYXRlZBgCIAEoCCKHAQoZU2V0U3RyYXRlZ3lFbmFibGVkUmVxdWVzdBI2CgtzdHJhdGVneV9pZBgBIAEoCUIhukgechwyGl5bYS16MC05XVthLXowLTlfLV17MCw2M30kEg8KB2VuYWJsZWQYAiABKAgSIQoQZXhwZWN0ZWRfdmVyc2lvbhgDIAEoA0IHukgEIgIoACJNChpTZXRTdHJhdGVneUVuYWJsZWRSZXNwb25zZRIvCghzdHJhdGVneRgBIAEoCzIdLnRyYWRpbmcuZGVjaXNpb24udjEuU3RyYXRlZ3kiiAEKEUxpc3RNb2RlbHNSZXF1ZXN0Eh0KCXBhZ2Vfc2l6ZRgBIAEoBUIKukgHGgUY9AMoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiABBI2CgRraW5kGAMgASgOMh4udHJhZGluZy5kZWNpc2lvbi52MS5Nb2RlbEtpbmRCCLpIBYIBAhABIlkKEkxpc3RNb2RlbHNSZXNwb25zZRIqCgZtb2RlbHMYASADKAsyGi50cmFkaW5nLmRlY2lzaW9uLnYxLk1vZGVsEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSK+AgoRR2V0U2lnbmFsc1JlcXVlc3QSHQoJcGFnZV9zaXplGAEgASgFQgq6SAcaBRj0AygAEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIAEEjwKBnN5bWJvbBgDIAEoCUIsukgp2AEBciQyIl5bQS1aMC05XXsxLDEyfSgtW0EtWjAtOV17MSwxMn0pPyQSOQoLc3RyYXRlZ3lfaWQYBCABKAlCJLpIIdgBAXIcMhpeW2EtejAtOV1bYS16MC05Xy1dezAsNjN9JBIwCgp0aW1lX3JhbmdlGAUgASgLMhwudHJhZGluZy5jb21tb24udjEuVGltZVJhbmdlEkEKCWRpcmVjdGlvbhgGIAEoDjIkLnRyYWRpbmcuZGVjaXNpb24udjEuU2lnbmFsRGlyZWN0aW9uQgi6SAWCAQIQASJbChJHZXRTaWduYWxzUmVzcG9uc2USLAoHc2lnbmFscxgBIAMoCzIbLnRyYWRpbmcuZGVjaXNpb24udjEuU2lnbmFsEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSrFAQoJTW9kZWxLaW5kEhoKFk1PREVMX0tJTkRfVU5TUEVDSUZJRUQQABIgChxNT0RFTF9LSU5EX0dSQURJRU5UX0JPT1NUSU5HEAESIgoeTU9ERUxfS0lORF9MT0dJU1RJQ19SRUdSRVNTSU9OEAISHAoYTU9ERUxfS0lORF9SQU5ET01fRk9SRVNUEAMSHQoZTU9ERUxfS0lORF9ORVVSQUxfTkVUV09SSxAEEhkKFU1PREVMX0tJTkRfUlVMRV9CQVNFRBAFKoMBCg9TaWduYWxEaXJlY3Rpb24SIAocU0lHTkFMX0RJUkVDVElPTl9VTlNQRUNJRklFRBAAEhgKFFNJR05BTF9ESVJFQ1RJT05fQlVZEAESGQoVU0lHTkFMX0RJUkVDVElPTl9TRUxMEAISGQoVU0lHTkFMX0RJUkVDVElPTl9IT0xEEAMqkgEKDE1vZGVsT3V0Y29tZRIdChlNT0RFTF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASFAoQTU9ERUxfT1VUQ09NRV9PSxABEhcKE01PREVMX09VVENPTUVfRVJST1IQAhIZChVNT0RFTF9PVVRDT01FX1RJTUVPVVQQAxIZChVNT0RFTF9PVVRDT01FX1NLSVBQRUQQBCqYAQoMSW50ZW50U3RhdHVzEh0KGUlOVEVOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIZChVJTlRFTlRfU1RBVFVTX1BFTkRJTkcQARIYChRJTlRFTlRfU1RBVFVTX1BMQUNFRBACEhkKFUlOVEVOVF9TVEFUVVNfUkVGVVNFRBADEhkKFUlOVEVOVF9TVEFUVVNfRVhQSVJFRBAEMv4HCg9EZWNpc2lvblNlcnZpY2USpgEKC0dldFN0cmF0ZWd5EicudHJhZGluZy5kZWNpc2lvbi52MS5HZXRTdHJhdGVneVJlcXVlc3QaKC50cmFkaW5nLmRlY2lzaW9uLnYxLkdldFN0cmF0ZWd5UmVzcG9uc2UiRMrzGBwIARIPc3RyYXRlZ2llczpyZWFkIgdnYXRld2F5gtPkkwIeEhwvdjEvc3RyYXRlZ2llcy97c3RyYXRlZ3lfaWR9EqEBCg5MaXN0U3RyYXRlZ2llcxIqLnRyYWRpbmcuZGVjaXNpb24udjEuTGlzdFN0cmF0ZWdpZXNSZXF1ZXN0GisudHJhZGluZy5kZWNpc2lvbi52MS5MaXN0U3RyYXRlZ2llc1Jlc3BvbnNlIjbK8xgcCAESD3N0cmF0ZWdpZXM6cmVhZCIHZ2F0ZXdheYLT5JMCEBIOL3YxL3N0cmF0ZWdpZXMSqgEKC1NldFN0cmF0ZWd5EicudHJhZGluZy5kZWNpc2lvbi52MS5TZXRTdHJhdGVneVJlcXVlc3QaKC50cmFkaW5nLmRlY2lzaW9uLnYxLlNldFN0cmF0ZWd5UmVzcG9uc2UiSMrzGB0IARIQc3RyYXRlZ2llczp3cml0ZSIHZ2F0ZXdheYLT5JMCIToBKhocL3YxL3N0cmF0ZWdpZXMve3N0cmF0ZWd5X2lkfRLHAQoSU2V0U3RyYXRlZ3lFbmFibGVkEi4udHJhZGluZy5kZWNpc2lvbi52MS5TZXRTdHJhdGVneUVuYWJsZWRSZXF1ZXN0Gi8udHJhZGluZy5kZWNpc2lvbi52MS5TZXRTdHJhdGVneUVuYWJsZWRSZXNwb25zZSJQyvMYHQgBEhBzdHJhdGVnaWVzOndyaXRlIgdnYXRld2F5gtPkkwIpOgEqGiQvdjEvc3RyYXRlZ2llcy97c3RyYXRlZ3lfaWR9L2VuYWJsZWQSkQEKCkxpc3RNb2RlbHMSJi50cmFkaW5nLmRlY2lzaW9uLnYxLkxpc3RNb2RlbHNSZXF1ZXN0GicudHJhZGluZy5kZWNpc2lvbi52MS5MaXN0TW9kZWxzUmVzcG9uc2UiMsrzGBwIARIPc3RyYXRlZ2llczpyZWFkIgdnYXRld2F5gtPkkwIMEgovdjEvbW9kZWxzEpIBCgpHZXRTaWduYWxzEiYudHJhZGluZy5kZWNpc2lvbi52MS5HZXRTaWduYWxzUmVxdWVzdBonLnRyYWRpbmcuZGVjaXNpb24udjEuR2V0U2lnbmFsc1Jlc3BvbnNlIjPK8xgcCAESD3N0cmF0ZWdpZXM6cmVhZCIHZ2F0ZXdheYLT5JMCDRILL3YxL3NpZ25hbHNiBnByb3RvMw", [file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp, file_trading_common_v1_decimal, file_trading_common_v1_options, file_trading_common_v1_types]);
+  fileDesc("Cip0cmFkaW5nL2RlY2lzaW9uL3YxL2RlY2lzaW9uX3NlcnZpY2UucHJvdG8SE3RyYWRpbmcuZGVjaXNpb24udjEixgEKC09yZGVyU2l6aW5nEqUBCg5maXhlZF9xdWFudGl0eRgBIAEoCzIaLnRyYWRpbmcuY29tbW9uLnYxLkRlY2ltYWxCb7pIbLoBaQoQZGVjaW1hbC5wb3NpdGl2ZRIZbXVzdCBiZSBncmVhdGVyIHRoYW4gemVybxo6IXRoaXMudmFsdWUuc3RhcnRzV2l0aCgnLScpICYmIHRoaXMudmFsdWUubWF0Y2hlcygnWzEtOV0nKUgAQg8KBm1ldGhvZBIFukgCCAEisQQKDFN0cmF0ZWd5U3BlYxIYCgRuYW1lGAEgASgJQgq6SAdyBRABGIABEh0KC2Rlc2NyaXB0aW9uGAIgASgJQgi6SAVyAxiACBJFCgdzeW1ib2xzGAMgAygJQjS6SDGSAS4IARAyGAEiJnIkMiJeW0EtWjAtOV17MSwxMn0oLVtBLVowLTldezEsMTJ9KT8kEg8KB2VuYWJsZWQYBCABKAgSpAEKDG1heF9wb3NpdGlvbhgFIAEoCzIaLnRyYWRpbmcuY29tbW9uLnYxLkRlY2ltYWxCcrpIb7oBaQoQZGVjaW1hbC5wb3NpdGl2ZRIZbXVzdCBiZSBncmVhdGVyIHRoYW4gemVybxo6IXRoaXMudmFsdWUuc3RhcnRzV2l0aCgnLScpICYmIHRoaXMudmFsdWUubWF0Y2hlcygnWzEtOV0nKcgBARI4CgZzaXppbmcYBiABKAsyIC50cmFkaW5nLmRlY2lzaW9uLnYxLk9yZGVyU2l6aW5nQga6SAPIAQESQAoJbW9kZWxfaWRzGAcgAygJQi26SCqSAScIARAKGAEiH3IdMhteW2EtejAtOV1bYS16MC05Ll8tXXswLDYzfSQSMQoQc2lnbmFsX3RocmVzaG9sZBgIIAEoAUIXukgUEhIZAAAAAAAA8D8hAAAAAAAAAAASOgoIY29vbGRvd24YCSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CDbpICqoBByIDCJAcMgAi1QEKCFN0cmF0ZWd5EhMKC3N0cmF0ZWd5X2lkGAEgASgJEi8KBHNwZWMYAiABKAsyIS50cmFkaW5nLmRlY2lzaW9uLnYxLlN0cmF0ZWd5U3BlYxIPCgd2ZXJzaW9uGAMgASgDEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnVwZGF0ZWRfYnkYBiABKAkiqAMKBU1vZGVsEhAKCG1vZGVsX2lkGAEgASgJEiwKBGtpbmQYAiABKA4yHi50cmFkaW5nLmRlY2lzaW9uLnYxLk1vZGVsS2luZBIPCgd2ZXJzaW9uGAMgASgJEi4KCnRyYWluZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjgKB21ldHJpY3MYBSADKAsyJy50cmFkaW5nLmRlY2lzaW9uLnYxLk1vZGVsLk1ldHJpY3NFbnRyeRIVCg1mZWF0dXJlX25hbWVzGAYgAygJEhsKE2ZlYXR1cmVfc2V0X3ZlcnNpb24YByABKAkSGAoQdHJhaW5pbmdfc2FtcGxlcxgIIAEoBBIXCg9hcnRpZmFjdF9zaGEyNTYYCSABKAkSEwoLZGVzY3JpcHRpb24YCiABKAkSOAoNZmVhdHVyZV9kcmlmdBgLIAMoCzIhLnRyYWRpbmcuZGVjaXNpb24udjEuRmVhdHVyZURyaWZ0Gi4KDE1ldHJpY3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIkQKDEZlYXR1cmVEcmlmdBIPCgdmZWF0dXJlGAEgASgJEgsKA3BzaRgCIAEoARIWCg53aW5kb3dfdmVjdG9ycxgDIAEoBCLXAQoKTW9kZWxTY29yZRIQCghtb2RlbF9pZBgBIAEoCRIVCg1tb2RlbF92ZXJzaW9uGAIgASgJEjIKB291dGNvbWUYAyABKA4yIS50cmFkaW5nLmRlY2lzaW9uLnYxLk1vZGVsT3V0Y29tZRINCgVzY29yZRgEIAEoARIOCgZ3ZWlnaHQYBSABKAESKgoHbGF0ZW5jeRgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVlcnJvchgHIAEoCRISCgphbmFsb2dfaWRzGAggAygJItgDCgZTaWduYWwSEQoJc2lnbmFsX2lkGAEgASgJEhMKC3N0cmF0ZWd5X2lkGAIgASgJEg4KBnN5bWJvbBgDIAEoCRI3CglkaXJlY3Rpb24YBCABKA4yJC50cmFkaW5nLmRlY2lzaW9uLnYxLlNpZ25hbERpcmVjdGlvbhIQCghzdHJlbmd0aBgFIAEoARISCgpjb25maWRlbmNlGAYgASgBEjUKDG1vZGVsX3Njb3JlcxgHIAMoCzIfLnRyYWRpbmcuZGVjaXNpb24udjEuTW9kZWxTY29yZRIQCghmYWxsYmFjaxgIIAEoCBIXCg9mYWxsYmFja19yZWFzb24YCSABKAkSMQoNZmVhdHVyZV9hc19vZhgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHQoVZmVhdHVyZV90aWNrX3NlcXVlbmNlGAsgASgEEjAKDGdlbmVyYXRlZF9hdBgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPY2xpZW50X29yZGVyX2lkGA0gASgJEjgKDWludGVudF9zdGF0dXMYDiABKA4yIS50cmFkaW5nLmRlY2lzaW9uLnYxLkludGVudFN0YXR1cyJMChJHZXRTdHJhdGVneVJlcXVlc3QSNgoLc3RyYXRlZ3lfaWQYASABKAlCIbpIHnIcMhpeW2EtejAtOV1bYS16MC05Xy1dezAsNjN9JCJGChNHZXRTdHJhdGVneVJlc3BvbnNlEi8KCHN0cmF0ZWd5GAEgASgLMh0udHJhZGluZy5kZWNpc2lvbi52MS5TdHJhdGVneSKoAQoVTGlzdFN0cmF0ZWdpZXNSZXF1ZXN0Eh0KCXBhZ2Vfc2l6ZRgBIAEoBUIKukgHGgUY9AMoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiABBI8CgZzeW1ib2wYAyABKAlCLLpIKdgBAXIkMiJeW0EtWjAtOV17MSwxMn0oLVtBLVowLTldezEsMTJ9KT8kEhQKDGVuYWJsZWRfb25seRgEIAEoCCJkChZMaXN0U3RyYXRlZ2llc1Jlc3BvbnNlEjEKCnN0cmF0ZWdpZXMYASADKAsyHS50cmFkaW5nLmRlY2lzaW9uLnYxLlN0cmF0ZWd5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKoAQoSU2V0U3RyYXRlZ3lSZXF1ZXN0EjYKC3N0cmF0ZWd5X2lkGAEgASgJQiG6SB5yHDIaXlthLXowLTldW2EtejAtOV8tXXswLDYzfSQSNwoEc3BlYxgCIAEoCzIhLnRyYWRpbmcuZGVjaXNpb24udjEuU3RyYXRlZ3lTcGVjQga6SAPIAQESIQoQZXhwZWN0ZWRfdmVyc2lvbhgDIAEoA0IHukgEIgIoACJXChNTZXRTdHJhdGVneVJlc3BvbnNlEi8KCHN0cmF0ZWd5GAEgASgLMh0udHJhZGluZy5kZWNpc2lvbi52MS5TdHJhdGVneRIPCgdjcmVhdGVkGAIgASgIIocBChlTZXRTdHJhdGVneUVuYWJsZWRSZXF1ZXN0EjYKC3N0cmF0ZWd5X2lkGAEgASgJQiG6SB5yHDIaXlthLXowLTldW2EtejAtOV8tXXswLDYzfSQSDwoHZW5hYmxlZBgCIAEoCBIhChBleHBlY3RlZF92ZXJzaW9uGAMgASgDQge6SAQiAigAIk0KGlNldFN0cmF0ZWd5RW5hYmxlZFJlc3BvbnNlEi8KCHN0cmF0ZWd5GAEgASgLMh0udHJhZGluZy5kZWNpc2lvbi52MS5TdHJhdGVneSKIAQoRTGlzdE1vZGVsc1JlcXVlc3QSHQoJcGFnZV9zaXplGAEgASgFQgq6SAcaBRj0AygAEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIAEEjYKBGtpbmQYAyABKA4yHi50cmFkaW5nLmRlY2lzaW9uLnYxLk1vZGVsS2luZEIIukgFggECEAEiWQoSTGlzdE1vZGVsc1Jlc3BvbnNlEioKBm1vZGVscxgBIAMoCzIaLnRyYWRpbmcuZGVjaXNpb24udjEuTW9kZWwSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIr4CChFHZXRTaWduYWxzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGPQDKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAQSPAoGc3ltYm9sGAMgASgJQiy6SCnYAQFyJDIiXltBLVowLTldezEsMTJ9KC1bQS1aMC05XXsxLDEyfSk/JBI5CgtzdHJhdGVneV9pZBgEIAEoCUIkukgh2AEBchwyGl5bYS16MC05XVthLXowLTlfLV17MCw2M30kEjAKCnRpbWVfcmFuZ2UYBSABKAsyHC50cmFkaW5nLmNvbW1vbi52MS5UaW1lUmFuZ2USQQoJZGlyZWN0aW9uGAYgASgOMiQudHJhZGluZy5kZWNpc2lvbi52MS5TaWduYWxEaXJlY3Rpb25CCLpIBYIBAhABIlsKEkdldFNpZ25hbHNSZXNwb25zZRIsCgdzaWduYWxzGAEgAygLMhsudHJhZGluZy5kZWNpc2lvbi52MS5TaWduYWwSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIrYBChhGaW5kU2ltaWxhclN0YXRlc1JlcXVlc3QSOQoGc3ltYm9sGAEgASgJQim6SCZyJDIiXltBLVowLTldezEsMTJ9KC1bQS1aMC05XXsxLDEyfSk/JBIYCgVsaW1pdBgCIAEoBUIJukgGGgQYZCgAEhMKC3NhbWVfc3ltYm9sGAMgASgIEjAKCnRpbWVfcmFuZ2UYBCABKAsyHC50cmFkaW5nLmNvbW1vbi52MS5UaW1lUmFuZ2UijAEKC01hcmtldFN0YXRlEhAKCHN0YXRlX2lkGAEgASgJEg4KBnN5bWJvbBgCIAEoCRIpCgVhc19vZhgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNdGlja19zZXF1ZW5jZRgEIAEoBBIZChFlbWJlZGRpbmdfdmVyc2lvbhgFIAEoCSK2AQoMU2ltaWxhclN0YXRlEi8KBXN0YXRlGAEgASgLMiAudHJhZGluZy5kZWNpc2lvbi52MS5NYXJrZXRTdGF0ZRISCgpzaW1pbGFyaXR5GAIgASgBEjgKB291dGNvbWUYAyABKA4yJy50cmFkaW5nLmRlY2lzaW9uLnYxLk1hcmtldFN0YXRlT3V0Y29tZRIQCghtb3ZlX2JwcxgEIAEoARIVCg1ob3Jpem9uX3RpY2tzGAUgASgNIoEBChlGaW5kU2ltaWxhclN0YXRlc1Jlc3BvbnNlEjEKB2N1cnJlbnQYASABKAsyIC50cmFkaW5nLmRlY2lzaW9uLnYxLk1hcmtldFN0YXRlEjEKBnN0YXRlcxgCIAMoCzIhLnRyYWRpbmcuZGVjaXNpb24udjEuU2ltaWxhclN0YXRlKucBCglNb2RlbEtpbmQSGgoWTU9ERUxfS0lORF9VTlNQRUNJRklFRBAAEiAKHE1PREVMX0tJTkRfR1JBRElFTlRfQk9PU1RJTkcQARIiCh5NT0RFTF9LSU5EX0xPR0lTVElDX1JFR1JFU1NJT04QAhIcChhNT0RFTF9LSU5EX1JBTkRPTV9GT1JFU1QQAxIdChlNT0RFTF9LSU5EX05FVVJBTF9ORVRXT1JLEAQSGQoVTU9ERUxfS0lORF9SVUxFX0JBU0VEEAUSIAocTU9ERUxfS0lORF9ORUFSRVNUX05FSUdIQk9SUxAGKpUBChJNYXJrZXRTdGF0ZU91dGNvbWUSJAogTUFSS0VUX1NUQVRFX09VVENPTUVfVU5TUEVDSUZJRUQQABIbChdNQVJLRVRfU1RBVEVfT1VUQ09NRV9VUBABEh0KGU1BUktFVF9TVEFURV9PVVRDT01FX0RPV04QAhIdChlNQVJLRVRfU1RBVEVfT1VUQ09NRV9GTEFUEAMqgwEKD1NpZ25hbERpcmVjdGlvbhIgChxTSUdOQUxfRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASGAoUU0lHTkFMX0RJUkVDVElPTl9CVVkQARIZChVTSUdOQUxfRElSRUNUSU9OX1NFTEwQAhIZChVTSUdOQUxfRElSRUNUSU9OX0hPTEQQAyqSAQoMTW9kZWxPdXRjb21lEh0KGU1PREVMX09VVENPTUVfVU5TUEVDSUZJRUQQABIUChBNT0RFTF9PVVRDT01FX09LEAESFwoTTU9ERUxfT1VUQ09NRV9FUlJPUhACEhkKFU1PREVMX09VVENPTUVfVElNRU9VVBADEhkKFU1PREVMX09VVENPTUVfU0tJUFBFRBAEKpgBCgxJbnRlbnRTdGF0dXMSHQoZSU5URU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFUlOVEVOVF9TVEFUVVNfUEVORElORxABEhgKFElOVEVOVF9TVEFUVVNfUExBQ0VEEAISGQoVSU5URU5UX1NUQVRVU19SRUZVU0VEEAMSGQoVSU5URU5UX1NUQVRVU19FWFBJUkVEEAQyvwkKD0RlY2lzaW9uU2VydmljZRKmAQoLR2V0U3RyYXRlZ3kSJy50cmFkaW5nLmRlY2lzaW9uLnYxLkdldFN0cmF0ZWd5UmVxdWVzdBooLnRyYWRpbmcuZGVjaXNpb24udjEuR2V0U3RyYXRlZ3lSZXNwb25zZSJEyvMYHAgBEg9zdHJhdGVnaWVzOnJlYWQiB2dhdGV3YXmC0+STAh4SHC92MS9zdHJhdGVnaWVzL3tzdHJhdGVneV9pZH0SoQEKDkxpc3RTdHJhdGVnaWVzEioudHJhZGluZy5kZWNpc2lvbi52MS5MaXN0U3RyYXRlZ2llc1JlcXVlc3QaKy50cmFkaW5nLmRlY2lzaW9uLnYxLkxpc3RTdHJhdGVnaWVzUmVzcG9uc2UiNsrzGBwIARIPc3RyYXRlZ2llczpyZWFkIgdnYXRld2F5gtPkkwIQEg4vdjEvc3RyYXRlZ2llcxKqAQoLU2V0U3RyYXRlZ3kSJy50cmFkaW5nLmRlY2lzaW9uLnYxLlNldFN0cmF0ZWd5UmVxdWVzdBooLnRyYWRpbmcuZGVjaXNpb24udjEuU2V0U3RyYXRlZ3lSZXNwb25zZSJIyvMYHQgBEhBzdHJhdGVnaWVzOndyaXRlIgdnYXRld2F5gtPkkwIhOgEqGhwvdjEvc3RyYXRlZ2llcy97c3RyYXRlZ3lfaWR9EscBChJTZXRTdHJhdGVneUVuYWJsZWQSLi50cmFkaW5nLmRlY2lzaW9uLnYxLlNldFN0cmF0ZWd5RW5hYmxlZFJlcXVlc3QaLy50cmFkaW5nLmRlY2lzaW9uLnYxLlNldFN0cmF0ZWd5RW5hYmxlZFJlc3BvbnNlIlDK8xgdCAESEHN0cmF0ZWdpZXM6d3JpdGUiB2dhdGV3YXmC0+STAik6ASoaJC92MS9zdHJhdGVnaWVzL3tzdHJhdGVneV9pZH0vZW5hYmxlZBKRAQoKTGlzdE1vZGVscxImLnRyYWRpbmcuZGVjaXNpb24udjEuTGlzdE1vZGVsc1JlcXVlc3QaJy50cmFkaW5nLmRlY2lzaW9uLnYxLkxpc3RNb2RlbHNSZXNwb25zZSIyyvMYHAgBEg9zdHJhdGVnaWVzOnJlYWQiB2dhdGV3YXmC0+STAgwSCi92MS9tb2RlbHMSkgEKCkdldFNpZ25hbHMSJi50cmFkaW5nLmRlY2lzaW9uLnYxLkdldFNpZ25hbHNSZXF1ZXN0GicudHJhZGluZy5kZWNpc2lvbi52MS5HZXRTaWduYWxzUmVzcG9uc2UiM8rzGBwIARIPc3RyYXRlZ2llczpyZWFkIgdnYXRld2F5gtPkkwINEgsvdjEvc2lnbmFscxK+AQoRRmluZFNpbWlsYXJTdGF0ZXMSLS50cmFkaW5nLmRlY2lzaW9uLnYxLkZpbmRTaW1pbGFyU3RhdGVzUmVxdWVzdBouLnRyYWRpbmcuZGVjaXNpb24udjEuRmluZFNpbWlsYXJTdGF0ZXNSZXNwb25zZSJKyvMYHAgBEg9zdHJhdGVnaWVzOnJlYWQiB2dhdGV3YXmC0+STAiQSIi92MS9tYXJrZXQtc3RhdGVzL3tzeW1ib2x9L3NpbWlsYXJiBnByb3RvMw", [file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp, file_trading_common_v1_decimal, file_trading_common_v1_options, file_trading_common_v1_types]);
 
 /**
  * How a strategy sizes its orders. Exactly one method is set.
@@ -381,6 +381,14 @@ export type ModelScore = Message<"trading.decision.v1.ModelScore"> & {
    * @generated from field: string error = 7;
    */
   error: string;
+
+  /**
+   * The analog model's: ids of the past market states it voted with
+   * (SimilarState.state_id), most similar first. Empty for other models.
+   *
+   * @generated from field: repeated string analog_ids = 8;
+   */
+  analogIds: string[];
 };
 
 /**
@@ -892,6 +900,184 @@ export const GetSignalsResponseSchema: GenMessage<GetSignalsResponse> = /*@__PUR
   messageDesc(file_trading_decision_v1_decision_service, 18);
 
 /**
+ * Request of FindSimilarStates. Over REST the time range is given as
+ * `?time_range.start=...&time_range.end=...` (RFC 3339).
+ *
+ * @generated from message trading.decision.v1.FindSimilarStatesRequest
+ */
+export type FindSimilarStatesRequest = Message<"trading.decision.v1.FindSimilarStatesRequest"> & {
+  /**
+   * Symbol whose current market state is the query.
+   *
+   * @generated from field: string symbol = 1;
+   */
+  symbol: string;
+
+  /**
+   * Number of similar states to return, 1 to 100; 0 means the server
+   * default (10).
+   *
+   * @generated from field: int32 limit = 2;
+   */
+  limit: number;
+
+  /**
+   * True to search the past states of `symbol` only; false to search every
+   * symbol's (the states are scale-free, so any instrument's past can be an
+   * analog).
+   *
+   * @generated from field: bool same_symbol = 3;
+   */
+  sameSymbol: boolean;
+
+  /**
+   * Only past states whose time lies in this interval; unset bounds are
+   * open.
+   *
+   * @generated from field: trading.common.v1.TimeRange time_range = 4;
+   */
+  timeRange?: TimeRange | undefined;
+};
+
+/**
+ * Describes the message trading.decision.v1.FindSimilarStatesRequest.
+ * Use `create(FindSimilarStatesRequestSchema)` to create a new message.
+ */
+export const FindSimilarStatesRequestSchema: GenMessage<FindSimilarStatesRequest> = /*@__PURE__*/
+  messageDesc(file_trading_decision_v1_decision_service, 19);
+
+/**
+ * A market state of a symbol at one feature vector.
+ *
+ * @generated from message trading.decision.v1.MarketState
+ */
+export type MarketState = Message<"trading.decision.v1.MarketState"> & {
+  /**
+   * Id of the state: the same feature vector always has the same id.
+   *
+   * @generated from field: string state_id = 1;
+   */
+  stateId: string;
+
+  /**
+   * Instrument symbol.
+   *
+   * @generated from field: string symbol = 2;
+   */
+  symbol: string;
+
+  /**
+   * `as_of` time of the feature vector the state ends with.
+   *
+   * @generated from field: google.protobuf.Timestamp as_of = 3;
+   */
+  asOf?: Timestamp | undefined;
+
+  /**
+   * Tick sequence number of that feature vector.
+   *
+   * @generated from field: uint64 tick_sequence = 4;
+   */
+  tickSequence: bigint;
+
+  /**
+   * Version of the state's definition (window, stride, weights); only
+   * states of one version are compared.
+   *
+   * @generated from field: string embedding_version = 5;
+   */
+  embeddingVersion: string;
+};
+
+/**
+ * Describes the message trading.decision.v1.MarketState.
+ * Use `create(MarketStateSchema)` to create a new message.
+ */
+export const MarketStateSchema: GenMessage<MarketState> = /*@__PURE__*/
+  messageDesc(file_trading_decision_v1_decision_service, 20);
+
+/**
+ * A past market state found similar to the query, and what followed it.
+ *
+ * @generated from message trading.decision.v1.SimilarState
+ */
+export type SimilarState = Message<"trading.decision.v1.SimilarState"> & {
+  /**
+   * The past state.
+   *
+   * @generated from field: trading.decision.v1.MarketState state = 1;
+   */
+  state?: MarketState | undefined;
+
+  /**
+   * Cosine similarity of the two states, from -1 (opposite) to 1 (the same
+   * shape). Dimensionless, hence a double.
+   *
+   * @generated from field: double similarity = 2;
+   */
+  similarity: number;
+
+  /**
+   * Direction of the mid over the horizon that followed the state.
+   *
+   * @generated from field: trading.decision.v1.MarketStateOutcome outcome = 3;
+   */
+  outcome: MarketStateOutcome;
+
+  /**
+   * Log return of the mid over that horizon, in basis points. A
+   * dimensionless statistic, hence a double.
+   *
+   * @generated from field: double move_bps = 4;
+   */
+  moveBps: number;
+
+  /**
+   * Length of the horizon in ticks of the symbol.
+   *
+   * @generated from field: uint32 horizon_ticks = 5;
+   */
+  horizonTicks: number;
+};
+
+/**
+ * Describes the message trading.decision.v1.SimilarState.
+ * Use `create(SimilarStateSchema)` to create a new message.
+ */
+export const SimilarStateSchema: GenMessage<SimilarState> = /*@__PURE__*/
+  messageDesc(file_trading_decision_v1_decision_service, 21);
+
+/**
+ * Response of FindSimilarStates.
+ *
+ * @generated from message trading.decision.v1.FindSimilarStatesResponse
+ */
+export type FindSimilarStatesResponse = Message<"trading.decision.v1.FindSimilarStatesResponse"> & {
+  /**
+   * The query: the symbol's current market state (its outcome is not known
+   * yet).
+   *
+   * @generated from field: trading.decision.v1.MarketState current = 1;
+   */
+  current?: MarketState | undefined;
+
+  /**
+   * The most similar past states, most similar first; fewer than asked for
+   * while the memory holds fewer.
+   *
+   * @generated from field: repeated trading.decision.v1.SimilarState states = 2;
+   */
+  states: SimilarState[];
+};
+
+/**
+ * Describes the message trading.decision.v1.FindSimilarStatesResponse.
+ * Use `create(FindSimilarStatesResponseSchema)` to create a new message.
+ */
+export const FindSimilarStatesResponseSchema: GenMessage<FindSimilarStatesResponse> = /*@__PURE__*/
+  messageDesc(file_trading_decision_v1_decision_service, 22);
+
+/**
  * Kind of a decision model.
  *
  * @generated from enum trading.decision.v1.ModelKind
@@ -939,6 +1125,15 @@ export enum ModelKind {
    * @generated from enum value: MODEL_KIND_RULE_BASED = 5;
    */
   RULE_BASED = 5,
+
+  /**
+   * k-nearest-neighbour vote over past market states (the analog model):
+   * the states most similar to now vote with the direction that followed
+   * them (see FindSimilarStates).
+   *
+   * @generated from enum value: MODEL_KIND_NEAREST_NEIGHBORS = 6;
+   */
+  NEAREST_NEIGHBORS = 6,
 }
 
 /**
@@ -946,6 +1141,47 @@ export enum ModelKind {
  */
 export const ModelKindSchema: GenEnum<ModelKind> = /*@__PURE__*/
   enumDesc(file_trading_decision_v1_decision_service, 0);
+
+/**
+ * What followed a market state over the horizon: the direction of the mid.
+ *
+ * @generated from enum trading.decision.v1.MarketStateOutcome
+ */
+export enum MarketStateOutcome {
+  /**
+   * Not set; never produced.
+   *
+   * @generated from enum value: MARKET_STATE_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The mid was higher `horizon_ticks` ticks later.
+   *
+   * @generated from enum value: MARKET_STATE_OUTCOME_UP = 1;
+   */
+  UP = 1,
+
+  /**
+   * The mid was lower.
+   *
+   * @generated from enum value: MARKET_STATE_OUTCOME_DOWN = 2;
+   */
+  DOWN = 2,
+
+  /**
+   * The mid was the same.
+   *
+   * @generated from enum value: MARKET_STATE_OUTCOME_FLAT = 3;
+   */
+  FLAT = 3,
+}
+
+/**
+ * Describes the enum trading.decision.v1.MarketStateOutcome.
+ */
+export const MarketStateOutcomeSchema: GenEnum<MarketStateOutcome> = /*@__PURE__*/
+  enumDesc(file_trading_decision_v1_decision_service, 1);
 
 /**
  * Direction of a trading signal.
@@ -986,7 +1222,7 @@ export enum SignalDirection {
  * Describes the enum trading.decision.v1.SignalDirection.
  */
 export const SignalDirectionSchema: GenEnum<SignalDirection> = /*@__PURE__*/
-  enumDesc(file_trading_decision_v1_decision_service, 1);
+  enumDesc(file_trading_decision_v1_decision_service, 2);
 
 /**
  * Outcome of one model's evaluation within an ensemble.
@@ -1035,7 +1271,7 @@ export enum ModelOutcome {
  * Describes the enum trading.decision.v1.ModelOutcome.
  */
 export const ModelOutcomeSchema: GenEnum<ModelOutcome> = /*@__PURE__*/
-  enumDesc(file_trading_decision_v1_decision_service, 2);
+  enumDesc(file_trading_decision_v1_decision_service, 3);
 
 /**
  * Lifecycle of an order intent: PENDING until execution answers its
@@ -1086,7 +1322,7 @@ export enum IntentStatus {
  * Describes the enum trading.decision.v1.IntentStatus.
  */
 export const IntentStatusSchema: GenEnum<IntentStatus> = /*@__PURE__*/
-  enumDesc(file_trading_decision_v1_decision_service, 3);
+  enumDesc(file_trading_decision_v1_decision_service, 4);
 
 /**
  * The AI decision engine. For every feature vector of a symbol it runs the
@@ -1170,6 +1406,24 @@ export const DecisionService: GenService<{
     methodKind: "unary";
     input: typeof GetSignalsRequestSchema;
     output: typeof GetSignalsResponseSchema;
+  },
+  /**
+   * Finds the past market states most similar to the current state of a
+   * symbol, with the outcome that followed each: the decision service's
+   * market memory, which the analog model votes with. A market state is a
+   * normalised window of the symbol's recent feature vectors; its outcome is
+   * the direction of the mid over the training label's horizon. The memory
+   * is market data, the same for every tenant. It holds the symbols some
+   * enabled strategy trades, from when they are traded: a symbol without a
+   * recent warmed-up feature vector has no current state
+   * (FAILED_PRECONDITION, reason MARKET_STATE_UNKNOWN).
+   *
+   * @generated from rpc trading.decision.v1.DecisionService.FindSimilarStates
+   */
+  findSimilarStates: {
+    methodKind: "unary";
+    input: typeof FindSimilarStatesRequestSchema;
+    output: typeof FindSimilarStatesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_trading_decision_v1_decision_service, 0);
