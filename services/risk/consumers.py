@@ -138,7 +138,7 @@ def clusters_subscribers(
         dead_letters=dead_letters,
         event_types=[CLUSTERS_EVENT],
         retry=RetryPolicy(max_attempts=5),
-        client_id="risk",
+        client_id="risk-clusters",  # not the fills consumer's: two members of one process stay apart
     )
     core = NatsSubscriber(
         nats,

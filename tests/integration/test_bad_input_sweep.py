@@ -69,7 +69,7 @@ from services.execution.main import SPEC as EXECUTION
 from services.features.main import SPEC as FEATURES
 from services.marketdata.main import SPEC as MARKETDATA
 from services.portfolio.main import make_spec as portfolio_spec
-from services.risk.main import SPEC as RISK
+from tests.support.risk import risk_spec
 from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 
@@ -386,7 +386,7 @@ async def hot_path(settings: Settings, model_dir: Path, uid: str) -> AsyncIterat
     async with AsyncExitStack() as stack:
         addresses["marketdata"] = await stack.enter_async_context(running_service(MARKETDATA, quiet))
         addresses["features"] = await stack.enter_async_context(running_service(FEATURES, quiet))
-        addresses["risk"] = await stack.enter_async_context(running_service(RISK, quiet))
+        addresses["risk"] = await stack.enter_async_context(running_service(risk_spec(), quiet))
         wired = quiet.model_copy(update={"service_addresses": dict(addresses)})
         addresses["execution"] = await stack.enter_async_context(running_service(EXECUTION, wired))
         wired = quiet.model_copy(update={"service_addresses": dict(addresses)})
@@ -583,6 +583,9 @@ async def _sweep(
             strategy_id="sweep-owned", enabled=True
         ),
         "trading.decision.v1.DecisionService/ListModels": dec.ListModelsRequest(page_size=10),
+        "trading.decision.v1.DecisionService/FindSimilarStates": dec.FindSimilarStatesRequest(
+            symbol="BTC-USD", limit=5
+        ),
         "trading.decision.v1.DecisionService/GetSignals": dec.GetSignalsRequest(
             page_size=10, symbol="BTC-USD", strategy_id="sweep-owned"
         ),

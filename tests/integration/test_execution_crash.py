@@ -54,9 +54,9 @@ from runtime.config import Settings
 from runtime.contracts import event_registry
 from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from services.portfolio.main import make_spec as portfolio_spec
-from services.risk.main import SPEC as RISK
 from tests.support.faultproxy import FaultProxy, kafka_api_key
 from tests.support.nats import connect_harness
+from tests.support.risk import risk_spec
 from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 from tools.infra import ManagedProcess, find_tansu_binary, free_port
@@ -263,7 +263,7 @@ async def test_execution_killed_between_commit_and_publish_loses_and_invents_not
             with_kafka = infra_settings.model_copy(update={"kafka": kafka})
             portfolio = portfolio_spec(fills_group=f"portfolio.fills.{uid}")
             async with (
-                running_service(RISK, infra_settings) as risk_address,
+                running_service(risk_spec(), infra_settings) as risk_address,
                 running_service(portfolio, with_kafka) as pf_address,
                 service_channel(pf_address, "portfolio") as pf_channel,
             ):

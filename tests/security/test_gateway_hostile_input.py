@@ -40,9 +40,9 @@ from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
 from services.identity.settings import IdentitySettings
 from services.marketdata.feeds import FeedSettings
 from services.marketdata.main import make_spec as marketdata_spec
-from services.risk.main import SPEC as RISK
 from tests.integration.gateway.conftest import api_key, gateway_client
 from tests.support.gateway_stack import write_quote
+from tests.support.risk import risk_spec
 from tests.support.services import running_service
 
 PROBLEM = "application/problem+json"
@@ -68,7 +68,7 @@ class Stack:
 async def stack(infra_settings: Settings) -> AsyncIterator[Stack]:
     async with (
         running_service(identity_spec(FAST_IDENTITY), infra_settings) as identity,
-        running_service(RISK, infra_settings) as risk,
+        running_service(risk_spec(), infra_settings) as risk,
         running_service(marketdata_spec(FeedSettings(feed="none")), infra_settings) as marketdata,
     ):
         routed = infra_settings.model_copy(update={"service_addresses": {"risk": risk}})

@@ -39,7 +39,7 @@ from services.marketdata.main import make_spec as marketdata_spec
 from services.notification.main import ConsumerNames
 from services.notification.main import make_spec as notification_spec
 from services.portfolio.main import make_spec as portfolio_spec
-from services.risk.main import SPEC as RISK
+from tests.support.risk import risk_spec
 from tests.support.services import running_service
 
 OPERATOR_EMAIL = "operator@platform.local"
@@ -69,7 +69,7 @@ async def all_services(
             addresses[name] = await stack.enter_async_context(running_service(spec, routed))
 
         await start("identity", identity_spec(identity))
-        await start("risk", RISK)
+        await start("risk", risk_spec())
         await start("marketdata", marketdata_spec(FeedSettings(feed="none")))
         await start("features", FEATURES)
         await start("portfolio", portfolio_spec(fills_group=f"portfolio.fills.test-{suffix}"))

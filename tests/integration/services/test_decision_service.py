@@ -72,10 +72,10 @@ from services.features.domain import FeatureEngine, Tick
 from services.identity.main import make_spec as identity_spec
 from services.identity.seed import PLATFORM_SLUG
 from services.marketdata.feeds import GbmGenerator, SymbolSpec
-from services.risk.main import SPEC as RISK
 from tests.support.gateway_stack import FAST_IDENTITY, OPERATOR_EMAIL, OPERATOR_PASSWORD
 from tests.support.nats import connect_harness
 from tests.support.polling import eventually
+from tests.support.risk import risk_spec
 from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 
@@ -244,7 +244,7 @@ async def platform(infra_settings: Settings, model_dir: Path) -> AsyncIterator[P
     try:
         async with (
             running_service(identity_spec(FAST_IDENTITY), infra_settings) as identity_address,
-            running_service(RISK, infra_settings) as risk_address,
+            running_service(risk_spec(), infra_settings) as risk_address,
         ):
             with_risk = infra_settings.model_copy(update={"service_addresses": {"risk": risk_address}})
             async with running_service(EXECUTION, with_risk) as execution_address:

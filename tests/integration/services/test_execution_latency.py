@@ -24,7 +24,7 @@ from trading.risk.v1 import risk_service_pb2_grpc as risk_grpc
 from runtime.config import Settings
 from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from services.execution.main import SPEC as EXECUTION
-from services.risk.main import SPEC as RISK
+from tests.support.risk import risk_spec
 from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 
@@ -52,7 +52,7 @@ async def test_place_order_latency(infra_settings: Settings) -> None:
         await redis.set(f"md:quote:{symbol}", quote.SerializeToString(), ex=600)
 
     try:
-        async with running_service(RISK, infra_settings) as risk_address:
+        async with running_service(risk_spec(), infra_settings) as risk_address:
             settings = infra_settings.model_copy(update={"service_addresses": {"risk": risk_address}})
             async with (
                 running_service(EXECUTION, settings) as address,

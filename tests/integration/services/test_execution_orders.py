@@ -40,7 +40,7 @@ from runtime.messaging.nats.connect import connect_nats
 from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from runtime.storage.postgres import tenant_transaction
 from services.execution.main import SPEC as EXECUTION
-from services.risk.main import SPEC as RISK
+from tests.support.risk import risk_spec
 from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 
@@ -160,7 +160,7 @@ async def _risk_is_built(stub: RiskServiceAsyncStub) -> bool:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def platform(infra_settings: Settings) -> AsyncIterator[Platform]:
-    async with running_service(RISK, infra_settings) as risk_address:
+    async with running_service(risk_spec(), infra_settings) as risk_address:
         settings = infra_settings.model_copy(update={"service_addresses": {"risk": risk_address}})
         async with (
             running_service(EXECUTION, settings) as address,

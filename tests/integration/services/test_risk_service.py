@@ -43,8 +43,12 @@ MARKET, LIMIT = market_pb2.ORDER_TYPE_MARKET, market_pb2.ORDER_TYPE_LIMIT
 
 
 def spec_with_group(group: str) -> ServiceSpec:
-    """The risk ServiceSpec consuming fills as its own group (tests stay independent)."""
-    return dataclasses.replace(SPEC, build=functools.partial(build, fills_group=group))
+    """The risk ServiceSpec consuming fills and correlation clusters as groups
+    of its own (tests stay independent: a group shared with an earlier test's
+    service waits out that member's session before it is assigned)."""
+    return dataclasses.replace(
+        SPEC, build=functools.partial(build, fills_group=group, clusters_group=f"{group}.clusters")
+    )
 
 
 def meta(tenant: str) -> tuple[tuple[str, str], ...]:
