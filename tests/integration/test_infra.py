@@ -12,7 +12,9 @@ import nats
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
 from redis.asyncio import Redis
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from runtime.config import (
     ClickHouseSettings,
@@ -224,10 +226,23 @@ async def test_local_infra_kafka_keeps_acked_records_across_a_restart(tmp_path: 
         assert set(local.started) == set(kafka_only)
         return local
 
+    async def started(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
+        # The port answers a moment before tansu serves (its S3 store is still
+        # being opened): a loaded machine has seen it close the first
+        # connections. A client retries its bootstrap, as the services do.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(KafkaConnectionError),
+            stop=stop_after_delay(30),
+            wait=wait_fixed(0.5),
+            reraise=True,
+        ):
+            with attempt:
+                await client.start()
+
     local = await up()
     try:
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.servers, acks="all")
-        await producer.start()
+        await started(producer)
         try:
             for v in values:
                 await producer.send_and_wait("kept", v, partition=0)
@@ -238,7 +253,7 @@ async def test_local_infra_kafka_keeps_acked_records_across_a_restart(tmp_path: 
     local = await up()
     try:
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.servers, enable_auto_commit=False)
-        await consumer.start()
+        await started(consumer)
         try:
             tp = TopicPartition("kept", 0)
             consumer.assign([tp])
