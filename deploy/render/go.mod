@@ -1,0 +1,3 @@
+module trading/deploy/render
+
+go 1.22
