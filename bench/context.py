@@ -46,7 +46,7 @@ class Context:
 
 def channel(settings: Settings, service: str, principal: str = GATEWAY) -> grpc.aio.Channel:
     """A bare mutual-TLS channel (no client interceptors) to ``service`` as ``principal``."""
-    return credentials_for(settings, principal).channel(settings.address_of(service), service, [], [])
+    return credentials_for(settings, principal).channel(settings.dial_target(service), service, [], [])
 
 
 def user_context(tenant: str, scopes: Iterable[str]) -> RequestContext:

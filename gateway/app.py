@@ -32,7 +32,7 @@ from gateway.ratelimit import LoginThrottle, RateLimiter
 from gateway.routes import HTTP_METHODS, RouteTable, build_routes
 from gateway.streams import sse, websocket_stream
 from runtime.config import SERVICE_NAMES, Settings
-from runtime.grpc_client import ClientFactory
+from runtime.grpc_client import ClientFactory, balancing_options
 from runtime.health import HealthProbe, probe
 from runtime.security.credentials import PrincipalCredentials, credentials_for
 
@@ -82,7 +82,11 @@ class Downstreams:
 
     def __init__(self, settings: Settings, credentials: PrincipalCredentials | None = None) -> None:
         creds = credentials or credentials_for(settings, "gateway")
-        self.channels = {name: creds.channel(settings.address_of(name), name, [], []) for name in DOWNSTREAM}
+        # These channels ask for health: they must reach a replica that is not SERVING too.
+        options = balancing_options(settings.client, health_checked=False)
+        self.channels = {
+            name: creds.channel(settings.dial_target(name), name, options, []) for name in DOWNSTREAM
+        }
 
     async def health(self, timeout: float = 0.5) -> dict[str, HealthProbe]:
         """grpc.health of every service, with the reason of those not SERVING

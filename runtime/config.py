@@ -9,6 +9,8 @@ machine with no configuration at all. Environment variables use the prefix
 from __future__ import annotations
 
 import json
+import os
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -216,6 +218,9 @@ class MarketDataSettings(BaseModel):
     feed_file: Path | None = None
     feed_pace: Literal["realtime", "fast"] = "realtime"
     feed_speed: float = Field(default=1.0, gt=0)
+    # Replicas: only the holder of the feed lease runs the feed; a standby
+    # tries to take it this often (the failover time after a leader dies).
+    lease_poll_s: float = Field(default=0.25, gt=0)
 
     @field_validator("feed_symbols", mode="before")
     @classmethod
@@ -264,6 +269,11 @@ class ClientSettings(BaseModel):
     # Its first open interval after tripping: short, so a blip ends soon after
     # the target is back (each failed probe doubles it up to the cap).
     breaker_open_initial_s: float = 0.25
+    # Balancing over a service's replicas is round_robin; with health checking
+    # each replica's grpc.health.v1 status is watched, so one that reports
+    # NOT_SERVING gets no new calls until it reports SERVING again (as a
+    # Kubernetes readiness probe would take it out of the endpoints).
+    health_checked_balancing: bool = True
 
 
 class HealthSettings(BaseModel):
@@ -340,9 +350,18 @@ class Settings(BaseSettings):
     environment: str = "local"
     # Host every service binds and dials on.
     host: str = "127.0.0.1"
-    # Address of each service, "host:port"; missing names fall back to
-    # `host` and DEFAULT_GRPC_PORTS.
+    # Address of each service; missing names fall back to `host` and
+    # DEFAULT_GRPC_PORTS. One "host:port", a comma-separated list of the
+    # replicas' "host:port" (static, e.g. `./dev run --replicas 2`), or a gRPC
+    # name such as "dns:///trading-risk-headless:50054" (a Kubernetes headless
+    # service: every ready pod's address). Clients balance over all of them
+    # (round_robin with health checking: runtime.grpc_client).
     service_addresses: dict[str, str] = Field(default_factory=dict)
+    # This process's own listen address when it is one of several replicas
+    # (its service's entry above lists them all); empty: the service's address.
+    listen_address: str = ""
+    # Name of this replica in leases, membership and logs; empty: host-pid.
+    replica_id: str = ""
     # Where local state (embedded servers' data, chdb files, models) lives.
     var_dir: Path = Path("var")
     shutdown_grace_s: float = 5.0
@@ -363,8 +382,42 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     def address_of(self, service: str) -> str:
-        """The "host:port" a service listens on and its clients dial."""
+        """A service's address as configured: "host:port", a comma-separated
+        list of replicas, or a gRPC target name (see ``service_addresses``)."""
         return self.service_addresses.get(service) or f"{self.host}:{DEFAULT_GRPC_PORTS[service]}"
+
+    def replica_addresses(self, service: str) -> list[str]:
+        """Each "host:port" of a static address list (one entry for a single
+        address; a gRPC target name is returned as it is)."""
+        return [a.strip() for a in self.address_of(service).split(",") if a.strip()]
+
+    def dial_target(self, service: str) -> str:
+        """The gRPC target clients dial: a static list of replicas becomes
+        gRPC's "ipv4:a:p,b:q" (or "ipv6:") name, so one channel balances
+        over them all; anything else is dialled as configured."""
+        addresses = self.replica_addresses(service)
+        if len(addresses) == 1:
+            return addresses[0]
+        scheme = "ipv6" if all(a.startswith("[") for a in addresses) else "ipv4"
+        return f"{scheme}:{','.join(addresses)}"
+
+    def bind_address(self, service: str) -> str:
+        """Where this process's server for ``service`` listens: its own
+        ``listen_address``, else the service's (only) address."""
+        if self.listen_address:
+            return self.listen_address
+        addresses = self.replica_addresses(service)
+        named = addresses and ("://" in addresses[0] or addresses[0].startswith(("dns:", "ipv4:", "ipv6:")))
+        if len(addresses) != 1 or named:
+            raise ValueError(
+                f"{service} has several addresses ({self.address_of(service)!r}): "
+                "a replica needs its own listen_address (TRADING_LISTEN_ADDRESS)"
+            )
+        return addresses[0]
+
+    def replica_name(self) -> str:
+        """This process's replica name (``replica_id``, else host-pid)."""
+        return self.replica_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
 # Settings fields that are nested models (set as TRADING_<FIELD>__<SUB>).

@@ -35,14 +35,22 @@ through these client interceptors (outermost first):
 3. OpenTelemetry's client interceptors: one span per attempt, W3C trace
    context in the metadata.
 
-Idempotency keys: mutating RPCs made safe by a key are not retried by this
-library (the contract does not mark them idempotent); pass the key with
-``metadata=idempotency_metadata(key)`` and retry at the business level.
+Idempotency keys: a mutating RPC made safe by a key (the contract does not
+mark it idempotent) is retried like an idempotent one when the call carries
+the key (``metadata=idempotency_metadata(key)``): the callee answers the
+repeat with the first outcome, so a replica that died mid-call costs the
+caller nothing. Without a key it is never repeated.
+
+Replicas: every channel balances round_robin over all addresses of its target
+(a static list or a DNS name, ``Settings.dial_target``), skipping replicas
+whose grpc.health.v1 status is not SERVING (:func:`balancing_options`). A
+retry therefore lands on another replica.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias, TypeVar, cast
@@ -68,6 +76,7 @@ from runtime.security.tokens import ContextTokens, TokenError
 
 _K_TOKEN = METADATA.context_token
 _K_CORRELATION = METADATA.correlation_id
+_K_IDEMPOTENCY = METADATA.idempotency_key
 
 __all__ = [
     "CircuitOpenError",
@@ -130,6 +139,25 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2_000),
 )
+
+
+def balancing_options(settings: ClientSettings, *, health_checked: bool = True) -> list[tuple[str, Any]]:
+    """Channel options that spread calls over every replica of the target:
+    round_robin (gRPC's default, pick_first, would pin one replica), with
+    grpc.health.v1 watching per replica when ``health_checked_balancing``. A
+    replica that dies is dropped as soon as its connection breaks; one that
+    reports NOT_SERVING as soon as its health watch says so.
+    ``health_checked=False`` is for channels that must reach a replica whatever
+    it reports: those that ask it for its health."""
+    config: dict[str, Any] = {"loadBalancingConfig": [{"round_robin": {}}]}
+    if settings.health_checked_balancing and health_checked:
+        config["healthCheckConfig"] = {"serviceName": ""}
+    return [
+        ("grpc.service_config", json.dumps(config)),
+        # A name resolved by DNS (a headless service) is resolved again when a
+        # replica goes away, but not more often than this.
+        ("grpc.dns_min_time_between_resolutions_ms", 1_000),
+    ]
 
 
 def idempotency_metadata(key: str) -> tuple[tuple[str, str], ...]:
@@ -215,7 +243,9 @@ class RetryPolicy:
 
     @staticmethod
     def is_retryable(idempotent: bool, err: BaseException) -> bool:
-        """May a call that failed with ``err`` be sent again?"""
+        """May a call that failed with ``err`` be sent again? ``idempotent``:
+        the contract says so, or the call carries an idempotency key (the
+        callee answers a repeat with the first outcome)."""
         if not idempotent or not isinstance(err, grpc.aio.AioRpcError) or isinstance(err, CircuitOpenError):
             return False
         code = err.code()
@@ -256,6 +286,12 @@ def _with_context_token(details: Details, tokens: ContextTokens, audience: str) 
     return grpc.aio.ClientCallDetails(
         details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
     )
+
+
+def _keyed(details: Details) -> bool:
+    """Does the call carry an idempotency key (so repeating it is safe)?"""
+    metadata = details.metadata
+    return metadata is not None and bool(metadata.get(_K_IDEMPOTENCY))
 
 
 Intercept: TypeAlias = Callable[[Any, Details, Any], Awaitable[Any]]
@@ -429,9 +465,13 @@ class ResilienceInterceptor:
             try:
                 return await self._once(continuation, client_call_details, deadline, request)
             except grpc.aio.AioRpcError as first:
-                if not self.policy.is_retryable(info.idempotent, first):
+                # With replicas, a repeat goes to the next one (round_robin).
+                idempotent = info.idempotent or _keyed(client_call_details)
+                if not self.policy.is_retryable(idempotent, first):
                     raise
-                return await self._retry(continuation, client_call_details, deadline, request, info, first)
+                return await self._retry(
+                    continuation, client_call_details, deadline, request, info, first, idempotent
+                )
         except grpc.aio.AioRpcError as err:
             code = err.code()
             raise
@@ -449,6 +489,7 @@ class ResilienceInterceptor:
         request: Any,
         info: _MethodInfo,
         first: grpc.aio.AioRpcError,
+        idempotent: bool,
     ) -> Call:
         # The first attempt already failed: tenacity's attempt 1 re-raises it
         # (no network), so its stop/wait logic counts it and backs off before
@@ -462,7 +503,7 @@ class ResilienceInterceptor:
             return await self._once(continuation, details, deadline, request)
 
         budget = float("inf") if deadline is None else max(0.0, deadline - self._clock())
-        return await self.policy.retrying(info.idempotent, budget)(attempt)
+        return await self.policy.retrying(idempotent, budget)(attempt)
 
     async def stream(self, continuation: Any, details: Details, request: Any) -> Call:
         # Streams: no default deadline (they are long-lived), no retries (a
@@ -590,7 +631,7 @@ class ClientFactory:
         self._tracing = tracing
         self._metrics = metrics or default_client_metrics()
         self._clock = clock
-        self._options = list(channel_options)
+        self._options = [*channel_options, *balancing_options(settings.client)]
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._resilience: dict[str, ResilienceInterceptor] = {}
 
@@ -601,7 +642,7 @@ class ClientFactory:
             raise ValueError(
                 f"unknown service {service!r}: dial services by name (settings.service_addresses)"
             )
-        return self._settings.address_of(service)
+        return self._settings.dial_target(service)
 
     def channel(self, service: str) -> grpc.aio.Channel:
         """The shared channel to ``service`` (created on first use)."""

@@ -8,7 +8,8 @@ or, when the caller needs the port or controls the lifetime (tests, tools),
 What it sets up:
 * a ``grpc.aio`` server with the standard interceptor chain
   (:func:`standard_interceptors`), keepalive and message
-  size options, bound to ``settings.address_of(service_name)``;
+  size options, bound to ``settings.bind_address(service_name)`` (its own
+  listen address when it is one of several replicas);
 * ``grpc.health.v1``: NOT_SERVING for "" and every registered service until
   ``ready_check()`` says True, then SERVING; the check keeps being polled so
   health follows the dependencies (a check that raises stops the process:
@@ -69,6 +70,10 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.http2.max_ping_strikes", 0),
     # Fail loudly when the port is taken instead of sharing it with another process.
     ("grpc.so_reuseport", 0),
+    # Clients reconnect every few minutes (a GOAWAY; calls in flight finish,
+    # streams too: the grace is unlimited), which makes a DNS-named client
+    # resolve again and spread onto replicas added since it connected.
+    ("grpc.max_connection_age_ms", 300_000),
 )
 
 _HEALTH = health_pb2.HealthCheckResponse
@@ -162,7 +167,7 @@ class ServiceRunner:
             self._cleanups = [cleanup]
         else:
             self._cleanups = list(cleanup)
-        self._address = address or settings.address_of(service)
+        self._address = address or settings.bind_address(service)
         self._metrics_port_override = metrics_port
         self.credentials = credentials or credentials_for(settings, service)
         self._interceptors = (

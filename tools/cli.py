@@ -191,7 +191,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = get_settings()
     configure_logging(settings.telemetry, "platform")
     names = args.services or list(SERVICE_NAMES)
-    return asyncio.run(run_platform(settings, names, ready_timeout=args.ready_timeout))
+    return asyncio.run(
+        run_platform(settings, names, ready_timeout=args.ready_timeout, replicas=args.replicas)
+    )
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -315,6 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run infrastructure and all services")
     run.add_argument("services", nargs="*", help="only these services (default: all eleven)")
     run.add_argument("--ready-timeout", type=float, default=60.0)
+    run.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="processes per service, each on its own port; clients balance over them",
+    )
     run.set_defaults(func=cmd_run)
 
     from runtime.config import SERVICE_NAMES

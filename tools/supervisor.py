@@ -75,7 +75,7 @@ async def health_probe(
     """As :func:`check_health`, with the status name and the reason the
     server gives when it is not SERVING (runtime.health)."""
     credentials = credentials_for(settings, OPERATOR)
-    target = address or settings.address_of(callee)
+    target = address or settings.dial_target(callee)
     async with credentials.channel(target, callee, [], []) as channel:
         return await probe(channel, service, timeout=timeout)
 
@@ -118,22 +118,67 @@ async def spawn(
     return ServiceProcess(name, proc, pump)
 
 
-def service_spawner(settings: Settings, names: Sequence[str]) -> Callable[[str], Awaitable[ServiceProcess]]:
-    """Starts a platform service by name (the same way on first start and on restart)."""
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """One process of a service: ``name`` is how the supervisor and the logs
+    call it (the service's name, or ``<service>-<n>`` when it runs several),
+    ``env`` its own settings on top of the platform's."""
+
+    name: str
+    service: str
+    env: dict[str, str]
+
+
+def plan_replicas(settings: Settings, names: Sequence[str], replicas: int = 1) -> list[Replica]:
+    """The processes that run ``names`` with ``replicas`` each. With more than
+    one, each replica listens on its own spare port (the first keeps the
+    service's address) and ``settings.service_addresses`` is changed in place
+    to list them all, so every client balances over them (runtime.grpc_client);
+    gateway replicas beyond the first serve REST and the edge on spare ports."""
+    if replicas < 1:
+        raise ValueError("replicas must be at least 1")
+    if replicas == 1:
+        return [Replica(name, name, {}) for name in names]
+    plan: list[Replica] = []
+    for service in names:
+        first = settings.replica_addresses(service)[0]
+        host = first.rpartition(":")[0]
+        addresses = [first, *(f"{host}:{free_port()}" for _ in range(replicas - 1))]
+        settings.service_addresses[service] = ",".join(addresses)
+        for index, address in enumerate(addresses):
+            env = {"TRADING_LISTEN_ADDRESS": address, "TRADING_REPLICA_ID": f"{service}-{index + 1}"}
+            if index > 0:
+                env["TRADING_TELEMETRY__METRICS_PORT"] = str(free_port())
+                if service == "gateway":
+                    env["TRADING_GATEWAY__HTTP_PORT"] = str(free_port())
+                    env["TRADING_GATEWAY__GRPC_PORT"] = str(free_port())
+            plan.append(Replica(f"{service}-{index + 1}", service, env))
+    return plan
+
+
+def service_spawner(
+    settings: Settings, plan: Sequence[Replica]
+) -> Callable[[str], Awaitable[ServiceProcess]]:
+    """Starts a planned process by name (the same way on first start and on restart)."""
     # Children get the supervisor's effective settings, so tests and `run` agree.
     env = {**os.environ, **to_env(settings), "PYTHONUNBUFFERED": "1"}
-    width = max(len(n) for n in names)
-    colours = {name: next(_COLOURS) for name in names}
+    width = max(len(r.name) for r in plan)
+    colours = {r.service: next(_COLOURS) for r in plan}
+    by_name = {r.name: r for r in plan}
 
     def start(name: str) -> Awaitable[ServiceProcess]:
-        return spawn(name, service_argv(name), env, colours[name], width)
+        replica = by_name[name]
+        return spawn(
+            name, service_argv(replica.service), {**env, **replica.env}, colours[replica.service], width
+        )
 
     return start
 
 
 async def start_services(settings: Settings, names: Sequence[str]) -> list[ServiceProcess]:
-    start = service_spawner(settings, names)
-    return [await start(name) for name in names]
+    plan = plan_replicas(settings, names)
+    start = service_spawner(settings, plan)
+    return [await start(r.name) for r in plan]
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,15 +278,17 @@ class Supervisor:
 
 
 async def wait_serving(settings: Settings, names: Sequence[str], timeout: float) -> list[str]:
-    """Wait until every service answers SERVING; return those that did not in time."""
-    pending = set(names)
+    """Wait until every replica of every service answers SERVING; return the
+    services of which some replica did not in time."""
+    pending = {(n, address) for n in names for address in settings.replica_addresses(n)}
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
-        results = await asyncio.gather(*(check_health(settings, n) for n in pending))
-        pending -= {n for n, status in zip(list(pending), results, strict=True) if status == 1}
+        order = list(pending)
+        results = await asyncio.gather(*(check_health(settings, n, a) for n, a in order))
+        pending -= {replica for replica, status in zip(order, results, strict=True) if status == 1}
         if pending:
             await asyncio.sleep(0.2)
-    return sorted(pending)
+    return sorted({n for n, _ in pending})
 
 
 async def stop_services(procs: Sequence[ServiceProcess], grace: float) -> None:
@@ -271,18 +318,22 @@ async def run_platform(
     stop_event: asyncio.Event | None = None,
     restart_policy: RestartPolicy | None = None,
     up_event: asyncio.Event | None = None,
+    replicas: int = 1,
 ) -> int:
-    """Bring up infrastructure and services; run until `stop_event` (or Ctrl-C,
-    SIGTERM), restarting a service that crashes once all were up."""
+    """Bring up infrastructure and services (``replicas`` processes of each:
+    :func:`plan_replicas`, which lists them in ``settings.service_addresses``);
+    run until `stop_event` (or Ctrl-C, SIGTERM), restarting a process that
+    crashes once all were up."""
     stop = stop_event or asyncio.Event()
     stop_on_signals(stop)
     began = time.monotonic()
     await asyncio.to_thread(prepare_pki, settings)
+    plan = plan_replicas(settings, names, replicas)
     # Services start while Kafka (tansu on S3, after SeaweedFS) is still coming
     # up: they import their code meanwhile and wait for their dependencies.
     async with LocalInfra(settings, kafka_in_background=True) as infra:
-        start = service_spawner(settings, names)
-        procs = [await start(name) for name in names]
+        start = service_spawner(settings, plan)
+        procs = [await start(r.name) for r in plan]
         supervisor = Supervisor(start, procs, restart_policy)
         try:
             # Start-up: any exit fails fast (see the module docstring).
@@ -310,8 +361,12 @@ async def run_platform(
                     file=sys.stderr,
                 )
                 return 1
+            if replicas > 1:
+                for service in names:
+                    print(f"platform: {service} replicas on {settings.address_of(service)}", flush=True)
             print(
-                f"platform: all {len(names)} services SERVING after {time.monotonic() - began:.1f}s; "
+                f"platform: all {len(names)} services SERVING ({replicas} replica(s) each) "
+                f"after {time.monotonic() - began:.1f}s; "
                 f"gateway on http://{settings.gateway.host}:{settings.gateway.http_port}, "
                 f"gRPC edge on {settings.gateway.host}:{settings.gateway.grpc_port} (TLS) (Ctrl-C stops)",
                 flush=True,
@@ -381,15 +436,23 @@ def with_database(dsn: str, name: str) -> str:
 
 @contextlib.asynccontextmanager
 async def platform_running(
-    settings: Settings, names: Sequence[str] = SERVICE_NAMES, *, ready_timeout: float = 60.0
+    settings: Settings,
+    names: Sequence[str] = SERVICE_NAMES,
+    *,
+    ready_timeout: float = 60.0,
+    replicas: int = 1,
 ) -> AsyncIterator[float]:
     """Run the platform (as `./dev run` does) for the duration of the block;
     yields the seconds it took until every service was SERVING. The database is
-    dropped afterwards when it is one `isolated_settings` made."""
+    dropped afterwards when it is one `isolated_settings` made. With
+    ``replicas`` > 1, ``settings.service_addresses`` lists each service's
+    replicas once this yields."""
     stop, up = asyncio.Event(), asyncio.Event()
     began = time.monotonic()
     task = asyncio.create_task(
-        run_platform(settings, names, stop_event=stop, ready_timeout=ready_timeout, up_event=up)
+        run_platform(
+            settings, names, stop_event=stop, ready_timeout=ready_timeout, up_event=up, replicas=replicas
+        )
     )
     try:
         # Up as the supervisor sees it: from then on a crashed service is

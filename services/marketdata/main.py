@@ -1,8 +1,14 @@
 """Wiring of the marketdata service: what it needs, what it serves, and the
-feed it runs in the background (FeedSettings, env TRADING_MARKETDATA_*)."""
+feed it runs in the background (FeedSettings, env TRADING_MARKETDATA__*).
+
+With several replicas every one serves the API, but only the holder of the
+feed lease (runtime.leases: a PostgreSQL advisory lock) runs the feed, so no
+tick is published twice; a standby takes over within ``lease_poll_s`` of the
+leader's death."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from functools import partial
@@ -10,9 +16,11 @@ from typing import Any
 
 from trading.marketdata.v1 import marketdata_service_pb2_grpc as pb_grpc
 
+from runtime.leases import AdvisoryLease
 from runtime.market_cache import INSTRUMENTS_KEY
 from runtime.resources import Resources
 from runtime.service import ServiceSpec
+from runtime.tasks import stop_task
 from services.marketdata.api import MarketDataApi
 from services.marketdata.domain import Normalizer
 from services.marketdata.feeds import DEFAULT_PRICE, INITIAL_PRICES, FeedSettings, SymbolSpec, create_feed
@@ -21,6 +29,7 @@ from services.marketdata.storage import InstrumentRow, InstrumentStore
 
 log = logging.getLogger(__name__)
 
+FEED_LEASE = "marketdata.feed"
 MARKETDATA_SERVICE = "trading.marketdata.v1.MarketDataService"
 
 
@@ -49,18 +58,32 @@ async def build(resources: Resources, feed_settings: FeedSettings | None = None)
                 raise ValueError(f"feed symbols are not instruments: {', '.join(sorted(unknown))}")
         else:
             rows = await instruments.trading()
-        feed = create_feed(settings, [_spec(r) for r in rows])
-        if feed is not None:
-            pipeline = TickPipeline(
-                Normalizer(symbols),
-                redis=resources.redis,
-                nats=resources.nats_publisher,
-                kafka=resources.kafka_publisher,
-            )
-            runner = FeedRunner(feed, pipeline)
-            runner.start()
-            resources.on_close(runner.stop)
-            log.info("marketdata: %s feed running over %d symbols", feed.name, len(rows))
+        specs = [_spec(r) for r in rows]
+        if create_feed(settings, specs) is not None:
+            redis, nats, kafka = resources.redis, resources.nats_publisher, resources.kafka_publisher
+
+            async def lead() -> None:
+                # A feed of its own per leadership term: its sequences start
+                # above those any earlier leader published (feeds.py).
+                feed = create_feed(settings, specs)
+                assert feed is not None
+                pipeline = TickPipeline(Normalizer(symbols), redis=redis, nats=nats, kafka=kafka)
+                runner = FeedRunner(feed, pipeline)
+                runner.start()
+                log.info("marketdata: leading; %s feed running over %d symbols", feed.name, len(rows))
+                try:
+                    await runner.finished.wait()
+                finally:
+                    await runner.stop()
+
+            # One replica at a time publishes ticks: the holder of the feed lease.
+            lease = AdvisoryLease(resources.postgres, FEED_LEASE, poll_s=settings.lease_poll_s)
+            leadership = asyncio.create_task(lease.run(lead), name="marketdata-feed-lease")
+
+            async def stop_leading() -> None:
+                await stop_task(leadership, name="the feed lease")
+
+            resources.on_close(stop_leading)
 
     return {MARKETDATA_SERVICE: MarketDataApi(instruments, resources.redis, resources.nats)}
 
