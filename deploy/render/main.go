@@ -57,27 +57,22 @@ func (f Files) Get(name string) string {
 	return string(b)
 }
 
-// Glob returns the chart files matching a pattern (path.Match syntax per
-// path element, relative to the chart), keyed by their path.
+// Glob returns the chart files matching a pattern (filepath.Match syntax per
+// path element, relative to the chart; symbolic links are followed, as Helm
+// follows them when it loads a chart), keyed by their path.
 func (f Files) Glob(pattern string) map[string]string {
 	out := map[string]string{}
-	_ = filepath.Walk(f.root, func(p string, info os.FileInfo, err error) error {
-		if err != nil {
-			return err
+	matches, _ := filepath.Glob(filepath.Join(f.root, filepath.FromSlash(pattern)))
+	for _, p := range matches {
+		info, err := os.Stat(p)
+		if err != nil || info.IsDir() {
+			continue
 		}
 		rel, _ := filepath.Rel(f.root, p)
-		rel = filepath.ToSlash(rel)
-		if info.IsDir() {
-			return nil
+		if b, err := os.ReadFile(p); err == nil {
+			out[filepath.ToSlash(rel)] = string(b)
 		}
-		if ok, _ := path.Match(pattern, rel); ok {
-			b, rerr := os.ReadFile(p)
-			if rerr == nil {
-				out[rel] = string(b)
-			}
-		}
-		return nil
-	})
+	}
 	return out
 }
 

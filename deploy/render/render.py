@@ -159,7 +159,9 @@ def render(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-f", "--values", action="append", default=[], type=Path, help="a values file")
     parser.add_argument("--release", default="trading")
     parser.add_argument("--namespace", default="trading")
