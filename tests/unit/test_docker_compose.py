@@ -17,9 +17,10 @@ from pydantic import BaseModel
 from runtime.config import DEFAULT_GRPC_PORTS, SERVICE_NAMES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
+NATS_NODES = ("nats-1", "nats-2", "nats-3")
 INFRA = (
     "kafka",
-    "nats",
+    *NATS_NODES,
     "postgres",
     "clickhouse",
     "dragonfly",
@@ -160,9 +161,11 @@ def test_depends_on_is_known_healthy_and_acyclic(services: dict[str, dict[str, A
             assert spec == {"condition": _condition(dep)}, f"{name} -> {dep}"
         graph[name] = set(deps)
     for name in SERVICE_NAMES:
-        assert {"init", "init-db", "postgres", "kafka", "nats", "dragonfly"} <= graph[name], name
+        assert {"init", "init-db", "postgres", "kafka", *NATS_NODES, "dragonfly", "jaeger"} <= graph[name], (
+            name
+        )
     # The servers that read the init job's files start after it.
-    for name in ("nats", "dragonfly", "postgres"):
+    for name in (*NATS_NODES, "dragonfly", "postgres"):
         assert "init" in graph[name], name
     assert set(SERVICE_NAMES) - {"gateway"} <= graph["gateway"]
     assert "clickhouse" in graph["analytics"]
@@ -322,7 +325,7 @@ def test_credential_volumes_reach_only_who_needs_them(
     # The CA key, Redis admin and PostgreSQL superuser: the init jobs and the database server only.
     assert holders[ADMIN_VOLUME] == {"init": "rw", "init-db": "ro", "postgres": "ro"}
     # NATS's config (every NATS password) and Dragonfly's ACL file: their servers only.
-    assert holders[CONFIG_VOLUME] == {"init": "rw", "nats": "ro", "dragonfly": "ro"}
+    assert holders[CONFIG_VOLUME] == {"init": "rw", **{n: "ro" for n in NATS_NODES}, "dragonfly": "ro"}
     # Only the init job writes the services' secrets.
     assert holders[SECRETS_VOLUME] == {"init": "rw", "init-db": "ro", **{n: "ro" for n in SERVICE_NAMES}}
     for volume in (SECRETS_VOLUME, ADMIN_VOLUME, CONFIG_VOLUME):
@@ -332,18 +335,95 @@ def test_credential_volumes_reach_only_who_needs_them(
     assert "mkdir -p /app/var /secrets /admin /config" in dockerfile
 
 
-def test_nats_runs_the_generated_config(services: dict[str, dict[str, Any]]) -> None:
-    nats, init = services["nats"], services["init"]["command"]
-    config = _flag(nats["command"], "-c")
-    assert config == _flag(init, "--nats-config")
-    path, mode = _mounts(nats)[CONFIG_VOLUME]
-    assert Path(config).is_relative_to(path) and mode == "ro"
-    assert "-js" not in nats["command"]  # JetStream and its store come from the config
-    assert _flag(init, "--nats-store-dir") == _mounts(nats)["nats-data"][0]
-    # It listens on the port the services dial.
+def test_nats_is_a_cluster_of_three_running_the_generated_config(services: dict[str, dict[str, Any]]) -> None:
+    init = services["init"]["command"]
     listen_port = _flag(init, "--nats-listen").rsplit(":", 1)[1]
-    assert env_of(services["risk"])["TRADING_NATS__URL"] == f"nats://nats:{listen_port}"
-    assert f"{listen_port}:{listen_port}" in nats["ports"]
+    routes: set[str] = set()
+    for node in NATS_NODES:
+        nats = services[node]
+        config = _flag(nats["command"], "-c")
+        assert config == _flag(init, "--nats-config")
+        path, mode = _mounts(nats)[CONFIG_VOLUME]
+        assert Path(config).is_relative_to(path) and mode == "ro"
+        assert "-js" not in nats["command"]  # JetStream and its store come from the config
+        # Each node its own JetStream store.
+        assert _flag(init, "--nats-store-dir") == _mounts(nats)[f"{node}-data"][0]
+        # Clustered: a unique server name, one cluster name, routes to every node.
+        assert _flag(nats["command"], "--name") == node
+        assert _flag(nats["command"], "--cluster_name") == "trading"
+        cluster = _flag(nats["command"], "--cluster")
+        assert cluster.startswith("nats://0.0.0.0:")
+        route_port = cluster.rsplit(":", 1)[1]
+        node_routes = set(_flag(nats["command"], "--routes").split(","))
+        assert node_routes == {f"nats://{n}:{route_port}" for n in NATS_NODES}
+        routes |= node_routes
+        # Every node answers to the name the services dial.
+        assert services[node]["networks"]["default"]["aliases"] == ["nats"]
+        assert services[node]["depends_on"] == {"init": {"condition": "service_completed_successfully"}}
+    assert len(routes) == 3
+    env = env_of(services["risk"])
+    assert env["TRADING_NATS__URL"] == f"nats://nats:{listen_port}"
+    assert env["TRADING_NATS__STREAM_REPLICAS"] == str(len(NATS_NODES))
+    assert f"{listen_port}:{listen_port}" in services["nats-1"]["ports"]
+
+
+def test_the_production_servers_of_the_adr_are_there(services: dict[str, dict[str, Any]]) -> None:
+    kafka = env_of(services["kafka"])
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
+    assert "ZOOKEEPER" not in " ".join(kafka)
+    images = {name: services[name]["image"].rsplit("/", 1)[-1].split(":")[0] for name in INFRA}
+    assert images["postgres"] == "pgvector" and images["clickhouse"] == "clickhouse-server"
+    assert images["dragonfly"] == "dragonfly" and images["jaeger"] == "all-in-one"
+    assert images["prometheus"] == "prometheus"
+
+
+def test_every_server_binds_all_interfaces_and_is_checked_where_it_listens(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in SERVICE_NAMES:
+        env = env_of(services[name])
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        s = Settings()
+        assert s.host == "0.0.0.0"
+        port = DEFAULT_GRPC_PORTS[name]
+        # The server listens on every interface of its container, on its port ...
+        assert s.bind_address(name) == f"0.0.0.0:{port}"
+        # ... which is the port the others dial and the health check calls.
+        test = services[name]["healthcheck"]["test"]
+        checked = _flag(test, "--address")
+        assert checked == s.address_of(name) and checked.rsplit(":", 1)[1] == str(port)
+        assert _flag(test, "--callee") == name
+        for key in env:
+            monkeypatch.delenv(key)
+    assert env_of(services["gateway"])["TRADING_GATEWAY__HOST"] == "0.0.0.0"
+
+
+# What each service needs beyond the core (README, "Architecture": its dependencies).
+EXTRA_DEPENDENCIES = {
+    "analytics": {"clickhouse"},
+    "decision": {"weaviate", "features", "risk", "execution"},
+    "audit": {"arangodb"},
+    "features": {"marketdata"},
+    "risk": {"marketdata"},
+    "execution": {"marketdata", "risk"},
+    "portfolio": {"marketdata"},
+    "gateway": set(SERVICE_NAMES) - {"gateway"},
+}
+
+
+def test_every_service_declares_its_dependencies(services: dict[str, dict[str, Any]]) -> None:
+    core = {"init", "init-db", "postgres", "kafka", *NATS_NODES, "dragonfly", "jaeger"}
+    for name in SERVICE_NAMES:
+        declared = set(services[name]["depends_on"])
+        assert core | EXTRA_DEPENDENCIES.get(name, set()) <= declared, name
+        env = env_of(services[name])
+        # A server named in a service's own settings is one it waits for.
+        for key in ("TRADING_VECTORS__WEAVIATE_URL", "TRADING_GRAPH__ARANGO_URL"):
+            if key in env:
+                host = re.sub(r"^\w+://([^@/]*@)?", "", env[key]).split(":", 1)[0]
+                assert host in declared, (name, host)
 
 
 def test_dragonfly_runs_with_the_acl_file(services: dict[str, dict[str, Any]]) -> None:
