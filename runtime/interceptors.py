@@ -62,6 +62,7 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 
 _OK = grpc.StatusCode.OK
 _CANCELLED = grpc.StatusCode.CANCELLED
+_HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
 _UNKNOWN = grpc.StatusCode.UNKNOWN
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 
@@ -237,6 +238,10 @@ class _MethodStats:
                 type(error).__name__, exc_info=error,
                 extra={"rpc": self.method, "code": code.name, "duration_ms": round(elapsed * 1e3, 3)},
             )  # fmt: skip
+        elif code is _CANCELLED and self.method == _HEALTH_WATCH:
+            # Client-side health checking (runtime.grpc_client.balancing_options)
+            # keeps a Watch open per channel: its cancel is how it normally ends.
+            pass
         else:
             _log.warning(
                 "rpc %s %s %.3fms", self.method, code.name, elapsed * 1e3,

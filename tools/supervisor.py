@@ -134,24 +134,29 @@ def plan_replicas(settings: Settings, names: Sequence[str], replicas: int = 1) -
     one, each replica listens on its own spare port (the first keeps the
     service's address) and ``settings.service_addresses`` is changed in place
     to list them all, so every client balances over them (runtime.grpc_client);
-    gateway replicas beyond the first serve REST and the edge on spare ports."""
+    each serves its metrics on its port + 1000 (the default; free_port keeps
+    that spare too); gateway replicas
+    beyond the first serve REST and the edge on spare ports."""
     if replicas < 1:
         raise ValueError("replicas must be at least 1")
     if replicas == 1:
         return [Replica(name, name, {}) for name in names]
     plan: list[Replica] = []
     for service in names:
+        if service == "analytics" and not settings.clickhouse.url:
+            # The embedded ClickHouse (chdb) is an engine inside one process:
+            # analytics on it runs once; on a ClickHouse server it scales too.
+            plan.append(Replica(service, service, {}))
+            continue
         first = settings.replica_addresses(service)[0]
         host = first.rpartition(":")[0]
         addresses = [first, *(f"{host}:{free_port()}" for _ in range(replicas - 1))]
         settings.service_addresses[service] = ",".join(addresses)
         for index, address in enumerate(addresses):
             env = {"TRADING_LISTEN_ADDRESS": address, "TRADING_REPLICA_ID": f"{service}-{index + 1}"}
-            if index > 0:
-                env["TRADING_TELEMETRY__METRICS_PORT"] = str(free_port())
-                if service == "gateway":
-                    env["TRADING_GATEWAY__HTTP_PORT"] = str(free_port())
-                    env["TRADING_GATEWAY__GRPC_PORT"] = str(free_port())
+            if index > 0 and service == "gateway":
+                env["TRADING_GATEWAY__HTTP_PORT"] = str(free_port())
+                env["TRADING_GATEWAY__GRPC_PORT"] = str(free_port())
             plan.append(Replica(f"{service}-{index + 1}", service, env))
     return plan
 

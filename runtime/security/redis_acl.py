@@ -11,6 +11,7 @@ off, so a connection without credentials can do nothing but AUTH. Key shapes:
 - ``md:*``: marketdata's shared cache (``runtime.market_cache``: instrument set, last quotes).
 - ``features:*``: features' latest vectors (``services.features.consumer.vector_key``).
 - ``identity:*``: identity's API key cache, key use times and login failure counters.
+- ``decision:members:*``: decision's replica group (runtime.membership).
 
 ``%R~pattern`` is read-only (Redis 7+, DragonflyDB). A principal missing from
 :data:`REDIS_USERS` (analytics, audit, notification, operator) has no user:
@@ -42,6 +43,8 @@ _BASE_COMMANDS: tuple[str, ...] = ("ping",)
 _MARKET_READ: tuple[str, ...] = ("get", "mget", "exists", "sismember", "smismember")
 # MULTI/EXEC pipelines and optimistic transactions (redis-py sends UNWATCH/DISCARD on reset).
 _TRANSACTIONS: tuple[str, ...] = ("multi", "exec", "discard", "watch", "unwatch")
+# A replica group's heartbeats (runtime.membership.ReplicaGroup).
+REPLICA_GROUP_COMMANDS: tuple[str, ...] = ("zadd", "zrem", "zrangebyscore", "zremrangebyscore")
 # Lua scripts loaded once and called by SHA (redis-py's register_script does the same).
 _SCRIPTS: tuple[str, ...] = ("evalsha", "script|load")
 
@@ -98,7 +101,8 @@ REDIS_USERS: dict[str, RedisUser] = _users(
     ),
     RedisUser(
         "features",
-        commands=("get", "set", "exists", "sismember"),
+        # z*: its replica group, features:members (runtime.membership).
+        commands=("get", "set", "exists", "sismember", *REPLICA_GROUP_COMMANDS),
         read_write=("features:*",),
         read_only=("md:instruments",),
     ),
@@ -131,7 +135,13 @@ REDIS_USERS: dict[str, RedisUser] = _users(
     ),
     RedisUser("execution", commands=_MARKET_READ, read_only=("md:*",)),
     RedisUser("portfolio", commands=_MARKET_READ, read_only=("md:*",)),
-    RedisUser("decision", commands=_MARKET_READ, read_only=("md:instruments",)),
+    RedisUser(
+        "decision",
+        # The replica group its replicas share symbols by (runtime.membership).
+        commands=(*_MARKET_READ, *REPLICA_GROUP_COMMANDS),
+        read_write=("decision:members:*",),
+        read_only=("md:instruments",),
+    ),
     RedisUser(
         "identity",
         # SCAN: the API key cache resync (SCAN lists key names of the whole keyspace, values stay closed).

@@ -20,6 +20,7 @@ from trading.execution.v1 import execution_service_pb2_grpc as exec_grpc
 
 from runtime.contracts import event_registry
 from runtime.grpc_client import ClientFactory
+from runtime.membership import ReplicaGroup
 from runtime.messaging import RetryPolicy
 from runtime.messaging.nats import NatsSubscriber
 from runtime.outbox import OutboxRelay, PostgresOutbox
@@ -147,10 +148,22 @@ async def build(
     pruner = SignalPruner(strategies, signals, timedelta(hours=settings.signal_retention_hours))
     pruner.start()
     resources.on_close(pruner.stop)
-    # Core NATS in a queue group: replicas share the vectors; a vector seen
-    # twice is harmless (signals and orders are keyed by the vector). Only the
-    # symbols some enabled strategy trades are subscribed to, following the
-    # strategy cache: the other symbols' vectors never reach this process.
+    # Replicas partition the symbols (runtime.membership: rendezvous hashing
+    # over the live replicas in Redis): each subscribes to the vectors of the
+    # symbols it owns, so a symbol's vectors are decided by one replica, in
+    # order, against a warm book; when a replica comes or goes, its symbols
+    # move and their books are read again from PostgreSQL. Only the symbols
+    # some enabled strategy trades are subscribed to, following the strategy
+    # cache. Core NATS in a queue group: while two replicas briefly both own a
+    # symbol, each vector still reaches one of them (and one seen twice is
+    # harmless: signals and orders are keyed by the vector).
+    group = ReplicaGroup(
+        resources.redis,
+        f"decision:members:{queue}",
+        resources.settings.replica_name(),
+        beat_s=settings.replica_beat_s,
+        ttl_s=settings.replica_ttl_s,
+    )
     subscriber = NatsSubscriber(
         resources.nats,
         event_registry(),
@@ -161,11 +174,20 @@ async def build(
         retry=RetryPolicy(max_attempts=2, initial_backoff_s=0.01, max_backoff_s=0.05, jitter_s=0.01),
     )
     resources.on_close(subscriber.stop)
+    resources.on_close(group.stop)  # leave before unsubscribing: the others take over at once
     resources.on_close(cache.stop)  # first: no reload re-subscribes while stopping
+    traded: list[frozenset[str]] = [frozenset()]
 
     async def follow(symbols: frozenset[str]) -> None:
-        await subscriber.follow(vector_subject(s) for s in symbols)
+        traded[0] = symbols
+        await subscriber.follow(vector_subject(s) for s in group.owned(symbols))
 
+    async def regroup(members: object) -> None:
+        engine.books.invalidate()  # a symbol gained was decided elsewhere until now
+        await follow(traded[0])
+
+    await group.start()
+    group.on_change(regroup)
     await cache.follow(follow)
     api = DecisionApi(
         strategies, signals, ensemble, resources.redis, cache.reload_tenant, relay=relay, memory=memory

@@ -67,6 +67,11 @@ class DecisionSettings(BaseSettings):
     inference_threads: int = Field(default=4, ge=1)
     # How often the strategy cache is reloaded from PostgreSQL (other replicas' changes).
     strategy_refresh_s: float = Field(default=1.0, gt=0)
+    # Replicas share the symbols (runtime.membership): each heartbeats this
+    # often, and one not heard from for replica_ttl_s is taken for dead (its
+    # symbols move: the failover time after a replica is killed).
+    replica_beat_s: float = Field(default=0.25, gt=0)
+    replica_ttl_s: float = Field(default=1.0, gt=0)
     # Signals older than this are deleted (GetSignals reads PostgreSQL).
     signal_retention_hours: float = Field(default=72.0, gt=0)
     # Deadline of the PlaceOrder call to execution.

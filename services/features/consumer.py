@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from google.protobuf import message as pb_message
@@ -107,7 +108,13 @@ class FeatureProcessor:
         kafka: KafkaBatcher,
         redis: Redis,
         redis_interval_s: float = 0.25,
+        publishes: Callable[[str], bool] | None = None,
     ) -> None:
+        """``publishes(symbol)``: whether this replica publishes the symbol's
+        vectors (runtime.membership: replicas share the symbols). Every
+        replica keeps every symbol's indicators up to date, so the one that
+        takes a symbol over publishes at once, without a warm-up."""
+        self._publishes = publishes
         self._engine = engine
         self._nats = nats
         self._kafka = kafka
@@ -128,6 +135,8 @@ class FeatureProcessor:
         vector = self._engine.update(tick_from_quote(event.payload))
         if vector is None:
             return  # out of order or invalid: counted by the engine
+        if self._publishes is not None and not self._publishes(vector.symbol):
+            return  # another replica publishes this symbol
         payload = vector.to_event(datetime.now(UTC))
         envelope = new_envelope(
             payload,

@@ -1,5 +1,6 @@
 """Wiring of the features service: what it needs and what it serves, and the
-tick consumer it runs (core NATS subscription on marketdata.ticks.>)."""
+tick consumer it runs (core NATS subscription on marketdata.ticks.>; with
+replicas, each publishes the vectors of its share of the symbols)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from trading.features.v1 import features_service_pb2_grpc as pb_grpc
 
 from runtime.contracts import event_registry
+from runtime.membership import ReplicaGroup
 from runtime.messaging import RetryPolicy
 from runtime.messaging.nats import NatsSubscriber
 from runtime.resources import Resources
@@ -18,17 +20,28 @@ from services.features.consumer import TICK_SUBJECTS, FeatureProcessor, KafkaBat
 from services.features.domain import FeatureEngine
 
 FEATURES_SERVICE = "trading.features.v1.FeaturesService"
+GROUP_KEY = "features:members"
 
 
 async def build(resources: Resources) -> Mapping[str, Any]:
     assert resources.redis is not None and resources.nats is not None
     assert resources.nats_publisher is not None and resources.kafka_publisher is not None
     kafka = KafkaBatcher(resources.kafka_publisher)
-    processor = FeatureProcessor(
-        FeatureEngine(), nats=resources.nats_publisher, kafka=kafka, redis=resources.redis
+    # Replicas share the symbols (runtime.membership): each publishes the
+    # vectors of the symbols it owns, so a vector is published once.
+    group = ReplicaGroup(
+        resources.redis, GROUP_KEY, resources.settings.replica_name(), beat_s=0.25, ttl_s=1.0
     )
-    # No queue group: every replica needs every tick of a symbol to keep its
-    # indicators right (partitioning by symbol is for later).
+    await group.start()
+    processor = FeatureProcessor(
+        FeatureEngine(),
+        nats=resources.nats_publisher,
+        kafka=kafka,
+        redis=resources.redis,
+        publishes=group.owns,
+    )
+    # No queue group: every replica takes every tick, to keep every symbol's
+    # indicators warm (a symbol taken over is published at once).
     subscriber = NatsSubscriber(
         resources.nats,
         event_registry(),
@@ -47,6 +60,7 @@ async def build(resources: Resources) -> Mapping[str, Any]:
     resources.on_close(kafka.stop)
     resources.on_close(processor.stop)
     resources.on_close(subscriber.stop)
+    resources.on_close(group.stop)  # first: the others take this replica's symbols at once
     return {FEATURES_SERVICE: FeaturesApi(processor, resources.redis)}
 
 

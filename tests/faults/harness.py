@@ -56,6 +56,8 @@ from trading.portfolio.v1 import portfolio_service_pb2_grpc as ppb_grpc
 
 from runtime.config import Settings
 from runtime.decimals import from_proto, to_proto
+from services.decision import train
+from services.decision.settings import TrainingSettings
 from tests.integration.test_hot_path_e2e import new_tenant, operator_env, read_topics
 from tests.support.polling import eventually
 from tests.support.processes import pid_listening_on
@@ -110,6 +112,7 @@ class FaultPlatform:
     execution: ExecutionServiceAsyncStub
     portfolio: PortfolioServiceAsyncStub
     audit: AuditServiceAsyncStub
+    slug: str = ""  # the tenant's login slug (its admin: admin@<slug>.test, ADMIN_PASSWORD)
 
     def md(self, service: str) -> tuple[tuple[str, str], ...]:
         """A call to `service` for the scenario's tenant, as the gateway."""
@@ -122,20 +125,28 @@ class FaultPlatform:
 
 @contextlib.asynccontextmanager
 async def fault_platform(
-    infra_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    infra_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    services: Sequence[str] = SERVICES,
+    replicas: int = 1,
 ) -> AsyncIterator[FaultPlatform]:
-    """The platform on servers of its own, a fresh tenant, quotes flowing."""
+    """The platform on servers of its own, a fresh tenant, quotes flowing
+    (``replicas`` processes of each service: tools.supervisor.plan_replicas)."""
     # Its var dir (the PostgreSQL data among it) not under pytest's basetemp:
     # any pytest session starting on the machine chmods /tmp/pytest-of-<user>
     # to 0700, and PostgreSQL's unprivileged user could not restart from there.
     with tempfile.TemporaryDirectory(prefix="fault-platform-") as var_dir:
-        async with _fault_platform(infra_settings, Path(var_dir), monkeypatch) as p:
+        async with _fault_platform(infra_settings, Path(var_dir), monkeypatch, services, replicas) as p:
             yield p
 
 
 @contextlib.asynccontextmanager
 async def _fault_platform(
-    infra_settings: Settings, var_dir: Path, monkeypatch: pytest.MonkeyPatch
+    infra_settings: Settings,
+    var_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    services: Sequence[str],
+    replicas: int,
 ) -> AsyncIterator[FaultPlatform]:
     settings = isolated_settings(infra_settings, var_dir)
     # A PostgreSQL server of its own (isolated_settings shares the session's
@@ -152,17 +163,30 @@ async def _fault_platform(
     # Durable, as in production: the broker's kill -9 must not lose a record.
     settings.kafka.storage = "s3"
     operator_env(monkeypatch)
+    if "decision" in services:
+        # Strategies trade: features warm up in ~2 s at 50 ticks/s per symbol,
+        # and decision loads small models trained here (as the hot-path test does).
+        settings.marketdata.feed_rate = 100.0
+        await asyncio.to_thread(
+            train.train,
+            settings.var_dir / "models",
+            TrainingSettings(ticks_per_symbol=2500, symbols=list(SYMBOLS), seed=5, promote_without_gate=True),
+        )
+        monkeypatch.setenv("TRADING_DECISION_INFERENCE_BUDGET_MS", "2000")
+        monkeypatch.setenv("TRADING_DECISION_PLACE_ORDER_TIMEOUT_S", "5")
+        monkeypatch.setenv("TRADING_DECISION_TRAIN_IF_MISSING", "false")
     # Started here, so the scenario holds the processes; the platform's own
     # LocalInfra finds them answering and reuses them.
     async with (
         LocalInfra(settings) as infra,
-        platform_running(settings, SERVICES, ready_timeout=90.0),
+        platform_running(settings, services, ready_timeout=90.0 * replicas, replicas=replicas),
         secure_channel(settings, settings.address_of("marketdata"), "marketdata") as mch,
         secure_channel(settings, settings.address_of("execution"), "execution") as ech,
         secure_channel(settings, settings.address_of("portfolio"), "portfolio") as pch,
         secure_channel(settings, settings.address_of("audit"), "audit") as ach,
     ):
-        tenant = await new_tenant(settings, "t-fault")
+        slug = f"t-fault-{uuid.uuid4().hex[:10]}"
+        tenant = await new_tenant(settings, "t-fault", slug)
         p = FaultPlatform(
             settings,
             infra,
@@ -171,6 +195,7 @@ async def _fault_platform(
             epb_grpc.ExecutionServiceStub(ech),
             ppb_grpc.PortfolioServiceStub(pch),
             apb_grpc.AuditServiceStub(ach),
+            slug,
         )
         for symbol in SYMBOLS:
             await _quoted(p, symbol)
@@ -207,9 +232,9 @@ def revive(server: ManagedProcess, timeout: float = 60.0) -> None:
     server.start().wait_ready(timeout)
 
 
-def crash_service(p: FaultPlatform, name: str) -> int:
-    """kill -9 of service `name`; returns the pid it had."""
-    pid = pid_listening_on(p.settings.address_of(name))
+def crash_service(p: FaultPlatform, name: str, replica: int = 0) -> int:
+    """kill -9 of service `name` (its `replica`-th process); returns the pid it had."""
+    pid = pid_listening_on(p.settings.replica_addresses(name)[replica])
     os.kill(pid, signal.SIGKILL)
     return pid
 

@@ -131,7 +131,7 @@ def operator_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRADING_IDENTITY_ARGON2_PARALLELISM", "1")
 
 
-async def new_tenant(settings: Settings, prefix: str) -> str:
+async def new_tenant(settings: Settings, prefix: str, slug: str = "") -> str:
     """A fresh tenant, created in identity by the platform operator (logged in,
     then through the gateway's channel): identity issues delegations only for
     tenants it knows."""
@@ -141,7 +141,7 @@ async def new_tenant(settings: Settings, prefix: str) -> str:
             ipb.LoginRequest(tenant_slug=PLATFORM_SLUG, email=OPERATOR_EMAIL, password=OPERATOR_PASSWORD),
             timeout=10,
         )
-        slug = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        slug = slug or f"{prefix}-{uuid.uuid4().hex[:10]}"
         created = await identity.CreateTenant(
             ipb.CreateTenantRequest(
                 slug=slug,

@@ -23,6 +23,7 @@ import grpc.aio
 from runtime.config import Settings
 from runtime.context import RequestContext
 from runtime.contracts import METADATA, method_policy, services
+from runtime.grpc_client import balancing_options
 from runtime.security.credentials import credentials_for
 
 
@@ -44,8 +45,14 @@ def secure_channel(
     principal: str = "gateway",
     interceptors: Iterable[grpc.aio.ClientInterceptor] = (),
 ) -> grpc.aio.Channel:
-    """A mutual-TLS channel to ``service`` at ``address``, as ``principal``."""
-    return credentials_for(settings, principal).channel(address, service, [], list(interceptors))
+    """A mutual-TLS channel to ``service`` at ``address``, as ``principal``;
+    an address listing several replicas ("a:1,b:2") is balanced over them as
+    the services' own clients do (round_robin, health-checked)."""
+    options: list[tuple[str, object]] = []
+    if "," in address:
+        address = f"ipv4:{address}"
+        options = [*balancing_options(settings.client)]
+    return credentials_for(settings, principal).channel(address, service, options, list(interceptors))
 
 
 def context_token(
