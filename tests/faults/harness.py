@@ -129,6 +129,7 @@ async def fault_platform(
     monkeypatch: pytest.MonkeyPatch,
     services: Sequence[str] = SERVICES,
     replicas: int = 1,
+    stuck_after_s: float = STUCK_AFTER_S,
 ) -> AsyncIterator[FaultPlatform]:
     """The platform on servers of its own, a fresh tenant, quotes flowing
     (``replicas`` processes of each service: tools.supervisor.plan_replicas)."""
@@ -136,7 +137,9 @@ async def fault_platform(
     # any pytest session starting on the machine chmods /tmp/pytest-of-<user>
     # to 0700, and PostgreSQL's unprivileged user could not restart from there.
     with tempfile.TemporaryDirectory(prefix="fault-platform-") as var_dir:
-        async with _fault_platform(infra_settings, Path(var_dir), monkeypatch, services, replicas) as p:
+        async with _fault_platform(
+            infra_settings, Path(var_dir), monkeypatch, services, replicas, stuck_after_s
+        ) as p:
             yield p
 
 
@@ -147,6 +150,7 @@ async def _fault_platform(
     monkeypatch: pytest.MonkeyPatch,
     services: Sequence[str],
     replicas: int,
+    stuck_after_s: float,
 ) -> AsyncIterator[FaultPlatform]:
     settings = isolated_settings(infra_settings, var_dir)
     # A PostgreSQL server of its own (isolated_settings shares the session's
@@ -159,7 +163,7 @@ async def _fault_platform(
     settings.marketdata.feed_symbols = list(SYMBOLS)
     settings.marketdata.feed_rate = 20.0
     settings.marketdata.feed_seed = 20261206
-    settings.health.stuck_after_s = STUCK_AFTER_S
+    settings.health.stuck_after_s = stuck_after_s
     # Durable, as in production: the broker's kill -9 must not lose a record.
     settings.kafka.storage = "s3"
     operator_env(monkeypatch)
