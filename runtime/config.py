@@ -392,14 +392,8 @@ class Settings(BaseSettings):
         return [a.strip() for a in self.address_of(service).split(",") if a.strip()]
 
     def dial_target(self, service: str) -> str:
-        """The gRPC target clients dial: a static list of replicas becomes
-        gRPC's "ipv4:a:p,b:q" (or "ipv6:") name, so one channel balances
-        over them all; anything else is dialled as configured."""
-        addresses = self.replica_addresses(service)
-        if len(addresses) == 1:
-            return addresses[0]
-        scheme = "ipv6" if all(a.startswith("[") for a in addresses) else "ipv4"
-        return f"{scheme}:{','.join(addresses)}"
+        """The gRPC target clients dial (:func:`grpc_target` of its address)."""
+        return grpc_target(self.address_of(service))
 
     def bind_address(self, service: str) -> str:
         """Where this process's server for ``service`` listens: its own
@@ -418,6 +412,17 @@ class Settings(BaseSettings):
     def replica_name(self) -> str:
         """This process's replica name (``replica_id``, else host-pid)."""
         return self.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def grpc_target(address: str) -> str:
+    """A configured address as a gRPC target: a static list of replicas
+    ("a:p,b:q") becomes gRPC's "ipv4:a:p,b:q" (or "ipv6:") name, so one
+    channel balances over them all; anything else is dialled as it is."""
+    addresses = [a.strip() for a in address.split(",") if a.strip()]
+    if len(addresses) == 1:
+        return addresses[0]
+    scheme = "ipv6" if all(a.startswith("[") for a in addresses) else "ipv4"
+    return f"{scheme}:{','.join(addresses)}"
 
 
 # Settings fields that are nested models (set as TRADING_<FIELD>__<SUB>).

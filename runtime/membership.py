@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MEMBERS = Gauge("trading_replica_members", "Live replicas seen by this process, by group.", ("group",))
 
+_UNKNOWN = "\x00unknown"  # not a member name: owner() not computed yet for a key
 MembersListener = Callable[[Sequence[str]], Awaitable[None]]
 
 
@@ -65,6 +66,8 @@ class ReplicaGroup:
         self._ttl_s = ttl_s
         self._clock = clock
         self._members: tuple[str, ...] = (me,)
+        # owns() runs per tick in features: each key's owner is hashed once per membership.
+        self._owners: dict[str, str | None] = {}
         self._listeners: list[MembersListener] = []
         self._task: asyncio.Task[None] | None = None
         self._gauge = MEMBERS.labels(key)
@@ -75,7 +78,10 @@ class ReplicaGroup:
         return self._members
 
     def owns(self, key: str) -> bool:
-        return owner(key, self._members) == self.me
+        found = self._owners.get(key, _UNKNOWN)
+        if found is _UNKNOWN:
+            found = self._owners[key] = owner(key, self._members)
+        return found == self.me
 
     def owned(self, keys: Iterable[str]) -> list[str]:
         return [k for k in keys if self.owns(k)]
@@ -123,6 +129,7 @@ class ReplicaGroup:
         if members != self._members:
             log.info("replica group %s: members %s", self.key, ", ".join(members))
             self._members = members
+            self._owners = {}
             for listener in self._listeners:
                 try:
                     await listener(members)

@@ -176,15 +176,13 @@ async def build(
     resources.on_close(subscriber.stop)
     resources.on_close(group.stop)  # leave before unsubscribing: the others take over at once
     resources.on_close(cache.stop)  # first: no reload re-subscribes while stopping
-    traded: list[frozenset[str]] = [frozenset()]
 
     async def follow(symbols: frozenset[str]) -> None:
-        traded[0] = symbols
         await subscriber.follow(vector_subject(s) for s in group.owned(symbols))
 
     async def regroup(members: object) -> None:
         engine.books.invalidate()  # a symbol gained was decided elsewhere until now
-        await follow(traded[0])
+        await follow(cache.symbols())
 
     await group.start()
     group.on_change(regroup)

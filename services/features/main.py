@@ -5,6 +5,7 @@ replicas, each publishes the vectors of its share of the symbols)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from trading.features.v1 import features_service_pb2_grpc as pb_grpc
@@ -20,25 +21,30 @@ from services.features.consumer import TICK_SUBJECTS, FeatureProcessor, KafkaBat
 from services.features.domain import FeatureEngine
 
 FEATURES_SERVICE = "trading.features.v1.FeaturesService"
-GROUP_KEY = "features:members"
 
 
-async def build(resources: Resources) -> Mapping[str, Any]:
+async def build(resources: Resources, group: str = "features") -> Mapping[str, Any]:
+    """``group``: the replica group whose members share the symbols (a
+    test's own in-process instance names one of its own)."""
     assert resources.redis is not None and resources.nats is not None
     assert resources.nats_publisher is not None and resources.kafka_publisher is not None
     kafka = KafkaBatcher(resources.kafka_publisher)
     # Replicas share the symbols (runtime.membership): each publishes the
     # vectors of the symbols it owns, so a vector is published once.
-    group = ReplicaGroup(
-        resources.redis, GROUP_KEY, resources.settings.replica_name(), beat_s=0.25, ttl_s=1.0
+    replicas = ReplicaGroup(
+        resources.redis,
+        f"features:members:{group}",
+        resources.settings.replica_name(),
+        beat_s=0.25,
+        ttl_s=1.0,
     )
-    await group.start()
+    await replicas.start()
     processor = FeatureProcessor(
         FeatureEngine(),
         nats=resources.nats_publisher,
         kafka=kafka,
         redis=resources.redis,
-        publishes=group.owns,
+        publishes=replicas.owns,
     )
     # No queue group: every replica takes every tick, to keep every symbol's
     # indicators warm (a symbol taken over is published at once).
@@ -60,13 +66,18 @@ async def build(resources: Resources) -> Mapping[str, Any]:
     resources.on_close(kafka.stop)
     resources.on_close(processor.stop)
     resources.on_close(subscriber.stop)
-    resources.on_close(group.stop)  # first: the others take this replica's symbols at once
+    resources.on_close(replicas.stop)  # first: the others take this replica's symbols at once
     return {FEATURES_SERVICE: FeaturesApi(processor, resources.redis)}
 
 
-SPEC = ServiceSpec(
-    name="features",
-    needs=("redis", "nats", "kafka"),
-    apis=[(FEATURES_SERVICE, pb_grpc.add_FeaturesServiceServicer_to_server)],
-    build=build,
-)
+def make_spec(group: str = "features") -> ServiceSpec:
+    """The service in replica group ``group`` (see :func:`build`)."""
+    return ServiceSpec(
+        name="features",
+        needs=("redis", "nats", "kafka"),
+        apis=[(FEATURES_SERVICE, pb_grpc.add_FeaturesServiceServicer_to_server)],
+        build=partial(build, group=group),
+    )
+
+
+SPEC = make_spec()

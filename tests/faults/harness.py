@@ -56,9 +56,7 @@ from trading.portfolio.v1 import portfolio_service_pb2_grpc as ppb_grpc
 
 from runtime.config import Settings
 from runtime.decimals import from_proto, to_proto
-from services.decision import train
-from services.decision.settings import TrainingSettings
-from tests.integration.test_hot_path_e2e import new_tenant, operator_env, read_topics
+from tests.integration.test_hot_path_e2e import new_tenant, operator_env, read_topics, trading_models
 from tests.support.polling import eventually
 from tests.support.processes import pid_listening_on
 from tests.support.security import as_user, secure_channel
@@ -171,14 +169,7 @@ async def _fault_platform(
         # Strategies trade: features warm up in ~2 s at 50 ticks/s per symbol,
         # and decision loads small models trained here (as the hot-path test does).
         settings.marketdata.feed_rate = 100.0
-        await asyncio.to_thread(
-            train.train,
-            settings.var_dir / "models",
-            TrainingSettings(ticks_per_symbol=2500, symbols=list(SYMBOLS), seed=5, promote_without_gate=True),
-        )
-        monkeypatch.setenv("TRADING_DECISION_INFERENCE_BUDGET_MS", "2000")
-        monkeypatch.setenv("TRADING_DECISION_PLACE_ORDER_TIMEOUT_S", "5")
-        monkeypatch.setenv("TRADING_DECISION_TRAIN_IF_MISSING", "false")
+        await trading_models(settings, SYMBOLS, monkeypatch)
     # Started here, so the scenario holds the processes; the platform's own
     # LocalInfra finds them answering and reuses them.
     async with (

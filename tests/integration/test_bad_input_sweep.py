@@ -66,13 +66,14 @@ from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from services.decision.main import make_spec as decision_spec
 from services.decision.settings import DecisionSettings, TrainingSettings
 from services.execution.main import SPEC as EXECUTION
-from services.features.main import SPEC as FEATURES
+from services.features.main import make_spec as features_spec
 from services.marketdata.main import SPEC as MARKETDATA
 from services.portfolio.main import make_spec as portfolio_spec
 from tests.support.risk import risk_spec
 from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
 
+FEATURES = features_spec(group=f"sweep-{uuid.uuid4().hex[:8]}")  # a replica group of its own
 DOMAINS = ("marketdata", "features", "decision", "risk", "execution", "portfolio")
 SCHEMAS = ("marketdata", "decision", "execution", "portfolio")  # risk and features keep no rows
 # Never right for bad input (OK only where a case expects it: global reads without a tenant).
@@ -385,7 +386,9 @@ async def hot_path(settings: Settings, model_dir: Path, uid: str) -> AsyncIterat
     addresses: dict[str, str] = {}
     async with AsyncExitStack() as stack:
         addresses["marketdata"] = await stack.enter_async_context(running_service(MARKETDATA, quiet))
-        addresses["features"] = await stack.enter_async_context(running_service(FEATURES, quiet))
+        addresses["features"] = await stack.enter_async_context(
+            running_service(features_spec(group=f"features-sweep-{uuid.uuid4().hex[:8]}"), quiet)
+        )
         addresses["risk"] = await stack.enter_async_context(running_service(risk_spec(), quiet))
         wired = quiet.model_copy(update={"service_addresses": dict(addresses)})
         addresses["execution"] = await stack.enter_async_context(running_service(EXECUTION, wired))

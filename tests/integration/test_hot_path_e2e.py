@@ -122,6 +122,24 @@ def _md(hot: Hot, service: str, tenant: str) -> tuple[tuple[str, str], ...]:
     return as_user(hot.settings, service, tenant, subject="user-e2e", scopes=SCOPES)
 
 
+async def trading_models(settings: Settings, symbols: Sequence[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decision ready to trade on a platform about to start: small models
+    trained before the start into <var_dir>/models, where the decision process
+    looks by default (it would otherwise train the full default set during its
+    start-up), and a generous inference budget and placement deadline, so a
+    loaded machine does not turn every signal into a timeout fallback."""
+    await asyncio.to_thread(
+        train.train,
+        settings.var_dir / "models",
+        # Small and fast; both models must exist whatever the quality gate says of so few ticks.
+        TrainingSettings(ticks_per_symbol=2500, symbols=list(symbols), seed=5, promote_without_gate=True),
+    )
+    # Read by the decision processes from their environment (DecisionSettings).
+    monkeypatch.setenv("TRADING_DECISION_INFERENCE_BUDGET_MS", "2000")
+    monkeypatch.setenv("TRADING_DECISION_PLACE_ORDER_TIMEOUT_S", "5")
+    monkeypatch.setenv("TRADING_DECISION_TRAIN_IF_MISSING", "false")
+
+
 def operator_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """identity (its own process) seeds a platform operator with these, and hashes cheaply."""
     monkeypatch.setenv("TRADING_IDENTITY_PLATFORM_ADMIN_EMAIL", OPERATOR_EMAIL)
@@ -215,21 +233,7 @@ async def hot(
     # 50 ticks/s per symbol: the features' 100-tick warm-up passes in ~2 s.
     settings.marketdata.feed_rate = 100.0
     settings.marketdata.feed_seed = 20240501
-    # The models, trained small before the start (decision would otherwise
-    # train the full default set during its start-up) into <var_dir>/models,
-    # where the decision process looks by default.
-    await asyncio.to_thread(
-        train.train,
-        settings.var_dir / "models",
-        # Small and fast; both models must exist whatever the quality gate says of so few ticks.
-        TrainingSettings(ticks_per_symbol=2500, symbols=list(SYMBOLS), seed=5, promote_without_gate=True),
-    )
-    # Read by the decision process from its environment (DecisionSettings):
-    # a generous inference budget, so a loaded machine does not turn every
-    # signal into a timeout fallback (flat, no orders).
-    monkeypatch.setenv("TRADING_DECISION_INFERENCE_BUDGET_MS", "2000")
-    monkeypatch.setenv("TRADING_DECISION_PLACE_ORDER_TIMEOUT_S", "5")
-    monkeypatch.setenv("TRADING_DECISION_TRAIN_IF_MISSING", "false")
+    await trading_models(settings, SYMBOLS, monkeypatch)
     operator_env(monkeypatch)
     # The test dials as the gateway, with the isolated platform's certificates (<var_dir>/pki).
     async with (

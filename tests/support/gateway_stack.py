@@ -30,7 +30,7 @@ from services.audit.settings import AuditSettings
 from services.decision.main import make_spec as decision_spec
 from services.decision.settings import DecisionSettings, TrainingSettings
 from services.execution.main import SPEC as EXECUTION
-from services.features.main import SPEC as FEATURES
+from services.features.main import make_spec as features_spec
 from services.identity.keys import KeyStore, SigningKey, key_encryption_key, public_jwk
 from services.identity.main import make_spec as identity_spec
 from services.identity.settings import IdentitySettings
@@ -71,7 +71,7 @@ async def all_services(
         await start("identity", identity_spec(identity))
         await start("risk", risk_spec())
         await start("marketdata", marketdata_spec(FeedSettings(feed="none")))
-        await start("features", FEATURES)
+        await start("features", features_spec(group=f"features-test-{suffix}"))
         await start("portfolio", portfolio_spec(fills_group=f"portfolio.fills.test-{suffix}"))
         # Consumer names unique to this stack: a platform (./dev run) may share these servers.
         analytics = AnalyticsSettings(consumer_group=f"analytics.test-{suffix}")

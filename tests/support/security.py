@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from runtime.config import Settings
+from runtime.config import Settings, grpc_target
 from runtime.context import RequestContext
 from runtime.contracts import METADATA, method_policy, services
 from runtime.grpc_client import balancing_options
@@ -48,11 +48,10 @@ def secure_channel(
     """A mutual-TLS channel to ``service`` at ``address``, as ``principal``;
     an address listing several replicas ("a:1,b:2") is balanced over them as
     the services' own clients do (round_robin, health-checked)."""
-    options: list[tuple[str, object]] = []
-    if "," in address:
-        address = f"ipv4:{address}"
-        options = [*balancing_options(settings.client)]
-    return credentials_for(settings, principal).channel(address, service, options, list(interceptors))
+    options: list[tuple[str, object]] = [*balancing_options(settings.client)] if "," in address else []
+    return credentials_for(settings, principal).channel(
+        grpc_target(address), service, options, list(interceptors)
+    )
 
 
 def context_token(

@@ -17,7 +17,6 @@ orders under identity's delegation), then:
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
@@ -41,8 +40,6 @@ from runtime.config import Settings
 from runtime.contracts import event_registry
 from runtime.decimals import from_proto
 from runtime.messaging import decode_envelope, unpack
-from services.decision import train
-from services.decision.settings import TrainingSettings
 from tests.integration.test_hot_path_e2e import (
     DIVIDE,
     EXACT,
@@ -56,6 +53,7 @@ from tests.integration.test_hot_path_e2e import (
     operator_env,
     read_topics,
     settle,
+    trading_models,
 )
 from tests.support.polling import eventually
 from tests.support.security import as_user, secure_channel
@@ -96,15 +94,7 @@ async def platform(
     settings.marketdata.feed_symbols = list(SYMBOLS)
     settings.marketdata.feed_rate = 100.0
     settings.marketdata.feed_seed = 20240601
-    await asyncio.to_thread(
-        train.train,
-        settings.var_dir / "models",
-        # Small and fast; both models must exist whatever the quality gate says of so few ticks.
-        TrainingSettings(ticks_per_symbol=2500, symbols=list(SYMBOLS), seed=5, promote_without_gate=True),
-    )
-    monkeypatch.setenv("TRADING_DECISION_INFERENCE_BUDGET_MS", "2000")
-    monkeypatch.setenv("TRADING_DECISION_PLACE_ORDER_TIMEOUT_S", "5")
-    monkeypatch.setenv("TRADING_DECISION_TRAIN_IF_MISSING", "false")
+    await trading_models(settings, SYMBOLS, monkeypatch)
     monkeypatch.setenv("TRADING_ANALYTICS_BATCH_MAX_INTERVAL_S", "0.25")
     monkeypatch.setenv("TRADING_ANALYTICS_QUERY_TIMEOUT_S", "15")  # chdb shares a loaded machine
     operator_env(monkeypatch)

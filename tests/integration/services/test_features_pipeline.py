@@ -30,7 +30,7 @@ from runtime.messaging.headers import from_kafka
 from runtime.messaging.nats import NatsPublisher
 from services.features.consumer import vector_key
 from services.features.domain import FeatureConfig
-from services.features.main import SPEC
+from services.features.main import make_spec
 from tests.support.nats import connect_harness
 from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
@@ -78,7 +78,9 @@ async def test_ticks_become_feature_vectors_on_nats_kafka_and_get_features(
     publisher = NatsPublisher(nc, event_registry())
     try:
         async with (
-            running_service(SPEC, infra_settings) as address,
+            running_service(
+                make_spec(group=f"features-test-{uuid.uuid4().hex[:8]}"), infra_settings
+            ) as address,
             service_channel(address, "features") as channel,
         ):
             tick_ids: dict[int, str] = {}
