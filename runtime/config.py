@@ -270,9 +270,9 @@ class ClientSettings(BaseModel):
     # the target is back (each failed probe doubles it up to the cap).
     breaker_open_initial_s: float = 0.25
     # Balancing over a service's replicas is round_robin; with health checking
-    # each replica's grpc.health.v1 status is watched, so one that reports
-    # NOT_SERVING gets no new calls until it reports SERVING again (as a
-    # Kubernetes readiness probe would take it out of the endpoints).
+    # each replica's grpc.health.v1 "takes calls" status is watched
+    # (runtime.health.CALLS_HEALTH_SERVICE), so one still starting or already
+    # shutting down gets no new calls.
     health_checked_balancing: bool = True
 
 

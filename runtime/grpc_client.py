@@ -70,6 +70,7 @@ from runtime.config import DEFAULT_GRPC_PORTS, ClientSettings, Settings
 from runtime.context import current_context
 from runtime.contracts import METADATA, method_policy
 from runtime.errors import DEPENDENCY_DOMAIN, CircuitOpenError, error_details, rich_status
+from runtime.health import CALLS_HEALTH_SERVICE
 from runtime.interceptors import LATENCY_BUCKETS
 from runtime.security.credentials import PrincipalCredentials, credentials_for
 from runtime.security.tokens import ContextTokens, TokenError
@@ -146,12 +147,15 @@ def balancing_options(settings: ClientSettings, *, health_checked: bool = True) 
     round_robin (gRPC's default, pick_first, would pin one replica), with
     grpc.health.v1 watching per replica when ``health_checked_balancing``. A
     replica that dies is dropped as soon as its connection breaks; one that
-    reports NOT_SERVING as soon as its health watch says so.
+    does not take calls (still starting, shutting down) as soon as its health
+    watch says so.
     ``health_checked=False`` is for channels that must reach a replica whatever
     it reports: those that ask it for its health."""
     config: dict[str, Any] = {"loadBalancingConfig": [{"round_robin": {}}]}
     if settings.health_checked_balancing and health_checked:
-        config["healthCheckConfig"] = {"serviceName": ""}
+        # "Takes calls", not the whole health: a replica whose consumer is
+        # stuck still serves its RPCs (runtime.health.CALLS_HEALTH_SERVICE).
+        config["healthCheckConfig"] = {"serviceName": CALLS_HEALTH_SERVICE}
     return [
         ("grpc.service_config", json.dumps(config)),
         # A name resolved by DNS (a headless service) is resolved again when a

@@ -14,7 +14,9 @@ What it sets up:
   ``ready_check()`` says True, then SERVING; the check keeps being polled so
   health follows the dependencies (a check that raises stops the process:
   start-up failed for good), and turns NOT_SERVING too while a background
-  component of the :class:`runtime.health.HealthMonitor` is stuck; a Check
+  component of the :class:`runtime.health.HealthMonitor` is stuck, except
+  ``runtime.health.CALLS_HEALTH_SERVICE`` (what load balancing watches),
+  SERVING from the first time ``ready_check()`` says True until shutdown; a Check
   reply that is not SERVING says why in its trailing metadata
   (``runtime.health.HEALTH_REASON_KEY``);
 * server reflection for every registered service;
@@ -47,7 +49,13 @@ from prometheus_client import Gauge, start_http_server
 
 from runtime.config import Settings
 from runtime.contracts import services
-from runtime.health import HEALTH_REASON_KEY, HealthMonitor, default_monitor, stuck_reason
+from runtime.health import (
+    CALLS_HEALTH_SERVICE,
+    HEALTH_REASON_KEY,
+    HealthMonitor,
+    default_monitor,
+    stuck_reason,
+)
 from runtime.interceptors import ServerCallInterceptor, ValidationInterceptor
 from runtime.security.credentials import PrincipalCredentials, credentials_for
 from runtime.security.guard import CallGuard
@@ -214,7 +222,7 @@ class ServiceRunner:
             self.port = server.add_insecure_port(self._address)
         else:
             self.port = server.add_secure_port(self._address, server_credentials)
-        for name in ("", *self.service_names):
+        for name in ("", CALLS_HEALTH_SERVICE, *self.service_names):
             await self.health.set(name, _HEALTH.NOT_SERVING)
         await server.start()
         self._server = server
@@ -246,6 +254,7 @@ class ServiceRunner:
 
     async def _watch_readiness(self) -> None:
         serving: bool | None = None
+        taking_calls = False
         while not self._stopping:
             try:
                 ready = True if self._ready_check is None else await self._ready_check()
@@ -266,6 +275,9 @@ class ServiceRunner:
             else:
                 reason = ""
             self.health.reason = reason
+            if ready and not taking_calls:  # until shutdown (enter_graceful_shutdown)
+                taking_calls = True
+                await self.health.set(CALLS_HEALTH_SERVICE, _HEALTH.SERVING)
             if now_serving != serving:
                 starting = serving is None
                 serving = now_serving

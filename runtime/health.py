@@ -43,6 +43,18 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
+# The grpc.health.v1 name that says "this process takes calls": SERVING from
+# the first time its dependencies were ready until it shuts down. Client-side
+# load balancing watches this name (runtime.grpc_client.balancing_options).
+# It ignores what comes and goes later, on purpose: a replica whose consumer
+# is stuck (a broker down, a rebalance) or whose database is away still
+# answers its RPCs (those that need the missing piece with UNAVAILABLE and
+# RetryInfo, the others normally: risk checks orders from Redis while Kafka
+# is down), which is better than no replica to answer at all. "" and the
+# contract services' names are the whole health, dependencies and stuck
+# components included, for operators and orchestrators.
+CALLS_HEALTH_SERVICE = "trading.calls"
+
 # Trailing metadata key of a grpc.health.v1 Check reply that is not SERVING:
 # why (the health protocol itself carries only the status).
 HEALTH_REASON_KEY = "trading-health-reason"

@@ -127,7 +127,6 @@ async def fault_platform(
     monkeypatch: pytest.MonkeyPatch,
     services: Sequence[str] = SERVICES,
     replicas: int = 1,
-    stuck_after_s: float = STUCK_AFTER_S,
 ) -> AsyncIterator[FaultPlatform]:
     """The platform on servers of its own, a fresh tenant, quotes flowing
     (``replicas`` processes of each service: tools.supervisor.plan_replicas)."""
@@ -135,9 +134,7 @@ async def fault_platform(
     # any pytest session starting on the machine chmods /tmp/pytest-of-<user>
     # to 0700, and PostgreSQL's unprivileged user could not restart from there.
     with tempfile.TemporaryDirectory(prefix="fault-platform-") as var_dir:
-        async with _fault_platform(
-            infra_settings, Path(var_dir), monkeypatch, services, replicas, stuck_after_s
-        ) as p:
+        async with _fault_platform(infra_settings, Path(var_dir), monkeypatch, services, replicas) as p:
             yield p
 
 
@@ -148,7 +145,6 @@ async def _fault_platform(
     monkeypatch: pytest.MonkeyPatch,
     services: Sequence[str],
     replicas: int,
-    stuck_after_s: float,
 ) -> AsyncIterator[FaultPlatform]:
     settings = isolated_settings(infra_settings, var_dir)
     # A PostgreSQL server of its own (isolated_settings shares the session's
@@ -161,7 +157,7 @@ async def _fault_platform(
     settings.marketdata.feed_symbols = list(SYMBOLS)
     settings.marketdata.feed_rate = 20.0
     settings.marketdata.feed_seed = 20261206
-    settings.health.stuck_after_s = stuck_after_s
+    settings.health.stuck_after_s = STUCK_AFTER_S
     # Durable, as in production: the broker's kill -9 must not lose a record.
     settings.kafka.storage = "s3"
     operator_env(monkeypatch)

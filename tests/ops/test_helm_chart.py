@@ -25,6 +25,7 @@ import yaml
 
 from runtime.config import DEFAULT_GRPC_PORTS, SERVICE_NAMES, Settings
 from runtime.contracts import full_method_name, method_policy, services
+from runtime.health import CALLS_HEALTH_SERVICE
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "trading"
@@ -261,6 +262,12 @@ def test_probes_call_grpc_health_over_mutual_tls(objects: list[Obj]) -> None:
             timeout = float(command[command.index("--timeout") + 1])
             assert timeout < c[probe]["timeoutSeconds"], (name, probe)
             assert "grpc" not in c[probe] and "httpGet" not in c[probe]
+        # Ready means "takes calls", the name client-side balancing watches;
+        # alive means the whole health.
+        for probe in ("startupProbe", "readinessProbe"):
+            command = c[probe]["exec"]["command"]
+            assert command[command.index("--service") + 1] == CALLS_HEALTH_SERVICE, (name, probe)
+        assert "--service" not in c["livenessProbe"]["exec"]["command"], name
 
 
 def test_the_health_flags_the_probes_use_exist() -> None:

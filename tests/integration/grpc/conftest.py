@@ -43,6 +43,7 @@ from runtime.context import RequestContext, current_context, require_tenant
 from runtime.errors import ServiceError
 from runtime.grpc_client import ClientFactory
 from runtime.grpc_server import ServiceRunner
+from runtime.health import HealthMonitor
 from runtime.security.pki import ensure_pki
 from tests.support.security import all_scopes, as_user, secure_channel
 
@@ -227,6 +228,7 @@ class GrpcKit:
         metrics_port: int = -1,
         settings: Settings | None = None,
         tracer_provider: TracerProvider | None = None,
+        monitor: HealthMonitor | None = None,
     ) -> AsyncIterator[ServiceRunner]:
         """A ServiceRunner serving the given servicers on loopback, as the
         service of the first one (its certificate, its callers' tokens)."""
@@ -246,6 +248,7 @@ class GrpcKit:
             metrics_port=metrics_port,
             ready_poll_s=0.02,
             tracer_provider=tracer_provider,
+            monitor=monitor,
         )
         await runner.start()
         try:

@@ -19,6 +19,9 @@ from trading.identity.v1 import identity_service_pb2_grpc as id_grpc
 from runtime.context import use_context
 from runtime.errors import status
 from runtime.grpc_client import idempotency_metadata
+from runtime.health import HealthMonitor
+from tests.support.polling import eventually
+from tools.supervisor import health_probe
 
 TENANT = "0190b5d0-2222-7000-8000-000000000007"
 UNAVAILABLE = status(grpc.StatusCode.UNAVAILABLE, "replica going away")
@@ -52,27 +55,73 @@ async def _until_only(stub: Any, servicers: list[Any], survivor: int, timeout: f
     raise AssertionError(f"calls still reach other replicas after {timeout}s")
 
 
-async def test_calls_spread_over_replicas_and_skip_one_not_serving(kit: Any) -> None:
+async def test_calls_skip_a_replica_still_starting_then_spread_over_both(kit: Any) -> None:
     a, b = kit.identity(), kit.identity()
     a_state, a_ready = _switch()
+    a_state["ready"] = False  # replica a is starting: its dependencies are not ready yet
     settings = kit.settings()
     async with kit.server(a, ready_check=a_ready) as ra, kit.server(b) as rb:
         settings.service_addresses["identity"] = f"127.0.0.1:{ra.port},127.0.0.1:{rb.port}"
         async with kit.clients(settings) as clients:
             stub = clients.stub(id_grpc.IdentityServiceStub, "identity")
             with use_context(kit.user(TENANT)):
-                # Both replicas connect and report SERVING; then round_robin alternates.
+                await _until_only(stub, [a, b], survivor=1)
+                assert await _calls_per_replica(stub, [a, b], 20) == [0, 20]
+
+                a_state["ready"] = True  # ready: it takes calls, round_robin alternates
                 await _until_both(stub, [a, b])
                 counts = await _calls_per_replica(stub, [a, b], 20)
                 assert min(counts) >= 8, counts
 
-                a_state["ready"] = False  # replica a reports NOT_SERVING
+                # Taking calls is not withdrawn when a dependency goes away
+                # later: its calls answer for themselves (UNAVAILABLE where they
+                # need it), better than leaving no replica to answer.
+                a_state["ready"] = False
+                await asyncio.sleep(0.2)
+                assert min(await _calls_per_replica(stub, [a, b], 20)) >= 8
+
+
+async def test_a_replica_shutting_down_is_out_of_rotation_at_once(kit: Any) -> None:
+    a, b = kit.identity(), kit.identity()
+    settings = kit.settings()
+    async with kit.server(a) as ra, kit.server(b) as rb:
+        settings.service_addresses["identity"] = f"127.0.0.1:{ra.port},127.0.0.1:{rb.port}"
+        async with kit.clients(settings) as clients:
+            stub = clients.stub(id_grpc.IdentityServiceStub, "identity")
+            with use_context(kit.user(TENANT)):
+                await _until_both(stub, [a, b])
+                # What a SIGTERM does first: health NOT_SERVING, then a grace
+                # period for the calls in flight.
+                await ra.health.enter_graceful_shutdown()
                 took = await _until_only(stub, [a, b], survivor=1)
-                print(f"\nNOT_SERVING replica out of rotation after {took * 1000:.0f} ms")
+                print(f"\nreplica shutting down out of rotation after {took * 1000:.0f} ms")
                 assert took < 1.0
 
-                a_state["ready"] = True  # and back in once SERVING again
+
+async def test_a_replica_with_stuck_background_work_keeps_taking_calls(kit: Any) -> None:
+    """A stuck consumer turns a replica's whole health NOT_SERVING (operators
+    see it), but its RPCs still work, so balancing keeps it in the rotation."""
+    a, b = kit.identity(), kit.identity()
+    monitor = HealthMonitor()  # replica a's own: other tests' components do not count
+    settings = kit.settings()
+    quick = kit.settings()
+    quick.health.stuck_after_s = 0.05
+    async with kit.server(a, monitor=monitor, settings=quick) as ra, kit.server(b) as rb:
+        settings.service_addresses["identity"] = f"127.0.0.1:{ra.port},127.0.0.1:{rb.port}"
+        async with kit.clients(settings) as clients:
+            stub = clients.stub(id_grpc.IdentityServiceStub, "identity")
+            with use_context(kit.user(TENANT)):
                 await _until_both(stub, [a, b])
+                monitor.register("kafka:replica-test").failing("broker down")
+
+                async def stuck() -> bool:
+                    return (
+                        await health_probe(settings, "identity", f"127.0.0.1:{ra.port}")
+                    ).status == "NOT_SERVING"
+
+                await eventually(stuck, 5.0, "replica a NOT_SERVING")
+                counts = await _calls_per_replica(stub, [a, b], 20)
+                assert min(counts) >= 8, counts
 
 
 async def _until_both(stub: Any, servicers: list[Any], timeout: float = 5.0) -> None:
