@@ -58,10 +58,10 @@ from tools.supervisor import wait_serving
 
 pytestmark = [
     pytest.mark.integration,
-    # 21 service processes on 2 cores: beside the contract tests' running
-    # platform (CI's one session) the machine is overloaded and the other
-    # fault scenarios after it failed. .ci/run runs it alone, before the rest:
-    #   TRADING_TEST_REPLICAS=1 .venv/bin/pytest tests/faults/test_replica_failover.py -s
+    # 21 service processes on 2 cores: not beside the contract tests' platform,
+    # which runs for the whole of `./dev test`'s session. .ci/run runs it in a
+    # session of its own, before the rest:
+    #   TRADING_TEST_REPLICAS=1 ./dev test tests/faults/test_replica_failover.py -s
     pytest.mark.skipif(
         os.environ.get("TRADING_TEST_REPLICAS") != "1",
         reason="heavy (two replicas of every service): set TRADING_TEST_REPLICAS=1 and run it alone",
