@@ -75,6 +75,13 @@ def env_of(svc: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in env.items()}
 
 
+def settings_of(svc: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings a service's container reads from its environment."""
+    for key, value in env_of(svc).items():
+        monkeypatch.setenv(key, value)
+    return Settings()
+
+
 def test_every_application_service_is_built_and_started(services: dict[str, dict[str, Any]]) -> None:
     assert len(SERVICE_NAMES) == 11
     for name in SERVICE_NAMES:
@@ -215,10 +222,7 @@ def test_service_environment_parses_into_settings(
     services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in SERVICE_NAMES:
-        env = env_of(services[name])
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        s = Settings()
+        s = settings_of(services[name], monkeypatch)
         assert s.host == "0.0.0.0"
         # Not a development environment: nothing is generated in a service
         # (a missing secret or certificate stops it), plaintext is refused.
@@ -232,7 +236,7 @@ def test_service_environment_parses_into_settings(
         assert s.clickhouse.url.startswith("http://")
         assert s.postgres.dsn.startswith("postgresql://") and "@postgres:5432/" in s.postgres.dsn
         # Every service dials every other by compose host name, on its declared port.
-        assert json.loads(env["TRADING_SERVICE_ADDRESSES"]) == s.service_addresses
+        assert json.loads(env_of(services[name])["TRADING_SERVICE_ADDRESSES"]) == s.service_addresses
         for other in SERVICE_NAMES:
             assert s.address_of(other) == f"{other}:{DEFAULT_GRPC_PORTS[other]}"
         # The address host names are compose services, exposing that port.
@@ -382,10 +386,7 @@ def test_every_server_binds_all_interfaces_and_is_checked_where_it_listens(
     services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in SERVICE_NAMES:
-        env = env_of(services[name])
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        s = Settings()
+        s = settings_of(services[name], monkeypatch)
         assert s.host == "0.0.0.0"
         port = DEFAULT_GRPC_PORTS[name]
         # The server listens on every interface of its container, on its port ...
@@ -395,7 +396,7 @@ def test_every_server_binds_all_interfaces_and_is_checked_where_it_listens(
         checked = _flag(test, "--address")
         assert checked == s.address_of(name) and checked.rsplit(":", 1)[1] == str(port)
         assert _flag(test, "--callee") == name
-        for key in env:
+        for key in env_of(services[name]):
             monkeypatch.delenv(key)
     assert env_of(services["gateway"])["TRADING_GATEWAY__HOST"] == "0.0.0.0"
 
