@@ -150,7 +150,9 @@ class Handled:
         return [e.envelope.event_id for e in self.events]
 
 
-async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+async def until(predicate: Callable[[], bool], what: str | Callable[[], str], timeout: float = 10.0) -> None:
+    """Wait for ``predicate``; ``what`` names it (a callable: described as it stands at the deadline)."""
+
     async def probe() -> bool:
         return predicate()
 
@@ -455,7 +457,10 @@ async def test_feature_vectors_flow_to_decision_and_signals_go_out(infra_setting
             await harness.flush()
             signal, signal_payload = event(SIGNAL, tenant, symbol=symbol)
             await NatsPublisher(dc.nc, REGISTRY).publish(signal, payload=signal_payload)
-            await until(lambda: signals.ids() == [signal.event_id], "the signal")
+            await until(
+                lambda: signals.ids() == [signal.event_id],
+                lambda: f"the signal {signal.event_id} alone; received {signals.subjects} {signals.ids()}",
+            )
         finally:
             await harness.close()
         await no_error(ft, dc)
