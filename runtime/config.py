@@ -221,6 +221,12 @@ class MarketDataSettings(BaseModel):
     # Replicas: only the holder of the feed lease runs the feed; a standby
     # tries to take it this often (the failover time after a leader dies).
     lease_poll_s: float = Field(default=0.25, gt=0)
+    # How long the leader keeps the feed running while PostgreSQL does not
+    # answer it: a PostgreSQL outage must not stop the market (no standby can
+    # take the lease meanwhile either); only a leader cut off alone from
+    # PostgreSQL could overlap with a standby for this long, and consumers
+    # drop ticks whose sequence is not above the last (the contract).
+    lease_grace_s: float = Field(default=30.0, gt=0)
 
     @field_validator("feed_symbols", mode="before")
     @classmethod

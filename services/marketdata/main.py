@@ -77,7 +77,9 @@ async def build(resources: Resources, feed_settings: FeedSettings | None = None)
                     await runner.stop()
 
             # One replica at a time publishes ticks: the holder of the feed lease.
-            lease = AdvisoryLease(resources.postgres, FEED_LEASE, poll_s=settings.lease_poll_s)
+            lease = AdvisoryLease(
+                resources.postgres, FEED_LEASE, poll_s=settings.lease_poll_s, grace_s=settings.lease_grace_s
+            )
             leadership = asyncio.create_task(lease.run(lead), name="marketdata-feed-lease")
 
             async def stop_leading() -> None:
