@@ -75,11 +75,15 @@ class FeedControl:
         feed = FeedProcess(rate_per_s, process, address, f"http://127.0.0.1:{metrics_port}/metrics")
         self.current = feed
         deadline = time.monotonic() + timeout_s
-        while await check_health(settings, "marketdata", address) != 1:
+        # Up means publishing: SERVING, and holding the feed lease (only its
+        # holder runs the feed: services/marketdata/main.py).
+        while not (
+            await check_health(settings, "marketdata", address) == 1 and await _leading(feed.metrics_url)
+        ):
             if process.returncode is not None:
                 raise RuntimeError(f"feed process exited with {process.returncode}; see {log_path}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"feed process not SERVING after {timeout_s:.0f}s; see {log_path}")
+                raise RuntimeError(f"feed process not leading after {timeout_s:.0f}s; see {log_path}")
             await asyncio.sleep(0.1)
         return feed
 
@@ -95,6 +99,15 @@ class FeedControl:
             with contextlib.suppress(ProcessLookupError):
                 feed.process.kill()
             await feed.process.wait()
+
+
+async def _leading(metrics_url: str) -> bool:
+    """Does the marketdata process at ``metrics_url`` hold the feed lease?"""
+    try:
+        async with httpx.AsyncClient() as client:
+            return await counter(client, metrics_url, "trading_lease_held", {"lease": "marketdata.feed"}) == 1
+    except httpx.HTTPError:
+        return False
 
 
 async def counter(client: httpx.AsyncClient, url: str, name: str, labels: dict[str, str]) -> float:
