@@ -89,8 +89,12 @@ class AbortedCall(Exception):
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(f"{code.name}: {details}")
-        self.code = code
+        self._code = code
         self.details = details
+
+    def code(self) -> grpc.StatusCode:
+        """The status, as :meth:`runtime.errors.ServiceError.code` names it."""
+        return self._code
 
 
 @contextmanager
@@ -127,6 +131,6 @@ async def expect_error(call: Awaitable[Any], code: grpc.StatusCode) -> ServiceEr
         await call
     error = raised.value
     assert isinstance(error, ServiceError | AbortedCall)
-    got = error.code() if isinstance(error, ServiceError) else error.code
+    got = error.code()
     assert got == code, f"{got.name} != {code.name}: {error}"
     return error
