@@ -92,8 +92,9 @@ class AbortedCall(Exception):
         self._code = code
         self.details = details
 
+    @property
     def code(self) -> grpc.StatusCode:
-        """The status, as :meth:`runtime.errors.ServiceError.code` names it."""
+        """The status, as :attr:`runtime.errors.ServiceError.code` names it."""
         return self._code
 
 
@@ -131,6 +132,6 @@ async def expect_error(call: Awaitable[Any], code: grpc.StatusCode) -> ServiceEr
         await call
     error = raised.value
     assert isinstance(error, ServiceError | AbortedCall)
-    got = error.code()
+    got = error.code
     assert got == code, f"{got.name} != {code.name}: {error}"
     return error
