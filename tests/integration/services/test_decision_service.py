@@ -974,13 +974,18 @@ async def test_the_market_memory_answers_similar_states_and_signals_name_their_a
                 await platform.publish(event)
             last = group[-1].vector.tick_sequence
 
-            def decided(signals: list[pb.Signal], last: int = last) -> bool:
+            seen: list[int] = []
+
+            def decided(signals: list[pb.Signal], last: int = last, seen: list[int] = seen) -> bool:
+                seen[:] = [s.feature_tick_sequence for s in signals[:3]]
                 return bool(signals) and signals[0].feature_tick_sequence == last
 
+            # Generous: on a loaded CI machine the in-process services share
+            # the test's event loop with everything the session left running.
             newest = await eventually(
                 lambda: _signals(platform, tenant, symbol, decided),
-                timeout=15,
-                what=f"the signal of tick {last}",
+                timeout=60,
+                what=lambda: f"the signal of tick {last} (newest ticks: {seen})",  # noqa: B023 (awaited here)
             )
         return newest[0]
 
