@@ -157,7 +157,7 @@ async def vector_search(ctx: Context) -> list[Result]:
             method="closed loop through runtime.vectors.pgvector as decision (row-level security)",
             extra=facts, duration_s=_timed(started), floor="floor_tcp",
             notes=f"recall@32 against exact search: {facts['recall_at_32']}; 40-dimensional states of the"
-            " regime feed (services/decision/embedding.py), loaded under a scope of their own.",
+            " regime feed (services/decision/domain/embedding.py), loaded under a scope of their own.",
         )
     ]  # fmt: skip
 
@@ -617,25 +617,6 @@ SELECT symbol, toDate(ts) AS day,
 FROM ticks
 GROUP BY symbol, day
 ORDER BY symbol, day
-"""
-
-
-def _generate_sql(n: int) -> str:
-    """N synthetic ticks over _SYMBOL_COUNT symbols and _DAYS days, generated
-    inside ClickHouse (no rows cross the client): evenly spaced per symbol, a
-    random-walk-like price (sine drift plus hashed noise), random sizes."""
-    per_symbol = max(1, n // _SYMBOL_COUNT)
-    step_us = _DAYS * 86_400 * 1_000_000 // per_symbol
-    return f"""
-INSERT INTO ticks
-SELECT concat('SYM', toString(number % {_SYMBOL_COUNT})) AS symbol,
-       toDateTime64('{_FIRST_DATE.isoformat()} 00:00:00', 6, 'UTC')
-           + toIntervalMicrosecond(intDiv(number, {_SYMBOL_COUNT}) * {step_us}) AS ts,
-       toDecimal64(100 + (number % {_SYMBOL_COUNT}) * 10
-           + 5 * sin(intDiv(number, {_SYMBOL_COUNT}) / 5000)
-           + (cityHash64(number) % 10000) / 10000.0, 8) AS price,
-       toDecimal64((cityHash64(number, 1) % 100000) / 1000.0, 8) AS size
-FROM numbers({n})
 """
 
 

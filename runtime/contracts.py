@@ -25,7 +25,6 @@ from google.protobuf import descriptor, descriptor_pool, message, message_factor
 from trading.common.v1 import context_pb2, options_pb2
 
 # The root package of our contracts in the descriptor pool.
-CONTRACT_PACKAGE_PREFIX = "trading."
 
 
 @cache

@@ -85,12 +85,6 @@ def status(code: grpc.StatusCode, message: str, *details: Message) -> status_pb2
     return status_pb2.Status(code=code.value[0], message=message, details=[_pack(d) for d in details])
 
 
-def with_details(st: status_pb2.Status, *details: Message) -> status_pb2.Status:
-    """Append detail messages (e.g. a :func:`retry_info`) to a status in place and return it."""
-    st.details.extend(_pack(d) for d in details)
-    return st
-
-
 @dataclass(frozen=True, slots=True)
 class _Status(grpc.Status):
     """A ``grpc.Status`` value (grpcio only declares the interface)."""
@@ -101,11 +95,6 @@ class _Status(grpc.Status):
 
 
 # ---- field violations -------------------------------------------------------------------------
-
-
-class _FieldPathElement(Protocol):
-    field_name: str
-    subscript: Any
 
 
 class _ViolationProto(Protocol):

@@ -145,15 +145,6 @@ async def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
             return
 
 
-def wait_for_port_blocking(host: str, port: int, timeout: float = 10.0) -> None:
-    """Blocking twin of :func:`wait_for_port` for synchronous callers."""
-    deadline = time.monotonic() + timeout
-    while not port_answers(host, port, timeout=0.5):
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"nothing answers at {host}:{port} after {timeout:.1f}s")
-        time.sleep(0.02)
-
-
 # --------------------------------------------------------------------------- processes
 
 

@@ -50,7 +50,6 @@ CLIENT_LATENCY_BUCKETS: Final = (
 POSTGRES: Final = "postgres"
 REDIS: Final = "redis"
 CLICKHOUSE: Final = "clickhouse"
-STORES: Final = (POSTGRES, REDIS, CLICKHOUSE)
 
 # A client whose operation names are not from a small set (a bug) still
 # records, but stops caching children beyond this many.
