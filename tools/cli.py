@@ -175,10 +175,14 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def cmd_test(argv: list[str]) -> int:
-    """The whole test suite (servers are started by the tests' fixtures)."""
+    """The whole test suite (servers are started by the tests' fixtures);
+    ``--unit``: only the unit layer (pure logic and servicers on in-memory
+    adapters: no server, under a minute)."""
     from tools import protogen
 
     protogen.stage_third_party()
+    if "--unit" in argv:
+        argv = ["tests/unit", *(a for a in argv if a != "--unit")]
     return _run([sys.executable, "-m", "pytest", *argv])
 
 
@@ -287,7 +291,7 @@ def cmd_audit(argv: list[str]) -> int:
 
 # Sub-commands that hand their arguments to another program's own parser.
 PASSTHROUGH = {
-    "test": (cmd_test, "run the test suite (arguments go to pytest)"),
+    "test": (cmd_test, "run the test suite (arguments go to pytest; --unit: the unit layer only)"),
     "infra": (cmd_infra, "local servers: up | status | nats-config"),
     "security": (cmd_security, "init: PKI, secrets, NATS config, Redis ACL, PostgreSQL roles (idempotent)"),
     "bench": (cmd_bench, "benchmarks: --quick | --full (see bench/README.md)"),
