@@ -7,7 +7,7 @@
 - Aggregates: which entity an event is about ("order" + order id, "position"
   + symbol, ...), derived from the payload by one table, :data:`AGGREGATES`.
 - Replay: :class:`OrderReplay` rebuilds orders by running execution's own
-  state machine (services/execution/domain.py) over the inputs the stored
+  state machine (services/execution/domain/) over the inputs the stored
   events describe; :class:`PositionReplay` rebuilds positions with
   portfolio's own accounting (services/portfolio/domain.py) over the stored
   fills. :func:`compare_orders` and :func:`compare_positions` list how the
@@ -37,6 +37,7 @@ from runtime import decimals
 from runtime.messaging import EnvelopeError, decode_envelope, unpack
 from runtime.messaging.base import Registry
 from services.execution import domain as execution
+from services.execution.wire import order_from_proto
 from services.portfolio import domain as portfolio
 
 # ------------------------------------------------------------------ the hash chain
@@ -415,7 +416,7 @@ def order_input(payload: OrderPayload) -> execution.OrderInput:
 def initial_order(snapshot: execution_types.Order, tenant_id: str) -> execution.Order:
     """The NEW order (version 1) the first snapshot started from: its fixed
     fields, none of what later steps changed."""
-    seen = execution.order_from_proto(snapshot, tenant_id=tenant_id)
+    seen = order_from_proto(snapshot, tenant_id=tenant_id)
     return replace(
         seen,
         status=execution.OrderStatus.NEW,

@@ -74,11 +74,11 @@ from services.execution.domain import (
     apply_all,
     is_cancelable,
     new_order,
-    order_to_proto,
 )
 from services.execution.outbox import outbox_rows
 from services.execution.storage import Cursor, OrderFilter, OrderStore, StoredOrder, encode_filter
 from services.execution.venue import Venue
+from services.execution.wire import order_to_proto
 
 if TYPE_CHECKING:
     from nats.js.client import JetStreamContext

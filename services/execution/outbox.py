@@ -17,7 +17,8 @@ from trading.execution.v1 import types_pb2
 from runtime.context import current_context
 from runtime.messaging import new_envelope
 from runtime.outbox import KAFKA, NATS, OutboxRow, outbox_row
-from services.execution.domain import EventKind, OrderEvent, event_to_proto, status_changed_to_proto
+from services.execution.domain import EventKind, OrderEvent
+from services.execution.wire import event_to_proto, status_changed_to_proto
 
 PRODUCER = "execution"
 

@@ -61,9 +61,9 @@ from services.execution.domain import (
     day_session_end,
     expiry_due,
     on_quote,
-    quote_from_proto,
 )
 from services.execution.storage import OrderStore, ToOutbox
+from services.execution.wire import quote_from_proto
 
 log = logging.getLogger(__name__)
 

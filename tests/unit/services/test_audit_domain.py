@@ -20,6 +20,7 @@ from runtime.decimals import to_proto
 from runtime.messaging import decode_envelope, new_envelope, unpack
 from services.audit import domain
 from services.execution import domain as ex
+from services.execution import wire as ex_wire
 from services.portfolio import domain as pf
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -190,7 +191,7 @@ def _order(order_id: str, side: ex.Side, qty: str, tif: ex.TimeInForce = ex.Time
 def _events(order: ex.Order, inputs: list[ex.OrderInput]) -> tuple[ex.Order, list[domain.OrderPayload]]:
     """The order after `inputs` and the Kafka payloads execution emits for them."""
     final, emitted = ex.apply_all(order, inputs)
-    return final, [ex.event_to_proto(e) for e in emitted]
+    return final, [ex_wire.event_to_proto(e) for e in emitted]
 
 
 def _fill(n: int, price: str, qty: str) -> ex.ReportFill:
@@ -231,7 +232,7 @@ def test_orders_replay_to_the_live_snapshots_whatever_the_delivery_order() -> No
     for payload in [*events_b, *reversed(events_a), events_a[1], *events_c]:
         replay.add(payload)
     rebuilt = replay.rebuild()
-    live = [ex.order_to_proto(o) for o in (final_a, final_b, final_c)]
+    live = [ex_wire.order_to_proto(o) for o in (final_a, final_b, final_c)]
     assert domain.compare_orders(rebuilt, live) == []
     order_a = rebuilt[a].order
     assert order_a is not None and order_a.status is ex.OrderStatus.CANCELED
@@ -246,8 +247,8 @@ def test_order_differences_are_reported_field_by_field() -> None:
     replay = domain.OrderReplay(TENANT)
     for payload in events_a[:2]:  # the last fill is missing from the store
         replay.add(payload)
-    extra = ex.order_to_proto(_order(b, ex.Side.SELL, "1"))
-    diffs = domain.compare_orders(replay.rebuild(), [ex.order_to_proto(final_a), extra])
+    extra = ex_wire.order_to_proto(_order(b, ex.Side.SELL, "1"))
+    diffs = domain.compare_orders(replay.rebuild(), [ex_wire.order_to_proto(final_a), extra])
     fields = {(d.aggregate_id, d.field, d.kind) for d in diffs}
     mismatch = domain.DifferenceKind.VALUE_MISMATCH
     assert (a, "status", mismatch) in fields

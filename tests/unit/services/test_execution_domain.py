@@ -48,14 +48,15 @@ from services.execution.domain import (
     apply_all,
     day_session_end,
     derive_execution_id,
-    event_to_proto,
     expiry_due,
-    fill_from_proto,
-    fill_to_proto,
     is_cancelable,
     match_quote,
     new_order,
     on_quote,
+)
+from services.execution.wire import (
+    event_to_proto,
+    fill_to_proto,
     order_from_proto,
     order_to_proto,
     quote_from_proto,
@@ -607,7 +608,7 @@ def test_quote_from_proto() -> None:
     assert quote_from_proto(msg) == Quote("BTC-USD", D("64000.5"), D("1.25"), D("64001"), D("0.5"), 12)
 
 
-def test_fill_round_trips_with_fee() -> None:
+def test_fill_converts_to_the_contract_with_fee() -> None:
     _, (event,) = apply(
         accepted(),
         ReportFill(
@@ -622,7 +623,11 @@ def test_fill_round_trips_with_fee() -> None:
     assert event.fill is not None
     msg = fill_to_proto(event.fill)
     assert msg.fee.currency == "USD" and msg.fee.amount.value == "0.05"
-    assert fill_from_proto(msg) == event.fill
+    assert (msg.execution_id, msg.order_id, msg.symbol) == (event.fill.execution_id, ORDER_ID, "BTC-USD")
+    assert (msg.price.value, msg.quantity.value) == ("100", "1")
+    assert msg.side == common_types_pb2.SIDE_BUY and msg.liquidity == types_pb2.LIQUIDITY_TAKER
+    assert msg.executed_at.ToDatetime(tzinfo=UTC) == at(1)
+    protovalidate.validate(msg)
 
 
 def test_events_convert_to_their_contract_payloads_and_validate() -> None:
