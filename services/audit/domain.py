@@ -9,7 +9,7 @@
 - Replay: :class:`OrderReplay` rebuilds orders by running execution's own
   state machine (services/execution/domain/) over the inputs the stored
   events describe; :class:`PositionReplay` rebuilds positions with
-  portfolio's own accounting (services/portfolio/domain.py) over the stored
+  portfolio's own accounting (services/portfolio/domain/) over the stored
   fills. :func:`compare_orders` and :func:`compare_positions` list how the
   rebuilt state differs from the live one, exactly (Decimal equality).
 """

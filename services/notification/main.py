@@ -1,6 +1,6 @@
 """Wiring of the notification service: what it needs and what it serves.
 
-build() opens the webhook store (PostgreSQL), declares the NOTIFICATION job
+build() opens the webhook store (adapters.postgres), declares the NOTIFICATION job
 stream, and starts three consumers (see services.notification.delivery):
 
 - JetStream durable `notification-orders` on ``execution.orders.*.*``
@@ -35,6 +35,8 @@ from runtime.resources import Resources
 from runtime.security.secrets import get_secret
 from runtime.service import ServiceSpec
 from services.notification import domain, signing
+from services.notification.adapters.nats import JetStreamDeadLetterEntries, JetStreamDeliveryJobs
+from services.notification.adapters.postgres import PostgresWebhookStore
 from services.notification.api import NotificationApi
 from services.notification.delivery import (
     JOBS_STREAM,
@@ -42,12 +44,10 @@ from services.notification.delivery import (
     WORKER_CONSUMER,
     DeliveryWorker,
     FanOut,
-    JobPublisher,
     WebhookSender,
     jobs_stream_spec,
 )
 from services.notification.settings import NotificationSettings
-from services.notification.storage import WebhookStore
 
 NOTIFICATION_SERVICE = "trading.notification.v1.NotificationService"
 
@@ -76,7 +76,7 @@ async def build(
     js = nc.jetstream()
     await ensure_streams(js, [jobs_stream_spec()], replicas=resources.settings.nats.stream_replicas)
 
-    store = WebhookStore(resources.postgres)
+    store = PostgresWebhookStore(resources.postgres)
     configured = settings.secret_encryption_key
     if not configured and resources.settings.environment != "local":
         # The secret notification/webhook-key (environment or mounted file, e.g.
@@ -85,7 +85,7 @@ async def build(
     box = signing.SecretBox(signing.encryption_key(configured, resources.settings.environment))
     sender = WebhookSender(settings)
     resources.on_close(sender.close)
-    jobs = JobPublisher(js)
+    jobs = JetStreamDeliveryJobs(js)
     fan_out = FanOut(store, jobs)
     # WebhookDeliveryFailed goes through notification's outbox (closed after the workers stopped).
     relay = OutboxRelay(PostgresOutbox(resources.postgres, "notification"), kafka=resources.kafka_publisher)
@@ -134,7 +134,15 @@ async def build(
         retry=RetryPolicy(max_attempts=5, initial_backoff_s=0.2, max_backoff_s=5.0),
         client_id="notification",
     )
-    api = NotificationApi(store, box, sender, jobs, nc, stream_buffer=settings.stream_buffer)
+    api = NotificationApi(
+        store,
+        box,
+        sender,
+        jobs,
+        nc,
+        dead_letter_entries=JetStreamDeadLetterEntries(js),
+        stream_buffer=settings.stream_buffer,
+    )
     if settings.run_consumers:
         # Workers started first, stopped last (on_close runs last-registered-first).
         for subscriber in workers:

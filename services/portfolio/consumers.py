@@ -46,7 +46,7 @@ from runtime.messaging.nats import NatsPublisher
 from runtime.outbox import KAFKA, NATS, OutboxRelay, OutboxRow, outbox_row
 from runtime.storage.postgres import retry_transient
 from services.portfolio import domain
-from services.portfolio.storage import AppliedFill, FillRecord, PortfolioStore, QuoteCache
+from services.portfolio.ports import AppliedFill, BookStore, FillRecord, QuoteCache
 from services.portfolio.views import PortfolioViews, money, position_message
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ class FillConsumer:
 
     def __init__(
         self,
-        store: PortfolioStore,
+        store: BookStore,
         quotes: QuoteCache,
         relay: OutboxRelay | None,
         snapshots: SnapshotPublisher,

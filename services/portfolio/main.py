@@ -22,9 +22,10 @@ from runtime.outbox import OutboxRelay, PostgresOutbox
 from runtime.resources import Resources
 from runtime.service import ServiceSpec
 from services.portfolio import domain
+from services.portfolio.adapters.postgres import PostgresBookStore
+from services.portfolio.adapters.redis import RedisQuoteCache
 from services.portfolio.api import PortfolioApi
 from services.portfolio.consumers import FILL_EVENT, FillConsumer, SnapshotPublisher
-from services.portfolio.storage import PortfolioStore, QuoteCache
 from services.portfolio.views import PortfolioViews
 
 PORTFOLIO_SERVICE = "trading.portfolio.v1.PortfolioService"
@@ -42,8 +43,8 @@ async def build(
     assert resources.postgres is not None and resources.redis is not None
     assert resources.nats is not None and resources.nats_publisher is not None
     assert resources.kafka_publisher is not None
-    store = PortfolioStore(resources.postgres, starting_cash=starting_cash)
-    quotes = QuoteCache(resources.redis)
+    store = PostgresBookStore(resources.postgres, starting_cash=starting_cash)
+    quotes = RedisQuoteCache(resources.redis)
     views = PortfolioViews(store, quotes)
     snapshots = SnapshotPublisher(
         views, resources.nats_publisher, resources.kafka_publisher, interval_s=SNAPSHOT_INTERVAL_S

@@ -1,6 +1,8 @@
-"""The portfolio as the contract shows it: books from PostgreSQL, marked with
-the last quotes from Redis, valued by the domain and turned into
-`trading.portfolio.v1` messages. Shared by the API and the event publisher.
+"""The portfolio as the contract shows it: books (the BookStore port, PostgreSQL
+in production), marked with the last quotes (the QuoteCache port, Redis),
+valued by the domain and turned into `trading.portfolio.v1` messages. Shared
+by the API and the event publisher; also the one reading of a contract Quote
+as a mark (:func:`mark_of_quote`).
 
 Amounts go out rounded (half-even) to the contract's 12 fractional digits;
 inside, everything stays exact.
@@ -12,12 +14,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from trading.common.v1 import decimal_pb2
+from trading.common.v1 import decimal_pb2, market_pb2
 from trading.portfolio.v1 import types_pb2 as pb
 
 from runtime import decimals
 from services.portfolio import domain
-from services.portfolio.storage import Books, PortfolioStore, QuoteCache
+from services.portfolio.ports import Books, BookStore, QuoteCache
 
 
 def dec(value: Decimal) -> decimal_pb2.Decimal:
@@ -32,6 +34,21 @@ def timestamp(at: datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(at)
     return stamp
+
+
+def mark_of_quote(quote: market_pb2.Quote) -> domain.Mark | None:
+    """The mark of a quote: mid, else last trade price; timed by the exchange
+    time (the receive time when the feed gives none)."""
+    price = domain.mark_price(
+        decimals.from_proto(quote.bid_price),
+        decimals.from_proto(quote.ask_price),
+        decimals.from_proto(quote.last_price),
+    )
+    if price is None:
+        return None
+    stamp = quote.exchange_time if quote.HasField("exchange_time") else quote.receive_time
+    at = stamp.ToDatetime(tzinfo=UTC) if stamp.seconds or stamp.nanos else None
+    return domain.Mark(price, at)
 
 
 def position_message(value: domain.PositionValue, currency: str, updated_at: datetime | None) -> pb.Position:
@@ -84,7 +101,7 @@ def portfolio_message(
 class PortfolioViews:
     """Reads and values a tenant's portfolio."""
 
-    def __init__(self, store: PortfolioStore, quotes: QuoteCache) -> None:
+    def __init__(self, store: BookStore, quotes: QuoteCache) -> None:
         self._store = store
         self._quotes = quotes
 

@@ -367,7 +367,7 @@ async def settle(hot: Hot, tenant: str, timeout: float = 25.0) -> Settled:
 @dataclass
 class Book:
     """One symbol's position replayed from fills under portfolio's documented
-    rules (services/portfolio/domain.py), written out independently."""
+    rules (services/portfolio/domain/books.py), written out independently."""
 
     quantity: Decimal = ZERO
     average: Decimal | None = None

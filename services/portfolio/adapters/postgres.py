@@ -1,5 +1,5 @@
-"""Adapters of the portfolio service: its PostgreSQL books (schema `portfolio`)
-and the last-quote cache in Redis.
+"""The portfolio's books in PostgreSQL (schema `portfolio`): the
+:class:`services.portfolio.ports.BookStore` of production.
 
 Every query runs in :func:`runtime.storage.postgres.tenant_transaction`, so
 row-level security limits it to the tenant's rows even if a WHERE clause were
@@ -8,58 +8,15 @@ wrong.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
-from google.protobuf.message import DecodeError
-from redis.asyncio import Redis
-from trading.common.v1 import market_pb2
 
-from runtime import decimals
-from runtime.market_cache import quote_key
-from runtime.outbox import OutboxRow, OutboxWriter
+from runtime.outbox import OutboxWriter
 from runtime.storage.postgres import tenant_transaction
 from services.portfolio import domain
-
-
-@dataclass(frozen=True, slots=True)
-class Account:
-    """A tenant's cash; `version` counts the fills applied to its books."""
-
-    currency: str
-    cash: Decimal
-    version: int
-
-
-@dataclass(frozen=True, slots=True)
-class Books:
-    """A tenant's account and positions (all of them, flat ones included)."""
-
-    account: Account
-    positions: tuple[domain.Position, ...]
-    updated_at: dict[str, datetime]
-
-
-@dataclass(frozen=True, slots=True)
-class AppliedFill:
-    """What one newly applied fill did (None is returned for a duplicate)."""
-
-    outcome: domain.FillOutcome
-    account: Account
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class FillRecord:
-    """The identity of a fill event, recorded in processed_events."""
-
-    event_id: str
-    execution_id: str
-    order_id: str
-
+from services.portfolio.ports import Account, Announce, AppliedFill, Books, FillRecord
 
 _POSITION_COLUMNS = "symbol, quantity, average_price, realized_pnl, fees_paid, version, updated_at"
 
@@ -79,8 +36,10 @@ def _position(row: asyncpg.Record) -> domain.Position:
 OUTBOX = OutboxWriter("portfolio")
 
 
-class PortfolioStore:
-    """Positions, cash and processed fill events of every tenant."""
+class PostgresBookStore:
+    """Positions, cash and processed fill events of every tenant (tables
+    ``accounts``, ``positions``, ``processed_events``), PositionChanged rows
+    in portfolio's outbox."""
 
     def __init__(self, pool: asyncpg.Pool, *, starting_cash: Decimal = domain.DEFAULT_STARTING_CASH) -> None:
         self._pool = pool
@@ -97,7 +56,7 @@ class PortfolioStore:
         fill: domain.Fill,
         *,
         now: datetime | None = None,
-        announce: Callable[[AppliedFill], Sequence[OutboxRow]] | None = None,
+        announce: Announce | None = None,
     ) -> AppliedFill | None:
         """Apply one fill in one transaction: record the event, update the
         position and the cash, and add `announce`'s outbox rows. Returns None,
@@ -188,46 +147,3 @@ class PortfolioStore:
             positions=tuple(_position(r) for r in rows),
             updated_at={r["symbol"]: r["updated_at"] for r in rows},
         )
-
-
-# --------------------------------------------------------------------------- quotes
-
-
-def mark_of_quote(quote: market_pb2.Quote) -> domain.Mark | None:
-    """The mark of a quote: mid, else last trade price; timed by the exchange
-    time (the receive time when the feed gives none)."""
-    price = domain.mark_price(
-        decimals.from_proto(quote.bid_price),
-        decimals.from_proto(quote.ask_price),
-        decimals.from_proto(quote.last_price),
-    )
-    if price is None:
-        return None
-    stamp = quote.exchange_time if quote.HasField("exchange_time") else quote.receive_time
-    at = stamp.ToDatetime(tzinfo=UTC) if stamp.seconds or stamp.nanos else None
-    return domain.Mark(price, at)
-
-
-class QuoteCache:
-    """Reads the last quotes marketdata writes to Redis (`md:quote:{symbol}`)."""
-
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-
-    async def marks(self, symbols: Iterable[str]) -> dict[str, domain.Mark]:
-        """Marks of the symbols that have a usable quote; one round trip."""
-        wanted: Sequence[str] = sorted(set(symbols))
-        if not wanted:
-            return {}
-        values = await self._redis.mget([quote_key(s) for s in wanted])
-        marks: dict[str, domain.Mark] = {}
-        for symbol, raw in zip(wanted, values, strict=True):
-            if not isinstance(raw, bytes) or not raw:
-                continue  # missing (or a text value: not a serialized Quote)
-            try:
-                mark = mark_of_quote(market_pb2.Quote.FromString(raw))
-            except (DecodeError, ArithmeticError, ValueError):
-                continue  # a garbled cache entry: value at cost rather than fail the call
-            if mark is not None:
-                marks[symbol] = mark
-        return marks

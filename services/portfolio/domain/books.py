@@ -11,31 +11,26 @@ Rules (one position per tenant and symbol, one cash balance per tenant):
 - Cash moves by ``-signed quantity x price - fee`` per fill: buys cost, sells
   bring cash, fees always cost. A tenant starts with :data:`DEFAULT_STARTING_CASH`
   (1,000,000 USD) unless the service is configured otherwise.
-- Marking: a position is marked at the mid of the last quote, or at the last
-  trade price when one side is missing (the contract's choice). Without any
-  price it is valued at its average price (market value = cost basis,
-  unrealised PnL zero) and ``mark`` stays ``None``, so equity does not jump
-  before the first quote arrives.
 
 Numbers are :class:`decimal.Decimal` everywhere. Sums and products run in a
 100-digit context that traps ``Inexact``, so nothing is rounded silently. The
 one rounding is the re-weighted average price, which is a quotient and is
 kept to the contract's 12 fractional digits (half-even); realised PnL is then
 exact with respect to that stored average. Everything else (cash, quantity,
-equity) is exact, hence independent of the order of the fills.
+equity) is exact, hence independent of the order of the fills. Valuation at
+marks is :mod:`services.portfolio.domain.valuation`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
 from decimal import Decimal
 from typing import Final
 
 # The shared vocabulary, re-exported (the books' modules read it from here).
-from domain.positions import EXACT as _EXACT
+from domain.positions import EXACT as EXACT
 from domain.positions import WIRE_QUANTUM as WIRE_QUANTUM
 from domain.positions import ZERO as ZERO
 from domain.positions import Side as Side
@@ -86,7 +81,7 @@ class Fill:
     @property
     def cash_change(self) -> Decimal:
         """What the fill does to cash: ``-signed quantity x price - fee``."""
-        return _EXACT.subtract(_EXACT.minus(_EXACT.multiply(self.signed_quantity, self.price)), self.fee)
+        return EXACT.subtract(EXACT.minus(EXACT.multiply(self.signed_quantity, self.price)), self.fee)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +105,7 @@ class Position:
         """quantity x average price (negative for a short)."""
         if self.average_price is None:
             return ZERO
-        return _EXACT.multiply(self.quantity, self.average_price)
+        return EXACT.multiply(self.quantity, self.average_price)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +128,8 @@ def apply_fill(position: Position, fill: Fill) -> FillOutcome:
         position,
         quantity=change.quantity,
         average_price=change.average_price,
-        realized_pnl=_EXACT.add(position.realized_pnl, change.realized),
-        fees_paid=_EXACT.add(position.fees_paid, fill.fee),
+        realized_pnl=EXACT.add(position.realized_pnl, change.realized),
+        fees_paid=EXACT.add(position.fees_paid, fill.fee),
         version=position.version + 1,
     )
     return FillOutcome(after, position.quantity, change.realized, fill.fee, fill.cash_change)
@@ -145,89 +140,3 @@ def apply_fills(position: Position, fills: Iterable[Fill]) -> Position:
     for fill in fills:
         position = apply_fill(position, fill).position
     return position
-
-
-# --------------------------------------------------------------------------- marking
-
-
-@dataclass(frozen=True, slots=True)
-class Mark:
-    """A price to value a position at, and the time of the quote it came from."""
-
-    price: Decimal
-    at: datetime | None = None
-
-
-def mark_price(bid: Decimal, ask: Decimal, last: Decimal) -> Decimal | None:
-    """The mid when both sides are quoted, else the last trade price, else None.
-    Zero (an unset contract Decimal) counts as missing."""
-    if bid > 0 and ask > 0:
-        return _EXACT.divide(_EXACT.add(bid, ask), Decimal(2))  # halving a decimal is exact
-    if last > 0:
-        return last
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class PositionValue:
-    """A position valued at a mark (or at cost without one)."""
-
-    position: Position
-    mark: Mark | None
-    market_value: Decimal
-    cost_basis: Decimal
-    unrealized_pnl: Decimal
-
-
-def value_position(position: Position, mark: Mark | None) -> PositionValue:
-    cost = position.cost_basis
-    if not position.is_open:
-        return PositionValue(position, mark, ZERO, ZERO, ZERO)
-    if mark is None:
-        return PositionValue(position, None, cost, cost, ZERO)
-    market = _EXACT.multiply(position.quantity, mark.price)
-    return PositionValue(position, mark, market, cost, _EXACT.subtract(market, cost))
-
-
-@dataclass(frozen=True, slots=True)
-class PortfolioValue:
-    """Cash, the valued positions (all of them, closed ones included) and totals."""
-
-    cash: Decimal
-    positions: tuple[PositionValue, ...]
-    equity: Decimal
-    market_value: Decimal
-    gross_exposure: Decimal
-    total_realized_pnl: Decimal
-    total_unrealized_pnl: Decimal
-    total_fees: Decimal
-
-    @property
-    def open_positions(self) -> tuple[PositionValue, ...]:
-        return tuple(p for p in self.positions if p.position.is_open)
-
-
-def value_portfolio(
-    cash: Decimal, positions: Iterable[Position], marks: Mapping[str, Mark]
-) -> PortfolioValue:
-    """Value every position at its symbol's mark; positions ordered by symbol."""
-    valued = tuple(value_position(p, marks.get(p.symbol)) for p in sorted(positions, key=lambda p: p.symbol))
-    market = _sum(v.market_value for v in valued)
-    return PortfolioValue(
-        cash=cash,
-        positions=valued,
-        equity=_EXACT.add(cash, market),
-        market_value=market,
-        gross_exposure=_sum(_EXACT.abs(v.market_value) for v in valued),
-        total_realized_pnl=_sum(v.position.realized_pnl for v in valued),
-        total_unrealized_pnl=_sum(v.unrealized_pnl for v in valued),
-        total_fees=_sum(v.position.fees_paid for v in valued),
-    )
-
-
-def _sum(values: Iterable[Decimal]) -> Decimal:
-    """Exact sum (the builtin sum would round in the thread's default context)."""
-    total = ZERO
-    for value in values:
-        total = _EXACT.add(total, value)
-    return total

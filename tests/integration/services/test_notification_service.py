@@ -49,11 +49,12 @@ from runtime.messaging.nats import NatsPublisher
 from runtime.messaging.nats.deadletter import NatsDeadLetters
 from runtime.messaging.testing import EventCollector
 from runtime.resources import Resources
+from services.notification.adapters.nats import JetStreamDeliveryJobs
+from services.notification.adapters.postgres import PostgresWebhookStore
 from services.notification.api import NotificationApi
-from services.notification.delivery import FanOut, JobPublisher
+from services.notification.delivery import FanOut
 from services.notification.main import NOTIFICATION_SERVICE, ConsumerNames, make_spec
 from services.notification.settings import NotificationSettings
-from services.notification.storage import WebhookStore
 from tests.support.nats import connect_harness
 from tests.support.polling import eventually
 from tests.support.security import service_channel, user_md
@@ -487,7 +488,7 @@ async def test_risk_and_portfolio_events_reach_webhooks_through_kafka(
     assert len(receiver.received()) == 1
 
 
-class CountingJobs(JobPublisher):
+class CountingJobs(JetStreamDeliveryJobs):
     """The real job publisher, counting the jobs it is asked to publish."""
 
     def __init__(self, js: Any) -> None:
@@ -511,7 +512,7 @@ async def test_an_event_seen_again_after_the_duplicate_window_makes_no_second_jo
     envelope, payload = position_opened(tenant)
     await h.kafka.publish(envelope, payload=payload)
     await receiver.wait_for(1)
-    store = WebhookStore(pg_pool)
+    store = PostgresWebhookStore(pg_pool)
 
     async def recorded() -> bool:
         return await store.webhooks_for(tenant, position, event_id=envelope.event_id) == []

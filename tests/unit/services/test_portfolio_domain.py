@@ -4,7 +4,9 @@ properties (hypothesis). Every number is a Decimal; none passes through float.""
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
+import pkgutil
 from dataclasses import dataclass
 from decimal import Decimal as D
 
@@ -196,10 +198,18 @@ def test_flat_position_values_to_zero() -> None:
 
 
 def test_domain_uses_no_float() -> None:
-    tree = ast.parse(inspect.getsource(domain))
+    modules = [
+        domain,
+        *(
+            importlib.import_module(m.name)
+            for m in pkgutil.iter_modules(domain.__path__, "services.portfolio.domain.")
+        ),
+    ]
+    assert len(modules) > 2  # the package and its modules
     floats = [
-        n
-        for n in ast.walk(tree)
+        (module.__name__, n)
+        for module in modules
+        for n in ast.walk(ast.parse(inspect.getsource(module)))
         if (isinstance(n, ast.Constant) and isinstance(n.value, float))
         or (isinstance(n, ast.Name) and n.id == "float")
     ]

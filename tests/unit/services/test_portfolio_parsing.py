@@ -18,7 +18,7 @@ from runtime.messaging import Delivery, Event, Transport, new_envelope, uuid7
 from runtime.storage.postgres import tenant_rls_sql
 from services.portfolio import domain
 from services.portfolio.consumers import parse_fill
-from services.portfolio.storage import mark_of_quote
+from services.portfolio.views import mark_of_quote
 
 MIGRATIONS = Path(__file__).parents[3] / "services" / "portfolio" / "migrations"
 

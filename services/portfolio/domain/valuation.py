@@ -1,0 +1,101 @@
+"""Pure portfolio valuation: positions and the portfolio marked to market. No I/O.
+
+Marking: a position is marked at the mid of the last quote, or at the last
+trade price when one side is missing (the contract's choice). Without any
+price it is valued at its average price (market value = cost basis,
+unrealised PnL zero) and ``mark`` stays ``None``, so equity does not jump
+before the first quote arrives. Sums and products are exact (the 100-digit
+context of :mod:`domain.positions` trapping ``Inexact``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from services.portfolio.domain.books import EXACT, ZERO, Position
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A price to value a position at, and the time of the quote it came from."""
+
+    price: Decimal
+    at: datetime | None = None
+
+
+def mark_price(bid: Decimal, ask: Decimal, last: Decimal) -> Decimal | None:
+    """The mid when both sides are quoted, else the last trade price, else None.
+    Zero (an unset contract Decimal) counts as missing."""
+    if bid > 0 and ask > 0:
+        return EXACT.divide(EXACT.add(bid, ask), Decimal(2))  # halving a decimal is exact
+    if last > 0:
+        return last
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PositionValue:
+    """A position valued at a mark (or at cost without one)."""
+
+    position: Position
+    mark: Mark | None
+    market_value: Decimal
+    cost_basis: Decimal
+    unrealized_pnl: Decimal
+
+
+def value_position(position: Position, mark: Mark | None) -> PositionValue:
+    cost = position.cost_basis
+    if not position.is_open:
+        return PositionValue(position, mark, ZERO, ZERO, ZERO)
+    if mark is None:
+        return PositionValue(position, None, cost, cost, ZERO)
+    market = EXACT.multiply(position.quantity, mark.price)
+    return PositionValue(position, mark, market, cost, EXACT.subtract(market, cost))
+
+
+@dataclass(frozen=True, slots=True)
+class PortfolioValue:
+    """Cash, the valued positions (all of them, closed ones included) and totals."""
+
+    cash: Decimal
+    positions: tuple[PositionValue, ...]
+    equity: Decimal
+    market_value: Decimal
+    gross_exposure: Decimal
+    total_realized_pnl: Decimal
+    total_unrealized_pnl: Decimal
+    total_fees: Decimal
+
+    @property
+    def open_positions(self) -> tuple[PositionValue, ...]:
+        return tuple(p for p in self.positions if p.position.is_open)
+
+
+def value_portfolio(
+    cash: Decimal, positions: Iterable[Position], marks: Mapping[str, Mark]
+) -> PortfolioValue:
+    """Value every position at its symbol's mark; positions ordered by symbol."""
+    valued = tuple(value_position(p, marks.get(p.symbol)) for p in sorted(positions, key=lambda p: p.symbol))
+    market = _sum(v.market_value for v in valued)
+    return PortfolioValue(
+        cash=cash,
+        positions=valued,
+        equity=EXACT.add(cash, market),
+        market_value=market,
+        gross_exposure=_sum(EXACT.abs(v.market_value) for v in valued),
+        total_realized_pnl=_sum(v.position.realized_pnl for v in valued),
+        total_unrealized_pnl=_sum(v.unrealized_pnl for v in valued),
+        total_fees=_sum(v.position.fees_paid for v in valued),
+    )
+
+
+def _sum(values: Iterable[Decimal]) -> Decimal:
+    """Exact sum (the builtin sum would round in the thread's default context)."""
+    total = ZERO
+    for value in values:
+        total = EXACT.add(total, value)
+    return total
