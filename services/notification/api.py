@@ -2,7 +2,8 @@
 
 The tenant comes from the call's metadata, never from the request; another
 tenant's webhooks and dead letters are invisible (NOT_FOUND), enforced by
-row-level security underneath.
+the storage port underneath (services.notification.ports; row-level security
+in PostgreSQL).
 
 Subscribe relays the tenant's events live: core NATS subscriptions on the
 tenant's own subjects (``execution.orders.{tenant}.*``,
@@ -30,7 +31,6 @@ from google.protobuf import timestamp_pb2
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.client import JetStreamContext
 from trading.notification.v1 import notification_service_pb2 as pb
 from trading.notification.v1 import types_pb2
 
@@ -41,10 +41,15 @@ from runtime.errors import FieldViolation, ServiceError, domain_error, invalid_a
 from runtime.messaging import EnvelopeError, decode_envelope, uuid7
 from runtime.messaging import headers as h
 from runtime.messaging.consuming import decode
-from runtime.messaging.nats.streams import DLQ_STREAM
 from services.notification import domain, signing
-from services.notification.delivery import JobPublisher, WebhookSender, dead_letter_message, is_subject_token
-from services.notification.storage import WebhookRow, WebhookStore
+from services.notification.delivery import dead_letter_message, is_subject_token
+from services.notification.ports import (
+    DeadLetterEntries,
+    DeliveryJobs,
+    TargetResolver,
+    WebhookRow,
+    WebhookStore,
+)
 from services.notification.targets import TargetRefusedError
 
 log = logging.getLogger(__name__)
@@ -123,21 +128,20 @@ class NotificationApi:
         self,
         store: WebhookStore,
         box: signing.SecretBox,
-        sender: WebhookSender,
-        jobs: JobPublisher,
+        sender: TargetResolver,
+        jobs: DeliveryJobs,
         nats_client: NatsClient,
         *,
+        dead_letter_entries: DeadLetterEntries,
         stream_buffer: int = 1000,
-        dlq_stream: str = DLQ_STREAM,
     ) -> None:
         self._store = store
         self._box = box
         self._sender = sender
         self._jobs = jobs
         self._nats = nats_client
-        self._js: JetStreamContext = nats_client.jetstream()
+        self._dead_letter_entries = dead_letter_entries
         self._stream_buffer = stream_buffer
-        self._dlq_stream = dlq_stream
         self._registry = event_registry()
         self.active_streams = 0
         # The Kafka consumer of risk/portfolio events (tests wait for its assignment).
@@ -251,7 +255,7 @@ class NotificationApi:
         if dropped is None:
             raise _not_found("webhook", "WEBHOOK_NOT_FOUND", request.webhook_id)
         for seq in dropped:
-            await self._delete_dlq_entry(seq)
+            await self._dead_letter_entries.delete(seq)
         log.info(
             "webhook %s of tenant %s deleted (%d dead letters dropped)",
             request.webhook_id,
@@ -299,15 +303,8 @@ class NotificationApi:
                 dead_letter_id=letter.dead_letter_id,
             )
         if letter.dlq_seq is not None:
-            await self._delete_dlq_entry(letter.dlq_seq)
+            await self._dead_letter_entries.delete(letter.dlq_seq)
         log.info(
             "dead letter %s of tenant %s redriven as delivery %s", letter.dead_letter_id, tenant, delivery_id
         )
         return pb.RedriveDeadLetterResponse(delivery_id=delivery_id)
-
-    async def _delete_dlq_entry(self, seq: int) -> None:
-        """Best effort: the platform DLQ's copy of a dead letter that is done with."""
-        try:
-            await self._js.delete_msg(self._dlq_stream, seq)
-        except (TimeoutError, nats.errors.Error) as exc:
-            log.info("DLQ entry %d not deleted (already gone?): %r", seq, exc)

@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -63,8 +62,8 @@ from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats.streams import DLQ_STREAM, DLQ_SUBJECT_PREFIX, StreamSpec
 from runtime.outbox import KAFKA, OutboxRelay, outbox_row
 from services.notification import domain, signing
+from services.notification.ports import DeadLetterRow, DeliveryJobs, WebhookRow, WebhookStore
 from services.notification.settings import NotificationSettings
-from services.notification.storage import DeadLetterRow, WebhookRow, WebhookStore
 from services.notification.targets import (
     ResolvedTarget,
     TargetRefusedError,
@@ -245,36 +244,6 @@ class WebhookSender:
 # ------------------------------------------------------------------------------------ jobs
 
 
-class JobPublisher:
-    """Publishes delivery jobs to the NOTIFICATION stream."""
-
-    def __init__(self, js: JetStreamContext) -> None:
-        self._js = js
-
-    async def publish(
-        self,
-        envelope_bytes: bytes,
-        headers: Mapping[str, str],
-        *,
-        tenant_id: str,
-        webhook_id: str,
-        msg_id: str,
-        dead_letter_id: str = "",
-    ) -> str:
-        """Publish one job; returns its delivery id."""
-        delivery_id = str(uuid7())
-        job_headers = {k: v for k, v in h.without_dlq(headers).items() if not k.startswith("x-notification-")}
-        job_headers[HEADER_WEBHOOK_ID] = webhook_id
-        job_headers[HEADER_DELIVERY_ID] = delivery_id
-        if dead_letter_id:
-            job_headers[HEADER_DEAD_LETTER_ID] = dead_letter_id
-        job_headers[h.NATS_MSG_ID] = msg_id
-        await self._js.publish(
-            job_subject(tenant_id, webhook_id), envelope_bytes, stream=JOBS_STREAM, headers=job_headers
-        )
-        return delivery_id
-
-
 # How long fanned-out event ids are remembered (the jobs stream keeps jobs 7 days).
 FANNED_OUT_RETENTION = timedelta(days=7)
 # Every this many fanned-out events, the current tenant's old records are pruned.
@@ -290,7 +259,7 @@ class FanOut:
     redelivered later (a producer's outbox relay publishing again after a
     crash) makes no second delivery either."""
 
-    def __init__(self, store: WebhookStore, jobs: JobPublisher) -> None:
+    def __init__(self, store: WebhookStore, jobs: DeliveryJobs) -> None:
         self._store = store
         self._jobs = jobs
         self._recorded = 0

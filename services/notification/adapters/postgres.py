@@ -1,4 +1,5 @@
-"""PostgreSQL storage of webhooks and their dead letters (schema `notification`).
+"""PostgreSQL storage of webhooks and their dead letters (schema `notification`):
+the WebhookStore port of services.notification.ports.
 
 Every query runs in `tenant_transaction`, so row-level security limits it to
 one tenant's rows whoever calls it (API or delivery worker).
@@ -9,45 +10,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from runtime.outbox import OutboxRow, OutboxWriter
 from runtime.storage.postgres import tenant_transaction
+from services.notification.ports import DeadLetterRow, DuplicateIdError, WebhookRow
 
 # Notification's outbox (runtime/outbox.py): WebhookDeliveryFailed, written with its dead letter.
 OUTBOX = OutboxWriter("notification")
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookRow:
-    webhook_id: str
-    url: str
-    event_types: tuple[str, ...]
-    description: str
-    secret_sealed: bytes
-    secret_prefix: str
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterRow:
-    dead_letter_id: str
-    webhook_id: str
-    delivery_id: str
-    url: str
-    event_id: str
-    event_type: str
-    attempts: int
-    last_error: str
-    last_http_status: int
-    first_attempt_at: datetime
-    last_attempt_at: datetime
-    dead_lettered_at: datetime
-    envelope: bytes
-    dlq_seq: int | None = None
 
 
 _WEBHOOK_COLUMNS = "webhook_id, url, event_types, description, secret_sealed, secret_prefix, created_at"
@@ -88,8 +60,8 @@ def _dead_letter(row: asyncpg.Record) -> DeadLetterRow:
     )
 
 
-class WebhookStore:
-    """Webhooks and dead letters, one tenant at a time."""
+class PostgresWebhookStore:
+    """The WebhookStore port (services.notification.ports) on PostgreSQL."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -98,18 +70,21 @@ class WebhookStore:
 
     async def create_webhook(self, tenant_id: str, webhook: WebhookRow) -> None:
         async with tenant_transaction(self._pool, tenant_id) as conn:
-            await conn.execute(
-                f"INSERT INTO notification.webhooks (tenant_id, {_WEBHOOK_COLUMNS}) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                tenant_id,
-                uuid.UUID(webhook.webhook_id),
-                webhook.url,
-                list(webhook.event_types),
-                webhook.description,
-                webhook.secret_sealed,
-                webhook.secret_prefix,
-                webhook.created_at,
-            )
+            try:
+                await conn.execute(
+                    f"INSERT INTO notification.webhooks (tenant_id, {_WEBHOOK_COLUMNS}) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    tenant_id,
+                    uuid.UUID(webhook.webhook_id),
+                    webhook.url,
+                    list(webhook.event_types),
+                    webhook.description,
+                    webhook.secret_sealed,
+                    webhook.secret_prefix,
+                    webhook.created_at,
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise DuplicateIdError(f"webhook {webhook.webhook_id} exists") from exc
 
     async def list_webhooks(self, tenant_id: str, limit: int, before: str | None) -> list[WebhookRow]:
         """Newest first; `before` is the last id of the previous page."""
@@ -212,6 +187,8 @@ class WebhookStore:
                 )
             except asyncpg.ForeignKeyViolationError:
                 return False
+            except asyncpg.UniqueViolationError as exc:
+                raise DuplicateIdError(f"dead letter {letter.dead_letter_id} exists") from exc
             await OUTBOX.add_rows(conn, events)
         return True
 

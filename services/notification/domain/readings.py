@@ -1,21 +1,10 @@
-"""What notification delivers, and how an event reads as a notification.
+"""How an event reads as a notification (title, body, kind, severity).
 
-Pure functions: no I/O. The delivered event types are the tenant-scoped
-events of orders (with their fills), risk and the portfolio:
-
-- ``trading.execution.v1.OrderStatusChanged``: every order state change; one
-  that carries a fill is a FILL notification. (The Kafka-only
-  OrderFillReported carries the same fill: notification takes fills from the
-  order updates, which are durable on JetStream.)
-- the four ``trading.risk.v1`` events (refusals, trading state, limits, alerts);
-- ``trading.portfolio.v1.PositionChanged`` (snapshots are state, not news).
-"""
+Pure functions: no I/O."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import TypeAlias
 
 from google.protobuf import message as pb_message
@@ -28,20 +17,7 @@ from trading.risk.v1 import events_pb2 as risk_events
 from trading.risk.v1 import risk_service_pb2 as risk_types
 
 from runtime.messaging import uuid7
-
-ORDER_STATUS_CHANGED = execution_events.OrderStatusChanged.DESCRIPTOR.full_name
-ORDER_RISK_REJECTED = risk_events.OrderRiskRejected.DESCRIPTOR.full_name
-TRADING_STATE_CHANGED = risk_events.TradingStateChanged.DESCRIPTOR.full_name
-LIMITS_CHANGED = risk_events.LimitsChanged.DESCRIPTOR.full_name
-RISK_ALERT = risk_events.RiskAlert.DESCRIPTOR.full_name
-POSITION_CHANGED = portfolio_events.PositionChanged.DESCRIPTOR.full_name
-
-ORDER_EVENT_TYPES = (ORDER_STATUS_CHANGED,)
-RISK_EVENT_TYPES = (ORDER_RISK_REJECTED, TRADING_STATE_CHANGED, LIMITS_CHANGED, RISK_ALERT)
-PORTFOLIO_EVENT_TYPES = (POSITION_CHANGED,)
-DELIVERED_EVENT_TYPES: frozenset[str] = frozenset(
-    ORDER_EVENT_TYPES + RISK_EVENT_TYPES + PORTFOLIO_EVENT_TYPES
-)
+from services.notification.domain.events import ORDER_STATUS_CHANGED, POSITION_CHANGED, RISK_EVENT_TYPES
 
 Kind: TypeAlias = pb.NotificationKind.ValueType
 Severity: TypeAlias = pb.Severity.ValueType
@@ -173,28 +149,3 @@ def to_notification(envelope: event_pb2.EventEnvelope, payload: pb_message.Messa
     if envelope.HasField("occurred_at"):
         notification.occurred_at.CopyFrom(envelope.occurred_at)
     return notification
-
-
-def wanted(notification: pb.Notification, kinds: Collection[int], min_severity: int) -> bool:
-    """Does a Subscribe filter (kinds: empty = all; min severity: 0 = all) pass it?"""
-    if kinds and notification.kind not in kinds:
-        return False
-    return notification.severity >= min_severity
-
-
-def webhook_wants(event_types: Collection[str], event_type: str) -> bool:
-    """Does a webhook subscribed to `event_types` (empty = every delivered type) get it?"""
-    if event_type not in DELIVERED_EVENT_TYPES:
-        return False
-    return not event_types or event_type in event_types
-
-
-# Producers' clocks may run a little ahead of or behind ours.
-CLOCK_SKEW = timedelta(seconds=5)
-
-
-def after_registration(webhook_created_at: datetime, occurred_at: datetime | None) -> bool:
-    """Is the event new to the webhook? A webhook gets the events that happen
-    after it is registered, not a backlog (e.g. a new consumer reading a
-    stream from its start). Events without a time count as new."""
-    return occurred_at is None or occurred_at >= webhook_created_at - CLOCK_SKEW

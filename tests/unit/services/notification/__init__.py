@@ -1,0 +1,1 @@
+"""Unit tests of the notification service on its in-memory adapters."""
