@@ -45,7 +45,7 @@ BASELINE_FEED_RATE = 50.0
 # - decision loads the cached models instead of training at start.
 SERVICE_ENV = {
     "TRADING_GATEWAY__RATE_LIMIT_REQUESTS": "1000000000",
-    "TRADING_DECISION_TRAIN_IF_MISSING": "false",
+    "TRADING_DECISION__TRAIN_IF_MISSING": "false",
 }
 
 

@@ -39,10 +39,11 @@ import numpy.typing as npt
 from google.protobuf import message as pb_message
 from prometheus_client import Counter, Gauge
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 from trading.analytics.v1 import events_pb2 as analytics_events
 from trading.common.v1 import event_pb2
 
+from runtime.config import section_config
 from runtime.messaging import new_envelope
 from runtime.messaging.base import Publisher
 from runtime.tasks import stop_task
@@ -61,23 +62,25 @@ CLUSTERED = Gauge(
 
 
 class CorrelationSettings(BaseSettings):
-    """The correlation task (env ``TRADING_ANALYTICS_CORRELATION_...``)."""
+    """The correlation task: the ``analytics.correlation`` section of the
+    settings tree (env ``TRADING_ANALYTICS__CORRELATION__<FIELD>``)."""
 
-    model_config = SettingsConfigDict(env_prefix="TRADING_ANALYTICS_CORRELATION_", extra="ignore")
+    model_config = section_config("analytics.correlation")
 
-    # How often the clusters are computed and published; 0 turns the task off.
     interval_s: float = Field(default=300.0, ge=0)
-    # Bars of this window (ending now) are compared, at this bar interval.
+    """How often the clusters are computed and published; 0 turns the task off."""
     window_s: float = Field(default=6 * 3600.0, gt=0)
+    """Bars of this window (ending now) are compared."""
     bar: Literal["1s", "1m", "1h"] = "1m"
-    # Two instruments are linked when their returns' correlation is at least this.
+    """The bar interval whose returns are compared."""
     threshold: float = Field(default=0.8, ge=0, le=1)
-    # Fewer common returns than this say nothing: the pair is not linked.
+    """Two instruments are linked when their returns' correlation is at least this."""
     min_returns: int = Field(default=30, ge=3)
-    # At most this many instruments (the most traded bars) are compared.
+    """Fewer common returns than this say nothing: the pair is not linked."""
     max_symbols: int = Field(default=500, ge=2)
-    # Budget of the bar query.
+    """At most this many instruments (the most traded bars) are compared."""
     query_timeout_s: float = Field(default=10.0, gt=0)
+    """Budget of the bar query."""
 
 
 @dataclass(frozen=True, slots=True)

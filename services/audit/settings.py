@@ -1,38 +1,41 @@
-"""Settings of the audit service (env prefix ``TRADING_AUDIT_``), e.g.
-``TRADING_AUDIT_CONSUMER_GROUP=audit.events`` or
-``TRADING_AUDIT_EXCLUDE_TOPICS='["trading.marketdata.ticks"]'``."""
+"""Settings of the audit service: the ``audit`` section of the settings tree
+(runtime.config.sections), env ``TRADING_AUDIT__<FIELD>``, e.g.
+``TRADING_AUDIT__CONSUMER_GROUP=audit.events`` or
+``TRADING_AUDIT__EXCLUDE_TOPICS='["trading.marketdata.ticks"]'``."""
 
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
+
+from runtime.config import section_config
 
 
 class AuditSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TRADING_AUDIT_", extra="ignore")
+    model_config = section_config("audit")
 
-    # Kafka consumer group of the store's consumer (one per deployment).
     consumer_group: str = "audit.events"
-    # Topics of the event registry not to store (default: none, every topic
-    # is audited). Meant for deployments whose market data volume would
-    # outgrow one chain; the requirement is to keep everything.
+    """Kafka consumer group of the store's consumer (one per deployment)."""
     exclude_topics: list[str] = Field(default_factory=list)
-    # The consumer appends a batch when it holds this many events, or when its
-    # first event has waited this long; each tenant's part of a batch is one
-    # transaction (one chain lock, one INSERT).
+    """Topics of the event registry not to store (default: none, every topic is audited). Meant for
+    deployments whose market data volume would outgrow one chain; the requirement is to keep
+    everything."""
     batch_max_events: int = Field(default=1000, ge=1)
+    """The consumer appends a batch when it holds this many events, or when its first event has waited
+    `batch_max_interval_s`; each tenant's part of a batch is one transaction (one chain lock, one
+    INSERT)."""
     batch_max_interval_s: float = Field(default=0.1, gt=0)
-    # Records read per round trip by VerifyChain and ReplayTenant.
+    """The longest a batch's first event waits before the batch is appended (also the lineage consumer's)."""
     read_batch: int = Field(default=2000, ge=10)
-    # Seconds an append (a batch, then each of its events) is retried while
-    # PostgreSQL is unavailable, before the per-event attempts (and then the
-    # dead-letter topic) take over.
+    """Records read per round trip by VerifyChain and ReplayTenant."""
     transient_retry_s: float = Field(default=60.0, gt=0)
-    # Deadline of each call to execution and portfolio during a replay.
+    """Seconds an append (a batch, then each of its events) is retried while PostgreSQL is unavailable,
+    before the per-event attempts (and then the dead-letter topic) take over."""
     live_call_timeout_s: float = Field(default=10.0, gt=0)
-    # Kafka consumer group of the lineage graph's consumer (lineage.py); it
-    # writes a batch at this many events or after batch_max_interval_s.
+    """Deadline of each call to execution and portfolio during a replay."""
     lineage_group: str = "audit.lineage"
+    """Kafka consumer group of the lineage graph's consumer (lineage.py)."""
     lineage_batch_max_events: int = Field(default=2000, ge=1)
-    # GetLineage: entities one page may reach (beyond: `truncated`).
+    """The lineage consumer writes a batch at this many events, or after `batch_max_interval_s`."""
     lineage_max_nodes: int = Field(default=10_000, ge=100)
+    """GetLineage: entities one page may reach (beyond: `truncated`)."""

@@ -1,7 +1,7 @@
 """Wiring of the decision service: what it needs and what it serves, the
 models it loads (the promoted versions, training the default set first when
 none is promoted; shadow versions beside them) and the feature-vector
-consumer it runs (DecisionSettings, env TRADING_DECISION_*), and its market
+consumer it runs (DecisionSettings, env TRADING_DECISION__*), and its market
 memory on the vector store (runtime.vectors: pgvector, or Weaviate when
 TRADING_VECTORS__WEAVIATE_URL is set)."""
 

@@ -342,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m services.decision.models", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
-        "--model-dir", type=Path, help="default: TRADING_DECISION_MODEL_DIR or <var_dir>/models"
+        "--model-dir", type=Path, help="default: TRADING_DECISION__MODEL_DIR or <var_dir>/models"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="every version, its gate decision, and the pointers")

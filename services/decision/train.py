@@ -207,7 +207,7 @@ def series_of(
     """Every symbol's vectors from the configured source (`progress` told after each symbol)."""
     if cfg.source == "replay":
         if cfg.replay_file is None:
-            raise ValueError("source 'replay' needs replay_file (TRADING_DECISION_TRAIN_REPLAY_FILE)")
+            raise ValueError("source 'replay' needs replay_file (TRADING_DECISION__TRAIN__REPLAY_FILE)")
         by_symbol: dict[str, list[RawTick]] = {}
         for chunk in replay_ticks(cfg.replay_file, source="training"):
             for raw in chunk:
@@ -516,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m services.decision.train", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
-        "--model-dir", type=Path, help="default: TRADING_DECISION_MODEL_DIR or <var_dir>/models"
+        "--model-dir", type=Path, help="default: TRADING_DECISION__MODEL_DIR or <var_dir>/models"
     )
     parser.add_argument("--source", choices=("regime", "gbm", "replay"), help="where the ticks come from")
     parser.add_argument("--replay-file", type=Path, help="tick file (CSV/Parquet) for --source replay")

@@ -9,7 +9,7 @@ rotation still issues tokens that verify until they expire. GetJwks publishes
 the current key first, then every retired key not yet past ``publish_until``.
 
 Private keys are stored AES-256-GCM encrypted (the key id as associated data)
-under a key-encryption key (KEK) from ``TRADING_IDENTITY_KEY_ENCRYPTION_KEY``
+under a key-encryption key (KEK) from ``TRADING_IDENTITY__KEY_ENCRYPTION_KEY``
 (base64url, 32 bytes) or the secret ``identity/kek`` (runtime.security.secrets:
 environment or mounted file; in production from a secret manager / KMS;
 generated per checkout only in development, never in the repository). A key
@@ -61,7 +61,7 @@ class KeyConfigError(RuntimeError):
 
 
 def key_encryption_key(settings: Settings, configured: str = "") -> bytes:
-    """The KEK: ``configured`` (TRADING_IDENTITY_KEY_ENCRYPTION_KEY, base64url)
+    """The KEK: ``configured`` (TRADING_IDENTITY__KEY_ENCRYPTION_KEY, base64url)
     or else the secret ``identity/kek`` (environment or mounted file; generated
     only in development). No key is ever in the repository."""
     if not configured:

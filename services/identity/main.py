@@ -1,6 +1,6 @@
 """Wiring of the identity service: what it needs, what it serves, and what it
 does at start-up (signing key, seed data, API key cache rebuild, outbox relay).
-Settings: IdentitySettings (env TRADING_IDENTITY_*)."""
+Settings: IdentitySettings (env TRADING_IDENTITY__*)."""
 
 from __future__ import annotations
 

@@ -15,8 +15,8 @@ Batches, not single ticks, so a fast feed costs one await per batch.
 - Exchange adapters implement the same protocol (connect, translate venue
   messages into RawTicks) and register a factory in :data:`FEED_FACTORIES`.
 
-Settings come from :class:`FeedSettings` (env prefix ``TRADING_MARKETDATA_``)
-until they move into ``runtime.config``.
+Settings come from :class:`FeedSettings`, the ``marketdata`` section of
+``runtime.config.Settings`` (env ``TRADING_MARKETDATA__<FIELD>``).
 """
 
 from __future__ import annotations
@@ -537,7 +537,7 @@ def _regime(settings: FeedSettings, specs: Sequence[SymbolSpec]) -> Feed:
 
 def _replay(settings: FeedSettings, specs: Sequence[SymbolSpec]) -> Feed:
     if settings.feed_file is None:
-        raise ValueError("the replay feed needs TRADING_MARKETDATA_FEED_FILE")
+        raise ValueError("the replay feed needs TRADING_MARKETDATA__FEED_FILE")
     return ReplayFeed(
         settings.feed_file,
         pace=settings.feed_pace,

@@ -135,18 +135,18 @@ async def trading_models(settings: Settings, symbols: Sequence[str], monkeypatch
         TrainingSettings(ticks_per_symbol=2500, symbols=list(symbols), seed=5, promote_without_gate=True),
     )
     # Read by the decision processes from their environment (DecisionSettings).
-    monkeypatch.setenv("TRADING_DECISION_INFERENCE_BUDGET_MS", "2000")
-    monkeypatch.setenv("TRADING_DECISION_PLACE_ORDER_TIMEOUT_S", "5")
-    monkeypatch.setenv("TRADING_DECISION_TRAIN_IF_MISSING", "false")
+    monkeypatch.setenv("TRADING_DECISION__INFERENCE_BUDGET_MS", "2000")
+    monkeypatch.setenv("TRADING_DECISION__PLACE_ORDER_TIMEOUT_S", "5")
+    monkeypatch.setenv("TRADING_DECISION__TRAIN_IF_MISSING", "false")
 
 
 def operator_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """identity (its own process) seeds a platform operator with these, and hashes cheaply."""
-    monkeypatch.setenv("TRADING_IDENTITY_PLATFORM_ADMIN_EMAIL", OPERATOR_EMAIL)
-    monkeypatch.setenv("TRADING_IDENTITY_PLATFORM_ADMIN_PASSWORD", OPERATOR_PASSWORD)
-    monkeypatch.setenv("TRADING_IDENTITY_ARGON2_TIME_COST", "1")
-    monkeypatch.setenv("TRADING_IDENTITY_ARGON2_MEMORY_KIB", "1024")
-    monkeypatch.setenv("TRADING_IDENTITY_ARGON2_PARALLELISM", "1")
+    monkeypatch.setenv("TRADING_IDENTITY__PLATFORM_ADMIN_EMAIL", OPERATOR_EMAIL)
+    monkeypatch.setenv("TRADING_IDENTITY__PLATFORM_ADMIN_PASSWORD", OPERATOR_PASSWORD)
+    monkeypatch.setenv("TRADING_IDENTITY__ARGON2_TIME_COST", "1")
+    monkeypatch.setenv("TRADING_IDENTITY__ARGON2_MEMORY_KIB", "1024")
+    monkeypatch.setenv("TRADING_IDENTITY__ARGON2_PARALLELISM", "1")
 
 
 async def new_tenant(settings: Settings, prefix: str, slug: str = "") -> str:

@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import BaseModel
 
-from runtime.config import DEFAULT_GRPC_PORTS, SERVICE_NAMES, Settings
+from runtime.config import DEFAULT_GRPC_PORTS, SERVICE_NAMES, Settings, all_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 NATS_NODES = ("nats-1", "nats-2", "nats-3")
@@ -52,20 +51,9 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def settings_env_names() -> set[str]:
-    """Every TRADING_* name pydantic-settings reads, from walking the Settings model."""
-    names: set[str] = set()
-
-    def walk(model: type[BaseModel], prefix: str) -> None:
-        for field, info in model.model_fields.items():
-            name = f"{prefix}{field.upper()}"
-            ann = info.annotation
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                walk(ann, f"{name}__")
-            else:
-                names.add(name)
-
-    walk(Settings, "TRADING_")
-    return names
+    """Every TRADING_* name the settings tree reads (runtime.config.all_settings:
+    Settings and the services' own sections)."""
+    return {setting.env for setting in all_settings()}
 
 
 def env_of(svc: dict[str, Any]) -> dict[str, str]:
@@ -198,7 +186,7 @@ def test_env_var_names_match_runtime_config(services: dict[str, dict[str, Any]])
     for name, svc in services.items():
         for key in env_of(svc):
             if key.startswith("TRADING_"):
-                assert key in known, f"{name}: {key} is not a field of runtime.config.Settings"
+                assert key in known, f"{name}: {key} is not a setting (docs/settings.md)"
                 used.add(key)
     required = {
         "TRADING_ENVIRONMENT",

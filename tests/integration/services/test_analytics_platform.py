@@ -95,8 +95,8 @@ async def platform(
     settings.marketdata.feed_rate = 100.0
     settings.marketdata.feed_seed = 20240601
     await trading_models(settings, SYMBOLS, monkeypatch)
-    monkeypatch.setenv("TRADING_ANALYTICS_BATCH_MAX_INTERVAL_S", "0.25")
-    monkeypatch.setenv("TRADING_ANALYTICS_QUERY_TIMEOUT_S", "15")  # chdb shares a loaded machine
+    monkeypatch.setenv("TRADING_ANALYTICS__BATCH_MAX_INTERVAL_S", "0.25")
+    monkeypatch.setenv("TRADING_ANALYTICS__QUERY_TIMEOUT_S", "15")  # chdb shares a loaded machine
     operator_env(monkeypatch)
     async with (
         platform_running(settings, SERVICES, ready_timeout=90.0),

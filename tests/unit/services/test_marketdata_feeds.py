@@ -228,6 +228,6 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 def test_default_settings_run_a_modest_synthetic_feed(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("FEED", "FEED_RATE", "FEED_SYMBOLS"):
-        monkeypatch.delenv(f"TRADING_MARKETDATA_{name}", raising=False)
+        monkeypatch.delenv(f"TRADING_MARKETDATA__{name}", raising=False)
     settings = FeedSettings()
     assert (settings.feed, settings.feed_rate, settings.feed_symbols) == ("synthetic", 50.0, [])
