@@ -36,7 +36,13 @@ from runtime.messaging import Delivery, Event, Transport, new_envelope
 from runtime.messaging.consuming import decode
 from runtime.messaging.headers import from_kafka
 from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber, dlq_topic, ensure_topics
-from runtime.messaging.nats import NatsPublisher, NatsSubscriber, StreamSpec, ensure_streams
+from runtime.messaging.nats import (
+    JetStreamSubscriber,
+    NatsPublisher,
+    NatsSubscriber,
+    StreamSpec,
+    ensure_streams,
+)
 from runtime.messaging.nats.connect import connect_nats
 from runtime.security.nats_permissions import HARNESS
 from runtime.security.store_credentials import REDIS_ADMIN, open_redis
@@ -278,7 +284,7 @@ async def event_nats_jetstream(ctx: Context) -> list[Result]:
             marker = f"bench-{ctx.run_id}-js{batch}"
             tracker = OpenLoopTracker(warmup=ctx.mode.event_warmup)
             spawner = _Spawner()
-            subscriber = NatsSubscriber(
+            subscriber = JetStreamSubscriber(
                 sub_nc, registry, _handler(tracker, marker), event_types=[TICK_TYPE], subject_prefix=prefix,
                 durable=f"bench_{ctx.run_id}_b{batch}", stream=stream, ack_wait_s=10, batch=batch,
             )  # fmt: skip

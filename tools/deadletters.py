@@ -5,8 +5,9 @@ on either transport.
     tradingctl deadletters redrive ID --transport kafka|nats
 
 Kafka dead letters live in `<topic>.dlq` (ids "topic.dlq/partition/offset");
-NATS ones in the `DLQ` stream (ids are stream sequences; listing needs the
-consumer name, since subjects are `dlq.<consumer>`).
+NATS ones in the `DLQ` stream (ids are stream sequences; subjects are
+`dlq.<consumer>`). Both are read through the same dead-letter API
+(`runtime.messaging.{kafka,nats}.deadletter`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from runtime.contracts import event_registry
 from runtime.messaging.base import DeadLetter
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.kafka.deadletter import KafkaDeadLetters
+from runtime.messaging.nats import NatsPublisher
 from runtime.messaging.nats.connect import connect_nats
 from runtime.messaging.nats.deadletter import NatsDeadLetters
 from runtime.security.principals import OPERATOR
@@ -40,27 +42,27 @@ def _print(letters: list[DeadLetter], transport: str) -> None:
 async def _kafka(settings: Settings, args: argparse.Namespace) -> int:
     """Kafka: every platform topic's `.dlq`."""
     async with KafkaPublisher(settings.kafka, event_registry(), client_id="tradingctl") as publisher:
-        letters = KafkaDeadLetters(settings.kafka, publisher)
+        letters = KafkaDeadLetters(publisher, topics=event_registry().kafka_topics())
         if args.action == "list":
-            _print(await letters.list(event_registry().kafka_topics(), args.consumer), "kafka")
+            _print(await letters.list(args.consumer), "kafka")
         else:
-            topic, partition, offset = await letters.redrive(args.id)
-            print(f"kafka: re-drove {args.id} to {topic}/{partition} at offset {offset}")
+            landed = await letters.redrive(args.id)
+            print(f"kafka: re-drove {args.id} to {landed.describe()}")
     return 0
 
 
 async def _nats(settings: Settings, args: argparse.Namespace) -> int:
     client = await connect_nats(settings, OPERATOR, name="tradingctl")
     try:
-        letters = NatsDeadLetters(client)
+        letters = NatsDeadLetters(NatsPublisher(client, event_registry()))
         if args.action == "list":
-            if not args.consumer:
-                print("nats: --consumer is required to list (dead letters are kept per consumer)")
-                return 2
             _print(await letters.list(args.consumer), "nats")
         else:
-            seq = await letters.redrive(args.id, delete=args.delete)
-            print(f"nats: re-drove DLQ #{args.id}" + (f" (stream seq {seq})" if seq else ""))
+            landed = await letters.redrive(args.id)
+            if args.delete:
+                await letters.delete(args.id)
+            seq = f" (stream seq {landed.position})" if landed.stream else ""
+            print(f"nats: re-drove DLQ #{args.id}{seq}")
     finally:
         await client.drain()
     return 0

@@ -2,7 +2,7 @@
 
     from runtime.messaging import new_envelope
     from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber
-    from runtime.messaging.nats import NatsPublisher, NatsSubscriber
+    from runtime.messaging.nats import JetStreamSubscriber, NatsPublisher, NatsSubscriber
 
 Every event travels as a `trading.common.v1.EventEnvelope` (protobuf bytes),
 with its facts and the W3C trace context copied into transport headers
@@ -10,11 +10,18 @@ with its facts and the W3C trace context copied into transport headers
 event registry (`runtime.contracts.event_registry()`). Handlers receive an
 `Event`; acks/commits follow success; failures are retried per `RetryPolicy`
 and then dead-lettered (`<topic>.dlq` on Kafka, stream `DLQ` on NATS).
+
+Both broker packages have the same shape: `publisher` (`publish`,
+`publish_many`, `publish_raw` -> `Delivery`), `subscriber` (handler,
+`dead_letters` publisher, `retry`) and `deadletter` (`list`, `get`,
+`redrive`); NATS has a core (`NatsSubscriber`) and a JetStream
+(`JetStreamSubscriber`) subscriber.
 """
 
 from runtime.messaging.base import (
     DeadLetter,
     DeadLetterReason,
+    DeadLetters,
     Delivery,
     Event,
     Handler,
@@ -40,6 +47,7 @@ from runtime.messaging.envelope import (
 __all__ = [
     "DeadLetter",
     "DeadLetterReason",
+    "DeadLetters",
     "Delivery",
     "EnvelopeError",
     "Event",

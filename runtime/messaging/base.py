@@ -6,7 +6,7 @@ configuration, not by rewriting handlers."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -124,15 +124,29 @@ class DeadLetter:
 
 
 class Publisher(Protocol):
-    """Publishes envelopes to wherever the registry routes their event type."""
+    """Publishes envelopes to wherever the registry routes their event type.
+    `KafkaPublisher` and `NatsPublisher` also share `publish_raw(destination,
+    data, *, headers, ...) -> Delivery` for bytes as they are (dead letters,
+    re-drive); its routing keywords differ (Kafka key and partition, NATS
+    stream)."""
 
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
+    async def ping(self) -> bool: ...
+
     async def publish(
         self, envelope: event_pb2.EventEnvelope, *, payload: pb_message.Message | None = None
     ) -> None: ...
+
+    async def publish_many(
+        self, events: Sequence[tuple[event_pb2.EventEnvelope, pb_message.Message | None]]
+    ) -> None: ...
+
+    def destination_of(
+        self, envelope: event_pb2.EventEnvelope, payload: pb_message.Message | None = None
+    ) -> str: ...
 
 
 class Subscriber(Protocol):
@@ -145,6 +159,17 @@ class Subscriber(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+class DeadLetters(Protocol):
+    """A transport's dead letters (`KafkaDeadLetters`, `NatsDeadLetters`):
+    list them, read one, send one back to where it came from."""
+
+    async def list(self, consumer: str | None = None, *, limit: int = 1000) -> list[DeadLetter]: ...
+
+    async def get(self, dlq_id: str) -> DeadLetter: ...
+
+    async def redrive(self, letter: DeadLetter | str) -> Delivery: ...
 
 
 class NotRoutedError(LookupError):

@@ -1,16 +1,23 @@
 """The consume path both transports share: decode, call the handler with
-metrics, classify failures. Transports add fetching, acking and the DLQ."""
+metrics, retry in process, classify failures. Transports add fetching,
+acking and the DLQ."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import logging
 import time
+from collections.abc import Callable
 
 from google.protobuf import message as pb_message
 from trading.common.v1 import event_pb2
 
-from runtime.messaging.base import DeadLetterReason, Event, Handler, Registry
+from runtime.messaging.base import DeadLetterReason, Event, Handler, Registry, RetryPolicy
 from runtime.messaging.envelope import EnvelopeError, UnknownEventTypeError, decode_envelope, unpack
 from runtime.messaging.telemetry import MessagingMetrics
+
+log = logging.getLogger(__name__)
 
 
 def decode(data: bytes, registry: Registry) -> tuple[event_pb2.EventEnvelope, pb_message.Message]:
@@ -39,3 +46,36 @@ async def attempt(
         return exc
     metrics.consumed(transport, consumer, event.envelope, time.perf_counter() - start)
     return None
+
+
+async def retried(
+    handler: Handler,
+    event: Event,
+    *,
+    retry: RetryPolicy,
+    transport: str,
+    consumer: str,
+    metrics: MessagingMetrics,
+    stopping: Callable[[], bool] = lambda: False,
+) -> Exception | None:
+    """Up to `retry.max_attempts` handler calls with backoff in between, for
+    transports without redelivery of their own (Kafka, core NATS): None once
+    one succeeds, else the last error (the caller dead-letters). Raises
+    CancelledError when `stopping()` turns true between attempts, so the
+    message is neither acked nor dead-lettered."""
+    error: Exception | None = None
+    for number in range(1, retry.max_attempts + 1):
+        if number > 1:
+            event = dataclasses.replace(event, attempt=number)
+        error = await attempt(handler, event, transport=transport, consumer=consumer, metrics=metrics)
+        if error is None:
+            return None
+        log.warning(
+            "handler %s failed on %s (attempt %d/%d): %r",
+            consumer, event.delivery.describe(), number, retry.max_attempts, error,
+        )  # fmt: skip
+        if stopping():
+            raise asyncio.CancelledError
+        if number < retry.max_attempts:
+            await asyncio.sleep(retry.backoff(number))
+    return error

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from runtime.messaging.base import Event
+from runtime.messaging.base import DeadLetter, DeadLetters, Event
 
 
 class EventCollector:
@@ -37,3 +37,17 @@ class EventCollector:
         except TimeoutError:
             return True
         return False
+
+
+async def wait_dead_letters(
+    letters: DeadLetters, consumer: str | None, count: int, *, timeout: float = 15.0, poll_s: float = 0.1
+) -> list[DeadLetter]:
+    """The dead letters (of `consumer`) once there are at least `count`,
+    on either transport (TimeoutError if they do not come): dead-lettering
+    happens in the broker, so there is nothing local to wait on."""
+    async with asyncio.timeout(timeout):
+        while True:
+            found = await letters.list(consumer)
+            if len(found) >= count:
+                return found
+            await asyncio.sleep(poll_s)

@@ -28,7 +28,7 @@ from trading.notification.v1 import notification_service_pb2_grpc as pb_grpc
 from runtime.contracts import event_registry
 from runtime.messaging import RetryPolicy
 from runtime.messaging.kafka import KafkaSubscriber
-from runtime.messaging.nats import NatsSubscriber
+from runtime.messaging.nats import JetStreamSubscriber
 from runtime.messaging.nats.streams import ensure_streams
 from runtime.outbox import OutboxRelay, PostgresOutbox
 from runtime.resources import Resources
@@ -102,7 +102,7 @@ async def build(
     # dead-lettered by the worker itself): a few server-side redeliveries, then the DLQ.
     infra_retry = RetryPolicy(max_attempts=5, initial_backoff_s=0.5, max_backoff_s=10.0)
     workers = [
-        NatsSubscriber(
+        JetStreamSubscriber(
             nc,
             registry,
             worker.handle,
@@ -116,7 +116,7 @@ async def build(
         )
         for _ in range(settings.delivery_workers)
     ]
-    orders = NatsSubscriber(
+    orders = JetStreamSubscriber(
         nc,
         registry,
         fan_out.handle,

@@ -12,7 +12,7 @@ from runtime.config import Settings
 from runtime.contracts import event_registry
 from runtime.messaging import RetryPolicy
 from runtime.messaging.kafka import KafkaDeadLetters, KafkaPublisher, KafkaSubscriber
-from runtime.messaging.testing import EventCollector
+from runtime.messaging.testing import EventCollector, wait_dead_letters
 from tools import deadletters
 
 TICKS = "trading.marketdata.ticks"
@@ -36,16 +36,11 @@ async def test_list_and_redrive_a_kafka_dead_letter(
         await subscriber.start()
         try:
             await subscriber.wait_assigned()
-            await publisher.send_raw(TICKS, b"\x00not an envelope", key=group.encode())
-            letters = KafkaDeadLetters(infra_settings.kafka, publisher)
+            await publisher.publish_raw(TICKS, b"\x00not an envelope", key=group.encode())
+            letters = KafkaDeadLetters(publisher, topics=[TICKS])
 
             async def dead_letters(count: int) -> list[str]:
-                async with asyncio.timeout(15):
-                    while True:  # polling the broker: nothing to wait on locally
-                        found = await letters.list([TICKS], group)
-                        if len(found) >= count:
-                            return [letter.id for letter in found]
-                        await asyncio.sleep(0.1)
+                return [letter.id for letter in await wait_dead_letters(letters, group, count)]
 
             (first,) = await dead_letters(1)
             # The CLI runs its own event loop: call it from a worker thread.

@@ -38,7 +38,7 @@ from trading.common.v1 import event_pb2
 from runtime.config import Settings
 from runtime.contracts import event_registry
 from runtime.messaging import Event, RetryPolicy, decode_envelope, new_envelope
-from runtime.messaging.nats import NatsDeadLetters, NatsPublisher, NatsSubscriber
+from runtime.messaging.nats import JetStreamSubscriber, NatsDeadLetters, NatsPublisher, NatsSubscriber
 from runtime.messaging.nats.connect import connect_nats
 from runtime.messaging.nats.streams import DLQ_SUBJECT_PREFIX, ensure_streams
 from runtime.resources import declare_streams
@@ -264,7 +264,7 @@ async def test_a_forged_order_update_is_refused_and_never_reaches_a_subscriber(
 
         forged, payload = event(ORDER_STATUS, tenant, symbol=symbol, order_id=f"forged-{token()}")
         publisher = NatsPublisher(bad.nc, REGISTRY, js_timeout_s=1.0)
-        assert publisher.subject_of(forged, payload) == subject
+        assert publisher.destination_of(forged, payload) == subject
         # Core NATS: no error at the call, a permission violation from the server.
         await publisher.publish(forged, payload=payload, durable=False)
         await bad.nc.flush()
@@ -515,7 +515,7 @@ async def test_order_updates_flow_through_the_stream_to_notification_and_executi
         # Whichever starts first creates the stream; notification may only create it.
         await declare_streams(nt.nc, "notification")
         await declare_streams(ex.nc, "execution")
-        subscriber = NatsSubscriber(
+        subscriber = JetStreamSubscriber(
             nt.nc, REGISTRY, durable_got, subjects=[f"execution.orders.{tenant}.*"], durable=durable,
             retry=RetryPolicy(max_attempts=2),
         )  # fmt: skip
@@ -544,7 +544,7 @@ async def test_webhook_jobs_flow_through_notifications_own_stream(infra_settings
     async with connected(infra_settings, "notification") as nt:
         js = nt.nc.jetstream()
         await ensure_streams(js, [jobs_stream_spec()])
-        subscriber = NatsSubscriber(
+        subscriber = JetStreamSubscriber(
             nt.nc, REGISTRY, got, subjects=[f"{JOBS_SUBJECT_PREFIX}{tenant}.>"], durable=durable,
             stream=NOTIFICATION_STREAM,
         )  # fmt: skip
@@ -579,7 +579,7 @@ async def test_a_dead_letter_is_listed_and_re_driven_by_the_operator(infra_setti
             await ft.nc.flush()
             tick, payload = event(TICK, symbol=symbol, sequence=7)
             await NatsPublisher(md.nc, REGISTRY).publish(tick, payload=payload)
-            dead = NatsDeadLetters(op.nc)
+            dead = NatsDeadLetters(NatsPublisher(op.nc, REGISTRY))
 
             async def letters() -> list[str]:
                 return [
@@ -590,7 +590,8 @@ async def test_a_dead_letter_is_listed_and_re_driven_by_the_operator(infra_setti
 
             found = await eventually(letters, 10, "the dead letter", interval=0.05)
             assert handled.events == []
-            await dead.redrive(found[0], delete=True)
+            await dead.redrive(found[0])
+            await dead.delete(found[0])
             await until(lambda: handled.ids() == [tick.event_id], "the re-driven tick at features")
             assert await letters() == []
         await no_error(md, ft, op)

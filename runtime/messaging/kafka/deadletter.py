@@ -1,6 +1,6 @@
-"""Dead letters on Kafka: list a consumer's entries in `<topic>.dlq` and
-re-drive one (original bytes, key and headers back to the source topic and
-partition)."""
+"""Dead letters on Kafka: list the entries of `<topic>.dlq` topics (all, or
+one consumer's) and re-drive one (original bytes, key and headers back to the
+source topic and partition). Same shape as `runtime.messaging.nats.deadletter`."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from runtime.config import KafkaSettings
 from runtime.messaging import headers as h
-from runtime.messaging.base import DeadLetter
+from runtime.messaging.base import DeadLetter, Delivery
 from runtime.messaging.deadletter import dead_letter_record
-from runtime.messaging.headers import from_kafka, to_kafka
+from runtime.messaging.headers import from_kafka
 from runtime.messaging.kafka.admin import dlq_topic
 from runtime.messaging.kafka.publisher import KafkaPublisher
 from runtime.messaging.kafka.security import client_security
@@ -31,12 +30,15 @@ def parse_id(dlq_id: str) -> tuple[str, int, int]:
 
 
 class KafkaDeadLetters:
-    """Reads dead-letter topics with a group-less consumer (so reading never
-    moves any group's offsets) and re-drives through a publisher."""
+    """The dead letters of source `topics` (their `.dlq` topics), read with a
+    group-less consumer (so reading never moves any group's offsets) on the
+    publisher's cluster and re-driven through the publisher. Ids are
+    "dlq-topic/partition/offset"."""
 
-    def __init__(self, settings: KafkaSettings, publisher: KafkaPublisher) -> None:
-        self._settings = settings
+    def __init__(self, publisher: KafkaPublisher, *, topics: Sequence[str]) -> None:
+        self._settings = publisher.settings
         self._publisher = publisher
+        self._topics = list(topics)
 
     def _consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -47,15 +49,14 @@ class KafkaDeadLetters:
             **client_security(self._settings),
         )
 
-    async def list(self, topics: Sequence[str], consumer: str | None = None) -> list[DeadLetter]:
-        """Dead letters of the source `topics` (their `.dlq` topics), oldest
-        first per partition, optionally only those of one consumer."""
+    async def list(self, consumer: str | None = None, *, limit: int = 1000) -> list[DeadLetter]:
+        """Dead letters (all, or only one consumer's), oldest first per partition."""
         reader = self._consumer()
         await reader.start()
         try:
             partitions: list[TopicPartition] = []
             await reader.topics()  # loads the cluster metadata partitions_for_topic reads
-            for topic in topics:
+            for topic in self._topics:
                 for p in sorted(reader.partitions_for_topic(dlq_topic(topic)) or ()):
                     partitions.append(TopicPartition(dlq_topic(topic), p))
             if not partitions:
@@ -80,6 +81,8 @@ class KafkaDeadLetters:
                             )
                             if consumer is None or letter.consumer == consumer:
                                 found.append(letter)
+                    if len(found) >= limit:
+                        return found[:limit]
                     for tp in list(remaining):
                         if await reader.position(tp) >= ends[tp]:
                             remaining.discard(tp)
@@ -104,15 +107,13 @@ class KafkaDeadLetters:
         finally:
             await reader.stop()
 
-    async def redrive(self, letter: DeadLetter | str) -> tuple[str, int, int]:
+    async def redrive(self, letter: DeadLetter | str) -> Delivery:
         """Publish the original bytes, key and headers to the source topic and
-        partition again; returns (topic, partition, offset) of the new record.
-        The DLQ entry stays (Kafka cannot delete single records)."""
+        partition again; returns where the new record landed. The DLQ entry
+        stays (Kafka cannot delete single records)."""
         if isinstance(letter, str):
             letter = await self.get(letter)
         topic, partition, _ = parse_source(letter.source)
-        headers = h.without_dlq(letter.headers)
-        metadata = await self._publisher.send_raw(
-            topic, letter.value, key=letter.key, headers=to_kafka(headers), partition=partition
+        return await self._publisher.publish_raw(
+            topic, letter.value, headers=h.without_dlq(letter.headers), key=letter.key, partition=partition
         )
-        return metadata.topic, metadata.partition, metadata.offset

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 from aiokafka import AIOKafkaProducer
@@ -14,7 +14,7 @@ from google.protobuf import message as pb_message
 from trading.common.v1 import event_pb2
 
 from runtime.config import KafkaSettings
-from runtime.messaging.base import NotRoutedError, Registry, Transport
+from runtime.messaging.base import Delivery, NotRoutedError, Registry, Transport
 from runtime.messaging.envelope import unpack
 from runtime.messaging.headers import envelope_headers, to_kafka
 from runtime.messaging.kafka.security import client_security
@@ -59,6 +59,11 @@ class KafkaPublisher:
         )
         self._started = False
 
+    @property
+    def settings(self) -> KafkaSettings:
+        """The cluster this publisher writes to (dead-letter readers use it)."""
+        return self._settings
+
     async def start(self) -> None:
         if not self._started:
             await self._producer.start()
@@ -99,7 +104,7 @@ class KafkaPublisher:
         start = time.perf_counter()
         try:
             with publish_span(_KAFKA, topic, envelope, headers):
-                await self.send_raw(topic, envelope.SerializeToString(), key=key, headers=to_kafka(headers))
+                await self._send(topic, envelope.SerializeToString(), key, to_kafka(headers), None)
         except Exception:
             self._metrics.publish_failed(_KAFKA, destination)
             raise
@@ -139,6 +144,12 @@ class KafkaPublisher:
         for (envelope, _), destination in zip(events, destinations, strict=True):
             self._metrics.published(_KAFKA, envelope.event_type, per_event, destination)
 
+    def destination_of(
+        self, envelope: event_pb2.EventEnvelope, payload: pb_message.Message | None = None
+    ) -> str:
+        """The topic an envelope is published to (prefix included)."""
+        return self._route(envelope, payload)[0]
+
     def _route(
         self, envelope: event_pb2.EventEnvelope, payload: pb_message.Message | None
     ) -> tuple[str, bytes | None]:
@@ -156,18 +167,28 @@ class KafkaPublisher:
             key = self._registry.partition_key(event_type, envelope.tenant_id, payload)
         return self._prefix + route.kafka_topic, key
 
-    async def send_raw(
+    async def publish_raw(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+    ) -> Delivery:
+        """Publish bytes as they are (dead-lettering, re-drive, tests) and wait
+        for the broker's ack; returns where the record landed."""
+        metadata = await self._send(topic, data, key, to_kafka(headers or {}), partition)
+        return Delivery(Transport.KAFKA, metadata.topic, metadata.partition, metadata.offset)
+
+    async def _send(
         self,
         topic: str,
         value: bytes,
-        *,
-        key: bytes | None = None,
-        headers: Sequence[tuple[str, bytes]] = (),
-        partition: int | None = None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        partition: int | None,
     ) -> RecordMetadata:
-        """Send bytes as they are (dead-lettering, re-drive) and wait for the ack."""
-        future = await self._producer.send(
-            topic, value=value, key=key, headers=list(headers), partition=partition
-        )
+        future = await self._producer.send(topic, value=value, key=key, headers=headers, partition=partition)
         metadata: RecordMetadata = await future
         return metadata

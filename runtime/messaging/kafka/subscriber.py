@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -37,10 +36,10 @@ from runtime.messaging.base import (
     RetryPolicy,
     Transport,
 )
-from runtime.messaging.consuming import attempt, decode, reason_of
+from runtime.messaging.consuming import decode, reason_of, retried
 from runtime.messaging.deadletter import dead_letter_headers
 from runtime.messaging.envelope import EnvelopeError
-from runtime.messaging.headers import from_kafka, to_kafka
+from runtime.messaging.headers import from_kafka
 from runtime.messaging.kafka.admin import dlq_topic, ensure_topics
 from runtime.messaging.kafka.publisher import KafkaPublisher
 from runtime.messaging.kafka.security import client_security
@@ -412,29 +411,27 @@ class KafkaSubscriber:
                 return
             if self._types is not None and envelope.event_type not in self._types:
                 return
-            event = Event(envelope, payload, headers, delivery)
-            max_attempts = self._retry.max_attempts
-            for number in range(1, max_attempts + 1):
-                if number > 1:
-                    event = dataclasses.replace(event, attempt=number)
-                error = await attempt(
-                    self._handler, event, transport=_KAFKA, consumer=self._name, metrics=self._metrics
-                )
-                if error is None:
-                    return
-                log.warning(
-                    "handler %s failed on %s (attempt %d/%d): %r",
-                    self._name, delivery.describe(), number, max_attempts, error,
-                )  # fmt: skip
-                if self._stopping:
-                    # Stopped between attempts: leave the record uncommitted
-                    # for the group's next member instead of dead-lettering it.
-                    raise asyncio.CancelledError
-                if number < max_attempts:
-                    await asyncio.sleep(self._retry.backoff(number))
+            error = await retried(
+                self._handler,
+                Event(envelope, payload, headers, delivery),
+                retry=self._retry,
+                transport=_KAFKA,
+                consumer=self._name,
+                metrics=self._metrics,
+                # Stopped between attempts: leave the record uncommitted for
+                # the group's next member instead of dead-lettering it.
+                stopping=lambda: self._stopping,
+            )
+            if error is None:
+                return
             mark_failed(span, DeadLetterReason.HANDLER_FAILED.value, error)
             await self._dead_letter(
-                record, headers, delivery, DeadLetterReason.HANDLER_FAILED, error, attempts=max_attempts
+                record,
+                headers,
+                delivery,
+                DeadLetterReason.HANDLER_FAILED,
+                error,
+                attempts=self._retry.max_attempts,
             )
 
     async def _dead_letter(
@@ -459,11 +456,8 @@ class KafkaSubscriber:
         )
         while True:
             try:
-                await self._dlq.send_raw(
-                    dlq_topic(record.topic),
-                    record.value or b"",
-                    key=record.key,
-                    headers=to_kafka(dlq_headers),
+                await self._dlq.publish_raw(
+                    dlq_topic(record.topic), record.value or b"", headers=dlq_headers, key=record.key
                 )
                 break
             except KafkaError as exc:

@@ -1,5 +1,6 @@
 """NATS transport (nats-py, JetStream where durability matters): publisher,
-subscriber, streams, dead letters."""
+subscribers (core `NatsSubscriber`, durable `JetStreamSubscriber`), live
+subscriptions, streams, dead letters. Same shape as `runtime.messaging.kafka`."""
 
 from runtime.messaging.nats.deadletter import NatsDeadLetters
 from runtime.messaging.nats.publisher import NatsPublisher
@@ -13,11 +14,12 @@ from runtime.messaging.nats.streams import (
     subject_filter,
     uses_jetstream,
 )
-from runtime.messaging.nats.subscriber import NatsSubscriber
+from runtime.messaging.nats.subscriber import JetStreamSubscriber, NatsSubscriber
 
 __all__ = [
     "DLQ_STREAM",
     "DLQ_SUBJECT_PREFIX",
+    "JetStreamSubscriber",
     "NatsDeadLetters",
     "NatsPublisher",
     "NatsSubscriber",

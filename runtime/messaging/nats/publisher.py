@@ -9,14 +9,16 @@ import asyncio
 import re
 import string
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from types import TracebackType
 
+import nats.errors
 from google.protobuf import message as pb_message
 from nats.aio.client import Client as NatsClient
-from nats.js.api import PubAck
+from nats.js import JetStreamContext
 from trading.common.v1 import event_pb2
 
-from runtime.messaging.base import NotRoutedError, Registry, Transport
+from runtime.messaging.base import Delivery, NotRoutedError, Registry, Transport
 from runtime.messaging.envelope import unpack
 from runtime.messaging.headers import NATS_MSG_ID, envelope_headers
 from runtime.messaging.nats.streams import uses_jetstream
@@ -51,6 +53,15 @@ class NatsPublisher:
         # Per event type: (template, needs payload fields, durable).
         self._routes: dict[str, tuple[str, bool, bool]] = {}
 
+    @property
+    def client(self) -> NatsClient:
+        """The connection this publisher writes to (dead-letter readers use it)."""
+        return self._nc
+
+    @property
+    def jetstream(self) -> JetStreamContext:
+        return self._js
+
     async def start(self) -> None:
         """Nothing to start: the connection is injected."""
 
@@ -58,6 +69,25 @@ class NatsPublisher:
         """Flush core publishes still buffered in the client."""
         if self._nc.is_connected:
             await self._nc.flush()
+
+    async def ping(self, timeout_s: int = 2) -> bool:
+        """True when the server answers a round trip (readiness probes)."""
+        if not self._nc.is_connected:
+            return False
+        try:
+            await self._nc.flush(timeout=timeout_s)
+        except (nats.errors.Error, TimeoutError):
+            return False
+        return True
+
+    async def __aenter__(self) -> NatsPublisher:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
 
     def _route(self, event_type: str) -> tuple[str, bool, bool]:
         cached = self._routes.get(event_type)
@@ -79,8 +109,10 @@ class NatsPublisher:
         """True when this event type is published through JetStream."""
         return self._route(event_type)[2]
 
-    def subject_of(self, envelope: event_pb2.EventEnvelope, payload: pb_message.Message | None = None) -> str:
-        """The concrete subject of an envelope."""
+    def destination_of(
+        self, envelope: event_pb2.EventEnvelope, payload: pb_message.Message | None = None
+    ) -> str:
+        """The concrete subject an envelope is published to (prefix included)."""
         _, needs_payload, _ = self._route(envelope.event_type)
         if payload is None and needs_payload:
             payload = unpack(envelope, self._registry)
@@ -101,7 +133,7 @@ class NatsPublisher:
         """Publish one envelope. JetStream publishes wait for the stream's ack;
         core publishes return once buffered. `durable` overrides the default."""
         template, _, default_durable = self._route(envelope.event_type)
-        subject = self.subject_of(envelope, payload)
+        subject = self.destination_of(envelope, payload)
         headers = envelope_headers(envelope)
         data = envelope.SerializeToString()
         start = time.perf_counter()
@@ -136,7 +168,7 @@ class NatsPublisher:
                     template, _, durable = self._route(envelope.event_type)
                     templates.append(template)
                     headers = envelope_headers(envelope) | message_trace(envelope, trace)
-                    subject = self.subject_of(envelope, payload)
+                    subject = self.destination_of(envelope, payload)
                     data = envelope.SerializeToString()
                     if durable:
                         headers[NATS_MSG_ID] = envelope.event_id
@@ -154,13 +186,19 @@ class NatsPublisher:
             self._metrics.published(_NATS, envelope.event_type, per_event, template)
 
     async def publish_raw(
-        self, subject: str, data: bytes, headers: dict[str, str], *, stream: str | None = None
-    ) -> PubAck | None:
-        """Publish bytes as they are: through JetStream when `stream` is given
-        (returns its ack), else core NATS (flushed)."""
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+        stream: str | None = None,
+    ) -> Delivery:
+        """Publish bytes as they are (dead-lettering, re-drive, tests): through
+        JetStream when `stream` is given (waits for its ack), else core NATS
+        (flushed). Returns where the message landed (stream sequence 0 on core)."""
         if stream:
-            ack: PubAck = await self._js.publish(subject, data, stream=stream, headers=headers)
-            return ack
-        await self._nc.publish(subject, data, headers=headers)
+            ack = await self._js.publish(subject, data, stream=stream, headers=dict(headers or {}))
+            return Delivery(Transport.NATS, subject, -1, ack.seq, ack.stream)
+        await self._nc.publish(subject, data, headers=dict(headers or {}))
         await self._nc.flush()
-        return None
+        return Delivery(Transport.NATS, subject)

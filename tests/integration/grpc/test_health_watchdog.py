@@ -31,7 +31,7 @@ from runtime.health import ComponentStatus, HealthMonitor, HealthProbe
 from runtime.messaging import Event, new_envelope
 from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber
 from runtime.messaging.kafka.admin import ensure_topics
-from runtime.messaging.nats import NatsSubscriber
+from runtime.messaging.nats import JetStreamSubscriber
 from tests.support.polling import eventually
 from tools.cli import main as tradingctl
 from tools.infra import ManagedProcess, free_port, start_nats, start_tansu
@@ -228,7 +228,7 @@ async def test_durable_nats_subscriber_is_stuck_while_its_server_is_down(tmp_pat
     async def handler(event: Event) -> None:
         await received.put(event.payload.symbol)  # type: ignore[attr-defined]
 
-    subscriber = NatsSubscriber(
+    subscriber = JetStreamSubscriber(
         nc,
         event_registry(),
         handler,

@@ -15,10 +15,10 @@ from trading.marketdata.v1 import events_pb2 as md_events
 
 from runtime.config import KafkaSettings
 from runtime.contracts import EventRegistry
-from runtime.messaging import DeadLetter, Event, RetryPolicy
+from runtime.messaging import Event, RetryPolicy
 from runtime.messaging import headers as h
 from runtime.messaging.kafka import KafkaDeadLetters, KafkaPublisher, KafkaSubscriber, dlq_topic
-from runtime.messaging.testing import EventCollector
+from runtime.messaging.testing import EventCollector, wait_dead_letters
 
 TickFactory = Callable[..., tuple[event_pb2.EventEnvelope, md_events.Tick]]
 TICK = "trading.marketdata.v1.Tick"
@@ -52,17 +52,6 @@ async def subscriber(
         yield sub
     finally:
         await sub.stop()
-
-
-async def wait_dead_letters(
-    letters: KafkaDeadLetters, topic: str, consumer: str, count: int
-) -> list[DeadLetter]:
-    async with asyncio.timeout(15):
-        while True:
-            found = await letters.list([topic], consumer)
-            if len(found) >= count:
-                return found
-            await asyncio.sleep(0.1)
 
 
 async def test_published_envelope_arrives_with_payload_headers_and_trace(
@@ -141,7 +130,7 @@ async def test_undecodable_message_is_dead_lettered_and_consumer_goes_on(
     symbol = f"K{ns[:8].upper()}"
     garbage = b"\xff\x00 definitely not an envelope"
     # Same key as the good event: same partition, so order is fixed.
-    await kafka_publisher.send_raw(topic, garbage, key=symbol.encode(), headers=[("x-origin", b"test")])
+    await kafka_publisher.publish_raw(topic, garbage, headers={"x-origin": "test"}, key=symbol.encode())
     envelope, tick = tick_event(symbol)
     await kafka_publisher.publish(envelope, payload=tick)
 
@@ -152,7 +141,7 @@ async def test_undecodable_message_is_dead_lettered_and_consumer_goes_on(
         event = await collector.next(15)
         assert event.envelope.event_id == envelope.event_id
 
-    letters = await wait_dead_letters(KafkaDeadLetters(kafka_settings, kafka_publisher), topic, f"g{ns}", 1)
+    letters = await wait_dead_letters(KafkaDeadLetters(kafka_publisher, topics=[topic]), f"g{ns}", 1)
     assert len(letters) == 1
     letter = letters[0]
     assert letter.reason == "undecodable"
@@ -199,8 +188,8 @@ async def test_failing_handler_is_dead_lettered_after_n_attempts_then_redriven(
         assert (await collector.next(15)).envelope.event_id == good.event_id
         assert attempts == [1, 2, 3]
 
-        dead = KafkaDeadLetters(kafka_settings, kafka_publisher)
-        letters = await wait_dead_letters(dead, topic, f"g{ns}", 1)
+        dead = KafkaDeadLetters(kafka_publisher, topics=[topic])
+        letters = await wait_dead_letters(dead, f"g{ns}", 1)
         assert len(letters) == 1
         letter = letters[0]
         assert letter.reason == "handler_failed"
@@ -212,13 +201,15 @@ async def test_failing_handler_is_dead_lettered_after_n_attempts_then_redriven(
 
         # Fixed: re-drive puts the original record back on its topic and partition.
         failing.clear()
-        new_topic, new_partition, _ = await dead.redrive(letter.id)
+        landed = await dead.redrive(letter.id)
         again = await collector.next(15)
-    assert (new_topic, new_partition) == (topic, int(letter.source.split("/")[-2]))
+    assert (landed.destination, landed.partition) == (topic, int(letter.source.split("/")[-2]))
+    assert landed.position == again.delivery.position
     assert again.envelope == bad
     assert again.headers[h.EVENT_ID] == bad.event_id
     assert not any(k.startswith("x-dlq-") for k in again.headers)
-    assert await dead.list([topic], "someone-else") == []
+    assert await dead.list("someone-else") == []
+    assert [d.id for d in await dead.list()] == [letter.id]
 
 
 @pytest.mark.parametrize("compression", ["lz4", "gzip", None])

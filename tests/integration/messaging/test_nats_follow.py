@@ -88,16 +88,22 @@ async def test_follow_subscribes_new_subjects_unsubscribes_removed_and_keeps_the
     assert await collector.nothing_for(0.3)
 
 
-async def test_follow_is_refused_for_a_durable_consumer(
-    nats_client: NatsClient, registry: EventRegistry, ns: str
+async def test_a_subscriber_without_subjects_only_follows(
+    nats_client: NatsClient, registry: EventRegistry, tick_event: TickFactory, ns: str
 ) -> None:
-    sub = NatsSubscriber(
-        nats_client,
-        registry,
-        EventCollector(),
-        subjects=["marketdata.ticks.*"],
-        durable=f"d{ns}",
-        subject_prefix=f"t{ns}.",
-    )
-    with pytest.raises(ValueError, match="core NATS"):
-        await sub.follow(["marketdata.ticks.X"])
+    # Durable consumers are JetStreamSubscribers, which have no follow().
+    prefix = f"t{ns}."
+    symbol = f"F{ns[:6].upper()}"
+    collector = EventCollector()
+    sub = NatsSubscriber(nats_client, registry, collector, subject_prefix=prefix, name="follower")
+    assert sub.subjects == []
+    with pytest.raises(ValueError, match="at least one subject"):
+        await sub.start()
+    try:
+        await sub.follow([f"marketdata.ticks.{symbol}"])
+        sent = await _publish_each(
+            NatsPublisher(nats_client, registry, subject_prefix=prefix), tick_event, [symbol], 1
+        )
+        assert await _symbols_received(collector, sent, 1) == [symbol]
+    finally:
+        await sub.stop()

@@ -15,9 +15,10 @@ from trading.common.v1 import event_pb2
 from trading.marketdata.v1 import events_pb2 as md_events
 
 from runtime.contracts import EventRegistry
-from runtime.messaging import DeadLetter, Event, RetryPolicy
+from runtime.messaging import Event, RetryPolicy
 from runtime.messaging import headers as h
 from runtime.messaging.nats import (
+    JetStreamSubscriber,
     NatsDeadLetters,
     NatsPublisher,
     NatsSubscriber,
@@ -26,7 +27,7 @@ from runtime.messaging.nats import (
     ensure_streams,
     platform_streams,
 )
-from runtime.messaging.testing import EventCollector
+from runtime.messaging.testing import EventCollector, wait_dead_letters
 
 TickFactory = Callable[..., tuple[event_pb2.EventEnvelope, md_events.Tick]]
 TICK = "trading.marketdata.v1.Tick"
@@ -58,6 +59,12 @@ async def make_space(nc: NatsClient, ns: str, created: list[str]) -> Space:
     return space
 
 
+def dead_letters(nc: NatsClient, registry: EventRegistry, space: Space) -> NatsDeadLetters:
+    return NatsDeadLetters(
+        NatsPublisher(nc, registry), stream=space.dlq_stream, subject_prefix=space.dlq_subjects
+    )
+
+
 def publisher(nc: NatsClient, registry: EventRegistry, space: Space) -> NatsPublisher:
     # Ticks use core NATS by default (Kafka is their durable record); these
     # tests route them through JetStream to exercise the durable path.
@@ -73,8 +80,8 @@ async def durable_subscriber(
     *,
     durable: str = "c1",
     ack_wait_s: float = 30.0,
-) -> AsyncIterator[NatsSubscriber]:
-    sub = NatsSubscriber(
+) -> AsyncIterator[JetStreamSubscriber]:
+    sub = JetStreamSubscriber(
         nc,
         registry,
         handler,  # type: ignore[arg-type]
@@ -91,15 +98,6 @@ async def durable_subscriber(
         yield sub
     finally:
         await sub.stop()
-
-
-async def wait_dead_letters(letters: NatsDeadLetters, consumer: str, count: int) -> list[DeadLetter]:
-    async with asyncio.timeout(10):
-        while True:
-            found = await letters.list(consumer)
-            if len(found) >= count:
-                return found
-            await asyncio.sleep(0.05)
 
 
 async def test_jetstream_round_trip_keeps_payload_headers_and_trace(
@@ -230,9 +228,7 @@ async def test_undecodable_message_is_dead_lettered_and_consumer_goes_on(
     async with durable_subscriber(nats_client, registry, space, collector):
         assert (await collector.next(10)).envelope.event_id == envelope.event_id
 
-    letters = await wait_dead_letters(
-        NatsDeadLetters(nats_client, stream=space.dlq_stream, subject_prefix=space.dlq_subjects), "c1", 1
-    )
+    letters = await wait_dead_letters(dead_letters(nats_client, registry, space), "c1", 1)
     assert len(letters) == 1
     letter = letters[0]
     assert letter.reason == "undecodable"
@@ -266,7 +262,7 @@ async def test_failing_handler_is_dead_lettered_after_n_attempts_then_redriven(
             raise RuntimeError("handler broke")
 
     collector = EventCollector(fail=fail_bad)
-    dead = NatsDeadLetters(nats_client, stream=space.dlq_stream, subject_prefix=space.dlq_subjects)
+    dead = dead_letters(nats_client, registry, space)
     pub = publisher(nats_client, registry, space)
     async with durable_subscriber(nats_client, registry, space, collector):
         await pub.publish(bad, payload=bad_tick)
@@ -284,11 +280,12 @@ async def test_failing_handler_is_dead_lettered_after_n_attempts_then_redriven(
         assert (await dead.get(letter.id)).value == letter.value
 
         failing.clear()
-        new_seq = await dead.redrive(letter, delete=True)
+        landed = await dead.redrive(letter)
+        await dead.delete(letter)
         again = await collector.next(10)
-    assert new_seq is not None
+    assert (landed.stream, landed.destination) == (space.ticks_stream, again.delivery.destination)
     assert again.envelope == bad
-    assert again.delivery.position == new_seq
+    assert again.delivery.position == landed.position
     assert not any(k.startswith("x-dlq-") for k in again.headers)
     assert await dead.list("c1") == []  # deleted after the re-drive
 
@@ -344,7 +341,8 @@ async def test_core_subscriber_retries_in_process_then_dead_letters(
         await pub.publish(good, payload=good_tick)
         assert (await collector.next(5)).envelope.event_id == good.event_id
     assert attempts == [1, 2, 3]
-    dead = NatsDeadLetters(nats_client, stream=space.dlq_stream, subject_prefix=space.dlq_subjects)
+    dead = dead_letters(nats_client, registry, space)
     [letter] = await wait_dead_letters(dead, "fanout", 1)
+    assert [d.id for d in await dead.list()] == [letter.id]  # every consumer's: only this one failed
     assert (letter.reason, letter.attempts) == ("handler_failed", 3)
     assert letter.source == f"/{space.prefix}marketdata.ticks.{space.symbol}/0"

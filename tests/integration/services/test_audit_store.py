@@ -223,9 +223,7 @@ async def test_a_poison_event_is_dead_lettered_and_the_rest_of_its_batch_stored(
     topic = event_registry().route("trading.execution.v1.OrderCanceled").kafka_topic
 
     async def poison_letter() -> list[DeadLetter] | None:
-        letters = await KafkaDeadLetters(infra_settings.kafka, audit.publisher).list(
-            [topic], consumer=audit.group
-        )
+        letters = await KafkaDeadLetters(audit.publisher, topics=[topic]).list(audit.group)
         return [x for x in letters if x.headers.get(h.EVENT_ID) == poison.event_id] or None
 
     (letter,) = await eventually(poison_letter, 30.0, "the poison event's dead letter")

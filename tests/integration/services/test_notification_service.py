@@ -431,7 +431,7 @@ async def _deliver_fail_redrive(
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     # ... and so is its copy in the platform DLQ.
-    cli_view = await NatsDeadLetters(h.nc).list(h.names.webhooks_durable)
+    cli_view = await NatsDeadLetters(NatsPublisher(h.nc, event_registry())).list(h.names.webhooks_durable)
     assert envelope.event_id not in {d.headers.get("x-event-id") for d in cli_view}
 
 
@@ -467,7 +467,8 @@ async def test_cli_lists_and_redrives_webhook_dead_letters(
     assert verify(registered.signing_secret, delivered)["eventId"] == envelope.event_id
     # The redriven job names its dead letter: the RPC view is cleared too.
     await eventually(lambda: _empty(dead_letters(h, tenant)))
-    assert all(d.id != dlq_id for d in await NatsDeadLetters(h.nc).list(consumer))
+    letters = NatsDeadLetters(NatsPublisher(h.nc, event_registry()))
+    assert all(d.id != dlq_id for d in await letters.list(consumer))
 
 
 async def _empty(listing: Awaitable[list[ntypes.DeadLetter]]) -> bool:
@@ -781,7 +782,7 @@ async def test_poison_order_update_goes_to_the_dead_letter_stream(notification: 
     js = h.nc.jetstream()
     subject = f"execution.orders.{tenant}.BTC-USD"
     await js.publish(subject, b"\x00not an envelope", headers={"x-test": tenant})
-    letters = NatsDeadLetters(h.nc)
+    letters = NatsDeadLetters(NatsPublisher(h.nc, event_registry()))
 
     async def poisoned() -> list[Any]:
         found = await letters.list(h.names.orders_durable)

@@ -263,7 +263,7 @@ async def test_malformed_fills_are_dead_lettered_and_consumption_goes_on(
     order_id = str(uuid7())
     # All three on one partition (same key), so they are handled in this order.
     garbage_key = order_id.encode()
-    await portfolio.publisher.send_raw(FILLS_TOPIC, b"\x00not an envelope", key=garbage_key)
+    await portfolio.publisher.publish_raw(FILLS_TOPIC, b"\x00not an envelope", key=garbage_key)
     zero = fill_envelope(tenant, symbol, BUY, "0", "100", order_id=order_id)  # quantity 0: refused
     await portfolio.publisher.publish(zero)
     await portfolio.publisher.publish(fill_envelope(tenant, symbol, BUY, "5", "10", order_id=order_id))
@@ -271,9 +271,7 @@ async def test_malformed_fills_are_dead_lettered_and_consumption_goes_on(
     p = await portfolio_at_version(portfolio.stub, tenant, 1)
     assert D(p.positions[0].quantity.value) == D(5) and amount(p.cash) == START - D(50)
 
-    letters = await KafkaDeadLetters(infra_settings.kafka, portfolio.publisher).list(
-        [FILLS_TOPIC], consumer=portfolio.group
-    )
+    letters = await KafkaDeadLetters(portfolio.publisher, topics=[FILLS_TOPIC]).list(portfolio.group)
     ours = [x for x in letters if x.key == garbage_key]
     reasons = {x.headers.get(h.EVENT_ID, ""): x.reason for x in ours}
     assert reasons.get(zero.event_id) == "handler_failed"

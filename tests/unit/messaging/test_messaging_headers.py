@@ -123,8 +123,8 @@ def test_nats_subjects_come_from_the_template() -> None:
     publisher = NatsPublisher(NatsClient(), event_registry(), subject_prefix="env.")
     status = exec_events.OrderStatusChanged(symbol="BTC-USD")
     env = new_envelope(status, tenant_id="acme", correlation_id="c", producer="execution")
-    assert publisher.subject_of(env) == "env.execution.orders.acme.BTC-USD"
+    assert publisher.destination_of(env) == "env.execution.orders.acme.BTC-USD"
     assert publisher.is_durable("trading.execution.v1.OrderStatusChanged")
     no_tenant = new_envelope(status, tenant_id="", correlation_id="c", producer="execution")
     with pytest.raises(ValueError, match="invalid subject"):  # an empty tenant token
-        publisher.subject_of(no_tenant)
+        publisher.destination_of(no_tenant)
