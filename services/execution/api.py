@@ -2,7 +2,8 @@
 
 PlaceOrder, step by step:
 
-1. The pre-trade check: risk's CheckOrder over gRPC (keyed by client order id
+1. The pre-trade check (the :class:`~services.execution.ports.PreTradeRisk`
+   port; in production risk's CheckOrder over gRPC, keyed by client order id
    on risk's side, so a retried check never counts twice). Risk unavailable:
    the call fails with UNAVAILABLE (reason RISK_UNAVAILABLE, RetryInfo) and
    nothing is stored, unless the order already exists (a retry), which is
@@ -25,13 +26,18 @@ Risk refusals are FAILED_PRECONDITION with ErrorInfo (domain "trading.risk",
 reason the denial code, metadata order_id and client_order_id); the order is
 stored as REJECTED and its events are published. Orders of other tenants are
 NOT_FOUND, never PERMISSION_DENIED, so their existence does not leak.
+
+The servicer depends on ports only (services/execution/ports.py): the order
+store, the venue and the pre-trade risk check; main.py wires the real ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -45,7 +51,6 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter
 from trading.execution.v1 import events_pb2
 from trading.execution.v1 import execution_service_pb2 as pb
-from trading.risk.v1 import risk_service_pb2 as risk_pb
 
 from runtime import decimals, paging
 from runtime.context import require_tenant
@@ -54,7 +59,6 @@ from runtime.errors import (
     ServiceError,
     domain_error,
     invalid_argument,
-    rich_status,
     status,
 )
 from runtime.messaging import EnvelopeError, decode_envelope, uuid7
@@ -76,13 +80,21 @@ from services.execution.domain import (
     new_order,
 )
 from services.execution.outbox import outbox_rows
-from services.execution.storage import Cursor, OrderFilter, OrderStore, StoredOrder, encode_filter
-from services.execution.venue import Venue
+from services.execution.ports import (
+    Cursor,
+    OrderFilter,
+    OrderStore,
+    PreTradeRisk,
+    RiskCheckFailed,
+    RiskDecision,
+    RiskRequestRefused,
+    StoredOrder,
+    Venue,
+)
 from services.execution.wire import order_to_proto
 
 if TYPE_CHECKING:
     from nats.js.client import JetStreamContext
-    from trading.risk.v1.risk_service_pb2_grpc import RiskServiceAsyncStub
 
 log = logging.getLogger(__name__)
 
@@ -93,23 +105,8 @@ ORDER_UPDATES_SUBJECT = "execution.orders.{tenant}.{symbol}"
 # names it after the domain; nats_permissions grants execution ordered reads of it).
 ORDER_UPDATES_STREAM = "EXECUTION"
 
-# Risk's contract is stricter about strategy ids than execution's; a strategy
-# id risk would refuse is left out of the check (it is attribution only).
-_RISK_STRATEGY_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # A tenant id must be one NATS subject token (order updates are published per tenant).
 _SUBJECT_TOKEN = re.compile(r"[^.*>\s]+")
-# Codes of a risk call that say "risk could not answer" (not "risk said no").
-_RISK_DOWN = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.UNIMPLEMENTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.CANCELLED,
-    }
-)
 _STREAM_BUFFER = 1000
 
 IDEMPOTENCY_MISMATCH = Counter(
@@ -142,13 +139,13 @@ def _risk_refusal(order: Order) -> ServiceError:
     )
 
 
-def _risk_unavailable(err: grpc.aio.AioRpcError) -> ServiceError:
+def _risk_unavailable(reason: str) -> ServiceError:
     return ServiceError(
         domain_error(
             grpc.StatusCode.UNAVAILABLE,
             "RISK_UNAVAILABLE",
             DOMAIN,
-            f"the pre-trade risk check is unavailable ({err.code().name}); nothing was placed",
+            f"the pre-trade risk check is unavailable ({reason}); nothing was placed",
             retry_after_s=0.5,
         )
     )
@@ -181,6 +178,22 @@ def _ref(request: pb.GetOrderRequest | pb.CancelOrderRequest) -> tuple[str | Non
     return None, request.client_order_id, f"with client_order_id {request.client_order_id}"
 
 
+def _filter_fingerprint(where: OrderFilter) -> str:
+    """A short fingerprint of the filters, kept in page tokens so a token is
+    only accepted with the filters it was issued for."""
+    raw = json.dumps(
+        [
+            list(where.statuses),
+            where.symbol,
+            where.strategy_id,
+            where.created_from.isoformat() if where.created_from else None,
+            where.created_to.isoformat() if where.created_to else None,
+        ],
+        separators=(",", ":"),
+    ).encode()
+    return base64.urlsafe_b64encode(hashlib.sha256(raw).digest()[:9]).decode()
+
+
 # ---------------------------------------------------------------------------- servicer
 
 
@@ -191,11 +204,10 @@ class ExecutionApi:
         self,
         store: OrderStore,
         venue: Venue,
-        risk: RiskServiceAsyncStub,
+        risk: PreTradeRisk,
         nats: NatsClient,
         on_change: Callable[[Sequence[OrderEvent]], None],
         *,
-        risk_timeout_s: float = 1.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
@@ -203,7 +215,6 @@ class ExecutionApi:
         self._risk = risk
         self._nats = nats
         self._on_change = on_change
-        self._risk_timeout_s = risk_timeout_s
         self._clock = clock
 
     # ---- PlaceOrder
@@ -243,17 +254,16 @@ class ExecutionApi:
             )
 
         try:
-            check = await self._risk.CheckOrder(self._check_request(order), timeout=self._risk_timeout_s)
-        except grpc.aio.AioRpcError as err:
+            check = await self._risk.check(order)
+        except RiskCheckFailed as err:
             existing = await self._store.get(tenant, client_order_id=order.client_order_id)
             if existing is not None:
                 return self._replay(existing, request_hash)
-            if err.code() in _RISK_DOWN:
-                log.warning("risk check failed for %s: %s", order.client_order_id, err.code().name)
-                raise _risk_unavailable(err) from None
-            # Risk refused the request itself (e.g. INVALID_ARGUMENT): pass its status on.
-            st = rich_status(err) or status(err.code(), err.details() or "risk check failed")
-            raise ServiceError(st) from None
+            if isinstance(err, RiskRequestRefused):
+                # Risk refused the request itself (e.g. INVALID_ARGUMENT): pass its status on.
+                raise ServiceError(err.status) from None
+            log.warning("risk check failed for %s: %s", order.client_order_id, err)
+            raise _risk_unavailable(str(err)) from None
 
         if check.approved:
             inputs = await self._venue.submit(order, now)
@@ -278,31 +288,11 @@ class ExecutionApi:
             raise _risk_refusal(final)
         return pb.PlaceOrderResponse(order=order_to_proto(final), replayed=False)
 
-    def _check_request(self, order: Order) -> risk_pb.CheckOrderRequest:
-        req = risk_pb.CheckOrderRequest(
-            client_order_id=order.client_order_id,
-            symbol=order.symbol,
-            side=int(order.side),  # type: ignore[arg-type]
-            quantity=decimals.to_proto(order.quantity),
-            order_type=int(order.type),  # type: ignore[arg-type]
-        )
-        # The time execution accepted the order: risk limits the order rate
-        # by it, so checks delayed by a stall do not count as a burst.
-        req.submitted_at.FromDatetime(order.created_at)
-        if order.limit_price is not None:
-            req.limit_price.CopyFrom(decimals.to_proto(order.limit_price))
-        if _RISK_STRATEGY_ID.fullmatch(order.strategy_id):
-            req.strategy_id = order.strategy_id
-        return req
-
     @staticmethod
-    def _rejection(check: risk_pb.CheckOrderResponse, at: datetime) -> Reject:
-        denials = list(check.denials)
-        codes = [
-            d.code or risk_pb.DenialReason.Name(d.reason).replace("DENIAL_REASON_", "RISK_") for d in denials
-        ]
-        reason = codes[0] if codes else "RISK_DENIED"
-        message = "; ".join(d.message or c for d, c in zip(denials, codes, strict=True)) or "denied by risk"
+    def _rejection(check: RiskDecision, at: datetime) -> Reject:
+        denials = check.denials
+        reason = denials[0].code if denials else "RISK_DENIED"
+        message = "; ".join(d.message or d.code for d in denials) or "denied by risk"
         return Reject(at=at, reason=reason, message=message)
 
     def _replay(self, existing: StoredOrder, request_hash: bytes) -> pb.PlaceOrderResponse:
@@ -389,7 +379,7 @@ class ExecutionApi:
             created_from=created.start.ToDatetime(tzinfo=UTC) if created.HasField("start") else None,
             created_to=created.end.ToDatetime(tzinfo=UTC) if created.HasField("end") else None,
         )
-        fingerprint = encode_filter(where)
+        fingerprint = _filter_fingerprint(where)
         try:
             raw = paging.decode_token(request.page_token)
             if raw and raw.get("f") != fingerprint:

@@ -1,5 +1,8 @@
 """Wiring of the execution service: what it needs and what it serves.
 
+The servicer and the matcher get the production adapters of their ports:
+orders in PostgreSQL, marketdata's quotes from Redis, risk's check over gRPC.
+
 Background work started here (stopped through ``resources.on_close``, last
 registered first): the outbox relay, then the paper venue's matcher.
 """
@@ -17,10 +20,12 @@ from runtime.grpc_client import ClientFactory
 from runtime.outbox import OutboxRelay, PostgresOutbox
 from runtime.resources import Resources
 from runtime.service import ServiceSpec
+from services.execution.adapters.grpc import GrpcPreTradeRisk
+from services.execution.adapters.postgres import PostgresOrderStore
+from services.execution.adapters.redis import RedisMarketQuotes
 from services.execution.api import ExecutionApi
 from services.execution.domain import OrderEvent
 from services.execution.outbox import outbox_rows
-from services.execution.storage import OrderStore
 from services.execution.venue import Matcher, PaperVenue
 
 EXECUTION_SERVICE = "trading.execution.v1.ExecutionService"
@@ -54,8 +59,8 @@ async def build(resources: Resources) -> Mapping[str, Any]:
     assert pool is not None and redis is not None and nats is not None
     assert kafka is not None and nats_publisher is not None
 
-    store = OrderStore(pool)
-    venue = PaperVenue(redis)
+    store = PostgresOrderStore(pool)
+    venue = PaperVenue(RedisMarketQuotes(redis))
     relay = OutboxRelay(PostgresOutbox(pool, "execution"), kafka=kafka, nats=nats_publisher)
 
     def changed(events: Sequence[OrderEvent]) -> None:
@@ -71,7 +76,7 @@ async def build(resources: Resources) -> Mapping[str, Any]:
     await matcher.start()
     resources.on_close(matcher.stop)
 
-    risk = clients.stub(risk_grpc.RiskServiceStub, "risk")
+    risk = GrpcPreTradeRisk(clients.stub(risk_grpc.RiskServiceStub, "risk"))
     return {EXECUTION_SERVICE: ExecutionApi(store, venue, risk, nats, changed)}
 
 

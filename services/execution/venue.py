@@ -1,14 +1,15 @@
 """Venues: where accepted orders go. The paper venue fills them against live quotes.
 
-A venue adapter implements :class:`Venue`. It answers in the domain's inputs
-(Accept, ReportFill, Cancel, ...), so the transition table stays the only
-place that decides what happens to an order, and the service stores whatever
-the venue reported in one transaction with its outbox rows.
+A venue adapter implements :class:`services.execution.ports.Venue`. It
+answers in the domain's inputs (Accept, ReportFill, Cancel, ...), so the
+transition table stays the only place that decides what happens to an order,
+and the service stores whatever the venue reported in one transaction with
+its outbox rows.
 
-The paper venue reads the last quote of the symbol from Redis
-(``md:quote:{symbol}``, a serialized ``trading.common.v1.Quote`` written by
-marketdata). An arriving order trades at the touch, up to the size shown
-there (IOC/FOK decide what happens to the rest, see ``domain.on_quote``);
+The paper venue reads the last quote of the symbol from marketdata's cache
+(the :class:`services.execution.ports.MarketQuotes` port; in production
+Redis, ``md:quote:{symbol}``). An arriving order trades at the touch, up to
+the size shown there (IOC/FOK decide what happens to the rest, see ``domain.on_quote``);
 GTC/DAY rests. The :class:`Matcher` background task fills resting orders
 when the market crosses them: it listens to ticks on NATS
 (``marketdata.ticks.>``), keeps only the newest quote per symbol (a burst of
@@ -33,18 +34,15 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from prometheus_client import Counter
-from redis.asyncio import Redis
 from trading.common.v1 import market_pb2
 from trading.marketdata.v1 import events_pb2 as md_events
 
 from runtime.health import HealthMonitor, default_monitor
-from runtime.market_cache import is_known_instrument, quote_key
 from runtime.messaging import EnvelopeError, decode_envelope
 from runtime.messaging.envelope import uuid7
 from services.execution.domain import (
@@ -62,7 +60,7 @@ from services.execution.domain import (
     expiry_due,
     on_quote,
 )
-from services.execution.storage import OrderStore, ToOutbox
+from services.execution.ports import MarketQuotes, OrderStore, ToOutbox
 from services.execution.wire import quote_from_proto
 
 log = logging.getLogger(__name__)
@@ -74,53 +72,20 @@ MATCHED = Counter("execution_paper_resting_fills_total", "Resting orders filled 
 EXPIRED = Counter("execution_day_orders_expired_total", "DAY orders expired at the end of their session.")
 
 
-class Venue(Protocol):
-    """A venue adapter. Inputs returned are applied (and stored) by the caller."""
-
-    name: str
-
-    async def lists(self, symbol: str) -> bool:
-        """Whether the venue trades `symbol` at all (unknown -> NOT_FOUND, nothing stored)."""
-        ...
-
-    def session_end(self, order: Order) -> datetime | None:
-        """When a DAY order expires at this venue; None for other orders."""
-        ...
-
-    async def submit(self, order: Order, at: datetime) -> Sequence[OrderInput]:
-        """Send a NEW order that passed risk: its acknowledgement (Accept or
-        Reject) and whatever happened at once (fills, IOC/FOK cancels)."""
-        ...
-
-    async def cancel(self, order: Order, at: datetime) -> Sequence[OrderInput]:
-        """Ask to cancel an order now PENDING_CANCEL (asking again is harmless):
-        Cancel when the venue confirms at once, nothing when it will report later."""
-        ...
-
-    def on_market(
-        self, order: Order, quote: Quote, at: datetime, expires_at: datetime | None
-    ) -> Sequence[OrderInput]:
-        """What a new quote does to a resting order (fills, expiry)."""
-        ...
-
-
 class PaperVenue:
     """Simulated venue on live quotes; confirms cancels at once."""
 
     name = "paper"
 
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
+    def __init__(self, quotes: MarketQuotes) -> None:
+        self._quotes = quotes
 
     async def lists(self, symbol: str) -> bool:
         """The paper venue trades marketdata's instrument universe."""
-        return await is_known_instrument(self._redis, symbol)
+        return await self._quotes.lists(symbol)
 
     async def last_quote(self, symbol: str) -> Quote | None:
-        raw = await self._redis.get(quote_key(symbol))
-        if not isinstance(raw, bytes):
-            return None  # no quote yet
-        return quote_from_proto(market_pb2.Quote.FromString(raw))
+        return await self._quotes.last_quote(symbol)
 
     def session_end(self, order: Order) -> datetime | None:
         return day_session_end(order.created_at) if order.time_in_force is TimeInForce.DAY else None

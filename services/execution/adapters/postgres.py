@@ -1,4 +1,5 @@
-"""PostgreSQL adapter of the execution service (schema `execution`).
+"""PostgreSQL adapter of the execution service (schema `execution`): the
+:class:`services.execution.ports.OrderStore` of production.
 
 Every change of an order is one transaction that writes the order row, its
 new executions and the outbox rows of the events it emits, so the database
@@ -9,18 +10,12 @@ the matcher's cross-tenant scans run as the schema owner (see the migration).
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 import asyncpg
-from prometheus_client import Counter
 
 from runtime.outbox import OutboxRow, insert_outbox_sql, outbox_columns
 from runtime.storage.postgres import tenant_transaction
@@ -28,79 +23,14 @@ from services.execution.domain import (
     CancelReason,
     Order,
     OrderEvent,
-    OrderInput,
     OrderStatus,
     OrderType,
     Side,
     TimeInForce,
     apply_all,
 )
-
-ORDER_STATUS_CHANGES = Counter(
-    "trading_execution_order_status_changes",
-    "Orders that entered a status (committed: placement's own steps and every later one), by status.",
-    ("status",),
-)
-FILLS = Counter("trading_execution_fills", "Fills (executions) committed with their order.")
-_ENTERED = {status: ORDER_STATUS_CHANGES.labels(status.name) for status in OrderStatus}
-
-
-def _count_committed(events: Sequence[OrderEvent]) -> None:
-    """Metrics of the steps of one committed change."""
-    for event in events:
-        if event.order.status != event.previous_status:
-            _ENTERED[event.order.status].inc()
-        if event.fill is not None:
-            FILLS.inc()
-
-
-@dataclass(frozen=True, slots=True)
-class StoredOrder:
-    """An order as stored, with what the domain object does not carry."""
-
-    order: Order
-    request_hash: bytes
-    expires_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class OrderFilter:
-    """ListOrders filters; empty/None means "any"."""
-
-    statuses: tuple[int, ...] = ()
-    symbol: str | None = None
-    strategy_id: str | None = None
-    created_from: datetime | None = None
-    created_to: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    """Keyset position of ListOrders: the last row's (created_at, order_id)."""
-
-    created_at: datetime
-    order_id: str
-
-    def encode(self) -> dict[str, Any]:
-        return {"c": self.created_at.isoformat(), "o": self.order_id}
-
-    @classmethod
-    def decode(cls, raw: dict[str, Any]) -> Cursor:
-        """Raises ValueError on anything this server did not write."""
-        created, order_id = raw.get("c"), raw.get("o")
-        if not isinstance(created, str) or not isinstance(order_id, str):
-            raise ValueError("bad cursor")
-        return cls(datetime.fromisoformat(created), str(_uuid_text(order_id)))
-
-
-def _uuid_text(value: str) -> str:
-    return str(uuid.UUID(value))
-
-
-# Decides what happens to a locked order: (order, its expiry) -> inputs to apply.
-Decide = Callable[[Order, "datetime | None"], Sequence[OrderInput]]
-# Builds the outbox rows of the events a change emitted.
-ToOutbox = Callable[[Sequence[OrderEvent]], Sequence[OutboxRow]]
+from services.execution.metrics import count_committed
+from services.execution.ports import Cursor, Decide, OrderFilter, StoredOrder, ToOutbox
 
 _COLUMNS = """o.tenant_id, o.order_id::text AS order_id, o.client_order_id, o.request_hash, o.symbol,
     o.side, o.type, o.time_in_force, o.quantity, o.limit_price, o.status, o.filled_quantity,
@@ -148,9 +78,11 @@ _INSERT_OUTBOX = insert_outbox_sql("execution")
 
 
 def _by(order_id: str | None, client_order_id: str | None) -> tuple[str, str | None, str]:
-    """(column, value, cast) of an order reference by either id."""
+    """(column, value, cast) of an order reference by either id (ValueError
+    for an order id that is no UUID, as the port states, rather than the
+    driver's own error)."""
     if order_id is not None:
-        return "order_id", order_id, "::uuid"
+        return "order_id", str(uuid.UUID(order_id)), "::uuid"
     return "client_order_id", client_order_id, ""
 
 
@@ -212,7 +144,7 @@ async def _write_effects(
         await conn.execute(_INSERT_OUTBOX, *outbox_columns(outbox))
 
 
-class OrderStore:
+class PostgresOrderStore:
     """Orders, executions and the outbox, one transaction per change."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -278,7 +210,7 @@ class OrderStore:
             )
         if not inserted:
             return None
-        _count_committed(events)
+        count_committed(events)
         return StoredOrder(order, request_hash, expires_at)
 
     async def get(
@@ -342,7 +274,7 @@ class OrderStore:
                 stored.order.version,
             )
             await _write_effects(conn, tenant_id, events, to_outbox(events))
-        _count_committed(events)
+        count_committed(events)
         return new, events
 
     async def page(
@@ -423,19 +355,3 @@ class OrderStore:
             limit,
         )
         return [(r["tenant_id"], r["order_id"]) for r in rows]
-
-
-def encode_filter(where: OrderFilter) -> str:
-    """A short fingerprint of the filters, kept in page tokens so a token is
-    only accepted with the filters it was issued for."""
-    raw = json.dumps(
-        [
-            list(where.statuses),
-            where.symbol,
-            where.strategy_id,
-            where.created_from.isoformat() if where.created_from else None,
-            where.created_to.isoformat() if where.created_to else None,
-        ],
-        separators=(",", ":"),
-    ).encode()
-    return base64.urlsafe_b64encode(hashlib.sha256(raw).digest()[:9]).decode()

@@ -30,6 +30,7 @@ from runtime.messaging.nats.streams import ensure_streams, platform_streams
 from runtime.outbox import OutboxRelay, PostgresOutbox
 from runtime.storage.migrations import migrate_pool
 from runtime.storage.postgres import tenant_transaction
+from services.execution.adapters.postgres import PostgresOrderStore
 from services.execution.domain import (
     Accept,
     OrderType,
@@ -41,7 +42,6 @@ from services.execution.domain import (
     new_order,
 )
 from services.execution.outbox import outbox_rows
-from services.execution.storage import OrderStore
 from tests.support.nats import connect_harness
 
 TOPICS = ("trading.execution.orders", "trading.execution.fills")
@@ -58,7 +58,7 @@ class CrashingOutbox(PostgresOutbox):
         raise Crash(f"died before marking {len(ids)} rows sent")
 
 
-async def _place(store: OrderStore, tenant: str, *, fill: bool) -> str:
+async def _place(store: PostgresOrderStore, tenant: str, *, fill: bool) -> str:
     now = datetime.now(UTC)
     order = new_order(
         order_id=str(uuid.uuid4()),
@@ -147,7 +147,7 @@ async def test_relay_republishes_after_a_crash_and_consumers_deduplicate(
             all_received.set()
 
     sub = await nc.subscribe(f"execution.orders.{tenant}.>", cb=on_nats)
-    store = OrderStore(pg_pool)
+    store = PostgresOrderStore(pg_pool)
     filled = await _place(store, tenant, fill=True)  # OrderAccepted + OrderFillReported
     rejected = await _place(store, tenant, fill=False)  # OrderRejected
     async with tenant_transaction(pg_pool, tenant) as conn:

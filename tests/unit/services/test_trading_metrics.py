@@ -20,7 +20,7 @@ from services.execution.domain import (
     apply_all,
     new_order,
 )
-from services.execution.storage import _count_committed
+from services.execution.metrics import count_committed
 
 T0 = datetime(2024, 6, 3, 14, 30, tzinfo=UTC)
 
@@ -60,7 +60,7 @@ def test_committed_steps_count_statuses_entered_and_fills() -> None:
     assert final.status is OrderStatus.FILLED
     before = {s: _entered(s) for s in ("ACCEPTED", "PARTIALLY_FILLED", "FILLED")}
     fills_before = _fills()
-    _count_committed(events)
+    count_committed(events)
     # The second partial fill changes no status: counted as a fill only.
     assert {s: _entered(s) - before[s] for s in before} == {"ACCEPTED": 1, "PARTIALLY_FILLED": 1, "FILLED": 1}
     assert _fills() - fills_before == 3
