@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # decision would otherwise train its full default set during start-up.
 MODEL_CACHE = ROOT / "var" / "bench" / "models"
 # Promoted without the quality gate: the benchmark needs both models, and 2 x 2,500 ticks is too
-# little for the gate to judge (services/decision/evaluation.py).
+# little for the gate to judge (services/decision/domain/evaluation.py).
 MODEL_TRAINING = TrainingSettings(
     ticks_per_symbol=2500, symbols=["BTC-USD", "ETH-USD"], seed=5, promote_without_gate=True
 )

@@ -8,7 +8,7 @@ Writes bench/results/vectors.md. What it does:
    the extension, decision's vector migrations, its login role);
 2. makes real market states: the regime feed (services/marketdata) through
    the features service's FeatureEngine and decision's embedding
-   (services/decision/embedding.py, 40 dimensions), eight symbols round-robin,
+   (services/decision/domain/embedding.py, 40 dimensions), eight symbols round-robin,
    cached under var/bench-vectors/ for the next run. The queries are the
    states of a later stretch of the same feed, never stored;
 3. per size (100k, and 1M with ``--full``): bulk loads the states with
@@ -51,7 +51,7 @@ from bench.harness import Recorder, closed_loop
 from runtime.config import Settings
 from runtime.vectors import MARKET, VectorStore, open_vector_store
 from runtime.vectors.pgvector import Embedding, register_vector_codec
-from services.decision import analog, embedding
+from services.decision.domain import analog, embedding
 from services.features.domain import FeatureEngine
 from services.marketdata.feeds import INITIAL_PRICES, RegimeGenerator, seeded_spec
 from tools.infra import ensure_vector_database, free_port, start_postgres
@@ -372,7 +372,7 @@ def write(out: Path, rows: list[Row], builds: list[Build], n_queries: int, took_
         " fsync off (a throw-away cluster).",
         "",
         "**What is measured**: k-nearest-neighbour search, k = 32 (the analog model's k), of decision's"
-        " market states (40-dimensional unit vectors, services/decision/embedding.py: the regime feed"
+        " market states (40-dimensional unit vectors, services/decision/domain/embedding.py: the regime feed"
         " through the FeatureEngine, eight symbols), through the adapter decision uses"
         " (runtime/vectors/pgvector.py) as decision's own role under row-level security, one query at"
         f" a time, {n_queries:,} queries from a later stretch of the feed (never stored), after 50"

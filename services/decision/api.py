@@ -1,10 +1,12 @@
 """gRPC API of the decision service (trading.decision.v1.DecisionService).
 
-Strategies live in PostgreSQL (per tenant, RLS); models are the ones this
-process loaded (ListModels); signals are read from PostgreSQL (GetSignals),
-where the engine records every signal and keeps them
-``signal_retention_hours``; FindSimilarStates searches the market memory
-(services/decision/memory.py) for the symbol's current state.
+Strategies live in the strategy store (per tenant; PostgreSQL in
+production, services/decision/ports.py names the contract); models are the
+ones this process loaded (ListModels); signals are read from the signal
+store (GetSignals), where the engine records every signal and keeps them
+``signal_retention_hours``; a new strategy's symbols are checked against the
+instrument directory (marketdata's universe); FindSimilarStates searches the
+market memory (services/decision/memory.py) for the symbol's current state.
 """
 
 from __future__ import annotations
@@ -15,22 +17,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from redis.asyncio import Redis
 from trading.decision.v1 import decision_service_pb2 as pb
 from trading.decision.v1 import events_pb2
 
 from runtime import decimals, paging
 from runtime.context import current_context, require_tenant
 from runtime.errors import FieldViolation, ServiceError, domain_error, invalid_argument
-from runtime.market_cache import INSTRUMENTS_KEY
 from runtime.messaging import new_envelope
 from runtime.outbox import KAFKA, OutboxRelay, OutboxRow, outbox_row
-from services.decision import embedding
+from services.decision.domain import embedding
 from services.decision.engine import PRODUCER
 from services.decision.inference import Ensemble
 from services.decision.memory import MarketMemory, MemoryBusy
 from services.decision.models import LoadedModel
-from services.decision.storage import (
+from services.decision.ports import (
+    InstrumentDirectory,
     SignalFilter,
     SignalStore,
     StrategyRow,
@@ -41,7 +42,6 @@ from services.decision.storage import (
 log = logging.getLogger(__name__)
 
 DOMAIN = "trading.decision"
-# Written by marketdata: every instrument symbol.
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -138,7 +138,7 @@ class DecisionApi:
         strategies: StrategyStore,
         signals: SignalStore,
         ensemble: Ensemble,
-        redis: Redis,
+        instruments: InstrumentDirectory,
         on_change: Callable[[str], Awaitable[None]],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         relay: OutboxRelay | None = None,
@@ -149,7 +149,7 @@ class DecisionApi:
         self._signals = signals
         self._ensemble = ensemble
         self._relay = relay
-        self._redis = redis
+        self._instruments = instruments
         self._on_change = on_change
         self._clock = clock
 
@@ -189,8 +189,8 @@ class DecisionApi:
             if m not in self._ensemble.models
         ]
         # The instrument universe marketdata publishes; unchecked before marketdata ever ran.
-        known = await self._redis.smismember(INSTRUMENTS_KEY, list(spec.symbols))
-        if await self._redis.exists(INSTRUMENTS_KEY):
+        known = await self._instruments.listed(spec.symbols)
+        if known is not None:
             violations += [
                 FieldViolation(f"spec.symbols[{i}]", f"unknown instrument {s!r}", "UNKNOWN_SYMBOL")
                 for i, (s, ok) in enumerate(zip(spec.symbols, known, strict=True))

@@ -13,7 +13,7 @@ from decimal import Decimal
 from prometheus_client import Counter
 
 from services.decision.domain import Direction, Side
-from services.decision.storage import PendingOrder, PositionState, SignalStore
+from services.decision.ports import PendingOrder, PositionState, SignalStore
 
 BOOK_LOADS = Counter(
     "trading_decision_book_loads_total",

@@ -117,8 +117,8 @@ from services.decision.domain import (
 from services.decision.inference import Ensemble, ShadowScorer
 from services.decision.lanes import LANE_FAILURES, SymbolLanes
 from services.decision.memory import MarketMemory
+from services.decision.ports import ExpiredIntent, NewSignal, PendingOrder, SignalStore, StrategyStore
 from services.decision.signal_writer import DUPLICATE_VECTORS, QueuedSignal, SignalWriter
-from services.decision.storage import ExpiredIntent, NewSignal, PendingOrder, SignalStore, StrategyStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

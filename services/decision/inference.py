@@ -14,7 +14,7 @@ returned). A model whose call has run past the budget answers TIMEOUT at once
 one per vector. ``threads=0`` runs the models inline instead (budget judged
 after the call) for benchmarks.
 
-The analog model (kind NEAREST_NEIGHBORS, services/decision/analog.py) has
+The analog model (kind NEAREST_NEIGHBORS, services/decision/domain/analog.py) has
 no thread: its inference is a k-nearest-neighbour search of the market
 memory (services/decision/memory.py, the vector store) for the vector's
 market state, awaited beside the threaded models under the same budget. A
@@ -46,9 +46,8 @@ import sklearn
 from prometheus_client import Counter, Gauge, Histogram
 from threadpoolctl import threadpool_limits
 
-from services.decision import analog
-from services.decision.domain import FEATURE_NAMES, ModelResult, Outcome, feature_row
-from services.decision.drift import DriftMonitor
+from services.decision.domain import FEATURE_NAMES, ModelResult, Outcome, analog, feature_row
+from services.decision.domain.drift import DriftMonitor
 from services.decision.memory import MarketMemory, MarketState, MemoryBusy
 from services.decision.models import LoadedModel
 
@@ -74,7 +73,7 @@ MODEL_FAILURES = Counter(
 FEATURE_DRIFT = Gauge(
     "trading_decision_feature_drift_psi",
     "Population stability index of each model input over the model's recent live vectors against its "
-    "training data (services/decision/drift.py): < 0.1 stable, > 0.25 shifted.",
+    "training data (services/decision/domain/drift.py): < 0.1 stable, > 0.25 shifted.",
     ("model", "model_version", "feature"),
 )
 _DRIFT_GAUGE_EVERY = 200  # vectors between gauge updates

@@ -29,8 +29,11 @@ from runtime.security.delegations import DelegationCache
 from runtime.service import ServiceSpec
 from runtime.storage.migrations import MigrationError
 from runtime.vectors import VectorStore, open_vector_store
-from services.decision import embedding, models, train
+from services.decision import models, train
+from services.decision.adapters.postgres import PostgresSignalStore, PostgresStrategyStore
+from services.decision.adapters.redis import RedisInstrumentDirectory
 from services.decision.api import DecisionApi, strategy_updated_rows
+from services.decision.domain import embedding
 from services.decision.engine import (
     VECTOR_SUBJECT_PREFIX,
     DecisionEngine,
@@ -42,7 +45,6 @@ from services.decision.engine import (
 from services.decision.inference import Ensemble, ShadowScorer
 from services.decision.memory import MarketMemory
 from services.decision.settings import DecisionSettings, TrainingSettings
-from services.decision.storage import SignalStore, StrategyStore
 from services.features.domain import FeatureConfig
 
 log = logging.getLogger(__name__)
@@ -108,8 +110,8 @@ async def build(
     )
     await relay.start()
     resources.on_close(relay.stop)
-    strategies = StrategyStore(resources.postgres, announce=strategy_updated_rows)
-    signals = SignalStore(
+    strategies = PostgresStrategyStore(resources.postgres, announce=strategy_updated_rows)
+    signals = PostgresSignalStore(
         resources.postgres,
         intent_ttl=timedelta(seconds=settings.intent_ttl_s),
         answer_within=timedelta(seconds=settings.place_order_timeout_s),
@@ -188,7 +190,13 @@ async def build(
     group.on_change(regroup)
     await cache.follow(follow)
     api = DecisionApi(
-        strategies, signals, ensemble, resources.redis, cache.reload_tenant, relay=relay, memory=memory
+        strategies,
+        signals,
+        ensemble,
+        RedisInstrumentDirectory(resources.redis),
+        cache.reload_tenant,
+        relay=relay,
+        memory=memory,
     )
     return {DECISION_SERVICE: api}
 

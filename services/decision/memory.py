@@ -7,7 +7,7 @@ Per symbol, in the order of its vectors (the engine's symbol lane calls
 
 1. the vector's EMBEDDING_FEATURES row joins the symbol's window (the last
    ``embedding.SPAN`` rows) and the state now is embedded
-   (services/decision/embedding.py): the analog model's query, and what
+   (services/decision/domain/embedding.py): the analog model's query, and what
    FindSimilarStates calls "now";
 2. the state waits in memory for its outcome: once a vector ``horizon``
    ticks later (by tick sequence, the training label's horizon) arrives,
@@ -48,7 +48,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from runtime.tasks import stop_task
 from runtime.vectors import MARKET, Neighbour, PayloadValue, VectorRecord, VectorStore
-from services.decision import analog, embedding
+from services.decision.domain import analog, embedding
 
 log = logging.getLogger(__name__)
 

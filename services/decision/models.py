@@ -6,7 +6,7 @@ Layout under the model directory (``DecisionSettings.model_dir``)::
     <model_id>/<version>/model.joblib      the fitted scikit-learn estimator
     <model_id>/<version>/metadata.json     ModelMetadata (below)
     <model_id>/<version>/evaluation.json   the walk-forward evaluation and the
-                                           gate's decision (services/decision/evaluation.py)
+                                           gate's decision (services/decision/domain/evaluation.py)
     <model_id>/promoted.json               the live version: {"version", "at", "reason"}
     <model_id>/shadow.json                 a candidate scored beside the live one, never traded
 
@@ -48,7 +48,7 @@ import joblib
 import numpy as np
 
 from runtime.config import get_settings
-from services.decision.evaluation import Evaluation
+from services.decision.domain.evaluation import Evaluation
 from services.decision.settings import DecisionSettings
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class ModelMetadata:
     # How the data was made: seed, symbols, ticks, horizon, regime parameters.
     data: dict[str, Any] = field(default_factory=dict)
     library: dict[str, str] = field(default_factory=dict)
-    # Per input: training decile edges and shares (services/decision/drift.py),
+    # Per input: training decile edges and shares (services/decision/domain/drift.py),
     # what live drift is measured against; empty for older versions.
     feature_profile: dict[str, Any] = field(default_factory=dict)
 

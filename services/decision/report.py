@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from runtime.config import MarketDataSettings
-from services.decision import analog, embedding, evaluation, models, train
-from services.decision.analog import AnalogClassifier
-from services.decision.domain import feature_row
+from services.decision import models, train
+from services.decision.domain import analog, embedding, evaluation, feature_row
+from services.decision.domain.analog import AnalogClassifier
 from services.decision.settings import TrainingSettings
 from services.features.domain import FeatureEngine, FeatureVector
 from services.marketdata.feeds import INITIAL_PRICES, RegimeGenerator, seeded_spec
@@ -387,8 +387,8 @@ def write_report(out: Path, plots_dir: Path, *, live_ticks: int = LIVE_TICKS_PER
         f" never seen in training), {live_ticks:,} ticks each. Baselines there: the sign of the last"
         " return, and the replay's own majority label (hindsight, the stronger constant).",
         f"- **The analog model** (`{'`, `'.join(sorted(memories)) or 'analog-knn'}`,"
-        " services/decision/analog.py): the"
-        f" {analog.DEFAULT_K} past market states most similar to now (services/decision/embedding.py:"
+        " services/decision/domain/analog.py): the"
+        f" {analog.DEFAULT_K} past market states most similar to now (services/decision/domain/embedding.py:"
         f" {embedding.WINDOW} feature vectors {embedding.STRIDE} apart, scale-free, cosine) vote with"
         " the direction that followed them. Walk-forward, its memory is every training sample whose"
         " label was known before the test block (the same purge as the other models), searched"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from prometheus_client import Counter, Gauge, Histogram
 from trading.decision.v1 import decision_service_pb2 as pb
 
-from services.decision.storage import NewSignal, SignalStore
+from services.decision.ports import NewSignal, SignalStore
 
 log = logging.getLogger(__name__)
 

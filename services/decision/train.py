@@ -61,10 +61,10 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from runtime.config import MarketDataSettings, get_settings
-from services.decision import analog, embedding, evaluation, models
-from services.decision.analog import AnalogClassifier
-from services.decision.domain import FEATURE_NAMES, feature_row
-from services.decision.drift import training_profile
+from services.decision import models
+from services.decision.domain import FEATURE_NAMES, analog, embedding, evaluation, feature_row
+from services.decision.domain.analog import AnalogClassifier
+from services.decision.domain.drift import training_profile
 from services.decision.settings import DecisionSettings, TrainingSettings
 from services.features.domain import FeatureEngine, Tick
 from services.marketdata.domain import RawTick

@@ -1,14 +1,14 @@
-"""PostgreSQL adapters of decision: strategies, positions, signals.
+"""PostgreSQL adapters of decision's stores (services/decision/ports.py):
+strategies, positions, signals.
 
 Every tenant table is read and written in a tenant transaction (RLS). The one
-cross-tenant read is :meth:`StrategyStore.tenants`, the directory of tenants
-that have strategies, which the feature-vector consumer walks.
+cross-tenant read is :meth:`PostgresStrategyStore.tenants`, the directory of
+tenants that have strategies, which the feature-vector consumer walks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -17,77 +17,23 @@ import asyncpg
 
 from runtime.outbox import OutboxRow, OutboxWriter
 from runtime.storage.postgres import tenant_transaction
-from services.decision.domain import (
-    IntentStatus,
-    StrategyConfig,
-    intent_expiry_cutoff,
-    intent_retry_cutoff,
-    intent_status,
+from services.decision.domain import IntentStatus, intent_expiry_cutoff, intent_retry_cutoff, intent_status
+from services.decision.ports import (
+    AnnounceExpired,
+    AnnounceStrategy,
+    ExpiredIntent,
+    NewSignal,
+    PendingOrder,
+    PositionState,
+    SignalFilter,
+    StrategyRow,
+    VersionMismatchError,
 )
 
 _COLUMNS = (
     "strategy_id, name, description, symbols, enabled, max_position, fixed_quantity, model_ids,"
     " signal_threshold, cooldown_ms, version, created_at, updated_at, updated_by"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class StrategyRow:
-    """A stored strategy."""
-
-    tenant_id: str
-    strategy_id: str
-    name: str
-    description: str
-    symbols: tuple[str, ...]
-    enabled: bool
-    max_position: Decimal
-    fixed_quantity: Decimal
-    model_ids: tuple[str, ...]
-    signal_threshold: float
-    cooldown_ms: int
-    version: int
-    created_at: datetime
-    updated_at: datetime
-    updated_by: str
-
-    def same_config(self, other: StrategyRow) -> bool:
-        """True when the client-set configuration is equal (bookkeeping ignored)."""
-        return (
-            self.name,
-            self.description,
-            self.symbols,
-            self.enabled,
-            self.max_position,
-            self.fixed_quantity,
-            self.model_ids,
-            self.signal_threshold,
-            self.cooldown_ms,
-        ) == (
-            other.name,
-            other.description,
-            other.symbols,
-            other.enabled,
-            other.max_position,
-            other.fixed_quantity,
-            other.model_ids,
-            other.signal_threshold,
-            other.cooldown_ms,
-        )
-
-    def config(self) -> StrategyConfig:
-        return StrategyConfig(
-            tenant_id=self.tenant_id,
-            strategy_id=self.strategy_id,
-            symbols=frozenset(self.symbols),
-            enabled=self.enabled,
-            max_position=self.max_position,
-            fixed_quantity=self.fixed_quantity,
-            model_ids=self.model_ids,
-            signal_threshold=self.signal_threshold,
-            cooldown=timedelta(milliseconds=self.cooldown_ms),
-            version=self.version,
-        )
 
 
 def _row(tenant_id: str, r: asyncpg.Record) -> StrategyRow:
@@ -110,22 +56,11 @@ def _row(tenant_id: str, r: asyncpg.Record) -> StrategyRow:
     )
 
 
-class VersionMismatchError(Exception):
-    """The stored version is not the expected one."""
-
-    def __init__(self, stored: int) -> None:
-        super().__init__(f"stored version is {stored}")
-        self.stored = stored
-
-
 # Decision's outbox (runtime/outbox.py): StrategyUpdated, SignalGenerated, OrderIntentCreated.
 OUTBOX = OutboxWriter("decision")
 
-# The outbox rows announcing a strategy change: (stored, previous version) -> rows.
-AnnounceStrategy = Callable[[StrategyRow, int], Sequence[OutboxRow]]
 
-
-class StrategyStore:
+class PostgresStrategyStore:
     """Strategies per tenant. With `announce`, every change that makes a new
     version writes its event into the outbox in the same transaction."""
 
@@ -249,53 +184,6 @@ class StrategyStore:
             return stored, previous
 
 
-@dataclass(frozen=True, slots=True)
-class PositionState:
-    quantity: Decimal
-    last_intent_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class NewSignal:
-    """A signal to record (and, with a client order id, an order to place)."""
-
-    signal_id: str
-    vector_key: str
-    strategy_id: str
-    symbol: str
-    direction: int
-    generated_at: datetime
-    client_order_id: str
-    side: int
-    quantity: Decimal | None
-    payload: bytes
-    # Its events (SignalGenerated, OrderIntentCreated), written to the outbox
-    # in the transaction that inserts the signal, and only if it does.
-    outbox: tuple[OutboxRow, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class PendingOrder:
-    """An intent whose order is not known to be placed yet."""
-
-    signal_id: str
-    strategy_id: str
-    symbol: str
-    client_order_id: str
-    side: int
-    quantity: Decimal
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SignalFilter:
-    symbol: str = ""
-    strategy_id: str = ""
-    start: datetime | None = None
-    end: datetime | None = None
-    direction: int = 0
-
-
 def _pending(r: asyncpg.Record) -> PendingOrder:
     return PendingOrder(
         r["signal_id"],
@@ -308,27 +196,13 @@ def _pending(r: asyncpg.Record) -> PendingOrder:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ExpiredIntent:
-    """An intent the sweeper moved from PENDING to EXPIRED."""
-
-    signal_id: str
-    strategy_id: str
-    symbol: str
-    client_order_id: str
-    side: int
-    quantity: Decimal
-    created_at: datetime
-    expired_at: datetime
-
-
 # What "the intent is still pending" means in SQL (domain.intent_status):
 # every update of an intent is guarded by it, so each transition happens once
 # and a terminal intent (placed, refused, expired) never moves again.
 _PENDING = "client_order_id <> '' AND order_id IS NULL AND order_error IS NULL AND intent_expired_at IS NULL"
 
 
-class SignalStore:
+class PostgresSignalStore:
     """Signals and the strategies' positions, per tenant.
 
     `intent_ttl` is how long an intent may stay pending; `answer_within` how
@@ -540,7 +414,7 @@ class SignalStore:
         self,
         tenant_id: str,
         now: datetime,
-        announce: Callable[[str, Sequence[ExpiredIntent]], Sequence[OutboxRow]] = lambda t, i: (),
+        announce: AnnounceExpired = lambda t, i: (),
         limit: int = 500,
     ) -> list[ExpiredIntent]:
         """Move the tenant's pending intents older than the time-to-live to

@@ -1,5 +1,5 @@
 """The analog model: the k past market states most similar to now vote
-with the direction that followed them (services/decision/embedding.py
+with the direction that followed them (services/decision/domain/embedding.py
 defines a state).
 
 - **Vote** (:func:`vote`): among the k nearest states, ``P(up) = (ups + 1) /
@@ -11,7 +11,7 @@ defines a state).
   remembers the training states and whose ``predict_proba`` searches them
   exactly (a matrix product over all of them). It passes the same
   walk-forward evaluation and gate as the other models
-  (services/decision/evaluation.py).
+  (services/decision/domain/evaluation.py).
 - **Live** (services/decision/inference.py): the memory is the vector store
   (runtime.vectors, HNSW: approximate, recall measured in
   bench/results/vectors.md) holding the states decision observed, each
@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from services.decision import embedding
+from services.decision.domain import embedding
 
 KIND: Final = "NEAREST_NEIGHBORS"
 DEFAULT_K: Final = 32

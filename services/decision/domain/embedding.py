@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Final
 
-from services.decision.domain import FEATURE_NAMES
+from services.decision.domain.ensemble import FEATURE_NAMES
 
 # The FeatureVector fields the embedding reads, in this order.
 EMBEDDING_FEATURES: Final[tuple[str, ...]] = (

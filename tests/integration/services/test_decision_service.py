@@ -61,12 +61,13 @@ from runtime.security.delegations import DelegationCache
 from runtime.security.store_credentials import REDIS_ADMIN, open_redis
 from runtime.storage.postgres import tenant_transaction
 from services.decision import models
+from services.decision.adapters.postgres import PostgresSignalStore, PostgresStrategyStore
 from services.decision.engine import VECTOR_EVENT, DecisionEngine, IntentSweeper, StrategyCache
 from services.decision.inference import Ensemble
 from services.decision.main import make_spec
+from services.decision.ports import NewSignal
 from services.decision.settings import DecisionSettings, TrainingSettings
 from services.decision.signal_writer import QueuedSignal, SignalWriter
-from services.decision.storage import NewSignal, SignalStore, StrategyStore
 from services.execution.main import SPEC as EXECUTION
 from services.features.domain import FeatureEngine, Tick
 from services.identity.main import make_spec as identity_spec
@@ -624,8 +625,8 @@ async def engine_on(
     signal_batch: int = 500,
 ) -> AsyncIterator[Harness]:
     pool = CountingPool(pg_pool)
-    signals = SignalStore(pool)  # the pool's counting stand-in
-    cache = StrategyCache(StrategyStore(pool), refresh_s=3600)
+    signals = PostgresSignalStore(pool)  # the pool's counting stand-in
+    cache = StrategyCache(PostgresStrategyStore(pool), refresh_s=3600)
     await cache.reload()
     ensemble = Ensemble(models.load_promoted(model_dir), budget_s=0.5, threads=True)
     registry = event_registry()
@@ -734,7 +735,7 @@ async def test_the_signal_writer_writes_full_batches_at_once_dedups_and_flushes_
     platform: Platform, pg_pool: asyncpg.Pool
 ) -> None:
     tenant, symbol = await platform.tenant(), await platform.symbol()
-    store = SignalStore(pg_pool)
+    store = PostgresSignalStore(pg_pool)
     announced: list[QueuedSignal] = []
 
     async def publish(recorded: Sequence[QueuedSignal]) -> None:
@@ -899,7 +900,7 @@ async def test_an_unanswered_intent_expires_once_with_two_sweepers_and_is_never_
     assert intent["client_order_id"] and intent["order_id"] is None
 
     ttl = timedelta(minutes=10)
-    store = SignalStore(pg_pool, intent_ttl=ttl)
+    store = PostgresSignalStore(pg_pool, intent_ttl=ttl)
     # Not due yet: nothing expires.
     assert await store.expire_due(tenant, datetime.now(UTC)) == []
     # Eleven minutes on, two replicas sweep at once: exactly one expires it.
@@ -909,7 +910,7 @@ async def test_an_unanswered_intent_expires_once_with_two_sweepers_and_is_never_
     # running decision service's relay publishes them.
     sweepers = [
         IntentSweeper(
-            StrategyStore(pg_pool),
+            PostgresStrategyStore(pg_pool),
             store,
             every_s=3600,
             clock=lambda: later,

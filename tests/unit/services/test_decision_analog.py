@@ -20,9 +20,8 @@ import numpy as np
 import pytest
 
 from runtime.vectors import MARKET, Neighbour, VectorRecord
-from services.decision import analog, embedding
-from services.decision.analog import AnalogClassifier, vote
-from services.decision.domain import FEATURE_NAMES, ModelResult, Outcome
+from services.decision.domain import FEATURE_NAMES, ModelResult, Outcome, analog, embedding
+from services.decision.domain.analog import AnalogClassifier, vote
 from services.decision.inference import Ensemble
 from services.decision.memory import MarketMemory, MemoryBusy, outcome_of
 from services.decision.models import LoadedModel, ModelMetadata

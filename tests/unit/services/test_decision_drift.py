@@ -11,7 +11,7 @@ import pytest
 
 from services.decision.api import model_message
 from services.decision.domain import FEATURE_NAMES
-from services.decision.drift import BINS, DriftMonitor, psi, training_profile
+from services.decision.domain.drift import BINS, DriftMonitor, psi, training_profile
 from services.decision.inference import Ensemble
 from tests.unit.services.test_decision_inference import Const, Vector, model
 

@@ -1,4 +1,4 @@
-"""Walk-forward evaluation and the promotion gate (services/decision/evaluation.py), pure."""
+"""Walk-forward evaluation and the promotion gate (services/decision/domain/evaluation.py), pure."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 
-from services.decision import evaluation
-from services.decision.evaluation import baseline_predictions, decide, walk_forward_folds
+from services.decision.domain import evaluation
+from services.decision.domain.evaluation import baseline_predictions, decide, walk_forward_folds
 
 HORIZON_NS = 20
 

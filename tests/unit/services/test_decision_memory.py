@@ -9,10 +9,11 @@ from decimal import Decimal
 
 import pytest
 
+from services.decision.adapters.memory import MemoryStrategyStore
 from services.decision.book import RecentKeys, SymbolBook
 from services.decision.domain import Direction, Side
 from services.decision.engine import StrategyCache
-from services.decision.storage import PendingOrder, PositionState, StrategyRow, StrategyStore
+from services.decision.ports import PendingOrder, PositionState, StrategyRow
 
 
 def test_recent_keys_forget_the_oldest_beyond_their_capacity() -> None:
@@ -34,7 +35,7 @@ def _row(tenant: str, strategy_id: str, symbols: tuple[str, ...]) -> StrategyRow
     )  # fmt: skip
 
 
-class _Strategies(StrategyStore):
+class _Strategies(MemoryStrategyStore):
     """Enabled strategies from a dict (the cache's logic, no database)."""
 
     def __init__(self) -> None:

@@ -13,7 +13,7 @@ from sklearn.dummy import DummyClassifier
 
 from services.decision import models
 from services.decision.domain import FEATURE_NAMES
-from services.decision.evaluation import Evaluation, FoldResult
+from services.decision.domain.evaluation import Evaluation, FoldResult
 
 DAY = datetime(2026, 2, 3, tzinfo=UTC)
 

@@ -22,18 +22,12 @@ from trading.execution.v1 import types_pb2 as exec_types
 from runtime.messaging import Event
 from runtime.messaging.base import Delivery, Transport
 from runtime.messaging.envelope import new_envelope
+from services.decision.adapters.memory import MemorySignalStore, MemoryStrategyStore
 from services.decision.domain import FEATURE_NAMES, Direction, ModelResult, Outcome, Side
 from services.decision.engine import DecisionEngine, StrategyCache
 from services.decision.inference import Ensemble, ShadowScorer
 from services.decision.models import LoadedModel, ModelMetadata
-from services.decision.storage import (
-    NewSignal,
-    PendingOrder,
-    PositionState,
-    SignalStore,
-    StrategyRow,
-    StrategyStore,
-)
+from services.decision.ports import NewSignal, PendingOrder, PositionState, StrategyRow
 from services.features.domain import FeatureConfig, FeatureVector
 from tests.support.polling import eventually
 
@@ -77,7 +71,7 @@ def _event(sequence: int) -> Event:
     return Event(envelope, payload, {}, Delivery(Transport.NATS, f"features.vectors.{payload.symbol}"))
 
 
-class _Strategies(StrategyStore):
+class _Strategies(MemoryStrategyStore):
     def __init__(self, rows: dict[str, list[StrategyRow]]) -> None:
         self.rows = rows
 
@@ -88,7 +82,7 @@ class _Strategies(StrategyStore):
         return self.rows.get(tenant_id, [])
 
 
-class _Signals(SignalStore):
+class _Signals(MemorySignalStore):
     """Records in memory; every intent is new."""
 
     def __init__(self) -> None:
