@@ -260,7 +260,7 @@ class VectorSettings(Section):
 
 
 class MarketDataSettings(Section):
-    """The marketdata service's feed (env TRADING_MARKETDATA__FEED=synthetic|regime|replay|none, ...)."""
+    """The marketdata service's feed (which, how fast, which symbols) and its lease."""
 
     feed: str = "synthetic"
     """synthetic (GBM) | regime (trend / mean reversion / GARCH regimes switched by a known Markov
@@ -302,7 +302,7 @@ class MarketDataSettings(Section):
 
 
 class RiskSettings(Section):
-    """The risk service (env TRADING_RISK__...)."""
+    """The risk service's pre-trade checks."""
 
     submitted_at_max_back_s: float = Field(default=5.0, ge=0, le=60)
     """How far a check's submitted_at may lie before / after risk's clock and still be the instant the
@@ -481,7 +481,8 @@ class SecuritySettings(Section):
 
 
 class Settings(BaseSettings):
-    """All settings of a process. Each service reads the parts it needs."""
+    """All settings of a process: the process-wide fields, and the sections
+    every process reads (each uses the parts it needs)."""
 
     model_config = section_config("")
 

@@ -66,14 +66,16 @@ def breaking_ok(root: Path = ROOT) -> bool:
 
 
 def cmd_gen(_: argparse.Namespace) -> int:
-    """Stage third-party protos and regenerate gen/ (and the TypeScript SDK's src/gen) from proto/."""
-    from tools import protogen
+    """Stage third-party protos and regenerate gen/ (and the TypeScript SDK's src/gen)
+    from proto/, and docs/settings.md from the settings tree."""
+    from tools import protogen, settings_doc
 
     protogen.stage_third_party()
     rc = _buf("generate", quiet=True)
     if rc == 0:
         protogen.finish_generated_tree(ROOT / "gen")
         rc = _generate_ts(ROOT)
+    settings_doc.write()
     return rc
 
 
@@ -123,8 +125,18 @@ def _diff_trees(fresh: Path, committed: Path, out: list[str]) -> None:
         _diff_trees(fresh / name, committed / name, out)
 
 
+def _settings_doc_is_fresh() -> bool:
+    from tools import settings_doc
+
+    if settings_doc.is_fresh():
+        return True
+    print("  stale: docs/settings.md (run ./dev gen)", file=sys.stderr)
+    return False
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    """Contract checks (lint, format, breaking, gen freshness) and code checks."""
+    """Contract checks (lint, format, breaking, gen freshness), the settings
+    document's freshness, and code checks."""
     from tools import protogen
 
     protogen.stage_third_party()
@@ -134,6 +146,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         print("buf breaking: no released contract yet (run `./dev release`)", file=sys.stderr)
     checks.append(("gen/ is fresh", generated_is_fresh()))
+    checks.append(("docs/settings.md is fresh", _settings_doc_is_fresh()))
     if not args.contracts_only:
         checks.append(("ruff", _run([str(BIN / "ruff"), "check", "."]) == 0))
         checks.append(("ruff format", _run([str(BIN / "ruff"), "format", "--check", "."], quiet=True) == 0))
@@ -308,9 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tradingctl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("gen", help="regenerate gen/ and the TS SDK from proto/").set_defaults(func=cmd_gen)
+    gen = sub.add_parser("gen", help="regenerate gen/ and the TS SDK from proto/, and docs/settings.md")
+    gen.set_defaults(func=cmd_gen)
 
-    check = sub.add_parser("check", help="contract checks, ruff and mypy")
+    check = sub.add_parser("check", help="contract checks, docs/settings.md freshness, ruff and mypy")
     check.add_argument("--contracts-only", action="store_true", help="only the buf and gen/ checks")
     check.set_defaults(func=cmd_check)
 

@@ -12,6 +12,8 @@ from runtime.config import section_config
 
 
 class AuditSettings(BaseSettings):
+    """The event store's and the lineage graph's consumers, chain reads and replays."""
+
     model_config = section_config("audit")
 
     consumer_group: str = "audit.events"

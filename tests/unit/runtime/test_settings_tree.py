@@ -45,7 +45,8 @@ def test_every_setting_has_one_name_and_a_description() -> None:
     for s in settings:
         assert s.env == env_prefix(s.section) + s.name.upper()
         assert s.field.description, f"{s.env} has no description (a docstring under the field)"
-    assert "TRADING_KAFKA__SASL_PASSWORD" not in names  # filled in per process, never configured
+    # Filled in per process, never configured.
+    assert ("kafka", "sasl_password") not in {(s.section, s.name) for s in settings}
 
 
 def test_a_variable_sets_a_nested_service_setting(monkeypatch: pytest.MonkeyPatch) -> None:
