@@ -426,13 +426,19 @@ class PostgresSignalStore:
         makes a second run (or a concurrent answer that won) change nothing;
         each intent expires, and is returned, exactly once."""
         async with tenant_transaction(self._pool, tenant_id) as conn:
+            # The due rows are taken once (MATERIALIZED): as an IN (subquery)
+            # the planner may rescan the subquery, which then skips the rows
+            # this statement already updated and locks the next ones, past
+            # `limit` (the port suite caught 3 rows expired for a limit of 2).
             rows = await conn.fetch(
-                "UPDATE decision.signals SET intent_expired_at = $1 WHERE (tenant_id, signal_id) IN"
-                " (SELECT tenant_id, signal_id FROM decision.signals WHERE "
+                "WITH due AS MATERIALIZED (SELECT tenant_id, signal_id FROM decision.signals WHERE "
                 + _PENDING
                 + " AND quantity IS NOT NULL AND generated_at <= $2"
                 " ORDER BY generated_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
-                " AND " + _PENDING + " RETURNING signal_id::text, strategy_id, symbol, client_order_id,"
+                " UPDATE decision.signals AS s SET intent_expired_at = $1 FROM due"
+                " WHERE (s.tenant_id, s.signal_id) = (due.tenant_id, due.signal_id) AND "
+                + _PENDING
+                + " RETURNING s.signal_id::text, strategy_id, symbol, client_order_id,"
                 " side, quantity, generated_at, intent_expired_at",
                 now,
                 intent_expiry_cutoff(now, self._intent_ttl),
