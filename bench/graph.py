@@ -41,7 +41,7 @@ from runtime.config import Settings
 from runtime.graph import Direction, Edge, Node, NodeKey, PostgresGraphStore
 from runtime.storage.migrations import migrate_pool
 from runtime.storage.postgres import create_pool
-from services.audit import lineage as L
+from services.audit.domain import lineage as L
 from tools.infra import drop_database, ensure_database, free_port, port_answers, start_postgres
 
 DAY = datetime(2026, 11, 20, tzinfo=UTC)

@@ -1,7 +1,8 @@
 """gRPC API of the audit service (trading.audit.v1.AuditService).
 
 Every RPC works on the caller's tenant (from the verified metadata) and its
-chain only; row-level security in the store backs that up. Request shapes
+chain only; the store port keeps chains apart (row-level security in
+PostgreSQL backs that up). Request shapes
 (page size, patterns, ranges, enum values) are checked by protovalidate in
 the server interceptor before a method runs; what only code can check (page
 tokens) answers INVALID_ARGUMENT with a field violation here.
@@ -14,7 +15,7 @@ tokens) answers INVALID_ARGUMENT with a field violation here.
 - ReplayTenant: rebuilds orders and positions from the stored events up to
   the chain head at the start of the call and compares them with execution
   and portfolio, read over gRPC afterwards.
-- GetLineage: a page of the tenant's lineage graph (lineage.py) from one
+- GetLineage: a page of the tenant's lineage graph (domain/lineage.py) from one
   entity (runtime.graph.subgraph), keyset-paged by the start's direct
   neighbours (the token holds the last one and a digest of the request).
 """
@@ -42,11 +43,11 @@ from runtime.context import current_context, require_tenant, use_context
 from runtime.errors import FieldViolation, ServiceError, domain_error, invalid_argument
 from runtime.graph import Cursor, Direction, Edge, GraphStore, Node, NodeKey
 from runtime.messaging import decode_envelope, new_envelope, unpack
-from runtime.messaging.base import Publisher, Registry
-from services.audit import domain, lineage
-from services.audit.live import LiveState
+from runtime.messaging.base import Registry
+from services.audit import domain
+from services.audit.domain import lineage
+from services.audit.ports import AlertPublisher, AuditStore, EventFilter, LiveState, Row
 from services.audit.settings import AuditSettings
-from services.audit.storage import AuditStore, EventFilter, Row
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ class AuditApi:
         store: AuditStore,
         live: LiveState,
         registry: Registry,
-        alerts: Publisher | None,
+        alerts: AlertPublisher | None,
         settings: AuditSettings,
         graph: GraphStore | None = None,
     ) -> None:

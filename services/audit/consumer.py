@@ -6,7 +6,7 @@ the end of this module.)
 `AuditSubscriber` is the runtime's KafkaSubscriber (consumer group, decoding,
 dead letters, tracing) with a batching loop, the shape of the analytics sink
 (services/analytics/consumers.py): each decoded event becomes a
-:class:`~services.audit.storage.NewRecord`; records collect until
+:class:`~services.audit.ports.NewRecord`; records collect until
 `batch_max_events` or `batch_max_interval_s`, then the batch is written and
 only after that are the offsets committed (at-least-once). The batch is split
 by tenant and each tenant's part is one `AuditStore.append_batch` (one
@@ -42,8 +42,8 @@ from runtime.messaging.base import DeadLetterReason, Registry
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.kafka.batching import BatchingKafkaSubscriber
 from runtime.storage.postgres import retry_transient
-from services.audit.lineage import LINEAGE_EVENT_TYPES, Lineage, project
-from services.audit.storage import Appended, AuditStore, NewRecord, new_record
+from services.audit.domain.lineage import LINEAGE_EVENT_TYPES, Lineage, project
+from services.audit.ports import Appended, AuditStore, NewRecord, new_record
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ LINEAGE_EVENTS = Counter("audit_lineage_events", "Events handled by the lineage 
 
 class LineageSubscriber(BatchingKafkaSubscriber):
     """The lineage graph's consumer (group ``audit.lineage``): the events of
-    :data:`services.audit.lineage.LINEAGE_EVENT_TYPES` become nodes and edges
+    :data:`services.audit.domain.lineage.LINEAGE_EVENT_TYPES` become nodes and edges
     (lineage.project), upserted per tenant in batches; offsets are committed
     once a batch is stored.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from trading.execution.v1 import execution_service_pb2 as execution_pb
 from trading.execution.v1 import execution_service_pb2_grpc as execution_grpc
@@ -33,16 +33,8 @@ if TYPE_CHECKING:
 _ORDERS_PAGE = 500
 
 
-class LiveState(Protocol):
-    """Reads the tenant of the current request context (runtime.context)."""
-
-    async def orders(self) -> list[execution_types.Order]: ...
-
-    async def positions(self) -> list[portfolio_types.Position]: ...
-
-
 class GrpcLiveState:
-    """LiveState over the execution and portfolio gRPC APIs."""
+    """The LiveState port (services.audit.ports) over the execution and portfolio gRPC APIs."""
 
     def __init__(self, clients: ClientFactory, *, timeout_s: float) -> None:
         self._execution: ExecutionServiceAsyncStub = clients.stub(

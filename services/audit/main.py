@@ -23,11 +23,12 @@ from runtime.grpc_client import ClientFactory
 from runtime.messaging import RetryPolicy
 from runtime.resources import Resources
 from runtime.service import ServiceSpec
+from services.audit.adapters.postgres import PostgresAuditStore
 from services.audit.api import AuditApi
 from services.audit.consumer import AuditSubscriber, LineageSubscriber
-from services.audit.live import GrpcLiveState, LiveState
+from services.audit.live import GrpcLiveState
+from services.audit.ports import LiveState
 from services.audit.settings import AuditSettings
-from services.audit.storage import AuditStore
 
 AUDIT_SERVICE = "trading.audit.v1.AuditService"
 
@@ -44,7 +45,7 @@ async def build(
     assert resources.postgres is not None and resources.kafka_publisher is not None
     settings = settings or AuditSettings()
     registry = event_registry()
-    store = AuditStore(resources.postgres)
+    store = PostgresAuditStore(resources.postgres)
     await store.secure()
     if live is None:
         clients = ClientFactory(resources.settings, principal=resources.service)

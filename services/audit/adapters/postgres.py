@@ -1,4 +1,5 @@
-"""The append-only PostgreSQL event store of the audit service (schema `audit`).
+"""The append-only PostgreSQL event store of the audit service (schema `audit`):
+the AuditStore port of services.audit.ports.
 
 Every statement runs in a transaction that has switched to the role
 :data:`AUDIT_ROLE` (``SET LOCAL ROLE``) with ``app.tenant_id`` set to the
@@ -8,7 +9,7 @@ chain's tenant, so
   ``trading_audit_owner``; the service's login role and :data:`AUDIT_ROLE`
   (its tenant role) get SELECT and INSERT from the migration runner
   (``POSTGRES_GRANTS`` in runtime/security/postgres_roles.py) and nothing
-  else, and :meth:`AuditStore.secure` (run at every start) refuses to start
+  else, and :meth:`PostgresAuditStore.secure` (run at every start) refuses to start
   if PostgreSQL reports any more than that;
 - row-level security limits every query to one tenant's chain, whatever its
   WHERE clause says.
@@ -16,7 +17,7 @@ chain's tenant, so
 Appends of one chain serialize on a transaction-scoped advisory lock keyed by
 the tenant; the chain head (last sequence and hash) is read from the last row
 under that lock, so there is no head row that could be edited apart from the
-records. :meth:`AuditStore.append_batch` stores many events of one chain in
+records. :meth:`PostgresAuditStore.append_batch` stores many events of one chain in
 one such transaction: one lock, one query for the event ids already stored,
 the hashes computed here in order, one multi-row INSERT.
 """
@@ -27,12 +28,9 @@ import json
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import asyncpg
-from google.protobuf import json_format
 from google.protobuf import message as pb_message
 from trading.common.v1 import event_pb2
 
@@ -42,11 +40,10 @@ from services.audit.domain import (
     GENESIS_HASH,
     RecordColumns,
     StoredRecord,
-    canonical_bytes,
     chain_hash,
     chain_links,
-    columns_of,
 )
+from services.audit.ports import Appended, EventFilter, NewRecord, Row, new_record
 
 # NOLOGIN, NOSUPERUSER, NOBYPASSRLS; SELECT and INSERT on audit.events only:
 # audit's tenant role, which every statement here runs as.
@@ -66,77 +63,9 @@ def _chain_lock_key(tenant_id: str) -> int:
     return zlib.crc32(tenant_id.encode()) - (1 << 31)
 
 
-@dataclass(frozen=True, slots=True)
-class Appended:
-    """A newly stored record (an append of a known event id returns None instead)."""
-
-    sequence: int
-    hash: bytes
-    recorded_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class NewRecord:
-    """An event ready to be appended: its columns, the bytes hashed and stored,
-    and their JSON form."""
-
-    columns: RecordColumns
-    envelope_bytes: bytes
-    document: dict[str, Any]
-
-    @property
-    def event_id(self) -> str:
-        return self.columns.event_id
-
-
-def new_record(
-    envelope: event_pb2.EventEnvelope, payload: pb_message.Message, partition_key: str = ""
-) -> NewRecord:
-    """What the store keeps of an event (pure; raises ValueError or
-    OverflowError for a timestamp PostgreSQL cannot hold)."""
-    return NewRecord(columns_of(envelope, payload, partition_key), canonical_bytes(envelope), _json(envelope))
-
-
 class _ForeignEventId(Exception):
     """A batch held an event id that another chain already stores (row-level
     security hides it from this chain's duplicate check)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    """A stored record with its storage time."""
-
-    record: StoredRecord
-    recorded_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class EventFilter:
-    """QueryEvents filters; empty/None fields do not filter."""
-
-    correlation_id: str = ""
-    aggregate_type: str = ""
-    aggregate_id: str = ""
-    event_type: str = ""
-    occurred_from: datetime | None = None  # inclusive
-    occurred_to: datetime | None = None  # exclusive
-    from_sequence: int = 0
-
-    def fingerprint(self) -> str:
-        """A short digest of the filters, kept in page tokens so a token is
-        only accepted with the filters it was issued for."""
-        raw = repr(
-            (
-                self.correlation_id,
-                self.aggregate_type,
-                self.aggregate_id,
-                self.event_type,
-                self.occurred_from.isoformat() if self.occurred_from else "",
-                self.occurred_to.isoformat() if self.occurred_to else "",
-                self.from_sequence,
-            )
-        )
-        return f"{zlib.crc32(raw.encode()):08x}"
 
 
 def _row(row: asyncpg.Record) -> Row:
@@ -161,16 +90,9 @@ def _row(row: asyncpg.Record) -> Row:
     return Row(record, row["recorded_at"])
 
 
-def _json(envelope: event_pb2.EventEnvelope) -> dict[str, Any]:
-    try:
-        return json_format.MessageToDict(envelope)
-    except (TypeError, ValueError, KeyError) as exc:
-        # The bytes are what is hashed and kept; the JSON is a convenience.
-        return {"eventId": envelope.event_id, "eventType": envelope.event_type, "jsonError": str(exc)}
-
-
-class AuditStore:
-    """Appends to and reads the per-tenant hash chains."""
+class PostgresAuditStore:
+    """The AuditStore port (services.audit.ports) on PostgreSQL: appends to and
+    reads the per-tenant hash chains."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool

@@ -29,9 +29,10 @@ from runtime.messaging import Event, RetryPolicy, new_envelope
 from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber
 from runtime.messaging.kafka.admin import dlq_topic, ensure_topics
 from runtime.storage.migrations import migrate_pool
+from services.audit.adapters.postgres import PostgresAuditStore
 from services.audit.consumer import AuditSubscriber
 from services.audit.domain import ChainVerifier, chain_hash
-from services.audit.storage import AuditStore, NewRecord, new_record
+from services.audit.ports import AuditStore, NewRecord, new_record
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +42,7 @@ TICK_KEY = "symbol"  # the partition key of trading.marketdata.v1.Tick
 @pytest_asyncio.fixture(loop_scope="session")
 async def store(pg_pool: asyncpg.Pool) -> AuditStore:
     await migrate_pool(pg_pool, "audit")
-    audit = AuditStore(pg_pool)
+    audit = PostgresAuditStore(pg_pool)
     await audit.secure()
     return audit
 

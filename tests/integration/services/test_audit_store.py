@@ -33,10 +33,10 @@ from runtime.messaging import new_envelope
 from runtime.messaging.base import DeadLetter
 from runtime.messaging.kafka import KafkaDeadLetters, KafkaPublisher
 from runtime.storage.postgres import TENANT_ROLE
+from services.audit.adapters.postgres import AUDIT_ROLE
 from services.audit.domain import GENESIS_HASH, chain_hash
 from services.audit.main import make_spec
 from services.audit.settings import AuditSettings
-from services.audit.storage import AUDIT_ROLE
 from tests.support.polling import eventually
 from tests.support.security import service_channel, user_md
 from tests.support.services import running_service

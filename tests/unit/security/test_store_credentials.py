@@ -157,7 +157,7 @@ def _topics(event_types: tuple[str, ...]) -> set[str]:
 def test_the_consumer_table_is_what_the_services_subscribe() -> None:
     from services.analytics.domain import SUNK_EVENTS
     from services.analytics.settings import AnalyticsSettings
-    from services.audit.lineage import LINEAGE_EVENT_TYPES
+    from services.audit.domain.lineage import LINEAGE_EVENT_TYPES
     from services.audit.settings import AuditSettings
     from services.notification import domain as notification
     from services.notification.main import ConsumerNames

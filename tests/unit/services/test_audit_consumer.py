@@ -11,7 +11,7 @@ from trading.execution.v1 import events_pb2 as execution_events
 from runtime.messaging import new_envelope
 from runtime.messaging.base import Delivery, Event, Transport
 from services.audit.consumer import Pending, by_chain
-from services.audit.storage import new_record
+from services.audit.ports import new_record
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

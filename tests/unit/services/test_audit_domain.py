@@ -19,6 +19,7 @@ from runtime.contracts import event_registry
 from runtime.decimals import to_proto
 from runtime.messaging import decode_envelope, new_envelope, unpack
 from services.audit import domain
+from services.audit.domain import replay as replay_logic
 from services.execution import domain as ex
 from services.execution import wire as ex_wire
 from services.portfolio import domain as pf
@@ -315,7 +316,7 @@ def test_positions_replay_in_the_order_portfolio_booked_them() -> None:
     booked = [fills[0], fills[1], fills[3], fills[2], fills[4]]  # portfolio's order of application
     live = pf.Position(symbol="ETH-USD")
     for p in booked:
-        live = pf.apply_fill(live, domain._fill_of(p)).position  # type: ignore[arg-type]
+        live = pf.apply_fill(live, replay_logic._fill_of(p)).position  # type: ignore[arg-type]
     replay = domain.PositionReplay()
     for sequence, payload in enumerate(fills, start=1):
         replay.add_fill(sequence, payload)

@@ -1,4 +1,4 @@
-"""The lineage projection (services.audit.lineage): which nodes and edges each
+"""The lineage projection (services.audit.domain.lineage): which nodes and edges each
 event proves, with the ids the contracts link them by."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from trading.marketdata.v1 import events_pb2 as marketdata_events
 
 from runtime.graph import Edge, NodeKey
 from runtime.messaging import new_envelope
-from services.audit import lineage
-from services.audit.lineage import LINEAGE_EVENT_TYPES, project
+from services.audit.domain import lineage
+from services.audit.domain.lineage import LINEAGE_EVENT_TYPES, project
 
 TENANT = "tenant-a"
 T = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)

@@ -1,0 +1,1 @@
+"""Unit tests of the audit service on its in-memory adapters."""
