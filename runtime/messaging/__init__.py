@@ -15,7 +15,10 @@ Both broker packages have the same shape: `publisher` (`publish`,
 `publish_many`, `publish_raw` -> `Delivery`), `subscriber` (handler,
 `dead_letters` publisher, `retry`) and `deadletter` (`list`, `get`,
 `redrive`); NATS has a core (`NatsSubscriber`) and a JetStream
-(`JetStreamSubscriber`) subscriber.
+(`JetStreamSubscriber`) subscriber, and `live`: the per-call subscriptions
+of streaming RPCs and other live views (`live_subscription`,
+`ordered_subscription`), with the same tracing and metrics. Every
+subscription of the platform goes through these modules.
 """
 
 from runtime.messaging.base import (

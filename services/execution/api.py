@@ -33,9 +33,7 @@ store, the venue and the pre-trade risk check; main.py wires the real ones.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import logging
@@ -46,14 +44,13 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter
 from trading.execution.v1 import events_pb2
 from trading.execution.v1 import execution_service_pb2 as pb
 
 from runtime import decimals, paging
 from runtime.context import require_tenant
+from runtime.contracts import event_registry
 from runtime.errors import (
     FieldViolation,
     ServiceError,
@@ -61,7 +58,8 @@ from runtime.errors import (
     invalid_argument,
     status,
 )
-from runtime.messaging import EnvelopeError, decode_envelope, uuid7
+from runtime.messaging import Event, uuid7
+from runtime.messaging.nats.live import FellBehindError, Overflow, ordered_subscription
 from services.execution.domain import (
     CancelReason,
     InvalidOrder,
@@ -108,6 +106,7 @@ ORDER_UPDATES_STREAM = "EXECUTION"
 # A tenant id must be one NATS subject token (order updates are published per tenant).
 _SUBJECT_TOKEN = re.compile(r"[^.*>\s]+")
 _STREAM_BUFFER = 1000
+ORDER_STATUS_EVENT = events_pb2.OrderStatusChanged.DESCRIPTOR.full_name
 
 IDEMPOTENCY_MISMATCH = Counter(
     "execution_idempotency_mismatch_total",
@@ -413,51 +412,39 @@ class ExecutionApi:
         js = self._nats.jetstream()
         if resume_after:
             await self._check_resume_position(js, resume_after)
-        queue: asyncio.Queue[Msg | None] = asyncio.Queue(maxsize=_STREAM_BUFFER)
-
-        async def on_msg(msg: Msg) -> None:
-            try:
-                queue.put_nowait(msg)
-            except asyncio.QueueFull:
-                with contextlib.suppress(asyncio.QueueFull):
-                    queue.get_nowait()
-                queue.put_nowait(None)  # overflow marker: the stream ends with ABORTED
-
         # The consumer exists before the snapshot is read, so no change falls
-        # in between (NEW: from now on; resuming: from the position on).
-        config = ConsumerConfig(inactive_threshold=30.0)
-        if resume_after:
-            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
-            config.opt_start_seq = resume_after + 1
-        else:
-            config.deliver_policy = DeliverPolicy.NEW
-        sub = await js.subscribe(
-            subject, stream=ORDER_UPDATES_STREAM, cb=on_msg, ordered_consumer=True, config=config
-        )
+        # in between (from now on; resuming: from the position on).
         try:
-            seen: dict[str, int] = {}
-            if request.include_open_orders and not resume_after:
-                for order in await self._store.open_orders(tenant, request.symbol or None):
-                    seen[order.order_id] = order.version
-                    yield pb.StreamOrderUpdatesResponse(order=order_to_proto(order), snapshot=True)
-            while True:
-                msg = await queue.get()
-                if msg is None:
-                    raise ServiceError(
-                        status(
-                            grpc.StatusCode.ABORTED,
-                            "the stream fell behind; reconnect with resume_after_sequence"
-                            " (SSE: Last-Event-ID) to continue after the last update received",
-                        )
-                    )
-                update = _decode_update(msg)
-                if update is None or update.order.version <= seen.get(update.order.order_id, 0):
-                    continue  # undecodable, or older than the snapshot already sent
-                update.stream_sequence = msg.metadata.sequence.stream
-                yield update
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            async with ordered_subscription(
+                self._nats,
+                event_registry(),
+                subject,
+                stream=ORDER_UPDATES_STREAM,
+                name="execution-order-updates",
+                start_after=resume_after,
+                event_types=[ORDER_STATUS_EVENT],
+                buffer=_STREAM_BUFFER,
+                overflow=Overflow.END,
+            ) as updates:
+                seen: dict[str, int] = {}
+                if request.include_open_orders and not resume_after:
+                    for order in await self._store.open_orders(tenant, request.symbol or None):
+                        seen[order.order_id] = order.version
+                        yield pb.StreamOrderUpdatesResponse(order=order_to_proto(order), snapshot=True)
+                async for event in updates:
+                    update = _update_of(event)
+                    if update.order.version <= seen.get(update.order.order_id, 0):
+                        continue  # older than the snapshot already sent
+                    update.stream_sequence = event.delivery.position
+                    yield update
+        except FellBehindError:
+            raise ServiceError(
+                status(
+                    grpc.StatusCode.ABORTED,
+                    "the stream fell behind; reconnect with resume_after_sequence"
+                    " (SSE: Last-Event-ID) to continue after the last update received",
+                )
+            ) from None
 
     async def _check_resume_position(self, js: JetStreamContext, resume_after: int) -> None:
         """OUT_OF_RANGE unless the updates after `resume_after` are all still
@@ -487,14 +474,9 @@ class ExecutionApi:
             )
 
 
-def _decode_update(msg: Msg) -> pb.StreamOrderUpdatesResponse | None:
-    try:
-        envelope = decode_envelope(msg.data)
-    except EnvelopeError:
-        return None
-    changed = events_pb2.OrderStatusChanged()
-    if not envelope.payload.Unpack(changed):
-        return None
+def _update_of(event: Event) -> pb.StreamOrderUpdatesResponse:
+    changed = event.payload
+    assert isinstance(changed, events_pb2.OrderStatusChanged)  # the subscription's only event type
     update = pb.StreamOrderUpdatesResponse(order=changed.order, previous_status=changed.previous_status)
     if changed.HasField("fill"):
         update.fill.CopyFrom(changed.fill)

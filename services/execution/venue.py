@@ -36,15 +36,15 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from prometheus_client import Counter
 from trading.common.v1 import market_pb2
 from trading.marketdata.v1 import events_pb2 as md_events
 
+from runtime.contracts import event_registry
 from runtime.health import HealthMonitor, default_monitor
-from runtime.messaging import EnvelopeError, decode_envelope
+from runtime.messaging import Event
 from runtime.messaging.envelope import uuid7
+from runtime.messaging.nats.live import live_subscription
 from services.execution.domain import (
     Accept,
     Cancel,
@@ -160,20 +160,26 @@ class Matcher:
         self._working: set[str] | None = None
         self._noted: set[str] = set()  # noted while a sweep reads the working symbols
         self._dirty = asyncio.Event()
-        self._sub: Subscription | None = None
+        self._ticks = contextlib.AsyncExitStack()  # holds the tick subscription while started
         self._task: asyncio.Task[None] | None = None
         # runtime.health: a round that sweeps without an error is progress.
         self._health = (health or default_monitor()).register("matcher:execution-paper")
 
     async def start(self) -> None:
-        self._sub = await self._nats.subscribe(TICKS_SUBJECT, cb=self._on_tick)
+        await self._ticks.enter_async_context(
+            live_subscription(
+                self._nats,
+                event_registry(),
+                [TICKS_SUBJECT],
+                name="execution-matcher-ticks",
+                event_types=[_TICK_TYPE],
+                handler=self._on_tick,
+            )
+        )
         self._task = asyncio.create_task(self._run(), name="execution-paper-matcher")
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
+        await self._ticks.aclose()
         task, self._task = self._task, None
         self._health.close()
         if task is not None:
@@ -181,17 +187,9 @@ class Matcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _on_tick(self, msg: Msg) -> None:
-        try:
-            envelope = decode_envelope(msg.data)
-            if envelope.event_type != _TICK_TYPE:
-                return
-            tick = md_events.Tick()
-            if not envelope.payload.Unpack(tick):
-                return
-        except EnvelopeError as exc:
-            log.debug("matcher: ignoring undecodable tick: %r", exc)
-            return
+    async def _on_tick(self, event: Event) -> None:
+        tick = event.payload
+        assert isinstance(tick, md_events.Tick)  # the subscription's only event type
         self._latest[tick.symbol] = quote_of_tick(tick)
         self._dirty.set()
 

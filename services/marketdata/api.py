@@ -16,9 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-import nats.errors
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 from prometheus_client import Gauge
 from redis.asyncio import Redis
 from trading.common.v1 import market_pb2
@@ -29,7 +27,8 @@ from runtime import decimals, paging
 from runtime.contracts import event_registry
 from runtime.errors import FieldViolation, ServiceError, domain_error, invalid_argument
 from runtime.market_cache import quote_key
-from runtime.messaging import EnvelopeError, decode_envelope
+from runtime.messaging import Event
+from runtime.messaging.nats.live import LiveSubscription, live_subscription
 from services.marketdata.storage import InstrumentFilter, InstrumentRow, InstrumentStore
 
 log = logging.getLogger(__name__)
@@ -145,42 +144,34 @@ class MarketDataApi:
         if missing:
             raise _not_found(missing)
         interval = request.conflation_interval.ToNanoseconds() / 1e9
-        live: asyncio.Queue[bytes] = asyncio.Queue(maxsize=STREAM_BUFFER)
-        dropped = 0
-
-        async def on_tick(msg: Msg) -> None:
-            nonlocal dropped
-            if live.full():
-                # Slow client: drop the oldest update, keep the newest.
-                live.get_nowait()
-                dropped += 1
-            live.put_nowait(msg.data)
-
         # Subscribe before reading the snapshot: a tick published in between
         # is then delivered live instead of being lost.
         ACTIVE_STREAMS.inc()
-        subscriptions = []
+        ticks: LiveSubscription | None = None
         try:
-            for symbol in symbols:
-                subscriptions.append(await self._nats.subscribe(tick_subject(symbol), cb=on_tick))
-            # Live ticks not newer than the snapshot (same source) are stale.
-            floor: dict[str, tuple[str, int]] = {}
-            if not request.skip_snapshot:
-                for data in await self._redis.mget([quote_key(s) for s in symbols]):
-                    if data is None:
-                        continue
-                    quote = _quote_bytes(data)
-                    floor[quote.symbol] = (quote.source, quote.sequence)
-                    yield pb.StreamQuotesResponse(quote=quote, snapshot=True)
-            async for quote in _conflated(live, floor, interval):
-                yield pb.StreamQuotesResponse(quote=quote, snapshot=False)
+            async with live_subscription(
+                self._nats,
+                event_registry(),
+                [tick_subject(s) for s in symbols],
+                name="marketdata-quote-stream",
+                event_types=[TICK_EVENT],
+                buffer=STREAM_BUFFER,  # slow client: the oldest updates are dropped, the newest kept
+            ) as ticks:
+                # Live ticks not newer than the snapshot (same source) are stale.
+                floor: dict[str, tuple[str, int]] = {}
+                if not request.skip_snapshot:
+                    for data in await self._redis.mget([quote_key(s) for s in symbols]):
+                        if data is None:
+                            continue
+                        quote = _quote_bytes(data)
+                        floor[quote.symbol] = (quote.source, quote.sequence)
+                        yield pb.StreamQuotesResponse(quote=quote, snapshot=True)
+                async for quote in _conflated(ticks, floor, interval):
+                    yield pb.StreamQuotesResponse(quote=quote, snapshot=False)
         finally:
-            for sub in subscriptions:
-                with contextlib.suppress(nats.errors.Error):
-                    await sub.unsubscribe()
             ACTIVE_STREAMS.dec()
-            if dropped:
-                log.warning("StreamQuotes dropped %d updates for a slow client", dropped)
+            if ticks is not None and ticks.dropped:
+                log.warning("StreamQuotes dropped %d updates for a slow client", ticks.dropped)
 
 
 def _quote_bytes(data: bytes | str) -> market_pb2.Quote:
@@ -188,19 +179,8 @@ def _quote_bytes(data: bytes | str) -> market_pb2.Quote:
     return market_pb2.Quote.FromString(data if isinstance(data, bytes) else data.encode())
 
 
-def _quote_from_message(data: bytes) -> market_pb2.Quote | None:
-    try:
-        envelope = decode_envelope(data)
-    except EnvelopeError:
-        return None
-    if envelope.event_type != TICK_EVENT:
-        return None
-    # Tick and Quote share their fields: the tick's bytes parse as its quote.
-    return market_pb2.Quote.FromString(envelope.payload.value)
-
-
 async def _conflated(
-    live: asyncio.Queue[bytes], floor: dict[str, tuple[str, int]], interval: float
+    ticks: LiveSubscription, floor: dict[str, tuple[str, int]], interval: float
 ) -> AsyncIterator[market_pb2.Quote]:
     """Live quotes in arrival order; with `interval` > 0 at most one per symbol
     per interval, the latest one (the first after a quiet spell goes at once)."""
@@ -209,14 +189,13 @@ async def _conflated(
     next_at: dict[str, float] = {}
     while True:
         timeout = max(0.0, min(next_at[s] for s in pending) - loop.time()) if pending else None
-        data: bytes | None = None
+        tick: Event | None = None
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                data = await live.get()
-        if data is not None:
-            quote = _quote_from_message(data)
-            if quote is None:
-                continue
+                tick = await anext(ticks)
+        if tick is not None:
+            # Tick and Quote share their fields: the tick's bytes parse as its quote.
+            quote = market_pb2.Quote.FromString(tick.envelope.payload.value)
             stale = floor.get(quote.symbol)
             if stale is not None:
                 if quote.source == stale[0] and quote.sequence <= stale[1]:

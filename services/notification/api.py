@@ -16,8 +16,6 @@ stream ended with ABORTED rather than silently missing notifications.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import string
 import uuid
@@ -26,11 +24,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-import nats.errors
 from google.protobuf import timestamp_pb2
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from trading.notification.v1 import notification_service_pb2 as pb
 from trading.notification.v1 import types_pb2
 
@@ -38,9 +33,9 @@ from runtime import paging
 from runtime.context import require_tenant
 from runtime.contracts import event_registry
 from runtime.errors import FieldViolation, ServiceError, domain_error, invalid_argument, status
-from runtime.messaging import EnvelopeError, decode_envelope, uuid7
+from runtime.messaging import decode_envelope, uuid7
 from runtime.messaging import headers as h
-from runtime.messaging.consuming import decode
+from runtime.messaging.nats.live import FellBehindError, Overflow, live_subscription
 from services.notification import domain, signing
 from services.notification.delivery import dead_letter_message, is_subject_token
 from services.notification.ports import (
@@ -159,46 +154,28 @@ class NotificationApi:
             )
         kinds = frozenset(request.kinds)
         min_severity = int(request.min_severity)
-        queue: asyncio.Queue[Msg | None] = asyncio.Queue(maxsize=self._stream_buffer)
-
-        async def on_msg(msg: Msg) -> None:
-            try:
-                queue.put_nowait(msg)
-            except asyncio.QueueFull:
-                with contextlib.suppress(asyncio.QueueFull):
-                    queue.get_nowait()
-                queue.put_nowait(None)  # overflow marker: the stream ends with ABORTED
-
-        subscriptions: list[Subscription] = []
         self.active_streams += 1
         try:
-            for subject in tenant_subjects(tenant):
-                subscriptions.append(await self._nats.subscribe(subject, cb=on_msg))
-            await self._nats.flush()  # the server knows the subscriptions from here on
-            while True:
-                msg = await queue.get()
-                if msg is None:
-                    raise ServiceError(
-                        status(grpc.StatusCode.ABORTED, "the notification stream fell behind; reconnect")
-                    )
-                notification = self._notification(msg, tenant)
-                if notification is not None and domain.wanted(notification, kinds, min_severity):
-                    yield pb.SubscribeResponse(notification=notification)
+            async with live_subscription(
+                self._nats,
+                self._registry,
+                tenant_subjects(tenant),
+                name="notification-stream",
+                buffer=self._stream_buffer,
+                overflow=Overflow.END,
+            ) as events:
+                async for event in events:
+                    if event.envelope.tenant_id != tenant:
+                        continue  # the subject says this tenant; the envelope must agree
+                    notification = domain.to_notification(event.envelope, event.payload)
+                    if notification is not None and domain.wanted(notification, kinds, min_severity):
+                        yield pb.SubscribeResponse(notification=notification)
+        except FellBehindError:
+            raise ServiceError(
+                status(grpc.StatusCode.ABORTED, "the notification stream fell behind; reconnect")
+            ) from None
         finally:
             self.active_streams -= 1
-            for sub in subscriptions:
-                with contextlib.suppress(nats.errors.Error):
-                    await sub.unsubscribe()
-
-    def _notification(self, msg: Msg, tenant: str) -> types_pb2.Notification | None:
-        try:
-            envelope, payload = decode(msg.data, self._registry)
-        except EnvelopeError as exc:
-            log.warning("undecodable event on %s skipped in a notification stream: %s", msg.subject, exc)
-            return None
-        if envelope.tenant_id != tenant:
-            return None  # the subject says this tenant; the envelope must agree
-        return domain.to_notification(envelope, payload)
 
     # ---- webhooks
 

@@ -26,16 +26,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-import nats.errors
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from trading.portfolio.v1 import events_pb2, types_pb2
 from trading.portfolio.v1 import portfolio_service_pb2 as pb
 
 from runtime.context import require_tenant
 from runtime.contracts import event_registry
 from runtime.errors import FieldViolation, ServiceError, invalid_argument
+from runtime.messaging.nats.live import live_subscription
 from services.portfolio.views import PortfolioViews, timestamp
 
 log = logging.getLogger(__name__)
@@ -103,35 +101,27 @@ class PortfolioApi:
         )
         remark = max(min_interval, REMARK_INTERVAL_S)
         include_positions = not request.exclude_positions
-        wake = asyncio.Event()
-
-        async def on_update(msg: Msg) -> None:
-            wake.set()
-
-        subscriptions: list[Subscription] = []
         self.active_streams += 1
         try:
-            # Subscribe before the first snapshot, so no change falls in between.
-            for subject in update_subjects(tenant):
-                subscriptions.append(await self._nats.subscribe(subject, cb=on_update))
-            await self._nats.flush()  # the server knows the subscriptions from here on
-            last_sent: bytes | None = None
-            sent_at = -float("inf")
-            while True:
-                wait = sent_at + min_interval - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)  # throttle: changes meanwhile merge into one snapshot
-                wake.clear()
-                portfolio = await self._views.portfolio(tenant, include_positions=include_positions)
-                comparable = _comparable(portfolio)
-                if comparable != last_sent:
-                    yield pb.StreamPortfolioResponse(portfolio=portfolio)
-                    last_sent, sent_at = comparable, time.monotonic()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(remark):
-                        await wake.wait()
+            # Subscribed before the first snapshot, so no change falls in
+            # between. Only "something changed" matters: one buffered update.
+            async with live_subscription(
+                self._nats, event_registry(), update_subjects(tenant), name="portfolio-stream", buffer=1
+            ) as updates:
+                last_sent: bytes | None = None
+                sent_at = -float("inf")
+                while True:
+                    wait = sent_at + min_interval - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)  # throttle: changes meanwhile merge into one snapshot
+                    updates.discard_pending()  # the snapshot read now includes them
+                    portfolio = await self._views.portfolio(tenant, include_positions=include_positions)
+                    comparable = _comparable(portfolio)
+                    if comparable != last_sent:
+                        yield pb.StreamPortfolioResponse(portfolio=portfolio)
+                        last_sent, sent_at = comparable, time.monotonic()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(remark):
+                            await anext(updates)
         finally:
             self.active_streams -= 1
-            for sub in subscriptions:
-                with contextlib.suppress(nats.errors.Error):
-                    await sub.unsubscribe()

@@ -186,7 +186,8 @@ def _subject_sites() -> dict[str, int]:
     """services/ and gateway/ files with NATS subscriptions, and how many call sites."""
     sites: dict[str, int] = {}
     pattern = re.compile(
-        r"_nats\.subscribe\(|\bjs\.subscribe\(|NatsSubscriber\(|\.pull_subscribe|\bnats\.connect\("
+        r"_nats\.subscribe\(|\bjs\.subscribe\(|NatsSubscriber\(|JetStreamSubscriber\(|\.pull_subscribe"
+        r"|\blive_subscription\(|\bordered_subscription\(|\bnats\.connect\("
     )
     for base in ("services", "gateway"):
         for path in sorted((ROOT / base).rglob("*.py")):
