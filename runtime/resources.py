@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import asyncpg
 from nats.aio.client import Client as NatsClient
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 Dependency = Literal["postgres", "redis", "nats", "kafka", "clickhouse"]
 ALL_DEPENDENCIES: tuple[Dependency, ...] = ("postgres", "redis", "nats", "kafka", "clickhouse")
+_Client = TypeVar("_Client")
 
 
 async def declare_streams(client: NatsClient, principal: str, *, replicas: int = 1) -> None:
@@ -60,21 +61,67 @@ async def declare_streams(client: NatsClient, principal: str, *, replicas: int =
     await ensure_streams(js, declared, replicas=replicas, update=False)
 
 
+class ResourceNotOpenError(RuntimeError):
+    """A service used a connection it did not declare in its needs (or before
+    they were opened)."""
+
+
 @dataclass
 class Resources:
-    """Open clients of one service process. Attributes are None unless needed."""
+    """Open clients of one service process: each dependency the service
+    declared in ``needs`` is a typed, non-optional property once :meth:`open`
+    returned; using one it did not declare raises :class:`ResourceNotOpenError`."""
 
     settings: Settings
     service: str
     needs: frozenset[Dependency]
-    postgres: asyncpg.Pool | None = None
-    redis: Redis | None = None
-    nats: NatsClient | None = None
-    nats_publisher: NatsPublisher | None = None
-    kafka_publisher: KafkaPublisher | None = None
-    clickhouse: ConnectClickHouse | None = None
+    _postgres: asyncpg.Pool | None = None
+    _redis: Redis | None = None
+    _nats: NatsClient | None = None
+    _nats_publisher: NatsPublisher | None = None
+    _kafka_publisher: KafkaPublisher | None = None
+    _clickhouse: ConnectClickHouse | None = None
     _opened: list[Dependency] = field(default_factory=list)
     _cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    @property
+    def postgres(self) -> asyncpg.Pool:
+        """The service's pool, as its own login role (need "postgres")."""
+        return self._require("postgres", self._postgres)
+
+    @property
+    def redis(self) -> Redis:
+        """The Redis client, as the service's ACL user (need "redis")."""
+        return self._require("redis", self._redis)
+
+    @property
+    def nats(self) -> NatsClient:
+        """The NATS connection, as the service's user (need "nats")."""
+        return self._require("nats", self._nats)
+
+    @property
+    def nats_publisher(self) -> NatsPublisher:
+        """Publisher of events on NATS (need "nats")."""
+        return self._require("nats", self._nats_publisher)
+
+    @property
+    def kafka_publisher(self) -> KafkaPublisher:
+        """Publisher of events on Kafka (need "kafka")."""
+        return self._require("kafka", self._kafka_publisher)
+
+    @property
+    def clickhouse(self) -> ConnectClickHouse:
+        """The ClickHouse client, chdb or a server (need "clickhouse")."""
+        return self._require("clickhouse", self._clickhouse)
+
+    def _require(self, dep: Dependency, client: _Client | None) -> _Client:
+        if client is None:
+            declared = ", ".join(sorted(self.needs)) or "none"
+            raise ResourceNotOpenError(
+                f"{self.service}: {dep} is not open (needs: {declared}; a service declares what it uses "
+                "in its ServiceSpec and uses it after open())"
+            )
+        return client
 
     @classmethod
     def for_service(cls, settings: Settings, service: str, needs: Iterable[Dependency]) -> Resources:
@@ -102,7 +149,7 @@ class Resources:
     async def _open_one(self, dep: Dependency) -> None:
         s = self.settings
         if dep == "postgres":
-            self.postgres = await open_postgres(s, self.service)
+            self._postgres = await open_postgres(s, self.service)
         elif dep == "redis":
             redis = open_redis(s, self.service)
             try:
@@ -110,7 +157,7 @@ class Resources:
             except BaseException:
                 await redis.aclose()
                 raise
-            self.redis = redis
+            self._redis = redis
         elif dep == "nats":
             client = await connect_nats(s, self.service, connect_timeout=2, max_reconnect_attempts=-1)
             try:
@@ -118,8 +165,8 @@ class Resources:
             except BaseException:
                 await client.close()
                 raise
-            self.nats = client
-            self.nats_publisher = NatsPublisher(client, event_registry())
+            self._nats = client
+            self._nats_publisher = NatsPublisher(client, event_registry())
         elif dep == "kafka":
             await ensure_topics(s.kafka, platform_topics(event_registry()))
             publisher = KafkaPublisher(s.kafka, event_registry(), client_id=self.service)
@@ -128,9 +175,9 @@ class Resources:
             except BaseException:
                 await publisher.close()
                 raise
-            self.kafka_publisher = publisher
+            self._kafka_publisher = publisher
         elif dep == "clickhouse":
-            self.clickhouse = await create_clickhouse(s.clickhouse, service=self.service)
+            self._clickhouse = await create_clickhouse(s.clickhouse, service=self.service)
 
     async def ready(self) -> bool:
         """True when every needed dependency answers now (cheap pings)."""
@@ -138,16 +185,16 @@ class Resources:
             return False
         try:
             async with asyncio.timeout(1.0):
-                if self.postgres is not None:
-                    await self.postgres.fetchval("SELECT 1")
-                if self.redis is not None:
-                    await self.redis.ping()
-                if self.nats is not None and not self.nats.is_connected:
+                if self._postgres is not None:
+                    await self._postgres.fetchval("SELECT 1")
+                if self._redis is not None:
+                    await self._redis.ping()
+                if self._nats is not None and not self._nats.is_connected:
                     return False
-                if self.kafka_publisher is not None and not await self.kafka_publisher.ping():
+                if self._kafka_publisher is not None and not await self._kafka_publisher.ping():
                     return False
-                if self.clickhouse is not None:
-                    return await self.clickhouse.ping()
+                if self._clickhouse is not None:
+                    return await self._clickhouse.ping()
         except Exception as exc:
             log.warning("%s: readiness check failed: %r", self.service, exc)
             return False
@@ -175,16 +222,16 @@ class Resources:
         self._opened.clear()
 
     async def _close_one(self, dep: Dependency) -> None:
-        if dep == "postgres" and self.postgres is not None:
-            await self.postgres.close()
-        elif dep == "redis" and self.redis is not None:
-            await self.redis.aclose()
-        elif dep == "nats" and self.nats is not None:
-            await self.nats.drain()
-        elif dep == "kafka" and self.kafka_publisher is not None:
-            await self.kafka_publisher.close()
-        elif dep == "clickhouse" and self.clickhouse is not None:
-            await self.clickhouse.close()
+        if dep == "postgres" and self._postgres is not None:
+            await self._postgres.close()
+        elif dep == "redis" and self._redis is not None:
+            await self._redis.aclose()
+        elif dep == "nats" and self._nats is not None:
+            await self._nats.drain()
+        elif dep == "kafka" and self._kafka_publisher is not None:
+            await self._kafka_publisher.close()
+        elif dep == "clickhouse" and self._clickhouse is not None:
+            await self._clickhouse.close()
 
 
 async def migrate_service(settings: Settings, service: str) -> None:

@@ -34,7 +34,6 @@ ANALYTICS_SERVICE = "trading.analytics.v1.AnalyticsService"
 async def build(
     resources: Resources, *, settings: AnalyticsSettings | None = None, database: str | None = None
 ) -> Mapping[str, Any]:
-    assert resources.kafka_publisher is not None
     settings = settings or AnalyticsSettings()
     store = AnalyticsStore(resources.settings.clickhouse, settings, database=database)
     resources.on_close(store.close)
@@ -55,7 +54,6 @@ async def build(
     evaluator.start()
     resources.on_close(evaluator.stop)
     # The instrument correlation clusters risk limits exposure by (correlations.py).
-    assert resources.nats_publisher is not None
     correlations = CorrelationTask(store, [resources.nats_publisher, resources.kafka_publisher])
     correlations.start()
     resources.on_close(correlations.stop)

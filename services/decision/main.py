@@ -84,9 +84,6 @@ async def build(
     training: TrainingSettings | None = None,
     queue: str = "decision-vectors",
 ) -> Mapping[str, Any]:
-    assert resources.postgres is not None and resources.redis is not None
-    assert resources.nats is not None and resources.nats_publisher is not None
-    assert resources.kafka_publisher is not None
     settings = decision_settings or DecisionSettings()
     loaded, shadows = await load_models(settings, resources.settings.var_dir, training)
     memory = await open_memory(resources, settings) if settings.memory_enabled else None

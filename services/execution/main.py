@@ -56,8 +56,6 @@ def log_lifecycle(events: Sequence[OrderEvent]) -> None:
 async def build(resources: Resources) -> Mapping[str, Any]:
     pool, redis, nats = resources.postgres, resources.redis, resources.nats
     kafka, nats_publisher = resources.kafka_publisher, resources.nats_publisher
-    assert pool is not None and redis is not None and nats is not None
-    assert kafka is not None and nats_publisher is not None
 
     store = PostgresOrderStore(pool)
     venue = PaperVenue(RedisMarketQuotes(redis))

@@ -26,8 +26,6 @@ FEATURES_SERVICE = "trading.features.v1.FeaturesService"
 async def build(resources: Resources, group: str = "features") -> Mapping[str, Any]:
     """``group``: the replica group whose members share the symbols (a
     test's own in-process instance names one of its own)."""
-    assert resources.redis is not None and resources.nats is not None
-    assert resources.nats_publisher is not None and resources.kafka_publisher is not None
     kafka = KafkaBatcher(resources.kafka_publisher)
     # Replicas share the symbols (runtime.membership): each publishes the
     # vectors of the symbols it owns, so a vector is published once.

@@ -65,8 +65,6 @@ async def rebuild_api_key_cache(pool: asyncpg.Pool, redis: Redis, role_scopes: R
 
 
 async def build(resources: Resources, identity_settings: IdentitySettings | None = None) -> Mapping[str, Any]:
-    assert resources.postgres is not None and resources.redis is not None
-    assert resources.kafka_publisher is not None
     settings = identity_settings or IdentitySettings()
     pool, redis = resources.postgres, resources.redis
     policy = PasswordPolicy(

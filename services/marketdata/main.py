@@ -38,9 +38,6 @@ def _spec(row: InstrumentRow) -> SymbolSpec:
 
 
 async def build(resources: Resources, feed_settings: FeedSettings | None = None) -> Mapping[str, Any]:
-    assert resources.postgres is not None and resources.redis is not None
-    assert resources.nats is not None and resources.nats_publisher is not None
-    assert resources.kafka_publisher is not None
     settings = feed_settings or resources.settings.marketdata
     instruments = InstrumentStore(resources.postgres)
     symbols = await instruments.symbols()

@@ -67,8 +67,6 @@ async def build(
     settings: NotificationSettings | None = None,
     names: ConsumerNames | None = None,
 ) -> Mapping[str, Any]:
-    assert resources.postgres is not None and resources.nats is not None
-    assert resources.kafka_publisher is not None
     settings = settings or NotificationSettings()
     names = names or ConsumerNames()
     registry = event_registry()

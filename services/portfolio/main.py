@@ -40,9 +40,6 @@ async def build(
     fills_group: str = FILLS_GROUP,
     starting_cash: Decimal = domain.DEFAULT_STARTING_CASH,
 ) -> Mapping[str, Any]:
-    assert resources.postgres is not None and resources.redis is not None
-    assert resources.nats is not None and resources.nats_publisher is not None
-    assert resources.kafka_publisher is not None
     store = PostgresBookStore(resources.postgres, starting_cash=starting_cash)
     quotes = RedisQuoteCache(resources.redis)
     views = PortfolioViews(store, quotes)
