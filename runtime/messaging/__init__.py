@@ -13,8 +13,10 @@ and then dead-lettered (`<topic>.dlq` on Kafka, stream `DLQ` on NATS).
 
 Both broker packages have the same shape: `publisher` (`publish`,
 `publish_many`, `publish_raw` -> `Delivery`), `subscriber` (handler,
-`dead_letters` publisher, `retry`) and `deadletter` (`list`, `get`,
-`redrive`); NATS has a core (`NatsSubscriber`) and a JetStream
+`dead_letters` publisher, `retry`), `deadletter` (`list`, `get`,
+`redrive`), `telemetry` (a received message's `Delivery`, CONSUMER span and
+lag; the shared metric families are `runtime.messaging.telemetry`) and
+`testing` (`consuming(subscriber)`: started and ready to receive); NATS has a core (`NatsSubscriber`) and a JetStream
 (`JetStreamSubscriber`) subscriber, and `live`: the per-call subscriptions
 of streaming RPCs and other live views (`live_subscription`,
 `ordered_subscription`), with the same tracing and metrics. Every

@@ -1,4 +1,6 @@
-"""Kafka transport (aiokafka): publisher, subscriber, topics, dead letters."""
+"""Kafka transport (aiokafka): publisher, subscriber (and the batching one),
+dead letters, telemetry, testing, topics (admin), client security. Same
+shape as `runtime.messaging.nats`."""
 
 from runtime.messaging.kafka.admin import DLQ_SUFFIX, dlq_topic, ensure_topics, platform_topics
 from runtime.messaging.kafka.deadletter import KafkaDeadLetters

@@ -18,9 +18,9 @@ from runtime.messaging.base import Delivery, NotRoutedError, Registry, Transport
 from runtime.messaging.envelope import unpack
 from runtime.messaging.headers import envelope_headers, to_kafka
 from runtime.messaging.kafka.security import client_security
+from runtime.messaging.kafka.telemetry import TRANSPORT as _KAFKA
+from runtime.messaging.kafka.telemetry import destination_label
 from runtime.messaging.telemetry import MessagingMetrics, default_metrics, message_trace, publish_span
-
-_KAFKA = Transport.KAFKA.value
 
 
 class KafkaPublisher:
@@ -99,7 +99,7 @@ class KafkaPublisher:
         """Publish to the event type's topic and wait for the broker's ack.
         Pass `payload` when you have it, to skip unpacking it for the key."""
         topic, key = self._route(envelope, payload)
-        destination = topic[len(self._prefix) :]
+        destination = destination_label(topic, self._prefix)
         headers = envelope_headers(envelope)
         start = time.perf_counter()
         try:
@@ -128,7 +128,7 @@ class KafkaPublisher:
                 acks = []
                 for envelope, payload in events:
                     topic, key = self._route(envelope, payload)
-                    destinations.append(topic[len(self._prefix) :])
+                    destinations.append(destination_label(topic, self._prefix))
                     headers = envelope_headers(envelope) | message_trace(envelope, trace)
                     acks.append(
                         await self._producer.send(

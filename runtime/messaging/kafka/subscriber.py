@@ -34,7 +34,6 @@ from runtime.messaging.base import (
     Handler,
     Registry,
     RetryPolicy,
-    Transport,
 )
 from runtime.messaging.consuming import decode, reason_of, retried
 from runtime.messaging.deadletter import dead_letter_headers
@@ -43,11 +42,11 @@ from runtime.messaging.headers import from_kafka
 from runtime.messaging.kafka.admin import dlq_topic, ensure_topics
 from runtime.messaging.kafka.publisher import KafkaPublisher
 from runtime.messaging.kafka.security import client_security
-from runtime.messaging.telemetry import MessagingMetrics, default_metrics, mark_failed, process_span
+from runtime.messaging.kafka.telemetry import TRANSPORT as _KAFKA
+from runtime.messaging.kafka.telemetry import consume_span, delivery_of, record_lag
+from runtime.messaging.telemetry import MessagingMetrics, default_metrics, mark_failed
 
 log = logging.getLogger(__name__)
-
-_KAFKA = Transport.KAFKA.value
 
 
 async def _leave_group(consumer: AIOKafkaConsumer) -> None:
@@ -294,7 +293,7 @@ class KafkaSubscriber:
                 continue
             lag = high - position
             behind |= lag > 0
-            self._metrics.lag(_KAFKA, self._name, f"{tp.topic}/{tp.partition}", lag)
+            record_lag(self._metrics, self._name, tp, lag)
         if past_end:
             self._stall(f"consumed past the end of the log (broker lost data?): {', '.join(past_end)}")
         elif unknown:
@@ -400,8 +399,8 @@ class KafkaSubscriber:
 
     async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
         headers = from_kafka(record.headers)
-        delivery = Delivery(Transport.KAFKA, record.topic, record.partition, record.offset)
-        with process_span(_KAFKA, record.topic, self._name, headers, headers.get(h.EVENT_ID, "")) as span:
+        delivery = delivery_of(record)
+        with consume_span(record, self._name, headers) as span:
             try:
                 envelope, payload = decode(record.value or b"", self._registry)
             except EnvelopeError as exc:

@@ -1,6 +1,7 @@
 """NATS transport (nats-py, JetStream where durability matters): publisher,
 subscribers (core `NatsSubscriber`, durable `JetStreamSubscriber`), live
-subscriptions, streams, dead letters. Same shape as `runtime.messaging.kafka`."""
+subscriptions, dead letters, telemetry, testing, streams, connections. Same
+shape as `runtime.messaging.kafka`."""
 
 from runtime.messaging.nats.deadletter import NatsDeadLetters
 from runtime.messaging.nats.publisher import NatsPublisher

@@ -42,14 +42,14 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from runtime.messaging import headers as h
-from runtime.messaging.base import Delivery, Event, Handler, Registry, Transport
+from runtime.messaging.base import Delivery, Event, Handler, Registry
 from runtime.messaging.consuming import attempt, decode
 from runtime.messaging.envelope import EnvelopeError
-from runtime.messaging.telemetry import MessagingMetrics, default_metrics, mark_failed, process_span
+from runtime.messaging.nats.telemetry import TRANSPORT as _NATS
+from runtime.messaging.nats.telemetry import consume_span, core_delivery, stream_delivery
+from runtime.messaging.telemetry import MessagingMetrics, default_metrics, mark_failed
 
 log = logging.getLogger(__name__)
-
-_NATS = Transport.NATS.value
 
 
 class Overflow(enum.StrEnum):
@@ -124,7 +124,7 @@ class LiveSubscription:
         """One received message: decode it under its CONSUMER span, then
         buffer it or call the handler."""
         headers = msg.headers or {}
-        with process_span(_NATS, msg.subject, self._name, headers, headers.get(h.EVENT_ID, "")) as span:
+        with consume_span(msg, self._name) as span:
             start = time.perf_counter()
             try:
                 envelope, payload = decode(msg.data, self._registry)
@@ -166,15 +166,6 @@ class LiveSubscription:
             self._buffer.put_nowait(_FELL_BEHIND)
 
 
-def _core_delivery(msg: Msg) -> Delivery:
-    return Delivery(Transport.NATS, msg.subject)
-
-
-def _stream_delivery(msg: Msg) -> Delivery:
-    meta = msg.metadata
-    return Delivery(Transport.NATS, msg.subject, -1, meta.sequence.stream, meta.stream)
-
-
 @contextlib.asynccontextmanager
 async def live_subscription(
     nc: NatsClient,
@@ -201,7 +192,7 @@ async def live_subscription(
     )
 
     async def on_msg(msg: Msg) -> None:
-        await live.on_message(msg, _core_delivery(msg))
+        await live.on_message(msg, core_delivery(msg))
 
     subscriptions = []
     try:
@@ -247,7 +238,7 @@ async def ordered_subscription(
     )
 
     async def on_msg(msg: Msg) -> None:
-        await live.on_message(msg, _stream_delivery(msg))
+        await live.on_message(msg, stream_delivery(msg))
 
     config = ConsumerConfig(inactive_threshold=inactive_threshold_s)
     if start_after:

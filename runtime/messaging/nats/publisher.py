@@ -22,9 +22,9 @@ from runtime.messaging.base import Delivery, NotRoutedError, Registry, Transport
 from runtime.messaging.envelope import unpack
 from runtime.messaging.headers import NATS_MSG_ID, envelope_headers
 from runtime.messaging.nats.streams import uses_jetstream
+from runtime.messaging.nats.telemetry import TRANSPORT as _NATS
 from runtime.messaging.telemetry import MessagingMetrics, default_metrics, message_trace, publish_span
 
-_NATS = Transport.NATS.value
 # Tokens of a publishable subject: no wildcards, no whitespace, no empty tokens.
 _SUBJECT = re.compile(r"[^.*>\s]+(\.[^.*>\s]+)*")
 

@@ -53,18 +53,17 @@ from runtime.messaging.base import (
     Handler,
     Registry,
     RetryPolicy,
-    Transport,
 )
 from runtime.messaging.consuming import attempt, decode, reason_of, retried
 from runtime.messaging.deadletter import dead_letter_headers
 from runtime.messaging.envelope import EnvelopeError
 from runtime.messaging.nats.publisher import NatsPublisher
 from runtime.messaging.nats.streams import DLQ_STREAM, DLQ_SUBJECT_PREFIX, subject_filter
-from runtime.messaging.telemetry import MessagingMetrics, default_metrics, mark_failed, process_span
+from runtime.messaging.nats.telemetry import TRANSPORT as _NATS
+from runtime.messaging.nats.telemetry import consume_span, core_delivery, record_lag, stream_delivery
+from runtime.messaging.telemetry import MessagingMetrics, default_metrics, mark_failed
 
 log = logging.getLogger(__name__)
-
-_NATS = Transport.NATS.value
 
 
 def subscribed_subjects(
@@ -221,13 +220,16 @@ class NatsSubscriber(_NatsConsumer):
         self._following = asyncio.Lock()
 
     async def start(self) -> None:
-        """Subscribe to the subjects given at construction (at least one)."""
+        """Subscribe to the subjects given at construction (at least one).
+        Returns once the server has the subscriptions, so what is published
+        afterwards is delivered."""
         if self._core:
             return
         if not self._subjects:
             raise ValueError("subscribe to at least one subject or event type (or use follow())")
         for subject in self._subjects:
             self._core.append(await self._nc.subscribe(subject, queue=self._queue, cb=self._on_message))
+        await self._nc.flush()
 
     async def stop(self) -> None:
         core, self._core = self._core, []
@@ -259,9 +261,9 @@ class NatsSubscriber(_NatsConsumer):
                 await self._nc.flush()
 
     async def _on_message(self, msg: Msg) -> None:
-        delivery = Delivery(Transport.NATS, msg.subject)
+        delivery = core_delivery(msg)
         headers = msg.headers or {}
-        with process_span(_NATS, msg.subject, self._name, headers, headers.get(h.EVENT_ID, "")) as span:
+        with consume_span(msg, self._name) as span:
             try:
                 envelope, payload = decode(msg.data, self._registry)
             except EnvelopeError as exc:
@@ -427,15 +429,13 @@ class JetStreamSubscriber(_NatsConsumer):
             for msg in messages:
                 await self._process(msg)
             if messages:
-                meta = messages[-1].metadata
-                self._metrics.lag(_NATS, self._name, meta.stream, meta.num_pending)
+                record_lag(self._metrics, self._name, messages[-1])
 
     async def _process(self, msg: Msg) -> None:
-        meta = msg.metadata
-        delivery = Delivery(Transport.NATS, msg.subject, -1, meta.sequence.stream, meta.stream)
+        delivery = stream_delivery(msg)
         headers = msg.headers or {}
-        deliveries = meta.num_delivered
-        with process_span(_NATS, msg.subject, self._name, headers, headers.get(h.EVENT_ID, "")) as span:
+        deliveries = msg.metadata.num_delivered
+        with consume_span(msg, self._name) as span:
             try:
                 envelope, payload = decode(msg.data, self._registry)
             except EnvelopeError as exc:

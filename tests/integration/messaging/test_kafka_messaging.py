@@ -18,6 +18,7 @@ from runtime.contracts import EventRegistry
 from runtime.messaging import Event, RetryPolicy
 from runtime.messaging import headers as h
 from runtime.messaging.kafka import KafkaDeadLetters, KafkaPublisher, KafkaSubscriber, dlq_topic
+from runtime.messaging.kafka.testing import consuming
 from runtime.messaging.testing import EventCollector, wait_dead_letters
 
 TickFactory = Callable[..., tuple[event_pb2.EventEnvelope, md_events.Tick]]
@@ -46,12 +47,8 @@ async def subscriber(
         topic_prefix=prefix,
         retry=retry,
     )
-    await sub.start()
-    try:
-        await sub.wait_assigned()
+    async with consuming(sub):
         yield sub
-    finally:
-        await sub.stop()
 
 
 async def test_published_envelope_arrives_with_payload_headers_and_trace(

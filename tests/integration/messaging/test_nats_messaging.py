@@ -27,6 +27,7 @@ from runtime.messaging.nats import (
     ensure_streams,
     platform_streams,
 )
+from runtime.messaging.nats.testing import consuming
 from runtime.messaging.testing import EventCollector, wait_dead_letters
 
 TickFactory = Callable[..., tuple[event_pb2.EventEnvelope, md_events.Tick]]
@@ -93,11 +94,8 @@ async def durable_subscriber(
         retry=FAST_RETRY,
         ack_wait_s=ack_wait_s,
     )
-    await sub.start()
-    try:
+    async with consuming(sub):
         yield sub
-    finally:
-        await sub.stop()
 
 
 async def test_jetstream_round_trip_keeps_payload_headers_and_trace(
