@@ -7,25 +7,18 @@ way round for a short) and keeps the average; one closing it leaves it flat
 (no average); one flipping it closes the old side and opens the rest at the
 fill's price.
 
-Arithmetic is exact (a 100-digit context trapping any rounding), except the
-average price, which is a division: rounded half-even to the contract's 12
-fractional digits (``trading.common.v1.Decimal``).
+Arithmetic is exact (:data:`domain.numbers.EXACT`, trapping any rounding),
+except the average price, which is a division: rounded half-even to the
+contract's 12 fractional digits (:func:`domain.numbers.wire`).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
-from typing import Final
+from decimal import Decimal
 
-ZERO: Final = Decimal(0)
-# What a contract decimal can carry after the point.
-WIRE_QUANTUM: Final = Decimal("1e-12")
-EXACT: Final = Context(prec=100, traps=[Inexact, InvalidOperation, DivisionByZero, Overflow])
-_DIVIDE: Final = Context(
-    prec=100, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow]
-)
+from domain.numbers import EXACT, ROUNDING, ZERO, wire
 
 
 class Side(enum.IntEnum):
@@ -37,11 +30,6 @@ class Side(enum.IntEnum):
     def signed(self, quantity: Decimal) -> Decimal:
         """`quantity` as a change of position: + for a buy, - for a sell."""
         return quantity if self is Side.BUY else EXACT.minus(quantity)
-
-
-def wire(value: Decimal) -> Decimal:
-    """`value` rounded (half-even) to the contract's 12 fractional digits."""
-    return value.quantize(WIRE_QUANTUM, rounding=ROUND_HALF_EVEN, context=_DIVIDE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +61,7 @@ def after_fill(
         cost = EXACT.add(
             EXACT.multiply(EXACT.abs(quantity), average_price), EXACT.multiply(fill_quantity, price)
         )
-        return PositionChange(new_quantity, wire(_DIVIDE.divide(cost, EXACT.abs(new_quantity))), ZERO)
+        return PositionChange(new_quantity, wire(ROUNDING.divide(cost, EXACT.abs(new_quantity))), ZERO)
     # Reducing, closing or flipping: book PnL on the closed quantity.
     closed = min(EXACT.abs(quantity), fill_quantity)
     per_unit = EXACT.subtract(price, average_price) if quantity > 0 else EXACT.subtract(average_price, price)

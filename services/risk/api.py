@@ -1,7 +1,8 @@
 """gRPC API of the risk service (trading.risk.v1.RiskService).
 
-CheckOrder is on the order placement hot path: one Redis round trip (see
-storage), pure checks (domain), and events published in the background.
+CheckOrder is on the order placement hot path: one read of the store (one
+Redis round trip in production: services.risk.adapters.redis), pure checks
+(domain), and events published in the background.
 The tenant comes only from the call's metadata (require_tenant()).
 """
 
@@ -23,15 +24,8 @@ from runtime.errors import ServiceError, domain_error
 from runtime.messaging.envelope import uuid7
 from services.risk import domain
 from services.risk.events import RiskEvents
-from services.risk.storage import (
-    CheckRead,
-    LimitsConflictError,
-    RiskStore,
-    canonical_limits,
-    limits_to_domain,
-    limits_to_proto,
-    quote_view,
-)
+from services.risk.ports import CheckRead, LimitsConflictError, RiskStore
+from services.risk.wire import canonical_limits, limits_to_domain, limits_to_proto, quote_view
 
 DOMAIN = "trading.risk"
 Context = grpc.aio.ServicerContext[Any, Any]

@@ -34,7 +34,8 @@ from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber
 from runtime.messaging.nats import NatsSubscriber
 from services.risk import domain
 from services.risk.events import RiskEvents
-from services.risk.storage import RiskStore, limits_to_domain
+from services.risk.ports import RiskStore
+from services.risk.wire import limits_to_domain
 
 log = logging.getLogger(__name__)
 

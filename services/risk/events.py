@@ -30,7 +30,8 @@ from runtime.context import current_context
 from runtime.messaging.envelope import new_envelope, uuid7
 from runtime.outbox import KAFKA, NATS, OutboxRelay, OutboxRow, outbox_row
 from services.risk import domain
-from services.risk.storage import RiskStore, StoredLimits, quote_view
+from services.risk.ports import RiskStore, StateOutcome, StoredLimits
+from services.risk.wire import quote_view
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class RiskEvents:
 
     async def record(self, tenant: str, payload: pb_message.Message) -> None:
         """An event that is itself the fact (a rejection): appended on its own."""
-        await self._store.outbox.append(tenant, self.rows(tenant, payload))
+        await self._store.add_events(tenant, self.rows(tenant, payload))
         self.stored()
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -112,7 +113,7 @@ class RiskEvents:
 
     async def set_state(
         self, tenant: str, status: pb.TradingStatus, *, only_from: domain.TradingState | None = None
-    ) -> tuple[str, pb.TradingStatus | None]:
+    ) -> tuple[StateOutcome, pb.TradingStatus | None]:
         """Switch the trading state, with its TradingStateChanged in the outbox
         (see :meth:`RiskStore.set_status`)."""
 

@@ -11,11 +11,11 @@ from runtime.outbox import OutboxRelay
 from runtime.outbox_redis import RedisOutbox
 from runtime.resources import Resources
 from runtime.service import ServiceSpec
+from services.risk.adapters.redis import RedisRiskStore
 from services.risk.api import RiskApi
 from services.risk.consumers import CLUSTERS_GROUP, FILLS_GROUP, clusters_subscribers, fill_subscriber
 from services.risk.domain import SubmissionTimeBound
 from services.risk.events import RiskEvents
-from services.risk.storage import RiskStore
 
 RISK_SERVICE = "trading.risk.v1.RiskService"
 
@@ -27,7 +27,7 @@ async def build(
     assert resources.nats is not None
     risk = resources.settings.risk
     outbox = RedisOutbox(resources.redis, "risk")
-    store = RiskStore(
+    store = RedisRiskStore(
         resources.redis,
         outbox,
         time_bound=SubmissionTimeBound(risk.submitted_at_max_back_s, risk.submitted_at_max_ahead_s),

@@ -30,12 +30,12 @@ from decimal import Decimal
 from typing import Final
 
 # The shared vocabulary, re-exported (the books' modules read it from here).
-from domain.positions import EXACT as EXACT
-from domain.positions import WIRE_QUANTUM as WIRE_QUANTUM
-from domain.positions import ZERO as ZERO
+from domain.numbers import EXACT as EXACT
+from domain.numbers import WIRE_QUANTUM as WIRE_QUANTUM
+from domain.numbers import ZERO as ZERO
+from domain.numbers import wire as wire
 from domain.positions import Side as Side
 from domain.positions import after_fill
-from domain.positions import wire as wire
 
 # The portfolio's base currency (v1: instruments are quoted in it too).
 BASE_CURRENCY: Final = "USD"

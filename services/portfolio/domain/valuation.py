@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from domain.numbers import exact_sum
+from domain.prices import mark_price as mark_price  # the shared rule, re-exported
 from services.portfolio.domain.books import EXACT, ZERO, Position
 
 
@@ -24,16 +26,6 @@ class Mark:
 
     price: Decimal
     at: datetime | None = None
-
-
-def mark_price(bid: Decimal, ask: Decimal, last: Decimal) -> Decimal | None:
-    """The mid when both sides are quoted, else the last trade price, else None.
-    Zero (an unset contract Decimal) counts as missing."""
-    if bid > 0 and ask > 0:
-        return EXACT.divide(EXACT.add(bid, ask), Decimal(2))  # halving a decimal is exact
-    if last > 0:
-        return last
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,22 +72,14 @@ def value_portfolio(
 ) -> PortfolioValue:
     """Value every position at its symbol's mark; positions ordered by symbol."""
     valued = tuple(value_position(p, marks.get(p.symbol)) for p in sorted(positions, key=lambda p: p.symbol))
-    market = _sum(v.market_value for v in valued)
+    market = exact_sum(v.market_value for v in valued)
     return PortfolioValue(
         cash=cash,
         positions=valued,
         equity=EXACT.add(cash, market),
         market_value=market,
-        gross_exposure=_sum(EXACT.abs(v.market_value) for v in valued),
-        total_realized_pnl=_sum(v.position.realized_pnl for v in valued),
-        total_unrealized_pnl=_sum(v.unrealized_pnl for v in valued),
-        total_fees=_sum(v.position.fees_paid for v in valued),
+        gross_exposure=exact_sum(EXACT.abs(v.market_value) for v in valued),
+        total_realized_pnl=exact_sum(v.position.realized_pnl for v in valued),
+        total_unrealized_pnl=exact_sum(v.unrealized_pnl for v in valued),
+        total_fees=exact_sum(v.position.fees_paid for v in valued),
     )
-
-
-def _sum(values: Iterable[Decimal]) -> Decimal:
-    """Exact sum (the builtin sum would round in the thread's default context)."""
-    total = ZERO
-    for value in values:
-        total = EXACT.add(total, value)
-    return total

@@ -1,4 +1,5 @@
-"""Risk state in Redis, shared by every replica of the service.
+"""Risk state in Redis, shared by every replica of the service: the
+:class:`services.risk.ports.RiskStore` of production.
 
 Keys (all tenant-scoped with :func:`runtime.storage.redis.tenant_key`, so one
 tenant's keys share a cluster slot and the Lua scripts below stay legal in
@@ -39,14 +40,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, WatchError
-from trading.common.v1 import market_pb2
 from trading.risk.v1 import risk_service_pb2 as pb
 
 from runtime import decimals
@@ -55,11 +54,19 @@ from runtime.outbox import OutboxRow
 from runtime.outbox_redis import OUTBOX_APPEND_LUA, RedisOutbox, outbox_args
 from runtime.storage.redis import tenant_key
 from services.risk import domain
+from services.risk.ports import (
+    ALERT_INTERVAL_S,
+    CHECK_MARKER_TTL_MS,
+    FILL_MARKER_TTL_S,
+    PNL_TTL_S,
+    CheckRead,
+    LimitsConflictError,
+    StateOutcome,
+    StoredCluster,
+    StoredLimits,
+    utc_day,
+)
 
-CHECK_MARKER_TTL_MS: Final = 300_000
-FILL_MARKER_TTL_S: Final = 7 * 86_400
-PNL_TTL_S: Final = 3 * 86_400
-ALERT_INTERVAL_S: Final = 60
 # The correlation clusters (market-wide: no tenant).
 CLUSTERS_KEY: Final = "risk:corr"
 _CLUSTERS_AT: Final = "_at"
@@ -180,74 +187,6 @@ return 1
 """
 
 
-class LimitsConflictError(Exception):
-    """SetLimits with an expected version that is not the stored one."""
-
-    def __init__(self, stored_version: int) -> None:
-        super().__init__(f"stored limits have version {stored_version}")
-        self.stored_version = stored_version
-
-
-def utc_day(ts_s: float) -> str:
-    return datetime.fromtimestamp(ts_s, UTC).strftime("%Y%m%d")
-
-
-# ------------------------------------------------------------------ protobuf <-> domain
-
-
-def limits_to_domain(limits: pb.RiskLimits) -> domain.Limits:
-    age = limits.max_quote_age.ToNanoseconds() / 1e9 if limits.HasField("max_quote_age") else 0.0
-    return domain.Limits(
-        max_orders_per_second=limits.max_orders_per_second,
-        max_order_notional=decimals.from_proto(limits.max_order_notional),
-        default_max_position=decimals.from_proto(limits.default_max_position),
-        price_collar_bps=limits.price_collar_bps,
-        daily_loss_limit=decimals.from_proto(limits.daily_loss_limit),
-        max_quote_age_s=age or domain.DEFAULT_MAX_QUOTE_AGE_S,
-        max_position_by_symbol={s: decimals.from_proto(v) for s, v in limits.max_position_by_symbol.items()},
-        max_cluster_gross_notional=decimals.from_proto(limits.max_cluster_gross_notional)
-        if limits.HasField("max_cluster_gross_notional")
-        else None,
-    )
-
-
-def limits_to_proto(limits: domain.Limits) -> pb.RiskLimits:
-    message = pb.RiskLimits(
-        max_orders_per_second=limits.max_orders_per_second,
-        max_order_notional=decimals.to_proto(limits.max_order_notional),
-        default_max_position=decimals.to_proto(limits.default_max_position),
-        price_collar_bps=limits.price_collar_bps,
-        daily_loss_limit=decimals.to_proto(limits.daily_loss_limit),
-    )
-    for symbol, value in limits.max_position_by_symbol.items():
-        message.max_position_by_symbol[symbol].CopyFrom(decimals.to_proto(value))
-    message.max_quote_age.FromNanoseconds(round(limits.max_quote_age_s * 1e9))
-    if limits.max_cluster_gross_notional is not None:
-        message.max_cluster_gross_notional.CopyFrom(decimals.to_proto(limits.max_cluster_gross_notional))
-    return message
-
-
-def canonical_limits(limits: pb.RiskLimits) -> pb.RiskLimits:
-    """The stored form: decimals normalised ("100.0" -> "100") and the quote
-    age made explicit, so equal limits serialize to equal bytes."""
-    return limits_to_proto(limits_to_domain(limits))
-
-
-def quote_view(data: bytes | None, now_ns: int) -> domain.QuoteView | None:
-    """The domain view of a stored Quote; its age from receive_time (or exchange_time)."""
-    if not data:
-        return None
-    quote = market_pb2.Quote.FromString(data)
-    stamp = quote.receive_time if quote.HasField("receive_time") else quote.exchange_time
-    age = (now_ns - stamp.ToNanoseconds()) / 1e9 if stamp.seconds or stamp.nanos else None
-    return domain.QuoteView(
-        bid=decimals.from_proto(quote.bid_price) if quote.bid_price.value else None,
-        ask=decimals.from_proto(quote.ask_price) if quote.ask_price.value else None,
-        last=decimals.from_proto(quote.last_price) if quote.last_price.value else None,
-        age_s=age,
-    )
-
-
 def _opt_bytes(value: object) -> bytes | None:
     """A reply of the bytes client (decode_responses=False) as bytes or None."""
     if value is None or isinstance(value, bytes):
@@ -274,14 +213,6 @@ def _position_text(position: domain.Position) -> str:
 # ------------------------------------------------------------------ store
 
 
-@dataclass(frozen=True, slots=True)
-class StoredCluster:
-    """A correlation cluster as risk stores it."""
-
-    cluster_id: str
-    symbols: frozenset[str]
-
-
 def cluster_value(cluster_id: str, symbols: Sequence[str]) -> str:
     return f"{cluster_id} {','.join(sorted(symbols))}"
 
@@ -293,34 +224,8 @@ def parse_cluster(raw: bytes | None) -> StoredCluster | None:
     return StoredCluster(cluster_id, frozenset(m for m in members.split(",") if m))
 
 
-@dataclass(frozen=True, slots=True)
-class CheckRead:
-    """What the CHECK round trip returned."""
-
-    orders_in_window: int
-    counted: bool  # this call added the order to the window
-    prior_check_id: str | None  # an earlier check of the same order already counted it
-    limits_pb: bytes | None
-    status_pb: bytes | None
-    positions: Mapping[str, domain.Position]
-    realized_today: Decimal
-    quotes: Mapping[str, bytes | None]
-    # The correlation cluster of the order's symbol; None when it is in none.
-    cluster: StoredCluster | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredLimits:
-    limits: pb.RiskLimits
-    version: int
-    updated_at_ns: int
-    updated_by: str
-    previous: pb.RiskLimits | None = None
-    changed: bool = False
-
-
-class RiskStore:
-    """Redis adapter of the risk service."""
+class RedisRiskStore:
+    """Risk's state in Redis (the keys in the module docstring)."""
 
     def __init__(
         self,
@@ -519,7 +424,7 @@ class RiskStore:
         *,
         announce: Callable[[domain.TradingState], Sequence[OutboxRow]],
         only_from: domain.TradingState | None = None,
-    ) -> tuple[str, pb.TradingStatus | None]:
+    ) -> tuple[StateOutcome, pb.TradingStatus | None]:
         """("changed" | "same" | "skipped", the status before). A change is
         stored with the outbox rows `announce` makes of the state before it."""
         key = tenant_key(tenant, "risk", "state")
@@ -542,7 +447,7 @@ class RiskStore:
             if outcome == "moved":
                 continue
             before = pb.TradingStatus.FromString(reply[1]) if reply[1] else None
-            return outcome, before
+            return cast(StateOutcome, outcome), before
 
     # ---------------------------------------------------------------- positions and PnL
 
@@ -634,3 +539,7 @@ class RiskStore:
             "alert", (key, self.outbox.stream(tenant)), (ALERT_INTERVAL_S, *outbox_args(rows))
         )
         return bool(raised)
+
+    async def add_events(self, tenant: str, rows: Sequence[OutboxRow]) -> None:
+        """Append outbox rows of an event that is itself the fact (a rejection)."""
+        await self.outbox.append(tenant, rows)

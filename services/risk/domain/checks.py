@@ -1,5 +1,4 @@
-"""Pure risk logic: pre-trade checks over an explicit state snapshot, and
-position/PnL bookkeeping from fills. No I/O, no clock, no protobuf.
+"""Pre-trade checks over an explicit state snapshot. No I/O, no clock, no protobuf.
 
 The service reads everything a check needs (limits, trading state, position,
 order-rate count, daily PnL, last quote and its age) in one Redis round trip
@@ -32,17 +31,16 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import enum
-from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from types import MappingProxyType
 from typing import Final
 
-from domain.positions import Side as Side  # the shared vocabulary, re-exported
-from domain.positions import after_fill
+from domain.numbers import ZERO
+from domain.positions import Side
+from domain.prices import mark_price
 
-ZERO: Final = Decimal(0)
 BPS: Final = Decimal(10_000)
 
 
@@ -144,63 +142,6 @@ DEFAULT_LIMITS: Final = Limits(
 DEFAULT_MAX_QUOTE_AGE_S: Final = 5.0
 
 
-# --------------------------------------------------------------------------- order rate
-
-# The order-rate window is one second, counted in microseconds (Redis scores).
-RATE_WINDOW_US: Final = 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class SubmissionTimeBound:
-    """How far a claimed submission time may be from risk's clock and still be used.
-
-    The rate limits how fast the *trader* sends orders, so it is measured at
-    the submission time, not at the arrival at risk: after a stall, checks
-    that queued up arrive together although they were sent slowly. But the
-    time comes from the request (execution sets it; a direct CheckOrder
-    caller could set anything), so it is only believed within this bound:
-    back far enough to cover a stall of the check path (execution gives up
-    on risk after ~1 s, direct callers after their own deadline), ahead only
-    by clock skew. Outside it the arrival time is used. A client forging
-    times therefore gains at most about ``max_orders_per_second x
-    (max_back_s + max_ahead_s)`` orders at once, never a higher sustained rate.
-    """
-
-    max_back_s: float = 5.0
-    max_ahead_s: float = 1.0
-
-
-def rate_instant_us(submitted_us: int | None, arrival_us: int, bound: SubmissionTimeBound) -> int:
-    """The instant (us) an order counts at in the rate window: its submission
-    time when known and within `bound` of `arrival_us`, else its arrival."""
-    if submitted_us is None or submitted_us <= 0:
-        return arrival_us
-    if arrival_us - bound.max_back_s * 1e6 <= submitted_us <= arrival_us + bound.max_ahead_s * 1e6:
-        return submitted_us
-    return arrival_us
-
-
-def orders_near(counted_us: Iterable[int], instant_us: int) -> int:
-    """The most counted orders in any one-second window that also holds `instant_us`.
-
-    Submission times arrive out of order, so a plain count of the second
-    before `instant_us` is not enough: a late order with an early time could
-    overfill a window that later orders already filled. A window here is a
-    span [start, start + 1 s); the busiest one holding the new order starts
-    at one of the counted orders of the second before it, or at the order
-    itself. In order (the normal case) nothing lies ahead and this is the
-    plain sliding window. The CHECK script in storage computes the same.
-    """
-    near = sorted(t for t in counted_us if instant_us - RATE_WINDOW_US < t < instant_us + RATE_WINDOW_US)
-    starts = [t for t in near if t <= instant_us] + [instant_us]
-    return max(bisect_left(near, a + RATE_WINDOW_US) - bisect_left(near, a) for a in starts)
-
-
-def rate_admits(counted_us: Iterable[int], instant_us: int, max_per_second: int) -> bool:
-    """True when an order counted at `instant_us` keeps the rate within the limit."""
-    return orders_near(counted_us, instant_us) < max_per_second
-
-
 @dataclass(frozen=True, slots=True)
 class QuoteView:
     """What a check needs of the last quote: touch prices (None when the feed has
@@ -216,10 +157,9 @@ class QuoteView:
         return self.ask if side is Side.BUY else self.bid
 
     def mark(self) -> Decimal | None:
-        """Mark-to-market price: the mid when both sides exist, else the last trade."""
-        if self.bid is not None and self.ask is not None:
-            return (self.bid + self.ask) / 2
-        return self.last
+        """Mark-to-market price: the mid when both sides exist, else the last
+        trade (:func:`domain.prices.mark_price`, as portfolio marks)."""
+        return mark_price(self.bid, self.ask, self.last)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +174,7 @@ class OrderIntent:
 
     @property
     def signed_quantity(self) -> Decimal:
-        return self.quantity if self.side is Side.BUY else -self.quantity
+        return self.side.signed(self.quantity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,67 +372,3 @@ def check_order(order: OrderIntent, snap: RiskSnapshot) -> CheckResult:
         projected_position=projected,
         stale_quote=stale,
     )
-
-
-# --------------------------------------------------------------------------- positions and PnL
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    """Risk's own view of one instrument: signed quantity and average entry price."""
-
-    quantity: Decimal = ZERO
-    average_price: Decimal = ZERO
-
-    def unrealized(self, mark: Decimal | None) -> Decimal:
-        """Open PnL against `mark` (0 without a mark: it cannot be told)."""
-        if mark is None or self.quantity == 0:
-            return ZERO
-        return (mark - self.average_price) * self.quantity
-
-
-def apply_fill(position: Position, side: Side, quantity: Decimal, price: Decimal) -> tuple[Position, Decimal]:
-    """The position after a fill and the PnL it realised (before fees), by the
-    shared arithmetic (:func:`domain.positions.after_fill`); flat is (0, 0) here."""
-    average = position.average_price if position.quantity != 0 else None
-    change = after_fill(position.quantity, average, side, quantity, price)
-    if change.average_price is None:
-        return Position(ZERO, ZERO), change.realized
-    return Position(change.quantity, change.average_price.normalize()), change.realized
-
-
-def daily_pnl(
-    realized: Decimal, positions: Mapping[str, Position], marks: Mapping[str, Decimal | None]
-) -> Decimal:
-    """Realised PnL of the day plus the open PnL of every position.
-
-    Open PnL is measured from the average entry price, not from the start of
-    the day (risk keeps no start-of-day marks): conservative for positions
-    carried over with a gain, and exact for positions opened today.
-    """
-    return realized + sum((p.unrealized(marks.get(symbol)) for symbol, p in positions.items()), ZERO)
-
-
-# Shares of the daily loss limit at which alerts are raised (contract: 80%).
-LOSS_WARNING_SHARE: Final = Decimal("0.8")
-
-
-class LossLevel(enum.IntEnum):
-    """How far today's loss has gone towards the limit."""
-
-    OK = 0
-    WARNING = 1
-    BREACHED = 2
-
-
-def loss_level(pnl: Decimal, limit: Decimal) -> LossLevel:
-    loss = -pnl
-    if loss >= limit:
-        return LossLevel.BREACHED
-    if loss >= limit * LOSS_WARNING_SHARE:
-        return LossLevel.WARNING
-    return LossLevel.OK
-
-
-def held_symbols(positions: Iterable[tuple[str, Position]]) -> frozenset[str]:
-    return frozenset(s for s, p in positions if p.quantity != 0)

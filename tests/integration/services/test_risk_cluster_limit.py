@@ -30,8 +30,8 @@ from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
 from runtime.messaging.nats.connect import connect_nats
 from runtime.service import ServiceSpec
+from services.risk.adapters.redis import CLUSTERS_KEY, cluster_value
 from services.risk.main import SPEC, build
-from services.risk.storage import CLUSTERS_KEY, cluster_value
 from tests.support.polling import eventually
 from tests.support.security import service_channel, user_md
 from tests.support.services import running_service

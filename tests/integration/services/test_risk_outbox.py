@@ -26,8 +26,9 @@ from runtime.messaging.nats.connect import connect_nats
 from runtime.outbox import OutboxRelay
 from runtime.outbox_redis import RedisOutbox
 from services.risk import domain
+from services.risk.adapters.redis import RedisRiskStore
 from services.risk.events import RiskEvents
-from services.risk.storage import RiskStore, canonical_limits
+from services.risk.wire import canonical_limits
 from tests.support.nats import received_events
 from tests.support.polling import eventually
 
@@ -73,7 +74,7 @@ async def test_changes_stored_while_nothing_publishes_are_announced_later_in_ord
     infra_settings: Settings, redis_client: Redis, outbox: RedisOutbox
 ) -> None:
     tenant = f"t-{uuid.uuid4().hex[:8]}"
-    store = RiskStore(redis_client, outbox)
+    store = RedisRiskStore(redis_client, outbox)
     await store.load_scripts()
     events = RiskEvents(store, relay=None)  # nothing publishes: as if risk died after storing
 
@@ -123,7 +124,7 @@ async def test_concurrent_switches_each_announce_the_state_they_replaced(
     redis_client: Redis, outbox: RedisOutbox
 ) -> None:
     tenant = f"t-{uuid.uuid4().hex[:8]}"
-    store = RiskStore(redis_client, outbox)
+    store = RedisRiskStore(redis_client, outbox)
     await store.load_scripts()
     events = RiskEvents(store, relay=None)
     states = [pb.TRADING_STATE_HALTED, pb.TRADING_STATE_REDUCING, pb.TRADING_STATE_ACTIVE] * 6

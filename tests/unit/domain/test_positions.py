@@ -8,7 +8,8 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.positions import ZERO, Side, after_fill
+from domain.numbers import ZERO
+from domain.positions import Side, after_fill
 from services.portfolio import domain as books
 from services.risk import domain as risk
 

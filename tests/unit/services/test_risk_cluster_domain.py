@@ -1,5 +1,5 @@
 """The correlated-cluster exposure limit: pure check (services.risk.domain),
-its limits conversion and the stored cluster form (services.risk.storage),
+its limits conversion and the stored cluster form (services.risk.wire, services.risk.adapters.redis),
 and how the API values the other holdings (services.risk.api)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from trading.common.v1 import decimal_pb2
 from trading.risk.v1 import risk_service_pb2 as pb
 
 from services.risk import domain
+from services.risk.adapters.redis import cluster_value, parse_cluster
 from services.risk.api import cluster_holdings
 from services.risk.domain import (
     ClusterHoldings,
@@ -23,14 +24,8 @@ from services.risk.domain import (
     check_order,
 )
 from services.risk.domain import DenialReason as R
-from services.risk.storage import (
-    CheckRead,
-    StoredCluster,
-    cluster_value,
-    limits_to_domain,
-    limits_to_proto,
-    parse_cluster,
-)
+from services.risk.ports import CheckRead, StoredCluster
+from services.risk.wire import limits_to_domain, limits_to_proto
 
 # Per instrument: 10 units, 10,000 per order; per cluster: 25,000 gross.
 LIMITS = domain.Limits(
