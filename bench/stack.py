@@ -38,13 +38,10 @@ MODEL_TRAINING = TrainingSettings(
 # The feed rate while the closed-loop paths run (quotes stay fresh for risk,
 # execution and GetQuote): the platform's default rate.
 BASELINE_FEED_RATE = 50.0
-# Environment read by service processes (their own settings classes):
-# - the gateway's per-tenant rate limit (600/min by default) would answer 429
-#   within a second of closed-loop calls; a limit this high keeps the limiter's
-#   Redis step in the path without ever tripping it;
-# - decision loads the cached models instead of training at start.
+# Environment read by service processes (their own settings sections, not in
+# Settings, which the supervisor hands over itself): decision loads the cached
+# models instead of training at start.
 SERVICE_ENV = {
-    "TRADING_GATEWAY__RATE_LIMIT_REQUESTS": "1000000000",
     "TRADING_DECISION__TRAIN_IF_MISSING": "false",
 }
 
@@ -71,6 +68,10 @@ def bench_settings(base: Settings, var_dir: Path) -> Settings:
     # The benchmark drives invented subjects and watches every tenant's orders:
     # its NATS server gets the harness user (development only).
     settings.nats.test_harness = True
+    # The gateway's per-tenant rate limit (600/min by default) would answer 429
+    # within a second of closed-loop calls; a limit this high keeps the
+    # limiter's Redis step in the path without ever tripping it.
+    settings.gateway.rate_limit_requests = 1_000_000_000
     return settings
 
 

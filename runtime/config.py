@@ -584,7 +584,7 @@ SERVICE_SECTIONS: dict[str, str] = {
     "decision": "services.decision.settings:DecisionSettings",
     "decision.train": "services.decision.settings:TrainingSettings",
     "analytics": "services.analytics.settings:AnalyticsSettings",
-    "analytics.correlation": "services.analytics.correlations:CorrelationSettings",
+    "analytics.correlation": "services.analytics.settings:CorrelationSettings",
     "audit": "services.audit.settings:AuditSettings",
     "notification": "services.notification.settings:NotificationSettings",
 }

@@ -1,14 +1,15 @@
 """Settings of the analytics service: the ``analytics`` section of the
 settings tree (runtime.config.sections), env ``TRADING_ANALYTICS__<FIELD>``,
 e.g. ``TRADING_ANALYTICS__BATCH_MAX_ROWS=20000`` or
-``TRADING_ANALYTICS__QUERY_TIMEOUT_S=1``. The correlation task's section,
-``analytics.correlation`` (``TRADING_ANALYTICS__CORRELATION__<FIELD>``), is
-``services.analytics.correlations.CorrelationSettings``.
+``TRADING_ANALYTICS__QUERY_TIMEOUT_S=1``; and ``analytics.correlation``,
+the correlation task's (``TRADING_ANALYTICS__CORRELATION__<FIELD>``).
 
 Where ClickHouse is (chdb or a server URL) is ``runtime.config.ClickHouseSettings``.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings
@@ -57,3 +58,25 @@ class AnalyticsSettings(BaseSettings):
     """The evaluator's outcome horizon, in ticks of the symbol (the training label's)."""
     evaluation_max_models: int = Field(default=20, ge=1)
     """The evaluator keeps gauges for at most this many model versions (the most scored)."""
+
+
+class CorrelationSettings(BaseSettings):
+    """The correlation task: the ``analytics.correlation`` section of the
+    settings tree (env ``TRADING_ANALYTICS__CORRELATION__<FIELD>``)."""
+
+    model_config = section_config("analytics.correlation")
+
+    interval_s: float = Field(default=300.0, ge=0)
+    """How often the clusters are computed and published; 0 turns the task off."""
+    window_s: float = Field(default=6 * 3600.0, gt=0)
+    """Bars of this window (ending now) are compared."""
+    bar: Literal["1s", "1m", "1h"] = "1m"
+    """The bar interval whose returns are compared."""
+    threshold: float = Field(default=0.8, ge=0, le=1)
+    """Two instruments are linked when their returns' correlation is at least this."""
+    min_returns: int = Field(default=30, ge=3)
+    """Fewer common returns than this say nothing: the pair is not linked."""
+    max_symbols: int = Field(default=500, ge=2)
+    """At most this many instruments (the most traded bars) are compared."""
+    query_timeout_s: float = Field(default=10.0, gt=0)
+    """Budget of the bar query."""

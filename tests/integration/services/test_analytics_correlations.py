@@ -19,8 +19,9 @@ from trading.analytics.v1 import events_pb2 as analytics_events
 from trading.common.v1 import event_pb2
 
 from runtime.config import Settings
-from services.analytics.correlations import CorrelationSettings, CorrelationTask
+from services.analytics.correlations import CorrelationTask
 from services.analytics.domain import TickRow
+from services.analytics.settings import CorrelationSettings
 from services.analytics.storage import AnalyticsStore
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,8 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from gateway.config import GatewayOptions
-from runtime.config import Settings, all_settings, env_prefix, sections
-from services.analytics.correlations import CorrelationSettings
-from services.analytics.settings import AnalyticsSettings
+from runtime.config import Settings, all_settings, env_prefix, sections, to_env
+from services.analytics.settings import AnalyticsSettings, CorrelationSettings
 from services.decision.settings import DecisionSettings, TrainingSettings
 from services.identity.settings import IdentitySettings
 
@@ -124,3 +123,16 @@ def test_no_file_names_a_setting_that_does_not_exist() -> None:
                 continue
             bad.append(f"{rel}: {name}")
     assert not bad, "names that are not settings (docs/settings.md):\n" + "\n".join(bad)
+
+
+def test_a_child_process_gets_the_gateway_section_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tools.supervisor hands Settings to its children as variables (to_env):
+    the gateway's request options travel with it, lists in their JSON form."""
+    settings = Settings()
+    settings.gateway.cors_origins = ["https://a.example"]
+    settings.gateway.rate_limit_requests = 1_000_000_000
+    settings.marketdata.feed_symbols = ["BTC-USD", "ETH-USD"]
+    for key, value in to_env(settings).items():
+        monkeypatch.setenv(key, value)
+    assert Settings() == settings
+    assert GatewayOptions().model_dump() == settings.gateway.model_dump()

@@ -22,7 +22,7 @@ def test_every_setting_has_its_row() -> None:
 def test_a_stale_document_is_found_and_rewritten(tmp_path: Path) -> None:
     doc = tmp_path / "settings.md"
     assert not settings_doc.is_fresh(doc)  # missing
-    doc.write_text(settings_doc.render().replace("`TRADING_POSTGRES__DSN`", "`TRADING_POSTGRES_DSN`"))
+    doc.write_text(settings_doc.render().replace("POSTGRES__DSN", "POSTGRES_DSN"))  # a name gone stale
     assert not settings_doc.is_fresh(doc)
     assert settings_doc.write(doc) and settings_doc.is_fresh(doc)
     assert not settings_doc.write(doc)  # unchanged the second time
