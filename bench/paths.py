@@ -627,7 +627,7 @@ ORDER BY symbol, day
 
 
 async def clickhouse_analytics(ctx: Context) -> list[Result]:
-    """GetBars' own query (services.analytics.storage: its schema, its
+    """GetBars' own query (services.analytics.adapters.clickhouse: its schema, its
     materialized bar views, its SQL): 1-minute OHLCV bars of one symbol over
     one day, over ticks generated into the analytics tick table in chdb (the
     embedded ClickHouse engine: no network hop); plus a full scan of the raw
@@ -636,11 +636,14 @@ async def clickhouse_analytics(ctx: Context) -> list[Result]:
     import calendar
 
     from services.analytics import domain as analytics_domain
+    from services.analytics.adapters.clickhouse import ClickHouseAnalyticsStore
+    from services.analytics.ports import TICKS
     from services.analytics.settings import AnalyticsSettings
-    from services.analytics.storage import TICKS, AnalyticsStore
 
     settings = ClickHouseSettings(url="", chdb_path=ctx.work_dir / "chdb-bench", database="bench")
-    store = AnalyticsStore(settings, AnalyticsSettings(query_timeout_s=30.0), database="bench_analytics")
+    store = ClickHouseAnalyticsStore(
+        settings, AnalyticsSettings(query_timeout_s=30.0), database="bench_analytics"
+    )
     results: list[Result] = []
     try:
         ch = await store.client()  # creates the analytics schema
@@ -699,7 +702,8 @@ FROM (SELECT number,
             measured(
                 "clickhouse_bars", "clickhouse",
                 f"GetBars' query: 1-minute OHLCV bars, one symbol, one day, over {label} ticks (chdb)", rec,
-                method="closed loop through services.analytics.storage.AnalyticsStore.bars (worker thread)",
+                method="closed loop through"
+                " services.analytics.adapters.clickhouse.ClickHouseAnalyticsStore.bars (worker thread)",
                 extra=facts_bars, duration_s=_timed(started),
                 notes="The analytics service's own schema and SQL: minute bars pre-aggregated by a "
                 "materialized view (AggregatingMergeTree ordered by symbol, bucket), merged at query "

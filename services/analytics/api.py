@@ -1,7 +1,8 @@
 """gRPC API of the analytics service (trading.analytics.v1.AnalyticsService).
 
-Read-only, over the ClickHouse tables the Kafka sink fills (storage.py);
-model and strategy performance as defined in performance.py.
+Read-only, over the analytics store the Kafka sink fills (services/analytics/ports.py;
+ClickHouse in production: adapters/clickhouse.py); model and strategy
+performance as defined in domain/performance.py.
 Requests are validated by the server's protovalidate interceptor (unknown
 interval, missing or inverted range, too many PnL steps: INVALID_ARGUMENT with
 field violations) before they get here. Tenant data is scoped to the caller's
@@ -26,9 +27,10 @@ from trading.common.v1 import decimal_pb2
 from runtime.context import current_context, require_tenant
 from runtime.decimals import to_proto
 from runtime.errors import FieldViolation, ServiceError, domain_error, invalid_argument
-from services.analytics import domain, performance
+from services.analytics import domain
+from services.analytics.domain import performance
+from services.analytics.ports import AnalyticsStore, StoreUnavailableError
 from services.analytics.settings import AnalyticsSettings
-from services.analytics.storage import AnalyticsStore, StoreUnavailableError
 
 DOMAIN = "trading.analytics"
 UNAVAILABLE_REASON = "ANALYTICS_STORE_UNAVAILABLE"

@@ -9,7 +9,7 @@ collect until `batch_max_rows` or `batch_max_interval_s`, then the batch is
 written and only after that are the offsets committed (at-least-once). While
 ClickHouse is down the write is retried with backoff and nothing new is
 fetched; a stop or a rebalance in between leaves the offsets uncommitted, so
-the batch comes again, and the idempotent write (storage.py) adds nothing twice.
+the batch comes again, and the idempotent write (adapters/clickhouse.py) adds nothing twice.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every ``evaluation_interval_s`` it scores the signals of every tenant of the
 last ``evaluation_window_s`` at ``evaluation_horizon_ticks`` (one query,
-storage.model_cells with no tenant; a model's score on one feature vector
+AnalyticsStore.model_cells with no tenant; a model's score on one feature vector
 counts once however many tenants' strategies used it) and sets, per model id
 and version:
 
@@ -43,10 +43,9 @@ from decimal import Decimal
 from prometheus_client import Counter, Gauge
 
 from runtime.tasks import stop_task
-from services.analytics import performance
-from services.analytics.domain import NS_PER_S
+from services.analytics.domain import NS_PER_S, performance
+from services.analytics.ports import AnalyticsStore
 from services.analytics.settings import AnalyticsSettings
-from services.analytics.storage import AnalyticsStore
 
 log = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ from runtime.contracts import event_registry
 from runtime.resources import Resources
 from runtime.service import ServiceSpec
 from services.analytics import domain
+from services.analytics.adapters.clickhouse import ClickHouseAnalyticsStore
 from services.analytics.api import AnalyticsApi
 from services.analytics.consumers import AnalyticsSink
 from services.analytics.correlations import CorrelationTask
 from services.analytics.evaluator import ModelEvaluator
 from services.analytics.settings import AnalyticsSettings
-from services.analytics.storage import AnalyticsStore
 
 ANALYTICS_SERVICE = "trading.analytics.v1.AnalyticsService"
 
@@ -35,7 +35,7 @@ async def build(
     resources: Resources, *, settings: AnalyticsSettings | None = None, database: str | None = None
 ) -> Mapping[str, Any]:
     settings = settings or AnalyticsSettings()
-    store = AnalyticsStore(resources.settings.clickhouse, settings, database=database)
+    store = ClickHouseAnalyticsStore(resources.settings.clickhouse, settings, database=database)
     resources.on_close(store.close)
     sink = AnalyticsSink(
         resources.settings.kafka.for_batch_sink(),

@@ -19,10 +19,9 @@ from trading.analytics.v1 import events_pb2 as analytics_events
 from trading.common.v1 import event_pb2
 
 from runtime.config import Settings
-from services.analytics.correlations import CorrelationTask
+from services.analytics.adapters.clickhouse import ClickHouseAnalyticsStore
+from services.analytics.correlations import CorrelationSettings, CorrelationTask
 from services.analytics.domain import TickRow
-from services.analytics.settings import CorrelationSettings
-from services.analytics.storage import AnalyticsStore
 
 pytestmark = pytest.mark.integration
 
@@ -57,8 +56,8 @@ class Recorder:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def store(infra_settings: Settings) -> AsyncIterator[AnalyticsStore]:
-    analytics = AnalyticsStore(infra_settings.clickhouse, database=DATABASE)
+async def store(infra_settings: Settings) -> AsyncIterator[ClickHouseAnalyticsStore]:
+    analytics = ClickHouseAnalyticsStore(infra_settings.clickhouse, database=DATABASE)
     yield analytics
     await analytics.close()
 
@@ -83,7 +82,7 @@ def ticks(symbol: str, closes: list[float]) -> list[TickRow]:
     return rows
 
 
-async def test_correlated_instruments_are_published_as_one_cluster(store: AnalyticsStore) -> None:
+async def test_correlated_instruments_are_published_as_one_cluster(store: ClickHouseAnalyticsStore) -> None:
     driver = np.random.default_rng(1).normal(0, 0.002, MINUTES)
     series = {
         "CA-USD": prices(2, driver, 0.9),

@@ -36,9 +36,9 @@ from runtime.contracts import event_registry
 from runtime.messaging import uuid7
 from runtime.messaging.kafka import KafkaPublisher
 from services.analytics import domain
+from services.analytics.adapters.clickhouse import ClickHouseAnalyticsStore
 from services.analytics.evaluator import ModelEvaluator
 from services.analytics.settings import AnalyticsSettings
-from services.analytics.storage import AnalyticsStore
 from tests.integration.services.test_analytics_service import analytics, dec, envelope, md, ts, usd
 from tests.support.polling import eventually
 
@@ -349,7 +349,7 @@ async def test_model_and_strategy_performance_per_tenant_and_platform_wide(
 
         # Platform-wide (the evaluator, no tenant): A's and B's gbt predictions
         # together, at the test's hour: 4 scored, 2 hits; (0.49 + 0.81) / 4.
-        store = AnalyticsStore(infra_settings.clickhouse, settings_for(group), database=DATABASE)
+        store = ClickHouseAnalyticsStore(infra_settings.clickhouse, settings_for(group), database=DATABASE)
         try:
             evaluator = ModelEvaluator(
                 store,

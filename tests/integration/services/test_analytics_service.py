@@ -44,9 +44,10 @@ from runtime.errors import error_details
 from runtime.messaging import new_envelope, uuid7
 from runtime.messaging.kafka import KafkaPublisher
 from services.analytics import domain
+from services.analytics.adapters.clickhouse import ClickHouseAnalyticsStore
 from services.analytics.main import make_spec
+from services.analytics.ports import FILLS
 from services.analytics.settings import AnalyticsSettings
-from services.analytics.storage import FILLS, AnalyticsStore
 from tests.support.polling import eventually
 from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
@@ -440,7 +441,7 @@ async def test_sinks_events_and_answers_from_them_and_redelivery_changes_nothing
 
         # A duplicate slipping past the id check (written straight into the
         # table, no dedup token): FINAL still counts it once.
-        store = AnalyticsStore(infra_settings.clickhouse, database=DATABASE)
+        store = ClickHouseAnalyticsStore(infra_settings.clickhouse, database=DATABASE)
         try:
             ch = await store.client()
             rows = await ch.query(f"SELECT * FROM {FILLS} WHERE tenant_id = {{t:String}}", {"t": tenant})

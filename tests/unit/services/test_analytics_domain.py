@@ -13,8 +13,9 @@ from trading.execution.v1 import types_pb2 as execution_types
 from trading.marketdata.v1 import events_pb2 as md_events
 
 from services.analytics import domain
+from services.analytics.adapters.clickhouse import bars_params
 from services.analytics.domain import ExposurePoint, InvalidEventError, PnlSample
-from services.analytics.storage import DATETIME_MAX_S, bars_params
+from services.analytics.ports import DATETIME_MAX_S
 
 S = domain.NS_PER_S
 

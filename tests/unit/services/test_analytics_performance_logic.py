@@ -18,10 +18,9 @@ from trading.execution.v1 import events_pb2 as execution_events
 from trading.execution.v1 import types_pb2 as execution_types
 
 from domain.positions import Side
-from services.analytics import domain, performance
-from services.analytics.domain import InvalidEventError
-from services.analytics.evaluator import ModelEvaluator, top_models
-from services.analytics.performance import (
+from services.analytics import domain
+from services.analytics.domain import InvalidEventError, performance
+from services.analytics.domain.performance import (
     Call,
     Cell,
     Outcome,
@@ -34,8 +33,9 @@ from services.analytics.performance import (
     quality,
     strategy_pnl,
 )
+from services.analytics.evaluator import ModelEvaluator, top_models
+from services.analytics.ports import AnalyticsStore
 from services.analytics.settings import AnalyticsSettings
-from services.analytics.storage import AnalyticsStore
 from services.decision.settings import TrainingSettings
 
 S = domain.NS_PER_S

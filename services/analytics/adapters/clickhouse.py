@@ -1,5 +1,5 @@
-"""ClickHouse storage of the analytics service: schema, idempotent batch
-writes and the queries behind the RPCs.
+"""The ClickHouse adapter of analytics' store (services/analytics/ports.py):
+schema, idempotent batch writes and the queries behind the RPCs.
 
 One code path and one schema for both backends: chdb in process (the
 default, `ClickHouseSettings.url` empty) or a ClickHouse server over HTTP.
@@ -17,7 +17,7 @@ Tables (all partitioned by day of their event time, except hourly bars by month)
 - `analytics_signals`: decision's signals per tenant, one row per signal with
   its models' scores as parallel arrays, ordered by (tenant_id, feature time,
   event id); evaluated against the ticks by the performance queries below
-  (definitions: performance.py).
+  (definitions: domain/performance.py).
 
 Redelivery never double-counts, by three layers:
 
@@ -42,7 +42,6 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -64,18 +63,23 @@ from services.analytics.domain import (
     SnapshotRow,
     TickRow,
 )
-from services.analytics.performance import MODEL_OUTCOME_OK, Call, Cell, Outcome, StrategyFill
+from services.analytics.domain.performance import MODEL_OUTCOME_OK, Call, Cell, Outcome, StrategyFill
+from services.analytics.ports import (
+    DATETIME_MAX_S,
+    FILLS,
+    POSITION_CHANGES,
+    SIGNALS,
+    SNAPSHOTS,
+    TICKS,
+    StoreUnavailableError,
+    TradeAggregates,
+)
 from services.analytics.settings import AnalyticsSettings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-TICKS: Final = "analytics_ticks"
-FILLS: Final = "analytics_fills"
-POSITION_CHANGES: Final = "analytics_position_changes"
-SNAPSHOTS: Final = "analytics_portfolio_snapshots"
-SIGNALS: Final = "analytics_signals"
 BAR_TABLES: Final = {"1s": "analytics_bars_1s", "1m": "analytics_bars_1m", "1h": "analytics_bars_1h"}
 
 _DEC: Final = "Decimal(38, 12)"
@@ -225,15 +229,6 @@ ORDER BY (tenant_id, feature_as_of, event_id)
 )
 
 
-class StoreUnavailableError(Exception):
-    """ClickHouse did not answer within the budget, or failed in a way that
-    says "try again later"."""
-
-    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
 def is_transient(exc: BaseException) -> bool:
     """Whether `exc` means ClickHouse is down, slow or busy (not a bad query)."""
     if isinstance(exc, OperationalError | OSError | TimeoutError):
@@ -250,22 +245,6 @@ def server_dsn(url: str, connect_timeout_s: float, read_timeout_s: float) -> str
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-@dataclass(frozen=True, slots=True)
-class TradeAggregates:
-    """What SQL sums for GetTradeStats (exact); the path figures come from snapshots."""
-
-    fill_count: int
-    turnover: Decimal
-    fees: Decimal
-    currency: str
-    trade_count: int
-    winning: int
-    losing: int
-    gross_pnl: Decimal
-    gross_profit: Decimal
-    gross_loss: Decimal
-
-
 def _ids_token(table: str, keys: Iterable[str]) -> str:
     digest = hashlib.sha256()
     for key in sorted(keys):
@@ -278,7 +257,7 @@ def _dec(value: Any) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(value)
 
 
-class AnalyticsStore:
+class ClickHouseAnalyticsStore:
     """The analytics tables behind one ClickHouse client, opened lazily so the
     service starts (and answers UNAVAILABLE) while ClickHouse is down."""
 
@@ -855,10 +834,6 @@ FROM (
 ASOF LEFT JOIN ({_outcomes_sql(where)}) AS px ON preds.symbol = px.symbol AND preds.at >= px.exchange_time
 GROUP BY strategy_id, bucket, call, outcome
 ORDER BY strategy_id, bucket, call, outcome"""
-
-
-# The last second a ClickHouse DateTime (UInt32 seconds) can hold: 2106-02-07T06:28:15Z.
-DATETIME_MAX_S = 2**32 - 1
 
 
 def bars_sql(plan: domain.IntervalPlan) -> str:

@@ -1,6 +1,6 @@
 """Pure evaluation logic of model and strategy performance: prediction
 quality (hit rate, calibration, Brier score) from aggregated cells, and a
-strategy's PnL from its fills. No I/O; storage.py runs the SQL that makes the
+strategy's PnL from its fills. No I/O; adapters/clickhouse.py runs the SQL that makes the
 cells (the same definitions, stated once here), api.py and evaluator.py use
 the results.
 
@@ -42,8 +42,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Final, Generic, TypeVar
 
-from domain.positions import EXACT, Side, after_fill
-from services.analytics.domain import ZERO, divide, quantize
+from domain.numbers import EXACT
+from domain.positions import Side, after_fill
+from services.analytics.domain.units import ZERO, divide, quantize
 
 K = TypeVar("K")
 

@@ -1,24 +1,15 @@
-"""Pure logic of the analytics service: events to rows, bar windows, PnL
-sampling and trade statistics (model and strategy performance: performance.py).
-No I/O here; storage.py runs the SQL, api.py speaks gRPC.
-
-Amounts stay exact (decimal.Decimal, ClickHouse Decimal columns); the only
-roundings are the quotients the contract asks for (VWAP, win rate, profit
-factor, drawdown ratio, time-weighted exposure), half-even to the contract's
-12 fractional digits.
-"""
+"""Events to rows: what analytics stores of each event it sinks (ticks,
+fills, position changes, portfolio snapshots, signals), and which events it
+refuses (pure, no I/O)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Context, Decimal
+from decimal import Decimal
 from typing import Final
 
 from google.protobuf import message as pb_message
-from google.protobuf.timestamp_pb2 import Timestamp
-from trading.analytics.v1 import analytics_service_pb2 as pb
 from trading.common.v1 import types_pb2 as common_types
 from trading.decision.v1 import decision_service_pb2 as decision_pb
 from trading.decision.v1 import events_pb2 as decision_events
@@ -27,13 +18,7 @@ from trading.marketdata.v1 import events_pb2 as marketdata_events
 from trading.portfolio.v1 import events_pb2 as portfolio_events
 
 from runtime.decimals import from_proto
-
-ZERO: Final = Decimal(0)
-# The contract's precision: 12 fractional digits.
-QUANTUM: Final = Decimal("1e-12")
-# Wide enough that sums and products of contract decimals never round.
-_EXACT: Final = Context(prec=100, rounding=ROUND_HALF_EVEN)
-NS_PER_S: Final = 1_000_000_000
+from services.analytics.domain.units import EXACT, ZERO, timestamp_ns
 
 TICK_EVENT: Final = marketdata_events.Tick.DESCRIPTOR.full_name
 FILL_EVENT: Final = execution_events.OrderFillReported.DESCRIPTOR.full_name
@@ -45,89 +30,6 @@ SUNK_EVENTS: Final = (TICK_EVENT, FILL_EVENT, POSITION_EVENT, SNAPSHOT_EVENT, SI
 
 class InvalidEventError(ValueError):
     """An event analytics cannot store (dead-lettered, never retried into success)."""
-
-
-def quantize(value: Decimal) -> Decimal:
-    """`value` as the contract carries it: half-even to 12 fractional digits."""
-    return value.quantize(QUANTUM, rounding=ROUND_HALF_EVEN, context=_EXACT)
-
-
-def divide(numerator: Decimal, denominator: Decimal) -> Decimal:
-    return quantize(_EXACT.divide(numerator, denominator))
-
-
-def net(gross: Decimal, fees: Decimal) -> Decimal:
-    """gross - fees, exactly."""
-    return _EXACT.subtract(gross, fees)
-
-
-def timestamp_ns(ts: Timestamp) -> int:
-    return ts.seconds * NS_PER_S + ts.nanos
-
-
-# What ClickHouse's DateTime64(9) columns hold (and an Int64 of nanoseconds
-# can say): 1900-01-01 to 2262-04-11.
-QUERY_NS_MIN = -2_208_988_800 * NS_PER_S
-QUERY_NS_MAX = 2**63 - 1
-
-
-def query_ns(ts: Timestamp) -> int:
-    """A request's time bound as nanoseconds a query can take: a Timestamp
-    outside DateTime64(9)'s range (year 1 to 9999 are valid Timestamps) is
-    cut to it; nothing is stored outside it, so the answer is the same."""
-    return min(max(timestamp_ns(ts), QUERY_NS_MIN), QUERY_NS_MAX)
-
-
-def timestamp_of(ns: int) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(ns)
-    return ts
-
-
-# ------------------------------------------------------------------------------ intervals
-
-
-@dataclass(frozen=True, slots=True)
-class IntervalPlan:
-    """How bars of one interval are read: from which pre-aggregated table
-    (1 s, 1 min or 1 h buckets), re-bucketed to `step_s` seconds."""
-
-    step_s: int
-    base: str  # "1s" | "1m" | "1h"
-
-
-INTERVALS: Final[dict[int, IntervalPlan]] = {
-    pb.BAR_INTERVAL_ONE_SECOND: IntervalPlan(1, "1s"),
-    pb.BAR_INTERVAL_ONE_MINUTE: IntervalPlan(60, "1m"),
-    pb.BAR_INTERVAL_FIVE_MINUTES: IntervalPlan(300, "1m"),
-    pb.BAR_INTERVAL_FIFTEEN_MINUTES: IntervalPlan(900, "1m"),
-    pb.BAR_INTERVAL_ONE_HOUR: IntervalPlan(3600, "1h"),
-    pb.BAR_INTERVAL_ONE_DAY: IntervalPlan(86_400, "1h"),
-}
-
-
-def plan_of(interval: int) -> IntervalPlan:
-    try:
-        return INTERVALS[interval]
-    except KeyError:
-        raise ValueError(f"unknown bar interval {interval}") from None
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def bar_window(start_ns: int, end_ns: int, step_s: int) -> tuple[int, int]:
-    """Epoch seconds [lo, hi) of the buckets that make up the bars starting
-    within [start, end): bars are aligned to `step_s` in UTC, so the first bar
-    starts at start rounded up to the step, and the last one before end."""
-    step_ns = step_s * NS_PER_S
-    lo = _ceil_div(start_ns, step_ns) * step_s
-    hi = _ceil_div(end_ns, step_ns) * step_s
-    return lo, max(lo, hi)
-
-
-# ------------------------------------------------------------------------------ rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,7 +258,7 @@ def snapshot_row(event_id: str, tenant_id: str, event: portfolio_events.Portfoli
         symbols.append(position.symbol)
         values.append(_dec(position.market_value.amount, "position.market_value"))
         realized_net.append(
-            _EXACT.subtract(
+            EXACT.subtract(
                 _dec(position.realized_pnl.amount, "position.realized_pnl"),
                 _dec(position.fees_paid.amount, "position.fees_paid"),
             )
@@ -429,145 +331,3 @@ def signal_row(event_id: str, tenant_id: str, event: decision_events.SignalGener
         model_scores=tuple(_unit_score(m.score, f"score of {m.model_id}") for m in scores),
         model_weights=tuple(m.weight if math.isfinite(m.weight) else 0.0 for m in scores),
     )
-
-
-# ------------------------------------------------------------------------------ bars
-
-
-@dataclass(frozen=True, slots=True)
-class BarRow:
-    """One bar as aggregated by ClickHouse (sums exact)."""
-
-    start_s: int
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
-    notional: Decimal  # sum of price x size, exact
-    tick_count: int
-
-
-def vwap(notional: Decimal, volume: Decimal) -> Decimal:
-    return divide(notional, volume) if volume else ZERO
-
-
-# ------------------------------------------------------------------------------ PnL series
-
-
-@dataclass(frozen=True, slots=True)
-class PnlSample:
-    """The tenant's figures as of one snapshot."""
-
-    at_ns: int
-    currency: str
-    equity: Decimal
-    realized_pnl: Decimal
-    unrealized_pnl: Decimal
-    fees: Decimal
-
-
-def pnl_series(
-    samples: Sequence[PnlSample], start_ns: int, end_ns: int, step_ns: int
-) -> list[tuple[int, PnlSample]]:
-    """The value at the end of each step [start + k*step, ...) within [start, end):
-    the last sample at or before that moment (carried forward), steps before the
-    first sample left out. `samples` are ordered by time and may begin before start."""
-    out: list[tuple[int, PnlSample]] = []
-    index = 0
-    current: PnlSample | None = None
-    point = start_ns + step_ns
-    # The last step ends at `end` at most (a partial last step ends at `end`).
-    while point - step_ns < end_ns:
-        at = min(point, end_ns)
-        while index < len(samples) and samples[index].at_ns <= at:
-            current = samples[index]
-            index += 1
-        if current is not None:
-            out.append((at, current))
-        point += step_ns
-    return out
-
-
-# ------------------------------------------------------------------------------ trade stats
-
-
-@dataclass(frozen=True, slots=True)
-class ExposurePoint:
-    """Gross exposure and equity (or a symbol's PnL) from `at_ns` on."""
-
-    at_ns: int
-    exposure: Decimal
-    equity: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class PathStats:
-    average_exposure: Decimal
-    max_exposure: Decimal
-    max_drawdown: Decimal
-    max_drawdown_ratio: Decimal | None
-
-
-def path_stats(points: Sequence[ExposurePoint], start_ns: int, end_ns: int) -> PathStats:
-    """Time-weighted average and maximum of gross exposure, and the largest
-    fall of equity from a previous peak, over [start, end).
-
-    `points` are ordered by time; the last one at or before `start` (the state
-    carried in) counts from `start` on. The period before the first known
-    point counts for nothing (the exposure there is unknown, not zero)."""
-    carried = [p for p in points if p.at_ns <= start_ns][-1:]
-    inside = [p for p in points if start_ns < p.at_ns < end_ns]
-    path = [ExposurePoint(start_ns, p.exposure, p.equity) for p in carried] + inside
-    weighted = ZERO
-    covered = 0
-    max_exposure = ZERO
-    peak: Decimal | None = None
-    max_dd = ZERO
-    dd_ratio: Decimal | None = None
-    for i, point in enumerate(path):
-        until = path[i + 1].at_ns if i + 1 < len(path) else end_ns
-        weighted = _EXACT.add(weighted, _EXACT.multiply(point.exposure, Decimal(until - point.at_ns)))
-        covered += until - point.at_ns
-        max_exposure = max(max_exposure, point.exposure)
-        if peak is None or point.equity > peak:
-            peak = point.equity
-        fall = _EXACT.subtract(peak, point.equity)
-        if fall > max_dd:
-            max_dd = fall
-            dd_ratio = divide(fall, peak) if peak > 0 else None
-    average = divide(weighted, Decimal(covered)) if covered else ZERO
-    if max_dd == 0:
-        dd_ratio = ZERO if peak is not None and peak > 0 else None
-    return PathStats(average, max_exposure, max_dd, dd_ratio)
-
-
-def symbol_points(
-    rows: Iterable[tuple[int, Sequence[str], Sequence[Decimal], Sequence[Decimal], Sequence[Decimal]]],
-    symbol: str,
-) -> list[ExposurePoint]:
-    """One symbol's exposure (|market value|) and PnL path from portfolio
-    snapshots (at, symbols, market values, realised - fees, unrealised). A
-    snapshot without the symbol means its position was flat: no exposure, no
-    unrealised PnL, and the realised part as it last was (the snapshot lists
-    open positions only, so a close between two snapshots is not seen)."""
-    out: list[ExposurePoint] = []
-    locked = ZERO
-    for at_ns, symbols, values, realized_net, unrealized in rows:
-        try:
-            i = list(symbols).index(symbol)
-        except ValueError:
-            out.append(ExposurePoint(at_ns, ZERO, locked))
-            continue
-        locked = realized_net[i]
-        out.append(ExposurePoint(at_ns, abs(values[i]), _EXACT.add(realized_net[i], unrealized[i])))
-    return out
-
-
-def win_rate(winning: int, trades: int) -> Decimal | None:
-    return divide(Decimal(winning), Decimal(trades)) if trades else None
-
-
-def profit_factor(gross_profit: Decimal, gross_loss: Decimal) -> Decimal | None:
-    """Gross profit over the absolute gross loss; None without a losing trade."""
-    return divide(gross_profit, abs(gross_loss)) if gross_loss else None
