@@ -32,22 +32,20 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 from google.protobuf import message as pb_message
 from prometheus_client import Counter, Gauge
-from pydantic import Field
-from pydantic_settings import BaseSettings
 from trading.analytics.v1 import events_pb2 as analytics_events
 from trading.common.v1 import event_pb2
 
-from runtime.config import section_config
 from runtime.messaging import new_envelope
 from runtime.messaging.base import Publisher
 from runtime.tasks import stop_task
 from services.analytics.adapters.clickhouse import BAR_TABLES, ClickHouseAnalyticsStore
+from services.analytics.settings import CorrelationSettings
 
 log = logging.getLogger(__name__)
 
@@ -59,28 +57,6 @@ CLUSTERED = Gauge(
     "trading_correlation_clustered_instruments",
     "Instruments in a correlation cluster after the last computation.",
 )
-
-
-class CorrelationSettings(BaseSettings):
-    """The correlation task: the ``analytics.correlation`` section of the
-    settings tree (env ``TRADING_ANALYTICS__CORRELATION__<FIELD>``)."""
-
-    model_config = section_config("analytics.correlation")
-
-    interval_s: float = Field(default=300.0, ge=0)
-    """How often the clusters are computed and published; 0 turns the task off."""
-    window_s: float = Field(default=6 * 3600.0, gt=0)
-    """Bars of this window (ending now) are compared."""
-    bar: Literal["1s", "1m", "1h"] = "1m"
-    """The bar interval whose returns are compared."""
-    threshold: float = Field(default=0.8, ge=0, le=1)
-    """Two instruments are linked when their returns' correlation is at least this."""
-    min_returns: int = Field(default=30, ge=3)
-    """Fewer common returns than this say nothing: the pair is not linked."""
-    max_symbols: int = Field(default=500, ge=2)
-    """At most this many instruments (the most traded bars) are compared."""
-    query_timeout_s: float = Field(default=10.0, gt=0)
-    """Budget of the bar query."""
 
 
 @dataclass(frozen=True, slots=True)

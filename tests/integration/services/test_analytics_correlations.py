@@ -20,8 +20,9 @@ from trading.common.v1 import event_pb2
 
 from runtime.config import Settings
 from services.analytics.adapters.clickhouse import ClickHouseAnalyticsStore
-from services.analytics.correlations import CorrelationSettings, CorrelationTask
+from services.analytics.correlations import CorrelationTask
 from services.analytics.domain import TickRow
+from services.analytics.settings import CorrelationSettings
 
 pytestmark = pytest.mark.integration
 
