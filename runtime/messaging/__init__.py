@@ -16,11 +16,13 @@ Both broker packages have the same shape: `publisher` (`publish`,
 `dead_letters` publisher, `retry`), `deadletter` (`list`, `get`,
 `redrive`), `telemetry` (a received message's `Delivery`, CONSUMER span and
 lag; the shared metric families are `runtime.messaging.telemetry`) and
-`testing` (`consuming(subscriber)`: started and ready to receive); NATS has a core (`NatsSubscriber`) and a JetStream
-(`JetStreamSubscriber`) subscriber, and `live`: the per-call subscriptions
-of streaming RPCs and other live views (`live_subscription`,
-`ordered_subscription`), with the same tracing and metrics. Every
-subscription of the platform goes through these modules.
+`testing` (`consuming(subscriber)`: started and ready to receive). NATS has
+a core (`NatsSubscriber`) and a JetStream (`JetStreamSubscriber`)
+subscriber, and `live`: the per-call subscriptions of streaming RPCs and
+other live views (`live_subscription`, `ordered_subscription`), with the
+same tracing and metrics. Every subscription of the platform goes through
+these modules. `background` publishes off the caller's path (batched, in
+order, bounded) where a lost copy is tolerable.
 """
 
 from runtime.messaging.base import (

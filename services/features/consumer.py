@@ -2,9 +2,10 @@
 
 Each tick from the core NATS subscription on ``marketdata.ticks.>`` is fed to
 the engine; the resulting vector is published on NATS at once (core publish,
-buffered by the client) and handed to a :class:`KafkaBatcher`, which sends
-Kafka events in batches in the background: awaiting each Kafka ack inside
-the handler would cap the consumer at one tick per broker round trip. The
+buffered by the client) and handed to a
+:class:`runtime.messaging.background.BackgroundPublisher`, which sends Kafka
+events in batches in the background: awaiting each Kafka ack inside the
+handler would cap the consumer at one tick per broker round trip. The
 latest vector per symbol is kept in memory and copied to Redis
 ``features:vector:{symbol}`` a few times a second (for replicas and
 restarts; a write per tick would cost a round trip per tick).
@@ -18,14 +19,12 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from google.protobuf import message as pb_message
 from redis.asyncio import Redis
-from trading.common.v1 import event_pb2
 from trading.features.v1 import features_service_pb2
 from trading.marketdata.v1 import events_pb2 as marketdata_events_pb2
 
 from runtime.messaging import Event, new_envelope
-from runtime.messaging.kafka import KafkaPublisher
+from runtime.messaging.background import BackgroundPublisher
 from runtime.messaging.nats import NatsPublisher
 from runtime.tasks import stop_task
 from services.features.domain import FeatureEngine, tick_from_quote
@@ -43,60 +42,6 @@ def vector_key(symbol: str) -> str:
     return f"features:vector:{symbol}"
 
 
-class KafkaBatcher:
-    """Publishes envelopes to Kafka in the background, a batch at a time.
-
-    `submit` only waits when `max_pending` events are queued (backpressure);
-    failures are logged and counted, not raised: Kafka carries the replay copy,
-    NATS the live one."""
-
-    def __init__(self, kafka: KafkaPublisher, *, max_pending: int = 20_000, max_batch: int = 1024) -> None:
-        self._kafka = kafka
-        self._queue: asyncio.Queue[tuple[event_pb2.EventEnvelope, pb_message.Message]] = asyncio.Queue(
-            max_pending
-        )
-        self._max_batch = max_batch
-        self._task: asyncio.Task[None] | None = None
-        self.sent = 0
-        self.failed = 0
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="features-kafka-batcher")
-
-    async def submit(self, envelope: event_pb2.EventEnvelope, payload: pb_message.Message) -> None:
-        await self._queue.put((envelope, payload))
-
-    async def _run(self) -> None:
-        queue = self._queue
-        while True:
-            batch = [await queue.get()]
-            while len(batch) < self._max_batch and not queue.empty():
-                batch.append(queue.get_nowait())
-            try:
-                await self._kafka.publish_many(batch)
-            except Exception as exc:
-                self.failed += len(batch)
-                log.warning("%d feature vectors not sent to Kafka: %r", len(batch), exc)
-            else:
-                self.sent += len(batch)
-            finally:
-                for _ in batch:
-                    queue.task_done()
-
-    async def stop(self, timeout_s: float = 5.0) -> None:
-        """Send what is queued (up to `timeout_s`), then stop."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await self._queue.join()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 class FeatureProcessor:
     """Handler of Tick events, and the latest vector per symbol."""
 
@@ -105,7 +50,7 @@ class FeatureProcessor:
         engine: FeatureEngine,
         *,
         nats: NatsPublisher,
-        kafka: KafkaBatcher,
+        kafka: BackgroundPublisher,
         redis: Redis,
         redis_interval_s: float = 0.25,
         publishes: Callable[[str], bool] | None = None,

@@ -13,11 +13,12 @@ from trading.features.v1 import features_service_pb2_grpc as pb_grpc
 from runtime.contracts import event_registry
 from runtime.membership import ReplicaGroup
 from runtime.messaging import RetryPolicy
+from runtime.messaging.background import BackgroundPublisher
 from runtime.messaging.nats import NatsSubscriber
 from runtime.resources import Resources
 from runtime.service import ServiceSpec
 from services.features.api import FeaturesApi
-from services.features.consumer import TICK_SUBJECTS, FeatureProcessor, KafkaBatcher
+from services.features.consumer import TICK_SUBJECTS, FeatureProcessor
 from services.features.domain import FeatureEngine
 
 FEATURES_SERVICE = "trading.features.v1.FeaturesService"
@@ -26,7 +27,7 @@ FEATURES_SERVICE = "trading.features.v1.FeaturesService"
 async def build(resources: Resources, group: str = "features") -> Mapping[str, Any]:
     """``group``: the replica group whose members share the symbols (a
     test's own in-process instance names one of its own)."""
-    kafka = KafkaBatcher(resources.kafka_publisher)
+    kafka = BackgroundPublisher(resources.kafka_publisher, name="features-vectors")
     # Replicas share the symbols (runtime.membership): each publishes the
     # vectors of the symbols it owns, so a vector is published once.
     replicas = ReplicaGroup(
