@@ -1,8 +1,9 @@
 """gRPC API of the marketdata service (trading.marketdata.v1.MarketDataService).
 
-The instrument universe (ListInstruments, GetInstrument) from PostgreSQL; the
-last quote (GetQuote) from Redis ``md:quote:{symbol}``; StreamQuotes sends a
-Redis snapshot and then live ticks from a NATS core subscription on the
+The instrument universe (ListInstruments, GetInstrument) from the
+InstrumentStore port (PostgreSQL); the last quote (GetQuote) from the
+QuoteCache port (Redis ``md:quote:{symbol}``); StreamQuotes sends a
+snapshot of the cache and then live ticks from a NATS core subscription on the
 symbols' tick subjects (subscribed before the snapshot is read, so nothing
 falls in between; live ticks not newer than the snapshot are dropped).
 """
@@ -18,7 +19,6 @@ from typing import Any
 import grpc
 from nats.aio.client import Client as NatsClient
 from prometheus_client import Gauge
-from redis.asyncio import Redis
 from trading.common.v1 import market_pb2
 from trading.marketdata.v1 import events_pb2
 from trading.marketdata.v1 import marketdata_service_pb2 as pb
@@ -26,10 +26,9 @@ from trading.marketdata.v1 import marketdata_service_pb2 as pb
 from runtime import decimals, paging
 from runtime.contracts import event_registry
 from runtime.errors import FieldViolation, ServiceError, domain_error, invalid_argument
-from runtime.market_cache import quote_key
 from runtime.messaging import Event
 from runtime.messaging.nats.live import LiveSubscription, live_subscription
-from services.marketdata.storage import InstrumentFilter, InstrumentRow, InstrumentStore
+from services.marketdata.ports import InstrumentFilter, InstrumentRow, InstrumentStore, QuoteCache
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +82,9 @@ def tick_subject(symbol: str) -> str:
 class MarketDataApi:
     """Instrument reference data and live quotes."""
 
-    def __init__(self, instruments: InstrumentStore, redis: Redis, nats: NatsClient) -> None:
+    def __init__(self, instruments: InstrumentStore, quotes: QuoteCache, nats: NatsClient) -> None:
         self._instruments = instruments
-        self._redis = redis
+        self._quotes = quotes
         self._nats = nats
 
     async def ListInstruments(
@@ -120,9 +119,9 @@ class MarketDataApi:
     async def GetQuote(
         self, request: pb.GetQuoteRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetQuoteResponse:
-        data = await self._redis.get(quote_key(request.symbol))
-        if data is not None:
-            return pb.GetQuoteResponse(quote=_quote_bytes(data))
+        quote = await self._quotes.latest(request.symbol)
+        if quote is not None:
+            return pb.GetQuoteResponse(quote=quote)
         if await self._instruments.get(request.symbol) is None:
             raise _not_found([request.symbol])
         raise ServiceError(
@@ -160,10 +159,9 @@ class MarketDataApi:
                 # Live ticks not newer than the snapshot (same source) are stale.
                 floor: dict[str, tuple[str, int]] = {}
                 if not request.skip_snapshot:
-                    for data in await self._redis.mget([quote_key(s) for s in symbols]):
-                        if data is None:
+                    for quote in await self._quotes.latest_many(symbols):
+                        if quote is None:
                             continue
-                        quote = _quote_bytes(data)
                         floor[quote.symbol] = (quote.source, quote.sequence)
                         yield pb.StreamQuotesResponse(quote=quote, snapshot=True)
                 async for quote in _conflated(ticks, floor, interval):
@@ -172,11 +170,6 @@ class MarketDataApi:
             ACTIVE_STREAMS.dec()
             if ticks is not None and ticks.dropped:
                 log.warning("StreamQuotes dropped %d updates for a slow client", ticks.dropped)
-
-
-def _quote_bytes(data: bytes | str) -> market_pb2.Quote:
-    """A Quote from Redis (bytes: the client does not decode responses)."""
-    return market_pb2.Quote.FromString(data if isinstance(data, bytes) else data.encode())
 
 
 async def _conflated(

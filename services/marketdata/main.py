@@ -21,11 +21,13 @@ from runtime.market_cache import INSTRUMENTS_KEY
 from runtime.resources import Resources
 from runtime.service import ServiceSpec
 from runtime.tasks import stop_task
+from services.marketdata.adapters.postgres import PostgresInstrumentStore
+from services.marketdata.adapters.redis import RedisQuoteCache
 from services.marketdata.api import MarketDataApi
 from services.marketdata.domain import Normalizer
 from services.marketdata.feeds import DEFAULT_PRICE, INITIAL_PRICES, FeedSettings, SymbolSpec, create_feed
 from services.marketdata.pipeline import FeedRunner, TickPipeline
-from services.marketdata.storage import InstrumentRow, InstrumentStore
+from services.marketdata.ports import InstrumentRow
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,8 @@ def _spec(row: InstrumentRow) -> SymbolSpec:
 
 async def build(resources: Resources, feed_settings: FeedSettings | None = None) -> Mapping[str, Any]:
     settings = feed_settings or resources.settings.marketdata
-    instruments = InstrumentStore(resources.postgres)
+    instruments = PostgresInstrumentStore(resources.postgres)
+    quotes = RedisQuoteCache(resources.redis)
     symbols = await instruments.symbols()
     # The instrument universe for other services (features answers NOT_FOUND
     # from it); only added to, so replicas and restarts never race a delete.
@@ -57,14 +60,14 @@ async def build(resources: Resources, feed_settings: FeedSettings | None = None)
             rows = await instruments.trading()
         specs = [_spec(r) for r in rows]
         if create_feed(settings, specs) is not None:
-            redis, nats, kafka = resources.redis, resources.nats_publisher, resources.kafka_publisher
+            nats, kafka = resources.nats_publisher, resources.kafka_publisher
 
             async def lead() -> None:
                 # A feed of its own per leadership term: its sequences start
                 # above those any earlier leader published (feeds.py).
                 feed = create_feed(settings, specs)
                 assert feed is not None
-                pipeline = TickPipeline(Normalizer(symbols), redis=redis, nats=nats, kafka=kafka)
+                pipeline = TickPipeline(Normalizer(symbols), quotes=quotes, nats=nats, kafka=kafka)
                 runner = FeedRunner(feed, pipeline)
                 runner.start()
                 log.info("marketdata: leading; %s feed running over %d symbols", feed.name, len(rows))
@@ -84,7 +87,7 @@ async def build(resources: Resources, feed_settings: FeedSettings | None = None)
 
             resources.on_close(stop_leading)
 
-    return {MARKETDATA_SERVICE: MarketDataApi(instruments, resources.redis, resources.nats)}
+    return {MARKETDATA_SERVICE: MarketDataApi(instruments, quotes, resources.nats)}
 
 
 def make_spec(feed_settings: FeedSettings | None = None) -> ServiceSpec:

@@ -4,8 +4,8 @@ Per batch, in this order:
 
 1. every update is normalised (services.marketdata.domain); rejections are
    counted by reason and become TickRejected events (Kafka only);
-2. the last accepted tick of each symbol in the batch is written to Redis
-   ``md:quote:{symbol}`` in one pipelined round trip (earlier ticks of the
+2. the last accepted tick of each symbol in the batch is written to the
+   quote cache (Redis ``md:quote:{symbol}``) in one pipelined round trip (earlier ticks of the
    batch would be overwritten at once anyway), so whoever reacts to a NATS
    tick finds a quote at least as new in Redis;
 3. every accepted tick goes to NATS core (buffered by the client, no round
@@ -25,17 +25,16 @@ from functools import cache
 
 from google.protobuf import message as pb_message
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
-from redis.asyncio import Redis
 from trading.common.v1 import event_pb2
 from trading.marketdata.v1 import events_pb2
 
-from runtime.market_cache import quote_key
 from runtime.messaging import new_envelope
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
 from runtime.tasks import stop_task
 from services.marketdata.domain import Normalizer, RawTick, Rejection, RejectReason
 from services.marketdata.feeds import Feed
+from services.marketdata.ports import QuoteCache
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +75,13 @@ class TickPipeline:
         self,
         normalizer: Normalizer,
         *,
-        redis: Redis,
+        quotes: QuoteCache,
         nats: NatsPublisher,
         kafka: KafkaPublisher,
         metrics: MarketDataMetrics | None = None,
     ) -> None:
         self._normalizer = normalizer
-        self._redis = redis
+        self._quotes = quotes
         self._nats = nats
         self._kafka = kafka
         self._metrics = metrics or default_metrics()
@@ -117,12 +116,7 @@ class TickPipeline:
         self.rejected += len(rejected)
         if latest:
             try:
-                # A pipeline of SETs rather than one MSET: keys may sit in
-                # different cluster slots (Dragonfly/Redis cluster).
-                pipe = self._redis.pipeline(transaction=False)
-                for symbol, value in latest.items():
-                    pipe.set(quote_key(symbol), value)
-                await pipe.execute()
+                await self._quotes.put_latest(latest)
             except Exception as exc:
                 self._metrics.publish_failures.labels("redis").inc()
                 log.warning("writing %d quotes to Redis failed: %r", len(latest), exc)

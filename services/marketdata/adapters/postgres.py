@@ -1,43 +1,21 @@
-"""PostgreSQL adapter of the marketdata service (schema `marketdata`)."""
+"""PostgreSQL adapter of the marketdata service (schema `marketdata`): the
+InstrumentStore port of services.marketdata.ports."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from decimal import Decimal
 
 import asyncpg
 
-
-@dataclass(frozen=True, slots=True)
-class InstrumentRow:
-    symbol: str
-    base_asset: str
-    quote_asset: str
-    asset_class: str
-    tick_size: Decimal
-    lot_size: Decimal
-    min_quantity: Decimal
-    status: str
-    description: str
-
-
-@dataclass(frozen=True, slots=True)
-class InstrumentFilter:
-    """Optional filters of ListInstruments; None means "any"."""
-
-    status: str | None = None
-    asset_class: str | None = None
-    quote_asset: str | None = None
-
+from services.marketdata.ports import InstrumentFilter, InstrumentRow
 
 _COLUMNS = (
     "symbol, base_asset, quote_asset, asset_class, tick_size, lot_size, min_quantity, status, description"
 )
 
 
-class InstrumentStore:
-    """Instrument reference data. Keyset-paged by symbol."""
+class PostgresInstrumentStore:
+    """The InstrumentStore port on PostgreSQL: instrument reference data, keyset-paged by symbol."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool

@@ -1,0 +1,1 @@
+"""Unit tests of the marketdata service on its in-memory adapters."""
