@@ -10,9 +10,10 @@ Per batch, in this order:
    tick finds a quote at least as new in Redis;
 3. every accepted tick goes to NATS core (buffered by the client, no round
    trip);
-4. the batch's Kafka sends are awaited in the background while the next
-   batch is prepared, one batch in flight at most (backpressure on the feed
-   when Kafka is slower than the feed).
+4. the batch goes to Kafka in the background
+   (:class:`runtime.messaging.background.BackgroundPublisher`, in order,
+   batched) while the next batch is prepared; at most ``kafka_max_pending``
+   events wait (backpressure on the feed when Kafka is slower than the feed).
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ import time
 from collections.abc import Sequence
 from functools import cache
 
-from google.protobuf import message as pb_message
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from trading.common.v1 import event_pb2
 from trading.marketdata.v1 import events_pb2
 
 from runtime.messaging import new_envelope
+from runtime.messaging.background import BackgroundPublisher
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
 from runtime.tasks import stop_task
@@ -79,13 +80,18 @@ class TickPipeline:
         nats: NatsPublisher,
         kafka: KafkaPublisher,
         metrics: MarketDataMetrics | None = None,
+        kafka_max_pending: int = 20_000,
     ) -> None:
         self._normalizer = normalizer
         self._quotes = quotes
         self._nats = nats
-        self._kafka = kafka
         self._metrics = metrics or default_metrics()
-        self._kafka_inflight: asyncio.Future[None] | None = None
+        self._kafka = BackgroundPublisher(
+            kafka,
+            name="marketdata-ticks",
+            max_pending=kafka_max_pending,
+            on_failure=lambda _events, _exc: self._metrics.publish_failures.labels("kafka").inc(),
+        )
         self.accepted = 0
         self.rejected = 0
 
@@ -125,24 +131,16 @@ class TickPipeline:
         except Exception as exc:
             self._metrics.publish_failures.labels("nats").inc()
             log.warning("publishing ticks on NATS failed: %r", exc)
-        await self._kafka_send([*accepted, *rejected])
-
-    async def _kafka_send(self, events: Sequence[tuple[event_pb2.EventEnvelope, pb_message.Message]]) -> None:
-        await self.drain()
-        if events:
-            # Acks are awaited in the background (drained before the next batch).
-            self._kafka_inflight = asyncio.ensure_future(self._kafka.publish_many(events))
+        self._kafka.start()
+        await self._kafka.submit_many([*accepted, *rejected])
 
     async def drain(self) -> None:
-        """Wait for the Kafka sends in flight (logged, not raised, on failure)."""
-        inflight, self._kafka_inflight = self._kafka_inflight, None
-        if inflight is None:
-            return
-        try:
-            await inflight
-        except Exception as exc:
-            self._metrics.publish_failures.labels("kafka").inc()
-            log.warning("publishing a batch on Kafka failed: %r", exc)
+        """Wait for the Kafka sends queued so far (logged and counted, not raised, on failure)."""
+        await self._kafka.drain()
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Send what is queued for Kafka (bounded), then stop the background sender."""
+        await self._kafka.stop(timeout_s)
 
 
 class FeedRunner:
@@ -183,8 +181,4 @@ class FeedRunner:
         task, self._task = self._task, None
         self._stopping = True
         await stop_task(task, name=f"feed {self._feed.name}", timeout_s=timeout_s)
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._pipeline.drain()
-        except TimeoutError:
-            log.warning("feed %s: Kafka sends still in flight after %.0fs", self._feed.name, timeout_s)
+        await self._pipeline.stop(timeout_s)
