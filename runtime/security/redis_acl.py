@@ -9,7 +9,7 @@ off, so a connection without credentials can do nothing but AUTH. Key shapes:
   risk owns ``t:{*}:risk:*`` (and its outbox's ``risk:outbox:*`` and the
   market-wide correlation clusters ``risk:corr``), the gateway ``t:{*}:gateway:*``.
 - ``md:*``: marketdata's shared cache (``runtime.market_cache``: instrument set, last quotes).
-- ``features:*``: features' latest vectors (``services.features.consumer.vector_key``).
+- ``features:*``: features' latest vectors (``services.features.adapters.redis.vector_key``).
 - ``identity:*``: identity's API key cache, key use times and login failure counters.
 - ``decision:members:*``: decision's replica group (runtime.membership).
 

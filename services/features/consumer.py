@@ -6,8 +6,8 @@ buffered by the client) and handed to a
 :class:`runtime.messaging.background.BackgroundPublisher`, which sends Kafka
 events in batches in the background: awaiting each Kafka ack inside the
 handler would cap the consumer at one tick per broker round trip. The
-latest vector per symbol is kept in memory and copied to Redis
-``features:vector:{symbol}`` a few times a second (for replicas and
+latest vector per symbol is kept in memory and copied to the vector store
+(Redis ``features:vector:{symbol}``) a few times a second (for replicas and
 restarts; a write per tick would cost a round trip per tick).
 """
 
@@ -19,27 +19,19 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from redis.asyncio import Redis
 from trading.features.v1 import features_service_pb2
 from trading.marketdata.v1 import events_pb2 as marketdata_events_pb2
 
 from runtime.messaging import Event, new_envelope
-from runtime.messaging.background import BackgroundPublisher
-from runtime.messaging.nats import NatsPublisher
 from runtime.tasks import stop_task
 from services.features.domain import FeatureEngine, tick_from_quote
+from services.features.ports import LiveEvents, ReplayEvents, VectorStore
 
 log = logging.getLogger(__name__)
 
 PRODUCER = "features"
 TICK_EVENT = marketdata_events_pb2.Tick.DESCRIPTOR.full_name
 TICK_SUBJECTS = "marketdata.ticks.>"
-# Written by marketdata: every instrument symbol (features has no instrument table).
-
-
-def vector_key(symbol: str) -> str:
-    """Redis key of a symbol's latest FeatureVector (platform-wide)."""
-    return f"features:vector:{symbol}"
 
 
 class FeatureProcessor:
@@ -49,10 +41,10 @@ class FeatureProcessor:
         self,
         engine: FeatureEngine,
         *,
-        nats: NatsPublisher,
-        kafka: BackgroundPublisher,
-        redis: Redis,
-        redis_interval_s: float = 0.25,
+        nats: LiveEvents,
+        kafka: ReplayEvents,
+        vectors: VectorStore,
+        save_interval_s: float = 0.25,
         publishes: Callable[[str], bool] | None = None,
     ) -> None:
         """``publishes(symbol)``: whether this replica publishes the symbol's
@@ -63,8 +55,8 @@ class FeatureProcessor:
         self._engine = engine
         self._nats = nats
         self._kafka = kafka
-        self._redis = redis
-        self._redis_interval_s = redis_interval_s
+        self._vectors = vectors
+        self._save_interval_s = save_interval_s
         self._latest: dict[str, features_service_pb2.FeatureVector] = {}
         self._dirty: set[str] = set()
         self._task: asyncio.Task[None] | None = None
@@ -102,22 +94,19 @@ class FeatureProcessor:
 
     async def _flush_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._redis_interval_s)
+            await asyncio.sleep(self._save_interval_s)
             try:
                 await self.flush()
             except Exception as exc:
-                log.warning("writing feature vectors to Redis failed: %r", exc)
+                log.warning("saving feature vectors failed: %r", exc)
 
     async def flush(self) -> None:
-        """Write the vectors changed since the last flush to Redis."""
+        """Save the vectors changed since the last flush."""
         dirty, self._dirty = self._dirty, set()
         if not dirty:
             return
-        pipe = self._redis.pipeline(transaction=False)
-        for symbol in dirty:
-            pipe.set(vector_key(symbol), self._latest[symbol].SerializeToString())
         try:
-            await pipe.execute()
+            await self._vectors.save({symbol: self._latest[symbol] for symbol in dirty})
         except Exception:
             self._dirty |= dirty  # try again next time
             raise

@@ -17,6 +17,7 @@ from runtime.messaging.background import BackgroundPublisher
 from runtime.messaging.nats import NatsSubscriber
 from runtime.resources import Resources
 from runtime.service import ServiceSpec
+from services.features.adapters.redis import RedisInstrumentUniverse, RedisVectorStore
 from services.features.api import FeaturesApi
 from services.features.consumer import TICK_SUBJECTS, FeatureProcessor
 from services.features.domain import FeatureEngine
@@ -38,11 +39,12 @@ async def build(resources: Resources, group: str = "features") -> Mapping[str, A
         ttl_s=1.0,
     )
     await replicas.start()
+    vectors = RedisVectorStore(resources.redis)
     processor = FeatureProcessor(
         FeatureEngine(),
         nats=resources.nats_publisher,
         kafka=kafka,
-        redis=resources.redis,
+        vectors=vectors,
         publishes=replicas.owns,
     )
     # No queue group: every replica takes every tick, to keep every symbol's
@@ -66,7 +68,7 @@ async def build(resources: Resources, group: str = "features") -> Mapping[str, A
     resources.on_close(processor.stop)
     resources.on_close(subscriber.stop)
     resources.on_close(replicas.stop)  # first: the others take this replica's symbols at once
-    return {FEATURES_SERVICE: FeaturesApi(processor, resources.redis)}
+    return {FEATURES_SERVICE: FeaturesApi(processor, vectors, RedisInstrumentUniverse(resources.redis))}
 
 
 def make_spec(group: str = "features") -> ServiceSpec:

@@ -28,7 +28,7 @@ from runtime.market_cache import INSTRUMENTS_KEY
 from runtime.messaging import decode_envelope, new_envelope
 from runtime.messaging.headers import from_kafka
 from runtime.messaging.nats import NatsPublisher
-from services.features.consumer import vector_key
+from services.features.adapters.redis import vector_key
 from services.features.domain import FeatureConfig
 from services.features.main import make_spec
 from tests.support.nats import connect_harness
