@@ -18,6 +18,7 @@ from trading.common.v1 import decimal_pb2, market_pb2
 from trading.common.v1 import types_pb2 as common_types_pb2
 from trading.execution.v1 import events_pb2, types_pb2
 
+from domain.numbers import ROUNDING
 from runtime.decimals import from_proto as decimal_from_proto
 from runtime.decimals import to_proto as decimal_to_proto
 from services.execution.domain import (
@@ -34,7 +35,6 @@ from services.execution.domain import (
     Side,
     TimeInForce,
 )
-from services.execution.domain.arithmetic import ROUNDING
 
 
 def quote_from_proto(msg: market_pb2.Quote) -> Quote:

@@ -13,16 +13,16 @@ Modules, by concern:
 - :mod:`.matching` and :mod:`.time_in_force`: the paper venue's matching on
   top of book and IOC/FOK/GTC/DAY, pure functions returning the inputs to
   apply, so the table stays the only place that decides what may happen.
-- :mod:`.arithmetic`: prices and quantities are :class:`decimal.Decimal`;
-  sums of fills are exact (a context that traps any rounding); the
-  volume-weighted average price is derived from the exact notional and
-  rounded only for the wire (at most 12 fractional digits).
+- Arithmetic (the shared :mod:`domain.numbers`): prices and quantities are
+  :class:`decimal.Decimal`; sums of fills are exact (a context that traps
+  any rounding); the volume-weighted average price is derived from the exact
+  notional and rounded only for the wire (at most 12 fractional digits).
 
 The contract's (protobuf) forms of these values are in
 :mod:`services.execution.wire`.
 """
 
-from services.execution.domain.arithmetic import WIRE_QUANTUM
+from domain.numbers import WIRE_QUANTUM
 from services.execution.domain.errors import (
     DuplicateFill,
     InvalidFill,

@@ -23,7 +23,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Final
 
-from services.execution.domain.arithmetic import EXACT
+from domain.numbers import EXACT
 from services.execution.domain.errors import DuplicateFill, InvalidFill, InvalidTransition, Overfill
 from services.execution.domain.orders import CancelReason, Fill, Liquidity, Order, OrderStatus
 

@@ -9,8 +9,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Final
 
+from domain.numbers import EXACT, ROUNDING, WIRE_QUANTUM
 from domain.positions import Side as Side  # the shared vocabulary, re-exported
-from services.execution.domain.arithmetic import EXACT, ROUNDING, WIRE_QUANTUM
 from services.execution.domain.errors import InvalidOrder
 
 # --------------------------------------------------------------------------- enums

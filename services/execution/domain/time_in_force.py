@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
-from services.execution.domain.arithmetic import EXACT
+from domain.numbers import EXACT
 from services.execution.domain.lifecycle import (
     TRANSITION_SOURCES,
     Cancel,
