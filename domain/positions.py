@@ -71,3 +71,11 @@ def after_fill(
     if _sign(new_quantity) != _sign(quantity):
         return PositionChange(new_quantity, price, realized)  # flipped: the rest opened at the fill price
     return PositionChange(new_quantity, average_price, realized)
+
+
+def unrealized_pnl(quantity: Decimal, average_price: Decimal | None, mark: Decimal) -> Decimal:
+    """Open PnL of a position marked at `mark`: ``(mark - average) x quantity``
+    (negative quantity for a short); zero when flat."""
+    if quantity == 0 or average_price is None:
+        return ZERO
+    return EXACT.multiply(EXACT.subtract(mark, average_price), quantity)

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Final
 
 from domain.numbers import EXACT, ROUNDING, WIRE_QUANTUM
+from domain.orders import OrderType as OrderType  # the shared vocabulary, re-exported
 from domain.positions import Side as Side  # the shared vocabulary, re-exported
 from services.execution.domain.errors import InvalidOrder
 
@@ -17,13 +18,6 @@ from services.execution.domain.errors import InvalidOrder
 # Mirrors of the contract's enums with the same numbers, so domain code reads
 # ``OrderStatus.FILLED`` instead of protobuf ints; a unit test pins them to the
 # contract.
-
-
-class OrderType(enum.IntEnum):
-    """trading.common.v1.OrderType."""
-
-    MARKET = 1
-    LIMIT = 2
 
 
 class TimeInForce(enum.IntEnum):

@@ -16,6 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from domain.numbers import exact_sum
+from domain.positions import unrealized_pnl
 from domain.prices import mark_price as mark_price  # the shared rule, re-exported
 from services.portfolio.domain.books import EXACT, ZERO, Position
 
@@ -46,7 +47,8 @@ def value_position(position: Position, mark: Mark | None) -> PositionValue:
     if mark is None:
         return PositionValue(position, None, cost, cost, ZERO)
     market = EXACT.multiply(position.quantity, mark.price)
-    return PositionValue(position, mark, market, cost, EXACT.subtract(market, cost))
+    unrealized = unrealized_pnl(position.quantity, position.average_price, mark.price)
+    return PositionValue(position, mark, market, cost, unrealized)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,11 @@
 """Pure risk logic, no I/O, no clock, no protobuf: :mod:`.checks` (the pre-trade
 checks over a state snapshot), :mod:`.rate` (the order-rate window), :mod:`.pnl`
 (risk's own positions and daily PnL from fills). Their public names, and the
-shared :class:`domain.positions.Side`, are re-exported here."""
+shared :class:`domain.positions.Side` and :class:`domain.orders.OrderType`,
+are re-exported here."""
 
 from domain.numbers import ZERO
+from domain.orders import OrderType
 from domain.positions import Side
 from services.risk.domain.checks import (
     BPS,
@@ -16,7 +18,6 @@ from services.risk.domain.checks import (
     DenialReason,
     Limits,
     OrderIntent,
-    OrderType,
     QuoteView,
     RiskSnapshot,
     TradingState,

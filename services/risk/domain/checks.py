@@ -38,17 +38,11 @@ from types import MappingProxyType
 from typing import Final
 
 from domain.numbers import ZERO
+from domain.orders import OrderType
 from domain.positions import Side
 from domain.prices import mark_price
 
 BPS: Final = Decimal(10_000)
-
-
-class OrderType(enum.IntEnum):
-    """trading.common.v1.OrderType (same numbers)."""
-
-    MARKET = 1
-    LIMIT = 2
 
 
 class TradingState(enum.IntEnum):

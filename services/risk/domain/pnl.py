@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Final
 
 from domain.numbers import ZERO
-from domain.positions import Side, after_fill
+from domain.positions import Side, after_fill, unrealized_pnl
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,9 +22,9 @@ class Position:
 
     def unrealized(self, mark: Decimal | None) -> Decimal:
         """Open PnL against `mark` (0 without a mark: it cannot be told)."""
-        if mark is None or self.quantity == 0:
+        if mark is None:
             return ZERO
-        return (mark - self.average_price) * self.quantity
+        return unrealized_pnl(self.quantity, self.average_price, mark)
 
 
 def apply_fill(position: Position, side: Side, quantity: Decimal, price: Decimal) -> tuple[Position, Decimal]:
