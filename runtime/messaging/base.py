@@ -6,7 +6,7 @@ configuration, not by rewriting handlers."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -124,29 +124,20 @@ class DeadLetter:
 
 
 class Publisher(Protocol):
-    """Publishes envelopes to wherever the registry routes their event type.
-    `KafkaPublisher` and `NatsPublisher` also share `publish_raw(destination,
-    data, *, headers, ...) -> Delivery` for bytes as they are (dead letters,
-    re-drive); its routing keywords differ (Kafka key and partition, NATS
-    stream)."""
+    """Publishes envelopes to wherever the registry routes their event type
+    (what code that only publishes needs). `KafkaPublisher` and
+    `NatsPublisher` share more: `ping`, `publish_many`, `destination_of`, and
+    `publish_raw(destination, data, *, headers, ...) -> Delivery` for bytes as
+    they are (dead letters, re-drive), whose routing keywords differ (Kafka
+    key and partition, NATS stream)."""
 
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
-    async def ping(self) -> bool: ...
-
     async def publish(
         self, envelope: event_pb2.EventEnvelope, *, payload: pb_message.Message | None = None
     ) -> None: ...
-
-    async def publish_many(
-        self, events: Sequence[tuple[event_pb2.EventEnvelope, pb_message.Message | None]]
-    ) -> None: ...
-
-    def destination_of(
-        self, envelope: event_pb2.EventEnvelope, payload: pb_message.Message | None = None
-    ) -> str: ...
 
 
 class Subscriber(Protocol):
