@@ -9,8 +9,9 @@ no caller.
 Platform operators: administrators (scope ``admin``) of the platform tenant
 (slug ``platform``, ``tenants.is_platform``) may create tenants and read every
 tenant. Every other administrator manages only their own tenant: all user and
-API key work runs in a tenant (RLS) transaction of the caller's tenant, so
-another tenant's rows are invisible (NOT_FOUND), not merely refused.
+API key work runs in a tenant transaction of the caller's tenant (the
+IdentityStore port; RLS in PostgreSQL), so another tenant's rows are
+invisible (NOT_FOUND), not merely refused.
 """
 
 from __future__ import annotations
@@ -26,11 +27,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-import asyncpg
 import grpc
 from google.protobuf import message as pb_message
 from google.protobuf.timestamp_pb2 import Timestamp
-from redis.asyncio import Redis
 from trading.identity.v1 import events_pb2 as ev
 from trading.identity.v1 import identity_service_pb2 as pb
 
@@ -39,15 +38,24 @@ from runtime.context import RequestContext, current_context
 from runtime.contracts import method_policy
 from runtime.errors import FieldViolation, ServiceError, domain_error, invalid_argument
 from runtime.messaging import uuid7
-from runtime.outbox import OutboxRelay
 from runtime.security.delegations import PURPOSES
 from runtime.security.tokens import ContextTokens
-from services.identity import apikeys, domain, storage
+from services.identity import apikeys, domain
 from services.identity.domain import ADMIN, ADMIN_SCOPE, Passwords, RoleScopes
-from services.identity.events import record
 from services.identity.keys import KeyRing
+from services.identity.ports import (
+    AlreadyExists,
+    ApiKeyCache,
+    ApiKeyRow,
+    EventRelay,
+    IdentityStore,
+    IdentityTransaction,
+    LoginFailures,
+    TenantRow,
+    UnknownTenant,
+    UserRow,
+)
 from services.identity.settings import IdentitySettings
-from services.identity.storage import AlreadyExists, ApiKeyRow, TenantRow, UserRow
 
 DOMAIN = "trading.identity"
 IDENTITY_SERVICE = "trading.identity.v1.IdentityService"
@@ -161,10 +169,11 @@ class IdentityApi:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
-        redis: Redis,
+        store: IdentityStore,
+        login_failures: LoginFailures,
+        api_keys: ApiKeyCache,
         keys: KeyRing,
-        relay: OutboxRelay,
+        relay: EventRelay,
         passwords: Passwords,
         role_scopes: RoleScopes,
         settings: IdentitySettings,
@@ -173,8 +182,9 @@ class IdentityApi:
         delegation_signer: ContextTokens,
     ) -> None:
         self._delegation_signer = delegation_signer
-        self._pool = pool
-        self._redis = redis
+        self._store = store
+        self._login_failures = login_failures
+        self._api_keys = api_keys
         self._keys = keys
         self._relay = relay
         self._passwords = passwords
@@ -212,13 +222,13 @@ class IdentityApi:
 
     @staticmethod
     async def _replay(
-        conn: asyncpg.Connection, tenant: str, method: str, request: Any, cls: type[M]
+        tx: IdentityTransaction, tenant: str, method: str, request: Any, cls: type[M]
     ) -> M | None:
         """The recorded response of an earlier call with the same Idempotency-Key."""
         key = current_context().idempotency_key
         if not key:
             return None
-        found = await storage.idempotent_response(conn, tenant, method, key)
+        found = await tx.idempotent_response(tenant, method, key)
         if found is None:
             return None
         if found[0] != _request_hash(request):
@@ -231,25 +241,25 @@ class IdentityApi:
 
     @staticmethod
     async def _remember(
-        conn: asyncpg.Connection, tenant: str, method: str, request: Any, response: Any
+        tx: IdentityTransaction, tenant: str, method: str, request: Any, response: Any
     ) -> None:
         key = current_context().idempotency_key
         if key:
-            await storage.save_idempotent_response(
-                conn, tenant, method, key, _request_hash(request), response.SerializeToString()
+            await tx.save_idempotent_response(
+                tenant, method, key, _request_hash(request), response.SerializeToString()
             )
 
     # ---- tokens --------------------------------------------------------------------------------
 
     async def _issue(
         self,
-        conn: asyncpg.Connection,
+        tx: IdentityTransaction,
         tenant_id: str,
         user: UserRow,
         family_id: str,
         refresh_expires_at: datetime,
     ) -> pb.AuthTokens:
-        """A new access token and the next refresh token of `family_id` (stored in `conn`)."""
+        """A new access token and the next refresh token of `family_id` (stored in `tx`)."""
         scopes = self._role_scopes.of_roles(user.roles)
         now = int(time.time())
         expires = now + self._settings.access_token_ttl_s
@@ -266,8 +276,8 @@ class IdentityApi:
         }
         access, _ = await self._keys.sign(claims)
         refresh = domain.new_refresh_token(tenant_id)
-        await storage.insert_refresh(
-            conn, domain.token_hash(refresh), tenant_id, user.user_id, family_id, refresh_expires_at
+        await tx.insert_refresh(
+            domain.token_hash(refresh), tenant_id, user.user_id, family_id, refresh_expires_at
         )
         return pb.AuthTokens(
             access_token=access,
@@ -279,9 +289,8 @@ class IdentityApi:
         )
 
     async def _check_login_rate(self, limiter_key: str) -> None:
-        failures = await self._redis.get(limiter_key)
-        if failures is not None and int(failures) >= self._settings.login_max_failures:
-            ttl = await self._redis.ttl(limiter_key)
+        failures, ttl = await self._login_failures.count(limiter_key)
+        if failures >= self._settings.login_max_failures:
             raise ServiceError(
                 domain_error(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -293,10 +302,7 @@ class IdentityApi:
             )
 
     async def _count_failure(self, limiter_key: str) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(limiter_key)
-            pipe.expire(limiter_key, self._settings.login_failure_window_s, nx=True)
-            await pipe.execute()
+        await self._login_failures.add(limiter_key, window_s=self._settings.login_failure_window_s)
 
     @contextlib.asynccontextmanager
     async def _verification_slot(self) -> AsyncIterator[None]:
@@ -331,12 +337,12 @@ class IdentityApi:
         # RLS: the slug is all we know, so it is resolved by the login_tenant
         # definer function as the tenant role; the user is then read in a
         # tenant transaction of the tenant found.
-        async with storage.anonymous_tx(self._pool) as conn:
-            found = await storage.login_tenant(conn, request.tenant_slug)
+        async with self._store.anonymous() as tx:
+            found = await tx.login_tenant(request.tenant_slug)
         user: UserRow | None = None
         if found is not None and found[1] == "ACTIVE":
-            async with storage.tenant_tx(self._pool, found[0]) as conn:
-                user = await storage.get_user_by_email(conn, email)
+            async with self._store.tenant(found[0]) as tx:
+                user = await tx.get_user_by_email(email)
         stored = user.password_hash if user is not None and user.enabled else None
         # argon2 takes tens of ms of CPU: off the event loop, a bounded number
         # at once. Unknown users verify against a dummy hash, so timing does
@@ -349,12 +355,12 @@ class IdentityApi:
             new_hash = None
             if self._passwords.needs_rehash(user.password_hash):
                 new_hash = await asyncio.to_thread(self._passwords.hash, request.password)
-        await self._redis.delete(limiter_key)
+        await self._login_failures.clear(limiter_key)
         refresh_expires = datetime.now(UTC) + timedelta(seconds=self._settings.refresh_token_ttl_s)
-        async with storage.tenant_tx(self._pool, user.tenant_id) as conn:
+        async with self._store.tenant(user.tenant_id) as tx:
             if new_hash is not None:
-                await storage.set_password_hash(conn, user.user_id, new_hash)
-            tokens = await self._issue(conn, user.tenant_id, user, str(uuid7()), refresh_expires)
+                await tx.set_password_hash(user.user_id, new_hash)
+            tokens = await self._issue(tx, user.tenant_id, user, str(uuid7()), refresh_expires)
         return pb.LoginResponse(
             tokens=tokens, user_id=user.user_id, tenant_id=user.tenant_id, roles=_role_values(user.roles)
         )
@@ -369,22 +375,22 @@ class IdentityApi:
         digest = domain.token_hash(request.refresh_token)
         failure = "INVALID_REFRESH_TOKEN"
         tokens: pb.AuthTokens | None = None
-        async with storage.tenant_tx(self._pool, tenant) as conn:
-            row = await storage.claim_refresh(conn, digest)
+        async with self._store.tenant(tenant) as tx:
+            row = await tx.claim_refresh(digest)
             if row is None:
-                previous = await storage.find_refresh(conn, digest)
+                previous = await tx.find_refresh(digest)
                 if previous is not None and previous.rotated_at is not None:
                     # A rotated token presented again: someone else holds a
                     # copy. Revoke the whole login session (committed below).
-                    await storage.revoke_family(conn, previous.family_id)
+                    await tx.revoke_family(previous.family_id)
                     failure = "REFRESH_TOKEN_REUSED"
             else:
-                user = await storage.get_user(conn, row.user_id)
-                tenant_row = await storage.get_tenant(conn, tenant)
+                user = await tx.get_user(row.user_id)
+                tenant_row = await tx.get_tenant(tenant)
                 if user is None or not user.enabled or tenant_row is None or tenant_row.status != "ACTIVE":
-                    await storage.revoke_family(conn, row.family_id)
+                    await tx.revoke_family(row.family_id)
                 else:
-                    tokens = await self._issue(conn, tenant, user, row.family_id, row.expires_at)
+                    tokens = await self._issue(tx, tenant, user, row.family_id, row.expires_at)
         if tokens is None:
             raise _error(grpc.StatusCode.UNAUTHENTICATED, failure, "invalid refresh token")
         return pb.RefreshTokenResponse(tokens=tokens)
@@ -394,8 +400,8 @@ class IdentityApi:
             tenant = domain.refresh_token_tenant(request.refresh_token)
         except domain.MalformedRefreshToken:
             return pb.LogoutResponse(revoked_count=0)
-        async with storage.tenant_tx(self._pool, tenant) as conn:
-            row = await storage.find_refresh(conn, domain.token_hash(request.refresh_token))
+        async with self._store.tenant(tenant) as tx:
+            row = await tx.find_refresh(domain.token_hash(request.refresh_token))
             if (
                 row is None
                 or row.rotated_at is not None
@@ -404,9 +410,9 @@ class IdentityApi:
             ):
                 return pb.LogoutResponse(revoked_count=0)
             if request.all_sessions:
-                count = await storage.revoke_user_sessions(conn, row.user_id)
+                count = await tx.revoke_user_sessions(row.user_id)
             else:
-                count = await storage.revoke_family(conn, row.family_id)
+                count = await tx.revoke_family(row.family_id)
         return pb.LogoutResponse(revoked_count=count)
 
     async def GetJwks(self, request: pb.GetJwksRequest, context: Ctx) -> pb.GetJwksResponse:
@@ -438,8 +444,8 @@ class IdentityApi:
             )
         secret = apikeys.new_secret()
         now = datetime.now(UTC)
-        async with storage.tenant_tx(self._pool, ctx.tenant_id) as conn:
-            replay = await self._replay(conn, ctx.tenant_id, "CreateApiKey", request, pb.CreateApiKeyResponse)
+        async with self._store.tenant(ctx.tenant_id) as tx:
+            replay = await self._replay(tx, ctx.tenant_id, "CreateApiKey", request, pb.CreateApiKeyResponse)
             if replay is not None:
                 # The secret was shown once and is not kept: say so instead of
                 # answering with a key the client cannot use.
@@ -450,7 +456,7 @@ class IdentityApi:
                     " (revoke it and create a new one if the secret was lost)",
                     api_key_id=replay.api_key.api_key_id,
                 )
-            owner = await storage.get_user(conn, ctx.subject)
+            owner = await tx.get_user(ctx.subject)
             if owner is None or not owner.enabled:
                 raise _error(grpc.StatusCode.PERMISSION_DENIED, "NOT_A_USER", "only users can own API keys")
             row = ApiKeyRow(
@@ -466,14 +472,13 @@ class IdentityApi:
                 revoked_at=None,
             )
             try:
-                await storage.insert_api_key(conn, row)
+                await tx.insert_api_key(row)
             except AlreadyExists as exc:
                 raise _error(
                     grpc.StatusCode.ALREADY_EXISTS, "API_KEY_NAME_TAKEN", str(exc), name=row.name
                 ) from None
             api_key = _api_key(row)
-            await record(
-                conn,
+            await tx.record(
                 ctx.tenant_id,
                 ev.ApiKeyCreated(
                     api_key_id=row.api_key_id,
@@ -487,28 +492,25 @@ class IdentityApi:
                 ),
             )
             await self._remember(
-                conn, ctx.tenant_id, "CreateApiKey", request, pb.CreateApiKeyResponse(api_key=api_key)
+                tx, ctx.tenant_id, "CreateApiKey", request, pb.CreateApiKeyResponse(api_key=api_key)
             )
             # Inside the transaction: if Redis fails, nothing is committed.
-            await apikeys.publish(
-                self._redis, row.key_hash, self._principal(row, owner.roles), now=time.time()
-            )
+            await self._api_keys.publish(row.key_hash, self._principal(row, owner.roles), now=time.time())
         self._relay.wake()
         return pb.CreateApiKeyResponse(api_key=api_key, secret=secret)
 
     async def RevokeApiKey(self, request: pb.RevokeApiKeyRequest, context: Ctx) -> pb.RevokeApiKeyResponse:
         ctx = self._caller("RevokeApiKey")
-        async with storage.tenant_tx(self._pool, ctx.tenant_id) as conn:
-            row = await storage.get_api_key(conn, request.api_key_id, for_update=True)
+        async with self._store.tenant(ctx.tenant_id) as tx:
+            row = await tx.get_api_key(request.api_key_id, for_update=True)
             # Other users' keys look absent unless the caller administers the tenant.
             if row is None or (row.owner_user_id != ctx.subject and ADMIN_SCOPE not in ctx.scopes):
                 raise _not_found("api key", request.api_key_id)
             if row.revoked_at is None:
                 now = datetime.now(UTC)
-                await storage.revoke_api_key(conn, row.api_key_id, now)
+                await tx.revoke_api_key(row.api_key_id, now)
                 row = replace(row, revoked_at=now)
-                await record(
-                    conn,
+                await tx.record(
                     ctx.tenant_id,
                     ev.ApiKeyRevoked(
                         api_key_id=row.api_key_id,
@@ -518,7 +520,7 @@ class IdentityApi:
                     ),
                 )
                 # Before the commit: a failed Redis delete leaves the key active everywhere.
-                await apikeys.withdraw(self._redis, row.key_hash)
+                await self._api_keys.withdraw(row.key_hash)
                 self._relay.wake()
         return pb.RevokeApiKeyResponse(api_key=_api_key(row))
 
@@ -526,20 +528,17 @@ class IdentityApi:
         ctx = self._caller("ListApiKeys")
         before = _page_cursor(request.page_token, "before")
         limit = paging.page_size(request.page_size)
-        async with storage.tenant_tx(self._pool, ctx.tenant_id) as conn:
-            rows = await storage.list_api_keys(
-                conn,
+        async with self._store.tenant(ctx.tenant_id) as tx:
+            rows = await tx.list_api_keys(
                 owner=None if ADMIN_SCOPE in ctx.scopes else ctx.subject,
                 before=before,
                 limit=limit + 1,
                 include_revoked=request.include_revoked,
             )
         page, more = rows[:limit], len(rows) > limit
-        used: list[Any] = (
-            await self._redis.hmget(apikeys.LAST_USED_KEY, [r.api_key_id for r in page]) if page else []
-        )
+        used = await self._api_keys.last_used([r.api_key_id for r in page])
         return pb.ListApiKeysResponse(
-            api_keys=[_api_key(r, None if u is None else float(u)) for r, u in zip(page, used, strict=True)],
+            api_keys=[_api_key(r, u) for r, u in zip(page, used, strict=True)],
             next_page_token=paging.encode_token({"before": page[-1].api_key_id}) if more else "",
         )
 
@@ -553,8 +552,8 @@ class IdentityApi:
                 "PLATFORM_OPERATOR_REQUIRED",
                 "only platform operators can create tenants",
             )
-        async with storage.tenant_tx(self._pool, ctx.tenant_id) as conn:
-            replay = await self._replay(conn, ctx.tenant_id, "CreateTenant", request, pb.CreateTenantResponse)
+        async with self._store.tenant(ctx.tenant_id) as tx:
+            replay = await self._replay(tx, ctx.tenant_id, "CreateTenant", request, pb.CreateTenantResponse)
         if replay is not None:
             return replay
         password_hash = await asyncio.to_thread(self._passwords.hash, request.admin_password)
@@ -565,19 +564,19 @@ class IdentityApi:
             password_hash, (ADMIN,), True, now,
         )  # fmt: skip
         # The new tenant's rows are written under its own RLS context.
-        async with storage.tenant_tx(self._pool, tenant.tenant_id) as conn:
+        async with self._store.tenant(tenant.tenant_id) as tx:
             try:
-                await storage.insert_tenant(conn, tenant)
+                await tx.insert_tenant(tenant)
             except AlreadyExists as exc:
                 raise _error(
                     grpc.StatusCode.ALREADY_EXISTS, "TENANT_SLUG_TAKEN", str(exc), slug=tenant.slug
                 ) from None
-            await storage.insert_user(conn, admin)
-            await record(conn, tenant.tenant_id, _tenant_created(tenant, ctx.subject))
-            await record(conn, tenant.tenant_id, _user_created(admin, ctx.subject))
+            await tx.insert_user(admin)
+            await tx.record(tenant.tenant_id, _tenant_created(tenant, ctx.subject))
+            await tx.record(tenant.tenant_id, _user_created(admin, ctx.subject))
         response = pb.CreateTenantResponse(tenant=_tenant(tenant), admin_user=_user(admin))
-        async with storage.tenant_tx(self._pool, ctx.tenant_id) as conn:
-            await self._remember(conn, ctx.tenant_id, "CreateTenant", request, response)
+        async with self._store.tenant(ctx.tenant_id) as tx:
+            await self._remember(tx, ctx.tenant_id, "CreateTenant", request, response)
         self._relay.wake()
         return response
 
@@ -600,8 +599,8 @@ class IdentityApi:
                 "DELEGATION_NOT_ALLOWED",
                 f"{caller or 'this caller'} may not hold {request.purpose} delegations",
             )
-        async with storage.platform_tx(self._pool) as conn:
-            row = await storage.get_tenant(conn, request.tenant_id)
+        async with self._store.platform() as tx:
+            row = await tx.get_tenant(request.tenant_id)
         if row is None or row.status != "ACTIVE":
             raise _not_found("tenant", request.tenant_id)
         token, expires = self._delegation_signer.sign_delegation(
@@ -616,11 +615,11 @@ class IdentityApi:
     async def GetTenant(self, request: pb.GetTenantRequest, context: Ctx) -> pb.GetTenantResponse:
         ctx = self._caller("GetTenant")
         if self._is_operator(ctx):
-            async with storage.platform_tx(self._pool) as conn:
-                row = await storage.get_tenant(conn, request.tenant_id)
+            async with self._store.platform() as tx:
+                row = await tx.get_tenant(request.tenant_id)
         else:
-            async with storage.tenant_tx(self._pool, ctx.tenant_id) as conn:
-                row = await storage.get_tenant(conn, request.tenant_id)
+            async with self._store.tenant(ctx.tenant_id) as tx:
+                row = await tx.get_tenant(request.tenant_id)
         if row is None:
             raise _not_found("tenant", request.tenant_id)
         return pb.GetTenantResponse(tenant=_tenant(row))
@@ -630,12 +629,12 @@ class IdentityApi:
         after = _page_cursor(request.page_token, "after") or ""
         limit = paging.page_size(request.page_size)
         if self._is_operator(ctx):
-            async with storage.platform_tx(self._pool) as conn:
-                rows = await storage.list_tenants(conn, after=after, limit=limit + 1)
+            async with self._store.platform() as tx:
+                rows = await tx.list_tenants(after=after, limit=limit + 1)
         else:
             # RLS leaves exactly the caller's own tenant.
-            async with storage.tenant_tx(self._pool, ctx.tenant_id) as conn:
-                rows = await storage.list_tenants(conn, after=after, limit=limit + 1)
+            async with self._store.tenant(ctx.tenant_id) as tx:
+                rows = await tx.list_tenants(after=after, limit=limit + 1)
         page, more = rows[:limit], len(rows) > limit
         return pb.ListTenantsResponse(
             tenants=[_tenant(r) for r in page],
@@ -646,8 +645,8 @@ class IdentityApi:
 
     async def CreateUser(self, request: pb.CreateUserRequest, context: Ctx) -> pb.CreateUserResponse:
         ctx = self._caller("CreateUser")
-        async with storage.tenant_tx(self._pool, ctx.tenant_id) as conn:
-            replay = await self._replay(conn, ctx.tenant_id, "CreateUser", request, pb.CreateUserResponse)
+        async with self._store.tenant(ctx.tenant_id) as tx:
+            replay = await self._replay(tx, ctx.tenant_id, "CreateUser", request, pb.CreateUserResponse)
         if replay is not None:
             return replay
         password_hash = await asyncio.to_thread(self._passwords.hash, request.password)
@@ -656,22 +655,22 @@ class IdentityApi:
             password_hash, tuple(_role_names(request.roles)), True, datetime.now(UTC),
         )  # fmt: skip
         response = pb.CreateUserResponse(user=_user(row))
-        async with storage.tenant_tx(self._pool, ctx.tenant_id) as conn:
+        async with self._store.tenant(ctx.tenant_id) as tx:
             try:
-                await storage.insert_user(conn, row)
+                await tx.insert_user(row)
             except AlreadyExists as exc:
                 raise _error(grpc.StatusCode.ALREADY_EXISTS, "USER_EMAIL_TAKEN", str(exc)) from None
-            except storage.UnknownTenant as exc:
+            except UnknownTenant as exc:
                 raise _error(grpc.StatusCode.FAILED_PRECONDITION, "TENANT_NOT_FOUND", str(exc)) from None
-            await record(conn, ctx.tenant_id, _user_created(row, ctx.subject))
-            await self._remember(conn, ctx.tenant_id, "CreateUser", request, response)
+            await tx.record(ctx.tenant_id, _user_created(row, ctx.subject))
+            await self._remember(tx, ctx.tenant_id, "CreateUser", request, response)
         self._relay.wake()
         return response
 
     async def GetUser(self, request: pb.GetUserRequest, context: Ctx) -> pb.GetUserResponse:
         ctx = self._caller("GetUser")
-        async with storage.tenant_tx(self._pool, ctx.tenant_id) as conn:
-            row = await storage.get_user(conn, request.user_id)
+        async with self._store.tenant(ctx.tenant_id) as tx:
+            row = await tx.get_user(request.user_id)
         if row is None:
             raise _not_found("user", request.user_id)
         return pb.GetUserResponse(user=_user(row))
@@ -680,8 +679,8 @@ class IdentityApi:
         ctx = self._caller("ListUsers")
         after = _page_cursor(request.page_token, "after") or ""
         limit = paging.page_size(request.page_size)
-        async with storage.tenant_tx(self._pool, ctx.tenant_id) as conn:
-            rows = await storage.list_users(conn, after=after, limit=limit + 1)
+        async with self._store.tenant(ctx.tenant_id) as tx:
+            rows = await tx.list_users(after=after, limit=limit + 1)
         page, more = rows[:limit], len(rows) > limit
         return pb.ListUsersResponse(
             users=[_user(r) for r in page],
@@ -693,9 +692,9 @@ class IdentityApi:
     ) -> pb.UpdateUserRolesResponse:
         ctx = self._caller("UpdateUserRoles")
         roles = tuple(_role_names(request.roles))
-        async with storage.tenant_tx(self._pool, ctx.tenant_id) as conn:
-            admins = await storage.lock_admins(conn)
-            user = await storage.get_user(conn, request.user_id, for_update=True)
+        async with self._store.tenant(ctx.tenant_id) as tx:
+            admins = await tx.lock_admins()
+            user = await tx.get_user(request.user_id, for_update=True)
             if user is None:
                 raise _not_found("user", request.user_id)
             if ADMIN not in roles and admins == [user.user_id]:
@@ -706,9 +705,8 @@ class IdentityApi:
                 )
             updated = replace(user, roles=roles)
             if set(roles) != set(user.roles):
-                await storage.set_roles(conn, user.user_id, roles)
-                await record(
-                    conn,
+                await tx.set_roles(user.user_id, roles)
+                await tx.record(
                     ctx.tenant_id,
                     ev.UserRolesChanged(
                         user_id=user.user_id,
@@ -720,8 +718,8 @@ class IdentityApi:
                 )
                 # API keys act as their owner: narrow (or widen) them now.
                 now = time.time()
-                for key in await storage.active_api_keys(conn, owner=user.user_id):
-                    await apikeys.publish(self._redis, key.key_hash, self._principal(key, roles), now=now)
+                for key in await tx.active_api_keys(owner=user.user_id):
+                    await self._api_keys.publish(key.key_hash, self._principal(key, roles), now=now)
                 self._relay.wake()
         return pb.UpdateUserRolesResponse(user=_user(updated))
 

@@ -1,4 +1,5 @@
-"""The ES256 signing key ring: keys in PostgreSQL, encrypted; rotation; JWKS.
+"""The ES256 signing key ring over the SigningKeyStore port (keys in
+PostgreSQL, encrypted: services.identity.adapters.postgres); rotation; JWKS.
 
 Table ``identity.signing_keys`` holds one *current* key (``retired_at`` NULL)
 and the retired ones whose tokens may still be valid (``publish_until`` in the
@@ -29,29 +30,22 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import jwt
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from runtime.config import Settings
 from runtime.security.secrets import get_secret
+from services.identity.ports import SigningKey, SigningKeyStore
 
 log = logging.getLogger(__name__)
 
 ALGORITHM = "ES256"
-# Advisory lock serialising rotations of concurrent replicas / the CLI.
-_ROTATE_LOCK = 0x6B657973  # "keys"
 # Clock skew between the machines signing and verifying tokens.
 CLOCK_SKEW_S = 60.0
 
@@ -89,106 +83,6 @@ def public_jwk(public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:
     return {"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": ALGORITHM, "use": "sig"}
 
 
-@dataclass(frozen=True, slots=True)
-class SigningKey:
-    kid: str
-    private_key: ec.EllipticCurvePrivateKey
-    created_at: datetime
-
-
-class KeyStore:
-    """Signing keys in ``identity.signing_keys`` (platform table, service role)."""
-
-    def __init__(self, pool: asyncpg.Pool, kek: bytes) -> None:
-        self._pool = pool
-        self._aead = AESGCM(kek)
-        # Set when the current key was sealed with another KEK (the KEK was
-        # replaced): it cannot sign any more, so a new key is made at once.
-        self.current_unreadable = False
-
-    def _encrypt(self, kid: str, key: ec.EllipticCurvePrivateKey) -> bytes:
-        der = key.private_bytes(
-            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, der, kid.encode())
-
-    def _decrypt(self, kid: str, blob: bytes) -> ec.EllipticCurvePrivateKey:
-        der = self._aead.decrypt(blob[:12], blob[12:], kid.encode())
-        key = serialization.load_der_private_key(der, password=None)
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
-        return key
-
-    async def rotate(self, *, retire_grace_s: float, only_if_older_than_s: float | None = None) -> str:
-        """Make a new current key and retire the previous one (published for
-        `retire_grace_s` more). With `only_if_older_than_s`, rotate only when
-        there is no current key or it is older than that (start-up / auto
-        rotation); returns the current kid either way."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _ROTATE_LOCK)
-            current = await conn.fetchrow(
-                "SELECT kid, created_at FROM identity.signing_keys WHERE retired_at IS NULL"
-            )
-            now = datetime.now(UTC)
-            if (
-                current is not None
-                and only_if_older_than_s is not None
-                and now - current["created_at"] < timedelta(seconds=only_if_older_than_s)
-            ):
-                return str(current["kid"])
-            private = ec.generate_private_key(ec.SECP256R1())
-            jwk = public_jwk(private.public_key())
-            kid = jwk["kid"]
-            await conn.execute(
-                "UPDATE identity.signing_keys SET retired_at = $1, publish_until = $2"
-                " WHERE retired_at IS NULL",
-                now,
-                now + timedelta(seconds=retire_grace_s),
-            )
-            # Retired keys long past publication are of no further use.
-            await conn.execute(
-                "DELETE FROM identity.signing_keys WHERE publish_until < $1", now - timedelta(days=7)
-            )
-            await conn.execute(
-                "INSERT INTO identity.signing_keys (kid, private_key_enc, public_jwk, created_at)"
-                " VALUES ($1, $2, $3, $4)",
-                kid,
-                self._encrypt(kid, private),
-                jwk,
-                now,
-            )
-        log.info("identity: signing key rotated, current kid %s", kid)
-        return kid
-
-    async def current(self) -> SigningKey | None:
-        row = await self._pool.fetchrow(
-            "SELECT kid, private_key_enc, created_at FROM identity.signing_keys WHERE retired_at IS NULL"
-        )
-        if row is None:
-            return None
-        try:
-            private_key = self._decrypt(row["kid"], row["private_key_enc"])
-        except InvalidTag:
-            log.error(
-                "identity: signing key %s was sealed with another key-encryption key; making a new one",
-                row["kid"],
-            )
-            self.current_unreadable = True
-            return None
-        self.current_unreadable = False
-        return SigningKey(row["kid"], private_key, row["created_at"])
-
-    async def published(self) -> list[dict[str, str]]:
-        """Public JWKs to publish: the current key first, then retired keys
-        whose tokens may still be valid, newest first."""
-        rows = await self._pool.fetch(
-            """SELECT public_jwk FROM identity.signing_keys
-               WHERE retired_at IS NULL OR publish_until > now()
-               ORDER BY retired_at IS NOT NULL, created_at DESC"""
-        )
-        return [dict(r["public_jwk"]) for r in rows]
-
-
 class KeyRing:
     """The signing side used by the servicer: signs access tokens with the
     current key and serves the JWKS, both cached for `reload_every_s` so a
@@ -197,7 +91,7 @@ class KeyRing:
 
     def __init__(
         self,
-        store: KeyStore,
+        store: SigningKeyStore,
         *,
         access_ttl_s: float,
         rotate_after_s: float,
@@ -255,6 +149,7 @@ async def _main(argv: list[str]) -> int:
     from runtime.config import get_settings
     from runtime.security.store_credentials import postgres_dsn, postgres_password
     from runtime.storage.postgres import create_pool
+    from services.identity.adapters.postgres import PostgresSigningKeyStore
     from services.identity.settings import IdentitySettings
 
     if argv[1:] != ["rotate"]:
@@ -271,7 +166,7 @@ async def _main(argv: list[str]) -> int:
         application_name="identity-keys",
     )
     try:
-        store = KeyStore(pool, key_encryption_key(settings, identity.key_encryption_key))
+        store = PostgresSigningKeyStore(pool, key_encryption_key(settings, identity.key_encryption_key))
         grace = identity.access_token_ttl_s + identity.key_reload_s + CLOCK_SKEW_S
         print(await store.rotate(retire_grace_s=grace))
     finally:

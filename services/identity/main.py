@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-import asyncpg
 from redis.asyncio import Redis
 from trading.identity.v1 import identity_service_pb2_grpc as pb_grpc
 
@@ -20,10 +19,13 @@ from runtime.outbox import OutboxRelay, PostgresOutbox
 from runtime.resources import Resources
 from runtime.security.credentials import credentials_for
 from runtime.service import ServiceSpec
-from services.identity import apikeys, storage
+from services.identity import apikeys
+from services.identity.adapters.postgres import PostgresIdentityStore, PostgresSigningKeyStore
+from services.identity.adapters.redis import RedisApiKeyCache, RedisLoginFailures
 from services.identity.api import IDENTITY_SERVICE, IdentityApi
 from services.identity.domain import PasswordPolicy, Passwords, RoleScopes
-from services.identity.keys import KeyRing, KeyStore, key_encryption_key
+from services.identity.keys import KeyRing, key_encryption_key
+from services.identity.ports import IdentityStore
 from services.identity.seed import seed
 from services.identity.settings import IdentitySettings
 
@@ -40,11 +42,11 @@ def declared_scopes() -> set[str]:
     }
 
 
-async def rebuild_api_key_cache(pool: asyncpg.Pool, redis: Redis, role_scopes: RoleScopes) -> int:
+async def rebuild_api_key_cache(store: IdentityStore, redis: Redis, role_scopes: RoleScopes) -> int:
     """Make Redis hold exactly the active keys of PostgreSQL (platform job)."""
-    async with storage.platform_tx(pool) as conn:
-        keys = await storage.active_api_keys(conn)
-        roles = await storage.users_roles(conn, sorted({k.owner_user_id for k in keys}))
+    async with store.platform() as tx:
+        keys = await tx.active_api_keys()
+        roles = await tx.users_roles(sorted({k.owner_user_id for k in keys}))
     entries = []
     for key in keys:
         owner_roles = frozenset(roles.get(key.owner_user_id, ()))
@@ -67,6 +69,7 @@ async def rebuild_api_key_cache(pool: asyncpg.Pool, redis: Redis, role_scopes: R
 async def build(resources: Resources, identity_settings: IdentitySettings | None = None) -> Mapping[str, Any]:
     settings = identity_settings or IdentitySettings()
     pool, redis = resources.postgres, resources.redis
+    store = PostgresIdentityStore(pool)
     policy = PasswordPolicy(
         settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
     )
@@ -74,21 +77,22 @@ async def build(resources: Resources, identity_settings: IdentitySettings | None
     role_scopes = RoleScopes.from_declared(declared_scopes())
     kek = key_encryption_key(resources.settings, settings.key_encryption_key)
     ring = KeyRing(
-        KeyStore(pool, kek),
+        PostgresSigningKeyStore(pool, kek),
         access_ttl_s=settings.access_token_ttl_s,
         rotate_after_s=settings.signing_key_rotate_after_s,
         reload_every_s=settings.key_reload_s,
     )
     await ring.jwks()  # creates the first signing key if there is none
-    platform_tenant = await seed(pool, passwords, settings)
-    kept = await rebuild_api_key_cache(pool, redis, role_scopes)
+    platform_tenant = await seed(store, passwords, settings)
+    kept = await rebuild_api_key_cache(store, redis, role_scopes)
     log.info("identity: %d active API keys in the cache", kept)
     relay = OutboxRelay(PostgresOutbox(pool, "identity"), kafka=resources.kafka_publisher)
     await relay.start()
     relay.wake()
     resources.on_close(relay.stop)
     api = IdentityApi(
-        pool, redis, ring, relay, passwords, role_scopes, settings,
+        store, RedisLoginFailures(redis), RedisApiKeyCache(redis), ring, relay, passwords, role_scopes,
+        settings,
         platform_tenant_id=platform_tenant,
         delegation_signer=credentials_for(resources.settings, "identity").tokens,
     )  # fmt: skip

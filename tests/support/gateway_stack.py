@@ -31,8 +31,10 @@ from services.decision.main import make_spec as decision_spec
 from services.decision.settings import DecisionSettings, TrainingSettings
 from services.execution.main import SPEC as EXECUTION
 from services.features.main import make_spec as features_spec
-from services.identity.keys import KeyStore, SigningKey, key_encryption_key, public_jwk
+from services.identity.adapters.postgres import PostgresSigningKeyStore
+from services.identity.keys import key_encryption_key, public_jwk
 from services.identity.main import make_spec as identity_spec
+from services.identity.ports import SigningKey
 from services.identity.settings import IdentitySettings
 from services.marketdata.feeds import FeedSettings
 from services.marketdata.main import make_spec as marketdata_spec
@@ -122,7 +124,7 @@ async def write_quote(redis: Redis, symbol: str, bid: str = "100", ask: str = "1
 class TokenMinter:
     """Access tokens with chosen claims, in the exact form identity issues them."""
 
-    def __init__(self, store: KeyStore, issuer: str, audience: str) -> None:
+    def __init__(self, store: PostgresSigningKeyStore, issuer: str, audience: str) -> None:
         self.store = store
         self.issuer = issuer
         self.audience = audience
@@ -130,7 +132,7 @@ class TokenMinter:
     @classmethod
     def for_identity(cls, pool: asyncpg.Pool, settings: Settings, identity: IdentitySettings) -> TokenMinter:
         kek = key_encryption_key(settings, identity.key_encryption_key)
-        return cls(KeyStore(pool, kek), identity.issuer, identity.audience)
+        return cls(PostgresSigningKeyStore(pool, kek), identity.issuer, identity.audience)
 
     async def current_key(self) -> SigningKey:
         key = await self.store.current()

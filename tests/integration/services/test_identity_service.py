@@ -29,8 +29,9 @@ from trading.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from runtime.config import Settings
 from runtime.errors import error_details
 from runtime.messaging import decode_envelope
+from services.identity.adapters.postgres import PostgresSigningKeyStore
 from services.identity.apikeys import ApiKeyVerifier
-from services.identity.keys import KeyStore, key_encryption_key
+from services.identity.keys import key_encryption_key
 from services.identity.main import make_spec
 from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
 from services.identity.settings import IdentitySettings
@@ -266,7 +267,7 @@ async def test_signing_key_rotation_keeps_old_tokens_valid(
         )
     ).tokens.access_token
     # What `python -m services.identity.keys rotate` does, on the same database.
-    store = KeyStore(pg_pool, key_encryption_key(infra_settings, FAST.key_encryption_key))
+    store = PostgresSigningKeyStore(pg_pool, key_encryption_key(infra_settings, FAST.key_encryption_key))
     new_kid = await store.rotate(retire_grace_s=FAST.access_token_ttl_s + 60)
     assert new_kid != old.key_id
     deadline = time.monotonic() + 15

@@ -1,0 +1,1 @@
+"""Unit tests of the identity service on its in-memory adapters."""
