@@ -42,7 +42,6 @@ def audited_topics(settings: AuditSettings) -> list[str]:
 async def build(
     resources: Resources, *, settings: AuditSettings | None = None, live: LiveState | None = None
 ) -> Mapping[str, Any]:
-    assert resources.postgres is not None and resources.kafka_publisher is not None
     settings = settings or AuditSettings()
     registry = event_registry()
     store = PostgresAuditStore(resources.postgres)

@@ -23,8 +23,6 @@ RISK_SERVICE = "trading.risk.v1.RiskService"
 async def build(
     resources: Resources, *, fills_group: str = FILLS_GROUP, clusters_group: str = CLUSTERS_GROUP
 ) -> Mapping[str, Any]:
-    assert resources.redis is not None and resources.kafka_publisher is not None
-    assert resources.nats is not None
     risk = resources.settings.risk
     outbox = RedisOutbox(resources.redis, "risk")
     store = RedisRiskStore(
