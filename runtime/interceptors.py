@@ -50,7 +50,6 @@ from runtime.security.guard import CallGuard
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 UnaryBehavior: TypeAlias = Callable[[Any, Context], Awaitable[Any]]
-StreamBehavior: TypeAlias = Callable[[Any, Context], AsyncIterator[Any]]
 
 _log = logging.getLogger("runtime.grpc.server")
 

@@ -27,7 +27,6 @@ CAUSATION_ID = "x-causation-id"
 SCHEMA_VERSION = "x-schema-version"
 CONTENT_TYPE = "content-type"
 TRACEPARENT = "traceparent"
-TRACESTATE = "tracestate"
 
 # JetStream's de-duplication header: carries the event id on durable publishes.
 NATS_MSG_ID = "Nats-Msg-Id"

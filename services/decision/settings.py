@@ -66,8 +66,6 @@ class DecisionSettings(BaseSettings):
     machine, or only versions the gate refused)."""
     inference_budget_ms: float = Field(default=25.0, gt=0)
     """Time budget of one model's inference; a slower model is skipped (TIMEOUT)."""
-    inference_threads: int = Field(default=4, ge=1)
-    """Threads running model inference (a hung model occupies one)."""
     strategy_refresh_s: float = Field(default=1.0, gt=0)
     """How often the strategy cache is reloaded from PostgreSQL (other replicas' changes)."""
     replica_beat_s: float = Field(default=0.25, gt=0)
