@@ -303,40 +303,35 @@ Intercept: TypeAlias = Callable[[Any, Details, Any], Awaitable[Any]]
 
 # grpc.aio files each channel interceptor under ONE arity (the first base class
 # it matches), so one object per arity, each delegating to a shared function.
-class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+class _Delegating:
+    """Holds the function an arity's interceptor method delegates to."""
+
     def __init__(self, fn: Intercept) -> None:
         self._fn = fn
 
+
+class _UnaryUnary(_Delegating, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self, continuation: Any, client_call_details: Details, request: Any
     ) -> Any:
         return await self._fn(continuation, client_call_details, request)
 
 
-class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
-    def __init__(self, fn: Intercept) -> None:
-        self._fn = fn
-
+class _UnaryStream(_Delegating, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(
         self, continuation: Any, client_call_details: Details, request: Any
     ) -> Any:
         return await self._fn(continuation, client_call_details, request)
 
 
-class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
-    def __init__(self, fn: Intercept) -> None:
-        self._fn = fn
-
+class _StreamUnary(_Delegating, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(
         self, continuation: Any, client_call_details: Details, request_iterator: Any
     ) -> Any:
         return await self._fn(continuation, client_call_details, request_iterator)
 
 
-class _StreamStream(grpc.aio.StreamStreamClientInterceptor):
-    def __init__(self, fn: Intercept) -> None:
-        self._fn = fn
-
+class _StreamStream(_Delegating, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(
         self, continuation: Any, client_call_details: Details, request_iterator: Any
     ) -> Any:
