@@ -82,7 +82,56 @@ def by_chain(pending: Sequence[Pending]) -> dict[str, list[Pending]]:
     return chains
 
 
-class AuditSubscriber(BatchingKafkaSubscriber):
+class _StoringSubscriber(BatchingKafkaSubscriber):
+    """What both audit consumers share: the batching subscriber, the Kafka
+    record being handled (to dead-letter an event that cannot be stored as
+    it came), `transient_retry_s` for outages of the store and `retry`'s
+    attempts for an event written alone."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        registry: Registry,
+        *,
+        group: str,
+        dead_letters: KafkaPublisher,
+        retry: RetryPolicy,
+        batch_max_events: int,
+        batch_max_interval_s: float,
+        transient_retry_s: float,
+        client_id: str,
+        topics: Sequence[str] = (),
+        event_types: Sequence[str] = (),
+    ) -> None:
+        # Decoding and projecting an event is pure: what fails once always
+        # fails, so one try, then the DLQ (the base class's rule). `retry`
+        # applies to the writes.
+        super().__init__(
+            settings,
+            registry,
+            group=group,
+            topics=topics,
+            event_types=event_types,
+            dead_letters=dead_letters,
+            batch_max=batch_max_events,
+            batch_max_interval_s=batch_max_interval_s,
+            client_id=client_id,
+        )
+        self._append_retry = retry
+        self._transient_retry_s = transient_retry_s
+        # The record _process is handling, for _collect (the runtime's
+        # handler sees the decoded event only).
+        self._source: ConsumerRecord[bytes, bytes] | None = None
+
+    async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        self._source = record
+        try:
+            await super()._process(record)
+        finally:
+            self._source = None
+
+
+class AuditSubscriber(_StoringSubscriber):
     """KafkaSubscriber that appends batches to the audit store and commits a
     batch's offsets only once every event of it is stored or dead-lettered."""
 
@@ -101,32 +150,20 @@ class AuditSubscriber(BatchingKafkaSubscriber):
         transient_retry_s: float = 60.0,
         client_id: str = "audit",
     ) -> None:
-        # Making a record is pure: what fails once always fails, so one try,
-        # then the DLQ (the base class's rule). `retry` applies to the appends.
         super().__init__(
             settings,
             registry,
             group=group,
             topics=topics,
             dead_letters=dead_letters,
-            batch_max=batch_max_events,
+            retry=retry,
+            batch_max_events=batch_max_events,
             batch_max_interval_s=batch_max_interval_s,
+            transient_retry_s=transient_retry_s,
             client_id=client_id,
         )
         self._store = store
-        self._append_retry = retry
-        self._transient_retry_s = transient_retry_s
         self._pending: list[Pending] = []
-        # The record _process is handling, for _collect (the runtime's
-        # handler sees the decoded event only).
-        self._source: ConsumerRecord[bytes, bytes] | None = None
-
-    async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        self._source = record
-        try:
-            await super()._process(record)
-        finally:
-            self._source = None
 
     async def _collect(self, event: Event) -> None:
         assert self._source is not None
@@ -207,7 +244,7 @@ class AuditSubscriber(BatchingKafkaSubscriber):
 LINEAGE_EVENTS = Counter("audit_lineage_events", "Events handled by the lineage consumer.", ["outcome"])
 
 
-class LineageSubscriber(BatchingKafkaSubscriber):
+class LineageSubscriber(_StoringSubscriber):
     """The lineage graph's consumer (group ``audit.lineage``): the events of
     :data:`services.audit.domain.lineage.LINEAGE_EVENT_TYPES` become nodes and edges
     (lineage.project), upserted per tenant in batches; offsets are committed
@@ -240,22 +277,14 @@ class LineageSubscriber(BatchingKafkaSubscriber):
             group=group,
             event_types=LINEAGE_EVENT_TYPES,
             dead_letters=dead_letters,
-            batch_max=batch_max_events,
+            retry=retry,
+            batch_max_events=batch_max_events,
             batch_max_interval_s=batch_max_interval_s,
+            transient_retry_s=transient_retry_s,
             client_id=client_id,
         )
         self._graph = graph
-        self._append_retry = retry
-        self._transient_retry_s = transient_retry_s
         self._pending: dict[str, tuple[Lineage, ConsumerRecord[bytes, bytes], Event]] = {}
-        self._source: ConsumerRecord[bytes, bytes] | None = None
-
-    async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        self._source = record
-        try:
-            await super()._process(record)
-        finally:
-            self._source = None
 
     async def _collect(self, event: Event) -> None:
         assert self._source is not None

@@ -159,22 +159,32 @@ def _signal(tenant: str, signal: decision.Signal, occurred: datetime) -> Lineage
     return Lineage(tenant, tuple(nodes), tuple(edges))
 
 
+def _trade_node(
+    key: NodeKey,
+    at: datetime,
+    trade: decision_events.OrderIntentCreated | execution_types.Order,
+    **ids: str,
+) -> Node:
+    """The node of an intent or an order: its `ids`, then what it trades."""
+    return Node(
+        key,
+        at,
+        _attrs(
+            **ids,
+            strategy_id=trade.strategy_id,
+            symbol=trade.symbol,
+            side=_SIDES.get(trade.side, ""),
+            quantity=trade.quantity.value,
+        ),
+    )
+
+
 def _intent(tenant: str, intent: decision_events.OrderIntentCreated, occurred: datetime) -> Lineage | None:
     if not intent.signal_id or not intent.client_order_id:
         return None
     at = _time(intent.created_at, occurred)
     key = NodeKey(ORDER_INTENT, intent.client_order_id)
-    node = Node(
-        key,
-        at,
-        _attrs(
-            intent_id=intent.intent_id,
-            strategy_id=intent.strategy_id,
-            symbol=intent.symbol,
-            side=_SIDES.get(intent.side, ""),
-            quantity=intent.quantity.value,
-        ),
-    )
+    node = _trade_node(key, at, intent, intent_id=intent.intent_id)
     return Lineage(tenant, (node,), (Edge(DERIVED, NodeKey(SIGNAL, intent.signal_id), key, at),))
 
 
@@ -183,17 +193,7 @@ def _order(tenant: str, order: execution_types.Order, occurred: datetime) -> Lin
         return None
     at = _time(order.created_at, occurred)
     key = NodeKey(ORDER, order.order_id)
-    node = Node(
-        key,
-        at,
-        _attrs(
-            client_order_id=order.client_order_id,
-            strategy_id=order.strategy_id,
-            symbol=order.symbol,
-            side=_SIDES.get(order.side, ""),
-            quantity=order.quantity.value,
-        ),
-    )
+    node = _trade_node(key, at, order, client_order_id=order.client_order_id)
     if not order.strategy_id or not order.client_order_id:
         return Lineage(tenant, (node,), ())  # a manual order: no intent behind it
     intent = NodeKey(ORDER_INTENT, order.client_order_id)
