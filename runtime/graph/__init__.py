@@ -1,8 +1,8 @@
 """The platform's relationship graph: one port, two adapters chosen by config.
 
-:mod:`runtime.graph.port` is the port (:class:`GraphStore`) and the
-:func:`subgraph` composition; :mod:`runtime.graph.postgres` the default
-adapter (tables in the owning service's schema, row-level security);
+:mod:`runtime.graph.port` is the port (:class:`GraphStore`, whose
+``subgraph`` both adapters inherit); :mod:`runtime.graph.postgres` the
+default adapter (tables in the owning service's schema, row-level security);
 :mod:`runtime.graph.arango` the ArangoDB one, used when
 ``settings.graph.arango_url`` is set (``TRADING_GRAPH__ARANGO_URL``;
 ``http://user:password@host:8529``, or the password from the secret
@@ -28,7 +28,6 @@ from runtime.graph.port import (
     NodeKey,
     SubgraphPage,
     Walk,
-    subgraph,
 )
 from runtime.graph.postgres import PostgresGraphStore
 
@@ -46,7 +45,6 @@ __all__ = [
     "SubgraphPage",
     "Walk",
     "open_graph_store",
-    "subgraph",
 ]
 
 # The secret system of the ArangoDB password: get_secret(settings, ARANGO_SECRET, service).

@@ -44,14 +44,13 @@ from runtime.graph.port import (
     Cursor,
     Direction,
     Edge,
+    GraphStore,
     Neighbour,
     Node,
     NodeKey,
-    SubgraphPage,
     Walk,
     check_tenant,
     merged_nodes,
-    subgraph,
     unique_edges,
 )
 
@@ -150,8 +149,8 @@ FOR n IN {NODES}
 _EDGE_FIELDS = '"kind", "src_kind", "src_id", "dst_kind", "dst_id", "at"'
 
 
-class ArangoGraphStore:
-    """The graph of every tenant in one ArangoDB database."""
+class ArangoGraphStore(GraphStore):
+    """The graph of every tenant in one ArangoDB database (subgraph: the port's)."""
 
     def __init__(self, db: StandardDatabase, client: ArangoClient | None = None) -> None:
         self._db = db
@@ -186,34 +185,6 @@ class ArangoGraphStore:
         if self._client is not None:
             client, self._client = self._client, None
             await asyncio.to_thread(client.close)
-
-    async def subgraph(
-        self,
-        tenant: str,
-        root: NodeKey,
-        *,
-        direction: Direction,
-        max_depth: int,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        edge_kinds: Collection[str] | None = None,
-        after: Cursor | None = None,
-        limit: int = 50,
-        max_nodes: int = DEFAULT_MAX_NODES,
-    ) -> SubgraphPage:
-        return await subgraph(
-            self,
-            tenant,
-            root,
-            direction=direction,
-            max_depth=max_depth,
-            start=start,
-            end=end,
-            edge_kinds=edge_kinds,
-            after=after,
-            limit=limit,
-            max_nodes=max_nodes,
-        )
 
     async def _call(self, fn: Callable[[], T]) -> T:
         return await asyncio.to_thread(fn)

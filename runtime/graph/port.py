@@ -16,15 +16,16 @@ Two adapters pass one test suite (tests/integration/storage/test_graph_port.py):
 :class:`runtime.graph.postgres.PostgresGraphStore` (the default; recursive
 CTEs under row-level security) and
 :class:`runtime.graph.arango.ArangoGraphStore` (AQL traversals, the tenant
-an attribute filtered in every query). Their ``subgraph`` is the same
-composition of the primitives (:func:`subgraph`); PostgreSQL runs it in one
-transaction.
+an attribute filtered in every query). Both subclass :class:`GraphStore`,
+whose ``subgraph`` is a composition of the reads, written once;
+PostgreSQL runs it in one transaction (its ``reader``).
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple, Protocol
@@ -104,7 +105,7 @@ class Walk:
 
 @dataclass(frozen=True, slots=True)
 class SubgraphPage:
-    """One page of :func:`subgraph`: the root (None when the tenant's graph
+    """One page of :meth:`GraphStore.subgraph`: the root (None when the tenant's graph
     does not have it), the nodes reached (root excluded), the edges among
     them, the cursor of the next page (None on the last) and whether a walk
     stopped at its node limit."""
@@ -117,7 +118,7 @@ class SubgraphPage:
 
 
 class GraphReader(Protocol):
-    """The reads :func:`subgraph` is made of."""
+    """The reads :meth:`GraphStore.subgraph` is made of."""
 
     async def node(self, tenant: str, key: NodeKey) -> Node | None:
         """The node, or None when the tenant's graph does not have it."""
@@ -160,11 +161,22 @@ class GraphReader(Protocol):
 
 
 class GraphStore(GraphReader, Protocol):
-    """The graph storage port (see the module docstring for the rules)."""
+    """The graph storage port (see the module docstring for the rules).
+
+    Adapters subclass it: :meth:`subgraph` is composed of the reads here,
+    once for every adapter."""
 
     async def upsert(self, tenant: str, nodes: Sequence[Node], edges: Sequence[Edge]) -> None:
         """Store `nodes` and `edges` of `tenant` (idempotent, any order)."""
         ...
+
+    async def close(self) -> None: ...
+
+    def reader(self, tenant: str) -> AbstractAsyncContextManager[GraphReader]:
+        """The reads one :meth:`subgraph` of `tenant` is made of: this store
+        itself, unless an adapter can give them one snapshot (PostgreSQL: one
+        tenant transaction)."""
+        return nullcontext(self)
 
     async def subgraph(
         self,
@@ -180,70 +192,51 @@ class GraphStore(GraphReader, Protocol):
         limit: int = 50,
         max_nodes: int = DEFAULT_MAX_NODES,
     ) -> SubgraphPage:
-        """:func:`subgraph` of this store."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-async def subgraph(
-    store: GraphReader,
-    tenant: str,
-    root: NodeKey,
-    *,
-    direction: Direction,
-    max_depth: int,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    edge_kinds: Collection[str] | None = None,
-    after: Cursor | None = None,
-    limit: int = 50,
-    max_nodes: int = DEFAULT_MAX_NODES,
-) -> SubgraphPage:
-    """The subgraph of `root` within a time range, paged by its direct
-    neighbours: at most `limit` of them linked in [start, end) after `after`,
-    each with everything the walk reaches from it (at any time) within
-    `max_depth` edges of the root; downstream with the causes of every node
-    reached."""
-    found = await store.node(tenant, root)
-    if found is None:
-        return SubgraphPage(None, (), (), None, False)
-    first = await store.neighbours(
-        tenant,
-        root,
-        direction=direction,
-        edge_kinds=edge_kinds,
-        start=start,
-        end=end,
-        after=after,
-        limit=limit + 1,
-    )
-    page, more = first[:limit], len(first) > limit
-    nodes: dict[NodeKey, Node] = {n.node.key: n.node for n in page}
-    edges = {n.edge for n in page}
-    truncated = False
-    if page and max_depth > 1:
-        reached = await store.walk(
-            tenant,
-            [n.node.key for n in page],
-            direction=direction,
-            max_depth=max_depth - 1,
-            edge_kinds=edge_kinds,
-            with_causes=direction is Direction.DOWNSTREAM,
-            max_nodes=max_nodes,
+        """The subgraph of `root` within a time range, paged by its direct
+        neighbours: at most `limit` of them linked in [start, end) after
+        `after`, each with everything the walk reaches from it (at any time)
+        within `max_depth` edges of the root; downstream with the causes of
+        every node reached. Three reads, through :meth:`reader`."""
+        async with self.reader(tenant) as store:
+            found = await store.node(tenant, root)
+            if found is None:
+                return SubgraphPage(None, (), (), None, False)
+            first = await store.neighbours(
+                tenant,
+                root,
+                direction=direction,
+                edge_kinds=edge_kinds,
+                start=start,
+                end=end,
+                after=after,
+                limit=limit + 1,
+            )
+            page, more = first[:limit], len(first) > limit
+            nodes: dict[NodeKey, Node] = {n.node.key: n.node for n in page}
+            edges = {n.edge for n in page}
+            truncated = False
+            if page and max_depth > 1:
+                reached = await store.walk(
+                    tenant,
+                    [n.node.key for n in page],
+                    direction=direction,
+                    max_depth=max_depth - 1,
+                    edge_kinds=edge_kinds,
+                    with_causes=direction is Direction.DOWNSTREAM,
+                    max_nodes=max_nodes,
+                )
+                nodes.update(reached.nodes)
+                edges |= reached.edges
+                truncated = reached.truncated
+        nodes.pop(root, None)
+        cursor = Cursor(page[-1].edge.at, page[-1].node.key.kind, page[-1].node.key.id) if more else None
+        return SubgraphPage(
+            found,
+            tuple(sorted(nodes.values(), key=lambda n: (n.key.kind, n.at, n.key.id))),
+            tuple(sorted(edges, key=lambda e: (e.at, e))),
+            cursor,
+            truncated,
         )
-        nodes.update(reached.nodes)
-        edges |= reached.edges
-        truncated = reached.truncated
-    nodes.pop(root, None)
-    cursor = Cursor(page[-1].edge.at, page[-1].node.key.kind, page[-1].node.key.id) if more else None
-    return SubgraphPage(
-        found,
-        tuple(sorted(nodes.values(), key=lambda n: (n.key.kind, n.at, n.key.id))),
-        tuple(sorted(edges, key=lambda e: (e.at, e))),
-        cursor,
-        truncated,
-    )
 
 
 def check_tenant(tenant: str) -> None:

@@ -29,14 +29,14 @@ from runtime.graph.port import (
     Cursor,
     Direction,
     Edge,
+    GraphReader,
+    GraphStore,
     Neighbour,
     Node,
     NodeKey,
-    SubgraphPage,
     Walk,
     check_tenant,
     merged_nodes,
-    subgraph,
     unique_edges,
 )
 from runtime.storage.postgres import TENANT_ROLE, quote_ident, tenant_transaction
@@ -51,7 +51,7 @@ def _edge(row: asyncpg.Record) -> Edge:
     return Edge(row[0], NodeKey(row[1], row[2]), NodeKey(row[3], row[4]), row[5])
 
 
-class PostgresGraphStore:
+class PostgresGraphStore(GraphStore):
     """The graph of every tenant in `schema`'s two tables, through `pool`."""
 
     def __init__(self, pool: asyncpg.Pool, *, schema: str, role: str | None = TENANT_ROLE) -> None:
@@ -60,7 +60,7 @@ class PostgresGraphStore:
         s = quote_ident(schema)
         self._nodes = f"{s}.graph_nodes"
         self._edges = f"{s}.graph_edges"
-        # Set on a view bound to one tenant transaction (see subgraph).
+        # Set on a view bound to one tenant transaction (see reader).
         self._bound: tuple[str, asyncpg.Connection] | None = None
 
     async def close(self) -> None:
@@ -78,38 +78,15 @@ class PostgresGraphStore:
         async with tenant_transaction(self._pool, tenant, role=self._role) as conn:
             yield conn
 
-    async def subgraph(
-        self,
-        tenant: str,
-        root: NodeKey,
-        *,
-        direction: Direction,
-        max_depth: int,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        edge_kinds: Collection[str] | None = None,
-        after: Cursor | None = None,
-        limit: int = 50,
-        max_nodes: int = DEFAULT_MAX_NODES,
-    ) -> SubgraphPage:
-        """:func:`runtime.graph.port.subgraph` in one tenant transaction (one
-        connection, one snapshot; round trips: the three statements)."""
+    @asynccontextmanager
+    async def reader(self, tenant: str) -> AsyncIterator[GraphReader]:
+        """This store bound to one tenant transaction, so a subgraph's reads
+        share one connection and one snapshot (round trips: the three
+        statements)."""
         async with self._tx(tenant) as conn:
             view = copy.copy(self)
             view._bound = (tenant, conn)
-            return await subgraph(
-                view,
-                tenant,
-                root,
-                direction=direction,
-                max_depth=max_depth,
-                start=start,
-                end=end,
-                edge_kinds=edge_kinds,
-                after=after,
-                limit=limit,
-                max_nodes=max_nodes,
-            )
+            yield view
 
     # ------------------------------------------------------------------ writes
 

@@ -16,7 +16,7 @@ tokens) answers INVALID_ARGUMENT with a field violation here.
   the chain head at the start of the call and compares them with execution
   and portfolio, read over gRPC afterwards.
 - GetLineage: a page of the tenant's lineage graph (domain/lineage.py) from one
-  entity (runtime.graph.subgraph), keyset-paged by the start's direct
+  entity (runtime.graph.GraphStore.subgraph), keyset-paged by the start's direct
   neighbours (the token holds the last one and a digest of the request).
 """
 
