@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Final
 
 from trading.common.v1 import market_pb2
 
@@ -36,12 +37,8 @@ class MemoryBookStore:
     tenant (:meth:`outbox`), where the PostgreSQL store writes its outbox table."""
 
     def __init__(self, *, starting_cash: Decimal = domain.DEFAULT_STARTING_CASH) -> None:
-        self._starting_cash = starting_cash
+        self.starting_cash: Final = starting_cash
         self._tenants: dict[str, _TenantBooks] = {}
-
-    @property
-    def starting_cash(self) -> Decimal:
-        return self._starting_cash
 
     async def apply_fill(
         self,
@@ -56,7 +53,7 @@ class MemoryBookStore:
         books = self._tenants.get(tenant_id) or _TenantBooks()
         if record.event_id in books.event_ids or record.execution_id in books.execution_ids:
             return None
-        account = books.account or Account(domain.BASE_CURRENCY, self._starting_cash, 0)
+        account = books.account or Account(domain.BASE_CURRENCY, self.starting_cash, 0)
         outcome = domain.apply_fill(books.positions.get(fill.symbol, domain.Position(fill.symbol)), fill)
         account = Account(
             account.currency, domain.EXACT.add(account.cash, outcome.cash_change), account.version + 1
@@ -77,7 +74,7 @@ class MemoryBookStore:
         books = self._tenants.get(tenant_id) or _TenantBooks()
         symbols = sorted(s for s in books.positions if symbol is None or s == symbol)
         return Books(
-            account=books.account or Account(domain.BASE_CURRENCY, self._starting_cash, 0),
+            account=books.account or Account(domain.BASE_CURRENCY, self.starting_cash, 0),
             positions=tuple(books.positions[s] for s in symbols),
             updated_at={s: books.updated_at[s] for s in symbols},
         )

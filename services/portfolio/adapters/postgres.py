@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Final
 
 import asyncpg
 
@@ -43,11 +44,7 @@ class PostgresBookStore:
 
     def __init__(self, pool: asyncpg.Pool, *, starting_cash: Decimal = domain.DEFAULT_STARTING_CASH) -> None:
         self._pool = pool
-        self._starting_cash = starting_cash
-
-    @property
-    def starting_cash(self) -> Decimal:
-        return self._starting_cash
+        self.starting_cash: Final = starting_cash
 
     async def apply_fill(
         self,
@@ -58,9 +55,7 @@ class PostgresBookStore:
         now: datetime | None = None,
         announce: Announce | None = None,
     ) -> AppliedFill | None:
-        """Apply one fill in one transaction: record the event, update the
-        position and the cash, and add `announce`'s outbox rows. Returns None,
-        changing nothing, when the event id or the execution id was applied before."""
+        """:meth:`services.portfolio.ports.BookStore.apply_fill`, in one transaction."""
         now = now or datetime.now(UTC)
         async with tenant_transaction(self._pool, tenant_id) as conn:
             fresh = await conn.fetchval(
@@ -82,7 +77,7 @@ class PostgresBookStore:
                    VALUES ($1, $2, $3, $3) ON CONFLICT (tenant_id) DO NOTHING""",
                 tenant_id,
                 domain.BASE_CURRENCY,
-                self._starting_cash,
+                self.starting_cash,
             )
             await conn.execute("SELECT 1 FROM portfolio.accounts WHERE tenant_id = $1 FOR UPDATE", tenant_id)
             row = await conn.fetchrow(
@@ -143,7 +138,7 @@ class PostgresBookStore:
         return Books(
             account=Account(account["currency"], account["cash"], account["version"])
             if account
-            else Account(domain.BASE_CURRENCY, self._starting_cash, 0),
+            else Account(domain.BASE_CURRENCY, self.starting_cash, 0),
             positions=tuple(_position(r) for r in rows),
             updated_at={r["symbol"]: r["updated_at"] for r in rows},
         )
