@@ -20,7 +20,8 @@ which the planner answers from the HNSW index; ``hnsw.ef_search`` is set on
 each connection (``settings.vectors.ef_search``) and ``hnsw.iterative_scan``
 is ``relaxed_order`` so a filter (symbol, time) that rejects most of the
 index's first candidates still fills ``k`` (pgvector 0.8; the few results
-that come out of order are sorted here).
+that come out of order are sorted by the port's
+:class:`runtime.vectors.port.CheckedSearch`).
 
 Vectors travel in pgvector's binary format (a 2-byte dimension, 2 unused
 bytes, big-endian float32s), through a codec registered per connection.
@@ -46,12 +47,11 @@ from runtime.storage.migrations import MigrationError, migrate
 from runtime.storage.postgres import create_pool, quote_ident, tenant_transaction
 from runtime.vectors.port import (
     MARKET,
-    MAX_K,
+    CheckedSearch,
     Neighbour,
     PayloadValue,
     VectorRecord,
     check_scope,
-    check_vector,
 )
 
 _HEADER = struct.Struct(">HH")
@@ -99,7 +99,7 @@ def _payload(raw: Any) -> dict[str, PayloadValue]:
     return dict(value or {})
 
 
-class PgVectorStore:
+class PgVectorStore(CheckedSearch):
     """The vector port on `table` of `schema` (see the module docstring)."""
 
     def __init__(
@@ -148,19 +148,16 @@ class PgVectorStore:
                 [json.dumps(dict(r.payload), separators=(",", ":")) for r in records],
             )
 
-    async def search(
+    async def _nearest(
         self,
         scope: str,
-        vector: Sequence[float],
+        query: list[float],
         k: int,
         *,
-        symbol: str | None = None,
-        start: datetime | None = None,
-        end: datetime | None = None,
+        symbol: str | None,
+        start: datetime | None,
+        end: datetime | None,
     ) -> list[Neighbour]:
-        if not 1 <= k <= MAX_K:
-            raise ValueError(f"k must be 1 to {MAX_K}")
-        query = check_vector(vector, self._dimension)
         where = ["scope = $1"]
         args: list[Any] = [scope, Embedding(query), k]
         for column, op, value in (("symbol", "=", symbol), ("at", ">=", start), ("at", "<", end)):
@@ -173,13 +170,12 @@ class PgVectorStore:
         )
         async with self._scoped(scope) as conn:
             rows = await conn.fetch(sql, *args)
-        found = [
+        # An iterative (relaxed order) index scan may return a few out of
+        # order: CheckedSearch sorts them.
+        return [
             Neighbour(r["id"], r["symbol"], r["at"], _payload(r["payload"]), 1.0 - float(r["distance"]))
             for r in rows
         ]
-        # An iterative (relaxed order) index scan may return a few out of order.
-        found.sort(key=lambda n: -n.similarity)
-        return found
 
     async def delete_older_than(self, scope: str, before: datetime) -> int:
         deleted = 0

@@ -19,6 +19,8 @@ records, and a search in one scope never returns another's.
 Two adapters pass one test suite (tests/integration/storage/test_vector_port.py):
 :class:`runtime.vectors.pgvector.PgVectorStore` (PostgreSQL with pgvector,
 the default) and :class:`runtime.vectors.weaviate.WeaviateVectorStore`.
+Both subclass :class:`CheckedSearch`, which checks a search's arguments and
+orders its results for them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -119,3 +122,47 @@ class VectorStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class CheckedSearch(ABC):
+    """:meth:`VectorStore.search` of an adapter: the arguments checked here,
+    the records found by the adapter's :meth:`_nearest`, ordered here."""
+
+    @property
+    @abstractmethod
+    def dimension(self) -> int: ...
+
+    async def search(
+        self,
+        scope: str,
+        vector: Sequence[float],
+        k: int,
+        *,
+        symbol: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[Neighbour]:
+        """See :meth:`VectorStore.search`."""
+        if not 1 <= k <= MAX_K:
+            raise ValueError(f"k must be 1 to {MAX_K}")
+        found = await self._nearest(
+            scope, check_vector(vector, self.dimension), k, symbol=symbol, start=start, end=end
+        )
+        # Approximate (HNSW) answers may come a few out of order.
+        found.sort(key=lambda n: -n.similarity)
+        return found
+
+    @abstractmethod
+    async def _nearest(
+        self,
+        scope: str,
+        query: list[float],
+        k: int,
+        *,
+        symbol: str | None,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> list[Neighbour]:
+        """The `k` records of `scope` nearest `query` (checked: 1 <= k <= MAX_K,
+        the store's dimension, finite), of `symbol` and ``start <= at < end``
+        when given; in any order."""

@@ -41,7 +41,7 @@ from weaviate.classes.tenants import Tenant
 from weaviate.client import WeaviateAsyncClient
 from weaviate.collections.collection.async_ import CollectionAsync
 
-from runtime.vectors.port import MAX_K, Neighbour, VectorRecord, check_scope, check_vector
+from runtime.vectors.port import CheckedSearch, Neighbour, VectorRecord, check_scope
 
 # Objects one delete_many call removes at most (the server's QUERY_MAXIMUM_RESULTS default).
 _DELETE_BATCH = 10_000
@@ -53,7 +53,7 @@ def collection_name(service: str, table: str) -> str:
     return "".join(part.capitalize() for part in f"{service}_{table}".split("_"))
 
 
-class WeaviateVectorStore:
+class WeaviateVectorStore(CheckedSearch):
     """The vector port on one Weaviate collection (see the module docstring)."""
 
     def __init__(self, client: WeaviateAsyncClient, name: str, dimension: int) -> None:
@@ -156,19 +156,16 @@ class WeaviateVectorStore:
                 f"weaviate refused {len(result.errors)} of {len(records)} objects: {first.message}"
             )
 
-    async def search(
+    async def _nearest(
         self,
         scope: str,
-        vector: Sequence[float],
+        query: list[float],
         k: int,
         *,
-        symbol: str | None = None,
-        start: datetime | None = None,
-        end: datetime | None = None,
+        symbol: str | None,
+        start: datetime | None,
+        end: datetime | None,
     ) -> list[Neighbour]:
-        if not 1 <= k <= MAX_K:
-            raise ValueError(f"k must be 1 to {MAX_K}")
-        query = check_vector(vector, self._dimension)
         filters = []
         if symbol is not None:
             filters.append(Filter.by_property("symbol").equal(symbol))
@@ -200,7 +197,6 @@ class WeaviateVectorStore:
                     1.0 - float(distance),
                 )
             )
-        found.sort(key=lambda n: -n.similarity)
         return found
 
     async def delete_older_than(self, scope: str, before: datetime) -> int:
