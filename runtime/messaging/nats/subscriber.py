@@ -34,7 +34,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Self, TypedDict, Unpack
 
 import nats.errors
 from nats.aio.client import Client as NatsClient
@@ -79,6 +79,24 @@ def subscribed_subjects(
     return sorted(set(wanted))
 
 
+class NatsConsumerOptions(TypedDict, total=False):
+    """The keyword arguments both NATS subscribers take alike, written once
+    (their defaults are ``_NatsConsumer.__init__``'s): what to subscribe to
+    (``subjects``, ``event_types``, ``subject_prefix``), the retry policy,
+    the dead-letter path (``dead_letters``, ``dlq_stream``,
+    ``dlq_subject_prefix``), the JetStream API timeout and the metrics."""
+
+    subjects: Sequence[str]
+    event_types: Sequence[str]
+    subject_prefix: str
+    retry: RetryPolicy | None
+    dead_letters: NatsPublisher | None
+    dlq_stream: str
+    dlq_subject_prefix: str | None
+    js_timeout_s: float
+    metrics: MessagingMetrics | None
+
+
 class _NatsConsumer(ABC):
     """What both NATS subscribers share: subjects, handler, retry policy,
     metrics and the dead-letter path."""
@@ -90,15 +108,15 @@ class _NatsConsumer(ABC):
         handler: Handler,
         *,
         name: str,
-        subjects: Sequence[str],
-        event_types: Sequence[str],
-        subject_prefix: str,
-        retry: RetryPolicy | None,
-        dead_letters: NatsPublisher | None,
-        dlq_stream: str,
-        dlq_subject_prefix: str | None,
-        js_timeout_s: float,
-        metrics: MessagingMetrics | None,
+        subjects: Sequence[str] = (),
+        event_types: Sequence[str] = (),
+        subject_prefix: str = "",
+        retry: RetryPolicy | None = None,
+        dead_letters: NatsPublisher | None = None,
+        dlq_stream: str = DLQ_STREAM,
+        dlq_subject_prefix: str | None = None,
+        js_timeout_s: float = 5.0,
+        metrics: MessagingMetrics | None = None,
     ) -> None:
         if not name or any(c in name for c in ".*> \t"):
             raise ValueError(f"consumer name must be one subject token, got {name!r}")
@@ -110,6 +128,7 @@ class _NatsConsumer(ABC):
         self._name = name
         self._retry = retry or RetryPolicy()
         self._subject_prefix = subject_prefix
+        self._js_timeout_s = js_timeout_s
         self._dlq = dead_letters or NatsPublisher(nc, registry, js_timeout_s=js_timeout_s)
         self._dlq_stream = dlq_stream
         prefix = dlq_subject_prefix if dlq_subject_prefix is not None else subject_prefix + DLQ_SUBJECT_PREFIX
@@ -180,7 +199,7 @@ class NatsSubscriber(_NatsConsumer):
     """Core NATS: subscribes to `subjects` (or the subjects of `event_types`),
     in queue group `queue` if given, and hands each event to `handler`.
     `name` names the consumer in metrics and its DLQ subject; it defaults to
-    `queue`."""
+    `queue`. The other options: :class:`NatsConsumerOptions`."""
 
     def __init__(
         self,
@@ -188,33 +207,11 @@ class NatsSubscriber(_NatsConsumer):
         registry: Registry,
         handler: Handler,
         *,
-        subjects: Sequence[str] = (),
-        event_types: Sequence[str] = (),
-        subject_prefix: str = "",
         queue: str = "",
         name: str | None = None,
-        retry: RetryPolicy | None = None,
-        dead_letters: NatsPublisher | None = None,
-        dlq_stream: str = DLQ_STREAM,
-        dlq_subject_prefix: str | None = None,
-        js_timeout_s: float = 5.0,
-        metrics: MessagingMetrics | None = None,
+        **options: Unpack[NatsConsumerOptions],
     ) -> None:
-        super().__init__(
-            nc,
-            registry,
-            handler,
-            name=name or queue,
-            subjects=subjects,
-            event_types=event_types,
-            subject_prefix=subject_prefix,
-            retry=retry,
-            dead_letters=dead_letters,
-            dlq_stream=dlq_stream,
-            dlq_subject_prefix=dlq_subject_prefix,
-            js_timeout_s=js_timeout_s,
-            metrics=metrics,
-        )
+        super().__init__(nc, registry, handler, name=name or queue, **options)
         self._queue = queue
         self._core: list[Subscription] = []
         self._following = asyncio.Lock()
@@ -308,7 +305,8 @@ class JetStreamSubscriber(_NatsConsumer):
     """A JetStream durable pull consumer `durable` on `stream` (found by
     subject when not given) of `subjects` (or the subjects of `event_types`),
     handing each event to `handler`. `name` names the consumer in metrics,
-    health and its DLQ subject; it defaults to `durable`."""
+    health and its DLQ subject; it defaults to `durable`. The other options:
+    :class:`NatsConsumerOptions`."""
 
     def __init__(
         self,
@@ -317,40 +315,18 @@ class JetStreamSubscriber(_NatsConsumer):
         handler: Handler,
         *,
         durable: str,
-        subjects: Sequence[str] = (),
-        event_types: Sequence[str] = (),
         stream: str | None = None,
-        subject_prefix: str = "",
         name: str | None = None,
-        retry: RetryPolicy | None = None,
-        dead_letters: NatsPublisher | None = None,
-        dlq_stream: str = DLQ_STREAM,
-        dlq_subject_prefix: str | None = None,
         ack_wait_s: float = 30.0,
         batch: int = 64,
         max_ack_pending: int = 1000,
-        js_timeout_s: float = 5.0,
-        metrics: MessagingMetrics | None = None,
         health: HealthMonitor | None = None,
+        **options: Unpack[NatsConsumerOptions],
     ) -> None:
-        super().__init__(
-            nc,
-            registry,
-            handler,
-            name=name or durable,
-            subjects=subjects,
-            event_types=event_types,
-            subject_prefix=subject_prefix,
-            retry=retry,
-            dead_letters=dead_letters,
-            dlq_stream=dlq_stream,
-            dlq_subject_prefix=dlq_subject_prefix,
-            js_timeout_s=js_timeout_s,
-            metrics=metrics,
-        )
+        super().__init__(nc, registry, handler, name=name or durable, **options)
         if not self._subjects:
             raise ValueError("subscribe to at least one subject or event type")
-        self._js: JetStreamContext = nc.jetstream(timeout=js_timeout_s)
+        self._js: JetStreamContext = nc.jetstream(timeout=self._js_timeout_s)
         self._durable = durable
         self._stream = stream
         self._ack_wait_s = ack_wait_s
