@@ -64,13 +64,15 @@ class FillHandler:
         executed = fill.executed_at if fill.HasField("executed_at") else event.envelope.occurred_at
         applied = await self._store.apply_fill(
             tenant,
-            fill.execution_id or event.envelope.event_id,
-            symbol=fill.symbol,
-            side=domain.Side(fill.side),
-            quantity=decimals.from_proto(fill.quantity),
-            price=decimals.from_proto(fill.price),
-            fee=decimals.from_proto(fill.fee.amount),
-            day=datetime.fromtimestamp(executed.ToNanoseconds() / 1e9 or time.time(), UTC).date(),
+            domain.Fill(
+                fill.execution_id or event.envelope.event_id,
+                symbol=fill.symbol,
+                side=domain.Side(fill.side),
+                quantity=decimals.from_proto(fill.quantity),
+                price=decimals.from_proto(fill.price),
+                fee=decimals.from_proto(fill.fee.amount),
+                day=datetime.fromtimestamp(executed.ToNanoseconds() / 1e9 or time.time(), UTC).date(),
+            ),
         )
         if not applied:
             # A delivery again: maybe of a fill whose evaluation a crash cut

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Final, Literal, Protocol
 
@@ -163,19 +163,8 @@ class RiskStore(Protocol):
         replaced. Returns the outcome and the status before (None: never switched)."""
         ...
 
-    async def apply_fill(
-        self,
-        tenant: str,
-        fill_id: str,
-        *,
-        symbol: str,
-        side: domain.Side,
-        quantity: Decimal,
-        price: Decimal,
-        fee: Decimal,
-        day: date,
-    ) -> bool:
-        """Apply one fill exactly once (False: `fill_id` was applied, within 7
+    async def apply_fill(self, tenant: str, fill: domain.Fill) -> bool:
+        """Apply `fill` exactly once (False: its `fill_id` was applied, within 7
         days): the position by :func:`domain.apply_fill` (a flat position is
         removed), `day`'s realised PnL by the realised PnL minus `fee`; amounts
         are kept at the contract's 12 fractional digits. Concurrent

@@ -283,13 +283,20 @@ class RiskStoreSuite:
         halt = status(HALTED, "halt")
         await store.set_status(tenant, halt, announce=lambda p: [])
         await store.apply_fill(
-            tenant, "f1", symbol=held, side=BUY, quantity=D(2), price=D(10), fee=D(0), day=now.date()
+            tenant,
+            domain.Fill("f1", symbol=held, side=BUY, quantity=D(2), price=D(10), fee=D(0), day=now.date()),
         )
         await store.apply_fill(
-            tenant, "f2", symbol=held, side=SELL, quantity=D(1), price=D(13), fee=D("0.5"), day=now.date()
+            tenant,
+            domain.Fill(
+                "f2", symbol=held, side=SELL, quantity=D(1), price=D(13), fee=D("0.5"), day=now.date()
+            ),
         )
         await store.apply_fill(
-            tenant, "f3", symbol=unquoted, side=SELL, quantity=D(1), price=D(5), fee=D(0), day=now.date()
+            tenant,
+            domain.Fill(
+                "f3", symbol=unquoted, side=SELL, quantity=D(1), price=D(5), fee=D(0), day=now.date()
+            ),
         )
         await put_quote(traded, quote("99", "101"))
         await put_quote(held, quote("11", "12"))
@@ -320,7 +327,10 @@ class RiskStoreSuite:
 
         async def fill(fill_id: str, side: domain.Side, qty: str, price: str, fee: str = "0") -> bool:
             return await store.apply_fill(
-                tenant, fill_id, symbol=sym, side=side, quantity=D(qty), price=D(price), fee=D(fee), day=day
+                tenant,
+                domain.Fill(
+                    fill_id, symbol=sym, side=side, quantity=D(qty), price=D(price), fee=D(fee), day=day
+                ),
             )
 
         assert await fill("x1", BUY, "3", "100", "1")
@@ -341,10 +351,13 @@ class RiskStoreSuite:
         tenant, sym = new_tenant(), new_symbol()
         day = today().date()
         await store.apply_fill(
-            tenant, "a", symbol=sym, side=BUY, quantity=D(1), price=D(1), fee=D("0.0000000000004"), day=day
+            tenant,
+            domain.Fill(
+                "a", symbol=sym, side=BUY, quantity=D(1), price=D(1), fee=D("0.0000000000004"), day=day
+            ),
         )
         await store.apply_fill(
-            tenant, "b", symbol=sym, side=BUY, quantity=D(2), price=D(2), fee=D(0), day=day
+            tenant, domain.Fill("b", symbol=sym, side=BUY, quantity=D(2), price=D(2), fee=D(0), day=day)
         )
         assert await store.positions(tenant) == {sym: domain.Position(D(3), D("1.666666666667"))}
         assert await store.realized_today(tenant, time.time()) == 0  # -4e-13 rounds to 0
@@ -355,7 +368,8 @@ class RiskStoreSuite:
         applied = await asyncio.gather(
             *(
                 store.apply_fill(
-                    tenant, "same", symbol=sym, side=SELL, quantity=D(2), price=D(7), fee=D(0), day=day
+                    tenant,
+                    domain.Fill("same", symbol=sym, side=SELL, quantity=D(2), price=D(7), fee=D(0), day=day),
                 )
                 for _ in range(6)
             )

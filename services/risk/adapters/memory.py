@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from decimal import Decimal
 
 from trading.common.v1 import market_pb2
@@ -223,33 +222,24 @@ class MemoryRiskStore:
 
     # ---------------------------------------------------------------- positions and PnL
 
-    async def apply_fill(
-        self,
-        tenant: str,
-        fill_id: str,
-        *,
-        symbol: str,
-        side: domain.Side,
-        quantity: Decimal,
-        price: Decimal,
-        fee: Decimal,
-        day: date,
-    ) -> bool:
+    async def apply_fill(self, tenant: str, fill: domain.Fill) -> bool:
         state = self._tenant(tenant)
         wall = self._clock()
-        if state.fills.get(fill_id, 0.0) > wall:
+        if state.fills.get(fill.fill_id, 0.0) > wall:
             return False
-        key = day.strftime("%Y%m%d")
+        key = fill.day.strftime("%Y%m%d")
         after, realized = domain.apply_fill(
-            state.positions.get(symbol, domain.Position()), side, quantity, price
+            state.positions.get(fill.symbol, domain.Position()), fill.side, fill.quantity, fill.price
         )
         before = state.pnl.get(key)
-        pnl = (before[0] if before is not None and before[1] > wall else domain.ZERO) + realized - fee
-        state.fills[fill_id] = wall + FILL_MARKER_TTL_S
+        pnl = (before[0] if before is not None and before[1] > wall else domain.ZERO) + realized - fill.fee
+        state.fills[fill.fill_id] = wall + FILL_MARKER_TTL_S
         if after.quantity == 0:
-            state.positions.pop(symbol, None)
+            state.positions.pop(fill.symbol, None)
         else:
-            state.positions[symbol] = domain.Position(_stored(after.quantity), _stored(after.average_price))
+            state.positions[fill.symbol] = domain.Position(
+                _stored(after.quantity), _stored(after.average_price)
+            )
         state.pnl[key] = (_stored(pnl), wall + PNL_TTL_S)
         return True
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date
 from decimal import Decimal
 from typing import Any, Final, cast
 
@@ -451,19 +450,8 @@ class RedisRiskStore:
 
     # ---------------------------------------------------------------- positions and PnL
 
-    async def apply_fill(
-        self,
-        tenant: str,
-        fill_id: str,
-        *,
-        symbol: str,
-        side: domain.Side,
-        quantity: Decimal,
-        price: Decimal,
-        fee: Decimal,
-        day: date,
-    ) -> bool:
-        """Apply one fill exactly once (False: already applied).
+    async def apply_fill(self, tenant: str, fill: domain.Fill) -> bool:
+        """:meth:`services.risk.ports.RiskStore.apply_fill`.
 
         Decimal arithmetic cannot run in Lua (doubles), so this is an
         optimistic transaction: WATCH the marker, the positions and the day's
@@ -472,9 +460,9 @@ class RedisRiskStore:
         marker and skips. The marker is the SET NX of the idempotent consumer,
         made atomic with the update it guards.
         """
-        marker = tenant_key(tenant, "risk", "fill", fill_id)
+        marker = tenant_key(tenant, "risk", "fill", fill.fill_id)
         pos_key = tenant_key(tenant, "risk", "pos")
-        pnl_key = tenant_key(tenant, "risk", "pnl", day.strftime("%Y%m%d"))
+        pnl_key = tenant_key(tenant, "risk", "pnl", fill.day.strftime("%Y%m%d"))
         async with self._redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -482,17 +470,17 @@ class RedisRiskStore:
                     if await pipe.exists(marker):
                         await pipe.unwatch()  # type: ignore[no-untyped-call]
                         return False
-                    raw = _opt_bytes(await pipe.hget(pos_key, symbol))
+                    raw = _opt_bytes(await pipe.hget(pos_key, fill.symbol))
                     pnl_raw = _opt_bytes(await pipe.get(pnl_key))
                     position = _position(raw) if raw else domain.Position()
-                    after, realized = domain.apply_fill(position, side, quantity, price)
-                    pnl = (Decimal(pnl_raw.decode()) if pnl_raw else domain.ZERO) + realized - fee
+                    after, realized = domain.apply_fill(position, fill.side, fill.quantity, fill.price)
+                    pnl = (Decimal(pnl_raw.decode()) if pnl_raw else domain.ZERO) + realized - fill.fee
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(marker, b"1", ex=FILL_MARKER_TTL_S)
                     if after.quantity == 0:
-                        pipe.hdel(pos_key, symbol)
+                        pipe.hdel(pos_key, fill.symbol)
                     else:
-                        pipe.hset(pos_key, symbol, _position_text(after))
+                        pipe.hset(pos_key, fill.symbol, _position_text(after))
                     pipe.set(pnl_key, decimals.to_proto(pnl).value, ex=PNL_TTL_S)
                     await pipe.execute()
                     return True

@@ -27,6 +27,7 @@ from services.risk.domain.checks import (
 )
 from services.risk.domain.pnl import (
     LOSS_WARNING_SHARE,
+    Fill,
     LossLevel,
     Position,
     apply_fill,
@@ -54,6 +55,7 @@ __all__ = [
     "ClusterHoldings",
     "Denial",
     "DenialReason",
+    "Fill",
     "Limits",
     "LossLevel",
     "OrderIntent",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from typing import Final
 
@@ -25,6 +26,20 @@ class Position:
         if mark is None:
             return ZERO
         return unrealized_pnl(self.quantity, self.average_price, mark)
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One fill as risk applies it: to the position in `symbol` and to
+    `day`'s realised PnL, net of `fee`."""
+
+    fill_id: str  # applied once by this id (the fill's execution id, else its event's)
+    symbol: str
+    side: Side
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+    day: date
 
 
 def apply_fill(position: Position, side: Side, quantity: Decimal, price: Decimal) -> tuple[Position, Decimal]:

@@ -191,13 +191,15 @@ async def test_reducing_only_lets_a_position_shrink(desk: Desk) -> None:
     day = datetime.now(UTC).date()
     await desk.store.apply_fill(
         "tenant-a",
-        "x-1",
-        symbol="BTC-USD",
-        side=domain.Side.BUY,
-        quantity=Dec(3),
-        price=Dec(100),
-        fee=Dec(0),
-        day=day,
+        domain.Fill(
+            "x-1",
+            symbol="BTC-USD",
+            side=domain.Side.BUY,
+            quantity=Dec(3),
+            price=Dec(100),
+            fee=Dec(0),
+            day=day,
+        ),
     )
     await desk.set_state("tenant-a", pb.TRADING_STATE_REDUCING, "reduce only")
     assert [d.code for d in (await desk.check("tenant-a", market("o-1"))).denials] == ["RISK_REDUCING_ONLY"]
