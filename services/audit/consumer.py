@@ -103,9 +103,9 @@ class _StoringSubscriber(BatchingKafkaSubscriber):
         topics: Sequence[str] = (),
         event_types: Sequence[str] = (),
     ) -> None:
-        # Decoding and projecting an event is pure: what fails once always
-        # fails, so one try, then the DLQ (the base class's rule). `retry`
-        # applies to the writes.
+        # Turning an event into what is stored (a record, its lineage) is
+        # pure: what fails once always fails, so one try, then the DLQ (the
+        # base class's rule). `retry` applies to the writes.
         super().__init__(
             settings,
             registry,
