@@ -56,7 +56,13 @@ from trading.portfolio.v1 import portfolio_service_pb2_grpc as ppb_grpc
 
 from runtime.config import Settings
 from runtime.decimals import from_proto, to_proto
-from tests.integration.test_hot_path_e2e import new_tenant, operator_env, read_topics, trading_models
+from tests.integration.test_hot_path_e2e import (
+    KafkaRecord,
+    new_tenant,
+    operator_env,
+    read_topics,
+    trading_models,
+)
 from tests.support.polling import eventually
 from tests.support.processes import pid_listening_on
 from tests.support.security import as_user, secure_channel
@@ -414,18 +420,33 @@ async def reconcile(
     filled = [o for o in orders if from_proto(o.filled_quantity) > 0]
     assert filled, "nothing filled"
 
-    # Fills on Kafka, each once by execution id, adding up per order.
-    want = sum(1 for _ in filled)
-    records = await read_topics(p.settings, p.tenant, [FILLS_TOPIC], want)
-    fills: dict[str, exec_types.Fill] = {}
-    deliveries: Counter[str] = Counter()
-    for r in records:
-        if isinstance(r.payload, exec_events.OrderFillReported):
-            fills[r.payload.fill.execution_id] = r.payload.fill
-            deliveries[r.payload.fill.execution_id] += 1
-    per_order: dict[str, Decimal] = defaultdict(Decimal)
-    for f in fills.values():
-        per_order[f.order_id] += from_proto(f.quantity)
+    # Fills on Kafka, each once by execution id, adding up per order. Read
+    # until every filled order's fills are there: the relay may have
+    # published a fill twice (at least once across a crash), so counting
+    # records could stop before a distinct fill was read.
+    def distinct_fills(records: list[KafkaRecord]) -> dict[str, exec_types.Fill]:
+        return {
+            r.payload.fill.execution_id: r.payload.fill
+            for r in records
+            if isinstance(r.payload, exec_events.OrderFillReported)
+        }
+
+    def filled_per_order(fills: dict[str, exec_types.Fill]) -> dict[str, Decimal]:
+        per_order: dict[str, Decimal] = defaultdict(Decimal)
+        for f in fills.values():
+            per_order[f.order_id] += from_proto(f.quantity)
+        return per_order
+
+    def every_fill_read(records: list[KafkaRecord]) -> bool:
+        per_order = filled_per_order(distinct_fills(records))
+        return all(per_order.get(o.order_id, Decimal(0)) >= from_proto(o.filled_quantity) for o in filled)
+
+    records = await read_topics(p.settings, p.tenant, [FILLS_TOPIC], every_fill_read)
+    fills = distinct_fills(records)
+    deliveries: Counter[str] = Counter(
+        r.payload.fill.execution_id for r in records if isinstance(r.payload, exec_events.OrderFillReported)
+    )
+    per_order = filled_per_order(fills)
     for o in orders:
         assert per_order.get(o.order_id, Decimal(0)) == from_proto(o.filled_quantity), (
             f"order {o.client_order_id}: fills on Kafka {per_order.get(o.order_id)} "

@@ -35,7 +35,7 @@ import asyncio
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact
 from pathlib import Path
@@ -285,9 +285,16 @@ class KafkaRecord:
     payload: Any
 
 
-async def read_topics(settings: Settings, tenant: str, topics: Sequence[str], want: int) -> list[KafkaRecord]:
+async def read_topics(
+    settings: Settings,
+    tenant: str,
+    topics: Sequence[str],
+    want: int | Callable[[list[KafkaRecord]], bool],
+) -> list[KafkaRecord]:
     """The tenant's events on `topics` from the beginning (no consumer group),
-    until `want` of them were read or 10 s passed."""
+    until `want` of them were read (or `want(found)` holds: records can come
+    twice, so a count alone can stop short of a distinct one) or 10 s passed."""
+    enough = want if callable(want) else (lambda found: len(found) >= want)
     registry = event_registry()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka.servers, enable_auto_commit=False, group_id=None
@@ -305,7 +312,7 @@ async def read_topics(settings: Settings, tenant: str, topics: Sequence[str], wa
         await consumer.seek_to_beginning(*parts)
         found: list[KafkaRecord] = []
         deadline = time.monotonic() + 10.0
-        while len(found) < want and time.monotonic() < deadline:
+        while not enough(found) and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=300)
             for tp, records in batch.items():
                 for r in records:
