@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 import pytest
@@ -82,6 +82,13 @@ class ServicerContext:
         """What :func:`runtime.errors.abort` calls (rich status in the trailers)."""
         self._trailing = tuple(status.trailing_metadata or ())
         await self.abort(status.code, status.details)
+
+
+def servicer_context(
+    metadata: Sequence[tuple[str, str]] = (), *, timeout_s: float | None = None
+) -> grpc.aio.ServicerContext[Any, Any]:
+    """A :class:`ServicerContext`, typed as the servicer methods' parameter is."""
+    return cast("grpc.aio.ServicerContext[Any, Any]", ServicerContext(metadata, timeout_s=timeout_s))
 
 
 class AbortedCall(Exception):

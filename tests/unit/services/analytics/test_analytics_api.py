@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal as D
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import pytest
@@ -34,7 +34,7 @@ from tests.suites.analytics_ports import (
     snapshot,
     trade,
 )
-from tests.support.servicers import AbortedCall, ServicerContext, as_caller, expect_error
+from tests.support.servicers import AbortedCall, as_caller, expect_error, servicer_context
 
 S = NS_PER_S
 SCOPES = ["analytics:read"]
@@ -42,7 +42,7 @@ SCOPES = ["analytics:read"]
 
 def context() -> grpc.aio.ServicerContext[Any, Any]:
     """A fresh recorded context (tests/support/servicers.py), as the servicer's parameter is typed."""
-    return cast("grpc.aio.ServicerContext[Any, Any]", ServicerContext())
+    return servicer_context()
 
 
 def span(start_ns: int, end_ns: int) -> types_pb2.TimeRange:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import cast
 
 import grpc
 import pytest
@@ -26,7 +25,7 @@ from runtime.messaging import new_envelope, unpack
 from services.audit.adapters.memory import MemoryAuditStore, MemoryLiveState, MemoryPublisher
 from services.audit.api import AuditApi, Context
 from services.audit.settings import AuditSettings
-from tests.support.servicers import ServicerContext, as_caller, expect_error
+from tests.support.servicers import as_caller, expect_error, servicer_context
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -48,7 +47,7 @@ def audit() -> Harness:
 
 def context() -> Context:
     """A fresh recorded call context, typed as the servicer's."""
-    return cast("Context", ServicerContext())
+    return servicer_context()
 
 
 def buy_fill(symbol: str, quantity: str, price: str) -> execution_events.OrderFillReported:

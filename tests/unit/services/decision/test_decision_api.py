@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import numpy as np
@@ -34,7 +34,7 @@ from services.decision.domain import FEATURE_NAMES
 from services.decision.inference import Ensemble
 from services.decision.models import LoadedModel, ModelMetadata
 from services.decision.ports import NewSignal, PendingOrder, SignalFilter
-from tests.support.servicers import AbortedCall, ServicerContext, as_caller, expect_error
+from tests.support.servicers import AbortedCall, as_caller, expect_error, servicer_context
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 READ, WRITE = "strategies:read", "strategies:write"
@@ -117,7 +117,7 @@ async def desk() -> AsyncIterator[Desk]:
 
 def context() -> grpc.aio.ServicerContext[Any, Any]:
     """A fresh recorded context (tests/support/servicers.py), as the servicer's parameter is typed."""
-    return cast("grpc.aio.ServicerContext[Any, Any]", ServicerContext())
+    return servicer_context()
 
 
 def new_tenant() -> str:

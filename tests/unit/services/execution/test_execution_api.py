@@ -10,7 +10,7 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import pytest
@@ -30,7 +30,7 @@ from services.execution.domain import Order, OrderEvent, OrderStatus, Quote, Sid
 from services.execution.ports import RiskDecision, RiskDenial, RiskUnavailable
 from services.execution.venue import PaperVenue
 from services.risk import domain as risk
-from tests.support.servicers import ServicerContext, as_caller, expect_error
+from tests.support.servicers import as_caller, expect_error, servicer_context
 
 T0 = datetime(2026, 12, 1, 14, 0, tzinfo=UTC)
 WRITE, READ = ["orders:write"], ["orders:read"]
@@ -99,7 +99,7 @@ class LimitsRisk:
 
 def context() -> grpc.aio.ServicerContext[Any, Any]:
     """A fresh call context (the parts of grpc's that servicers use, recorded)."""
-    return cast("grpc.aio.ServicerContext[Any, Any]", ServicerContext())
+    return servicer_context()
 
 
 class Clock:

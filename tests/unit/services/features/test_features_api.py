@@ -22,7 +22,7 @@ from services.features.adapters.memory import MemoryEvents, MemoryInstrumentUniv
 from services.features.api import FeaturesApi
 from services.features.consumer import FeatureProcessor
 from services.features.domain import FeatureEngine
-from tests.support.servicers import ServicerContext, as_caller, expect_error
+from tests.support.servicers import as_caller, expect_error, servicer_context
 
 D = decimal_pb2.Decimal
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -46,7 +46,7 @@ class Replica:
 
     async def get(self, symbol: str) -> pb.GetFeaturesResponse:
         with as_caller("tenant-a", scopes=["market:read"]):
-            return await self.api.GetFeatures(pb.GetFeaturesRequest(symbol=symbol), ServicerContext())  # type: ignore[arg-type]
+            return await self.api.GetFeatures(pb.GetFeaturesRequest(symbol=symbol), servicer_context())
 
 
 @pytest.fixture

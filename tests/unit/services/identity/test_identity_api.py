@@ -8,7 +8,6 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import grpc
 import pytest
@@ -34,7 +33,7 @@ from services.identity.keys import KeyRing
 from services.identity.main import declared_scopes
 from services.identity.seed import ensure_tenant, ensure_user
 from services.identity.settings import IdentitySettings
-from tests.support.servicers import ServicerContext, as_caller, expect_error
+from tests.support.servicers import as_caller, expect_error, servicer_context
 
 DOMAIN = "trading.internal"
 PASSWORD = "correct horse battery"
@@ -81,7 +80,7 @@ async def identity(signer: ContextTokens, role_scopes: RoleScopes) -> Harness:
 
 def context() -> Ctx:
     """A fresh recorded call context, typed as the servicer's."""
-    return cast("Ctx", ServicerContext())
+    return servicer_context()
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import pytest
@@ -20,7 +20,7 @@ from trading.marketdata.v1 import marketdata_service_pb2 as pb
 from services.marketdata.adapters.memory import MemoryInstrumentStore, MemoryQuoteCache
 from services.marketdata.api import MarketDataApi
 from services.marketdata.ports import InstrumentRow
-from tests.support.servicers import ServicerContext, as_caller, expect_error
+from tests.support.servicers import as_caller, expect_error, servicer_context
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -63,7 +63,7 @@ def marketdata() -> Harness:
 
 def context() -> Context:
     """A fresh recorded call context, typed as the servicer's."""
-    return cast("Context", ServicerContext())
+    return servicer_context()
 
 
 def quote(symbol: str, sequence: int) -> market_pb2.Quote:

@@ -9,7 +9,6 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
 
 import grpc
 import pytest
@@ -31,7 +30,7 @@ from services.notification.api import Context, NotificationApi
 from services.notification.delivery import WebhookSender
 from services.notification.ports import DeadLetterRow
 from services.notification.settings import NotificationSettings
-from tests.support.servicers import AbortedCall, ServicerContext, as_caller, expect_error
+from tests.support.servicers import AbortedCall, as_caller, expect_error, servicer_context
 
 HALTED = "trading.risk.v1.TradingStateChanged"
 PUBLIC_URL = "https://93.184.215.14/hooks/trading"  # an address literal: no DNS
@@ -99,7 +98,7 @@ async def dead_letter(
 
 def context() -> Context:
     """A fresh recorded call context, typed as the servicer's."""
-    return cast("Context", ServicerContext())
+    return servicer_context()
 
 
 def violations(error: ServiceError | AbortedCall) -> dict[str, str]:

@@ -19,7 +19,7 @@ from services.portfolio.adapters.memory import MemoryBookStore, MemoryQuoteCache
 from services.portfolio.api import PortfolioApi
 from services.portfolio.views import PortfolioViews
 from tests.suites.portfolio_ports import fill, record
-from tests.support.servicers import ServicerContext, as_caller, expect_error
+from tests.support.servicers import ServicerContext, as_caller, expect_error, servicer_context
 
 BUY, SELL = domain.Side.BUY, domain.Side.SELL
 START = domain.DEFAULT_STARTING_CASH
@@ -60,12 +60,12 @@ def num(value: decimal_pb2.Decimal) -> D:
 
 async def positions(desk: Desk, tenant: str, **request: object) -> pb.GetPositionsResponse:
     with as_caller(tenant, scopes=SCOPES):
-        return await desk.api.GetPositions(pb.GetPositionsRequest(**request), ServicerContext())  # type: ignore[arg-type]
+        return await desk.api.GetPositions(pb.GetPositionsRequest(**request), servicer_context())  # type: ignore[arg-type]
 
 
 async def portfolio(desk: Desk, tenant: str) -> pb.GetPortfolioResponse:
     with as_caller(tenant, scopes=SCOPES):
-        return await desk.api.GetPortfolio(pb.GetPortfolioRequest(), ServicerContext())  # type: ignore[arg-type]
+        return await desk.api.GetPortfolio(pb.GetPortfolioRequest(), servicer_context())
 
 
 async def test_positions_are_marked_at_the_mid_of_the_last_quote(desk: Desk) -> None:
@@ -152,6 +152,6 @@ async def test_a_call_without_a_tenant_is_unauthenticated(desk: Desk) -> None:
 
 async def test_a_tenant_id_that_is_no_subject_token_cannot_be_streamed(desk: Desk) -> None:
     with as_caller("tenant.a", scopes=SCOPES):
-        stream = desk.api.StreamPortfolio(pb.StreamPortfolioRequest(), ServicerContext())  # type: ignore[arg-type]
+        stream = desk.api.StreamPortfolio(pb.StreamPortfolioRequest(), servicer_context())
         await expect_error(anext(stream), grpc.StatusCode.INVALID_ARGUMENT)
     assert desk.api.active_streams == 0

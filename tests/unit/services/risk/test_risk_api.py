@@ -22,7 +22,7 @@ from services.risk.adapters.memory import MemoryRiskStore
 from services.risk.api import RiskApi
 from services.risk.events import RiskEvents
 from services.risk.wire import limits_to_proto
-from tests.support.servicers import ServicerContext, as_caller, expect_error
+from tests.support.servicers import ServicerContext, as_caller, expect_error, servicer_context
 
 D = decimal_pb2.Decimal
 BUY, SELL = types_pb2.SIDE_BUY, types_pb2.SIDE_SELL
@@ -45,25 +45,25 @@ class Desk:
 
     async def check(self, tenant: str, request: pb.CheckOrderRequest) -> pb.CheckOrderResponse:
         with as_caller(tenant, caller="execution", scopes=CHECK):
-            return await self.api.CheckOrder(request, ServicerContext())  # type: ignore[arg-type]
+            return await self.api.CheckOrder(request, servicer_context())
 
     async def set_limits(self, tenant: str, limits: domain.Limits, version: int = 0) -> pb.SetLimitsResponse:
         request = pb.SetLimitsRequest(limits=limits_to_proto(limits), expected_version=version)
         with as_caller(tenant, subject="ops-1", scopes=ADMIN):
-            return await self.api.SetLimits(request, ServicerContext())  # type: ignore[arg-type]
+            return await self.api.SetLimits(request, servicer_context())
 
     async def get_limits(self, tenant: str) -> pb.GetLimitsResponse:
         with as_caller(tenant, scopes=ADMIN):
-            return await self.api.GetLimits(pb.GetLimitsRequest(), ServicerContext())  # type: ignore[arg-type]
+            return await self.api.GetLimits(pb.GetLimitsRequest(), servicer_context())
 
     async def set_state(self, tenant: str, state: int, reason: str) -> pb.SetTradingStateResponse:
         request = pb.SetTradingStateRequest(state=state, reason=reason)  # type: ignore[arg-type]
         with as_caller(tenant, subject="ops-1", scopes=ADMIN):
-            return await self.api.SetTradingState(request, ServicerContext())  # type: ignore[arg-type]
+            return await self.api.SetTradingState(request, servicer_context())
 
     async def get_state(self, tenant: str) -> pb.TradingStatus:
         with as_caller(tenant, scopes=ADMIN):
-            response = await self.api.GetTradingState(pb.GetTradingStateRequest(), ServicerContext())  # type: ignore[arg-type]
+            response = await self.api.GetTradingState(pb.GetTradingStateRequest(), servicer_context())
         return response.status
 
     async def events_of(self, tenant: str) -> list[Message]:
