@@ -67,7 +67,17 @@ async def build(resources: Resources, feed_settings: FeedSettings | None = None)
                 # above those any earlier leader published (feeds.py).
                 feed = create_feed(settings, specs)
                 assert feed is not None
-                pipeline = TickPipeline(Normalizer(symbols), quotes=quotes, nats=nats, kafka=kafka)
+                # About one batch waits for Kafka while the next is prepared:
+                # a feed faster than Kafka slows down here, instead of queueing
+                # thousands of ticks that then compete with features' own
+                # Kafka copies for the broker (features stalled behind them).
+                pipeline = TickPipeline(
+                    Normalizer(symbols),
+                    quotes=quotes,
+                    nats=nats,
+                    kafka=kafka,
+                    kafka_max_pending=settings.feed_max_batch,
+                )
                 runner = FeedRunner(feed, pipeline)
                 runner.start()
                 log.info("marketdata: leading; %s feed running over %d symbols", feed.name, len(rows))

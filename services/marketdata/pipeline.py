@@ -13,7 +13,8 @@ Per batch, in this order:
 4. the batch goes to Kafka in the background
    (:class:`runtime.messaging.background.BackgroundPublisher`, in order,
    batched) while the next batch is prepared; at most ``kafka_max_pending``
-   events wait (backpressure on the feed when Kafka is slower than the feed).
+   events wait (backpressure on the feed when Kafka is slower than the feed;
+   the service sets it to one feed batch, so about one batch is in flight).
 """
 
 from __future__ import annotations
