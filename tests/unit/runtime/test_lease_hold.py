@@ -12,13 +12,23 @@ from runtime.tasks import stop_task
 
 
 class ScriptedConn:
-    """Takes the lock; answers SELECT 1 after ``delay_s`` (a slow server)."""
+    """Answers after ``delay_s`` (a slow server): SELECT 1 with 1, the lock
+    with True; the unlock at once (the lease's own clean-up, not what is tested)."""
 
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
 
     async def fetchval(self, query: str, *args: Any, timeout: float | None = None) -> Any:
-        if "pg_try_advisory_lock" in query or "pg_advisory_unlock" in query:
+        if "pg_advisory_unlock" in query:
+            return True
+        if "pg_try_advisory_lock" in query:
+            # A silent server cannot be asked for the lock again either: the
+            # lease, once given up, stays given up (it was retaken at once
+            # before, and a loaded machine could miss the moment between).
+            if self.delay_s > (timeout or 0):
+                await asyncio.sleep(timeout or 0)
+                raise TimeoutError
+            await asyncio.sleep(self.delay_s)
             return True
         if self.delay_s > (timeout or 0):
             await asyncio.sleep(timeout or 0)
