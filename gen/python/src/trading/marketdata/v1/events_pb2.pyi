@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from trading.common.v1 import decimal_pb2 as _decimal_pb2
 import builtins as _builtins
@@ -205,3 +207,56 @@ class TickRejected(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TickRejected: _TypeAlias = TickRejected  # noqa: Y015
+
+@_typing.final
+class TickBatch(_message.Message):
+    """The ticks of one feed batch whose symbols fall in one partition, in feed
+    order: the hot-path form of Tick for consumers that take ticks in bulk
+    (features), one NATS message instead of one per tick. Every tick in it is
+    also published on its own as a Tick event (NATS and Kafka) with the event id
+    listed here; a batch is published on NATS only (Kafka keeps the per-tick
+    events, which analytics and audit read).
+
+    partition = FNV-1a (32-bit) of the symbol's UTF-8 bytes modulo
+    partition_count, so a consumer that takes a share of the symbols subscribes
+    to the partitions of its share ("marketdata.tickbatches.{partition}") and
+    sees all of their ticks and no others.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTITION_FIELD_NUMBER: _builtins.int
+    PARTITION_COUNT_FIELD_NUMBER: _builtins.int
+    TICKS_FIELD_NUMBER: _builtins.int
+    TICK_EVENT_IDS_FIELD_NUMBER: _builtins.int
+    partition: _builtins.int
+    """The partition of every tick's symbol (see above), below partition_count."""
+    partition_count: _builtins.int
+    """The number of partitions the symbols are spread over (16 today)."""
+    @_builtins.property
+    def ticks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tick]:
+        """The ticks, in the order marketdata accepted them (per symbol: increasing
+        sequence).
+        """
+
+    @_builtins.property
+    def tick_event_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The event id of each tick's own Tick event (same index as ticks): a
+        consumer's events caused by a tick name it as their causation.
+        """
+
+    def __init__(
+        self,
+        *,
+        partition: _builtins.int = ...,
+        partition_count: _builtins.int = ...,
+        ticks: _abc.Iterable[Global___Tick] | None = ...,
+        tick_event_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["partition", b"partition", "partition_count", b"partition_count", "tick_event_ids", b"tick_event_ids", "ticks", b"ticks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TickBatch: _TypeAlias = TickBatch  # noqa: Y015

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file trading/marketdata/v1/events.proto.
  */
 export const file_trading_marketdata_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("CiJ0cmFkaW5nL21hcmtldGRhdGEvdjEvZXZlbnRzLnByb3RvEhV0cmFkaW5nLm1hcmtldGRhdGEudjEiwQQKBFRpY2sSOQoGc3ltYm9sGAEgASgJQim6SCZyJDIiXltBLVowLTldezEsMTJ9KC1bQS1aMC05XXsxLDEyfSk/JBItCgliaWRfcHJpY2UYAiABKAsyGi50cmFkaW5nLmNvbW1vbi52MS5EZWNpbWFsEiwKCGJpZF9zaXplGAMgASgLMhoudHJhZGluZy5jb21tb24udjEuRGVjaW1hbBItCglhc2tfcHJpY2UYBCABKAsyGi50cmFkaW5nLmNvbW1vbi52MS5EZWNpbWFsEiwKCGFza19zaXplGAUgASgLMhoudHJhZGluZy5jb21tb24udjEuRGVjaW1hbBIuCgpsYXN0X3ByaWNlGAYgASgLMhoudHJhZGluZy5jb21tb24udjEuRGVjaW1hbBItCglsYXN0X3NpemUYByABKAsyGi50cmFkaW5nLmNvbW1vbi52MS5EZWNpbWFsEjkKDWV4Y2hhbmdlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQga6SAPIAQESOAoMcmVjZWl2ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBEhAKCHNlcXVlbmNlGAogASgEEhkKBnNvdXJjZRgLIAEoCUIJukgGcgQQARhAOkPS8xg/Chh0cmFkaW5nLm1hcmtldGRhdGEudGlja3MSGW1hcmtldGRhdGEudGlja3Mue3N5bWJvbH0aBnN5bWJvbCABItcCCgxUaWNrUmVqZWN0ZWQSFwoGc3ltYm9sGAEgASgJQge6SARyAhhAEkMKBnJlYXNvbhgCIAEoDjInLnRyYWRpbmcubWFya2V0ZGF0YS52MS5UaWNrUmVqZWN0UmVhc29uQgq6SAeCAQQQASAAEhgKBmRldGFpbBgDIAEoCUIIukgFcgMYgAgSMQoEdGljaxgEIAEoCzIbLnRyYWRpbmcubWFya2V0ZGF0YS52MS5UaWNrQga6SAPYAQMSHgoWbGFzdF9hY2NlcHRlZF9zZXF1ZW5jZRgFIAEoBBIXCgZzb3VyY2UYBiABKAlCB7pIBHICGEASNwoLcmVqZWN0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQga6SAPIAQE6KtLzGCYKGnRyYWRpbmcubWFya2V0ZGF0YS5yZWplY3RzGgZzeW1ib2wgASr0AQoQVGlja1JlamVjdFJlYXNvbhIiCh5USUNLX1JFSkVDVF9SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9USUNLX1JFSkVDVF9SRUFTT05fQ1JPU1NFRF9CT09LEAESKQolVElDS19SRUpFQ1RfUkVBU09OX05PTl9QT1NJVElWRV9QUklDRRACEiUKIVRJQ0tfUkVKRUNUX1JFQVNPTl9VTktOT1dOX1NZTUJPTBADEiMKH1RJQ0tfUkVKRUNUX1JFQVNPTl9PVVRfT0ZfT1JERVIQBBIgChxUSUNLX1JFSkVDVF9SRUFTT05fTUFMRk9STUVEEAViBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp, file_trading_common_v1_decimal, file_trading_common_v1_options]);
+  fileDesc("CiJ0cmFkaW5nL21hcmtldGRhdGEvdjEvZXZlbnRzLnByb3RvEhV0cmFkaW5nLm1hcmtldGRhdGEudjEiwQQKBFRpY2sSOQoGc3ltYm9sGAEgASgJQim6SCZyJDIiXltBLVowLTldezEsMTJ9KC1bQS1aMC05XXsxLDEyfSk/JBItCgliaWRfcHJpY2UYAiABKAsyGi50cmFkaW5nLmNvbW1vbi52MS5EZWNpbWFsEiwKCGJpZF9zaXplGAMgASgLMhoudHJhZGluZy5jb21tb24udjEuRGVjaW1hbBItCglhc2tfcHJpY2UYBCABKAsyGi50cmFkaW5nLmNvbW1vbi52MS5EZWNpbWFsEiwKCGFza19zaXplGAUgASgLMhoudHJhZGluZy5jb21tb24udjEuRGVjaW1hbBIuCgpsYXN0X3ByaWNlGAYgASgLMhoudHJhZGluZy5jb21tb24udjEuRGVjaW1hbBItCglsYXN0X3NpemUYByABKAsyGi50cmFkaW5nLmNvbW1vbi52MS5EZWNpbWFsEjkKDWV4Y2hhbmdlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQga6SAPIAQESOAoMcmVjZWl2ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBEhAKCHNlcXVlbmNlGAogASgEEhkKBnNvdXJjZRgLIAEoCUIJukgGcgQQARhAOkPS8xg/Chh0cmFkaW5nLm1hcmtldGRhdGEudGlja3MSGW1hcmtldGRhdGEudGlja3Mue3N5bWJvbH0aBnN5bWJvbCABItcCCgxUaWNrUmVqZWN0ZWQSFwoGc3ltYm9sGAEgASgJQge6SARyAhhAEkMKBnJlYXNvbhgCIAEoDjInLnRyYWRpbmcubWFya2V0ZGF0YS52MS5UaWNrUmVqZWN0UmVhc29uQgq6SAeCAQQQASAAEhgKBmRldGFpbBgDIAEoCUIIukgFcgMYgAgSMQoEdGljaxgEIAEoCzIbLnRyYWRpbmcubWFya2V0ZGF0YS52MS5UaWNrQga6SAPYAQMSHgoWbGFzdF9hY2NlcHRlZF9zZXF1ZW5jZRgFIAEoBBIXCgZzb3VyY2UYBiABKAlCB7pIBHICGEASNwoLcmVqZWN0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQga6SAPIAQE6KtLzGCYKGnRyYWRpbmcubWFya2V0ZGF0YS5yZWplY3RzGgZzeW1ib2wgASK6AQoJVGlja0JhdGNoEhEKCXBhcnRpdGlvbhgBIAEoDRIgCg9wYXJ0aXRpb25fY291bnQYAiABKA1CB7pIBCoCIAASNAoFdGlja3MYAyADKAsyGy50cmFkaW5nLm1hcmtldGRhdGEudjEuVGlja0IIukgFkgECCAESFgoOdGlja19ldmVudF9pZHMYBCADKAk6KtLzGCYSIm1hcmtldGRhdGEudGlja2JhdGNoZXMue3BhcnRpdGlvbn0gASr0AQoQVGlja1JlamVjdFJlYXNvbhIiCh5USUNLX1JFSkVDVF9SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9USUNLX1JFSkVDVF9SRUFTT05fQ1JPU1NFRF9CT09LEAESKQolVElDS19SRUpFQ1RfUkVBU09OX05PTl9QT1NJVElWRV9QUklDRRACEiUKIVRJQ0tfUkVKRUNUX1JFQVNPTl9VTktOT1dOX1NZTUJPTBADEiMKH1RJQ0tfUkVKRUNUX1JFQVNPTl9PVVRfT0ZfT1JERVIQBBIgChxUSUNLX1JFSkVDVF9SRUFTT05fTUFMRk9STUVEEAViBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp, file_trading_common_v1_decimal, file_trading_common_v1_options]);
 
 /**
  * A normalised market data tick: the top of book and last trade of one
@@ -182,6 +182,60 @@ export type TickRejected = Message<"trading.marketdata.v1.TickRejected"> & {
  */
 export const TickRejectedSchema: GenMessage<TickRejected> = /*@__PURE__*/
   messageDesc(file_trading_marketdata_v1_events, 1);
+
+/**
+ * The ticks of one feed batch whose symbols fall in one partition, in feed
+ * order: the hot-path form of Tick for consumers that take ticks in bulk
+ * (features), one NATS message instead of one per tick. Every tick in it is
+ * also published on its own as a Tick event (NATS and Kafka) with the event id
+ * listed here; a batch is published on NATS only (Kafka keeps the per-tick
+ * events, which analytics and audit read).
+ *
+ * partition = FNV-1a (32-bit) of the symbol's UTF-8 bytes modulo
+ * partition_count, so a consumer that takes a share of the symbols subscribes
+ * to the partitions of its share ("marketdata.tickbatches.{partition}") and
+ * sees all of their ticks and no others.
+ *
+ * @generated from message trading.marketdata.v1.TickBatch
+ */
+export type TickBatch = Message<"trading.marketdata.v1.TickBatch"> & {
+  /**
+   * The partition of every tick's symbol (see above), below partition_count.
+   *
+   * @generated from field: uint32 partition = 1;
+   */
+  partition: number;
+
+  /**
+   * The number of partitions the symbols are spread over (16 today).
+   *
+   * @generated from field: uint32 partition_count = 2;
+   */
+  partitionCount: number;
+
+  /**
+   * The ticks, in the order marketdata accepted them (per symbol: increasing
+   * sequence).
+   *
+   * @generated from field: repeated trading.marketdata.v1.Tick ticks = 3;
+   */
+  ticks: Tick[];
+
+  /**
+   * The event id of each tick's own Tick event (same index as ticks): a
+   * consumer's events caused by a tick name it as their causation.
+   *
+   * @generated from field: repeated string tick_event_ids = 4;
+   */
+  tickEventIds: string[];
+};
+
+/**
+ * Describes the message trading.marketdata.v1.TickBatch.
+ * Use `create(TickBatchSchema)` to create a new message.
+ */
+export const TickBatchSchema: GenMessage<TickBatch> = /*@__PURE__*/
+  messageDesc(file_trading_marketdata_v1_events, 2);
 
 /**
  * Why a feed update was rejected during normalisation.
