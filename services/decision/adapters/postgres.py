@@ -9,13 +9,14 @@ tenants that have strategies, which the feature-vector consumer walks.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
-from runtime.outbox import OutboxRow, OutboxWriter
+from runtime.outbox import OutboxWriter
 from runtime.storage.postgres import tenant_transaction
 from services.decision.domain import IntentStatus, intent_expiry_cutoff, intent_retry_cutoff, intent_status
 from services.decision.ports import (
@@ -273,28 +274,57 @@ class PostgresSignalStore:
         return positions, pending
 
     async def record_batch(self, tenant_id: str, signals: Sequence[NewSignal]) -> set[str]:
-        """Insert signals without an intent in one statement, with the outbox
-        rows of those inserted; returns the vector keys inserted (a key
-        recorded before, or twice in the batch, is skipped: the unique vector
-        key decides, and the first of a batch's copies is the one inserted)."""
-        announced: dict[str, tuple[OutboxRow, ...]] = {}
-        for x in signals:
-            announced.setdefault(x.vector_key, x.outbox)
-        events = [(key, row) for key, rows in announced.items() for row in rows]
-        async with tenant_transaction(self._pool, tenant_id) as conn:
-            rows = await conn.fetch(
-                "WITH inserted AS (INSERT INTO decision.signals (tenant_id, signal_id, vector_key,"
-                " strategy_id, symbol, direction, generated_at, payload)"
-                " SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::smallint[],"
-                " $7::timestamptz[], $8::bytea[])"
-                " ON CONFLICT (tenant_id, vector_key) DO NOTHING RETURNING vector_key),"
-                " events AS (INSERT INTO decision.outbox (tenant_id, event_id, event_type, destination,"
-                " partition_key, envelope)"
-                " SELECT $1, e.event_id, e.event_type, e.destination, e.partition_key, e.envelope"
-                " FROM unnest($9::text[], $10::uuid[], $11::text[], $12::text[], $13::text[], $14::bytea[])"
-                " AS e(vector_key, event_id, event_type, destination, partition_key, envelope)"
-                " JOIN inserted USING (vector_key))"
-                " SELECT vector_key FROM inserted",
+        """Insert signals without an intent (intent fields not stored), with the
+        outbox rows of those inserted, in one round trip; returns the vector
+        keys inserted (a key recorded before, or twice in the batch, is
+        skipped: the unique vector key decides, and the first of a batch's
+        copies is the one inserted)."""
+        holds = [replace(x, client_order_id="", side=0, quantity=None) for x in signals]
+        rows = await self._record(tenant_id, holds)
+        return {r["vector_key"] for r in rows if r["inserted"]}
+
+    async def record(
+        self, tenant_id: str, signals: Sequence[NewSignal]
+    ) -> tuple[list[NewSignal], list[PendingOrder]]:
+        """Insert the signals not recorded yet (by vector key), reserving the
+        cooldown of those with an intent, with their outbox rows, in one round
+        trip. Returns (new signals, orders to place): the new intents, plus
+        intents recorded earlier whose placement never got an answer (a
+        redelivered vector retries them; execution deduplicates by client
+        order id)."""
+        rows = await self._record(tenant_id, signals)
+        by_key = {r["vector_key"]: r for r in rows}
+        fresh: list[NewSignal] = []
+        pending: list[PendingOrder] = []
+        seen: set[str] = set()
+        for s in signals:
+            if s.vector_key in seen:
+                continue  # a batch's second copy of a key: the first one decided
+            seen.add(s.vector_key)
+            r = by_key[s.vector_key]
+            if r["inserted"]:
+                fresh.append(s)
+                if s.client_order_id and s.quantity is not None:
+                    sid, coid, q = s.signal_id, s.client_order_id, s.quantity
+                    pending.append(PendingOrder(sid, s.strategy_id, s.symbol, coid, s.side, q, s.payload))
+            elif r["signal_id"] is not None:
+                pending.append(_pending(r))
+        return fresh, pending
+
+    async def _record(self, tenant_id: str, signals: Sequence[NewSignal]) -> list[asyncpg.Record]:
+        """One statement (decision.record_signals, migration 0004): the tenant
+        setting, the signals, the cooldown reservations and the outbox rows."""
+        if not tenant_id:  # as tenant_transaction: an empty tenant would hide bugs upstream
+            raise ValueError("tenant_id must not be empty")
+        if not signals:
+            return []
+        events = [(n, row) for n, x in enumerate(signals, 1) for row in x.outbox]
+        return list(
+            await self._pool.fetch(
+                "SELECT * FROM decision.record_signals($1, $2::uuid[], $3::text[], $4::text[],"
+                " $5::text[], $6::smallint[], $7::timestamptz[], $8::text[], $9::smallint[], $10::numeric[],"
+                " $11::bytea[], $12::int[], $13::uuid[], $14::text[], $15::text[], $16::text[], $17::bytea[],"
+                " $18)",
                 tenant_id,
                 [x.signal_id for x in signals],
                 [x.vector_key for x in signals],
@@ -302,113 +332,59 @@ class PostgresSignalStore:
                 [x.symbol for x in signals],
                 [x.direction for x in signals],
                 [x.generated_at for x in signals],
+                [x.client_order_id for x in signals],
+                [x.side for x in signals],
+                [x.quantity for x in signals],
                 [x.payload for x in signals],
-                [key for key, _ in events],
+                [n for n, _ in events],
                 [r.event_id for _, r in events],
                 [r.event_type for _, r in events],
                 [r.destination for _, r in events],
                 [r.partition_key for _, r in events],
                 [r.envelope for _, r in events],
+                self._retry_cutoff(),
             )
-        return {r["vector_key"] for r in rows}
-
-    async def record(
-        self, tenant_id: str, signals: Sequence[NewSignal]
-    ) -> tuple[list[NewSignal], list[PendingOrder]]:
-        """Insert the signals not recorded yet (by vector key), reserving the
-        cooldown of those with an intent. Returns (new signals, orders to
-        place): the new intents, plus intents recorded earlier whose
-        placement never got an answer (a redelivered vector retries them;
-        execution deduplicates by client order id)."""
-        fresh: list[NewSignal] = []
-        pending: list[PendingOrder] = []
-        retry_cutoff = self._retry_cutoff()
-        async with tenant_transaction(self._pool, tenant_id) as conn:
-            for s in signals:
-                # One statement: the signal, and with it the intent's cooldown reservation.
-                inserted = await conn.fetchval(
-                    "WITH signal AS (INSERT INTO decision.signals (tenant_id, signal_id, vector_key,"
-                    " strategy_id, symbol, direction, generated_at, client_order_id, side, quantity, payload)"
-                    " VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-                    " ON CONFLICT (tenant_id, vector_key) DO NOTHING"
-                    " RETURNING tenant_id, strategy_id, symbol, generated_at, client_order_id, quantity),"
-                    " reserved AS (INSERT INTO decision.positions (tenant_id, strategy_id, symbol,"
-                    " last_intent_at) SELECT tenant_id, strategy_id, symbol, generated_at FROM signal"
-                    " WHERE client_order_id <> '' AND quantity IS NOT NULL"
-                    " ON CONFLICT (tenant_id, strategy_id, symbol)"
-                    " DO UPDATE SET last_intent_at = EXCLUDED.last_intent_at, updated_at = now())"
-                    " SELECT EXISTS (SELECT 1 FROM signal)",
-                    tenant_id,
-                    s.signal_id,
-                    s.vector_key,
-                    s.strategy_id,
-                    s.symbol,
-                    s.direction,
-                    s.generated_at,
-                    s.client_order_id,
-                    s.side,
-                    s.quantity,
-                    s.payload,
-                )
-                if inserted:
-                    await OUTBOX.add_rows(conn, s.outbox)
-                    fresh.append(s)
-                    if s.client_order_id and s.quantity is not None:
-                        pending.append(
-                            PendingOrder(
-                                s.signal_id,
-                                s.strategy_id,
-                                s.symbol,
-                                s.client_order_id,
-                                s.side,
-                                s.quantity,
-                                s.payload,
-                            )
-                        )
-                    continue
-                r = await conn.fetchrow(
-                    "SELECT signal_id::text, strategy_id, symbol, client_order_id, side, quantity, payload"
-                    " FROM decision.signals WHERE vector_key = $1 AND " + _PENDING + " AND generated_at > $2",
-                    s.vector_key,
-                    retry_cutoff,
-                )
-                if r is not None and r["quantity"] is not None:
-                    pending.append(_pending(r))
-        return fresh, pending
+        )
 
     async def order_placed(
         self, tenant_id: str, order: PendingOrder, order_id: str, signed_fill: Decimal
     ) -> bool:
         """Record the order of an intent and add its fill to the strategy's
         position, once: False (nothing changed) when it was recorded before."""
-        async with tenant_transaction(self._pool, tenant_id) as conn:
-            # One statement: the order id (only the first time), and the fill with it.
-            first: bool = await conn.fetchval(
-                "WITH placed AS (UPDATE decision.signals SET order_id = $2"
-                " WHERE signal_id = $1::uuid AND " + _PENDING + " RETURNING 1),"
-                " moved AS (INSERT INTO decision.positions (tenant_id, strategy_id, symbol, quantity)"
-                " SELECT $3::text, $4::text, $5::text, $6::numeric FROM placed WHERE $6::numeric <> 0"
-                " ON CONFLICT (tenant_id, strategy_id, symbol)"
-                " DO UPDATE SET quantity = decision.positions.quantity + EXCLUDED.quantity,"
-                " updated_at = now())"
-                " SELECT EXISTS (SELECT 1 FROM placed)",
-                order.signal_id,
-                order_id,
-                tenant_id,
-                order.strategy_id,
-                order.symbol,
-                signed_fill,
-            )
-        return first
+        placed = await self.orders_answered(tenant_id, [(order, order_id, signed_fill)], [])
+        return order.signal_id in placed
 
     async def order_failed(self, tenant_id: str, order: PendingOrder, error: str) -> None:
         """Record a definitive refusal (e.g. a risk denial): never retried."""
-        async with tenant_transaction(self._pool, tenant_id) as conn:
-            await conn.execute(
-                "UPDATE decision.signals SET order_error = $2 WHERE signal_id = $1::uuid AND " + _PENDING,
-                order.signal_id,
-                error[:1000],
-            )
+        await self.orders_answered(tenant_id, [], [(order, error)])
+
+    async def orders_answered(
+        self,
+        tenant_id: str,
+        placed: Sequence[tuple[PendingOrder, str, Decimal]],
+        refused: Sequence[tuple[PendingOrder, str]],
+    ) -> set[str]:
+        """Placements' answers in one round trip (decision.record_answers,
+        migration 0004); returns the signal ids whose order this recorded."""
+        if not tenant_id:  # as tenant_transaction: an empty tenant would hide bugs upstream
+            raise ValueError("tenant_id must not be empty")
+        answers = [(o, order_id, None, fill) for o, order_id, fill in placed] + [
+            (o, None, error[:1000], Decimal(0)) for o, error in refused
+        ]
+        if not answers:
+            return set()
+        rows = await self._pool.fetch(
+            "SELECT * FROM decision.record_answers($1, $2::uuid[], $3::text[], $4::text[], $5::text[],"
+            " $6::text[], $7::numeric[])",
+            tenant_id,
+            [o.signal_id for o, *_ in answers],
+            [order_id for _, order_id, _, _ in answers],
+            [error for _, _, error, _ in answers],
+            [o.strategy_id for o, *_ in answers],
+            [o.symbol for o, *_ in answers],
+            [fill for *_, fill in answers],
+        )
+        return {r[0] for r in rows}
 
     async def expire_due(
         self,
