@@ -587,6 +587,7 @@ SERVICE_SECTIONS: dict[str, str] = {
     "analytics.correlation": "services.analytics.settings:CorrelationSettings",
     "audit": "services.audit.settings:AuditSettings",
     "notification": "services.notification.settings:NotificationSettings",
+    "execution": "services.execution.settings:ExecutionSettings",
 }
 
 

@@ -50,6 +50,19 @@ _SCRIPTS: tuple[str, ...] = ("evalsha", "script|load")
 
 
 @dataclass(frozen=True)
+class Selector:
+    """A Redis 7 ACL selector: these commands on these keys only (read and
+    write), beside the user's root permissions. How a user may write one key
+    of another principal's without any other command on it."""
+
+    commands: tuple[str, ...]
+    keys: tuple[str, ...]
+
+    def rule(self) -> str:
+        return "(" + " ".join([*(f"+{c}" for c in self.commands), *(f"~{k}" for k in self.keys)]) + ")"
+
+
+@dataclass(frozen=True)
 class RedisUser:
     """One principal's ACL user: its commands and key patterns."""
 
@@ -59,9 +72,11 @@ class RedisUser:
     read_write: tuple[str, ...] = ()
     # Patterns it may only read.
     read_only: tuple[str, ...] = ()
+    # Narrow grants on keys outside its own (see Selector).
+    selectors: tuple[Selector, ...] = ()
 
     def rules(self) -> list[str]:
-        """The ACL rules after ``on`` and the password: commands, then keys."""
+        """The ACL rules after ``on`` and the password: commands, keys, then selectors."""
         commands = dict.fromkeys((*_BASE_COMMANDS, *self.commands))  # ordered, deduplicated
         return [
             "resetkeys",
@@ -70,6 +85,7 @@ class RedisUser:
             *(f"+{c}" for c in commands),
             *(f"~{p}" for p in self.read_write),
             *(f"%R~{p}" for p in self.read_only),
+            *(s.rule() for s in self.selectors),
         ]
 
 
@@ -80,6 +96,10 @@ def _users(*users: RedisUser) -> dict[str, RedisUser]:
         for c in u.commands:
             if c.split("|")[0] in _FORBIDDEN:
                 raise ValueError(f"{u.principal}: {c} is an administrative or dangerous command")
+        for selector in u.selectors:
+            for c in selector.commands:
+                if c.split("|")[0] in _FORBIDDEN:
+                    raise ValueError(f"{u.principal}: {c} is an administrative or dangerous command")
         table[u.principal] = u
     return table
 
@@ -133,7 +153,22 @@ REDIS_USERS: dict[str, RedisUser] = _users(
         read_write=("t:{*}:risk:*", "risk:outbox:*", "risk:corr"),
         read_only=("md:*",),
     ),
-    RedisUser("execution", commands=_MARKET_READ, read_only=("md:*",)),
+    RedisUser(
+        "execution",
+        # The order path runs risk's pre-trade check itself (services.risk.check,
+        # RedisCheckState): it reads the tenant's risk state, the quotes and the
+        # clusters, and may write only the order-rate window and the check
+        # markers. Risk's scripts name the keys they touch (EVALSHA needs them
+        # writable: the first selector); every command inside a script is
+        # checked against these rules, so a SET on the limits is refused.
+        commands=(*_SCRIPTS, *_MARKET_READ, "hget", "hgetall", "zrangebyscore"),
+        read_only=("md:*", "t:{*}:risk:*", "risk:corr"),
+        selectors=(
+            Selector(("evalsha",), ("t:{*}:risk:*",)),
+            Selector(("zadd", "zrem", "zremrangebyscore", "zrangebyscore", "pexpire"), ("t:{*}:risk:rate",)),
+            Selector(("get", "set", "del"), ("t:{*}:risk:check:*",)),
+        ),
+    ),
     RedisUser("portfolio", commands=_MARKET_READ, read_only=("md:*",)),
     RedisUser(
         "decision",

@@ -3,13 +3,15 @@
 PlaceOrder, step by step:
 
 1. The pre-trade check (the :class:`~services.execution.ports.PreTradeRisk`
-   port; in production risk's CheckOrder over gRPC, keyed by client order id
-   on risk's side, so a retried check never counts twice). Risk unavailable:
+   port; in production risk's own check run in this process on risk's state,
+   with risk's CheckOrder over gRPC deciding every check that is not a plain
+   approval: services.execution.adapters.risk. Keyed by client order id on
+   risk's side, so a retried check never counts twice). Risk unavailable:
    the call fails with UNAVAILABLE (reason RISK_UNAVAILABLE, RetryInfo) and
    nothing is stored, unless the order already exists (a retry), which is
    answered from the database.
 2. Approved: the venue acknowledges it and reports what happened at once
-   (paper: fills at the touch, IOC/FOK cancels). Denied: REJECTED with the
+   (paper: fills at the touch of the quote risk approved, IOC/FOK cancels). Denied: REJECTED with the
    first denial's code as reject_reason.
 3. One transaction inserts the order in its resulting state, its executions
    and the outbox rows of every event; ``INSERT ... ON CONFLICT DO NOTHING``
@@ -265,7 +267,7 @@ class ExecutionApi:
             raise _risk_unavailable(str(err)) from None
 
         if check.approved:
-            inputs = await self._venue.submit(order, now)
+            inputs = await self._venue.submit(order, now, check.quote)
             final, events = apply_all(order, inputs)
         else:
             final, events = apply(order, self._rejection(check, now))

@@ -1,7 +1,9 @@
 """Wiring of the execution service: what it needs and what it serves.
 
 The servicer and the matcher get the production adapters of their ports:
-orders in PostgreSQL, marketdata's quotes from Redis, risk's check over gRPC.
+orders in PostgreSQL, marketdata's quotes from Redis, risk's check run in
+this process on risk's state in Redis with risk's CheckOrder (gRPC) as the
+authority for everything but plain approvals (settings: execution.risk_check).
 
 Background work started here (stopped through ``resources.on_close``, last
 registered first): the outbox relay, then the paper venue's matcher.
@@ -23,10 +25,16 @@ from runtime.service import ServiceSpec
 from services.execution.adapters.grpc import GrpcPreTradeRisk
 from services.execution.adapters.postgres import PostgresOrderStore
 from services.execution.adapters.redis import RedisMarketQuotes
+from services.execution.adapters.risk import EmbeddedPreTradeRisk
 from services.execution.api import ExecutionApi
 from services.execution.domain import OrderEvent
 from services.execution.outbox import outbox_rows
+from services.execution.ports import PreTradeRisk
+from services.execution.settings import ExecutionSettings
 from services.execution.venue import Matcher, PaperVenue
+from services.risk.adapters.redis import RedisCheckState
+from services.risk.check import PreTradeCheck
+from services.risk.domain import SubmissionTimeBound
 
 EXECUTION_SERVICE = "trading.execution.v1.ExecutionService"
 
@@ -53,7 +61,25 @@ def log_lifecycle(events: Sequence[OrderEvent]) -> None:
         )
 
 
-async def build(resources: Resources) -> Mapping[str, Any]:
+async def pre_trade_risk(
+    resources: Resources, clients: ClientFactory, settings: ExecutionSettings
+) -> PreTradeRisk:
+    """Risk's CheckOrder over gRPC, behind the embedded check unless configured "remote"."""
+    remote = GrpcPreTradeRisk(
+        clients.stub(risk_grpc.RiskServiceStub, "risk"), timeout_s=settings.risk_timeout_s
+    )
+    if settings.risk_check == "remote":
+        return remote
+    risk = resources.settings.risk
+    state = RedisCheckState(
+        resources.redis,
+        time_bound=SubmissionTimeBound(risk.submitted_at_max_back_s, risk.submitted_at_max_ahead_s),
+    )
+    await state.load_scripts()
+    return EmbeddedPreTradeRisk(PreTradeCheck(state), remote)
+
+
+async def build(resources: Resources, *, settings: ExecutionSettings | None = None) -> Mapping[str, Any]:
     pool, redis, nats = resources.postgres, resources.redis, resources.nats
     kafka, nats_publisher = resources.kafka_publisher, resources.nats_publisher
 
@@ -74,7 +100,7 @@ async def build(resources: Resources) -> Mapping[str, Any]:
     await matcher.start()
     resources.on_close(matcher.stop)
 
-    risk = GrpcPreTradeRisk(clients.stub(risk_grpc.RiskServiceStub, "risk"))
+    risk = await pre_trade_risk(resources, clients, settings or ExecutionSettings())
     return {EXECUTION_SERVICE: ExecutionApi(store, venue, risk, nats, changed)}
 
 

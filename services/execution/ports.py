@@ -212,6 +212,9 @@ class RiskDecision:
     approved: bool
     check_id: str = ""
     denials: tuple[RiskDenial, ...] = ()
+    # The symbol's last quote the check was decided on, when it read one: the
+    # venue fills at the market risk approved (and needs no read of its own).
+    quote: Quote | None = None
 
 
 class RiskCheckFailed(Exception):
@@ -263,9 +266,11 @@ class Venue(Protocol):
         """When a DAY order expires at this venue; None for other orders."""
         ...
 
-    async def submit(self, order: Order, at: datetime) -> Sequence[OrderInput]:
+    async def submit(self, order: Order, at: datetime, quote: Quote | None = None) -> Sequence[OrderInput]:
         """Send a NEW order that passed risk: its acknowledgement (Accept or
-        Reject) and whatever happened at once (fills, IOC/FOK cancels)."""
+        Reject) and whatever happened at once (fills, IOC/FOK cancels).
+        `quote`: the market the order was checked against, when known (a
+        simulated venue trades at it; a real one ignores it)."""
         ...
 
     async def cancel(self, order: Order, at: datetime) -> Sequence[OrderInput]:

@@ -90,8 +90,9 @@ class PaperVenue:
     def session_end(self, order: Order) -> datetime | None:
         return day_session_end(order.created_at) if order.time_in_force is TimeInForce.DAY else None
 
-    async def submit(self, order: Order, at: datetime) -> Sequence[OrderInput]:
-        quote = await self.last_quote(order.symbol)
+    async def submit(self, order: Order, at: datetime, quote: Quote | None = None) -> Sequence[OrderInput]:
+        if quote is None:
+            quote = await self.last_quote(order.symbol)
         accept = Accept(at=at, venue=self.name, venue_order_id=order.order_id)
         accepted, _ = apply(order, accept)
         return (

@@ -1,15 +1,16 @@
 """gRPC API of the risk service (trading.risk.v1.RiskService).
 
-CheckOrder is on the order placement hot path: one read of the store (one
-Redis round trip in production: services.risk.adapters.redis), pure checks
-(domain), and events published in the background.
+CheckOrder runs the pre-trade check (services.risk.check: one read of the
+store, one Redis round trip in production, then the pure checks) and
+publishes what it causes in the background. Execution runs the same check in
+its own process for approvals and calls CheckOrder for every check that needs
+risk itself (denials, alerts, the daily loss level).
 The tenant comes only from the call's metadata (require_tenant()).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -21,11 +22,11 @@ from trading.risk.v1 import risk_service_pb2 as pb
 from runtime import decimals
 from runtime.context import current_context, require_tenant
 from runtime.errors import ServiceError, domain_error
-from runtime.messaging.envelope import uuid7
 from services.risk import domain
+from services.risk.check import PreTradeCheck
 from services.risk.events import RiskEvents
 from services.risk.ports import CheckRead, LimitsConflictError, RiskStore
-from services.risk.wire import canonical_limits, limits_to_domain, limits_to_proto, quote_view
+from services.risk.wire import canonical_limits, limits_to_proto
 
 DOMAIN = "trading.risk"
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -49,22 +50,6 @@ def _denial(denial: domain.Denial) -> pb.Denial:
     return message
 
 
-def cluster_holdings(
-    read: CheckRead, symbol: str, marks: Mapping[str, Decimal | None]
-) -> domain.ClusterHoldings | None:
-    """The order's correlation cluster with the tenant's positions in its
-    other instruments, each valued at its mark (its entry price without one)."""
-    cluster = read.cluster
-    if cluster is None or symbol not in cluster.symbols:
-        return None
-    holdings: dict[str, tuple[Decimal, Decimal]] = {}
-    for held, position in read.positions.items():
-        if held in cluster.symbols and held != symbol and position.quantity != 0:
-            mark = marks.get(held)
-            holdings[held] = (position.quantity, position.average_price if mark is None else mark)
-    return domain.ClusterHoldings(cluster.cluster_id, cluster.symbols, holdings)
-
-
 def _default_status() -> pb.TradingStatus:
     """A tenant that never used the kill switch is ACTIVE."""
     return pb.TradingStatus(state=pb.TRADING_STATE_ACTIVE, reason="default")
@@ -76,19 +61,7 @@ class RiskApi:
     def __init__(self, store: RiskStore, events: RiskEvents) -> None:
         self._store = store
         self._events = events
-        # Parsed limits by their stored bytes: parsing protobuf + Decimals on
-        # every check would cost more than the rest of the check.
-        self._limits_cache: dict[bytes, domain.Limits] = {}
-
-    def _limits(self, data: bytes | None) -> domain.Limits:
-        if data is None:
-            return domain.DEFAULT_LIMITS
-        limits = self._limits_cache.get(data)
-        if limits is None:
-            if len(self._limits_cache) > 10_000:
-                self._limits_cache.clear()
-            limits = self._limits_cache[data] = limits_to_domain(pb.RiskLimits.FromString(data))
-        return limits
+        self._check = PreTradeCheck(store)
 
     # ---------------------------------------------------------------- CheckOrder
 
@@ -101,53 +74,26 @@ class RiskApi:
             order_type=domain.OrderType(request.order_type),
             limit_price=decimals.from_proto(request.limit_price) if request.HasField("limit_price") else None,
         )
-        check_id = str(uuid7())
-        now_ns = time.time_ns()
-        submitted_us = request.submitted_at.ToMicroseconds() if request.HasField("submitted_at") else None
-        read = await self._store.read_for_check(
+        outcome = await self._check.run(
             tenant,
-            order.symbol,
-            check_id,
+            order,
             request.client_order_id,
+            submitted_us=request.submitted_at.ToMicroseconds() if request.HasField("submitted_at") else None,
             consume=not request.dry_run,
-            now_s=now_ns / 1e9,
-            rate_instant_us=domain.rate_instant_us(submitted_us, now_ns // 1000, self._store.time_bound),
         )
-        if read.prior_check_id is not None:
-            check_id = read.prior_check_id  # a retried check of a counted order keeps its id
-        limits = self._limits(read.limits_pb)
-        status = pb.TradingStatus.FromString(read.status_pb) if read.status_pb else None
-        state = domain.TradingState(status.state) if status is not None else domain.TradingState.ACTIVE
-        quotes = {s: quote_view(v, now_ns) for s, v in read.quotes.items()}
-        marks = {s: (q.mark() if q is not None else None) for s, q in quotes.items()}
-        pnl = domain.daily_pnl(read.realized_today, read.positions, marks)
-        position = read.positions.get(order.symbol, domain.Position()).quantity
-        snapshot = domain.RiskSnapshot(
-            limits=limits,
-            state=state,
-            position=position,
-            orders_in_window=read.orders_in_window,
-            daily_pnl=pnl,
-            quote=quotes.get(order.symbol),
-            already_counted=read.prior_check_id is not None,
-            cluster=cluster_holdings(read, order.symbol, marks),
-        )
-        result = domain.check_order(order, snapshot)
-        if not result.approved and read.counted:
-            await self._store.release(tenant, check_id, request.client_order_id)
-
+        result = outcome.result
         response = pb.CheckOrderResponse(
-            check_id=check_id,
+            check_id=outcome.check_id,
             approved=result.approved,
             denials=[_denial(d) for d in result.denials],
-            trading_state=pb.TradingState.ValueType(state),
+            trading_state=pb.TradingState.ValueType(outcome.state),
             projected_position=decimals.to_proto(result.projected_position),
         )
         if result.reference_price is not None:
             response.reference_price.CopyFrom(decimals.to_proto(result.reference_price))
         if result.notional is not None:
             response.notional.CopyFrom(decimals.to_proto(result.notional))
-        response.checked_at.FromNanoseconds(now_ns)
+        response.checked_at.FromNanoseconds(outcome.checked_at_ns)
         if not request.dry_run:
             if result.approved:
                 _APPROVED.inc()
@@ -155,7 +101,9 @@ class RiskApi:
                 _DENIED.inc()
                 for reason in result.reasons:
                     _DENIAL_REASONS[reason].inc()
-            self._after_check(tenant, request, response, result, read, limits, pnl)
+            self._after_check(
+                tenant, request, response, result, outcome.read, outcome.limits, outcome.daily_pnl
+            )
         return response
 
     def _after_check(

@@ -76,16 +76,10 @@ class StoredLimits:
     changed: bool = False
 
 
-class RiskStore(Protocol):
-    """Risk's shared state: per tenant its limits, trading state, order-rate
-    window, positions and daily realised PnL, alert throttles and outbox of
-    events; market-wide the last quotes (marketdata's) and the correlation
-    clusters (analytics').
-
-    Tenancy: whatever is per tenant is never read or changed through another
-    tenant id. Every change that is announced (limits, state, alerts) stores
-    its outbox rows with it, all or nothing; unchanged means no rows.
-    """
+class CheckState(Protocol):
+    """What a pre-trade check reads and counts (services.risk.check): the part
+    of :class:`RiskStore` that execution's order path uses too, on the same
+    state, with its own store login (read-only but for the rate window)."""
 
     @property
     def time_bound(self) -> domain.SubmissionTimeBound:
@@ -120,6 +114,18 @@ class RiskStore(Protocol):
         """Take a counted check back out of the rate window (it was denied),
         and forget it as the order's counted check; no-op for an unknown id."""
         ...
+
+
+class RiskStore(CheckState, Protocol):
+    """Risk's shared state: per tenant its limits, trading state, order-rate
+    window, positions and daily realised PnL, alert throttles and outbox of
+    events; market-wide the last quotes (marketdata's) and the correlation
+    clusters (analytics').
+
+    Tenancy: whatever is per tenant is never read or changed through another
+    tenant id. Every change that is announced (limits, state, alerts) stores
+    its outbox rows with it, all or nothing; unchanged means no rows.
+    """
 
     async def get_limits(self, tenant: str) -> StoredLimits | None:
         """The tenant's stored limits; None before its first SetLimits."""

@@ -223,29 +223,24 @@ def parse_cluster(raw: bytes | None) -> StoredCluster | None:
     return StoredCluster(cluster_id, frozenset(m for m in members.split(",") if m))
 
 
-class RedisRiskStore:
-    """Risk's state in Redis (the keys in the module docstring)."""
+class RedisCheckState:
+    """What a pre-trade check reads and counts (the CHECK and RELEASE scripts):
+    risk's own store builds on it, and execution's order path runs it on its
+    own ACL user, which may read risk's tenant keys but write only the rate
+    window and the check markers (runtime.security.redis_acl)."""
+
+    _SOURCES: Mapping[str, str] = {"check": _CHECK, "release": _RELEASE}
 
     def __init__(
         self,
         redis: Redis,
-        outbox: RedisOutbox,
         *,
         default_rate: int = domain.DEFAULT_LIMITS.max_orders_per_second,
         time_bound: domain.SubmissionTimeBound | None = None,
     ) -> None:
         self._redis = redis
-        self.outbox = outbox
         self._default_rate = default_rate
         self._time_bound = time_bound or domain.SubmissionTimeBound()
-        self._sources = {
-            "check": _CHECK,
-            "release": _RELEASE,
-            "limits": _SET_LIMITS,
-            "state": _SET_STATE,
-            "alert": _ALERT,
-            "clusters": _SET_CLUSTERS,
-        }
         self._shas: dict[str, str] = {}
         # Per tenant, the symbols it held at its last check: their quotes are
         # fetched in the check's one round trip to mark positions to market.
@@ -257,7 +252,7 @@ class RedisRiskStore:
         return self._time_bound
 
     async def load_scripts(self) -> None:
-        for name, source in self._sources.items():
+        for name, source in self._SOURCES.items():
             self._shas[name] = await self._redis.script_load(source)
 
     async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -353,6 +348,36 @@ class RedisRiskStore:
         """Take a counted check back out of the rate window (it was denied)."""
         keys = (tenant_key(tenant, "risk", "rate"), tenant_key(tenant, "risk", "check", client_order_id))
         await self._eval("release", keys, (check_id,))
+
+    async def quotes(self, symbols: Sequence[str]) -> dict[str, bytes | None]:
+        if not symbols:
+            return {}
+        values = await self._redis.mget([quote_key(s) for s in symbols])
+        return {s: _opt_bytes(v) for s, v in zip(symbols, values, strict=True)}
+
+
+class RedisRiskStore(RedisCheckState):
+    """Risk's state in Redis (the keys in the module docstring)."""
+
+    _SOURCES: Mapping[str, str] = {
+        "check": _CHECK,
+        "release": _RELEASE,
+        "limits": _SET_LIMITS,
+        "state": _SET_STATE,
+        "alert": _ALERT,
+        "clusters": _SET_CLUSTERS,
+    }
+
+    def __init__(
+        self,
+        redis: Redis,
+        outbox: RedisOutbox,
+        *,
+        default_rate: int = domain.DEFAULT_LIMITS.max_orders_per_second,
+        time_bound: domain.SubmissionTimeBound | None = None,
+    ) -> None:
+        super().__init__(redis, default_rate=default_rate, time_bound=time_bound)
+        self.outbox = outbox
 
     # ---------------------------------------------------------------- limits
 
@@ -494,12 +519,6 @@ class RedisRiskStore:
     async def realized_today(self, tenant: str, now_s: float) -> Decimal:
         raw = _opt_bytes(await self._redis.get(tenant_key(tenant, "risk", "pnl", utc_day(now_s))))
         return Decimal(raw.decode()) if raw else domain.ZERO
-
-    async def quotes(self, symbols: Sequence[str]) -> dict[str, bytes | None]:
-        if not symbols:
-            return {}
-        values = await self._redis.mget([quote_key(s) for s in symbols])
-        return {s: _opt_bytes(v) for s, v in zip(symbols, values, strict=True)}
 
     # ---------------------------------------------------------------- correlation clusters
 
