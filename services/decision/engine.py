@@ -5,15 +5,21 @@ Vectors arrive on core NATS ``features.vectors.<symbol>`` for the symbols some
 enabled strategy trades, and only those: the subscription follows the
 strategy cache (:meth:`StrategyCache.follow`, ``NatsSubscriber.follow``), so
 the vectors of untraded symbols are never delivered, decoded or traced. The
-queue group ``decision-vectors`` lets replicas share the work. Each vector
-goes to one lane per symbol (:class:`SymbolLanes`): the symbols are decided
-concurrently, each symbol's vectors one at a time and in order. Vectors that
-arrive while their symbol's lane is busy wait in a short queue; when it is
-full the oldest is dropped (counted in ``trading_decision_shed_vectors_total``):
-under overload a decision on a long-superseded vector would act on a stale
-market, and queueing it would only add latency to every later one.
+queue group ``decision-vectors`` lets replicas share the work. What has
+arrived is decided as one batch (:class:`VectorBatches`): vectors that arrive
+while a batch is decided wait and form the next one, in arrival order, so
+each symbol's vectors are decided in order. Per symbol at most 32 wait; when
+more come the oldest is dropped (counted in
+``trading_decision_shed_vectors_total``): under overload a decision on a
+long-superseded vector would act on a stale market.
 
-Per vector:
+In a batch every vector is recorded as before (its market state, a signal
+per strategy), the models score all its vectors in one call each
+(:meth:`Ensemble.evaluate_many`), but only the newest vector of each symbol
+may lead to an order: an older one is superseded (its signals are recorded
+without an intent, and the analog model does not search for it).
+
+Per vector of a batch:
 
 0. its market state is taken (the symbol's window of recent vectors,
    :class:`MarketMemory`): the analog model's query, and once its outcome
@@ -35,19 +41,26 @@ Per vector:
    :class:`SignalWriter`, which inserts such signals in batches (the unique
    vector key skips one recorded before, e.g. by a replica) together with
    the outbox rows of SignalGenerated (NATS + Kafka) of those it inserted;
-5. a signal with an intent costs the lane no round trip either: its
+5. a signal with an intent costs the batch no round trip either: its
    cooldown is reserved and its order counted as if filled (for the
    position limit, :meth:`SymbolBook.position_for`) in memory at once, so
    the symbol's next vector is decided against them, and a task of its own
-   does the rest: it records the signal (per tenant in one transaction),
-   where the unique vector key in PostgreSQL decides whether it is new (a
-   key seen before makes no second signal and no second intent), in the same
-   transaction as the outbox rows of SignalGenerated (NATS + Kafka) and
-   OrderIntentCreated (Kafka), which the shared relay publishes (runtime/outbox.py); places the
-   order as MARKET IOC with the deterministic client order id, so execution
-   places it at most once; and moves the strategy's position by the fill in
+   does the rest, for all of the batch's intents of a tenant at once: it
+   records their signals in one round trip (one statement,
+   ``decision.record_signals``, that sets the tenant itself), where the
+   unique vector key in PostgreSQL decides whether each is new (a key seen
+   before makes no second signal and no second intent), with the outbox
+   rows of SignalGenerated (NATS + Kafka) and OrderIntentCreated (Kafka),
+   which the shared relay publishes (runtime/outbox.py); places the orders
+   at once (concurrently) as MARKET IOC with the deterministic client order
+   id, so execution places each at most once; and moves the strategy's position by the fill in
    the answer, once (guarded by the signal row). A vector counts as handled
    (``trading_decision_vector_seconds``) once its orders are answered;
+   The record stays before the placement on purpose: it is the write-ahead
+   record of the intent (a crash after the order was sent still leaves a
+   pending intent the next vector retries or the sweeper expires, and an
+   expired or refused intent is never placed again), and one statement
+   costs well under a millisecond beside PlaceOrder;
 6. then, with the orders decided and started, the shadow versions of the
    models that answered (:class:`ShadowScorer`, models.shadow_version) get
    the vector on their own threads; their scores are counted and logged,
@@ -80,12 +93,13 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import grpc
 from google.protobuf import duration_pb2
+from opentelemetry import context as otel_context
 from prometheus_client import Counter, Histogram
 from trading.common.v1 import market_pb2
 from trading.decision.v1 import decision_service_pb2 as pb
@@ -114,9 +128,9 @@ from services.decision.domain import (
     combine,
     decide_intent,
 )
-from services.decision.inference import Ensemble, ShadowScorer
-from services.decision.lanes import LANE_FAILURES, SymbolLanes
-from services.decision.memory import MarketMemory
+from services.decision.inference import Ensemble, Evaluation, ShadowScorer
+from services.decision.lanes import LANE_FAILURES, VectorBatches
+from services.decision.memory import MarketMemory, MarketState
 from services.decision.ports import ExpiredIntent, NewSignal, PendingOrder, SignalStore, StrategyStore
 from services.decision.signal_writer import DUPLICATE_VECTORS, QueuedSignal, SignalWriter
 
@@ -297,6 +311,30 @@ def signal_message(
     return signal
 
 
+@dataclass(frozen=True, slots=True)
+class _Arrived:
+    """A vector of a traded symbol in the batch at hand."""
+
+    event: Event
+    vector: features_service_pb2.FeatureVector
+    received: float  # perf_counter seconds, for the latency histograms
+    strategies: Sequence[StrategyConfig]
+    state: MarketState | None
+    context: otel_context.Context  # the trace context it arrived in
+
+
+@dataclass(frozen=True, slots=True)
+class _ToPlace:
+    """A signal to record before its order is placed, and where it came from."""
+
+    signal: NewSignal
+    message: pb.Signal
+    book: SymbolBook
+    correlation: str
+    received: float
+    context: otel_context.Context
+
+
 class DecisionEngine:
     """Handler of FeatureVectorComputed events."""
 
@@ -331,7 +369,7 @@ class DecisionEngine:
         self._place_timeout_s = place_timeout_s
         self._clock = clock
         self._placements: set[asyncio.Task[None]] = set()
-        self._lanes: SymbolLanes[tuple[Event, float]] = SymbolLanes(self._decide_arrived)
+        self._batches: VectorBatches[tuple[Event, float]] = VectorBatches(self._decide_arrived)
         self.books = PositionBook(signals)
         self.recent = RecentKeys(recent_keys)
         self.writer = SignalWriter(
@@ -344,48 +382,91 @@ class DecisionEngine:
         self.writer.start()
 
     async def handle(self, event: Event) -> None:
-        """The subscriber's handler: hands a traded symbol's vector to its lane."""
+        """The subscriber's handler: queues a traded symbol's vector for the next batch."""
         if event.envelope.event_type != VECTOR_EVENT:
             return
         assert isinstance(event.payload, features_events.FeatureVectorComputed)
         self.vectors += 1
         symbol = event.payload.vector.symbol
         if self._strategies.for_symbol(symbol):
-            self._lanes.submit(symbol, (event, time.perf_counter()))
+            self._batches.submit(symbol, (event, time.perf_counter()))
 
-    async def _decide_arrived(self, item: tuple[Event, float]) -> None:
-        await self.decide(*item)
+    async def _decide_arrived(self, batch: list[tuple[tuple[Event, float], otel_context.Context]]) -> None:
+        await self.decide_batch([item for item, _ in batch], [ctx for _, ctx in batch])
 
     async def decide(self, event: Event, received: float) -> None:
         """One vector, start to end: models, signals, orders (``received``: its
         arrival, perf_counter seconds, for the latency histograms)."""
-        assert isinstance(event.payload, features_events.FeatureVectorComputed)
-        vector = event.payload.vector
-        # In the symbol's lane, so in order: the window and the outcomes follow the ticks.
-        state = self._memory.observe(vector) if self._memory is not None else None
-        strategies = self._strategies.for_symbol(vector.symbol)
-        if not strategies:
+        await self.decide_batch([(event, received)])
+
+    async def decide_batch(
+        self,
+        items: Sequence[tuple[Event, float]],
+        contexts: Sequence[otel_context.Context] | None = None,
+    ) -> None:
+        """The vectors that arrived, as one batch (each symbol's in order): the
+        models score them all at once, each gets its signals, but only the
+        newest vector of each symbol may lead to an order (the older ones are
+        superseded: recorded, not traded); the batch's intents are recorded in
+        one round trip per tenant and placed at once, off the batch."""
+        now_ctx = otel_context.get_current()
+        batch: list[_Arrived] = []
+        for n, (event, received) in enumerate(items):
+            assert isinstance(event.payload, features_events.FeatureVectorComputed)
+            vector = event.payload.vector
+            # In arrival order, so each symbol's window and outcomes follow its ticks.
+            state = self._memory.observe(vector) if self._memory is not None else None
+            strategies = self._strategies.for_symbol(vector.symbol)
+            if strategies:
+                ctx = contexts[n] if contexts is not None else now_ctx
+                batch.append(_Arrived(event, vector, received, strategies, state, ctx))
+        if not batch:
             return
-        model_ids = {m for s in strategies for m in s.model_ids}
-        results = await self._ensemble.evaluate(vector, model_ids, state=state)
-        by_tenant: dict[str, list[StrategyConfig]] = defaultdict(list)
-        for s in strategies:
-            by_tenant[s.tenant_id].append(s)
-        if len(by_tenant) == 1:
-            ((tenant, group),) = by_tenant.items()
-            placements = await self._tenant(tenant, group, vector, results, event, received)
-        else:
-            per_tenant = await asyncio.gather(
-                *(self._tenant(t, group, vector, results, event, received) for t, group in by_tenant.items())
+        newest = {a.vector.symbol: i for i, a in enumerate(batch)}
+        evaluations = [
+            Evaluation(
+                a.vector,
+                tuple(dict.fromkeys(m for s in a.strategies for m in s.model_ids)),
+                a.state,
+                search=newest[a.vector.symbol] == i,
             )
-            placements = [task for tasks in per_tenant for task in tasks]
+            for i, a in enumerate(batch)
+        ]
+        results = await self._ensemble.evaluate_many(evaluations)
+        # Per tenant, the batch's signals to record before placing (intents,
+        # and retries of pending intents), and per vector what it waits for.
+        to_place: dict[str, list[_ToPlace]] = defaultdict(list)
+        placing: list[set[str]] = []
+        for i, (a, result) in enumerate(zip(batch, results, strict=True)):
+            by_tenant: dict[str, list[StrategyConfig]] = defaultdict(list)
+            for s in a.strategies:
+                by_tenant[s.tenant_id].append(s)
+            tenants: set[str] = set()
+            for tenant, group in by_tenant.items():
+                placed = await self._tenant(tenant, group, a, result, may_trade=newest[a.vector.symbol] == i)
+                if placed:
+                    to_place[tenant].extend(placed)
+                    tenants.add(tenant)
+            placing.append(tenants)
+        tasks: dict[str, asyncio.Task[None]] = {}
+        for tenant, signals in to_place.items():
+            task = asyncio.create_task(self._record_and_place(tenant, signals))
+            self._placements.add(task)
+            task.add_done_callback(self._placements.discard)
+            tasks[tenant] = task
         if self._shadow is not None:
             # After the orders are decided and started: off the order path, never awaited.
-            self._shadow.observe(vector, results)
+            for a, result in zip(batch, results, strict=True):
+                self._shadow.observe(a.vector, result)
+        for a, tenants in zip(batch, placing, strict=True):
+            self._handled_when_answered(a.received, [tasks[t] for t in tenants])
+
+    @staticmethod
+    def _handled_when_answered(received: float, placements: list[asyncio.Task[None]]) -> None:
+        """A vector counts as handled once its orders are answered (at once without any)."""
         if not placements:
             EVALUATION_SECONDS.observe(time.perf_counter() - received)
             return
-        # The lane goes on with the next vector; this one is handled when its orders are answered.
         outstanding = len(placements)
 
         def placed(_: asyncio.Task[None]) -> None:
@@ -401,19 +482,22 @@ class DecisionEngine:
         self,
         tenant: str,
         strategies: list[StrategyConfig],
-        vector: features_service_pb2.FeatureVector,
+        arrived: _Arrived,
         results: dict[str, ModelResult],
-        event: Event,
-        received: float,
-    ) -> list[asyncio.Task[None]]:
-        """The tenant's strategies on one vector; returns the placements started."""
+        *,
+        may_trade: bool = True,
+    ) -> list[_ToPlace]:
+        """The tenant's strategies on one vector; returns the signals to record
+        and place (intents, or pending intents seen again). Without
+        `may_trade` (a newer vector of the symbol is in the batch) no new
+        intent is decided."""
+        vector, event = arrived.vector, arrived.event
         now = self._clock()
         book = await self.books.get(tenant, vector.symbol, [s.strategy_id for s in strategies])
         as_of_ns = vector.as_of.ToNanoseconds()
         correlation = event.envelope.correlation_id or event.envelope.event_id
         causation = event.envelope.event_id
-        to_place: list[NewSignal] = []
-        messages: dict[str, tuple[pb.Signal, Intent | None]] = {}
+        to_place: list[_ToPlace] = []
         for strategy in strategies:
             key = client_order_id(
                 tenant,
@@ -431,10 +515,12 @@ class DecisionEngine:
             exposure = state.quantity
             if combined.direction is not Direction.HOLD:
                 exposure = book.position_for(strategy.strategy_id, combined.direction)
-            decided = decide_intent(
-                strategy, vector.symbol, combined.direction, exposure, state.last_intent_at, now
-            )
-            intent = decided if isinstance(decided, Intent) else None
+            intent: Intent | None = None
+            if may_trade:
+                decided = decide_intent(
+                    strategy, vector.symbol, combined.direction, exposure, state.last_intent_at, now
+                )
+                intent = decided if isinstance(decided, Intent) else None
             signal_id = str(uuid7())
             message = signal_message(signal_id, strategy, vector, combined, now, key if intent else "")
             new = NewSignal(
@@ -466,53 +552,38 @@ class DecisionEngine:
                 waiting = PendingOrder(signal_id, sid, vector.symbol, key, side, intent.quantity, b"")
             assert waiting is not None
             book.placing[key] = waiting
-            messages[signal_id] = (message, intent)
-            to_place.append(new)
-        if not to_place:
-            return []
-        task = asyncio.create_task(
-            self._record_and_place(tenant, book, to_place, messages, correlation, causation, received)
-        )
-        self._placements.add(task)
-        task.add_done_callback(self._placements.discard)
-        return [task]
+            to_place.append(_ToPlace(new, message, book, correlation, arrived.received, arrived.context))
+        return to_place
 
-    async def _record_and_place(
-        self,
-        tenant: str,
-        book: SymbolBook,
-        signals: list[NewSignal],
-        messages: dict[str, tuple[pb.Signal, Intent | None]],
-        correlation: str,
-        causation: str,
-        received: float,
-    ) -> None:
-        """Off the lane: the unique vector key in PostgreSQL decides, then the
-        new (or still pending) intents are placed."""
+    async def _record_and_place(self, tenant: str, signals: list[_ToPlace]) -> None:
+        """Off the batch: the unique vector key in PostgreSQL decides (one
+        round trip for the tenant's whole batch), then the new (or still
+        pending) intents are placed, all at once."""
+        by_key = {s.signal.vector_key: s for s in signals}
         try:
-            fresh, pending = await self._signals.record(tenant, signals)
+            fresh, pending = await self._signals.record(tenant, [s.signal for s in signals])
             DUPLICATE_VECTORS.inc(len(signals) - len(fresh))
             new_or_waiting = {s.signal_id for s in fresh} | {p.client_order_id for p in pending}
             for s in signals:
-                if s.signal_id not in new_or_waiting and s.vector_key not in new_or_waiting:
-                    self.recent.add(s.vector_key)  # recorded before, nothing left to place
+                if s.signal.signal_id not in new_or_waiting and s.signal.vector_key not in new_or_waiting:
+                    self.recent.add(s.signal.vector_key)  # recorded before, nothing left to place
             if fresh:
                 self._wake_relay()
-            for s in fresh:
-                message, _ = messages[s.signal_id]
+            for new in fresh:
+                message = by_key[new.vector_key].message
                 SIGNALS.labels(Direction(message.direction).name.lower()).inc()
                 if message.fallback:
                     FALLBACKS.inc()
             for p in pending:
-                book.pending[p.client_order_id] = p
+                by_key[p.client_order_id].book.pending[p.client_order_id] = p
             if pending:
-                await asyncio.gather(*(self._place(tenant, book, p, correlation, received) for p in pending))
+                await asyncio.gather(*(self._place(tenant, by_key[p.client_order_id], p) for p in pending))
         except Exception:
             LANE_FAILURES.inc()
-            log.exception("recording or placing the intents of %s failed", signals[0].symbol)
+            log.exception("recording or placing the intents of %s failed", signals[0].signal.symbol)
         finally:
             for s in signals:
-                book.placing.pop(s.vector_key, None)
+                s.book.placing.pop(s.signal.vector_key, None)
 
     async def _recorded(self, recorded: Sequence[QueuedSignal]) -> None:
         """The batch writer committed these signals (and their events' outbox rows)."""
@@ -562,7 +633,15 @@ class DecisionEngine:
         if self._relay is not None:
             self._relay.wake()
 
-    async def _place(
+    async def _place(self, tenant: str, origin: _ToPlace, order: PendingOrder) -> None:
+        # In its vector's trace context: the PlaceOrder span is the vector's.
+        token = otel_context.attach(origin.context)
+        try:
+            await self._place_in_context(tenant, origin.book, order, origin.correlation, origin.received)
+        finally:
+            otel_context.detach(token)
+
+    async def _place_in_context(
         self, tenant: str, book: SymbolBook, order: PendingOrder, correlation: str, received: float
     ) -> None:
         request = exec_pb.PlaceOrderRequest(
@@ -632,7 +711,7 @@ class DecisionEngine:
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Finish the vectors in hand and their placements, then write the queued
         signals (their events are in the outbox: the relay publishes them, now or after a restart)."""
-        await self._lanes.stop(timeout_s)
+        await self._batches.stop(timeout_s)
         await self.settle(timeout_s)
         await self.writer.stop(timeout_s)
 

@@ -36,9 +36,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -112,6 +113,25 @@ def is_analog(model: LoadedModel) -> bool:
 # Rows waiting for one model call at most; beyond, callers answer TIMEOUT at once.
 MAX_WAITING_ROWS = 256
 MAX_BATCH_ROWS = 64
+# Why a vector's analog model was not asked: a newer vector of its symbol came
+# in the same batch, and only the newest one can lead to an order.
+SUPERSEDED = "superseded by a newer vector of the symbol in the same batch"
+
+
+# Rows to score per model id, each with its evaluation's index; results by that index.
+_Rows = dict[str, list[tuple[int, list[float]]]]
+_Scored = list[tuple[int, ModelResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """One vector to evaluate: the models to run, its market state (the analog
+    model's input) and whether the analog model should search for it."""
+
+    vector: object
+    model_ids: tuple[str, ...]
+    state: MarketState | None = None
+    search: bool = True
 
 
 class _ModelLane:
@@ -152,6 +172,19 @@ class _ModelLane:
         if self._in_flight_since is None:
             self._launch(loop)
         return future
+
+    def submit_many(self, rows: list[list[float]]) -> list[asyncio.Future[tuple[float, float]]] | None:
+        """Futures of (score, seconds of the call), one per row, scored together
+        in one call (or the next one, while a call is in flight); None when
+        they do not fit in the queue."""
+        if len(self._waiting) + len(rows) > MAX_WAITING_ROWS:
+            return None
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[tuple[float, float]]] = [loop.create_future() for _ in rows]
+        self._waiting.extend(zip(rows, futures, strict=True))
+        if self._in_flight_since is None:
+            self._launch(loop)
+        return futures
 
     def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
         live = [(r, f) for r, f in self._waiting if not f.done()]
@@ -262,151 +295,189 @@ class Ensemble:
     ) -> dict[str, ModelResult]:
         """The result of every requested model on `vector` (unknown ids:
         ERROR); `state` is the vector's market state (the analog model's input)."""
-        results: dict[str, ModelResult] = {}
-        row: list[float] | None = None
-        todo: list[LoadedModel] = []
-        lookups: list[LoadedModel] = []
-        for model_id in dict.fromkeys(model_ids):
-            model = self._models.get(model_id)
-            if model is None:
-                results[model_id] = ModelResult(model_id, "", Outcome.ERROR, error="model not loaded")
-                continue
-            reason = self._skip(model, vector)
-            if not reason and is_analog(model):
-                if self._memory is None:
-                    reason = "no market memory (vector store) configured"
-                elif state is None:
-                    reason = "no market state for this vector"
-            if reason:
-                results[model_id] = ModelResult(model_id, model.meta.version, Outcome.SKIPPED, error=reason)
-                continue
-            if row is None:
-                try:
-                    row = feature_row(vector, model.meta.feature_names or FEATURE_NAMES)
-                except (AttributeError, TypeError, ValueError) as exc:
-                    results[model_id] = ModelResult(
-                        model_id, model.meta.version, Outcome.ERROR, error=str(exc)
-                    )
-                    continue
-            (lookups if is_analog(model) else todo).append(model)
-        if todo or lookups:
-            assert row is not None
-            self._observe_drift(todo + lookups, row)
-            if lookups:
-                assert state is not None
-                # Started first: the searches run while the threads score.
-                searches = self._analog(lookups, state)
-                if todo:
-                    scored, found = await asyncio.gather(
-                        self._threaded(todo, row) if self._threads else _ready(self._inline(todo, row)),
-                        searches,
-                    )
-                    results.update(scored)
-                else:
-                    found = await searches
-                results.update(found)
-            elif self._threads:
-                results.update(await self._threaded(todo, row))
-            else:
-                results.update(self._inline(todo, row))
-        for r in results.values():
-            if r.outcome is Outcome.OK:
-                INFERENCE_SECONDS.labels(r.model_id).observe(r.latency_s)
-            else:
-                MODEL_FAILURES.labels(r.model_id, r.outcome.name.lower()).inc()
+        [results] = await self.evaluate_many([Evaluation(vector, tuple(model_ids), state)])
         return results
 
-    def _inline(self, todo: list[LoadedModel], row: list[float]) -> dict[str, ModelResult]:
-        out: dict[str, ModelResult] = {}
-        for model in todo:
+    async def evaluate_many(self, batch: Sequence[Evaluation]) -> list[dict[str, ModelResult]]:
+        """The results of each evaluation of `batch`, in order: every threaded
+        model scores the rows of all of them in one call (one ``predict_proba``
+        over N rows costs about one row's), the analog searches run beside
+        them, all under one budget."""
+        results: list[dict[str, ModelResult]] = [{} for _ in batch]
+        rows: _Rows = defaultdict(list)  # model id -> (index, row)
+        searches: list[tuple[int, LoadedModel, MarketState]] = []
+        for i, item in enumerate(batch):
+            vector, out = item.vector, results[i]
+            row: list[float] | None = None
+            todo: list[LoadedModel] = []
+            for model_id in dict.fromkeys(item.model_ids):
+                model = self._models.get(model_id)
+                if model is None:
+                    out[model_id] = ModelResult(model_id, "", Outcome.ERROR, error="model not loaded")
+                    continue
+                reason = self._skip(model, vector)
+                if not reason and is_analog(model):
+                    if self._memory is None:
+                        reason = "no market memory (vector store) configured"
+                    elif item.state is None:
+                        reason = "no market state for this vector"
+                    elif not item.search:
+                        reason = SUPERSEDED
+                if reason:
+                    out[model_id] = ModelResult(model_id, model.meta.version, Outcome.SKIPPED, error=reason)
+                    continue
+                if row is None:
+                    try:
+                        row = feature_row(vector, model.meta.feature_names or FEATURE_NAMES)
+                    except (AttributeError, TypeError, ValueError) as exc:
+                        out[model_id] = ModelResult(
+                            model_id, model.meta.version, Outcome.ERROR, error=str(exc)
+                        )
+                        continue
+                todo.append(model)
+            if not todo:
+                continue
+            assert row is not None
+            self._observe_drift(todo, row)
+            for model in todo:
+                if is_analog(model):
+                    assert item.state is not None
+                    searches.append((i, model, item.state))
+                else:
+                    rows[model.model_id].append((i, row))
+        if searches:
+            # Started first: the searches run while the threads score.
+            found = self._analog(searches)
+            if rows:
+                scored, answered = await asyncio.gather(self._scored(rows), found)
+                scored.extend(answered)
+            else:
+                scored = await found
+        else:
+            scored = await self._scored(rows) if rows else []
+        for i, result in scored:
+            results[i][result.model_id] = result
+        for out in results:
+            for r in out.values():
+                if r.outcome is Outcome.OK:
+                    INFERENCE_SECONDS.labels(r.model_id).observe(r.latency_s)
+                else:
+                    MODEL_FAILURES.labels(r.model_id, r.outcome.name.lower()).inc()
+        return results
+
+    async def _scored(self, rows: _Rows) -> _Scored:
+        if self._threads:
+            return await self._threaded(rows)
+        return self._inline(rows)
+
+    def _inline(self, rows: _Rows) -> _Scored:
+        out: _Scored = []
+        for model_id, indexed in rows.items():
+            model = self._models[model_id]
             start = time.perf_counter()
             try:
-                scores, elapsed = _score(model, [row])
+                scores, elapsed = _score(model, [r for _, r in indexed])
+                if len(scores) != len(indexed):
+                    raise ValueError(f"model answered {len(scores)} scores for {len(indexed)} rows")
             except Exception as exc:
-                out[model.model_id] = self._error(model, exc, time.perf_counter() - start)
+                failed = self._error(model, exc, time.perf_counter() - start)
+                out.extend((i, failed) for i, _ in indexed)
                 continue
-            out[model.model_id] = self._answer(model, scores[0], elapsed)
+            out.extend(
+                (i, self._answer(model, score, elapsed))
+                for (i, _), score in zip(indexed, scores, strict=True)
+            )
         return out
 
-    async def _threaded(self, todo: list[LoadedModel], row: list[float]) -> dict[str, ModelResult]:
-        out: dict[str, ModelResult] = {}
-        waiting: dict[asyncio.Future[tuple[float, float]], LoadedModel] = {}
+    async def _threaded(self, rows: _Rows) -> _Scored:
+        out: _Scored = []
+        waiting: dict[asyncio.Future[tuple[float, float]], tuple[int, LoadedModel]] = {}
         start = time.perf_counter()
-        for model in todo:
-            lane = self._lanes[model.model_id]
-            future = None if lane.stuck(self._budget_s) else lane.submit(row)
-            if future is None:
-                out[model.model_id] = ModelResult(
+        for model_id, indexed in rows.items():
+            lane = self._lanes[model_id]
+            model = lane.model
+            futures = None if lane.stuck(self._budget_s) else lane.submit_many([r for _, r in indexed])
+            if futures is None:
+                busy = ModelResult(
                     model.model_id,
                     model.meta.version,
                     Outcome.TIMEOUT,
                     error="still running an earlier inference",
                 )
+                out.extend((i, busy) for i, _ in indexed)
                 continue
-            waiting[future] = model
+            for (i, _), future in zip(indexed, futures, strict=True):
+                waiting[future] = (i, model)
         if waiting:
             done, _ = await asyncio.wait(waiting, timeout=self._budget_s)
-            for future, model in waiting.items():
+            for future, (i, model) in waiting.items():
                 if future not in done:
                     future.cancel()  # its row is dropped if the model has not started it
-                    out[model.model_id] = ModelResult(
+                    timeout = ModelResult(
                         model.model_id,
                         model.meta.version,
                         Outcome.TIMEOUT,
                         latency_s=time.perf_counter() - start,
                         error=f"no answer within {self._budget_s * 1e3:.0f} ms",
                     )
+                    out.append((i, timeout))
                     continue
                 exc = future.exception()
                 if exc is not None:
-                    out[model.model_id] = self._error(model, exc, time.perf_counter() - start)
+                    out.append((i, self._error(model, exc, time.perf_counter() - start)))
                     continue
                 score, elapsed = future.result()
-                out[model.model_id] = self._answer(model, score, elapsed)
+                out.append((i, self._answer(model, score, elapsed)))
         return out
 
-    async def _analog(self, todo: list[LoadedModel], state: MarketState) -> dict[str, ModelResult]:
+    async def _analog(self, todo: list[tuple[int, LoadedModel, MarketState]]) -> _Scored:
         """The analog models' searches of the market memory, within the budget."""
         assert self._memory is not None
-        out: dict[str, ModelResult] = {}
-        searches: dict[asyncio.Task[tuple[list[Any], float]], tuple[LoadedModel, int]] = {}
+        out: _Scored = []
+        searches: dict[asyncio.Task[tuple[list[Any], float]], tuple[int, LoadedModel, int]] = {}
         start = time.perf_counter()
-        for model in todo:
+        for i, model, state in todo:
             k = int(getattr(model.estimator, "k", analog.DEFAULT_K))
-            searches[asyncio.create_task(self._search(state, k))] = (model, k)
+            searches[asyncio.create_task(self._search(state, k))] = (i, model, k)
         done, _ = await asyncio.wait(searches, timeout=self._budget_s)
-        for task, (model, k) in searches.items():
+        for task, (i, model, k) in searches.items():
             version = model.meta.version
             if task not in done:
                 task.cancel()  # its query is cancelled on the server; the connection goes back to the pool
-                out[model.model_id] = ModelResult(
-                    model.model_id,
-                    version,
-                    Outcome.TIMEOUT,
-                    latency_s=time.perf_counter() - start,
-                    error=f"no market memory answer within {self._budget_s * 1e3:.0f} ms",
+                out.append(
+                    (
+                        i,
+                        ModelResult(
+                            model.model_id,
+                            version,
+                            Outcome.TIMEOUT,
+                            latency_s=time.perf_counter() - start,
+                            error=f"no market memory answer within {self._budget_s * 1e3:.0f} ms",
+                        ),
+                    )
                 )
                 continue
             exc = task.exception()
             if isinstance(exc, MemoryBusy):
-                out[model.model_id] = ModelResult(model.model_id, version, Outcome.TIMEOUT, error=str(exc))
+                out.append((i, ModelResult(model.model_id, version, Outcome.TIMEOUT, error=str(exc))))
                 continue
             if exc is not None:
-                out[model.model_id] = self._error(model, exc, time.perf_counter() - start)
+                out.append((i, self._error(model, exc, time.perf_counter() - start)))
                 continue
             neighbours, elapsed = task.result()
             if len(neighbours) < k:
-                out[model.model_id] = ModelResult(
+                few = ModelResult(
                     model.model_id,
                     version,
                     Outcome.SKIPPED,
                     latency_s=elapsed,
                     error=f"the market memory holds {len(neighbours)} of the {k} states needed",
                 )
+                out.append((i, few))
                 continue
             p_up = analog.vote(int(n.payload.get("outcome") or 0) for n in neighbours)
             answer = self._answer(model, 2.0 * p_up - 1.0, elapsed)
-            out[model.model_id] = replace(answer, analogs=tuple(n.id for n in neighbours))
+            out.append((i, replace(answer, analogs=tuple(n.id for n in neighbours))))
         return out
 
     async def _search(self, state: MarketState, k: int) -> tuple[list[Any], float]:
@@ -444,10 +515,6 @@ class Ensemble:
             latency_s=elapsed,
             error=f"{type(exc).__name__}: {exc}"[:200],
         )
-
-
-async def _ready(value: dict[str, ModelResult]) -> dict[str, ModelResult]:
-    return value
 
 
 def _direction(score: float) -> int:
