@@ -53,6 +53,7 @@ class FeedControl:
         self._settings = settings
         self._log_dir = log_dir
         self.current: FeedProcess | None = None
+        self.stopped_at: float | None = None  # time.monotonic() of the last stop of a running feed
 
     async def run_at(self, rate_per_s: float, *, timeout_s: float = 60.0) -> FeedProcess:
         if self.current is not None and self.current.rate_per_s == rate_per_s:
@@ -91,6 +92,7 @@ class FeedControl:
         feed, self.current = self.current, None
         if feed is None or feed.process.returncode is not None:
             return
+        self.stopped_at = time.monotonic()
         with contextlib.suppress(ProcessLookupError):
             feed.process.send_signal(signal.SIGTERM)
         try:

@@ -1,7 +1,6 @@
-"""The paths of the trading hot path and the public API (issues 3 and 4):
+"""The paths of the trading hot path and the public API (issues 3 and 4);
+order placement and the gateway, alone and under load, are in bench.orders:
 
-- user API call through the gateway (REST -> gRPC, JWT from identity);
-- order placement at execution's gRPC API (risk check, paper venue, outbox);
 - JWT validation with the gateway's verifier (services.identity.tokens);
 - market data per hop and the AI decision end to end, both from one run of
   the synthetic feed at the brief's 1,000 ticks/s with a strategy trading;
@@ -32,27 +31,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import duration_pb2
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from trading.common.v1 import market_pb2, types_pb2
 from trading.decision.v1 import decision_service_pb2 as dpb
 from trading.decision.v1 import decision_service_pb2_grpc as dpb_grpc
 from trading.execution.v1 import events_pb2 as exec_events
-from trading.execution.v1 import execution_service_pb2 as epb
-from trading.execution.v1 import execution_service_pb2_grpc as epb_grpc
 from trading.execution.v1 import types_pb2 as exec_types
 from trading.features.v1 import events_pb2 as features_events
-from trading.marketdata.v1 import marketdata_service_pb2 as md_pb
 from trading.risk.v1 import risk_service_pb2 as rpb
 from trading.risk.v1 import risk_service_pb2_grpc as rpb_grpc
-from trading_client import AsyncTradingClient
 
 from bench.context import Context as Ctx
-from bench.context import as_execution_for_user, as_user, channel
+from bench.context import as_user, channel
 from bench.feed import CONSUMED, TICKS_ACCEPTED, counter, metrics_url
-from bench.harness import OpenLoopTracker, Recorder, closed_loop, open_loop
-from bench.model import Result, from_open_loop, measured
+from bench.harness import Recorder, closed_loop
+from bench.model import Result, measured
 from gateway.auth import jwks_fetcher
 from gateway.config import GatewayOptions
-from gateway.edge import edge_ca_file, edge_target
 from runtime import decimals
 from runtime.config import Settings
 from runtime.contracts import event_registry
@@ -82,16 +75,17 @@ def _md(settings: Settings, audience: str, tenant: str) -> tuple[tuple[str, str]
     return as_user(settings, audience, tenant, ORDER_SCOPES)
 
 
-async def _open_limits(settings: Settings, tenant: str) -> None:
+async def _open_limits(settings: Settings, tenant: str, *, max_quote_age_s: int = 5) -> None:
     """Risk limits of a benchmark tenant: its order rate (50/s by default) and
-    sizes are not what is measured, so they never deny; every check still runs."""
+    sizes are not what is measured, so they never deny; every check still runs.
+    An idle platform has no feed: its paths allow old quotes (the age is still checked)."""
     limits = rpb.RiskLimits(
         max_orders_per_second=10_000,
         max_order_notional=decimals.to_proto(Decimal(1_000_000_000)),
         default_max_position=decimals.to_proto(Decimal(1_000_000)),
         price_collar_bps=500,
         daily_loss_limit=decimals.to_proto(Decimal(1_000_000_000)),
-        max_quote_age=duration_pb2.Duration(seconds=5),
+        max_quote_age=duration_pb2.Duration(seconds=max_quote_age_s),
     )
     async with channel(settings, "risk") as risk_channel:
         risk = rpb_grpc.RiskServiceStub(risk_channel)
@@ -138,204 +132,6 @@ async def login_session(client: httpx.AsyncClient) -> tuple[str, str]:
     if not isinstance(token, str) or not isinstance(tenant, str):
         raise RuntimeError(f"no access token or tenant in the login answer: {reply.text[:300]}")
     return token, tenant
-
-
-# ------------------------------------------------------------------------------ gateway
-
-
-async def gateway_call(ctx: Ctx) -> list[Result]:
-    """GET /v1/quotes/{symbol} with the demo trader's bearer token (closed
-    loop), and POST /v1/orders at a modest fixed rate (open loop)."""
-    results: list[Result] = []
-    async with httpx.AsyncClient(base_url=gateway_url(ctx), timeout=10) as client:
-        token, tenant = await login_session(client)
-        auth = {"Authorization": f"Bearer {token}"}
-        # The open-loop POSTs catch up in bursts when the sender runs late on a
-        # loaded machine: risk's default 50 orders/s would deny some of them.
-        await _open_limits(ctx.stack.settings, tenant)
-        symbols = itertools.cycle(QUOTE_SYMBOLS)
-        started = time.monotonic()
-
-        async def get_quote() -> None:
-            reply = await client.get(f"/v1/quotes/{next(symbols)}", headers=auth)
-            if reply.status_code != 200:
-                raise RuntimeError(f"GET /v1/quotes answered {reply.status_code}: {reply.text[:300]}")
-
-        rec = await closed_loop(get_quote, samples=ctx.mode.api_samples, warmup=ctx.mode.warmup)
-        results.append(
-            measured(
-                "gateway_call", "gateway_call",
-                "GET /v1/quotes/{symbol} through the gateway (JWT, rate limit, marketdata.GetQuote)", rec,
-                method="closed loop, 1 keep-alive HTTP/1.1 connection (httpx)", floor="floor_grpc",
-                duration_s=_timed(started),
-                notes="Gateway work per call: bearer token check (JwksVerifier, cached after the first "
-                "call), per-tenant rate-limit step in Redis (limit raised so it never trips), route "
-                "match, JSON -> protobuf, one gRPC call (marketdata reads the quote from Redis), "
-                "protobuf -> JSON. The client (httpx) is part of the measurement.",
-            )
-        )  # fmt: skip
-
-        results.append(await _edge_get_quote(ctx))
-
-        run_id = ctx.run_id
-        tracker = OpenLoopTracker(warmup=min(20, ctx.mode.post_count // 5))
-        tasks: set[asyncio.Task[None]] = set()
-        failures: list[str] = []
-        statuses: dict[str, int] = {}
-
-        async def place(i: int) -> None:
-            body = {
-                "clientOrderId": f"bench-{run_id}-gw-{i}",
-                "symbol": "BTC-USD",
-                "side": "SIDE_BUY" if i % 2 == 0 else "SIDE_SELL",
-                "type": "ORDER_TYPE_MARKET",
-                "timeInForce": "TIME_IN_FORCE_IOC",
-                "quantity": {"value": "0.001"},
-            }
-            try:
-                reply = await client.post("/v1/orders", json=body, headers=auth)
-            except httpx.HTTPError as exc:
-                failures.append(repr(exc))
-                return
-            if reply.status_code in (200, 201):
-                tracker.complete(i)
-                status = str(_find(reply.json(), "status"))
-                statuses[status] = statuses.get(status, 0) + 1
-            else:
-                failures.append(f"{reply.status_code}: {reply.text[:200]}")
-
-        async def send(i: int) -> None:
-            task = asyncio.create_task(place(i))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-        started = time.monotonic()
-        run = await open_loop(
-            send, tracker, count=ctx.mode.post_count, rate_per_s=ctx.mode.post_rate_per_s, drain_timeout_s=15
-        )
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        result = from_open_loop(
-            "gateway_post_order", "gateway_call",
-            f"POST /v1/orders through the gateway (execution.PlaceOrder with the risk check), "
-            f"{ctx.mode.post_rate_per_s:g}/s", run, floor="floor_grpc",
-            notes="Demo tenant (risk limits opened so they never deny), market IOC 0.001 BTC "
-            "alternating buy/sell. A write: token check, rate limit, JSON -> protobuf, PlaceOrder "
-            "(risk.CheckOrder, paper fill, one PostgreSQL transaction with the outbox rows).",
-        )  # fmt: skip
-        result.duration_s = _timed(started)
-        result.extra["order_statuses"] = statuses
-        if failures:
-            result.extra["failures"] = len(failures)
-            result.extra["first_failure"] = failures[0]
-        results.append(result)
-    return results
-
-
-async def _edge_get_quote(ctx: Ctx) -> Result:
-    """marketdata.GetQuote through the public gRPC edge with the Python SDK
-    (clients/python: TLS, bearer token from its login, one HTTP/2 connection),
-    beside REST and the floor."""
-    settings = ctx.stack.settings
-    symbols = itertools.cycle(QUOTE_SYMBOLS)
-    started = time.monotonic()
-    async with AsyncTradingClient(
-        edge_target(settings), ca_file=edge_ca_file(settings), login=(DEMO_SLUG, DEMO_EMAIL, DEMO_PASSWORD)
-    ) as client:
-        get_quote = client.marketdata.GetQuote
-
-        async def call() -> None:
-            await get_quote(md_pb.GetQuoteRequest(symbol=next(symbols)))
-
-        rec = await closed_loop(call, samples=ctx.mode.api_samples, warmup=ctx.mode.warmup)
-    return measured(
-        "edge_get_quote", "gateway_call",
-        "marketdata.GetQuote through the public gRPC edge with the Python SDK (TLS, JWT, rate limit)", rec,
-        method="closed loop, 1 HTTP/2 connection (trading_client.AsyncTradingClient)", floor="floor_grpc",
-        duration_s=_timed(started),
-        notes="The same gateway work as GET /v1/quotes/{symbol} (token check, rate limit, method policy) "
-        "without JSON: the edge parses the request once and passes the reply's bytes through; the SDK adds "
-        "its credential and deadline per call.",
-    )  # fmt: skip
-
-
-# ------------------------------------------------------------------------------ order placement
-
-
-async def order_placement(ctx: Ctx) -> list[Result]:
-    """execution.PlaceOrder over gRPC (unique client order ids, market IOC,
-    alternating sides, quotes from the synthetic feed), and risk.CheckOrder
-    alone as the part of it that another service answers."""
-    settings = ctx.stack.settings
-    tenant = f"bench-{ctx.run_id}-orders"
-    results: list[Result] = []
-    counter_ = itertools.count()
-    statuses: dict[str, int] = {}
-    await _open_limits(settings, tenant)
-    async with (
-        channel(settings, "execution") as ex_channel,
-        # Risk is called as execution calls it inside PlaceOrder.
-        channel(settings, "risk", principal="execution") as risk_channel,
-    ):
-        execution = epb_grpc.ExecutionServiceStub(ex_channel)
-        risk = rpb_grpc.RiskServiceStub(risk_channel)
-        quantity = decimals.to_proto(Decimal("0.01"))
-
-        def request(n: int) -> epb.PlaceOrderRequest:
-            return epb.PlaceOrderRequest(
-                client_order_id=f"bench-{ctx.run_id}-{n}",
-                symbol=STRATEGY_SYMBOLS[n % 2],
-                side=types_pb2.SIDE_BUY if (n // 2) % 2 == 0 else types_pb2.SIDE_SELL,
-                type=market_pb2.ORDER_TYPE_MARKET,
-                time_in_force=exec_types.TIME_IN_FORCE_IOC,
-                quantity=quantity,
-            )
-
-        async def place() -> None:
-            md = _md(settings, "execution", tenant)
-            reply = await execution.PlaceOrder(request(next(counter_)), metadata=md, timeout=5)
-            name = exec_types.OrderStatus.Name(reply.order.status).removeprefix("ORDER_STATUS_")
-            statuses[name] = statuses.get(name, 0) + 1
-
-        started = time.monotonic()
-        rec = await closed_loop(place, samples=ctx.mode.api_samples, warmup=ctx.mode.warmup)
-        results.append(
-            measured(
-                "order_placement", "order_placement",
-                "execution.PlaceOrder over gRPC: risk.CheckOrder, paper fill, PostgreSQL + outbox", rec,
-                method="closed loop, 1 mutual-TLS channel as the gateway, unique client order ids",
-                floor="floor_grpc",
-                duration_s=_timed(started), extra={"order_statuses": dict(statuses)},
-                notes="Market IOC 0.01 BTC-USD / ETH-USD, buy and sell in turn, against the synthetic "
-                "feed's last quote (50 ticks/s). Inside: request validation, risk.CheckOrder (a gRPC hop; "
-                "limits, rate, quote and position in one Redis round trip), the paper venue's fill, one "
-                "PostgreSQL transaction (order, events, outbox rows), then the relay publishes to "
-                "Kafka and NATS outside the call.",
-            )
-        )  # fmt: skip
-
-        async def check() -> None:
-            n = next(counter_)
-            await risk.CheckOrder(
-                rpb.CheckOrderRequest(
-                    client_order_id=f"bench-{ctx.run_id}-chk-{n}", symbol="BTC-USD",
-                    side=types_pb2.SIDE_BUY, quantity=quantity, order_type=market_pb2.ORDER_TYPE_MARKET,
-                ),
-                metadata=as_execution_for_user(settings, tenant, ORDER_SCOPES), timeout=5,
-            )  # fmt: skip
-
-        started = time.monotonic()
-        rec = await closed_loop(check, samples=ctx.mode.api_samples, warmup=ctx.mode.warmup)
-        results.append(
-            measured(
-                "order_placement_risk_check", "order_placement",
-                "diagnostic: risk.CheckOrder alone (the risk step inside PlaceOrder)", rec,
-                method="closed loop, 1 mutual-TLS channel as execution (chained context token)",
-                floor="floor_grpc", duration_s=_timed(started),
-                notes="What the risk hop costs of the row above, called directly.",
-            )
-        )  # fmt: skip
-    return results
 
 
 # ------------------------------------------------------------------------------ JWT
@@ -828,11 +624,9 @@ async def tick_throughput(ctx: Ctx) -> list[Result]:
 
 
 __all__ = [
-    "gateway_call",
     "hot_path",
     "judge",
     "jwt_validation",
     "login",
-    "order_placement",
     "tick_throughput",
 ]

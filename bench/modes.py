@@ -32,6 +32,10 @@ class Mode:
     throughput_rates: tuple[float, ...]  # feed rates tried, lowest first (0: as fast as the feed can)
     throughput_warmup_s: float
     throughput_window_s: float  # measured part of each step
+    order_rates_per_s: tuple[float, ...]  # open-loop order placement rates tried, lowest first
+    order_step_warmup_s: float  # the start of each order step, sent but not recorded
+    order_step_s: float  # recorded part of each order step
+    order_steps_down: int  # when the first order rate is not sustained: halvings tried
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +61,10 @@ QUICK = Mode(
     throughput_rates=(2_000, 5_000),
     throughput_warmup_s=1.5,
     throughput_window_s=3,
+    order_rates_per_s=(100, 300),
+    order_step_warmup_s=0.3,
+    order_step_s=1.5,
+    order_steps_down=0,
 )
 
 FULL = Mode(
@@ -79,6 +87,10 @@ FULL = Mode(
     throughput_rates=(1_000, 2_000, 3_000, 5_000, 8_000, 12_000, 20_000),
     throughput_window_s=5,
     throughput_warmup_s=2,
+    order_rates_per_s=(100, 250, 500, 750, 1_000, 1_500, 2_000),
+    order_step_warmup_s=1,
+    order_step_s=5,
+    order_steps_down=3,
 )
 
 MODES: dict[str, Mode] = {m.name: m for m in (QUICK, FULL)}

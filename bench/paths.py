@@ -24,7 +24,7 @@ from trading.common.v1 import decimal_pb2
 from trading.marketdata.v1 import events_pb2 as md_events
 from trading.marketdata.v1 import marketdata_service_pb2, marketdata_service_pb2_grpc
 
-from bench import hotpaths
+from bench import hotpaths, orders
 from bench.context import Context, as_user, channel, user_context
 from bench.harness import OpenLoopResult, OpenLoopTracker, closed_loop, open_loop
 from bench.model import Result, errored, from_open_loop, measured
@@ -751,8 +751,10 @@ def all_paths() -> list[tuple[str, PathFn]]:
     """(name, function) in run order (the report orders rows by the target
     table); each function may return several rows."""
     return [
-        ("gateway call", hotpaths.gateway_call),
-        ("order placement", hotpaths.order_placement),
+        # Each measured idle and at 1,000 ticks/s (the feed restarted), then the feed back at its baseline.
+        ("gateway call", orders.gateway_call),
+        ("order placement", orders.order_placement),
+        ("order throughput", orders.order_throughput),
         ("service-to-service call", service_call),
         ("JWT validation", hotpaths.jwt_validation),
         ("health check", health_check),

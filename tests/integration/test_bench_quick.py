@@ -92,13 +92,27 @@ def test_quick_benchmark_measures_every_path(tmp_path: Path) -> None:
         "event_kafka", "postgres_select", "postgres_insert", "clickhouse_bars", "cache_get", "cache_set",
         "gateway_call", "gateway_post_order", "order_placement", "ai_decision", "market_data_hop",
         "market_data_hop_features", "tick_throughput", "vector_search",
+        # Issue 13: alone and under load, server side beside the round trip, order throughput.
+        "order_placement_server", "order_placement_loaded", "order_placement_loaded_server",
+        "gateway_call_server", "gateway_call_loaded", "gateway_call_loaded_server",
+        "gateway_post_order_server", "gateway_post_order_loaded", "gateway_post_order_loaded_server",
+        "order_throughput_grpc", "order_throughput_rest",
     } <= measured  # fmt: skip
     assert {p["key"] for p in paths if p["status"] == "not_built"} == set()
     by_key = {p["key"]: p for p in paths}
     # Event paths and the gateway's open-loop POSTs lost nothing.
     for p in paths:
-        if p["key"].startswith("event_") or p["key"] == "gateway_post_order":
+        if p["key"].startswith("event_") or p["key"] in ("gateway_post_order", "gateway_post_order_loaded"):
             assert p["extra"]["missing"] == 0, p
+    # A server-side row counts exactly the calls of the round-trip row beside it
+    # (scraped right around them), and each row says the load it ran under.
+    for client in ("order_placement", "order_placement_loaded", "gateway_call", "gateway_call_loaded"):
+        assert by_key[f"{client}_server"]["latency_ms"]["count"] == by_key[client]["latency_ms"]["count"]
+        assert by_key[f"{client}_server"]["extra"]["server_side"] is True
+    assert by_key["order_placement"]["extra"]["marketdata_ticks_per_s"] == 0
+    assert by_key["order_placement_loaded"]["extra"]["marketdata_ticks_per_s"] > 0
+    for key in ("order_throughput_grpc", "order_throughput_rest"):
+        assert by_key[key]["extra"]["steps"] and "sustained_rate_per_s" in by_key[key]["extra"], key
     # Orders were placed and filled; the strategy traded from the feed's ticks.
     assert set(by_key["order_placement"]["extra"]["order_statuses"]) <= {"FILLED", "PARTIALLY_FILLED"}
     assert by_key["ai_decision"]["extra"]["orders"] > 0
@@ -109,5 +123,14 @@ def test_quick_benchmark_measures_every_path(tmp_path: Path) -> None:
     report = (tmp_path / "report.md").read_text()
     # Every path of the target table is built now (vector search was the last).
     assert "not built yet" not in report and "(issue 3)" not in report and "(issue 4)" not in report
-    for key in (*measured, *floors, "overview", "tick_throughput_vs_latency"):
+    # Server-side rows have bucket counts, not a latency histogram, so no plot.
+    plotted = {p["key"] for p in paths if p["status"] == "measured" and p["histogram"]}
+    assert measured - plotted == {p["key"] for p in paths if p["extra"].get("server_side")}
+    for key in (
+        *plotted,
+        *floors,
+        "overview",
+        "tick_throughput_vs_latency",
+        "order_throughput_rest_vs_latency",
+    ):
         assert (tmp_path / f"{key}.png").read_bytes()[:4] == b"\x89PNG", key
