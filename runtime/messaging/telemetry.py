@@ -147,6 +147,15 @@ class MessagingMetrics:
             e2e = (time.time_ns() - occurred_ns) / 1e9
             self._observe(self._end_to_end_seconds, max(e2e, 0.0), transport, consumer)
 
+    def consumed_many(self, transport: str, consumer: str, event_type: str, count: int) -> None:
+        """`count` events handled inside one message (a consumer of batches
+        counting what the batch held; the message itself counts by `consumed`)."""
+        key = (self._consumed._name, transport, consumer, event_type)
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = self._consumed.labels(transport, consumer, event_type)
+        child.inc(count)
+
     def failed(self, transport: str, consumer: str, event_type: str) -> None:
         self._count(self._failed, transport, consumer, event_type)
 

@@ -53,6 +53,7 @@ NOTIFICATION_JOBS = "notification.webhooks.*.*"
 
 # Event types named in the table.
 TICK = "trading.marketdata.v1.Tick"
+TICK_BATCH = "trading.marketdata.v1.TickBatch"
 FEATURE_VECTOR = "trading.features.v1.FeatureVectorComputed"
 ORDER_STATUS = "trading.execution.v1.OrderStatusChanged"
 POSITION_CHANGED = "trading.portfolio.v1.PositionChanged"
@@ -111,8 +112,11 @@ NATS_ROLES: Mapping[str, NatsRole] = MappingProxyType(
     {
         # Ticks out; StreamQuotes subscribes to the requested symbols' ticks.
         "marketdata": NatsRole(reads=(TICK,)),
-        # Ticks in (NatsSubscriber "features-ticks"), vectors out.
-        "features": NatsRole(reads=(TICK,), declares=(DLQ_STREAM,), dead_letters=("features-ticks",)),
+        # Tick batches in (NatsSubscriber "features-tickbatches"; not the
+        # per-tick subjects), vectors out.
+        "features": NatsRole(
+            reads=(TICK_BATCH,), declares=(DLQ_STREAM,), dead_letters=("features-tickbatches",)
+        ),
         # Risk events out; the correlation clusters in (NatsSubscriber
         # "risk-correlations", queue group; fills come from Kafka).
         "risk": NatsRole(
@@ -150,7 +154,7 @@ NATS_ROLES: Mapping[str, NatsRole] = MappingProxyType(
         OPERATOR: NatsRole(
             dlq_read=True,
             dlq_delete=True,
-            redrives=(TICK, FEATURE_VECTOR, ORDER_STATUS, NOTIFICATION_JOBS, CORRELATION_CLUSTERS),
+            redrives=(TICK_BATCH, FEATURE_VECTOR, ORDER_STATUS, NOTIFICATION_JOBS, CORRELATION_CLUSTERS),
         ),
     }
 )

@@ -11,7 +11,7 @@ the suites in ``tests/suites/features_ports.py``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from google.protobuf import message as pb_message
@@ -49,18 +49,21 @@ class InstrumentUniverse(Protocol):
         ...
 
 
-class LiveEvents(Protocol):
-    """Publishes an event at once (core NATS: the live copy)."""
+Item = tuple[event_pb2.EventEnvelope, pb_message.Message | None]
 
-    async def publish(
-        self, envelope: event_pb2.EventEnvelope, *, payload: pb_message.Message | None = None
-    ) -> None: ...
+
+class LiveEvents(Protocol):
+    """Publishes events at once (core NATS: the live copy)."""
+
+    async def publish_many(self, events: Sequence[Item]) -> None:
+        """Publish each event (with its payload when at hand), in order."""
+        ...
 
 
 class ReplayEvents(Protocol):
     """Queues an event for publishing in the background (Kafka: the replay
     copy); waits only while its queue is full, never raises a publish failure."""
 
-    async def submit(
-        self, envelope: event_pb2.EventEnvelope, payload: pb_message.Message | None = None
-    ) -> None: ...
+    async def submit_many(self, events: Sequence[Item]) -> None:
+        """Queue each event, in order."""
+        ...

@@ -9,7 +9,10 @@ Per batch, in this order:
    batch would be overwritten at once anyway), so whoever reacts to a NATS
    tick finds a quote at least as new in Redis;
 3. every accepted tick goes to NATS core (buffered by the client, no round
-   trip);
+   trip) as its own Tick event (for per-symbol subscribers: execution's
+   venue, StreamQuotes) and, once more, inside one TickBatch event per symbol
+   partition (``marketdata.tickbatches.<partition>``, for features: one
+   message per partition and batch instead of one per tick);
 4. the batch goes to Kafka in the background
    (:class:`runtime.messaging.background.BackgroundPublisher`, in order,
    batched) while the next batch is prepared; at most ``kafka_max_pending``
@@ -34,7 +37,7 @@ from runtime.messaging.background import BackgroundPublisher
 from runtime.messaging.kafka import KafkaPublisher
 from runtime.messaging.nats import NatsPublisher
 from runtime.tasks import stop_task
-from services.marketdata.domain import Normalizer, RawTick, Rejection, RejectReason
+from services.marketdata.domain import Normalizer, RawTick, Rejection, RejectReason, tick_batches
 from services.marketdata.feeds import Feed
 from services.marketdata.ports import QuoteCache
 
@@ -127,8 +130,19 @@ class TickPipeline:
             except Exception as exc:
                 self._metrics.publish_failures.labels("redis").inc()
                 log.warning("writing %d quotes to Redis failed: %r", len(latest), exc)
+        # The batches carry each tick's event id: features names it as its
+        # vector's causation and correlation, as with per-tick events.
+        batches = [
+            (
+                new_envelope(
+                    b, tenant_id="", correlation_id="", producer=PRODUCER, occurred_at=b.ticks[0].receive_time
+                ),
+                b,
+            )
+            for b in tick_batches((envelope.event_id, tick) for envelope, tick in accepted)
+        ]
         try:
-            await self._nats.publish_many(accepted)
+            await self._nats.publish_many([*accepted, *batches])
         except Exception as exc:
             self._metrics.publish_failures.labels("nats").inc()
             log.warning("publishing ticks on NATS failed: %r", exc)

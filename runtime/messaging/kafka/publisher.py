@@ -42,6 +42,11 @@ class KafkaPublisher:
         compression_type: str | None = "lz4",
         request_timeout_ms: int = 10_000,
         metrics: MessagingMetrics | None = None,
+        # Bytes per partition in one produce request (aiokafka's default 16 KiB). The
+        # producer has one request in flight per broker, so a high-volume
+        # stream (ticks, feature vectors) needs larger batches to get past
+        # one request's worth of records per broker round trip.
+        max_batch_size: int = 16_384,
     ) -> None:
         self._settings = settings
         self._registry = registry
@@ -55,6 +60,7 @@ class KafkaPublisher:
             compression_type=compression_type,
             enable_idempotence=settings.enable_idempotence,
             request_timeout_ms=request_timeout_ms,
+            max_batch_size=max_batch_size,
             **client_security(settings),
         )
         self._started = False

@@ -1,10 +1,12 @@
 """JetStream streams of the platform, derived from the event registry.
 
 Which events go through JetStream: those published on NATS only (no Kafka
-topic). NATS is their one carrier, so it must keep them. Events that also go
-to Kafka (ticks, orders, fills) have Kafka as their durable, replayable record
-and use core NATS for the low-latency fan-out copy, which keeps the hot path
-free of JetStream's store-and-ack round trip. A publisher can override this
+topic), unless their route says ``nats_core`` (a batch form of events that
+are on Kafka one by one: marketdata's TickBatch). NATS is their one
+carrier, so it must keep them. Events that also go to Kafka (ticks, orders,
+fills) have Kafka as their durable, replayable record and use core NATS for
+the low-latency fan-out copy, which keeps the hot path free of JetStream's
+store-and-ack round trip. A publisher can override this
 per event type (`NatsPublisher(jetstream_event_types=...)`).
 
 One stream per domain (the subject's first token) holds that domain's durable
@@ -46,7 +48,7 @@ def subject_filter(template: str, prefix: str = "") -> str:
 
 def uses_jetstream(route: options_pb2.EventRoute) -> bool:
     """Default durability rule (see the module doc)."""
-    return bool(route.nats_subject) and not route.kafka_topic
+    return bool(route.nats_subject) and not route.kafka_topic and not route.nats_core
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,13 +5,13 @@ publishes, in order (where NATS and Kafka would carry it). No I/O."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from google.protobuf import message as pb_message
 from trading.common.v1 import event_pb2
 from trading.features.v1 import features_service_pb2 as pb
 
-from services.features.ports import Listing
+from services.features.ports import Item, Listing
 
 
 class MemoryVectorStore:
@@ -52,12 +52,8 @@ class MemoryEvents:
     def __init__(self) -> None:
         self.published: list[tuple[event_pb2.EventEnvelope, pb_message.Message | None]] = []
 
-    async def publish(
-        self, envelope: event_pb2.EventEnvelope, *, payload: pb_message.Message | None = None
-    ) -> None:
-        self.published.append((envelope, payload))
+    async def publish_many(self, events: Sequence[Item]) -> None:
+        self.published.extend(events)
 
-    async def submit(
-        self, envelope: event_pb2.EventEnvelope, payload: pb_message.Message | None = None
-    ) -> None:
-        self.published.append((envelope, payload))
+    async def submit_many(self, events: Sequence[Item]) -> None:
+        self.published.extend(events)

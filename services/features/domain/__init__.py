@@ -37,23 +37,40 @@ Choices, stated once:
   volume.
 - The window return is ``ln(mid_now / mid_window_ago)`` over the same
   window as the volatility (fewer ticks while the window fills).
+
+Across symbols: :mod:`.batch`'s :class:`BatchFeatureEngine` applies a batch
+of ticks with RSI and volatility updated for many symbols at once (numpy
+columns, :class:`RsiColumns`, :class:`RollingStdColumns`), with the same
+results as :class:`FeatureEngine` tick by tick.
 """
 
+from services.features.domain.batch import BatchFeatureEngine
 from services.features.domain.engine import TICK_COUNT_CAP, FeatureEngine, IgnoredTicks, SymbolFeatures
-from services.features.domain.indicators import AVERAGES, Ema, RollingStd, RollingVwap, WilderRsi
+from services.features.domain.indicators import (
+    AVERAGES,
+    Ema,
+    RollingStd,
+    RollingStdColumns,
+    RollingVwap,
+    RsiColumns,
+    WilderRsi,
+)
 from services.features.domain.ticks import Tick, is_valid_tick, tick_from_quote
 from services.features.domain.vectors import FeatureConfig, FeatureVector
 
 __all__ = [
     "AVERAGES",
     "TICK_COUNT_CAP",
+    "BatchFeatureEngine",
     "Ema",
     "FeatureConfig",
     "FeatureEngine",
     "FeatureVector",
     "IgnoredTicks",
     "RollingStd",
+    "RollingStdColumns",
     "RollingVwap",
+    "RsiColumns",
     "SymbolFeatures",
     "Tick",
     "WilderRsi",

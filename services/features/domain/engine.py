@@ -27,6 +27,18 @@ class IgnoredTicks:
     invalid: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A tick half applied (:meth:`SymbolFeatures.begin`): its mid, and the
+    mid's log return and change since the previous tick (change None on a
+    symbol's first tick: nothing for the float indicators)."""
+
+    tick: Tick
+    mid: Decimal
+    log_return: float
+    change: float | None
+
+
 class SymbolFeatures:
     """Incremental feature state of one symbol: O(1) memory and work per tick."""
 
@@ -73,6 +85,20 @@ class SymbolFeatures:
 
     def update(self, tick: Tick) -> FeatureVector | None:
         """Apply a tick; None (and counted in ``ignored``) when it is out of order or invalid."""
+        step = self.begin(tick)
+        if step is None:
+            return None
+        if step.change is not None:
+            self._volatility.update(step.log_return)
+            self._rsi.update(step.change)
+        return self.finish(step, self._rsi.value, self._volatility.value)
+
+    def begin(self, tick: Tick) -> Step | None:
+        """The exact (Decimal) part of applying a tick; the float indicators
+        (RSI, volatility) are then fed ``step.change`` and ``step.log_return``
+        when the change is not None, here by :meth:`update` or, across symbols,
+        by :class:`~services.features.domain.batch.BatchFeatureEngine`, and
+        :meth:`finish` makes the vector. None: ignored (counted)."""
         if tick.symbol != self.symbol:
             raise ValueError(f"tick for {tick.symbol} given to the features of {self.symbol}")
         if self._last_sequence is not None and tick.sequence <= self._last_sequence:
@@ -85,18 +111,23 @@ class SymbolFeatures:
         self.tick_count = min(self.tick_count + 1, TICK_COUNT_CAP)
 
         mid = AVERAGES.divide(AVERAGES.add(tick.bid, tick.ask), _TWO)
-        spread = AVERAGES.subtract(tick.ask, tick.bid)
         mids = self._mids
         log_return = 0.0
+        change: float | None = None
         if mids:
             prev = mids[-1]
-            change = AVERAGES.subtract(mid, prev)
+            difference = AVERAGES.subtract(mid, prev)
             # log1p of the (34-digit) relative change keeps tiny returns precise.
-            log_return = math.log1p(float(AVERAGES.divide(change, prev)))
-            self._volatility.update(log_return)
-            self._rsi.update(float(change))
+            log_return = math.log1p(float(AVERAGES.divide(difference, prev)))
+            change = float(difference)
         mids.append(mid)
-        oldest = mids[0]
+        return Step(tick, mid, log_return, change)
+
+    def finish(self, step: Step, rsi: float, volatility: float) -> FeatureVector:
+        """The vector of a tick :meth:`begin` applied, with the float indicators' values after it."""
+        tick, mid = step.tick, step.mid
+        spread = AVERAGES.subtract(tick.ask, tick.bid)
+        oldest = self._mids[0]
         window_return = math.log1p(float(AVERAGES.divide(AVERAGES.subtract(mid, oldest), oldest)))
 
         ema_fast = self._ema_fast.update(mid)
@@ -118,10 +149,10 @@ class SymbolFeatures:
             vwap=self._vwap.update(tick.last, tick.last_size),
             ema_fast=ema_fast,
             ema_slow=ema_slow,
-            log_return=log_return,
+            log_return=step.log_return,
             window_return=window_return,
-            rsi=self._rsi.value,
-            volatility=self._volatility.value,
+            rsi=rsi,
+            volatility=volatility,
             order_book_imbalance=imbalance,
             spread_bps=float(AVERAGES.divide(spread, mid)) * _BPS,
             ema_crossover=float(AVERAGES.divide(ema_fast, ema_slow)) - 1.0,

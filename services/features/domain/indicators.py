@@ -9,6 +9,9 @@ from collections import deque
 from decimal import ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, InvalidOperation
 from typing import Final
 
+import numpy as np
+import numpy.typing as npt
+
 from domain.numbers import EXACT, ZERO
 
 # Averages (EMA, VWAP division, mid): ample precision, rounding half-even.
@@ -156,3 +159,121 @@ class RollingVwap:
         if self._volume == 0:
             return None
         return AVERAGES.divide(self._notional, self._volume)
+
+
+# ------------------------------------------------------------------ across symbols
+# The float indicators of many symbols at once: one column (array slot) per
+# symbol, numpy operations over the symbols a batch updates together. The
+# arithmetic is the scalar classes', operation for operation in the same
+# order (IEEE float64 either way), so the values are the same bit for bit
+# (tests/unit/services/test_features_domain.py compares them on random ticks).
+
+
+class RsiColumns:
+    """:class:`WilderRsi` of many series, one per column."""
+
+    __slots__ = ("_avg_gain", "_avg_loss", "_count", "_period")
+
+    def __init__(self, period: int) -> None:
+        self._period = period
+        self._avg_gain = np.zeros(0)
+        self._avg_loss = np.zeros(0)
+        self._count = np.zeros(0, dtype=np.int64)
+
+    def add_column(self) -> int:
+        """A new series (its column index)."""
+        self._avg_gain = np.append(self._avg_gain, 0.0)
+        self._avg_loss = np.append(self._avg_loss, 0.0)
+        self._count = np.append(self._count, 0)
+        return len(self._count) - 1
+
+    def update(self, columns: npt.NDArray[np.intp], change: npt.NDArray[np.float64]) -> None:
+        """One price change per column (distinct columns)."""
+        n = self._period
+        gain = np.where(change > 0, change, 0.0)
+        loss = np.where(change < 0, -change, 0.0)
+        avg_gain, avg_loss, count = self._avg_gain[columns], self._avg_loss[columns], self._count[columns]
+        seeding = count < n
+        seeded_now = seeding & (count + 1 == n)
+        sum_gain, sum_loss = avg_gain + gain, avg_loss + loss
+        self._avg_gain[columns] = np.where(
+            seeding, np.where(seeded_now, sum_gain / n, sum_gain), (avg_gain * (n - 1) + gain) / n
+        )
+        self._avg_loss[columns] = np.where(
+            seeding, np.where(seeded_now, sum_loss / n, sum_loss), (avg_loss * (n - 1) + loss) / n
+        )
+        self._count[columns] = np.where(seeding, count + 1, count)
+
+    def values(self, columns: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
+        """:attr:`WilderRsi.value` of each column."""
+        gain, loss, count = self._avg_gain[columns], self._avg_loss[columns], self._count[columns]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rsi = 100.0 - 100.0 / (1.0 + gain / loss)
+        flat = np.where(gain > 0.0, 100.0, 50.0)
+        return np.where(count == 0, 50.0, np.where(loss == 0.0, flat, rsi))
+
+
+class RollingStdColumns:
+    """:class:`RollingStd` of many series, one per column (ring buffers in one matrix)."""
+
+    __slots__ = ("_buffer", "_head", "_length", "_m2", "_mean", "_since_resync", "_window")
+
+    def __init__(self, window: int) -> None:
+        self._window = window
+        self._buffer = np.zeros((0, window))
+        self._head = np.zeros(0, dtype=np.intp)  # where the next value goes
+        self._length = np.zeros(0, dtype=np.intp)
+        self._mean = np.zeros(0)
+        self._m2 = np.zeros(0)
+        self._since_resync = np.zeros(0, dtype=np.intp)
+
+    def add_column(self) -> int:
+        """A new series (its column index)."""
+        self._buffer = np.vstack([self._buffer, np.zeros((1, self._window))])
+        self._head = np.append(self._head, 0)
+        self._length = np.append(self._length, 0)
+        self._mean = np.append(self._mean, 0.0)
+        self._m2 = np.append(self._m2, 0.0)
+        self._since_resync = np.append(self._since_resync, 0)
+        return len(self._head) - 1
+
+    def update(self, columns: npt.NDArray[np.intp], x: npt.NDArray[np.float64]) -> None:
+        """One value per column (distinct columns)."""
+        w = self._window
+        length, head = self._length[columns], self._head[columns]
+        mean, m2 = self._mean[columns], self._m2[columns]
+        filling = length < w
+        old = self._buffer[columns, head]  # the value x evicts, where the buffer is full
+        self._buffer[columns, head] = x
+        self._head[columns] = (head + 1) % w
+        n = np.where(filling, length + 1, length)
+        self._length[columns] = n
+        # Filling (Welford): delta = x - mean; mean += delta / n; m2 += delta * (x - mean).
+        delta = x - mean
+        fill_mean = mean + delta / n
+        fill_m2 = m2 + delta * (x - fill_mean)
+        # Full (exact inverse of the evicted value), as RollingStd.update writes it.
+        slide_mean = mean + (x - old) / w
+        slide_m2 = m2 + (x - old) * (x - slide_mean + old - mean)
+        self._mean[columns] = np.where(filling, fill_mean, slide_mean)
+        self._m2[columns] = np.where(filling, fill_m2, slide_m2)
+        since = np.where(filling, self._since_resync[columns], self._since_resync[columns] + 1)
+        self._since_resync[columns] = since
+        for column in columns[since >= w]:
+            self._resync(int(column))
+
+    def _resync(self, column: int) -> None:
+        """:meth:`RollingStd._resync` of one column (fsum is exact: order-free)."""
+        values = self._buffer[column].tolist()
+        mean = math.fsum(values) / len(values)
+        self._mean[column] = mean
+        self._m2[column] = math.fsum((v - mean) ** 2 for v in values)
+        self._since_resync[column] = 0
+
+    def values(self, columns: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
+        """:attr:`RollingStd.value` of each column."""
+        n = self._length[columns]
+        m2 = self._m2[columns]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            std = np.sqrt(np.maximum(m2, 0.0) / (n - 1))
+        return np.where(n < 2, 0.0, std)

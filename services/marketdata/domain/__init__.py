@@ -2,11 +2,19 @@
 
 - `ticks`: raw updates, rejections and their reasons, timestamps, quotes;
 - `normalization`: the :class:`Normalizer` that checks each raw update and
-  turns it into a contract Tick or a Rejection.
+  turns it into a contract Tick or a Rejection;
+- `batches`: the partition of a symbol's ticks and the TickBatch events of a
+  feed batch.
 
 The public names are re-exported here (``from services.marketdata.domain import X``).
 """
 
+from services.marketdata.domain.batches import (
+    TICK_PARTITIONS,
+    partition_of,
+    partitions_of_share,
+    tick_batches,
+)
 from services.marketdata.domain.normalization import Normalizer
 from services.marketdata.domain.ticks import (
     RawTick,
@@ -19,12 +27,16 @@ from services.marketdata.domain.ticks import (
 )
 
 __all__ = [
+    "TICK_PARTITIONS",
     "Normalizer",
     "RawTick",
     "RejectReason",
     "Rejection",
     "decimal_text",
+    "partition_of",
+    "partitions_of_share",
     "quote_of",
     "set_timestamp_ns",
+    "tick_batches",
     "timestamp_ns",
 ]

@@ -112,6 +112,8 @@ def test_routing_helpers_derive_from_the_registry() -> None:
     assert subject_filter("execution.orders.{tenant}.{symbol}", "p.") == "p.execution.orders.*.*"
     assert uses_jetstream(registry.route("trading.execution.v1.OrderStatusChanged"))
     assert not uses_jetstream(registry.route("trading.marketdata.v1.Tick"))
+    # The ticks in batches ride core NATS: each tick is on Kafka as a Tick.
+    assert not uses_jetstream(registry.route("trading.marketdata.v1.TickBatch"))
     topics = platform_topics(registry)
     assert "trading.execution.orders" in topics and dlq_topic("trading.execution.orders") in topics
     streams = {s.name: s.subjects for s in platform_streams(registry)}

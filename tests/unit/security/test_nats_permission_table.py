@@ -100,7 +100,7 @@ def test_the_operator_publishes_only_re_drive_targets_and_its_dlq_requests() -> 
     of every dead-lettering consumer, nothing else (docs: the operator is a
     trusted human credential)."""
     sources = {
-        event_subject("trading.marketdata.v1.Tick"),  # features-ticks
+        event_subject("trading.marketdata.v1.TickBatch"),  # features-tickbatches
         event_subject("trading.features.v1.FeatureVectorComputed"),  # decision-vectors
         event_subject("trading.execution.v1.OrderStatusChanged"),  # notification-orders (EXECUTION)
         NOTIFICATION_JOBS,  # notification-webhooks (NOTIFICATION)
@@ -218,7 +218,7 @@ def test_every_subject_a_service_subscribes_in_code_is_covered() -> None:
     from services.decision.engine import VECTOR_SUBJECT_PREFIX, vector_subject
     from services.execution.api import ORDER_UPDATES_SUBJECT
     from services.execution.venue import TICKS_SUBJECT
-    from services.features.consumer import TICK_SUBJECTS
+    from services.features.consumer import tick_subjects
     from services.marketdata.api import tick_subject
     from services.notification.api import tenant_subjects
     from services.portfolio.api import update_subjects
@@ -227,7 +227,7 @@ def test_every_subject_a_service_subscribes_in_code_is_covered() -> None:
     tenant, symbol = "tenant-a", "BTC-USD"
     in_code: dict[str, list[str]] = {
         "marketdata": [tick_subject(symbol)],
-        "features": [TICK_SUBJECTS],
+        "features": [*tick_subjects(), *tick_subjects(1, 3)],
         "execution": [
             TICKS_SUBJECT,
             ORDER_UPDATES_SUBJECT.format(tenant=tenant, symbol=symbol),
@@ -251,9 +251,9 @@ def test_durable_consumers_and_dead_letter_names_in_code_are_covered() -> None:
     # features and decision dead-letter under fixed consumer names.
     features = (ROOT / "services/features/main.py").read_text()
     decision = (ROOT / "services/decision/main.py").read_text()
-    assert 'name="features-ticks"' in features
+    assert 'name="features-tickbatches"' in features
     assert 'name="decision-vectors"' in decision
-    assert allowed(permissions("features").publish, DLQ_SUBJECT_PREFIX + "features-ticks")
+    assert allowed(permissions("features").publish, DLQ_SUBJECT_PREFIX + "features-tickbatches")
     assert allowed(permissions("decision").publish, DLQ_SUBJECT_PREFIX + "decision-vectors")
     # risk dead-letters the correlation clusters it could not store.
     from services.risk.consumers import CLUSTERS_NATS_NAME

@@ -435,3 +435,67 @@ def test_config_version_names_every_parameter() -> None:
     assert FeatureConfig().version == "v1:ema12-26:rsi14:vol20:vwap100"
     assert FeatureConfig(vwap_window=50).version != FeatureConfig().version
     assert FeatureConfig().warm_up_ticks == 100
+
+
+# ---------------------------------------------------------------- across symbols
+
+
+def _random_ticks(rng: random.Random, symbols: Sequence[str], n: int) -> list[Tick]:
+    """Random walks of several symbols, interleaved at random, with some
+    out-of-order, repeated and invalid (crossed) ticks mixed in."""
+    mids = {s: D(rng.choice(["0.0013", "1.08", "150", "60000"])) for s in symbols}
+    seqs = dict.fromkeys(symbols, 0)
+    out = []
+    for _ in range(n):
+        s = rng.choice(symbols)
+        roll = rng.random()
+        if roll < 0.03 and seqs[s] > 2:
+            out.append(tick(mids[s], seqs[s] - rng.randint(0, 2), symbol=s))  # not after the last
+            continue
+        seqs[s] += rng.randint(1, 3)
+        if roll < 0.06:
+            out.append(tick(mids[s], seqs[s], half_spread="-0.5", symbol=s))  # crossed: invalid
+            continue
+        if rng.random() > 0.1:  # else the same mid again: a zero change (RSI's flat case)
+            mids[s] = (mids[s] * D(1 + rng.gauss(0, 0.002))).quantize(D("0.0000001"))
+        out.append(
+            tick(
+                mids[s],
+                seqs[s],
+                half_spread=str((mids[s] / 5000).quantize(D("0.0000001"))),
+                bid_size=str(rng.randint(0, 5)),
+                ask_size=str(rng.randint(0, 5)),
+                last_size=str(rng.choice([0, 1, 2])),
+                symbol=s,
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize("config", [SMALL, FeatureConfig()], ids=["small", "default"])
+def test_the_batch_engine_equals_the_tick_by_tick_engine_on_random_ticks(config: FeatureConfig) -> None:
+    """Vectorised across symbols (numpy columns), value for value the scalar
+    engine: every field of every vector, the ignored counters, in batches of
+    every size (one symbol several times in a batch included)."""
+    from services.features.domain import BatchFeatureEngine
+
+    rng = random.Random(7)
+    symbols = ["BTC-USD", "ETH-USD", "SOL-USD", "EUR-USD", "AAPL"]
+    ticks = _random_ticks(rng, symbols, 3000)
+    ticks.append(tick("1", 1, symbol="UNKNOWN"))
+    known = frozenset(symbols)
+    scalar, batched = FeatureEngine(config, known), BatchFeatureEngine(config, known)
+    expected = [scalar.update(t) for t in ticks]
+    got: list[FeatureVector | None] = []
+    i = 0
+    while i < len(ticks):
+        size = rng.choice([1, 2, 7, 40, 300])
+        got.extend(batched.update_many(ticks[i : i + size]))
+        i += size
+    assert got == expected
+    assert sum(v is not None for v in got) > 2500  # most ticks applied; resyncs happened
+    for s in symbols:
+        a, b = scalar.state(s), batched.state(s)
+        assert a is not None and b is not None
+        assert (a.ignored, a.tick_count, a.latest) == (b.ignored, b.tick_count, b.latest)
+    assert batched.unknown_symbols == scalar.unknown_symbols == 1

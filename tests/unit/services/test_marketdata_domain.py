@@ -121,3 +121,43 @@ def test_quote_only_update_has_no_trade_and_quote_shares_the_fields() -> None:
         "test",
     )
     assert quote.exchange_time == tick.exchange_time and quote.receive_time == tick.receive_time
+
+
+# ---------------------------------------------------------------- ticks in batches
+
+
+def test_shares_of_the_partitions_see_every_symbol_exactly_once() -> None:
+    """features started as 0/2 and 1/2 (or 0/3 .. 2/3) take every symbol's
+    ticks, each symbol's in one process only; the partition of a symbol is
+    the same in every process (not Python's salted hash)."""
+    from services.marketdata.domain import TICK_PARTITIONS, partition_of, partitions_of_share
+
+    symbols = [f"S{i}-USD" for i in range(200)] + ["BTC-USD", "ETH-USD", "AAPL", "EUR-USD"]
+    assert partition_of("BTC-USD") == 1 and partition_of("ETH-USD") == 5  # FNV-1a, fixed
+    for shares in (1, 2, 3, 16):
+        taken = [partitions_of_share(i, shares) for i in range(shares)]
+        seen = [s for share in taken for s in symbols if partition_of(s) in share]
+        assert sorted(seen) == sorted(symbols)
+    assert len({partition_of(s) for s in symbols}) == TICK_PARTITIONS  # all partitions used
+    with pytest.raises(ValueError):
+        partitions_of_share(2, 2)
+
+
+def test_a_feed_batch_becomes_one_tick_batch_per_partition_in_feed_order() -> None:
+    from services.marketdata.domain import partition_of, tick_batches
+
+    n = Normalizer({"BTC-USD", "ETH-USD", "DOT-USD"})  # BTC-USD and DOT-USD share partition 1
+    raws = [
+        _raw(symbol=s, sequence=q)
+        for q, s in enumerate(["BTC-USD", "ETH-USD", "DOT-USD", "BTC-USD", "ETH-USD"], start=1)
+    ]
+    ticks = [n.normalize(r, T0 + 1) for r in raws]
+    assert all(isinstance(t, events_pb2.Tick) for t in ticks)
+    batches = tick_batches((f"id-{i}", t) for i, t in enumerate(ticks))  # type: ignore[misc]
+    assert [(b.partition, [t.symbol for t in b.ticks], list(b.tick_event_ids)) for b in batches] == [
+        (1, ["BTC-USD", "DOT-USD", "BTC-USD"], ["id-0", "id-2", "id-3"]),
+        (5, ["ETH-USD", "ETH-USD"], ["id-1", "id-4"]),
+    ]
+    assert partition_of("DOT-USD") == 1
+    for b in batches:
+        protovalidate.validate(b)

@@ -1,5 +1,5 @@
 """The FeaturesService servicer and its tick consumer on the in-memory
-adapters: a tick becomes a published vector that GetFeatures answers, from
+adapters: a tick (alone or in a TickBatch) becomes a published vector that GetFeatures answers, from
 this replica's memory or from the shared store; a symbol without a vector is
 NOT_FOUND or UNAVAILABLE as the instrument universe says. Market data has no
 tenant: every caller sees the same vectors."""
@@ -21,7 +21,8 @@ from runtime.messaging import Delivery, Event, Transport, new_envelope
 from services.features.adapters.memory import MemoryEvents, MemoryInstrumentUniverse, MemoryVectorStore
 from services.features.api import FeaturesApi
 from services.features.consumer import FeatureProcessor
-from services.features.domain import FeatureEngine
+from services.features.domain import BatchFeatureEngine
+from services.marketdata.domain import tick_batches
 from tests.support.servicers import as_caller, expect_error, servicer_context
 
 D = decimal_pb2.Decimal
@@ -36,7 +37,7 @@ class Replica:
     ):
         self.events = MemoryEvents()
         self.processor = FeatureProcessor(
-            FeatureEngine(),
+            BatchFeatureEngine(),
             nats=self.events,
             kafka=self.events,
             vectors=vectors,
@@ -89,6 +90,44 @@ async def test_a_tick_is_published_and_answered_from_memory(
     assert len(envelopes) == 4
     assert envelopes[0] is envelopes[1] and envelopes[0].causation_id == first.envelope.event_id
     assert isinstance(replica.events.published[0][1], features_events.FeatureVectorComputed)
+
+
+def batch_event(*ticks: Event) -> Event:
+    """The TickBatch marketdata publishes for these ticks (one partition of them)."""
+    batches = tick_batches((t.envelope.event_id, t.payload) for t in ticks)  # type: ignore[misc]
+    assert len(batches) == 1
+    envelope = new_envelope(batches[0], tenant_id="", correlation_id="", producer="marketdata")
+    return Event(envelope, batches[0], {}, Delivery(Transport.NATS, "marketdata.tickbatches.1", 0, 1))
+
+
+def vector_of(payload: object) -> pb.FeatureVector:
+    assert isinstance(payload, features_events.FeatureVectorComputed)
+    return payload.vector
+
+
+async def test_a_batch_of_ticks_becomes_one_vector_per_tick_each_caused_by_its_tick(
+    vectors: MemoryVectorStore, universe: MemoryInstrumentUniverse
+) -> None:
+    replica, one_by_one = Replica(vectors, universe), Replica(MemoryVectorStore(), universe)
+    ticks = [tick("BTC-USD", i, str(99 + i), str(101 + i)) for i in range(1, 6)]
+    ticks.insert(3, tick("BTC-USD", 2, "1", "2"))  # out of order: no vector
+    await replica.processor.handle(batch_event(*ticks))
+    for t in ticks:
+        await one_by_one.processor.handle(t)
+    # The live copies (NATS), then the same envelopes for Kafka.
+    half = len(replica.events.published) // 2
+    live, replay = replica.events.published[:half], replica.events.published[half:]
+    assert [e for e, _ in replay] == [e for e, _ in live]
+    assert [e.causation_id for e, _ in live] == [t.envelope.event_id for t in ticks if t is not ticks[3]]
+    # Nothing correlates a batch: each vector is correlated by its tick's event id.
+    assert [e.correlation_id for e, _ in live] == [e.causation_id for e, _ in live]
+    # The same vectors as tick by tick (but the time they were computed at).
+    batched = [vector_of(p) for _, p in live]
+    alone = [vector_of(p) for _, p in one_by_one.events.published[::2]]
+    for v in (*batched, *alone):
+        v.ClearField("computed_at")
+    assert batched == alone
+    assert (await replica.get("BTC-USD")).vector.tick_sequence == 5
 
 
 async def test_an_out_of_order_tick_changes_nothing(

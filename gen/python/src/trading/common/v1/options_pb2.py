@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftrading/common/v1/options.proto\x12\x11trading.common.v1\x1a google/protobuf/descriptor.proto\"x\n\x0cMethodPolicy\x12\x1e\n\nidempotent\x18\x01 \x01(\x08R\nidempotent\x12\x16\n\x06scopes\x18\x02 \x03(\tR\x06scopes\x12\x16\n\x06public\x18\x03 \x01(\x08R\x06public\x12\x18\n\x07\x63\x61llers\x18\x04 \x03(\tR\x07\x63\x61llers\"\x9c\x01\n\nEventRoute\x12\x1f\n\x0bkafka_topic\x18\x01 \x01(\tR\nkafkaTopic\x12!\n\x0cnats_subject\x18\x02 \x01(\tR\x0bnatsSubject\x12#\n\rpartition_key\x18\x03 \x01(\tR\x0cpartitionKey\x12%\n\x0eschema_version\x18\x04 \x01(\rR\rschemaVersion:Y\n\x06method\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x0b\x32\x1f.trading.common.v1.MethodPolicyR\x06method:V\n\x05\x65vent\x12\x1f.google.protobuf.MessageOptions\x18\xba\x8e\x03 \x01(\x0b\x32\x1d.trading.common.v1.EventRouteR\x05\x65vent:F\n\x0cmetadata_key\x12!.google.protobuf.EnumValueOptions\x18\xbb\x8e\x03 \x01(\tR\x0bmetadataKeyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftrading/common/v1/options.proto\x12\x11trading.common.v1\x1a google/protobuf/descriptor.proto\"x\n\x0cMethodPolicy\x12\x1e\n\nidempotent\x18\x01 \x01(\x08R\nidempotent\x12\x16\n\x06scopes\x18\x02 \x03(\tR\x06scopes\x12\x16\n\x06public\x18\x03 \x01(\x08R\x06public\x12\x18\n\x07\x63\x61llers\x18\x04 \x03(\tR\x07\x63\x61llers\"\xb9\x01\n\nEventRoute\x12\x1f\n\x0bkafka_topic\x18\x01 \x01(\tR\nkafkaTopic\x12!\n\x0cnats_subject\x18\x02 \x01(\tR\x0bnatsSubject\x12#\n\rpartition_key\x18\x03 \x01(\tR\x0cpartitionKey\x12%\n\x0eschema_version\x18\x04 \x01(\rR\rschemaVersion\x12\x1b\n\tnats_core\x18\x05 \x01(\x08R\x08natsCore:Y\n\x06method\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x0b\x32\x1f.trading.common.v1.MethodPolicyR\x06method:V\n\x05\x65vent\x12\x1f.google.protobuf.MessageOptions\x18\xba\x8e\x03 \x01(\x0b\x32\x1d.trading.common.v1.EventRouteR\x05\x65vent:F\n\x0cmetadata_key\x12!.google.protobuf.EnumValueOptions\x18\xbb\x8e\x03 \x01(\tR\x0bmetadataKeyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,5 +35,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_METHODPOLICY']._serialized_start=88
   _globals['_METHODPOLICY']._serialized_end=208
   _globals['_EVENTROUTE']._serialized_start=211
-  _globals['_EVENTROUTE']._serialized_end=367
+  _globals['_EVENTROUTE']._serialized_end=396
 # @@protoc_insertion_point(module_scope)

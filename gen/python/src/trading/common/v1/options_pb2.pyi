@@ -89,6 +89,7 @@ class EventRoute(_message.Message):
     NATS_SUBJECT_FIELD_NUMBER: _builtins.int
     PARTITION_KEY_FIELD_NUMBER: _builtins.int
     SCHEMA_VERSION_FIELD_NUMBER: _builtins.int
+    NATS_CORE_FIELD_NUMBER: _builtins.int
     kafka_topic: _builtins.str
     """Kafka topic the event is published to (durable, partitioned, replayable).
     Empty when the event does not go to Kafka.
@@ -107,6 +108,13 @@ class EventRoute(_message.Message):
     """Version of the payload schema, copied into the envelope. Bumped only
     with a new payload message; compatible additions keep the version.
     """
+    nats_core: _builtins.bool
+    """NATS only and still not kept: published on core NATS, no JetStream
+    stream (events with a nats_subject and no kafka_topic go through
+    JetStream otherwise). For an event whose content is also published
+    durably in another form, e.g. marketdata's TickBatch (its ticks are
+    Tick events on Kafka).
+    """
     def __init__(
         self,
         *,
@@ -114,10 +122,11 @@ class EventRoute(_message.Message):
         nats_subject: _builtins.str = ...,
         partition_key: _builtins.str = ...,
         schema_version: _builtins.int = ...,
+        nats_core: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kafka_topic", b"kafka_topic", "nats_subject", b"nats_subject", "partition_key", b"partition_key", "schema_version", b"schema_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kafka_topic", b"kafka_topic", "nats_core", b"nats_core", "nats_subject", b"nats_subject", "partition_key", b"partition_key", "schema_version", b"schema_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file trading/common/v1/options.proto.
  */
 export const file_trading_common_v1_options: GenFile = /*@__PURE__*/
-  fileDesc("Ch90cmFkaW5nL2NvbW1vbi92MS9vcHRpb25zLnByb3RvEhF0cmFkaW5nLmNvbW1vbi52MSJTCgxNZXRob2RQb2xpY3kSEgoKaWRlbXBvdGVudBgBIAEoCBIOCgZzY29wZXMYAiADKAkSDgoGcHVibGljGAMgASgIEg8KB2NhbGxlcnMYBCADKAkiZgoKRXZlbnRSb3V0ZRITCgtrYWZrYV90b3BpYxgBIAEoCRIUCgxuYXRzX3N1YmplY3QYAiABKAkSFQoNcGFydGl0aW9uX2tleRgDIAEoCRIWCg5zY2hlbWFfdmVyc2lvbhgEIAEoDTpZCgZtZXRob2QSHi5nb29nbGUucHJvdG9idWYuTWV0aG9kT3B0aW9ucxi5jgMgASgLMh8udHJhZGluZy5jb21tb24udjEuTWV0aG9kUG9saWN5UgZtZXRob2Q6VgoFZXZlbnQSHy5nb29nbGUucHJvdG9idWYuTWVzc2FnZU9wdGlvbnMYuo4DIAEoCzIdLnRyYWRpbmcuY29tbW9uLnYxLkV2ZW50Um91dGVSBWV2ZW50OkYKDG1ldGFkYXRhX2tleRIhLmdvb2dsZS5wcm90b2J1Zi5FbnVtVmFsdWVPcHRpb25zGLuOAyABKAlSC21ldGFkYXRhS2V5YgZwcm90bzM", [file_google_protobuf_descriptor]);
+  fileDesc("Ch90cmFkaW5nL2NvbW1vbi92MS9vcHRpb25zLnByb3RvEhF0cmFkaW5nLmNvbW1vbi52MSJTCgxNZXRob2RQb2xpY3kSEgoKaWRlbXBvdGVudBgBIAEoCBIOCgZzY29wZXMYAiADKAkSDgoGcHVibGljGAMgASgIEg8KB2NhbGxlcnMYBCADKAkieQoKRXZlbnRSb3V0ZRITCgtrYWZrYV90b3BpYxgBIAEoCRIUCgxuYXRzX3N1YmplY3QYAiABKAkSFQoNcGFydGl0aW9uX2tleRgDIAEoCRIWCg5zY2hlbWFfdmVyc2lvbhgEIAEoDRIRCgluYXRzX2NvcmUYBSABKAg6WQoGbWV0aG9kEh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMYuY4DIAEoCzIfLnRyYWRpbmcuY29tbW9uLnYxLk1ldGhvZFBvbGljeVIGbWV0aG9kOlYKBWV2ZW50Eh8uZ29vZ2xlLnByb3RvYnVmLk1lc3NhZ2VPcHRpb25zGLqOAyABKAsyHS50cmFkaW5nLmNvbW1vbi52MS5FdmVudFJvdXRlUgVldmVudDpGCgxtZXRhZGF0YV9rZXkSIS5nb29nbGUucHJvdG9idWYuRW51bVZhbHVlT3B0aW9ucxi7jgMgASgJUgttZXRhZGF0YUtleWIGcHJvdG8z", [file_google_protobuf_descriptor]);
 
 /**
  * Policy of one RPC, attached with `option (trading.common.v1.method) = {...}`.
@@ -107,6 +107,17 @@ export type EventRoute = Message<"trading.common.v1.EventRoute"> & {
    * @generated from field: uint32 schema_version = 4;
    */
   schemaVersion: number;
+
+  /**
+   * NATS only and still not kept: published on core NATS, no JetStream
+   * stream (events with a nats_subject and no kafka_topic go through
+   * JetStream otherwise). For an event whose content is also published
+   * durably in another form, e.g. marketdata's TickBatch (its ticks are
+   * Tick events on Kafka).
+   *
+   * @generated from field: bool nats_core = 5;
+   */
+  natsCore: boolean;
 };
 
 /**
