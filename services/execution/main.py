@@ -25,7 +25,7 @@ from runtime.service import ServiceSpec
 from services.execution.adapters.grpc import GrpcPreTradeRisk
 from services.execution.adapters.postgres import PostgresOrderStore
 from services.execution.adapters.redis import RedisMarketQuotes
-from services.execution.adapters.risk import EmbeddedPreTradeRisk
+from services.execution.adapters.risk import EmbeddedPreTradeRisk, RiskLiveness
 from services.execution.api import ExecutionApi
 from services.execution.domain import OrderEvent
 from services.execution.outbox import outbox_rows
@@ -76,7 +76,10 @@ async def pre_trade_risk(
         time_bound=SubmissionTimeBound(risk.submitted_at_max_back_s, risk.submitted_at_max_ahead_s),
     )
     await state.load_scripts()
-    return EmbeddedPreTradeRisk(PreTradeCheck(state), remote)
+    alive = RiskLiveness(clients.channel("risk"))
+    await alive.start()
+    resources.on_close(alive.stop)
+    return EmbeddedPreTradeRisk(PreTradeCheck(state), remote, risk_alive=alive)
 
 
 async def build(resources: Resources, *, settings: ExecutionSettings | None = None) -> Mapping[str, Any]:

@@ -16,15 +16,27 @@ records it; the order is counted in the rate window once, keyed by its
 client order id. When the embedded check cannot read Redis, risk's
 CheckOrder decides alone (risk unavailable too: the order is refused, as
 before).
+
+Only while risk is up: the positions and PnL the check reads are kept by
+risk's fill consumer, so with risk down they would go stale. A
+:class:`RiskLiveness` probes risk's health twice a second; when risk was not
+seen SERVING lately, every check goes to CheckOrder, which then fails as
+RISK_UNAVAILABLE and nothing is placed, exactly as without the embedding.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 
+import grpc
 from redis.exceptions import RedisError
 from trading.common.v1 import market_pb2
 
+from runtime.health import probe
+from runtime.tasks import stop_task
 from services.execution.domain import Order
 from services.execution.ports import PreTradeRisk, RiskDecision
 from services.execution.wire import quote_from_proto
@@ -45,14 +57,59 @@ def order_intent(order: Order) -> risk_domain.OrderIntent:
     )
 
 
-class EmbeddedPreTradeRisk:
-    """Approves in process; anything else goes to `authority` (risk's CheckOrder)."""
+RISK_SERVICE = "trading.risk.v1.RiskService"
 
-    def __init__(self, check: PreTradeCheck, authority: PreTradeRisk) -> None:
+
+class RiskLiveness:
+    """Whether risk answered its health check as SERVING within `max_silence_s`."""
+
+    def __init__(
+        self, channel: grpc.aio.Channel, *, interval_s: float = 0.5, max_silence_s: float = 2.0
+    ) -> None:
+        self._channel = channel
+        self._interval_s = interval_s
+        self._max_silence_s = max_silence_s
+        self._serving_at = float("-inf")  # monotonic time of the last SERVING answer
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return time.monotonic() - self._serving_at <= self._max_silence_s
+
+    async def probe_once(self) -> None:
+        answer = await probe(self._channel, RISK_SERVICE, timeout=self._interval_s)
+        if answer.serving:
+            self._serving_at = time.monotonic()
+
+    async def start(self) -> None:
+        await self.probe_once()  # the first orders need not wait for the loop
+        self._task = asyncio.create_task(self._run(), name="risk-liveness")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            with contextlib.suppress(Exception):  # a failed probe is "not seen": it ages out
+                await self.probe_once()
+
+    async def stop(self) -> None:
+        await stop_task(self._task, name="risk-liveness")
+        self._task = None
+
+
+class EmbeddedPreTradeRisk:
+    """Approves in process while risk is up; anything else goes to `authority`
+    (risk's CheckOrder). `risk_alive` None: always embedded (tests)."""
+
+    def __init__(
+        self, check: PreTradeCheck, authority: PreTradeRisk, *, risk_alive: RiskLiveness | None = None
+    ) -> None:
         self._check = check
         self._authority = authority
+        self._risk_alive = risk_alive
 
     async def check(self, order: Order) -> RiskDecision:
+        if self._risk_alive is not None and not self._risk_alive.alive:
+            return await self._authority.check(order)
         try:
             outcome = await self._check.run(
                 order.tenant_id,

@@ -5,16 +5,18 @@ check the embedded one cannot read state for."""
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime
 from decimal import Decimal as D
 
+import grpc
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from trading.common.v1 import market_pb2
 from trading.risk.v1 import risk_service_pb2 as risk_pb
 
 from runtime import decimals
-from services.execution.adapters.risk import EmbeddedPreTradeRisk
+from services.execution.adapters.risk import EmbeddedPreTradeRisk, RiskLiveness
 from services.execution.domain import Order, OrderType, Side, TimeInForce, new_order
 from services.execution.ports import RiskDecision, RiskDenial
 from services.risk.adapters.memory import MemoryRiskStore
@@ -113,3 +115,19 @@ async def test_when_risks_state_cannot_be_read_risk_decides() -> None:
     embedded = EmbeddedPreTradeRisk(PreTradeCheck(_store(BrokenState())), authority)
     decision = await embedded.check(_order("c-4"))
     assert authority.asked == ["c-4"] and not decision.approved
+
+
+@pytest.mark.asyncio
+async def test_while_risk_is_not_seen_serving_risk_decides_every_check() -> None:
+    # Risk down: its fill consumer is not keeping the positions the check reads.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    async with grpc.aio.insecure_channel(dead) as channel:
+        liveness = RiskLiveness(channel, interval_s=0.2)
+        await liveness.probe_once()
+        assert not liveness.alive
+        authority = Authority()
+        embedded = EmbeddedPreTradeRisk(PreTradeCheck(_store()), authority, risk_alive=liveness)
+        await embedded.check(_order("c-5"))
+    assert authority.asked == ["c-5"]
