@@ -156,7 +156,7 @@ class Matcher:
         self._on_change = on_change
         self._sweep_interval_s = sweep_interval_s
         self._clock = clock
-        self._latest: dict[str, Quote] = {}
+        self._latest: dict[str, md_events.Tick] = {}
         # Symbols with working orders; None until the first sweep has read them.
         self._working: set[str] | None = None
         self._noted: set[str] = set()  # noted while a sweep reads the working symbols
@@ -191,7 +191,10 @@ class Matcher:
     async def _on_tick(self, event: Event) -> None:
         tick = event.payload
         assert isinstance(tick, md_events.Tick)  # the subscription's only event type
-        self._latest[tick.symbol] = quote_of_tick(tick)
+        # Kept as it came: only the newest tick of a symbol with working
+        # orders is ever turned into a quote (at 1,000 ticks/s, converting
+        # every one would cost this process, where PlaceOrder runs, for nothing).
+        self._latest[tick.symbol] = tick
         self._dirty.set()
 
     async def _run(self) -> None:
@@ -208,8 +211,9 @@ class Matcher:
                     await asyncio.wait_for(self._dirty.wait(), max(0.0, next_sweep - loop.time()))
                 self._dirty.clear()
                 latest, self._latest = self._latest, {}
-                for quote in latest.values():
-                    await self.match(quote)
+                for symbol, tick in latest.items():
+                    if self._working is None or symbol in self._working:
+                        await self.match(quote_of_tick(tick))
                 # Only a round with a sweep counts: rounds without one must
                 # not hide a sweep that fails every time.
                 if swept:
