@@ -131,6 +131,17 @@ async def baseline_after(ctx: Ctx) -> AsyncIterator[None]:
         await ctx.stack.feed.run_at(BASELINE_FEED_RATE)
 
 
+@contextlib.asynccontextmanager
+async def no_load_after(ctx: Ctx) -> AsyncIterator[None]:
+    """A path that fails while loaded must not leave the 1,000 ticks/s feed running for the next."""
+    try:
+        yield
+    finally:
+        current = ctx.stack.feed.current
+        if current is not None and current.rate_per_s == LOADED.feed_rate_per_s:
+            await ctx.stack.feed.stop()
+
+
 def _load_note(window: Window) -> str:
     load = window.load
     return (
@@ -156,8 +167,8 @@ def _order_request(run_id: str, tag: str, n: int, quantity: Any) -> epb.PlaceOrd
 
 async def order_placement(ctx: Ctx) -> list[Result]:
     """execution.PlaceOrder over gRPC (unique client order ids, market IOC,
-    alternating sides) and risk.CheckOrder alone (the part of it another
-    service answers), idle and at 1,000 ticks/s, client and server side."""
+    alternating sides) and risk.CheckOrder alone (risk's own check), idle and
+    at 1,000 ticks/s, client and server side."""
     settings = ctx.stack.settings
     tenant = f"bench-{ctx.run_id}-orders"
     results: list[Result] = []
@@ -165,6 +176,7 @@ async def order_placement(ctx: Ctx) -> list[Result]:
     quantity = decimals.to_proto(Decimal("0.01"))
     await _open_limits(settings, tenant, max_quote_age_s=_IDLE_QUOTE_AGE_S)
     async with (
+        no_load_after(ctx),
         channel(settings, "execution") as ex_channel,
         # Risk is called as execution calls it inside PlaceOrder.
         channel(settings, "risk", principal="execution") as risk_channel,
@@ -191,15 +203,16 @@ async def order_placement(ctx: Ctx) -> list[Result]:
                 measured(
                     f"order_placement{cond.suffix}", cond.order_target,
                     f"{cond.label}: execution.PlaceOrder over gRPC, round trip at the client "
-                    "(risk.CheckOrder, paper fill, PostgreSQL + outbox)", rec,
+                    "(risk check, paper fill, PostgreSQL + outbox)", rec,
                     method="closed loop, 1 mutual-TLS channel as the gateway, unique client order ids",
                     floor="floor_grpc", duration_s=_timed(started),
                     extra={"order_statuses": dict(statuses), **window.load},
                     notes="Market IOC 0.01 BTC-USD / ETH-USD, buy and sell in turn, against the last "
-                    "quote. Inside: request validation, risk.CheckOrder (a gRPC hop; limits, rate, "
-                    "quote and position in one Redis round trip), the paper venue's fill, one "
-                    "PostgreSQL transaction (order, events, outbox rows), then the relay publishes to "
-                    f"Kafka and NATS outside the call. {_load_note(window)}",
+                    "quote. Inside: request validation, the pre-trade risk check (limits, rate, quote and "
+                    "position in one Redis round trip: in execution's process by default, risk.CheckOrder "
+                    "over gRPC for anything but a plain approval or with execution.risk_check=remote), the "
+                    "paper venue's fill, the PostgreSQL write (order, events, outbox rows), then the relay "
+                    f"publishes to Kafka and NATS outside the call. {_load_note(window)}",
                 )
             )  # fmt: skip
             results.append(
@@ -230,10 +243,12 @@ async def order_placement(ctx: Ctx) -> list[Result]:
                 measured(
                     f"order_placement_risk_check{cond.suffix}", cond.order_target,
                     f"{cond.label}, diagnostic: risk.CheckOrder alone, round trip at the client "
-                    "(the risk step inside PlaceOrder)", rec,
+                    "(the risk service's own check)", rec,
                     method="closed loop, 1 mutual-TLS channel as execution (chained context token)",
                     floor="floor_grpc", duration_s=_timed(started), extra=dict(window.load),
-                    notes=f"What the risk hop costs of PlaceOrder, called directly. {_load_note(window)}",
+                    notes="The risk service's check called directly, as execution calls it when its "
+                    "in-process check is not a plain approval (every check with "
+                    f"execution.risk_check=remote). {_load_note(window)}",
                 )
             )  # fmt: skip
             results.append(
@@ -290,7 +305,7 @@ async def gateway_call(ctx: Ctx) -> list[Result]:
     1,000 ticks/s, each beside the gateway's own handling time."""
     results: list[Result] = []
     settings = ctx.stack.settings
-    async with httpx.AsyncClient(base_url=gateway_url(ctx), timeout=10) as client:
+    async with no_load_after(ctx), httpx.AsyncClient(base_url=gateway_url(ctx), timeout=10) as client:
         token, tenant = await login_session(client)
         auth = {"Authorization": f"Bearer {token}"}
         # The open-loop POSTs catch up in bursts when the sender runs late on a
