@@ -82,3 +82,39 @@ class TestRedisMarketQuotes(MarketQuotesSuite):
         yield market
         if market.listed:
             await redis_client.srem(INSTRUMENTS_KEY, *market.listed)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_one_round_trip_placement_runs_as_the_tenant_role_under_rls(
+    execution_pool: asyncpg.Pool,
+) -> None:
+    """execution.place_order switches to the tenant role and tenant itself, so
+    the placement is held to row-level security like a tenant transaction
+    (the login role's own policy would let it write any row)."""
+    async with execution_pool.acquire() as conn, conn.transaction():
+        login = await conn.fetchval("SELECT current_user")
+        placed = await conn.fetchval(
+            "SELECT execution.place_order($1, gen_random_uuid(), 'rls-probe', '\\x00', 'BTC-USD',"
+            " 1::smallint, 1::smallint, 3::smallint, 1, NULL, 1::smallint, 0, 0, '', 0::smallint,"
+            " '', '', 'paper', '', '',"
+            " NULL, now(), now(), 1, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}',"
+            " '{}', '{}', '{}', '{}', '{}')",
+            "rls-tenant-a",
+        )
+        assert placed == 1
+        assert await conn.fetchval("SELECT current_user") == "trading_execution_tenant" != login
+        assert await conn.fetchval("SELECT current_setting('app.tenant_id')") == "rls-tenant-a"
+        # As the tenant role, another tenant's row is refused by the policy.
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(
+                "INSERT INTO execution.orders (tenant_id, order_id, client_order_id, request_hash, symbol,"
+                " side, type, time_in_force, quantity, status, created_at, updated_at, version)"
+                " VALUES ('rls-tenant-b', gen_random_uuid(), 'x', '\\x00', 'BTC-USD', 1, 1, 3, 1, 1, now(),"
+                " now(), 1)"
+            )
+    # The refused insert aborted the transaction: the probe order is rolled back with it.
+    async with execution_pool.acquire() as conn:
+        assert (
+            await conn.fetchval("SELECT count(*) FROM execution.orders WHERE client_order_id = 'rls-probe'")
+            == 0
+        )
