@@ -588,6 +588,7 @@ SERVICE_SECTIONS: dict[str, str] = {
     "audit": "services.audit.settings:AuditSettings",
     "notification": "services.notification.settings:NotificationSettings",
     "execution": "services.execution.settings:ExecutionSettings",
+    "features": "services.features.settings:FeaturesSettings",
 }
 
 

@@ -27,8 +27,9 @@ class FeaturesSettings(BaseSettings):
     exactly once; n at most 16. Replicas started with the same share form a replica group that shares
     the publishing of those symbols (the default 0/1: every symbol, one group)."""
     kafka_batch_bytes: int = Field(default=1_048_576, ge=16_384)
-    """Bytes per Kafka partition in one produce request for the vectors' replay copies (one request is in
-    flight per broker at a time: larger batches are what lets thousands of vectors a second through)."""
+    """Bytes per Kafka partition in one produce request for the vectors' replay copies. The producer has
+    one request in flight per broker: measured on tansu (S3 storage) with 260-byte records, 16 KiB batches
+    took ~11,600 records/s, 1 MiB ~35,000."""
 
     @field_validator("partition")
     @classmethod

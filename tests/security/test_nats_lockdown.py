@@ -52,6 +52,7 @@ from runtime.security.nats_permissions import (
     POSITION_CHANGED,
     RISK_EVENTS,
     TICK,
+    TICK_BATCH,
     allowed,
     nats_users,
     permissions,
@@ -62,7 +63,7 @@ from runtime.security.secrets import get_secret
 from services.decision.engine import vector_subject
 from services.execution.api import ORDER_UPDATES_SUBJECT
 from services.execution.venue import TICKS_SUBJECT
-from services.features.consumer import TICK_SUBJECTS
+from services.features.consumer import tick_subjects
 from services.marketdata.api import tick_subject
 from services.notification.api import tenant_subjects
 from services.notification.delivery import JOBS_SUBJECT_PREFIX, job_subject, jobs_stream_spec
@@ -407,7 +408,7 @@ async def test_the_server_refuses_every_event_subscription_the_table_does_not_gr
 
 async def test_ticks_flow_to_features_execution_and_quote_streams(infra_settings: Settings) -> None:
     symbol = f"S{token()}"
-    features_got = Handled(lambda e: e.payload.symbol == symbol)  # type: ignore[attr-defined]
+    features_got = Handled(lambda e: e.payload.ticks[0].symbol == symbol)  # type: ignore[attr-defined]
     venue_got, quotes_got = Inbox(), Inbox()
     async with (
         connected(infra_settings, "marketdata") as md,
@@ -416,15 +417,16 @@ async def test_ticks_flow_to_features_execution_and_quote_streams(infra_settings
     ):
         await declare_streams(ft.nc, "features")
         subscriber = NatsSubscriber(
-            ft.nc, REGISTRY, features_got, subjects=[TICK_SUBJECTS], name="features-ticks"
+            ft.nc, REGISTRY, features_got, subjects=tick_subjects(), name="features-tickbatches"
         )
         async with subscriber:
             await ex.nc.subscribe(TICKS_SUBJECT, cb=venue_got.on_msg)  # the paper venue
             await md.nc.subscribe(tick_subject(symbol), cb=quotes_got.on_msg)  # StreamQuotes
             await asyncio.gather(ft.nc.flush(), ex.nc.flush(), md.nc.flush())
             tick, payload = event(TICK, symbol=symbol, sequence=1)
-            await NatsPublisher(md.nc, REGISTRY).publish(tick, payload=payload)
-            await until(lambda: features_got.ids() == [tick.event_id], "the tick at features")
+            batch, ticks = event(TICK_BATCH, partition=3, partition_count=16, ticks=[payload])
+            await NatsPublisher(md.nc, REGISTRY).publish_many([(tick, payload), (batch, ticks)])
+            await until(lambda: features_got.ids() == [batch.event_id], "the tick batch at features")
             await until(lambda: tick.event_id in venue_got.ids(), "the tick at the venue")
             await until(lambda: quotes_got.ids() == [tick.event_id], "the tick at StreamQuotes")
         await no_error(md, ft, ex)
@@ -561,10 +563,10 @@ async def test_webhook_jobs_flow_through_notifications_own_stream(infra_settings
 
 
 async def test_a_dead_letter_is_listed_and_re_driven_by_the_operator(infra_settings: Settings) -> None:
-    """features dead-letters a tick its handler failed on; the operator
+    """features dead-letters a tick batch its handler failed on; the operator
     (tradingctl deadletters) lists it and sends it back; features gets it."""
     symbol = f"S{token()}"
-    handled = Handled(lambda e: e.payload.symbol == symbol, fail_first=1)  # type: ignore[attr-defined]
+    handled = Handled(lambda e: e.payload.ticks[0].symbol == symbol, fail_first=1)  # type: ignore[attr-defined]
     async with (
         connected(infra_settings, "marketdata") as md,
         connected(infra_settings, "features") as ft,
@@ -572,19 +574,24 @@ async def test_a_dead_letter_is_listed_and_re_driven_by_the_operator(infra_setti
     ):
         await declare_streams(ft.nc, "features")
         subscriber = NatsSubscriber(
-            ft.nc, REGISTRY, handled, subjects=[TICK_SUBJECTS], name="features-ticks",
+            ft.nc, REGISTRY, handled, subjects=tick_subjects(), name="features-tickbatches",
             retry=RetryPolicy(max_attempts=1),
         )  # fmt: skip
         async with subscriber:
             await ft.nc.flush()
-            tick, payload = event(TICK, symbol=symbol, sequence=7)
+            tick, payload = event(
+                TICK_BATCH,
+                partition=3,
+                partition_count=16,
+                ticks=[REGISTRY.message_class(TICK)(symbol=symbol)],
+            )
             await NatsPublisher(md.nc, REGISTRY).publish(tick, payload=payload)
             dead = NatsDeadLetters(NatsPublisher(op.nc, REGISTRY))
 
             async def letters() -> list[str]:
                 return [
                     d.id
-                    for d in await dead.list("features-ticks")
+                    for d in await dead.list("features-tickbatches")
                     if d.headers.get("x-event-id") == tick.event_id
                 ]
 
@@ -592,7 +599,7 @@ async def test_a_dead_letter_is_listed_and_re_driven_by_the_operator(infra_setti
             assert handled.events == []
             await dead.redrive(found[0])
             await dead.delete(found[0])
-            await until(lambda: handled.ids() == [tick.event_id], "the re-driven tick at features")
+            await until(lambda: handled.ids() == [tick.event_id], "the re-driven batch at features")
             assert await letters() == []
         await no_error(md, ft, op)
 

@@ -1,5 +1,6 @@
-"""features on real Redis, NATS and tansu: Tick envelopes published on NATS
-become FeatureVectorComputed events on NATS and Kafka, GetFeatures serves the
+"""features on real Redis, NATS and tansu: ticks published on NATS in
+TickBatch events, as marketdata publishes them, become one
+FeatureVectorComputed event per tick on NATS and Kafka, GetFeatures serves the
 latest vector, and unknown or not-yet-ticked symbols get NOT_FOUND or
 UNAVAILABLE. Unique symbols keep it apart from anything else on the servers."""
 
@@ -31,6 +32,8 @@ from runtime.messaging.nats import NatsPublisher
 from services.features.adapters.redis import vector_key
 from services.features.domain import FeatureConfig
 from services.features.main import make_spec
+from services.features.settings import FeaturesSettings
+from services.marketdata.domain import partition_of, tick_batches
 from tests.support.nats import connect_harness
 from tests.support.security import service_channel, user_md
 from tests.support.services import running_service
@@ -83,12 +86,14 @@ async def test_ticks_become_feature_vectors_on_nats_kafka_and_get_features(
             ) as address,
             service_channel(address, "features") as channel,
         ):
-            tick_ids: dict[int, str] = {}
-            for i in range(1, TICKS + 1):
-                tick = _tick(symbol, i)
-                envelope = new_envelope(tick, tenant_id="", correlation_id=f"c{i}", producer="test")
-                tick_ids[i] = envelope.event_id
-                await publisher.publish(envelope, payload=tick)
+            # In batches of up to 7 (one symbol: one partition), each tick
+            # with the event id of its own Tick event, as marketdata sends them.
+            tick_ids = {i: str(uuid.uuid4()) for i in range(1, TICKS + 1)}
+            for first in range(1, TICKS + 1, 7):
+                batch = [(tick_ids[i], _tick(symbol, i)) for i in range(first, min(first + 7, TICKS + 1))]
+                (ticks,) = tick_batches(batch)
+                envelope = new_envelope(ticks, tenant_id="", correlation_id="", producer="test")
+                await publisher.publish(envelope, payload=ticks)
             await nc.flush()
             async with asyncio.timeout(20):
                 await got_all.wait()
@@ -98,7 +103,8 @@ async def test_ticks_become_feature_vectors_on_nats_kafka_and_get_features(
                 envelope = decode_envelope(msg.data)
                 assert msg.headers is not None and msg.headers["x-event-type"] == VECTOR_EVENT
                 assert msg.headers["x-causation-id"] == tick_ids[i] == envelope.causation_id
-                assert envelope.correlation_id == f"c{i}" and envelope.producer == "features"
+                # The tick's event id: the vector's cause and its correlation.
+                assert envelope.correlation_id == tick_ids[i] and envelope.producer == "features"
                 event = features_events.FeatureVectorComputed.FromString(envelope.payload.value)
                 protovalidate.validate(event)
                 assert (event.symbol, event.vector.tick_sequence, event.vector.tick_count) == (symbol, i, i)
@@ -165,3 +171,50 @@ async def test_ticks_become_feature_vectors_on_nats_kafka_and_get_features(
         await nc.close()
         await redis_client.srem(INSTRUMENTS_KEY, symbol, quiet)
         await redis_client.delete(vector_key(symbol))
+
+
+async def test_two_partitions_together_compute_every_symbol_exactly_once(
+    infra_settings: Settings, redis_client: Redis
+) -> None:
+    """features started as 0/2 and 1/2 (TRADING_FEATURES__PARTITION): each
+    subscribes to its half of the tick partitions only, so every symbol's
+    vectors come from exactly one of them, every tick's exactly once."""
+    symbols = [f"P{uuid.uuid4().hex[:10].upper()}-USD" for _ in range(12)]
+    assert len({partition_of(s) % 2 for s in symbols}) == 2  # both halves have symbols
+    await redis_client.sadd(INSTRUMENTS_KEY, *symbols)
+    nc = await connect_harness(infra_settings)
+    seen: list[tuple[str, str, int]] = []  # (subject, symbol, tick sequence)
+    expected = sorted((f"features.vectors.{s}", s, i) for s in symbols for i in range(1, 4))
+    got_all = asyncio.Event()
+
+    async def collect(msg: Msg) -> None:
+        event = features_events.FeatureVectorComputed.FromString(decode_envelope(msg.data).payload.value)
+        seen.append((msg.subject, event.symbol, event.vector.tick_sequence))
+        if len(seen) >= len(expected):
+            got_all.set()
+
+    for symbol in symbols:
+        await nc.subscribe(f"features.vectors.{symbol}", cb=collect)
+    await nc.flush()
+    publisher = NatsPublisher(nc, event_registry())
+    group = f"features-test-{uuid.uuid4().hex[:8]}"
+    try:
+        async with (
+            running_service(make_spec(group, FeaturesSettings(partition="0/2")), infra_settings),
+            running_service(make_spec(group, FeaturesSettings(partition="1/2")), infra_settings),
+        ):
+            for i in range(1, 4):
+                ticks = [(str(uuid.uuid4()), _tick(s, i)) for s in symbols]
+                for batch in tick_batches(ticks):
+                    envelope = new_envelope(batch, tenant_id="", correlation_id="", producer="test")
+                    await publisher.publish(envelope, payload=batch)
+            await nc.flush()
+            async with asyncio.timeout(20):
+                await got_all.wait()
+            await asyncio.sleep(0.3)  # a duplicate would arrive by now
+            assert sorted(seen) == expected
+    finally:
+        await nc.close()
+        await redis_client.srem(INSTRUMENTS_KEY, *symbols)
+        for symbol in symbols:
+            await redis_client.delete(vector_key(symbol))

@@ -36,7 +36,7 @@ from runtime.messaging import decode_envelope
 from runtime.messaging.headers import from_kafka
 from runtime.messaging.nats.connect import connect_nats
 from runtime.storage.migrations import migrate_pool
-from services.marketdata.domain import RejectReason
+from services.marketdata.domain import TICK_PARTITIONS, RejectReason, partition_of
 from services.marketdata.feeds import REPLAY_COLUMNS, FeedSettings
 from services.marketdata.main import make_spec
 from tests.support.security import service_channel, user_md
@@ -49,6 +49,13 @@ def tenant_md() -> tuple[tuple[str, str], ...]:
 
 TICK = "trading.marketdata.v1.Tick"
 REJECTED = "trading.marketdata.v1.TickRejected"
+TICK_BATCH = "trading.marketdata.v1.TickBatch"
+
+
+def _batch_size(msg: Msg) -> int:
+    return len(events_pb2.TickBatch.FromString(decode_envelope(msg.data).payload.value).ticks)
+
+
 T0 = 1_717_425_000_000_000_000
 
 
@@ -140,15 +147,25 @@ async def test_replayed_ticks_are_published_cached_and_bad_ones_rejected(
     _write_csv(path, rows)
     before = {r: _rejected(r) for r in RejectReason}
 
-    nc = await connect_nats(infra_settings, "features")
+    # Per-tick subjects as the paper venue reads them, batches as features does.
+    nc = await connect_nats(infra_settings, "execution")
+    batches_nc = await connect_nats(infra_settings, "features")
     received: list[Msg] = []
+    batches: list[Msg] = []
 
     async def collect(msg: Msg) -> None:
         received.append(msg)
 
+    async def collect_batch(msg: Msg) -> None:
+        batch = events_pb2.TickBatch.FromString(decode_envelope(msg.data).payload.value)
+        if batch.ticks[0].symbol in (a, b, unknown):
+            batches.append(msg)
+
     for symbol in (a, b, unknown):
         await nc.subscribe(f"marketdata.ticks.{symbol}", cb=collect)
+    await batches_nc.subscribe("marketdata.tickbatches.*", cb=collect_batch)
     await nc.flush()
+    await batches_nc.flush()
     spec = make_spec(FeedSettings(feed="replay", feed_file=path, feed_pace="fast"))
     try:
         async with (
@@ -178,6 +195,21 @@ async def test_replayed_ticks_are_published_cached_and_bad_ones_rejected(
                 order.append((tick.symbol, tick.sequence))
             assert sorted(order) == sorted([(a, 1), (a, 3), (a, 5), (b, 1), (b, 3)])
             assert [s for sym, s in order if sym == a] == [1, 3, 5]
+
+            # The same ticks once more in TickBatches, on their symbol's
+            # partition, each with its own Tick event's id.
+            await _until(lambda: sum(_batch_size(m) for m in batches) >= 5, what="tick batches on NATS")
+            in_batches: dict[str, events_pb2.Tick] = {}
+            for msg in batches:
+                envelope = decode_envelope(msg.data)
+                assert envelope.event_type == TICK_BATCH and msg.headers is not None
+                batch = events_pb2.TickBatch.FromString(envelope.payload.value)
+                protovalidate.validate(batch)
+                assert msg.subject == f"marketdata.tickbatches.{batch.partition}"
+                assert batch.partition_count == TICK_PARTITIONS
+                assert {partition_of(t.symbol) for t in batch.ticks} == {batch.partition}
+                in_batches.update(zip(batch.tick_event_ids, batch.ticks, strict=True))
+            assert in_batches == nats_ticks
 
             # Kafka: the same events, keyed by symbol, same headers.
             for key, value, headers in kafka_ticks:
@@ -227,6 +259,7 @@ async def test_replayed_ticks_are_published_cached_and_bad_ones_rejected(
             assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         await nc.close()
+        await batches_nc.close()
 
 
 async def _next(
