@@ -12,7 +12,7 @@ from trading.risk.v1 import risk_service_pb2 as pb
 
 from services.risk import domain
 from services.risk.adapters.redis import cluster_value, parse_cluster
-from services.risk.api import cluster_holdings
+from services.risk.check import cluster_holdings
 from services.risk.domain import (
     ClusterHoldings,
     OrderIntent,
