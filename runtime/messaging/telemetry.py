@@ -194,11 +194,18 @@ def publish_span(
     """A PRODUCER span, child of `envelope`'s origin (else of the current
     span), linked to the origins of the rest of a `batch`; its context is
     injected into `headers`."""
-    links = [
-        Link(trace.get_current_span(parent).get_span_context())
-        for other in batch[1:]
-        if (parent := origin_of(other)) is not None
-    ]
+    # One link per distinct origin: the events of a batch are often made in one
+    # span (a consumer's batch), and extracting each one's context again costs
+    # a parse per event for a link the first one already gives.
+    links: list[Link] = []
+    seen = {envelope.trace_context.get("traceparent", "")}
+    for other in batch[1:]:
+        origin = other.trace_context.get("traceparent", "")
+        if origin in seen:
+            continue
+        seen.add(origin)
+        if (parent := origin_of(other)) is not None:
+            links.append(Link(trace.get_current_span(parent).get_span_context()))
     with _tracer.start_as_current_span(
         f"publish {destination}",
         context=origin_of(envelope),

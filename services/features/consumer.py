@@ -5,8 +5,9 @@ marketdata publishes each feed batch's ticks once more as one TickBatch per
 symbol partition (``marketdata.tickbatches.<partition>``); features
 subscribes to the partitions of its share of the symbols (all of them by
 default; ``features.partition``: see :func:`tick_subjects`) and takes a
-batch at a time: the indicators of the batch's symbols are updated together
-(services.features.domain.batch), and the vectors go out as one
+batch at a time: the engine updates the indicators (``features.engine``:
+symbol by symbol, or RSI and volatility across the batch's symbols at once,
+services.features.domain.batch), and the vectors go out as one
 ``publish_many`` on NATS, one per tick, each exactly as before (decision
 reads them). The same vectors are handed to a
 :class:`runtime.messaging.background.BackgroundPublisher`, which sends Kafka
@@ -36,7 +37,7 @@ from trading.marketdata.v1 import events_pb2 as marketdata_events_pb2
 from runtime.messaging import Event, new_envelope
 from runtime.messaging.telemetry import MessagingMetrics, default_metrics
 from runtime.tasks import stop_task
-from services.features.domain import BatchFeatureEngine, tick_from_quote
+from services.features.domain import BatchFeatureEngine, FeatureEngine, tick_from_quote
 from services.features.ports import LiveEvents, ReplayEvents, VectorStore
 from services.marketdata.domain import TICK_PARTITIONS, partitions_of_share
 
@@ -66,7 +67,7 @@ class FeatureProcessor:
 
     def __init__(
         self,
-        engine: BatchFeatureEngine,
+        engine: FeatureEngine | BatchFeatureEngine,
         *,
         nats: LiveEvents,
         kafka: ReplayEvents,

@@ -23,7 +23,7 @@ from runtime.service import ServiceSpec
 from services.features.adapters.redis import RedisInstrumentUniverse, RedisVectorStore
 from services.features.api import FeaturesApi
 from services.features.consumer import FeatureProcessor, tick_subjects
-from services.features.domain import BatchFeatureEngine
+from services.features.domain import BatchFeatureEngine, FeatureEngine
 from services.features.settings import FeaturesSettings
 
 FEATURES_SERVICE = "trading.features.v1.FeaturesService"
@@ -59,7 +59,7 @@ async def build(
     await replicas.start()
     vectors = RedisVectorStore(resources.redis)
     processor = FeatureProcessor(
-        BatchFeatureEngine(),
+        BatchFeatureEngine() if settings.engine == "vectorised" else FeatureEngine(),
         nats=resources.nats_publisher,
         kafka=kafka,
         vectors=vectors,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
@@ -189,6 +190,11 @@ class FeatureEngine:
                 return None
             state = self._state[tick.symbol] = SymbolFeatures(tick.symbol, self._config)
         return state.update(tick)
+
+    def update_many(self, ticks: Sequence[Tick]) -> list[FeatureVector | None]:
+        """:meth:`update` of each tick, in order (the batch engine's interface)."""
+        update = self.update
+        return [update(t) for t in ticks]
 
     def latest(self, symbol: str) -> FeatureVector | None:
         """The last vector of a symbol; None before its first tick."""
