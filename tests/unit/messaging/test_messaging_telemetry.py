@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry
 from trading.marketdata.v1 import events_pb2 as md_events
 
@@ -77,3 +79,47 @@ def test_an_envelope_carries_the_trace_it_was_made_in() -> None:
     assert origin is not None
     assert trace.get_current_span(origin).get_span_context().trace_id == made_in.trace_id
     assert message_trace(inside, {"traceparent": "batch"}) == dict(inside.trace_context)
+
+
+def test_a_batch_publish_links_each_distinct_origin_once() -> None:
+    """A batch whose events were made in one span (a consumer's batch) is
+    one parent and no links; events of other spans add one link each."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from runtime.messaging import telemetry
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+
+    def made_in(name: str, n: int) -> list[Any]:
+        with tracer.start_as_current_span(name):
+            return [
+                new_envelope(md_events.Tick(symbol="A"), tenant_id="", correlation_id="c", producer="p")
+                for _ in range(n)
+            ]
+
+    one, other = made_in("batch", 5), made_in("other", 2)
+    original, telemetry._tracer = telemetry._tracer, tracer
+    try:
+        with telemetry.publish_span("nats", "batch of 5", one[0], {}, one):
+            pass
+        with telemetry.publish_span("nats", "batch of 7", one[0], {}, [*one, *other]):
+            pass
+    finally:
+        telemetry._tracer = original
+    same, mixed = exporter.get_finished_spans()[-2:]
+    assert same.parent is not None and same.parent.span_id == origin_span(one[0]) and not same.links
+    assert [link.context.span_id for link in mixed.links] == [origin_span(other[0])]
+
+
+def origin_span(envelope: Any) -> int:
+    """The id of the span an envelope was made in."""
+    from opentelemetry import trace
+
+    from runtime.messaging.telemetry import origin_of
+
+    return trace.get_current_span(origin_of(envelope)).get_span_context().span_id
