@@ -23,7 +23,7 @@ class Mode:
     ch_ticks: int  # synthetic ticks generated in ClickHouse
     ch_samples: int  # bar queries
     ch_scan_samples: int  # full-table aggregations
-    api_samples: int  # closed-loop calls of the multi-process paths (gateway GET, PlaceOrder)
+    api_samples: int  # closed-loop calls of the multi-process paths (gateway GET, PlaceOrder), per condition
     post_rate_per_s: float  # open-loop POST /v1/orders through the gateway (under the 50/s risk default)
     post_count: int
     hot_rates_per_s: tuple[float, ...]  # hot-path feed rates: 1,000 ticks/s, then lower
@@ -52,9 +52,10 @@ QUICK = Mode(
     ch_ticks=200_000,
     ch_samples=30,
     ch_scan_samples=3,
-    api_samples=300,
+    # Per condition (idle, 1,000 ticks/s): the order and gateway paths run twice.
+    api_samples=150,
     post_rate_per_s=40,
-    post_count=120,
+    post_count=80,
     hot_rates_per_s=(1_000, 250),
     hot_warmup_s=5,
     hot_seconds=6,

@@ -114,7 +114,7 @@ async def enter(ctx: Ctx, condition: Condition) -> str | None:
             await asyncio.sleep(0.5)
         await feed_control.stop()
         # What the feed left queued in features, decision and execution is worked off first.
-        await wait_idle(ctx, ("features", "decision", "execution"), timeout_s=30)
+        await wait_idle(ctx, ("features", "decision", "execution"), timeout_s=15)
         return None
     feed = await ctx.stack.feed.run_at(condition.feed_rate_per_s)
     await asyncio.sleep(ctx.mode.throughput_warmup_s)  # features and decision in their stride
