@@ -13,11 +13,11 @@ more come the oldest is dropped (counted in
 ``trading_decision_shed_vectors_total``): under overload a decision on a
 long-superseded vector would act on a stale market.
 
-In a batch every vector is recorded as before (its market state, a signal
-per strategy), the models score all its vectors in one call each
-(:meth:`Ensemble.evaluate_many`), but only the newest vector of each symbol
-may lead to an order: an older one is superseded (its signals are recorded
-without an intent, and the analog model does not search for it).
+In a batch every vector is recorded and decided as before, in order (its
+market state, a signal per strategy, an intent where the strategy's rules
+allow: the cooldown usually leaves one per strategy and symbol), while the
+models score all its vectors in one call each (:meth:`Ensemble.evaluate_many`;
+the analog searches of each symbol's newest vector start first).
 
 Per vector of a batch:
 
@@ -95,6 +95,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import TypeVar
 
 import grpc
@@ -335,6 +336,18 @@ class _ToPlace:
     context: otel_context.Context
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """Execution's answer to a placement: the order placed (its id and signed
+    fill), or a definitive refusal (`error`)."""
+
+    order: PendingOrder
+    order_id: str = ""
+    signed_fill: Decimal = Decimal(0)
+    replayed: bool = False
+    error: str | None = None
+
+
 class DecisionEngine:
     """Handler of FeatureVectorComputed events."""
 
@@ -405,10 +418,10 @@ class DecisionEngine:
         contexts: Sequence[otel_context.Context] | None = None,
     ) -> None:
         """The vectors that arrived, as one batch (each symbol's in order): the
-        models score them all at once, each gets its signals, but only the
-        newest vector of each symbol may lead to an order (the older ones are
-        superseded: recorded, not traded); the batch's intents are recorded in
-        one round trip per tenant and placed at once, off the batch."""
+        models score them all at once, each is decided against the book as
+        the ones before it left it (cooldown, position limit), and the
+        batch's intents are recorded in one round trip per tenant and placed
+        at once, off the batch."""
         now_ctx = otel_context.get_current()
         batch: list[_Arrived] = []
         for n, (event, received) in enumerate(items):
@@ -428,7 +441,7 @@ class DecisionEngine:
                 a.vector,
                 tuple(dict.fromkeys(m for s in a.strategies for m in s.model_ids)),
                 a.state,
-                search=newest[a.vector.symbol] == i,
+                newest=newest[a.vector.symbol] == i,
             )
             for i, a in enumerate(batch)
         ]
@@ -437,13 +450,13 @@ class DecisionEngine:
         # and retries of pending intents), and per vector what it waits for.
         to_place: dict[str, list[_ToPlace]] = defaultdict(list)
         placing: list[set[str]] = []
-        for i, (a, result) in enumerate(zip(batch, results, strict=True)):
+        for a, result in zip(batch, results, strict=True):
             by_tenant: dict[str, list[StrategyConfig]] = defaultdict(list)
             for s in a.strategies:
                 by_tenant[s.tenant_id].append(s)
             tenants: set[str] = set()
             for tenant, group in by_tenant.items():
-                placed = await self._tenant(tenant, group, a, result, may_trade=newest[a.vector.symbol] == i)
+                placed = await self._tenant(tenant, group, a, result)
                 if placed:
                     to_place[tenant].extend(placed)
                     tenants.add(tenant)
@@ -484,13 +497,9 @@ class DecisionEngine:
         strategies: list[StrategyConfig],
         arrived: _Arrived,
         results: dict[str, ModelResult],
-        *,
-        may_trade: bool = True,
     ) -> list[_ToPlace]:
         """The tenant's strategies on one vector; returns the signals to record
-        and place (intents, or pending intents seen again). Without
-        `may_trade` (a newer vector of the symbol is in the batch) no new
-        intent is decided."""
+        and place (intents, or pending intents seen again)."""
         vector, event = arrived.vector, arrived.event
         now = self._clock()
         book = await self.books.get(tenant, vector.symbol, [s.strategy_id for s in strategies])
@@ -515,12 +524,10 @@ class DecisionEngine:
             exposure = state.quantity
             if combined.direction is not Direction.HOLD:
                 exposure = book.position_for(strategy.strategy_id, combined.direction)
-            intent: Intent | None = None
-            if may_trade:
-                decided = decide_intent(
-                    strategy, vector.symbol, combined.direction, exposure, state.last_intent_at, now
-                )
-                intent = decided if isinstance(decided, Intent) else None
+            decided = decide_intent(
+                strategy, vector.symbol, combined.direction, exposure, state.last_intent_at, now
+            )
+            intent = decided if isinstance(decided, Intent) else None
             signal_id = str(uuid7())
             message = signal_message(signal_id, strategy, vector, combined, now, key if intent else "")
             new = NewSignal(
@@ -577,7 +584,13 @@ class DecisionEngine:
             for p in pending:
                 by_key[p.client_order_id].book.pending[p.client_order_id] = p
             if pending:
-                await asyncio.gather(*(self._place(tenant, by_key[p.client_order_id], p) for p in pending))
+                origins = [by_key[p.client_order_id] for p in pending]
+                answers = await asyncio.gather(
+                    *(self._place(tenant, o, p) for o, p in zip(origins, pending, strict=True))
+                )
+                answered = [(o, a) for o, a in zip(origins, answers, strict=True) if a is not None]
+                if answered:
+                    await self._answered(tenant, answered)
         except Exception:
             LANE_FAILURES.inc()
             log.exception("recording or placing the intents of %s failed", signals[0].signal.symbol)
@@ -633,17 +646,18 @@ class DecisionEngine:
         if self._relay is not None:
             self._relay.wake()
 
-    async def _place(self, tenant: str, origin: _ToPlace, order: PendingOrder) -> None:
+    async def _place(self, tenant: str, origin: _ToPlace, order: PendingOrder) -> _Answer | None:
         # In its vector's trace context: the PlaceOrder span is the vector's.
         token = otel_context.attach(origin.context)
         try:
-            await self._place_in_context(tenant, origin.book, order, origin.correlation, origin.received)
+            return await self._place_in_context(tenant, order, origin.correlation, origin.received)
         finally:
             otel_context.detach(token)
 
     async def _place_in_context(
-        self, tenant: str, book: SymbolBook, order: PendingOrder, correlation: str, received: float
-    ) -> None:
+        self, tenant: str, order: PendingOrder, correlation: str, received: float
+    ) -> _Answer | None:
+        """Execution's answer (None: none came, the intent stays pending)."""
         request = exec_pb.PlaceOrderRequest(
             client_order_id=order.client_order_id,
             symbol=order.symbol,
@@ -672,24 +686,36 @@ class DecisionEngine:
             if code in _TRANSIENT:
                 ORDERS.labels("unavailable").inc()
                 log.warning("PlaceOrder %s got %s; stays pending", order.client_order_id, code.name)
-                return
+                return None
             details = error_details(err)
             reason = details.error_info.reason if details.error_info is not None else code.name
             ORDERS.labels("refused").inc()
             log.info("PlaceOrder %s refused: %s %s", order.client_order_id, reason, details.message)
-            await self._signals.order_failed(tenant, order, f"{reason}: {details.message}")
-            self._settled(book, order)
-            return
+            return _Answer(order, error=f"{reason}: {details.message}")
         ORDER_LATENCY.observe(time.perf_counter() - received)
         placed = reply.order
         filled = decimals.from_proto(placed.filled_quantity)
         signed = filled if order.side == int(Side.BUY) else -filled
-        first = await self._signals.order_placed(tenant, order, placed.order_id, signed)
-        if first and signed:
-            position = book.positions.get(order.strategy_id, FLAT)
-            book.positions[order.strategy_id] = replace(position, quantity=position.quantity + signed)
-        self._settled(book, order)
-        ORDERS.labels("replayed" if reply.replayed or not first else "placed").inc()
+        return _Answer(order, order_id=placed.order_id, signed_fill=signed, replayed=reply.replayed)
+
+    async def _answered(self, tenant: str, answers: list[tuple[_ToPlace, _Answer]]) -> None:
+        """Record the answers of a batch's placements in one round trip (off
+        the order path: the orders are placed), then settle them in memory:
+        a fill moves the strategy's position once (the signal row guards it)."""
+        placed = [(a.order, a.order_id, a.signed_fill) for _, a in answers if a.error is None]
+        refused = [(a.order, a.error) for _, a in answers if a.error is not None]
+        first = await self._signals.orders_answered(tenant, placed, refused)
+        for origin, answer in answers:
+            order, book = answer.order, origin.book
+            if answer.error is None:
+                new = order.signal_id in first
+                if new and answer.signed_fill:
+                    position = book.positions.get(order.strategy_id, FLAT)
+                    book.positions[order.strategy_id] = replace(
+                        position, quantity=position.quantity + answer.signed_fill
+                    )
+                ORDERS.labels("replayed" if answer.replayed or not new else "placed").inc()
+            self._settled(book, order)
 
     def forget_expired(self, tenant: str, intents: Sequence[ExpiredIntent]) -> None:
         """Drop intents the sweeper expired from this process's books: they

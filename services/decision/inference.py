@@ -113,9 +113,6 @@ def is_analog(model: LoadedModel) -> bool:
 # Rows waiting for one model call at most; beyond, callers answer TIMEOUT at once.
 MAX_WAITING_ROWS = 256
 MAX_BATCH_ROWS = 64
-# Why a vector's analog model was not asked: a newer vector of its symbol came
-# in the same batch, and only the newest one can lead to an order.
-SUPERSEDED = "superseded by a newer vector of the symbol in the same batch"
 
 
 # Rows to score per model id, each with its evaluation's index; results by that index.
@@ -126,12 +123,14 @@ _Scored = list[tuple[int, ModelResult]]
 @dataclass(frozen=True, slots=True)
 class Evaluation:
     """One vector to evaluate: the models to run, its market state (the analog
-    model's input) and whether the analog model should search for it."""
+    model's input), and whether it is its symbol's newest in the batch (its
+    analog search starts first: searches beyond the memory's limit of
+    lookups in flight answer TIMEOUT, and the newest vector matters most)."""
 
     vector: object
     model_ids: tuple[str, ...]
     state: MarketState | None = None
-    search: bool = True
+    newest: bool = True
 
 
 class _ModelLane:
@@ -321,8 +320,6 @@ class Ensemble:
                         reason = "no market memory (vector store) configured"
                     elif item.state is None:
                         reason = "no market state for this vector"
-                    elif not item.search:
-                        reason = SUPERSEDED
                 if reason:
                     out[model_id] = ModelResult(model_id, model.meta.version, Outcome.SKIPPED, error=reason)
                     continue
@@ -346,7 +343,8 @@ class Ensemble:
                 else:
                     rows[model.model_id].append((i, row))
         if searches:
-            # Started first: the searches run while the threads score.
+            # Started first: the searches run while the threads score (the newest vectors' first).
+            searches.sort(key=lambda x: not batch[x[0]].newest)
             found = self._analog(searches)
             if rows:
                 scored, answered = await asyncio.gather(self._scored(rows), found)

@@ -282,6 +282,20 @@ class SignalStore(Protocol):
         characters): never retried; nothing changes when it is not pending."""
         ...
 
+    async def orders_answered(
+        self,
+        tenant_id: str,
+        placed: Sequence[tuple[PendingOrder, str, Decimal]],
+        refused: Sequence[tuple[PendingOrder, str]],
+    ) -> set[str]:
+        """The answers of several placements at once (one round trip where the
+        store has them): each (order, order id, signed fill) of `placed` as
+        :meth:`order_placed`, each (order, error) of `refused` as
+        :meth:`order_failed`; returns the signal ids of the placed orders
+        this call recorded (those for which :meth:`order_placed` would have
+        answered True)."""
+        ...
+
     async def expire_due(
         self,
         tenant_id: str,

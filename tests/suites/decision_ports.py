@@ -345,6 +345,28 @@ class SignalStoreSuite:
         # Placed: never handed back for placement again.
         assert await signals.record(tenant, [replace(s, signal_id=str(uuid7()))]) == ([], [])
 
+    async def test_answers_recorded_together_move_each_intent_once(self, signals: SignalStore) -> None:
+        tenant, symbol = new_tenant(), new_symbol()
+        bought, sold, refused = (_rows(tenant, signal(symbol)) for _ in range(3))
+        other = _rows(tenant, signal(symbol, strategy_id="other"))
+        await signals.record(tenant, [bought, sold, refused, other])
+        placed = [
+            (order_of(bought), "o-1", D("2")),
+            (order_of(sold), "o-2", D("-0.5")),
+            (order_of(other), "o-3", D("0")),  # nothing filled: no position row
+        ]
+        recorded = await signals.orders_answered(tenant, placed, [(order_of(refused), "RISK_LIMIT: no")])
+        assert recorded == {bought.signal_id, sold.signal_id, other.signal_id}
+        # Again (a replayed answer): nothing moves twice, a placed one is not refused after.
+        again = await signals.orders_answered(tenant, placed, [(order_of(bought), "late")])
+        assert again == set()
+        positions = await signals.positions(tenant, ["momentum", "other"], symbol)
+        assert positions["momentum"].quantity == D("1.5") and positions["other"].quantity == 0
+        page = await signals.page(tenant, where=SignalFilter(), before=None, limit=9)
+        statuses = sorted(str(status) for *_, status in page)
+        assert statuses == sorted(str(s) for s in [IntentStatus.PLACED] * 3 + [IntentStatus.REFUSED])
+        assert await signals.orders_answered(tenant, [], []) == set()
+
     async def test_a_refused_intent_is_never_placed_or_retried(self, signals: SignalStore) -> None:
         tenant, symbol = new_tenant(), new_symbol()
         s = _rows(tenant, signal(symbol))

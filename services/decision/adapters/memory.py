@@ -346,6 +346,20 @@ class MemorySignalStore:
         if stored is not None:
             stored.order_error = error[:_ORDER_ERROR_LIMIT]
 
+    async def orders_answered(
+        self,
+        tenant_id: str,
+        placed: Sequence[tuple[PendingOrder, str, Decimal]],
+        refused: Sequence[tuple[PendingOrder, str]],
+    ) -> set[str]:
+        recorded = set()
+        for order, order_id, signed_fill in placed:
+            if await self.order_placed(tenant_id, order, order_id, signed_fill):
+                recorded.add(order.signal_id)
+        for order, error in refused:
+            await self.order_failed(tenant_id, order, error)
+        return recorded
+
     async def expire_due(
         self,
         tenant_id: str,
