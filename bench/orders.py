@@ -359,8 +359,12 @@ async def _gateway_posts(
     """POST /v1/orders open loop at the mode's modest rate, with the gateway's
     and execution's handling time of the same requests."""
     tag = f"gw{cond.suffix}"
-    for i in range(min(20, ctx.mode.warmup)):  # warm-up, before the window
-        await _post_order(client, auth, _order_body(ctx.run_id, f"{tag}-w", i))
+    warmup_failures = 0
+    for i in range(min(20, ctx.mode.warmup)):  # warm-up, before the window; its failures are only counted
+        try:
+            await _post_order(client, auth, _order_body(ctx.run_id, f"{tag}-w", i))
+        except (httpx.HTTPError, RuntimeError):
+            warmup_failures += 1
     tracker = OpenLoopTracker(warmup=0)
     tasks: set[asyncio.Task[None]] = set()
     failures: list[str] = []
@@ -399,6 +403,8 @@ async def _gateway_posts(
     if failures:
         result.extra["failures"] = len(failures)
         result.extra["first_failure"] = failures[0]
+    if warmup_failures:
+        result.extra["warmup_failures"] = warmup_failures
     return [
         result,
         server_side(
