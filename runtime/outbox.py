@@ -14,11 +14,15 @@ marks them sent. So:
   publishes the same envelope (same event id) again. Consumers drop
   duplicates by event id (JetStream also drops a repeated ``Nats-Msg-Id``).
 
-Order: rows sharing a ``partition_key`` (an order id, a tenant) are published
-one after another in id order, and a failed publish holds back the later rows
-of its key, so they never overtake it. Rows of different keys go concurrently;
-consecutive rows of one key and destination go as one batch (one round trip
-for a burst, order kept by the client; a failed batch is published again whole).
+Order: rows sharing a ``partition_key`` (an order id, a tenant) and a
+destination are published one after another in id order, and a failed
+publish holds back the later rows of its key on that destination, so they
+never overtake it. Rows of different keys or destinations go concurrently
+(each transport's consumers see its own rows in order; nothing can observe an
+order across the two, so a live NATS update does not wait for the Kafka ack
+of the durable event written before it); consecutive rows of one key and
+destination go as one batch (one round trip for a burst, order kept by the
+client; a failed batch is published again whole).
 Several replicas may run the relay: a store hands a batch to one replica at
 a time (PostgreSQL: an advisory lock in the claim's transaction), so per-key
 order holds across replicas.
@@ -528,9 +532,9 @@ class OutboxRelay:
         async with self._store.claim(self._batch_size) as claim:
             if claim is None:
                 return 0
-            groups: dict[str, list[PendingRow]] = defaultdict(list)
+            groups: dict[tuple[str, str], list[PendingRow]] = defaultdict(list)
             for row in claim.rows:
-                groups[row.partition_key].append(row)
+                groups[row.partition_key, row.destination].append(row)
             sent: list[Hashable] = []
             set_aside: list[tuple[Hashable, str]] = []
             errors: list[BaseException] = []
@@ -551,23 +555,21 @@ class OutboxRelay:
         set_aside: list[tuple[Hashable, str]],
         errors: list[BaseException],
     ) -> None:
-        """One key's rows, in id order. Consecutive rows for one destination go
-        out as one batch (handed to the client in order, acks awaited together:
-        a burst costs one round trip, not one per row); a batch that fails is
-        published again whole next round (at-least-once, order kept)."""
-        for run in _runs(group):
-            try:
-                await self._publish_many(run)
-            except _UNPUBLISHABLE:
-                # Some row can never go out: one by one, to set it aside and keep the others.
-                if not await self._one_by_one(run, sent, set_aside, errors):
-                    return
-                continue
-            except Exception as exc:
-                self._publish_failed(run[0], exc, errors)
-                return  # later rows of this key wait, so they never overtake it
-            OUTBOX_PUBLISHED.labels(self.service, run[0].destination).inc(len(run))
-            sent.extend(row.handle for row in run)
+        """One key's rows of one destination, in id order, as one batch (handed
+        to the client in order, acks awaited together: a burst costs one round
+        trip, not one per row); a batch that fails is published again whole
+        next round (at-least-once, order kept)."""
+        try:
+            await self._publish_many(group)
+        except _UNPUBLISHABLE:
+            # Some row can never go out: one by one, to set it aside and keep the others.
+            await self._one_by_one(group, sent, set_aside, errors)
+            return
+        except Exception as exc:
+            self._publish_failed(group[0], exc, errors)
+            return  # the rows wait for the next round, so none is overtaken
+        OUTBOX_PUBLISHED.labels(self.service, group[0].destination).inc(len(group))
+        sent.extend(row.handle for row in group)
 
     async def _one_by_one(
         self,
@@ -618,14 +620,3 @@ class OutboxRelay:
 
 # Errors no retry can cure: the row is set aside (failed_at, last_error).
 _UNPUBLISHABLE = (NotRoutedError, ValueError, pb_message.DecodeError)
-
-
-def _runs(group: Sequence[PendingRow]) -> list[list[PendingRow]]:
-    """The group cut into runs of consecutive rows with the same destination."""
-    runs: list[list[PendingRow]] = []
-    for row in group:
-        if runs and runs[-1][0].destination == row.destination:
-            runs[-1].append(row)
-        else:
-            runs.append([row])
-    return runs

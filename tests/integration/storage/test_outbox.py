@@ -1,8 +1,9 @@
 """The shared transactional outbox (runtime/outbox.py, runtime/outbox_redis.py)
 on real PostgreSQL, Redis, tansu and NATS: a rolled-back change publishes
 nothing; a committed one is published once even with two relays racing; a
-failed publish is retried and not lost; rows of one key go out in the order
-they were written; an unpublishable row is set aside.
+failed publish is retried and not lost; rows of one key and destination go
+out in the order they were written, and a key's NATS rows do not wait for its
+Kafka rows; an unpublishable row is set aside.
 
 The relay tests run against both stores (the `outbox` fixture): the
 PostgreSQL table, in its own schema created by the real migration runner from
@@ -384,6 +385,26 @@ async def test_an_unpublishable_row_is_set_aside_without_blocking_the_rest(
     assert await relay.backlog() == 0
     assert await relay.run_once() == 0  # set aside: not tried again
     await eventually(lambda: _true(received.ids() == [good.event_id]), what="the good row published")
+    await sub.unsubscribe()  # type: ignore[attr-defined]
+
+
+async def test_a_live_update_does_not_wait_for_the_durable_event_written_before_it(
+    outbox: OutboxUnderTest, brokers: tuple[KafkaPublisher, NatsClient]
+) -> None:
+    """Order is kept per key and destination: the order's NATS update goes out
+    while its Kafka event, written first, cannot (here: no Kafka publisher at
+    all, a retryable failure); the Kafka row stays pending, nothing is lost."""
+    _, nc = brokers
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    received, sub = await subscribe(nc, tenant)
+    order = str(uuid.uuid4())
+    live = status_changed(tenant, order)
+    await outbox.write(tenant, [(KAFKA, accepted(tenant, order), order), (NATS, live, order)])
+    relay = OutboxRelay(outbox.store, kafka=None, nats=NatsPublisher(nc, event_registry()))
+    assert await relay.run_once() == 1  # the NATS row
+    assert relay.last_round_failed  # the Kafka row failed, and waits
+    assert await relay.backlog() == 1
+    await eventually(lambda: _true(received.ids() == [live.event_id]), what="the live update published")
     await sub.unsubscribe()  # type: ignore[attr-defined]
 
 
