@@ -175,6 +175,8 @@ class Matcher:
                 name="execution-matcher-ticks",
                 event_types=[_TICK_TYPE],
                 handler=self._on_tick,
+                # Every tick of every symbol, only the newest kept: no span per tick.
+                traced=False,
             )
         )
         self._task = asyncio.create_task(self._run(), name="execution-paper-matcher")

@@ -35,11 +35,13 @@ import enum
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from opentelemetry.trace import INVALID_SPAN, Span
 
 from runtime.messaging import headers as h
 from runtime.messaging.base import Delivery, Event, Handler, Registry
@@ -80,6 +82,7 @@ class LiveSubscription:
         buffer: int = 1000,
         overflow: Overflow = Overflow.DROP_OLDEST,
         metrics: MessagingMetrics | None = None,
+        traced: bool = True,
     ) -> None:
         if buffer < 1:
             raise ValueError("buffer must hold at least one event")
@@ -91,6 +94,7 @@ class LiveSubscription:
         self._metrics = metrics or default_metrics()
         self._buffer: asyncio.Queue[Event | object] = asyncio.Queue(maxsize=buffer)
         self.dropped = 0  # events dropped because the buffer was full
+        self._traced = traced
 
     @property
     def name(self) -> str:
@@ -124,7 +128,10 @@ class LiveSubscription:
         """One received message: decode it under its CONSUMER span, then
         buffer it or call the handler."""
         headers = msg.headers or {}
-        with consume_span(msg, self._name) as span:
+        spanned: AbstractContextManager[Span] = (
+            consume_span(msg, self._name) if self._traced else nullcontext(INVALID_SPAN)
+        )
+        with spanned as span:
             start = time.perf_counter()
             try:
                 envelope, payload = decode(msg.data, self._registry)
@@ -178,9 +185,13 @@ async def live_subscription(
     buffer: int = 1000,
     overflow: Overflow = Overflow.DROP_OLDEST,
     metrics: MessagingMetrics | None = None,
+    traced: bool = True,
 ) -> AsyncIterator[LiveSubscription]:
     """Core NATS subscriptions to `subjects` for the life of the context;
-    entered once the server has them."""
+    entered once the server has them. `traced=False`: no CONSUMER span per
+    message (metrics still count them), for a high-rate subscription that
+    only keeps the newest value, where a span per message would cost more
+    than handling it and explain nothing."""
     live = LiveSubscription(
         registry,
         name=name,
@@ -189,6 +200,7 @@ async def live_subscription(
         buffer=buffer,
         overflow=overflow,
         metrics=metrics,
+        traced=traced,
     )
 
     async def on_msg(msg: Msg) -> None:

@@ -102,6 +102,36 @@ async def test_a_handler_runs_in_the_consumer_span_of_the_publishers_trace(
     assert trace_id == root.get_span_context().trace_id
 
 
+async def test_an_untraced_subscription_handles_every_event_without_a_span_of_its_own(
+    nats_client: NatsClient,
+    registry: EventRegistry,
+    tick_event: TickFactory,
+    sdk_tracer: TracerProvider,
+    ns: str,
+) -> None:
+    prefix = f"t{ns}."
+    symbol = f"U{ns[:6].upper()}"
+    seen: asyncio.Queue[bool] = asyncio.Queue()
+
+    async def handler(event: Event) -> None:
+        await seen.put(trace.get_current_span().get_span_context().is_valid)
+
+    envelope, tick = tick_event(symbol)
+    async with live_subscription(
+        nats_client,
+        registry,
+        [f"{prefix}marketdata.ticks.>"],
+        name="live-untraced",
+        handler=handler,
+        traced=False,
+    ):
+        with sdk_tracer.get_tracer("test").start_as_current_span("root"):
+            await NatsPublisher(nats_client, registry, subject_prefix=prefix).publish(envelope, payload=tick)
+        async with asyncio.timeout(5):
+            in_a_span = await seen.get()
+    assert not in_a_span  # no consumer span was started for it
+
+
 @pytest.mark.parametrize("overflow", [Overflow.DROP_OLDEST, Overflow.END])
 async def test_a_full_buffer_drops_the_oldest_or_ends_the_iteration(
     nats_client: NatsClient, registry: EventRegistry, tick_event: TickFactory, ns: str, overflow: Overflow
