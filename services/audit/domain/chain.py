@@ -89,6 +89,8 @@ AGGREGATES: Final[Mapping[str, tuple[str, str]]] = {
     "trading.portfolio.v1.PortfolioSnapshot": ("portfolio", "tenant"),
     "trading.marketdata.v1.Tick": ("instrument", "symbol"),
     "trading.marketdata.v1.TickRejected": ("instrument", "symbol"),
+    # Core NATS only (never on Kafka, so never audited); listed so every type has a rule.
+    "trading.marketdata.v1.TickBatch": ("tick_batch", "tenant"),
     "trading.features.v1.FeatureVectorComputed": ("instrument", "symbol"),
     "trading.decision.v1.SignalGenerated": ("strategy", "signal.strategy_id"),
     "trading.decision.v1.OrderIntentCreated": ("strategy", "strategy_id"),
