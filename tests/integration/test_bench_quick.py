@@ -38,8 +38,9 @@ def _kill_marked(mark: str) -> None:
 
 # Quick mode takes under two minutes on an idle 2-core machine (bench/README.md),
 # plus ~40 s for the idle/loaded order rows and the order throughput search;
-# the limits here only catch a hang, since a loaded CI machine is slower.
-@pytest.mark.timeout(530)
+# the limits here only catch a hang, since a loaded CI machine is slower (498 s
+# seen while other work loaded the machine).
+@pytest.mark.timeout(920)
 def test_quick_benchmark_measures_every_path(tmp_path: Path) -> None:
     began = time.monotonic()
     # Every process of the run inherits this mark, so a hang kills the whole
@@ -55,7 +56,7 @@ def test_quick_benchmark_measures_every_path(tmp_path: Path) -> None:
         env={**os.environ, "TRADING_TEST_RUN_MARK": mark},
     )
     try:
-        _, stderr = bench.communicate(timeout=510)
+        _, stderr = bench.communicate(timeout=900)
     except subprocess.TimeoutExpired:
         bench.kill()
         bench.communicate()
