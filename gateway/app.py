@@ -3,11 +3,21 @@
 Hand-written routes: /healthz, /readyz, /openapi.json and /docs. Every other
 path is served by one catch-all endpoint over the route table derived from
 the contracts (gateway.routes), so adding an annotated RPC needs no change here.
+
+Contract requests skip FastAPI's request pipeline (:class:`GatewayAPI`): a
+plain HTTP request whose path no hand-written route or mount serves goes
+straight to :func:`gateway.dispatch.handle`, which does everything that pipeline
+would add for it (its own SERVER span, problem+json for every error, metrics,
+the access log). The pipeline's middleware, routing and its own second
+SERVER span cost about as much CPU as the gateway's own work on a request.
+Everything else (the hand-written routes, WebSockets, cross-origin requests
+when CORS is on, paths the catch-all cannot match) goes through FastAPI as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import grpc
@@ -17,7 +27,7 @@ from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.routing import Route, request_response
+from starlette.routing import Mount, Route, WebSocketRoute, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
@@ -64,6 +74,63 @@ def _method_not_allowed(request: Request, allowed: set[str]) -> Response:
     response = problem.response(cid)
     response.headers[CORRELATION_RESPONSE_HEADER] = cid
     return response
+
+
+class GatewayAPI(FastAPI):
+    """The FastAPI app with a direct path for the contract's HTTP requests
+    (see the module docstring). ``create_app`` makes its app one of these.
+    Middleware added to the app (``add_middleware``) runs on the FastAPI path
+    only: what every contract request needs belongs in ``dispatch.handle``.
+    (CORS is the one middleware the gateway adds: cross-origin requests take
+    the FastAPI path, and it leaves the others untouched anyway.)"""
+
+    _contract: ASGIApp | None = None
+    _own_paths: frozenset[str] = frozenset()
+    _own_patterns: tuple[re.Pattern[str], ...] = ()
+    _catch_all: re.Pattern[str] | None = None
+    _cors: bool = False
+
+    def take_contract_route(self, endpoint: ASGIApp, catch_all: Route, *, cors: bool) -> None:
+        """Serve the paths ``catch_all`` matches and no other route of the app
+        claims with ``endpoint`` directly. Call once every route is added."""
+        exact: set[str] = set()
+        patterns: list[re.Pattern[str]] = []
+        for route in self.router.routes:
+            if route is catch_all or isinstance(route, WebSocketRoute):
+                continue
+            path = getattr(route, "path", None)
+            if isinstance(route, Route) and isinstance(path, str) and "{" not in path:
+                exact.add(path)
+            else:  # a mount or a route with parameters: its own pattern
+                regex = getattr(route, "path_regex", None)
+                if isinstance(regex, re.Pattern):
+                    patterns.append(regex)
+                if isinstance(route, Mount):
+                    exact.add(route.path)
+        self._contract = endpoint
+        self._own_paths = frozenset(exact)
+        self._own_patterns = tuple(patterns)
+        self._catch_all = catch_all.path_regex
+        self._cors = cors
+
+    def _direct(self, scope: Scope) -> bool:
+        if scope["type"] != "http" or self._contract is None or self.root_path or scope.get("root_path"):
+            return False
+        path: str = scope["path"]
+        if path in self._own_paths or any(p.match(path) for p in self._own_patterns):
+            return False
+        if self._catch_all is None or not self._catch_all.match(path):
+            return False  # FastAPI answers it (the framework's problem+json)
+        # Cross-origin requests need the CORS middleware's headers (and preflights its answer).
+        return not (self._cors and any(k == b"origin" for k, _ in scope["headers"]))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._direct(scope):
+            assert self._contract is not None
+            scope["app"] = self
+            await self._contract(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 class _AnyMethod:
@@ -128,6 +195,10 @@ def create_app(
     # /docs and /redoc from the assets fastapi-offline packages (FastAPI's
     # default pages load Swagger UI and ReDoc from a CDN: blank offline).
     app = FastAPIOffline(title="AI trading platform API", version="1.0.0")
+    # fastapi_offline builds a plain FastAPI (a function, not a class to derive
+    # from); the same object with the direct contract path.
+    app.__class__ = GatewayAPI
+    assert isinstance(app, GatewayAPI)
     app.state.dispatcher = dispatcher
     document = build_openapi(table.routes, title=app.title, version=app.version)
     app.openapi = lambda: document  # type: ignore[method-assign]
@@ -178,9 +249,15 @@ def create_app(
     # 405 with the Allow header of the path's routes. (Starlette restricts a
     # plain function endpoint to GET when no methods are named; an ASGI app
     # endpoint with methods=None takes every method.)
-    app.router.routes.append(
-        Route("/{path:path}", _AnyMethod(request_response(contract_route)), include_in_schema=False)
-    )
+    catch_all = Route("/{path:path}", _AnyMethod(request_response(contract_route)), include_in_schema=False)
+    app.router.routes.append(catch_all)
+
+    async def direct(scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        response = await handle(dispatcher, request, sse)
+        await response(scope, receive, send)
+
+    app.take_contract_route(direct, catch_all, cors=bool(options.cors_origins))
     if options.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -15,6 +15,8 @@ the resource has moved on since (an order filled between the two calls):
 * the same key with a different request: 422; while the first is in flight: 409.
 
 Redis trouble never blocks a call: the gateway then only forwards the key.
+The store's commands go out in pipelines shared by the requests in flight at
+the same moment (:class:`gateway.redis_batch.Batcher`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from gateway.problems import Problem
+from gateway.redis_batch import Batcher
 from runtime.storage.redis import tenant_key
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ class Slot:
 class IdempotencyStore:
     def __init__(self, redis: Redis, ttl_s: int = 24 * 3600, in_flight_s: int = 60) -> None:
         self._redis = redis
+        self._batch = Batcher(redis)
         self._ttl_ms = ttl_s * 1000
         self._in_flight_ms = in_flight_s * 1000
 
@@ -85,12 +89,12 @@ class IdempotencyStore:
         redis_key = tenant_key(tenant, "gateway", "idem", digest)
         fp = self.fingerprint(request)
         try:
-            claimed = await self._redis.set(
-                redis_key, json.dumps({"fp": fp, "state": "pending"}), nx=True, px=self._in_flight_ms
-            )
+            marker = json.dumps({"fp": fp, "state": "pending"})
+            in_flight = self._in_flight_ms
+            claimed = await self._batch.execute(lambda p: p.set(redis_key, marker, nx=True, px=in_flight))
             if claimed:
                 return Slot(redis_key, fp)
-            raw = await self._redis.get(redis_key)
+            raw = await self._batch.execute(lambda p: p.get(redis_key))
         except RedisError as exc:
             log.warning("idempotency store unavailable, forwarding the key only: %r", exc)
             return Slot("", fp)
@@ -135,14 +139,15 @@ class IdempotencyStore:
         if not slot.key:
             return
         try:
-            doc = {**outcome, "fp": slot.fingerprint, "state": "done"}
-            await self._redis.set(slot.key, json.dumps(doc), px=self._ttl_ms)
+            doc = json.dumps({**outcome, "fp": slot.fingerprint, "state": "done"})
+            ttl = self._ttl_ms
+            await self._batch.execute(lambda p: p.set(slot.key, doc, px=ttl))
         except RedisError as exc:
             log.warning("could not store the idempotent outcome: %r", exc)
 
     async def release(self, slot: Slot) -> None:
         if slot.key:
             try:
-                await self._redis.delete(slot.key)
+                await self._batch.execute(lambda p: p.delete(slot.key))
             except RedisError as exc:
                 log.warning("could not release an idempotency key: %r", exc)

@@ -212,6 +212,16 @@ def build_routes(service_descriptors: Iterable[descriptor.ServiceDescriptor] | N
     return routes
 
 
+def _literal_prefix(template: str) -> str:
+    """The text of a template before its first variable or wildcard segment."""
+    cut = len(template)
+    for mark in ("{", "*"):
+        at = template.find(mark)
+        if at != -1:
+            cut = min(cut, at)
+    return template[:cut]
+
+
 class RouteTable:
     """Finds the route of a request (404 / 405 as problems)."""
 
@@ -223,9 +233,17 @@ class RouteTable:
             if key in self._seen:
                 raise ValueError(f"two RPCs bind {r.http_method} {r.template.template}")
             self._seen.add(key)
+        self._prefixed = [(r, _literal_prefix(r.template.template)) for r in self.routes]
 
     def match(self, http_method: str, raw_path: str) -> tuple[Route, dict[str, str]]:
-        matching = [(r, v) for r in self.routes if (v := r.template.match(raw_path)) is not None]
+        # Each template's regex runs only when the path starts with the
+        # template's literal prefix (what comes before its first variable or
+        # wildcard), which any path its regex matches does; the order is kept.
+        matching = [
+            (r, v)
+            for r, prefix in self._prefixed
+            if raw_path.startswith(prefix) and (v := r.template.match(raw_path)) is not None
+        ]
         # A custom verb wins (google.api.http): /v1/orders/{id}:cancel is the
         # cancel route's, never GetOrder's with "{id}:cancel" as the id, so a
         # GET there is 405 (Allow: POST), not a lookup of a strange id.
