@@ -197,7 +197,8 @@ REDIS_USERS: dict[str, RedisUser] = _users(
     ),
     RedisUser(
         "gateway",
-        # Rate limits (scripts: token leases with GET, SET, PTTL; INCR, PEXPIRE), Idempotency-Key slots, API key checks.
+        # Rate limits (scripts: token leases with GET, SET, PTTL; INCR, PEXPIRE), Idempotency-Key
+        # slots, API key checks.
         commands=(*_SCRIPTS, "get", "set", "del", "incr", "pexpire", "pttl", "hset"),
         read_write=("t:{*}:gateway:*", "identity:apikey_last_used"),
         read_only=("identity:apikey:*",),
