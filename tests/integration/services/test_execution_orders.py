@@ -23,6 +23,7 @@ import grpc
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NatsClient
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from trading.common.v1 import decimal_pb2, market_pb2
 from trading.common.v1 import types_pb2 as common
@@ -208,6 +209,29 @@ async def test_market_order_fills_at_the_touch_and_ioc_cancels_the_rest(platform
     partial = await platform.place(tenant, symbol=symbol, side=BUY, type=MARKET, quantity=D("4"))
     assert partial.order.status == types.ORDER_STATUS_PARTIALLY_FILLED
     assert (partial.order.filled_quantity.value, partial.order.remaining_quantity.value) == ("3", "1")
+
+
+def _risk_checks(result: str) -> float:
+    return REGISTRY.get_sample_value("trading_risk_checks_total", {"result": result}) or 0.0
+
+
+async def test_an_approval_is_decided_in_executions_process_and_a_denial_by_risk(platform: Platform) -> None:
+    """Risk runs in this test process too, so its CheckOrder counter shows
+    whether execution asked it: not for a plain approval (the embedded check,
+    while risk is seen SERVING over mTLS), but for a denial, which risk
+    decides and records."""
+    tenant, symbol = new_tenant(), new_symbol()
+    await platform.quote(symbol, "99", "10", "100", "3")
+    approved, denied = _risk_checks("approved"), _risk_checks("denied")
+
+    placed = await platform.place(tenant, symbol=symbol, side=BUY, type=MARKET, quantity=D("1"))
+    assert placed.order.status == types.ORDER_STATUS_FILLED
+    assert (_risk_checks("approved"), _risk_checks("denied")) == (approved, denied)
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await platform.place(tenant, symbol=symbol, side=BUY, type=MARKET, quantity=D("1000000"))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert _risk_checks("denied") == denied + 1
 
 
 async def test_fok_fills_completely_or_not_at_all(platform: Platform) -> None:
