@@ -67,6 +67,7 @@ from services.decision.main import make_spec as decision_spec
 from services.decision.settings import DecisionSettings, TrainingSettings
 from services.execution.main import SPEC as EXECUTION
 from services.features.main import make_spec as features_spec
+from services.marketdata.domain.batches import tick_batches
 from services.marketdata.main import SPEC as MARKETDATA
 from services.portfolio.main import make_spec as portfolio_spec
 from tests.support.risk import risk_spec
@@ -442,7 +443,11 @@ async def test_bad_input_on_every_hot_path_rpc_is_refused_and_changes_nothing(
         tick.exchange_time.FromNanoseconds(now_ns)
         tick.receive_time.FromNanoseconds(now_ns)
         envelope = new_envelope(tick, tenant_id="", correlation_id=f"sweep-{uid}", producer="test")
-        await ticks.publish(envelope, payload=tick)
+        # As marketdata sends it: the Tick on its own, and in its partition's
+        # TickBatch (what features reads).
+        (batch,) = tick_batches([(envelope.event_id, tick)])
+        batch_envelope = new_envelope(batch, tenant_id="", correlation_id=f"sweep-{uid}", producer="test")
+        await ticks.publish_many([(envelope, tick), (batch_envelope, batch)])
         await nc.flush()
 
     try:
