@@ -74,62 +74,42 @@ async def test_a_live_subscription_yields_decoded_events_skips_the_rest_and_ends
     assert _value(prometheus, "trading_messaging_consumed_total", consumer="live-test", event_type=TICK) == 2
 
 
-async def test_a_handler_runs_in_the_consumer_span_of_the_publishers_trace(
+@pytest.mark.parametrize("traced", [True, False])
+async def test_a_handler_runs_in_the_consumer_span_of_the_publishers_trace_unless_untraced(
     nats_client: NatsClient,
     registry: EventRegistry,
     tick_event: TickFactory,
     sdk_tracer: TracerProvider,
     ns: str,
+    traced: bool,
 ) -> None:
     prefix = f"t{ns}."
     symbol = f"H{ns[:6].upper()}"
-    seen: asyncio.Queue[tuple[Event, int]] = asyncio.Queue()
+    seen: asyncio.Queue[tuple[Event, trace.SpanContext]] = asyncio.Queue()
 
     async def handler(event: Event) -> None:
-        await seen.put((event, trace.get_current_span().get_span_context().trace_id))
-
-    envelope, tick = tick_event(symbol)
-    async with live_subscription(
-        nats_client, registry, [f"{prefix}marketdata.ticks.>"], name="live-handler", handler=handler
-    ) as live:
-        with pytest.raises(TypeError):
-            await anext(live)  # a handler subscription is not iterated
-        with sdk_tracer.get_tracer("test").start_as_current_span("root") as root:
-            await NatsPublisher(nats_client, registry, subject_prefix=prefix).publish(envelope, payload=tick)
-        async with asyncio.timeout(5):
-            event, trace_id = await seen.get()
-    assert event.envelope == envelope
-    assert trace_id == root.get_span_context().trace_id
-
-
-async def test_an_untraced_subscription_handles_every_event_without_a_span_of_its_own(
-    nats_client: NatsClient,
-    registry: EventRegistry,
-    tick_event: TickFactory,
-    sdk_tracer: TracerProvider,
-    ns: str,
-) -> None:
-    prefix = f"t{ns}."
-    symbol = f"U{ns[:6].upper()}"
-    seen: asyncio.Queue[bool] = asyncio.Queue()
-
-    async def handler(event: Event) -> None:
-        await seen.put(trace.get_current_span().get_span_context().is_valid)
+        await seen.put((event, trace.get_current_span().get_span_context()))
 
     envelope, tick = tick_event(symbol)
     async with live_subscription(
         nats_client,
         registry,
         [f"{prefix}marketdata.ticks.>"],
-        name="live-untraced",
+        name="live-handler",
         handler=handler,
-        traced=False,
-    ):
-        with sdk_tracer.get_tracer("test").start_as_current_span("root"):
+        traced=traced,
+    ) as live:
+        with pytest.raises(TypeError):
+            await anext(live)  # a handler subscription is not iterated
+        with sdk_tracer.get_tracer("test").start_as_current_span("root") as root:
             await NatsPublisher(nats_client, registry, subject_prefix=prefix).publish(envelope, payload=tick)
         async with asyncio.timeout(5):
-            in_a_span = await seen.get()
-    assert not in_a_span  # no consumer span was started for it
+            event, span = await seen.get()
+    assert event.envelope == envelope
+    if traced:
+        assert span.trace_id == root.get_span_context().trace_id
+    else:
+        assert not span.is_valid  # no consumer span was started for it
 
 
 @pytest.mark.parametrize("overflow", [Overflow.DROP_OLDEST, Overflow.END])
