@@ -19,7 +19,6 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError, ResponseError
-from trading.common.v1 import market_pb2
 from trading.risk.v1 import risk_service_pb2 as pb
 
 from runtime import decimals
@@ -32,6 +31,7 @@ from services.risk import domain
 from services.risk.adapters.redis import RedisCheckState, RedisRiskStore
 from services.risk.check import PreTradeCheck
 from services.risk.wire import limits_to_proto
+from tests.support.quotes import fresh_quote
 
 pytestmark = pytest.mark.integration
 
@@ -49,16 +49,7 @@ async def redis_as(infra_settings: Settings) -> AsyncIterator[dict[str, Redis]]:
 @pytest_asyncio.fixture(loop_scope="session")
 async def tenant(redis_client: Redis) -> AsyncIterator[str]:
     name = f"rchk-{uuid.uuid4().hex[:8]}"
-    quote = market_pb2.Quote(
-        symbol=SYMBOL,
-        bid_price=decimals.to_proto(Decimal("99")),
-        bid_size=decimals.to_proto(Decimal("10")),
-        ask_price=decimals.to_proto(Decimal("101")),
-        ask_size=decimals.to_proto(Decimal("10")),
-        sequence=1,
-    )
-    quote.receive_time.GetCurrentTime()
-    quote.exchange_time.GetCurrentTime()
+    quote = fresh_quote(SYMBOL, "99", "10", "101", "10", sequence=1)
     await redis_client.set(quote_key(SYMBOL), quote.SerializeToString(), ex=300)  # marketdata's part
     yield name
     keys = [k async for k in redis_client.scan_iter(match=f"t:{{{name}}}:*")]

@@ -12,16 +12,15 @@ from decimal import Decimal as D
 import grpc
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
-from trading.common.v1 import market_pb2
 from trading.risk.v1 import risk_service_pb2 as risk_pb
 
-from runtime import decimals
 from services.execution.adapters.risk import EmbeddedPreTradeRisk, RiskLiveness
 from services.execution.domain import Order, OrderType, Side, TimeInForce, new_order
 from services.execution.ports import RiskDecision, RiskDenial
 from services.risk.adapters.memory import MemoryRiskStore
 from services.risk.check import PreTradeCheck
 from services.risk.ports import CheckRead
+from tests.support.quotes import fresh_quote
 
 TENANT = "tenant-a"
 
@@ -63,16 +62,7 @@ def _order(client_order_id: str, quantity: str = "0.01") -> Order:
 
 def _store(state: MemoryRiskStore | None = None) -> MemoryRiskStore:
     store = state or MemoryRiskStore()
-    quote = market_pb2.Quote(
-        symbol="BTC-USD",
-        bid_price=decimals.to_proto(D("64000")),
-        bid_size=decimals.to_proto(D("2")),
-        ask_price=decimals.to_proto(D("64001")),
-        ask_size=decimals.to_proto(D("1")),
-        sequence=7,
-    )
-    quote.receive_time.GetCurrentTime()
-    quote.exchange_time.GetCurrentTime()
+    quote = fresh_quote("BTC-USD", "64000", "2", "64001", "1", sequence=7)
     store.put_quote("BTC-USD", quote)
     return store
 
