@@ -356,12 +356,19 @@ def context_token_interceptors(tokens: ContextTokens, audience: str) -> list[grp
     return per_arity(add, add)
 
 
+HEALTH_SERVICE = "grpc.health.v1.Health"
+
+
 class _MethodInfo:
-    __slots__ = ("_children", "_metrics", "idempotent", "name", "retries", "service")
+    __slots__ = ("_children", "_metrics", "idempotent", "name", "probe", "retries", "service")
 
     def __init__(self, method: str, metrics: ClientMetrics) -> None:
         self.idempotent = method_policy(method).idempotent
         self.service, _, self.name = method.lstrip("/").rpartition("/")
+        # A health probe asks whether the target is up: its "no" is the answer,
+        # not a failed call, and it must get through an open breaker (it is how
+        # the caller learns the target is back). So probes skip the breaker.
+        self.probe = self.service == HEALTH_SERVICE
         self._metrics = metrics
         self._children: dict[grpc.StatusCode, Any] = {}
         self.retries = metrics.retries_total.labels(self.service, self.name)
@@ -461,6 +468,10 @@ class ResilienceInterceptor:
         deadline = self._deadline(client_call_details.timeout, self._default_timeout)
         code = grpc.StatusCode.OK
         try:
+            if info.probe:
+                call = await continuation(self._attempt_details(client_call_details, deadline), request)
+                await call
+                return call
             try:
                 return await self._once(continuation, client_call_details, deadline, request)
             except grpc.aio.AioRpcError as first:
@@ -509,6 +520,8 @@ class ResilienceInterceptor:
         # replay could duplicate messages); breaker admission, and the outcome
         # of connecting is recorded once the request is on its way.
         attempt = self._attempt_details(details, self._deadline(details.timeout, None))
+        if self._info(details.method).probe:  # a health Watch: see _MethodInfo.probe
+            return await continuation(attempt, request)
         self._admit()
         call = await continuation(attempt, request)
         try:

@@ -30,8 +30,11 @@ from runtime.circuit_breaker import BreakerState
 from runtime.context import current_context, new_correlation_id, use_context
 from runtime.errors import CircuitOpenError, dependency_unavailable, domain_error, error_details, status
 from runtime.grpc_client import idempotency_metadata
+from runtime.health import probe
+from tests.support.polling import eventually
 
 TENANT = "0190b5d0-2222-7000-8000-000000000002"
+IDENTITY = "trading.identity.v1.IdentityService"
 UNAVAILABLE = status(grpc.StatusCode.UNAVAILABLE, "downstream overloaded")
 
 
@@ -304,6 +307,34 @@ async def test_breaker_trips_on_a_stopped_server_and_recovers_after_restart(kit:
                 assert reply.tenant.tenant_id == TENANT
                 assert clients.breaker("identity").state is BreakerState.CLOSED
                 assert servicer.calls["GetTenant"] == 2
+
+
+async def test_health_probes_neither_trip_nor_wait_for_the_breaker(kit: Any) -> None:
+    """A health probe asks whether the target is up; its "no" is not a failed
+    call. A process that probes a dependency while it starts (execution
+    probes risk twice a second) must not find the breaker open when the
+    dependency comes up, and a probe must get through an open breaker: it
+    is how the caller learns the target is back."""
+    servicer = kit.identity()
+    settings = kit.settings(max_attempts=1, breaker_failure_threshold=2, breaker_reset_timeout_s=30)
+    async with kit.clients(settings) as clients:
+        async with kit.server(servicer) as runner:
+            target = f"127.0.0.1:{runner.port}"
+            kit.route(settings, runner)
+        channel = clients.channel("identity")
+        for _ in range(4):  # the server is not there: every probe fails
+            assert not (await probe(channel, IDENTITY, timeout=0.3)).serving
+        assert clients.breaker("identity").state is BreakerState.CLOSED
+
+        clients.breaker("identity").record_failure()
+        clients.breaker("identity").record_failure()
+        assert clients.breaker("identity").state is BreakerState.OPEN
+        async with kit.server(servicer, address=target):
+            await eventually(lambda: _serving(channel), 5.0, "a probe through the open breaker")
+
+
+async def _serving(channel: grpc.aio.Channel) -> bool:
+    return (await probe(channel, IDENTITY, timeout=0.5)).serving
 
 
 async def test_channels_are_pooled_per_target(kit: Any) -> None:
