@@ -9,7 +9,6 @@ probed like every other service. Readiness: Redis (rate limits) answers.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from typing import Any
 
@@ -24,6 +23,7 @@ from runtime.config import Settings, get_settings
 from runtime.grpc_client import ClientFactory
 from runtime.grpc_server import ServiceRunner
 from runtime.security.store_credentials import open_redis
+from runtime.service import freeze_startup_heap
 from runtime.telemetry import setup_telemetry
 
 log = logging.getLogger(__name__)
@@ -70,13 +70,7 @@ async def run(settings: Settings) -> None:
     app: Any = create_app(
         downstreams, clients=clients, redis=redis, options=GatewayOptions()
     )  # an ASGI app; hypercorn's protocol types are narrower than FastAPI's
-    # What start-up made (modules, descriptors, the route table, the OpenAPI
-    # document: ~130,000 objects) lives as long as the process. Frozen, the
-    # cyclic collector no longer scans it: a full collection otherwise takes
-    # tens of milliseconds (far more on a busy machine), paid by every request
-    # in flight at that moment.
-    gc.collect()
-    gc.freeze()
+    freeze_startup_heap()  # the route table, the OpenAPI document, ...
     http = asyncio.create_task(serve_http(app, http_config(settings), shutdown_trigger=stop_http.wait))
     log.info("gateway: REST on http://%s:%d", settings.gateway.host, settings.gateway.http_port)
     stop_edge = await start_edge(settings, app.state.dispatcher, settings.shutdown_grace_s)

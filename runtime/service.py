@@ -13,6 +13,7 @@ servicer does not implement yet answer UNIMPLEMENTED with an explicit
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -154,6 +155,7 @@ async def serve_spec(spec: ServiceSpec, settings: Settings | None = None) -> Non
             if not_built:
                 log.info("%s: not built yet (UNIMPLEMENTED): %s", gate.service.name, ", ".join(not_built))
             gate.target = servicer
+        freeze_startup_heap()
 
     startup = asyncio.create_task(start_up())
 
@@ -171,6 +173,16 @@ async def serve_spec(spec: ServiceSpec, settings: Settings | None = None) -> Non
     await grpc_server.serve(
         spec.name, settings=settings, register=register, ready_check=ready, cleanup=cleanup
     )
+
+
+def freeze_startup_heap() -> None:
+    """Move what start-up made (modules, descriptors, pools, caches: the
+    gateway had ~130,000 objects) out of the cyclic collector's sight. It lives
+    as long as the process; left in, every full collection scans it again, tens
+    of milliseconds (far more on a busy machine) paid by every call in flight
+    at that moment."""
+    gc.collect()
+    gc.freeze()
 
 
 def run_service(spec: ServiceSpec) -> None:
