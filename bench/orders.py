@@ -50,6 +50,7 @@ from bench.hotpaths import (
 )
 from bench.model import Result, from_open_loop, measured
 from bench.serverside import (
+    PLACE_ORDER_STAGES,
     Buckets,
     Probe,
     Window,
@@ -57,6 +58,7 @@ from bench.serverside import (
     gateway_probe,
     grpc_probe,
     server_side,
+    stage_probes,
 )
 from bench.stack import BASELINE_FEED_RATE
 from gateway.edge import edge_ca_file, edge_target
@@ -65,6 +67,7 @@ from services.identity.seed import DEMO_EMAIL, DEMO_PASSWORD, DEMO_SLUG
 
 PLACE_ORDER = grpc_probe("execution", "/trading.execution.v1.ExecutionService/PlaceOrder")
 CHECK_ORDER = grpc_probe("risk", "/trading.risk.v1.RiskService/CheckOrder")
+PLACE_ORDER_PARTS = stage_probes("execution", PLACE_ORDER_STAGES, ("request", "risk", "venue", "store"))
 REST_GET_QUOTE = gateway_probe("GET", "/v1/quotes/{symbol}")
 REST_POST_ORDER = gateway_probe("POST", "/v1/orders")
 # Paths measured with the feed stopped allow quotes this old (the age check
@@ -196,7 +199,8 @@ async def order_placement(ctx: Ctx) -> list[Result]:
 
             started = time.monotonic()
             rec, window = await closed_loop_with_server(
-                settings, place, [PLACE_ORDER], samples=ctx.mode.api_samples, warmup=ctx.mode.warmup,
+                settings, place, [PLACE_ORDER, *PLACE_ORDER_PARTS], samples=ctx.mode.api_samples,
+                warmup=ctx.mode.warmup,
                 feed_metrics_url=feed_url,
             )  # fmt: skip
             results.append(
@@ -219,7 +223,7 @@ async def order_placement(ctx: Ctx) -> list[Result]:
                 server_side(
                     f"order_placement{cond.suffix}_server", cond.order_target,
                     f"{cond.label}: execution.PlaceOrder, server-side handling time (same calls)",
-                    PLACE_ORDER, window, goal_ms=1.2,
+                    PLACE_ORDER, window, goal_ms=1.2, stages=PLACE_ORDER_PARTS,
                     notes="The calls of the row above as execution's server interceptor timed them.",
                 )
             )  # fmt: skip

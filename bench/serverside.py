@@ -63,6 +63,14 @@ def grpc_probe(service: str, full_method: str) -> Probe:
     return Probe(service, GRPC_HANDLING, (("service", grpc_service), ("method", name)), f"{short}.{name}")
 
 
+PLACE_ORDER_STAGES = "execution_place_order_stage_seconds"
+
+
+def stage_probes(service: str, metric: str, stages: Sequence[str]) -> tuple[Probe, ...]:
+    """One probe per stage of a histogram labelled by ``stage`` (e.g. PlaceOrder's risk, venue, store)."""
+    return tuple(Probe(service, metric, (("stage", stage),), stage) for stage in stages)
+
+
 def gateway_probe(method: str, route: str) -> Probe:
     """A REST route of the gateway by its template ("/v1/quotes/{symbol}")."""
     return Probe("gateway", GATEWAY_HANDLING, (("method", method), ("route", route)), f"{method} {route}")
@@ -250,8 +258,10 @@ def server_side(
     floor: str | None = "floor_grpc",
     goal_ms: float | None = None,
     notes: str = "",
+    stages: Sequence[Probe] = (),
 ) -> Result:
-    """A row from the probe's bucket delta (no HdrHistogram: bucket resolution)."""
+    """A row from the probe's bucket delta (no HdrHistogram: bucket resolution);
+    ``stages``: the call's parts timed inside the servicer, as extra["stages_ms"]."""
     buckets = window.deltas.get(probe)
     method = f"server-side handling time from {probe.describe}, scraped before and after; bucket resolution"
     if buckets is None or buckets.count <= 0:
@@ -262,6 +272,19 @@ def server_side(
         "buckets_ms": buckets.to_json(),
         **window.load,
     }
+    parts = {stage.what: window.deltas.get(stage) for stage in stages}
+    if any(b is not None and b.count > 0 for b in parts.values()):
+        extra["stages_ms"] = {
+            what: {k: round(v, 3) for k, v in b.summary_ms().items() if k in ("count", "mean", "p50", "p99")}
+            for what, b in parts.items()
+            if b is not None and b.count > 0
+        }
+    if "stages_ms" in extra:
+        notes += (
+            " Inside the servicer (p50 / p99 ms): "
+            + ", ".join(f"{what} {v['p50']:.2f} / {v['p99']:.2f}" for what, v in extra["stages_ms"].items())
+            + "; the rest is the interceptors (identity, context, tracing) and the event loop."
+        )
     if goal_ms is not None:
         share = buckets.share_within_s(goal_ms / 1e3)
         if share is not None:

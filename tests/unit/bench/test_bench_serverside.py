@@ -14,7 +14,14 @@ from bench.harness import NS_PER_MS, Recorder
 from bench.model import Run, Status, measured
 from bench.orders import judge_step
 from bench.report import floor_multiple, render_markdown, verdict, write_report
-from bench.serverside import Window, grpc_probe, parse_histogram, server_side
+from bench.serverside import (
+    PLACE_ORDER_STAGES,
+    Window,
+    grpc_probe,
+    parse_histogram,
+    server_side,
+    stage_probes,
+)
 from bench.targets import BY_KEY
 from runtime.config import Settings
 from runtime.interceptors import LATENCY_BUCKETS
@@ -125,6 +132,24 @@ def test_server_rows_get_a_floor_multiple_and_their_buckets_in_the_report() -> N
     text = render_markdown(run)
     assert "| order placement, platform idle | idle: server side |" in text
     assert "buckets_ms: 1: 100" in text and "bucket resolution" in text
+
+
+def test_a_server_row_breaks_the_call_into_the_stages_timed_inside_the_servicer() -> None:
+    registry = CollectorRegistry()
+    stages = Histogram(PLACE_ORDER_STAGES, "h", ("stage",), buckets=LATENCY_BUCKETS, registry=registry)
+    for _ in range(100):
+        stages.labels("risk").observe(0.0004)
+        stages.labels("store").observe(0.0009)
+    parts = stage_probes("execution", PLACE_ORDER_STAGES, ("risk", "venue", "store"))
+    page = generate_latest(registry).decode()
+    window = _window(*[0.002] * 100)
+    window.deltas.update({p: parse_histogram(page, p) for p in parts})
+    row = server_side("order_placement_server", "order_placement", "server", PROBE, window, stages=parts)
+    # venue saw no calls: left out, not zeroes
+    assert list(row.extra["stages_ms"]) == ["risk", "store"]
+    assert row.extra["stages_ms"]["store"]["count"] == 100
+    assert 0.75 < row.extra["stages_ms"]["store"]["p50"] <= 1.0
+    assert "Inside the servicer (p50 / p99 ms): risk " in row.notes and ", store " in row.notes
 
 
 def test_an_order_step_passes_only_when_it_keeps_the_rate_loses_nothing_and_meets_p99() -> None:
