@@ -43,6 +43,7 @@ async def build(
         event_registry(),
         client_id="features-vectors",
         max_batch_size=settings.kafka_batch_bytes,
+        linger_ms=resources.settings.kafka.bulk_linger_ms,
     )
     await producer.start()
     resources.on_close(producer.close)

@@ -38,6 +38,11 @@ FEED_LEASE = "marketdata.feed"
 # producer keeps one request in flight per broker: on tansu (S3 storage), 16 KiB
 # batches took ~11,600 records/s, 1 MiB ~35,000 (260-byte records, measured).
 TICKS_KAFKA_BATCH_BYTES = 1_048_576
+# Ticks that may wait for Kafka: the producer gathers for kafka.bulk_linger_ms
+# (a request per linger is what keeps tansu's S3 cheap), so this holds a
+# linger's worth at the highest feed rates (20,000/s x 0.25 s) with the round
+# in flight; past it a feed faster than Kafka slows down (backpressure).
+TICKS_KAFKA_MAX_PENDING = 16_384
 MARKETDATA_SERVICE = "trading.marketdata.v1.MarketDataService"
 
 
@@ -72,6 +77,7 @@ async def build(resources: Resources, feed_settings: FeedSettings | None = None)
                 event_registry(),
                 client_id="marketdata-ticks",
                 max_batch_size=TICKS_KAFKA_BATCH_BYTES,
+                linger_ms=resources.settings.kafka.bulk_linger_ms,
             )
             await kafka.start()
 
@@ -80,16 +86,12 @@ async def build(resources: Resources, feed_settings: FeedSettings | None = None)
                 # above those any earlier leader published (feeds.py).
                 feed = create_feed(settings, specs)
                 assert feed is not None
-                # About one batch waits for Kafka while the next is prepared:
-                # a feed faster than Kafka slows down here, instead of queueing
-                # thousands of ticks that then compete with features' own
-                # Kafka copies for the broker (features stalled behind them).
                 pipeline = TickPipeline(
                     Normalizer(symbols),
                     quotes=quotes,
                     nats=nats,
                     kafka=kafka,
-                    kafka_max_pending=settings.feed_max_batch,
+                    kafka_max_pending=max(settings.feed_max_batch, TICKS_KAFKA_MAX_PENDING),
                 )
                 runner = FeedRunner(feed, pipeline)
                 runner.start()

@@ -15,9 +15,9 @@ Per batch, in this order:
    message per partition and batch instead of one per tick);
 4. the batch goes to Kafka in the background
    (:class:`runtime.messaging.background.BackgroundPublisher`, in order,
-   batched) while the next batch is prepared; at most ``kafka_max_pending``
-   events wait (backpressure on the feed when Kafka is slower than the feed;
-   the service sets it to one feed batch, so about one batch is in flight).
+   batched: one produce request per linger, services/marketdata/main.py)
+   while the next batch is prepared; at most ``kafka_max_pending`` events
+   wait (backpressure on the feed when Kafka is slower than the feed).
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ class TickPipeline:
             kafka,
             name="marketdata-ticks",
             max_pending=kafka_max_pending,
+            max_batch=kafka_max_pending,
             on_failure=lambda _events, _exc: self._metrics.publish_failures.labels("kafka").inc(),
         )
         self.accepted = 0
