@@ -182,6 +182,13 @@ class KafkaSettings(Section):
     at ~10 ms of broker and S3 CPU apiece (measured: 100 records/s sent one request each kept tansu and
     SeaweedFS at 1.3 of 2 cores with the platform otherwise idle). Their consumers (the audit and
     analytics sinks) poll every `sink_fetch_max_wait_ms` anyway; the live path is NATS."""
+    retention_s: float = Field(default=300.0, gt=0)
+    """The local broker's retention (tools.kafka_retention, started beside the local SeaweedFS): a record
+    batch is deleted once it is this old and every consumer group that committed on its partition has read
+    it; partitions no group commits on (dead letters) are kept whole. tansu lists a partition's every stored
+    batch on each fetch that finds new data, so without it fetches get dearer by the minute."""
+    retention_sweep_s: float = Field(default=30.0, gt=0)
+    """How often the local broker's retention sweeps the log."""
     consumer_heal_after_s: float = 10.0
     """Self-healing consumers (runtime.messaging.kafka.subscriber): stalled this long (topics unknown,
     fetch failing, out of the group), a subscriber recreates missing topics and replaces its

@@ -571,6 +571,36 @@ def start_seaweedfs(
     return proc.start().wait_ready(60.0)
 
 
+def seaweedfs_filer_url(data_dir: Path, host: str = "127.0.0.1") -> str:
+    """The filer HTTP API of the SeaweedFS running on `data_dir` (its ports
+    are those start_seaweedfs wrote to ports.json)."""
+    ports = json.loads((data_dir.resolve() / "ports.json").read_text())
+    return f"http://{host}:{int(ports['filer'])}"
+
+
+def start_kafka_retention(
+    data_dir: Path,
+    storage: S3Storage,
+    *,
+    retention_s: float,
+    sweep_s: float,
+    host: str = "127.0.0.1",
+    log_path: Path | None = None,
+) -> ManagedProcess:
+    """tools.kafka_retention sweeping the log tansu keeps in the SeaweedFS of
+    `data_dir` (started by start_seaweedfs: its filer port is in ports.json)."""
+    argv = [
+        sys.executable, "-m", "tools.kafka_retention",
+        "--filer", seaweedfs_filer_url(data_dir, host), "--bucket", storage.bucket,
+        "--retention-s", str(retention_s), "--interval-s", str(sweep_s),
+    ]  # fmt: skip
+    # The checkout's root on the path: the module runs from any working directory.
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return ManagedProcess("kafka-retention", argv, log_path=log_path, env=env, stop_timeout=2.0).start()
+
+
 _TANSU_ENV = frozenset(
     {"CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "SCHEMA_REGISTRY"}
 )
@@ -1042,6 +1072,14 @@ class LocalInfra:
                     s.kafka.s3_port, seaweedfs_dir(s), s3, log_path=self._log_path("seaweedfs")
                 )
                 self._say(f"s3: started SeaweedFS on 127.0.0.1:{s.kafka.s3_port} (data {seaweedfs_dir(s)})")
+                self.started["kafka-retention"] = start_kafka_retention(
+                    seaweedfs_dir(s),
+                    s3,
+                    retention_s=s.kafka.retention_s,
+                    sweep_s=s.kafka.retention_sweep_s,
+                    log_path=self._log_path("kafka-retention"),
+                )
+                self._say(f"kafka: retention of read batches after {s.kafka.retention_s:g}s")
         self.started["kafka"] = start_tansu(kf.port, kf.host, log_path=self._log_path("tansu"), s3=s3)
         where = f"on {s3.endpoint}/{s3.bucket}" if s3 is not None else "in memory"
         self._say(f"kafka: started tansu on {kf}, storing {where}")

@@ -175,7 +175,7 @@ async def test_local_infra_starts_what_is_missing_and_stops_only_that(tmp_path: 
     first = LocalInfra(settings, fast=True)
     await first.start()
     try:
-        assert set(first.started) == {"postgres", "vectors", "redis", "nats", "s3", "kafka"}
+        assert set(first.started) == {"postgres", "vectors", "redis", "nats", "s3", "kafka-retention", "kafka"}
         assert any(line.startswith("s3: started SeaweedFS on 127.0.0.1:") for line in first.lines)
         assert any(
             line.startswith("kafka: started tansu on 127.0.0.1:") and "storing on http://" in line
@@ -218,7 +218,7 @@ async def test_local_infra_kafka_keeps_acked_records_across_a_restart(tmp_path: 
     settings = _isolated_settings(tmp_path)
     settings.kafka.bootstrap_servers = ""
     values = [f"v{i}".encode() for i in range(50)]
-    kafka_only = ("s3", "kafka")
+    kafka_only = ("s3", "kafka-retention", "kafka")
 
     async def up() -> LocalInfra:
         local = LocalInfra(settings, fast=True)
