@@ -2,7 +2,12 @@
 commit the offsets a batch covers only once it is written.
 
 A batch is written when it holds ``batch_max`` events or when its first event
-waited ``batch_max_interval_s``, whichever comes first. While a write is
+waited ``batch_max_interval_s``, whichever comes first. The offsets of written
+batches are committed at most every ``commit_interval_s`` (one request for
+every partition): a commit costs the broker a write per partition (on tansu,
+S3 requests), and a sink writing ten batches a second would otherwise commit
+ten times; a crash redelivers at most that much, which the idempotent write
+absorbs. While a write is
 retried nothing more is fetched, and a crash before the commit delivers the
 batch again (at least once): the sink's write must be idempotent. Decoding
 and collecting are pure, so a message that fails there is dead-lettered at
@@ -47,6 +52,7 @@ class BatchingKafkaSubscriber(KafkaSubscriber, ABC):
         dead_letters: KafkaPublisher,
         batch_max: int,
         batch_max_interval_s: float,
+        commit_interval_s: float = 1.0,
         topics: Sequence[str] = (),
         event_types: Sequence[str] = (),
         client_id: str = "trading",
@@ -65,6 +71,7 @@ class BatchingKafkaSubscriber(KafkaSubscriber, ABC):
         )
         self._batch_max = batch_max
         self._batch_max_interval_s = batch_max_interval_s
+        self._commit_interval_s = commit_interval_s
         self.batches_written = 0
 
     @abstractmethod
@@ -82,6 +89,9 @@ class BatchingKafkaSubscriber(KafkaSubscriber, ABC):
     async def _run(self) -> None:
         # Offsets (next to read) per partition of the records in the pending batch.
         offsets: dict[TopicPartition, int] = {}
+        # Offsets of written batches not committed yet, and when the last commit went out.
+        written: dict[TopicPartition, int] = {}
+        committed_at = time.monotonic()
         first_at: float | None = None
         while True:
             if first_at is None:
@@ -114,7 +124,10 @@ class BatchingKafkaSubscriber(KafkaSubscriber, ABC):
             if offsets and (self._pending_count() >= self._batch_max or due):
                 await self._flush()
                 self.batches_written += 1
-                for tp, offset in offsets.items():
-                    await self._commit(tp, offset)
+                written.update(offsets)
                 offsets.clear()
                 first_at = None
+            if written and time.monotonic() - committed_at >= self._commit_interval_s:
+                await self._commit(written)
+                written.clear()
+                committed_at = time.monotonic()

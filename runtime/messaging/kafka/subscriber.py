@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -267,7 +267,7 @@ class KafkaSubscriber:
                     return  # not handled: delivered again to the group
                 for record in records:
                     await self._process(record)
-                await self._commit(tp, records[-1].offset + 1)
+                await self._commit({tp: records[-1].offset + 1})
                 self._next_offsets[tp] = records[-1].offset + 1
             self._observe(fetched=bool(batch))
             self._heal_if_due()
@@ -389,13 +389,14 @@ class KafkaSubscriber:
         log.info("subscriber %s: consumer replaced, rejoining group %s", self._name, self._group)
         return True
 
-    async def _commit(self, tp: TopicPartition, offset: int) -> None:
+    async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit these next-to-read offsets in one request."""
         try:
-            await self._consumer.commit({tp: offset})
+            await self._consumer.commit(dict(offsets))
         except (CommitFailedError, KafkaError) as exc:
             # A rebalance took the partition away: its new owner starts from
             # the last commit, so these records are delivered again.
-            log.warning("commit of %s@%d failed for %s: %s", tp, offset, self._name, exc)
+            log.warning("commit of %s failed for %s: %s", dict(offsets), self._name, exc)
 
     async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
         headers = from_kafka(record.headers)

@@ -4,10 +4,12 @@ trace context, redelivery after a crash, dead letters, re-drive."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from trading.common.v1 import event_pb2
@@ -18,8 +20,10 @@ from runtime.contracts import EventRegistry
 from runtime.messaging import Event, RetryPolicy
 from runtime.messaging import headers as h
 from runtime.messaging.kafka import KafkaDeadLetters, KafkaPublisher, KafkaSubscriber, dlq_topic
+from runtime.messaging.kafka.batching import BatchingKafkaSubscriber
 from runtime.messaging.kafka.testing import consuming
 from runtime.messaging.testing import EventCollector, wait_dead_letters
+from tests.support.polling import eventually
 
 TickFactory = Callable[..., tuple[event_pb2.EventEnvelope, md_events.Tick]]
 TICK = "trading.marketdata.v1.Tick"
@@ -228,3 +232,73 @@ async def test_compression_codecs_round_trip(
         ):
             event = await collector.next(15)
     assert event.envelope == envelope
+
+
+class _Recorded(BatchingKafkaSubscriber):
+    """A batch sink that remembers the event ids it wrote."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pending: list[str] = []
+        self.written: list[str] = []
+
+    async def _collect(self, event: Event) -> None:
+        self.pending.append(event.envelope.event_id)
+
+    def _pending_count(self) -> int:
+        return len(self.pending)
+
+    async def _flush(self) -> None:
+        self.written += self.pending
+        self.pending = []
+
+
+async def _committed_total(settings: KafkaSettings, group: str, topic: str) -> int:
+    """The group's committed offsets on `topic`, summed over its partitions (read by an idle member)."""
+    reader = AIOKafkaConsumer(bootstrap_servers=settings.servers, group_id=group, enable_auto_commit=False)
+    await reader.start()
+    try:
+        partitions = reader.partitions_for_topic(topic) or set()
+        offsets = [await reader.committed(TopicPartition(topic, p)) for p in partitions]
+    finally:
+        await reader.stop()
+    return sum(o for o in offsets if o is not None and o > 0)
+
+
+@pytest.mark.parametrize("commit_interval_s", [0.0, 3600.0])
+async def test_a_batch_sink_commits_what_it_wrote_at_most_once_per_commit_interval(
+    kafka_settings: KafkaSettings,
+    registry: EventRegistry,
+    kafka_publisher: KafkaPublisher,
+    tick_event: TickFactory,
+    ns: str,
+    commit_interval_s: float,
+) -> None:
+    """Every written batch is committed, but not sooner than commit_interval_s
+    after the last commit: each commit is a broker write per partition."""
+    ticks = [tick_event(f"K{ns[:8].upper()}", sequence) for sequence in range(1, 6)]
+    group, topic = f"g{ns}", kafka_publisher.destination_of(*ticks[0])
+    sink = _Recorded(
+        kafka_settings, registry, group=group, dead_letters=kafka_publisher, batch_max=1,
+        batch_max_interval_s=0.05, commit_interval_s=commit_interval_s,
+        topics=[topic],
+    )  # fmt: skip
+    async with consuming(sink):
+        for envelope, tick in ticks:
+            await kafka_publisher.publish(envelope, payload=tick)
+        await eventually(lambda: _true(len(sink.written) == 5), 20.0, "five batches written")
+        if commit_interval_s == 0:
+            committed = lambda: _equal(_committed_total(kafka_settings, group, topic), 5)  # noqa: E731
+            await eventually(committed, 10.0, "their offsets committed")
+        else:
+            await asyncio.sleep(1.0)  # several rounds of the sink's loop: none may commit
+            assert await _committed_total(kafka_settings, group, topic) == 0
+    assert sink.written == [envelope.event_id for envelope, _ in ticks]
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _equal(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
