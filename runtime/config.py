@@ -176,12 +176,12 @@ class KafkaSettings(Section):
     """How long a fetch may wait for data. tansu answers a fetch only when this runs out (not when data
     arrives), so it bounds consumer latency there; real Kafka answers as soon as data arrives, and a
     longer wait saves CPU."""
-    bulk_linger_ms: int = Field(default=250, ge=0, le=5_000)
+    bulk_linger_ms: int = Field(default=1_000, ge=0, le=5_000)
     """How long the producers of the high-volume replay copies (marketdata's ticks, features' vectors) gather
     records before a produce request. tansu on S3 stores each partition's batch of a request as an object,
     at ~10 ms of broker and S3 CPU apiece (measured: 100 records/s sent one request each kept tansu and
-    SeaweedFS at 1.3 of 2 cores with the platform otherwise idle). Their consumers (the audit and
-    analytics sinks) poll every `sink_fetch_max_wait_ms` anyway; the live path is NATS."""
+    SeaweedFS at 1.3 of 2 cores with the platform otherwise idle), and each fetch of a sink lists and reads
+    the new objects. Their consumers (the audit and analytics sinks) are archives; the live path is NATS."""
     retention_s: float = Field(default=300.0, gt=0)
     """The local broker's retention (tools.kafka_retention, started beside the local SeaweedFS): a record
     batch is deleted once it is this old and every consumer group that committed on its partition has read

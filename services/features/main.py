@@ -47,7 +47,9 @@ async def build(
     )
     await producer.start()
     resources.on_close(producer.close)
-    kafka = BackgroundPublisher(producer, name="features-vectors", max_batch=8192)
+    # A round publishes what gathered during one kafka.bulk_linger_ms: more
+    # than a second's worth of vectors at the highest tick rates (20,000/s).
+    kafka = BackgroundPublisher(producer, name="features-vectors", max_pending=65_536, max_batch=65_536)
     # Replicas of one share split its symbols (runtime.membership): each
     # publishes the vectors of the symbols it owns, so a vector is published once.
     replicas = ReplicaGroup(

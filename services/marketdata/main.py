@@ -39,10 +39,10 @@ FEED_LEASE = "marketdata.feed"
 # batches took ~11,600 records/s, 1 MiB ~35,000 (260-byte records, measured).
 TICKS_KAFKA_BATCH_BYTES = 1_048_576
 # Ticks that may wait for Kafka: the producer gathers for kafka.bulk_linger_ms
-# (a request per linger is what keeps tansu's S3 cheap), so this holds a
-# linger's worth at the highest feed rates (20,000/s x 0.25 s) with the round
-# in flight; past it a feed faster than Kafka slows down (backpressure).
-TICKS_KAFKA_MAX_PENDING = 16_384
+# (a request per linger is what keeps tansu's S3 cheap), so this holds more
+# than a linger's worth at the highest feed rates (20,000/s x 1 s) while a
+# round is in flight; past it a feed faster than Kafka slows down (backpressure).
+TICKS_KAFKA_MAX_PENDING = 65_536
 MARKETDATA_SERVICE = "trading.marketdata.v1.MarketDataService"
 
 
