@@ -27,6 +27,15 @@ Several replicas may run the relay: a store hands a batch to one replica at
 a time (PostgreSQL: an advisory lock in the claim's transaction), so per-key
 order holds across replicas.
 
+Lanes: a store that can claim one destination's rows on their own
+(:attr:`OutboxStore.lanes`; the PostgreSQL table can, by its destination
+column) gets one relay loop per destination, each with its own claim and
+lock. A round ends only when its broker acknowledged, so with one loop the
+NATS updates of the next orders waited for the Kafka acks of the round before
+(seconds when tansu is busy): an order's live status is not held up by the
+archive's broker any more. The Redis streams hold both destinations in one
+stream per tenant: one lane.
+
 Where the rows live is the store's business (:class:`OutboxStore`): a
 ``<schema>.outbox`` table for the services whose state is in PostgreSQL
 (:class:`PostgresOutbox`), per-tenant Redis streams for risk, whose state is
@@ -293,9 +302,18 @@ class OutboxStore(Protocol):
         """Fail at start when the storage is not the expected shape."""
         ...
 
-    def claim(self, limit: int) -> AbstractAsyncContextManager[OutboxClaim | None]:
-        """Up to `limit` pending rows, oldest first, held against other
-        replicas until the context ends (None: none, or another replica holds them)."""
+    @property
+    def lanes(self) -> tuple[str | None, ...]:
+        """The destinations whose rows this store claims separately (one relay loop
+        each); ``(None,)``: every row in one claim."""
+        ...
+
+    def claim(
+        self, limit: int, destination: str | None = None
+    ) -> AbstractAsyncContextManager[OutboxClaim | None]:
+        """Up to `limit` pending rows (of `destination`, one of :attr:`lanes`),
+        oldest first, held against other replicas until the context ends (None:
+        none, or another replica holds them)."""
         ...
 
     async def backlog(self) -> int: ...
@@ -314,10 +332,12 @@ class PostgresOutbox:
     def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
         self._pool = pool
         self.schema = schema
-        self._lock_key = zlib.crc32(schema.encode()) - (1 << 31)  # signed 32-bit
         table = f"{quote_ident(schema)}.outbox"
         self._claim_sql = f"""SELECT id, destination, partition_key, envelope FROM {table}
             WHERE sent_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"""
+        self._claim_lane_sql = f"""SELECT id, destination, partition_key, envelope FROM {table}
+            WHERE sent_at IS NULL AND failed_at IS NULL AND destination = $2
+            ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"""
         self._mark_sql = f"UPDATE {table} SET sent_at = now() WHERE id = ANY($1::bigint[])"
         self._set_aside_sql = f"UPDATE {table} SET failed_at = now(), last_error = $2 WHERE id = $1"
         self._backlog_sql = f"SELECT count(*) FROM {table} WHERE sent_at IS NULL AND failed_at IS NULL"
@@ -332,15 +352,29 @@ class PostgresOutbox:
         async with self._pool.acquire() as conn:
             await check_outbox_shape(conn, self.schema)
 
+    @property
+    def lanes(self) -> tuple[str | None, ...]:
+        return DESTINATIONS
+
+    def _lock_key(self, destination: str | None) -> int:
+        """The advisory lock of a lane (one replica claims a lane at a time)."""
+        name = self.schema if destination is None else f"{self.schema}:{destination}"
+        return zlib.crc32(name.encode()) - (1 << 31)  # signed 32-bit
+
     @asynccontextmanager
-    async def claim(self, limit: int) -> AsyncIterator[OutboxClaim | None]:
+    async def claim(self, limit: int, destination: str | None = None) -> AsyncIterator[OutboxClaim | None]:
         async with self._pool.acquire() as conn, conn.transaction():
-            if not await conn.fetchval(
-                "SELECT pg_try_advisory_xact_lock($1, $2)", _LOCK_NAMESPACE, self._lock_key
-            ):
-                yield None  # another replica is publishing
-                return
-            rows = await conn.fetch(self._claim_sql, limit)
+            # The whole-table claim (tests, tools) takes every lane's lock, so it
+            # never runs beside a lane's claim of the same rows' keys.
+            keys = [self._lock_key(d) for d in ((destination,) if destination else (None, *DESTINATIONS))]
+            for key in keys:
+                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1, $2)", _LOCK_NAMESPACE, key):
+                    yield None  # another replica is publishing
+                    return
+            if destination is None:
+                rows = await conn.fetch(self._claim_sql, limit)
+            else:
+                rows = await conn.fetch(self._claim_lane_sql, limit, destination)
             pending = [
                 PendingRow(r["id"], r["destination"], r["partition_key"], bytes(r["envelope"])) for r in rows
             ]
@@ -414,12 +448,12 @@ class OutboxRelay:
         self._max_retry_delay_s = max_retry_delay_s
         self._retention = retention
         self._prune_every_s = prune_every_s
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._wakes: dict[str | None, asyncio.Event] = {}  # per lane, made at start
+        self._tasks: list[asyncio.Task[None]] = []
         # Set by stop(): the loop ends at its next turn even if a cancel was
         # swallowed inside a client (runtime.tasks).
         self._stopping = False
-        self._failures_in_a_row = 0
+        self._failures_in_a_row: dict[str | None, int] = {}  # per lane
         self._last_prune = time.monotonic()
         self._last_housekeeping = 0.0
         # For a health watchdog: when the relay last finished a round without error
@@ -437,26 +471,36 @@ class OutboxRelay:
 
     def wake(self) -> None:
         """Something was committed: look now instead of at the next poll."""
-        self._wake.set()
+        for event in self._wakes.values():
+            event.set()
 
     async def start(self) -> None:
-        """Check the table's shape, then run in the background."""
-        if self._task is None:
+        """Check the table's shape, then run in the background (a loop per lane)."""
+        if not self._tasks:
             self._stopping = False
             await self._store.check()
             self._health = (self._monitor or default_monitor()).register(f"relay:{self.service}-outbox")
-            self._task = asyncio.create_task(self._run(), name=f"{self.service}-outbox-relay")
+            lanes = self._store.lanes
+            self._wakes = {lane: asyncio.Event() for lane in lanes}
+            self._tasks = [
+                asyncio.create_task(
+                    self._run(lane, housekeeping=lane == lanes[0]),
+                    name=f"{self.service}-outbox-relay" + (f"-{lane}" if lane else ""),
+                )
+                for lane in lanes
+            ]
             _RUNNING.add(self)
 
     async def stop(self) -> None:
         """Stop after the batch in flight (an interrupted batch is simply published again later)."""
-        task, self._task = self._task, None
+        tasks, self._tasks = self._tasks, []
         _RUNNING.discard(self)
         if self._health is not None:
             self._health.close()
             self._health = None
         self._stopping = True
-        await stop_task(task, name=f"{self.service} outbox relay")
+        for task in tasks:
+            await stop_task(task, name=f"{self.service} outbox relay")
 
     async def backlog(self) -> int:
         """Rows committed and not yet published."""
@@ -464,43 +508,45 @@ class OutboxRelay:
         OUTBOX_BACKLOG.labels(self.service).set(count)
         return count
 
-    def retry_delay(self) -> float:
-        """Capped exponential backoff after consecutive failed rounds."""
-        if self._failures_in_a_row == 0:
+    def retry_delay(self, lane: str | None = None) -> float:
+        """Capped exponential backoff after a lane's consecutive failed rounds."""
+        failures = self._failures_in_a_row.get(lane, 0)
+        if failures == 0:
             return 0.0
-        return float(min(self._max_retry_delay_s, self._retry_delay_s * 2 ** (self._failures_in_a_row - 1)))
+        return float(min(self._max_retry_delay_s, self._retry_delay_s * 2 ** (failures - 1)))
 
-    async def _run(self) -> None:
+    async def _run(self, lane: str | None, *, housekeeping: bool) -> None:
+        wake = self._wakes[lane]
         while not self._stopping:
             try:
-                published, failed = await self._round()
+                published, failed = await self._round(lane, wake)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._failed(exc)
+                self._failed(exc, lane)
                 log.warning("%s outbox relay: round failed, retrying: %r", self.service, exc)
-                await asyncio.sleep(self.retry_delay())
+                await asyncio.sleep(self.retry_delay(lane))
                 continue
             if failed:
-                await asyncio.sleep(self.retry_delay())
+                await asyncio.sleep(self.retry_delay(lane))
                 continue
             if published >= self._batch_size:
                 continue  # more is waiting
-            if time.monotonic() - self._last_housekeeping >= _HOUSEKEEPING_EVERY_S:
+            if housekeeping and time.monotonic() - self._last_housekeeping >= _HOUSEKEEPING_EVERY_S:
                 await self._housekeeping()
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
             # that arrives as the wake-up does, and stop() would then wait forever.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll_interval_s):
-                    await self._wake.wait()
+                    await wake.wait()
 
-    async def _round(self) -> tuple[int, bool]:
-        self._wake.clear()  # a commit after this point wakes the next round
-        published = await self.run_once()
-        failed = self.last_round_failed
+    async def _round(self, lane: str | None, wake: asyncio.Event) -> tuple[int, bool]:
+        wake.clear()  # a commit after this point wakes the next round
+        published, failed = await self._run_lane_once(lane)
         if not failed:
-            self._failures_in_a_row = 0
-            self.last_error = None
+            self._failures_in_a_row[lane] = 0
+            if not any(self._failures_in_a_row.values()):
+                self.last_error = None
             self.last_progress_at = time.time()
             if self._health is not None:
                 self._health.progress()
@@ -508,8 +554,8 @@ class OutboxRelay:
             self._health.failing(self.last_error or "publishing failed")
         return published, failed
 
-    def _failed(self, exc: BaseException) -> None:
-        self._failures_in_a_row += 1
+    def _failed(self, exc: BaseException, lane: str | None) -> None:
+        self._failures_in_a_row[lane] = self._failures_in_a_row.get(lane, 0) + 1
         self.last_error = repr(exc)
         if self._health is not None:
             self._health.failing(exc)
@@ -525,13 +571,18 @@ class OutboxRelay:
         except Exception as exc:
             log.warning("%s outbox relay: housekeeping failed: %r", self.service, exc)
 
-    async def run_once(self) -> int:
-        """Publish one batch; returns how many rows were marked sent
-        (:attr:`last_round_failed` says whether a publish failed)."""
-        self.last_round_failed = False
-        async with self._store.claim(self._batch_size) as claim:
+    async def run_once(self, destination: str | None = None) -> int:
+        """Publish one batch (of `destination`'s rows; None: every row); returns
+        how many rows were marked sent (:attr:`last_round_failed` says whether a
+        publish failed)."""
+        published, self.last_round_failed = await self._run_lane_once(destination)
+        return published
+
+    async def _run_lane_once(self, lane: str | None) -> tuple[int, bool]:
+        """One round of a lane: (rows marked sent, whether a publish failed)."""
+        async with self._store.claim(self._batch_size, lane) as claim:
             if claim is None:
-                return 0
+                return 0, False
             groups: dict[tuple[str, str], list[PendingRow]] = defaultdict(list)
             for row in claim.rows:
                 groups[row.partition_key, row.destination].append(row)
@@ -544,9 +595,8 @@ class OutboxRelay:
             if set_aside:
                 await claim.set_aside(set_aside)
         if errors:
-            self.last_round_failed = True
-            self._failed(errors[0])
-        return len(sent)
+            self._failed(errors[0], lane)
+        return len(sent), bool(errors)
 
     async def _publish_group(
         self,

@@ -149,8 +149,14 @@ class RedisOutbox:
     async def check(self) -> None:
         await self._redis.ping()
 
+    @property
+    def lanes(self) -> tuple[str | None, ...]:
+        return (None,)  # both destinations share a tenant's stream: one claim takes both
+
     @asynccontextmanager
-    async def claim(self, limit: int) -> AsyncIterator[OutboxClaim | None]:
+    async def claim(self, limit: int, destination: str | None = None) -> AsyncIterator[OutboxClaim | None]:
+        if destination is not None:
+            raise ValueError("the Redis outbox claims every destination at once (lanes: None)")
         token = uuid.uuid4().hex
         if not await self._redis.set(self._lock, token, nx=True, px=self._lock_ttl_ms):
             yield None  # another replica is publishing

@@ -216,6 +216,15 @@ async def outbox(pool: asyncpg.Pool, tenant: str) -> list[asyncpg.Record]:
     return rows
 
 
+async def live_sent(pool: asyncpg.Pool, tenant: str) -> bool:
+    """Every NATS row sent: the relay's NATS lane does not wait for Kafka (runtime.outbox, lanes)."""
+    return not await pool.fetchval(
+        "SELECT count(*) FROM execution.outbox"
+        " WHERE tenant_id = $1 AND sent_at IS NULL AND destination = 'nats'",
+        tenant,
+    )
+
+
 async def all_sent(pool: asyncpg.Pool, tenant: str) -> bool:
     return not await pool.fetchval(
         "SELECT count(*) FROM execution.outbox WHERE tenant_id = $1 AND sent_at IS NULL", tenant
@@ -316,10 +325,13 @@ async def test_execution_killed_between_commit_and_publish_loses_and_invents_not
                 kafka_proxy.hold()
                 orders_a = set(await place(4))
                 await poll("the relay's publish held in the Kafka proxy", publish_held)
+                # The NATS lane goes on while Kafka is held: the live updates go out.
+                await poll("phase A's live updates sent", lambda: live_sent(pool, tenant))
                 pending_a = [r for r in await outbox(pool, tenant) if r["sent_at"] is None]
-                # Each order's events (accepted, fill) for Kafka and NATS, all committed, none sent.
+                # Each order's events (accepted, fill) for Kafka, all committed, none sent.
+                assert {r["destination"] for r in pending_a} == {"kafka"}
                 assert {r["partition_key"] for r in pending_a} == orders_a
-                assert len(pending_a) >= 4 * 2 * 2
+                assert len(pending_a) >= 4 * 2
                 await execution.kill()
                 kafka_proxy.cut()  # what the dead process sent never reaches the broker
                 kafka_proxy.release()
@@ -341,7 +353,9 @@ async def test_execution_killed_between_commit_and_publish_loses_and_invents_not
                 kafka_proxy.hold()
                 orders_b = set(await place(4))
                 await poll("the relay's publish held in the Kafka proxy", publish_held)
+                await poll("phase B's live updates sent", lambda: live_sent(pool, tenant))
                 pending_rows_b = [r for r in await outbox(pool, tenant) if r["sent_at"] is None]
+                assert {r["destination"] for r in pending_rows_b} == {"kafka"}
                 assert {r["partition_key"] for r in pending_rows_b} == orders_b
                 pending_b = {r["event_id"] for r in pending_rows_b}
 

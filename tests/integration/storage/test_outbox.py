@@ -347,7 +347,7 @@ async def test_a_failed_publish_is_retried_in_order_and_not_lost(
                 await outbox.write(tenant, written[:4])
                 relay.wake()
                 await eventually(lambda: _true(relay.last_error is not None), what="a failed publish")
-                assert relay.retry_delay() > 0
+                assert max(relay.retry_delay(lane) for lane in outbox.store.lanes) > 0
                 await outbox.write(tenant, written[4:])  # more arrives during the outage
                 assert await relay.backlog() == len(written)  # nothing lost, nothing marked
                 proxy.release()
@@ -406,6 +406,43 @@ async def test_a_live_update_does_not_wait_for_the_durable_event_written_before_
     assert await relay.backlog() == 1
     await eventually(lambda: _true(received.ids() == [live.event_id]), what="the live update published")
     await sub.unsubscribe()  # type: ignore[attr-defined]
+
+
+async def test_a_running_relay_sends_live_updates_while_the_kafka_lane_backs_off(
+    outbox: OutboxUnderTest, brokers: tuple[KafkaPublisher, NatsClient]
+) -> None:
+    """A store with lanes (the PostgreSQL table) runs a relay loop per
+    destination: while Kafka rows keep failing (no Kafka publisher: retryable)
+    and their lane waits out a 30 s back-off, the NATS updates of orders placed
+    meanwhile still go out at once. One loop for both waited out the back-off
+    (and, when Kafka was merely slow, its acks) before the next NATS rows."""
+    if outbox.store.lanes == (None,):
+        pytest.skip("one lane: the Redis streams hold both destinations in one stream per tenant")
+    _, nc = brokers
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    received, sub = await subscribe(nc, tenant)
+    relay = OutboxRelay(
+        outbox.store,
+        kafka=None,
+        nats=NatsPublisher(nc, event_registry()),
+        retry_delay_s=30,
+        max_retry_delay_s=30,
+    )
+    await relay.start()
+    try:
+        live: list[str] = []
+        for _ in range(3):
+            order = str(uuid.uuid4())
+            update = status_changed(tenant, order)
+            await outbox.write(tenant, [(KAFKA, accepted(tenant, order), order), (NATS, update, order)])
+            relay.wake()
+            live.append(update.event_id)
+            await eventually(lambda: _true(received.ids() == live), 10.0, "the order's live update")
+        assert relay.retry_delay(KAFKA) == 30  # the Kafka lane is backing off all along
+        assert await outbox.unsent() == 3  # its rows wait, nothing lost
+    finally:
+        await relay.stop()
+        await sub.unsubscribe()  # type: ignore[attr-defined]
 
 
 def _order_id(envelope: event_pb2.EventEnvelope) -> str:

@@ -60,7 +60,9 @@ def test_the_retry_delay_backs_off_and_is_capped() -> None:
     assert relay.retry_delay() == 0.0
     delays = []
     for _ in range(6):
-        relay._failed(RuntimeError("broker down"))
-        delays.append(relay.retry_delay())
+        relay._failed(RuntimeError("broker down"), KAFKA)
+        delays.append(relay.retry_delay(KAFKA))
     assert delays == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
     assert relay.last_error == "RuntimeError('broker down')"
+    # Each lane backs off on its own: Kafka failing does not slow the NATS lane.
+    assert relay.retry_delay(NATS) == 0.0
