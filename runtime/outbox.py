@@ -463,7 +463,9 @@ class OutboxRelay:
         self.last_round_failed = False
         # runtime.health: a clean round is progress, a failed one failing;
         # registered while running (stuck past the threshold: NOT_SERVING).
-        self._health: ComponentHealth | None = None
+        # One per lane, so a Kafka lane that keeps failing is reported stuck
+        # even while the NATS lane makes progress.
+        self._healths: dict[str | None, ComponentHealth] = {}
 
     @property
     def store(self) -> OutboxStore:
@@ -479,8 +481,12 @@ class OutboxRelay:
         if not self._tasks:
             self._stopping = False
             await self._store.check()
-            self._health = (self._monitor or default_monitor()).register(f"relay:{self.service}-outbox")
             lanes = self._store.lanes
+            monitor = self._monitor or default_monitor()
+            self._healths = {
+                lane: monitor.register(f"relay:{self.service}-outbox" + (f"-{lane}" if lane else ""))
+                for lane in lanes
+            }
             self._wakes = {lane: asyncio.Event() for lane in lanes}
             self._tasks = [
                 asyncio.create_task(
@@ -495,9 +501,9 @@ class OutboxRelay:
         """Stop after the batch in flight (an interrupted batch is simply published again later)."""
         tasks, self._tasks = self._tasks, []
         _RUNNING.discard(self)
-        if self._health is not None:
-            self._health.close()
-            self._health = None
+        for health in self._healths.values():
+            health.close()
+        self._healths = {}
         self._stopping = True
         for task in tasks:
             await stop_task(task, name=f"{self.service} outbox relay")
@@ -548,17 +554,17 @@ class OutboxRelay:
             if not any(self._failures_in_a_row.values()):
                 self.last_error = None
             self.last_progress_at = time.time()
-            if self._health is not None:
-                self._health.progress()
-        elif self._health is not None:
-            self._health.failing(self.last_error or "publishing failed")
+            if (health := self._healths.get(lane)) is not None:
+                health.progress()
+        elif (health := self._healths.get(lane)) is not None:
+            health.failing(self.last_error or "publishing failed")
         return published, failed
 
     def _failed(self, exc: BaseException, lane: str | None) -> None:
         self._failures_in_a_row[lane] = self._failures_in_a_row.get(lane, 0) + 1
         self.last_error = repr(exc)
-        if self._health is not None:
-            self._health.failing(exc)
+        if (health := self._healths.get(lane)) is not None:
+            health.failing(exc)
 
     async def _housekeeping(self) -> None:
         """Refresh the backlog gauge; prune sent rows past the retention now and then."""
