@@ -339,8 +339,12 @@ async def test_order_updates_over_websocket_and_teardown(stack: Stack, gateway: 
             client_order_id = uuid.uuid4().hex
             r = await gw.post("/v1/orders", json=_order(symbol, client_order_id), headers=bearer(session))
             assert r.status_code == 200, r.text
-            frame = await asyncio.wait_for(ws.receive_text(), 15)
-            assert frame is not None and ws.accepted
+            async with asyncio.timeout(15):
+                while True:  # an idle stream sends {"heartbeat": true} frames meanwhile
+                    frame = await ws.receive_text()
+                    assert frame is not None and ws.accepted
+                    if not json.loads(frame).get("heartbeat"):
+                        break
             assert json.loads(frame)["order"]["clientOrderId"] == client_order_id
         finally:
             await ws.close()
