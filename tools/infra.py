@@ -46,6 +46,7 @@ import logging
 import os
 import pwd
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -394,6 +395,17 @@ class S3Storage:
             "AWS_DEFAULT_REGION": self.region,
             "AWS_ALLOW_HTTP": "true",
         }
+
+
+def throwaway_s3_storage(port: int, bucket: str = "tansu") -> S3Storage:
+    """Storage on a SeaweedFS of its own on 127.0.0.1:`port`, with fresh random
+    keys (fault scenarios and tests that start their own broker)."""
+    return S3Storage(
+        endpoint=f"http://127.0.0.1:{port}",
+        bucket=bucket,
+        access_key=secrets.token_urlsafe(9),
+        secret_key=secrets.token_urlsafe(24),
+    )
 
 
 def s3_storage_of(settings: Settings) -> S3Storage:

@@ -15,7 +15,6 @@ its own SeaweedFS (S3) and tansu on spare ports:
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from runtime.config import KafkaSettings
 from runtime.contracts import event_registry
 from runtime.messaging import Event, new_envelope
 from runtime.messaging.kafka import KafkaPublisher, KafkaSubscriber, ensure_topics
-from tools.infra import ManagedProcess, S3Storage, free_port, start_seaweedfs, start_tansu
+from tools.infra import ManagedProcess, free_port, start_seaweedfs, start_tansu, throwaway_s3_storage
 
 TICK = "trading.marketdata.v1.Tick"
 
@@ -62,12 +61,7 @@ def _start_broker(tmp_path: Path, *, storage: str = "s3") -> Broker:
     s3 = None
     if storage == "s3":
         port = free_port()
-        s3 = S3Storage(
-            endpoint=f"http://127.0.0.1:{port}",
-            bucket="tansu",
-            access_key=secrets.token_urlsafe(9),
-            secret_key=secrets.token_urlsafe(24),
-        )
+        s3 = throwaway_s3_storage(port)
         seaweedfs = start_seaweedfs(port, tmp_path / "seaweedfs", s3, log_path=tmp_path / "seaweedfs.log")
     try:
         tansu = start_tansu(free_port(), log_path=tmp_path / "tansu.log", s3=s3)

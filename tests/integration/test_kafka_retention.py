@@ -6,7 +6,6 @@ the group resumes at its offset, a new group starts at the oldest kept batch."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +19,11 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from tools.infra import (
     ManagedProcess,
-    S3Storage,
     free_port,
     seaweedfs_filer_url,
     start_seaweedfs,
     start_tansu,
+    throwaway_s3_storage,
 )
 from tools.kafka_retention import Filer, sweep
 
@@ -45,12 +44,7 @@ class Broker:
 @pytest_asyncio.fixture
 async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
     port = free_port()
-    s3 = S3Storage(
-        endpoint=f"http://127.0.0.1:{port}",
-        bucket="tansu",
-        access_key=secrets.token_urlsafe(9),
-        secret_key=secrets.token_urlsafe(24),
-    )
+    s3 = throwaway_s3_storage(port)
     seaweedfs = await asyncio.to_thread(
         start_seaweedfs, port, tmp_path / "seaweedfs", s3, log_path=tmp_path / "seaweedfs.log"
     )
